@@ -1,0 +1,541 @@
+//! The transport-independent layers: types, errors, the two traits, the command and reply enums,
+//! the Collector and the Dispatcher.
+
+use heck::ToUpperCamelCase;
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+
+use super::{default_expr, doc, doc_str, ident, return_ty, rust_ty, service_ident};
+use crate::model::{Api, OpKind, Operation, Ty, TypeBody};
+
+pub(super) fn types(api: &Api) -> TokenStream {
+    let decls = api.types.iter().map(|t| {
+        let name = ident(&t.name);
+        let docs = doc(t.doc.as_deref());
+        match &t.body {
+            TypeBody::Struct(fields) => {
+                let fields = fields.iter().map(|f| {
+                    let fname = ident(&f.name);
+                    let ty = rust_ty(&f.ty);
+                    let fdoc = doc(f.doc.as_deref());
+                    let attrs = match f.ty {
+                        Ty::Option(_) => quote!(#[serde(default, skip_serializing_if = "Option::is_none")]),
+                        _ => quote!(),
+                    };
+                    quote! { #fdoc #attrs pub #fname: #ty, }
+                });
+                quote! {
+                    #docs
+                    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+                    pub struct #name { #(#fields)* }
+                }
+            }
+            TypeBody::Enum(variants) => {
+                let vnames: Vec<_> = variants.iter().map(|v| ident(&v.name.to_upper_camel_case())).collect();
+                let wire: Vec<&str> = variants.iter().map(|v| v.name.as_str()).collect();
+                let tags: Vec<u32> = variants.iter().map(|v| v.tag).collect();
+                let vdocs = variants.iter().map(|v| doc(v.doc.as_deref()));
+                let type_name = &t.name;
+                let expected = wire.join(", ");
+                quote! {
+                    #docs
+                    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+                    pub enum #name {
+                        #( #vdocs #[serde(rename = #wire)] #vnames, )*
+                    }
+
+                    impl #name {
+                        /// Every variant, in schema order.
+                        pub const ALL: &'static [#name] = &[#(#name::#vnames),*];
+
+                        /// The wire name of the variant.
+                        pub fn as_str(&self) -> &'static str {
+                            match self { #( #name::#vnames => #wire, )* }
+                        }
+
+                        /// The stable tag of the variant.
+                        pub fn tag(&self) -> u32 {
+                            match self { #( #name::#vnames => #tags, )* }
+                        }
+
+                        /// The variant with this tag.
+                        pub fn from_tag(tag: u32) -> Option<Self> {
+                            match tag { #( #tags => Some(#name::#vnames), )* _ => None }
+                        }
+                    }
+
+                    impl std::fmt::Display for #name {
+                        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                            f.write_str(self.as_str())
+                        }
+                    }
+
+                    impl std::str::FromStr for #name {
+                        type Err = crate::UnknownVariant;
+                        fn from_str(s: &str) -> Result<Self, Self::Err> {
+                            match s {
+                                #( #wire => Ok(#name::#vnames), )*
+                                _ => Err(crate::UnknownVariant { type_name: #type_name, value: s.to_string(), expected: #expected }),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+
+    let error = service_ident(api, "Error");
+    let enames: Vec<_> = api.errors.iter().map(|e| ident(&e.name)).collect();
+    let ekinds: Vec<&str> = api.errors.iter().map(|e| e.name.as_str()).collect();
+    let etags: Vec<u32> = api.errors.iter().map(|e| e.tag).collect();
+    let edocs = api.errors.iter().map(|e| doc(e.doc.as_deref()));
+    let efmt = ekinds.iter().map(|k| format!("{k}: {{0}}"));
+    let error_doc = doc_str(&format!(
+        "Every error a `{}` operation can return, on every transport. The schema's kinds come first; \
+         `Transport` and `Internal` are built in.",
+        api.service
+    ));
+    let defaults = api.operations.iter().flat_map(|o| {
+        o.params.iter().filter_map(move |p| {
+            let value = p.default.as_ref()?;
+            let fname = format_ident!("{}_{}", o.name, p.name);
+            let ty = rust_ty(&p.ty);
+            let expr = default_expr(value, &p.ty);
+            let d = doc_str(&format!("Default of `{}` in `{}`.", p.name, o.name));
+            Some(quote! { #d pub fn #fname() -> #ty { #expr } })
+        })
+    });
+
+    quote! {
+        //! The service's types and its error type.
+
+        #(#decls)*
+
+        #error_doc
+        #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+        #[serde(tag = "kind", content = "message")]
+        pub enum #error {
+            #( #edocs #[error(#efmt)] #enames(String), )*
+            /// The call did not reach the service, or its answer was lost or malformed.
+            #[error("Transport: {0}")]
+            Transport(String),
+            /// The service failed in a way the schema does not describe.
+            #[error("Internal: {0}")]
+            Internal(String),
+        }
+
+        impl #error {
+            /// The kind's name, as written in the schema (`Transport` / `Internal` for the built-ins).
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    #( #error::#enames(_) => #ekinds, )*
+                    #error::Transport(_) => "Transport",
+                    #error::Internal(_) => "Internal",
+                }
+            }
+
+            /// The human-readable message.
+            pub fn message(&self) -> &str {
+                match self {
+                    #( #error::#enames(m) )|* | #error::Transport(m) | #error::Internal(m) => m,
+                }
+            }
+
+            /// The schema tag of the kind; `None` for the built-in kinds.
+            pub fn tag(&self) -> Option<u32> {
+                match self {
+                    #( #error::#enames(_) => Some(#etags), )*
+                    #error::Transport(_) | #error::Internal(_) => None,
+                }
+            }
+
+            /// Rebuilds an error from its kind name and message (what transports carry).
+            pub fn from_kind(kind: &str, message: String) -> Option<Self> {
+                match kind {
+                    #( #ekinds => Some(#error::#enames(message)), )*
+                    "Transport" => Some(#error::Transport(message)),
+                    "Internal" => Some(#error::Internal(message)),
+                    _ => None,
+                }
+            }
+        }
+
+        /// Defaults of operation parameters, used when a caller omits them.
+        pub mod defaults {
+            #(#defaults)*
+        }
+    }
+}
+
+/// The parameters of an operation as `name: Type` pairs.
+fn params(op: &Operation) -> Vec<TokenStream> {
+    op.params
+        .iter()
+        .map(|p| {
+            let n = ident(&p.name);
+            let t = rust_ty(&p.ty);
+            quote!(#n: #t)
+        })
+        .collect()
+}
+
+fn param_names(op: &Operation) -> Vec<proc_macro2::Ident> {
+    op.params.iter().map(|p| ident(&p.name)).collect()
+}
+
+fn op_doc(op: &Operation) -> TokenStream {
+    let mut text = op.doc.clone().unwrap_or_default();
+    if !op.errors.is_empty() {
+        if !text.is_empty() {
+            text.push_str("\n\n");
+        }
+        text.push_str(&format!(
+            "Errors: {}.",
+            op.errors.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    doc(Some(&text).filter(|t| !t.is_empty()).map(|t| t.as_str()))
+}
+
+pub(super) fn traits(api: &Api) -> TokenStream {
+    let api_trait = service_ident(api, "Api");
+    let service_trait = service_ident(api, "Service");
+    let error = service_ident(api, "Error");
+    let client_methods = api.operations.iter().map(|op| {
+        let name = ident(&op.name);
+        let ps = params(op);
+        let ret = return_ty(op.returns.as_ref());
+        let d = op_doc(op);
+        quote! {
+            #d
+            fn #name(&self, #(#ps),*) -> impl ::std::future::Future<Output = Result<#ret, crate::#error>> + Send;
+        }
+    });
+    let server_methods = api.operations.iter().map(|op| {
+        let name = ident(&op.name);
+        let ps = params(op);
+        let ret = return_ty(op.returns.as_ref());
+        let d = op_doc(op);
+        match op.kind {
+            OpKind::Command => quote! {
+                #d
+                fn #name(&mut self, ctx: &crate::ApplyContext, #(#ps),*) -> Result<#ret, crate::#error>;
+            },
+            OpKind::Query => quote! {
+                #d
+                fn #name(&self, #(#ps),*) -> Result<#ret, crate::#error>;
+            },
+        }
+    });
+    let api_doc = doc_str(&format!(
+        "The `{s}` API as a client sees it: one async method per operation. Implemented in-process, \
+         by the `Collector`, and by every transport's client, so one validator can drive them all.",
+        s = api.service
+    ));
+    let service_doc = doc_str(&format!(
+        "The `{s}` service as the application implements it. Commands get mutable state and an \
+         [`ApplyContext`](crate::ApplyContext) and must be deterministic: same state + same command + \
+         same context = same result on every replica. Queries get read-only state. A command that \
+         returns an error must leave the state unchanged (the caller rolls back its transaction).",
+        s = api.service
+    ));
+    quote! {
+        //! The client-side and server-side traits.
+
+        #api_doc
+        pub trait #api_trait: Send + Sync {
+            #(#client_methods)*
+        }
+
+        #service_doc
+        pub trait #service_trait {
+            #(#server_methods)*
+        }
+    }
+}
+
+pub(super) fn command(api: &Api) -> TokenStream {
+    let command = service_ident(api, "Command");
+    let reply = service_ident(api, "Reply");
+    let error = service_ident(api, "Error");
+    let variants: Vec<_> = api.operations.iter().map(|o| ident(&o.variant())).collect();
+    let wire: Vec<&str> = api.operations.iter().map(|o| o.name.as_str()).collect();
+    let tags: Vec<u32> = api.operations.iter().map(|o| o.tag).collect();
+    let kinds: Vec<TokenStream> = api
+        .operations
+        .iter()
+        .map(|o| match o.kind {
+            OpKind::Command => quote!(crate::OpKind::Command),
+            OpKind::Query => quote!(crate::OpKind::Query),
+        })
+        .collect();
+    let command_variants = api.operations.iter().map(|op| {
+        let v = ident(&op.variant());
+        let w = &op.name;
+        let d = doc_str(&format!("`{}`", op.name));
+        let fields = op.params.iter().map(|p| {
+            let n = ident(&p.name);
+            let t = rust_ty(&p.ty);
+            let attr = if p.default.is_some() {
+                let path = format!("crate::defaults::{}_{}", op.name, p.name);
+                quote!(#[serde(default = #path)])
+            } else {
+                quote!()
+            };
+            quote!(#attr #n: #t)
+        });
+        quote! { #d #[serde(rename = #w)] #v { #(#fields),* } }
+    });
+    let reply_variants = api.operations.iter().map(|op| {
+        let v = ident(&op.variant());
+        let w = &op.name;
+        let t = return_ty(op.returns.as_ref());
+        quote! { #[serde(rename = #w)] #v(#t) }
+    });
+    let command_doc = doc_str(&format!(
+        "One call of a `{s}` operation with its arguments: the payload of a Raft log entry.\n\n\
+         Serialized form (stable, documented): UTF-8 JSON of an object with one key, the operation \
+         name, whose value is an object of the named arguments; e.g. \
+         `{{\"deposit\":{{\"account_id\":1,\"amount\":\"10.00\"}}}}`. Decimals, dates, datetimes \
+         (RFC 3339, UTC) and durations (`\"86400s\"`) are strings. Adding an operation, or a parameter \
+         with a default, keeps every existing entry decodable.",
+        s = api.service
+    ));
+    let reply_doc = doc_str(&format!(
+        "The successful answer to a `{s}Command`: one variant per operation. On the wire a reply is \
+         `Result<{s}Reply, {s}Error>` as JSON: `{{\"Ok\":{{\"deposit\":\"10.00\"}}}}` or \
+         `{{\"Err\":{{\"kind\":\"NotFound\",\"message\":\"…\"}}}}`.",
+        s = api.service
+    ));
+    let encode_doc = doc_str(&format!("Serializes the outcome of a call (see [`{}Reply`]).", api.service));
+    quote! {
+        //! The serialized form of every call and of every answer.
+
+        /// Every operation of the service, in schema order.
+        pub const OPERATIONS: &[crate::OpInfo] = &[
+            #( crate::OpInfo { name: #wire, tag: #tags, kind: #kinds }, )*
+        ];
+
+        #command_doc
+        #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+        pub enum #command {
+            #(#command_variants,)*
+        }
+
+        impl #command {
+            /// The operation's name.
+            pub fn name(&self) -> &'static str {
+                match self { #( #command::#variants { .. } => #wire, )* }
+            }
+
+            /// The operation's stable tag.
+            pub fn tag(&self) -> u32 {
+                match self { #( #command::#variants { .. } => #tags, )* }
+            }
+
+            /// Command (goes through the log) or query.
+            pub fn kind(&self) -> crate::OpKind {
+                match self { #( #command::#variants { .. } => #kinds, )* }
+            }
+
+            /// The serialized form (see the type's documentation).
+            pub fn encode(&self) -> Result<Vec<u8>, crate::#error> {
+                serde_json::to_vec(self).map_err(|e| crate::#error::Internal(format!("cannot encode command: {e}")))
+            }
+
+            /// Parses the serialized form; a malformed command is a `Transport` error.
+            pub fn decode(bytes: &[u8]) -> Result<Self, crate::#error> {
+                serde_json::from_slice(bytes).map_err(|e| crate::#error::Transport(format!("malformed command: {e}")))
+            }
+        }
+
+        #reply_doc
+        #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+        pub enum #reply {
+            #(#reply_variants,)*
+        }
+
+        impl #reply {
+            /// The name of the operation this answers.
+            pub fn name(&self) -> &'static str {
+                match self { #( #reply::#variants(_) => #wire, )* }
+            }
+        }
+
+        #encode_doc
+        pub fn encode_reply(reply: &Result<#reply, crate::#error>) -> Vec<u8> {
+            match serde_json::to_vec(reply) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    let fallback: Result<#reply, crate::#error> =
+                        Err(crate::#error::Internal(format!("cannot encode reply: {e}")));
+                    serde_json::to_vec(&fallback).unwrap_or_default()
+                }
+            }
+        }
+
+        /// Parses the outcome of a call; a malformed reply is a `Transport` error.
+        pub fn decode_reply(bytes: &[u8]) -> Result<#reply, crate::#error> {
+            serde_json::from_slice::<Result<#reply, crate::#error>>(bytes)
+                .map_err(|e| crate::#error::Transport(format!("malformed reply: {e}")))?
+        }
+    }
+}
+
+pub(super) fn collector(api: &Api) -> TokenStream {
+    let api_trait = service_ident(api, "Api");
+    let command = service_ident(api, "Command");
+    let reply = service_ident(api, "Reply");
+    let error = service_ident(api, "Error");
+    let methods = api.operations.iter().map(|op| {
+        let name = ident(&op.name);
+        let v = ident(&op.variant());
+        let ps = params(op);
+        let names = param_names(op);
+        let ret = return_ty(op.returns.as_ref());
+        let wire = &op.name;
+        quote! {
+            async fn #name(&self, #(#ps),*) -> Result<#ret, crate::#error> {
+                match self.call(crate::#command::#v { #(#names),* }).await? {
+                    crate::#reply::#v(value) => Ok(value),
+                    other => Err(crate::#error::Transport(format!("reply to `{}` answers `{}`", #wire, other.name()))),
+                }
+            }
+        }
+    });
+    let sink_doc = doc_str(&format!(
+        "Where a `Collector` sends serialized calls: in-process to a `Dispatcher`, over a socket, or \
+         into the Raft log. Returns the serialized `Result<{s}Reply, {s}Error>`.",
+        s = api.service
+    ));
+    let collector_doc = doc_str(&format!(
+        "Implements `{s}Api` by turning each call into a `{s}Command`, serializing it and handing the \
+         bytes to a [`CommandSink`]; the seed's step 3.",
+        s = api.service
+    ));
+    quote! {
+        //! The Collector: calls in, serialized commands out.
+
+        #sink_doc
+        pub trait CommandSink: Send + Sync {
+            /// Delivers one serialized command and returns the serialized reply.
+            fn submit(&self, kind: crate::OpKind, command: Vec<u8>)
+                -> impl ::std::future::Future<Output = Result<Vec<u8>, crate::#error>> + Send;
+        }
+
+        #collector_doc
+        #[derive(Debug, Clone)]
+        pub struct Collector<S> {
+            sink: S,
+        }
+
+        impl<S> Collector<S> {
+            /// A collector that sends to `sink`.
+            pub fn new(sink: S) -> Self {
+                Collector { sink }
+            }
+
+            /// The sink commands go to.
+            pub fn sink(&self) -> &S {
+                &self.sink
+            }
+        }
+
+        impl<S: CommandSink> Collector<S> {
+            async fn call(&self, command: crate::#command) -> Result<crate::#reply, crate::#error> {
+                let bytes = command.encode()?;
+                let reply = self.sink.submit(command.kind(), bytes).await?;
+                crate::decode_reply(&reply)
+            }
+        }
+
+        impl<S: CommandSink> crate::#api_trait for Collector<S> {
+            #(#methods)*
+        }
+    }
+}
+
+pub(super) fn dispatcher(api: &Api) -> TokenStream {
+    let service_trait = service_ident(api, "Service");
+    let command = service_ident(api, "Command");
+    let reply = service_ident(api, "Reply");
+    let error = service_ident(api, "Error");
+    let arm = |op: &Operation, receiver: TokenStream| {
+        let name = ident(&op.name);
+        let v = ident(&op.variant());
+        let names = param_names(op);
+        let ctx = match op.kind {
+            OpKind::Command => quote!(ctx,),
+            OpKind::Query => quote!(),
+        };
+        quote! {
+            crate::#command::#v { #(#names),* } => #receiver.#name(#ctx #(#names),*).map(crate::#reply::#v),
+        }
+    };
+    let execute_arms = api.operations.iter().map(|op| arm(op, quote!(service)));
+    let query_arms = api
+        .operations
+        .iter()
+        .filter(|op| op.kind == OpKind::Query)
+        .map(|op| arm(op, quote!(service)));
+    let has_commands = api.commands().next().is_some();
+    let command_arm = has_commands.then(|| {
+        quote! {
+            other => Err(crate::#error::Internal(format!("`{}` is a command; it cannot run as a query", other.name()))),
+        }
+    });
+    let unused = (api.operations.iter().all(|o| o.kind == OpKind::Query)).then(|| quote!(let _ = ctx;));
+    quote! {
+        //! The Dispatcher: serialized commands in, calls on the service out.
+
+        /// The result of dispatching one serialized command.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct Outcome {
+            /// Whether the operation succeeded; when it did not, the caller must roll back
+            /// whatever the command changed.
+            pub ok: bool,
+            /// The serialized `Result` to send back to the caller.
+            pub reply: Vec<u8>,
+        }
+
+        /// Decodes commands and calls the matching service method; the seed's step 3.
+        #[derive(Debug, Clone, Copy, Default)]
+        pub struct Dispatcher;
+
+        impl Dispatcher {
+            /// Runs any operation: commands get `ctx`, queries ignore it.
+            pub fn execute<S: crate::#service_trait + ?Sized>(
+                service: &mut S,
+                ctx: &crate::ApplyContext,
+                command: crate::#command,
+            ) -> Result<crate::#reply, crate::#error> {
+                #unused
+                match command {
+                    #(#execute_arms)*
+                }
+            }
+
+            /// Runs a query against read-only state; a command is refused.
+            pub fn query<S: crate::#service_trait + ?Sized>(
+                service: &S,
+                command: crate::#command,
+            ) -> Result<crate::#reply, crate::#error> {
+                match command {
+                    #(#query_arms)*
+                    #command_arm
+                }
+            }
+
+            /// Decodes `bytes`, runs the operation and serializes its result.
+            pub fn dispatch<S: crate::#service_trait + ?Sized>(
+                service: &mut S,
+                ctx: &crate::ApplyContext,
+                bytes: &[u8],
+            ) -> Outcome {
+                let result = crate::#command::decode(bytes)
+                    .and_then(|command| Self::execute(service, ctx, command));
+                Outcome { ok: result.is_ok(), reply: crate::encode_reply(&result) }
+            }
+        }
+    }
+}

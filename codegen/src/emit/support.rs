@@ -1,0 +1,134 @@
+//! The schema-independent part of every generated crate.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+pub(super) fn support() -> TokenStream {
+    quote! {
+        //! Schema-independent support types shared by every generated layer.
+
+        use std::fmt;
+
+        /// Whether an operation changes state.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum OpKind {
+            /// A replicated write: it goes through the log and is applied on every replica.
+            Command,
+            /// A read: it never enters the log.
+            Query,
+        }
+
+        /// Static facts about one operation, from the schema.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct OpInfo {
+            /// The operation's name (also its JSON-RPC method name).
+            pub name: &'static str,
+            /// Its stable tag.
+            pub tag: u32,
+            /// Command or query.
+            pub kind: OpKind,
+        }
+
+        /// What a command is applied with. Everything non-deterministic (time) is fixed by the
+        /// proposer and carried here, so that every replica applies a command identically.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct ApplyContext {
+            /// Position of the command in the log (or a local sequence number outside Raft).
+            pub index: u64,
+            /// Time stamped by the leader when the command was proposed. Apply code must use
+            /// this and never read the wall clock.
+            pub time: ::chrono::DateTime<::chrono::Utc>,
+        }
+
+        /// A signed span of time (the schema's `duration`). On every wire it is a string of
+        /// seconds with an `s` suffix, such as `"86400s"` or `"-1.5s"` (protobuf's JSON form).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+        pub struct Duration(pub ::chrono::TimeDelta);
+
+        impl Duration {
+            /// A duration of whole seconds.
+            pub fn seconds(seconds: i64) -> Self {
+                Duration(::chrono::TimeDelta::seconds(seconds))
+            }
+        }
+
+        impl From<::chrono::TimeDelta> for Duration {
+            fn from(d: ::chrono::TimeDelta) -> Self {
+                Duration(d)
+            }
+        }
+
+        impl fmt::Display for Duration {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let d = self.0;
+                let sign = if d < ::chrono::TimeDelta::zero() { "-" } else { "" };
+                let d = d.abs();
+                let secs = d.num_seconds();
+                let nanos = d.subsec_nanos();
+                if nanos == 0 {
+                    write!(f, "{sign}{secs}s")
+                } else {
+                    let frac = format!("{nanos:09}");
+                    write!(f, "{sign}{secs}.{}s", frac.trim_end_matches('0'))
+                }
+            }
+        }
+
+        /// A duration string that is not `<seconds>[.<fraction>]s`.
+        #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+        #[error("invalid duration `{0}`: expected seconds with an `s` suffix, like `86400s` or `0.5s`")]
+        pub struct ParseDurationError(pub String);
+
+        impl std::str::FromStr for Duration {
+            type Err = ParseDurationError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                let bad = || ParseDurationError(s.to_string());
+                let body = s.strip_suffix('s').ok_or_else(bad)?;
+                let (negative, body) = match body.strip_prefix('-') {
+                    Some(rest) => (true, rest),
+                    None => (false, body),
+                };
+                let (whole, frac) = body.split_once('.').unwrap_or((body, ""));
+                let digits = |t: &str| t.chars().all(|c| c.is_ascii_digit());
+                if whole.is_empty() || !digits(whole) || !digits(frac) || frac.len() > 9 {
+                    return Err(bad());
+                }
+                let secs: i64 = whole.parse().map_err(|_| bad())?;
+                let nanos: i64 = if frac.is_empty() {
+                    0
+                } else {
+                    format!("{frac:0<9}").parse().map_err(|_| bad())?
+                };
+                let d = ::chrono::TimeDelta::try_seconds(secs)
+                    .and_then(|d| d.checked_add(&::chrono::TimeDelta::nanoseconds(nanos)))
+                    .ok_or_else(bad)?;
+                Ok(Duration(if negative { -d } else { d }))
+            }
+        }
+
+        impl serde::Serialize for Duration {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for Duration {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+
+        /// A string that names no variant of a generated enum.
+        #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+        #[error("`{value}` is not a {type_name}; expected one of: {expected}")]
+        pub struct UnknownVariant {
+            /// The enum's name.
+            pub type_name: &'static str,
+            /// What was given.
+            pub value: String,
+            /// The accepted spellings, comma separated.
+            pub expected: &'static str,
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Turns a service description (`schema/*.yaml` or `.json`) into the generated crate.
+//!
+//! The pipeline is: [`load`] (parse + validate into the [`model::Api`], collecting every problem
+//! as a [`Diagnostics`] with file:line:col and a hint) → [`render`] (emit every file in memory) →
+//! [`write`] (swap the whole output directory in at once) or [`check`] (compare, write nothing).
+
+pub mod diag;
+pub mod document;
+pub mod emit;
+pub mod model;
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub use diag::{Diagnostic, Diagnostics};
+pub use emit::GeneratedFile;
+pub use model::Api;
+
+use document::{Document, Pos};
+
+/// Why generation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The description has problems; nothing was written.
+    #[error("{0}")]
+    Schema(#[from] Diagnostics),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// The emitted Rust did not parse (a bug in the generator).
+    #[error("internal generator error in {file}: {source}")]
+    Emit {
+        /// The file being emitted.
+        file: String,
+        /// The parse error.
+        source: syn::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Reads and validates a description file. YAML and JSON are both accepted (JSON is YAML).
+pub fn load(path: &Path) -> Result<Api, Error> {
+    let source = fs::read_to_string(path).map_err(io_err(path))?;
+    Ok(parse(path, &source)?)
+}
+
+/// Parses and validates description text; `path` is only used in messages.
+pub fn parse(path: &Path, source: &str) -> Result<Api, Diagnostics> {
+    let doc: Document = serde_saphyr::from_str(source).map_err(|e| syntax_error(path, source, &e))?;
+    Api::from_document(&doc).map_err(|items| {
+        let items = items.into_iter().map(|d| fix_quoted(source, d)).collect();
+        Diagnostics::new(path, source, items)
+    })
+}
+
+/// Positions of quoted scalars point at the quote; move them onto the token itself.
+fn fix_quoted(source: &str, mut d: Diagnostic) -> Diagnostic {
+    if let Some(line) = source.lines().nth((d.pos.line as usize).saturating_sub(1)) {
+        let col = (d.pos.col as usize).saturating_sub(1);
+        let at = line.chars().nth(col);
+        let token_start = d.token.chars().next();
+        if matches!(at, Some('"') | Some('\'')) && token_start != at {
+            d.pos.col += 1;
+        }
+    }
+    d
+}
+
+fn syntax_error(path: &Path, source: &str, e: &serde_saphyr::Error) -> Diagnostics {
+    let pos = e
+        .location()
+        .map(|l| Pos {
+            line: l.line(),
+            col: l.column(),
+        })
+        .unwrap_or_default();
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or("invalid description").trim();
+    // serde-saphyr prefixes its message with `error: line L column C: `; we print our own.
+    let message = match first.find(" column ") {
+        Some(at) => first[at..]
+            .split_once(": ")
+            .map_or(first, |(_, rest)| rest)
+            .to_string(),
+        None => first.trim_start_matches("error: ").to_string(),
+    };
+    let token = source
+        .lines()
+        .nth((pos.line as usize).saturating_sub(1))
+        .map(|l| {
+            l.chars()
+                .skip((pos.col as usize).saturating_sub(1))
+                .take_while(|c| !c.is_whitespace() && *c != ':')
+                .collect::<String>()
+        })
+        .unwrap_or_default();
+    let hint = "the format is described by schema/service.schema.json: top-level keys are \
+                service, doc, types, errors, operations";
+    Diagnostics::new(
+        path,
+        source,
+        vec![Diagnostic::new("schema::syntax", pos, token, message).hint(hint)],
+    )
+}
+
+/// Emits every file of the generated crate plus the JSON Schema of the format.
+pub fn render(api: &Api, source_name: &str) -> Result<Vec<GeneratedFile>, Error> {
+    emit::crate_files(api, source_name).map_err(|source| Error::Emit {
+        file: source_name.to_string(),
+        source,
+    })
+}
+
+/// The JSON Schema (draft-07) of the description format.
+pub fn format_schema() -> String {
+    document::json_schema()
+}
+
+/// Replaces `out_dir` with exactly `files`: they are written to a sibling directory first and
+/// swapped in with renames, so an interrupted run leaves either the old or the new tree.
+pub fn write(out_dir: &Path, files: &[GeneratedFile]) -> Result<(), Error> {
+    let parent = out_dir.parent().unwrap_or(Path::new("."));
+    let name = out_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "generated".into());
+    let staging = parent.join(format!(".{name}.new"));
+    let old = parent.join(format!(".{name}.old"));
+    for dir in [&staging, &old] {
+        if dir.exists() {
+            fs::remove_dir_all(dir).map_err(io_err(dir))?;
+        }
+    }
+    for f in files {
+        let path = staging.join(&f.path);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(io_err(dir))?;
+        }
+        fs::write(&path, &f.text).map_err(io_err(&path))?;
+    }
+    if out_dir.exists() {
+        fs::rename(out_dir, &old).map_err(io_err(out_dir))?;
+    }
+    fs::rename(&staging, out_dir).map_err(io_err(out_dir))?;
+    if old.exists() {
+        fs::remove_dir_all(&old).map_err(io_err(&old))?;
+    }
+    Ok(())
+}
+
+/// Writes one file through a temporary sibling and a rename.
+pub fn write_file(path: &Path, text: &str) -> Result<(), Error> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, text).map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// Lists what differs between `out_dir` and `files`: stale or missing files, and files that
+/// generation would not produce. Writes nothing.
+pub fn check(out_dir: &Path, files: &[GeneratedFile]) -> Result<Vec<String>, Error> {
+    let mut stale = Vec::new();
+    for f in files {
+        let path = out_dir.join(&f.path);
+        match fs::read_to_string(&path) {
+            Ok(text) if text.replace("\r\n", "\n") == f.text => {}
+            Ok(_) => stale.push(format!("{} is out of date", path.display())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                stale.push(format!("{} is missing", path.display()))
+            }
+            Err(e) => return Err(io_err(&path)(e)),
+        }
+    }
+    let mut existing = Vec::new();
+    list_files(out_dir, out_dir, &mut existing).map_err(io_err(out_dir))?;
+    for rel in existing {
+        if !files.iter().any(|f| f.path == rel) {
+            stale.push(format!("{} is not generated", out_dir.join(rel).display()));
+        }
+    }
+    Ok(stale)
+}
+
+fn list_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut entries: Vec<_> = entries.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            list_files(root, &path, out)?;
+        } else if let Ok(rel) = path.strip_prefix(root) {
+            out.push(rel.to_string_lossy().replace('\\', "/"));
+        }
+    }
+    Ok(())
+}
