@@ -58,8 +58,9 @@ pub fn load(path: &Path) -> Result<Api, Error> {
 
 /// Parses and validates description text; `path` is only used in messages.
 pub fn parse(path: &Path, source: &str) -> Result<Api, Diagnostics> {
-    let doc: Document = serde_saphyr::from_str(source).map_err(|e| syntax_error(path, source, &e))?;
-    Api::from_document(&doc).map_err(|items| {
+    let doc: Document =
+        serde_saphyr::from_str(source).map_err(|e| syntax_error(path, source, &e))?;
+    Api::from_document(&doc, source).map_err(|items| {
         let items = items.into_iter().map(|d| fix_quoted(source, d)).collect();
         Diagnostics::new(path, source, items)
     })
@@ -113,6 +114,15 @@ fn syntax_error(path: &Path, source: &str, e: &serde_saphyr::Error) -> Diagnosti
         source,
         vec![Diagnostic::new("schema::syntax", pos, token, message).hint(hint)],
     )
+}
+
+/// Loads `schema`, renders the crate and swaps it into `out`: all files or none. The schema's path
+/// as given is what the generated headers name.
+pub fn generate(schema: &Path, out: &Path) -> Result<Vec<GeneratedFile>, Error> {
+    let api = load(schema)?;
+    let files = render(&api, &schema.to_string_lossy().replace('\\', "/"))?;
+    write(out, &files)?;
+    Ok(files)
 }
 
 /// Emits every file of the generated crate plus the JSON Schema of the format.

@@ -194,15 +194,38 @@ const RUST_KEYWORDS: &[&str] = &[
 
 /// Names the generated code defines or relies on, which a declared type may not take.
 const PRELUDE_NAMES: &[&str] = &[
-    "Option", "Result", "String", "Vec", "Box", "Ok", "Err", "Some", "None", "Send", "Sync",
-    "Clone", "Copy", "Debug", "Default", "Collector", "Dispatcher", "CommandSink", "ApplyContext",
-    "OpKind", "Duration", "Outcome",
+    "Option",
+    "Result",
+    "String",
+    "Vec",
+    "Box",
+    "Ok",
+    "Err",
+    "Some",
+    "None",
+    "Send",
+    "Sync",
+    "Clone",
+    "Copy",
+    "Debug",
+    "Default",
+    "Collector",
+    "Dispatcher",
+    "CommandSink",
+    "ApplyContext",
+    "OpKind",
+    "Duration",
+    "Outcome",
 ];
 
 impl Api {
     /// Checks a document and builds the model, or returns every problem found.
-    pub fn from_document(doc: &Document) -> Result<Api, Vec<Diagnostic>> {
-        let mut cx = Checker::default();
+    /// `source` is the text the document was parsed from (used to place columns exactly).
+    pub fn from_document(doc: &Document, source: &str) -> Result<Api, Vec<Diagnostic>> {
+        let mut cx = Checker {
+            diags: Vec::new(),
+            source,
+        };
         let api = cx.check(doc);
         if cx.diags.is_empty() {
             Ok(api)
@@ -258,9 +281,9 @@ impl Operation {
     }
 }
 
-#[derive(Default)]
-struct Checker {
+struct Checker<'s> {
     diags: Vec<Diagnostic>,
+    source: &'s str,
 }
 
 /// The kind of name being checked, which decides its case rule.
@@ -272,7 +295,7 @@ enum Case {
     Snake,
 }
 
-impl Checker {
+impl Checker<'_> {
     fn push(&mut self, d: Diagnostic) {
         self.diags.push(d);
     }
@@ -409,8 +432,15 @@ impl Checker {
             .operations
             .iter()
             .map(|o| {
-                if self.ident(&o.name, Case::Snake, "operation") && self.unique(&mut op_names, &o.name, "operation") {
-                    self.collision(&mut op_variants, &o.name, o.name.value.to_upper_camel_case(), "operation");
+                if self.ident(&o.name, Case::Snake, "operation")
+                    && self.unique(&mut op_names, &o.name, "operation")
+                {
+                    self.collision(
+                        &mut op_variants,
+                        &o.name,
+                        o.name.value.to_upper_camel_case(),
+                        "operation",
+                    );
                 }
                 let tag = op_tags.take(self, o.tag.as_ref(), &o.name, "operation");
                 let params = self.fields(&o.params, &known, "parameter", true);
@@ -425,7 +455,11 @@ impl Checker {
                                 &e.value,
                                 format!("unknown error kind `{}`", e.value),
                             )
-                            .hint(suggest(&e.value, names, "declared errors")),
+                            .hint(suggest(
+                                &e.value,
+                                names,
+                                "declared errors",
+                            )),
                         );
                     }
                 }
@@ -465,7 +499,8 @@ impl Checker {
             ),
             Case::Snake => (
                 s.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-                    && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                    && s.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
                 "snake_case (lowercase letters, digits and `_`, starting with a letter)",
                 heck::ToSnakeCase::to_snake_case(s),
             ),
@@ -523,7 +558,13 @@ impl Checker {
     }
 
     /// Reports two distinct names that become the same identifier after case conversion.
-    fn collision(&mut self, seen: &mut BTreeMap<String, Sp<String>>, name: &Sp<String>, converted: String, what: &str) {
+    fn collision(
+        &mut self,
+        seen: &mut BTreeMap<String, Sp<String>>,
+        name: &Sp<String>,
+        converted: String,
+        what: &str,
+    ) {
         if let Some(first) = seen.get(&converted) {
             self.push(
                 Diagnostic::new(
@@ -543,14 +584,26 @@ impl Checker {
         }
     }
 
-    fn fields(&mut self, defs: &[FieldDef], known: &KnownTypes, what: &str, defaults: bool) -> Vec<Field> {
+    fn fields(
+        &mut self,
+        defs: &[FieldDef],
+        known: &KnownTypes,
+        what: &str,
+        defaults: bool,
+    ) -> Vec<Field> {
         let mut names = BTreeMap::new();
         let mut camel = BTreeMap::new();
         let mut tags = TagSet::new(defs.iter().map(|f| f.tag.as_ref()));
         defs.iter()
             .map(|f| {
-                if self.ident(&f.name, Case::Snake, what) && self.unique(&mut names, &f.name, what) {
-                    self.collision(&mut camel, &f.name, f.name.value.to_lower_camel_case(), what);
+                if self.ident(&f.name, Case::Snake, what) && self.unique(&mut names, &f.name, what)
+                {
+                    self.collision(
+                        &mut camel,
+                        &f.name,
+                        f.name.value.to_lower_camel_case(),
+                        what,
+                    );
                 }
                 let tag = tags.take(self, f.tag.as_ref(), &f.name, what);
                 let ty = self.ty(&f.ty, known);
@@ -567,7 +620,9 @@ impl Checker {
                         );
                         None
                     }
-                    (Some(d), true) => ty.as_ref().and_then(|ty| self.default_value(d, ty, known, &f.name.value)),
+                    (Some(d), true) => ty
+                        .as_ref()
+                        .and_then(|ty| self.default_value(d, ty, known, &f.name.value)),
                     (None, _) => None,
                 };
                 Field {
@@ -587,8 +642,15 @@ impl Checker {
         let mut tags = TagSet::new(defs.iter().map(|v| v.tag.as_ref()));
         defs.iter()
             .map(|v| {
-                if self.ident(&v.name, Case::Snake, "variant") && self.unique(&mut names, &v.name, "variant") {
-                    self.collision(&mut camel, &v.name, v.name.value.to_upper_camel_case(), "variant");
+                if self.ident(&v.name, Case::Snake, "variant")
+                    && self.unique(&mut names, &v.name, "variant")
+                {
+                    self.collision(
+                        &mut camel,
+                        &v.name,
+                        v.name.value.to_upper_camel_case(),
+                        "variant",
+                    );
                 }
                 Variant {
                     name: v.name.value.clone(),
@@ -603,9 +665,16 @@ impl Checker {
         match parse_ty(&text.value, known) {
             Ok(ty) => Some(ty),
             Err(e) => {
+                // A quoted scalar's position is its opening quote.
+                let quoted = self
+                    .source
+                    .lines()
+                    .nth((text.pos.line as usize).saturating_sub(1))
+                    .and_then(|l| l.chars().nth((text.pos.col as usize).saturating_sub(1)))
+                    .is_some_and(|c| c == '"' || c == '\'');
                 let pos = Pos {
                     line: text.pos.line,
-                    col: text.pos.col + e.offset as u64,
+                    col: text.pos.col + e.offset as u64 + u64::from(quoted),
                 };
                 self.push(Diagnostic::new(e.code, pos, e.token, e.message).hint(e.hint));
                 None
@@ -613,7 +682,13 @@ impl Checker {
         }
     }
 
-    fn default_value(&mut self, d: &Sp<serde_json::Value>, ty: &Ty, known: &KnownTypes, param: &str) -> Option<DefaultValue> {
+    fn default_value(
+        &mut self,
+        d: &Sp<serde_json::Value>,
+        ty: &Ty,
+        known: &KnownTypes,
+        param: &str,
+    ) -> Option<DefaultValue> {
         use serde_json::Value;
         let value = match (ty, &d.value) {
             (Ty::Bool, Value::Bool(b)) => Some(DefaultValue::Bool(*b)),
@@ -632,10 +707,16 @@ impl Checker {
             }
             (Ty::F64, Value::Number(n)) => n.as_f64().map(DefaultValue::Float),
             (Ty::String, Value::String(s)) => Some(DefaultValue::Str(s.clone())),
-            (Ty::Decimal, Value::String(s)) if is_decimal(s) => Some(DefaultValue::Decimal(s.clone())),
-            (Ty::Decimal, Value::Number(n)) if is_decimal(&n.to_string()) => Some(DefaultValue::Decimal(n.to_string())),
+            (Ty::Decimal, Value::String(s)) if is_decimal(s) => {
+                Some(DefaultValue::Decimal(s.clone()))
+            }
+            (Ty::Decimal, Value::Number(n)) if is_decimal(&n.to_string()) => {
+                Some(DefaultValue::Decimal(n.to_string()))
+            }
             (Ty::Option(_), Value::Null) => Some(DefaultValue::Null),
-            (Ty::Named(name), Value::String(s)) if known.enums.get(name).is_some_and(|vs| vs.contains(s)) => {
+            (Ty::Named(name), Value::String(s))
+                if known.enums.get(name).is_some_and(|vs| vs.contains(s)) =>
+            {
                 Some(DefaultValue::Variant(s.clone()))
             }
             _ => None,
@@ -647,12 +728,17 @@ impl Checker {
                     None => format!("no default: `{name}` is a struct"),
                 },
                 Ty::Bool => "`true` or `false`".into(),
-                Ty::I32 | Ty::I64 | Ty::U32 | Ty::U64 => format!("an integer in the range of {}", ty_text(ty)),
+                Ty::I32 | Ty::I64 | Ty::U32 | Ty::U64 => {
+                    format!("an integer in the range of {}", ty_text(ty))
+                }
                 Ty::F64 => "a number".into(),
                 Ty::String => "a quoted string".into(),
                 Ty::Decimal => "a decimal such as \"0.00\"".into(),
                 Ty::Option(_) => "`null`".into(),
-                _ => format!("no default: defaults are not supported for `{}`", ty_text(ty)),
+                _ => format!(
+                    "no default: defaults are not supported for `{}`",
+                    ty_text(ty)
+                ),
             };
             let shown = match &d.value {
                 Value::String(s) => s.clone(),
@@ -663,7 +749,10 @@ impl Checker {
                     "schema::bad_default",
                     d.pos,
                     &shown,
-                    format!("default `{shown}` of `{param}` does not fit its type `{}`", ty_text(ty)),
+                    format!(
+                        "default `{shown}` of `{param}` does not fit its type `{}`",
+                        ty_text(ty)
+                    ),
                 )
                 .hint(format!("expected {expected}")),
             );
@@ -680,14 +769,25 @@ struct TagSet {
 
 impl TagSet {
     fn new<'a>(tags: impl Iterator<Item = Option<&'a Sp<u64>>>) -> Self {
-        let max = tags.flatten().map(|t| t.value).filter(|t| *t <= MAX_TAG).max().unwrap_or(0);
+        let max = tags
+            .flatten()
+            .map(|t| t.value)
+            .filter(|t| *t <= MAX_TAG)
+            .max()
+            .unwrap_or(0);
         TagSet {
             seen: BTreeMap::new(),
             next_free: max + 1,
         }
     }
 
-    fn take(&mut self, cx: &mut Checker, tag: Option<&Sp<u64>>, owner: &Sp<String>, what: &str) -> u32 {
+    fn take(
+        &mut self,
+        cx: &mut Checker<'_>,
+        tag: Option<&Sp<u64>>,
+        owner: &Sp<String>,
+        what: &str,
+    ) -> u32 {
         let Some(tag) = tag else {
             cx.push(
                 Diagnostic::new(
@@ -709,7 +809,10 @@ impl TagSet {
                     "schema::bad_tag",
                     tag.pos,
                     tag.value.to_string(),
-                    format!("tag {} of {what} `{}` is out of range", tag.value, owner.value),
+                    format!(
+                        "tag {} of {what} `{}` is out of range",
+                        tag.value, owner.value
+                    ),
                 )
                 .hint(format!(
                     "tags are 1..={MAX_TAG} except 19000..=19999; the next free tag here is {}",
@@ -724,7 +827,10 @@ impl TagSet {
                     "schema::duplicate_tag",
                     tag.pos,
                     tag.value.to_string(),
-                    format!("tag {} of {what} `{}` is already used", tag.value, owner.value),
+                    format!(
+                        "tag {} of {what} `{}` is already used",
+                        tag.value, owner.value
+                    ),
                 )
                 .related(*first, "first used")
                 .hint(format!("use the next free tag, {}", self.next_free)),
@@ -756,7 +862,11 @@ fn parse_ty(text: &str, known: &KnownTypes) -> Result<Ty, TyError> {
     let ty = p.ty()?;
     p.skip_ws();
     if p.at < text.len() {
-        return Err(p.err_here("schema::bad_type", "unexpected text after the type", "remove it"));
+        return Err(p.err_here(
+            "schema::bad_type",
+            "unexpected text after the type",
+            "remove it",
+        ));
     }
     Ok(ty)
 }
@@ -791,7 +901,11 @@ impl TyParser<'_> {
             self.at += 1;
             Ok(())
         } else {
-            Err(self.err_here("schema::bad_type", &format!("expected `{c}`"), "type expressions look like `list<T>`, `option<T>` or `map<string,T>`"))
+            Err(self.err_here(
+                "schema::bad_type",
+                &format!("expected `{c}`"),
+                "type expressions look like `list<T>`, `option<T>` or `map<string,T>`",
+            ))
         }
     }
 
@@ -802,7 +916,11 @@ impl TyParser<'_> {
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .unwrap_or(self.text.len() - start);
         if len == 0 {
-            return Err(self.err_here("schema::bad_type", "expected a type name", "write a primitive, a declared type, or `list<T>`"));
+            return Err(self.err_here(
+                "schema::bad_type",
+                "expected a type name",
+                "write a primitive, a declared type, or `list<T>`",
+            ));
         }
         let word = &self.text[start..start + len];
         self.at += len;
@@ -877,7 +995,9 @@ pub fn ty_text(ty: &Ty) -> String {
 fn is_decimal(s: &str) -> bool {
     let s = s.strip_prefix('-').unwrap_or(s);
     let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    !int.is_empty() && int.chars().all(|c| c.is_ascii_digit()) && frac.chars().all(|c| c.is_ascii_digit())
+    !int.is_empty()
+        && int.chars().all(|c| c.is_ascii_digit())
+        && frac.chars().all(|c| c.is_ascii_digit())
 }
 
 /// "did you mean" from the closest candidate by edit distance, plus the list.
@@ -887,7 +1007,11 @@ fn suggest(word: &str, candidates: Vec<&String>, what: &str) -> String {
         .map(|c| (edit_distance(&word.to_lowercase(), &c.to_lowercase()), *c))
         .filter(|(d, _)| *d <= 3)
         .min();
-    let list = candidates.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ");
+    let list = candidates
+        .iter()
+        .map(|c| c.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
     let known = if list.is_empty() {
         format!("known {what}: none")
     } else {
@@ -907,7 +1031,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
             let cur = row[j + 1];
-            row[j + 1] = if ca == *cb { prev } else { 1 + prev.min(row[j]).min(cur) };
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(row[j]).min(cur)
+            };
             prev = cur;
         }
     }

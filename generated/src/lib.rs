@@ -5,6 +5,10 @@
 //! `BankService` (what the application implements), `BankCommand` / `BankReply`
 //! (the serialized form of every call), the `Collector` and the `Dispatcher`.
 
+// One parameter per schema parameter: the schema, not clippy, decides how many there are.
+#![allow(clippy::too_many_arguments)]
+#![forbid(unsafe_code)]
+
 #[rustfmt::skip]
 mod support;
 #[rustfmt::skip]

@@ -45,7 +45,8 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
     }
     let format_schema = root.join("schema/service.schema.json");
     let started = Instant::now();
-    let report = xtask_gen(&root, &schema, &out, &format_schema, check).map_err(|e| e.to_string())?;
+    let report =
+        xtask_gen(&root, &schema, &out, &format_schema, check).map_err(|e| e.to_string())?;
     let elapsed = started.elapsed();
     if check {
         if report.is_empty() {

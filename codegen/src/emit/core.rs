@@ -191,7 +191,11 @@ fn op_doc(op: &Operation) -> TokenStream {
         }
         text.push_str(&format!(
             "Errors: {}.",
-            op.errors.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ")
+            op.errors
+                .iter()
+                .map(|e| format!("`{e}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     doc(Some(&text).filter(|t| !t.is_empty()).map(|t| t.as_str()))
@@ -307,7 +311,10 @@ pub(super) fn command(api: &Api) -> TokenStream {
          `{{\"Err\":{{\"kind\":\"NotFound\",\"message\":\"…\"}}}}`.",
         s = api.service
     ));
-    let encode_doc = doc_str(&format!("Serializes the outcome of a call (see [`{}Reply`]).", api.service));
+    let encode_doc = doc_str(&format!(
+        "Serializes the outcome of a call (see [`{}Reply`]).",
+        api.service
+    ));
     quote! {
         //! The serialized form of every call and of every answer.
 
@@ -484,7 +491,8 @@ pub(super) fn dispatcher(api: &Api) -> TokenStream {
             other => Err(crate::#error::Internal(format!("`{}` is a command; it cannot run as a query", other.name()))),
         }
     });
-    let unused = (api.operations.iter().all(|o| o.kind == OpKind::Query)).then(|| quote!(let _ = ctx;));
+    let unused =
+        (api.operations.iter().all(|o| o.kind == OpKind::Query)).then(|| quote!(let _ = ctx;));
     quote! {
         //! The Dispatcher: serialized commands in, calls on the service out.
 

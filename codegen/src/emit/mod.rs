@@ -31,7 +31,11 @@ pub fn crate_files(api: &Api, source_name: &str) -> Result<Vec<GeneratedFile>, s
         let file: syn::File = syn::parse2(tokens)?;
         Ok(GeneratedFile {
             path: path.to_string(),
-            text: format!("{}\n{}", header("//"), space_out(&prettyplease::unparse(&file))),
+            text: format!(
+                "{}\n{}",
+                header("//"),
+                space_out(&prettyplease::unparse(&file))
+            ),
         })
     };
     Ok(vec![
@@ -55,7 +59,18 @@ pub fn crate_files(api: &Api, source_name: &str) -> Result<Vec<GeneratedFile>, s
 /// Puts a blank line between consecutive items, which prettyplease does not do.
 fn space_out(text: &str) -> String {
     const ITEM_STARTS: &[&str] = &[
-        "///", "#[", "pub ", "impl", "fn ", "async fn ", "mod ", "const ", "use ", "struct ", "enum ", "trait ",
+        "///",
+        "#[",
+        "pub ",
+        "impl",
+        "fn ",
+        "async fn ",
+        "mod ",
+        "const ",
+        "use ",
+        "struct ",
+        "enum ",
+        "trait ",
     ];
     let mut out = String::with_capacity(text.len() + text.len() / 16);
     let mut prev = "";
@@ -77,7 +92,10 @@ fn space_out(text: &str) -> String {
 }
 
 fn crate_name(api: &Api) -> String {
-    format!("{}-generated", api.service.to_snake_case().replace('_', "-"))
+    format!(
+        "{}-generated",
+        api.service.to_snake_case().replace('_', "-")
+    )
 }
 
 fn cargo_toml(api: &Api) -> String {
@@ -113,6 +131,10 @@ fn lib_rs(api: &Api) -> String {
 //! Generated layers of the `{service}` service: the types, `{service}Api` (client side),
 //! `{service}Service` (what the application implements), `{service}Command` / `{service}Reply`
 //! (the serialized form of every call), the `Collector` and the `Dispatcher`.
+
+// One parameter per schema parameter: the schema, not clippy, decides how many there are.
+#![allow(clippy::too_many_arguments)]
+#![forbid(unsafe_code)]
 
 #[rustfmt::skip]
 mod support;
@@ -212,9 +234,13 @@ fn default_expr(value: &DefaultValue, ty: &Ty) -> TokenStream {
         }
         DefaultValue::Str(s) => quote!(String::from(#s)),
         // The literal was checked when the schema was validated.
-        DefaultValue::Decimal(s) => quote!(::rust_decimal::Decimal::from_str_exact(#s).unwrap_or_default()),
+        DefaultValue::Decimal(s) => {
+            quote!(::rust_decimal::Decimal::from_str_exact(#s).unwrap_or_default())
+        }
         DefaultValue::Variant(v) => {
-            let Ty::Named(t) = ty else { return quote!(Default::default()) };
+            let Ty::Named(t) = ty else {
+                return quote!(Default::default());
+            };
             let t = ident(t);
             let v = ident(&heck::ToUpperCamelCase::to_upper_camel_case(v.as_str()));
             quote!(crate::#t::#v)
