@@ -5,72 +5,72 @@
 pub const OPERATIONS: &[crate::OpInfo] = &[
     crate::OpInfo {
         name: "create_customer",
-        tag: 1u32,
+        tag: 1,
         kind: crate::OpKind::Command,
     },
     crate::OpInfo {
         name: "create_account",
-        tag: 2u32,
+        tag: 2,
         kind: crate::OpKind::Command,
     },
     crate::OpInfo {
         name: "deposit",
-        tag: 3u32,
+        tag: 3,
         kind: crate::OpKind::Command,
     },
     crate::OpInfo {
         name: "withdraw",
-        tag: 4u32,
+        tag: 4,
         kind: crate::OpKind::Command,
     },
     crate::OpInfo {
         name: "transfer",
-        tag: 5u32,
+        tag: 5,
         kind: crate::OpKind::Command,
     },
     crate::OpInfo {
         name: "cash_check",
-        tag: 6u32,
+        tag: 6,
         kind: crate::OpKind::Command,
     },
     crate::OpInfo {
         name: "advance_time",
-        tag: 7u32,
+        tag: 7,
         kind: crate::OpKind::Command,
     },
     crate::OpInfo {
         name: "list_customers",
-        tag: 8u32,
+        tag: 8,
         kind: crate::OpKind::Query,
     },
     crate::OpInfo {
         name: "list_accounts",
-        tag: 9u32,
+        tag: 9,
         kind: crate::OpKind::Query,
     },
     crate::OpInfo {
         name: "get_accounts",
-        tag: 10u32,
+        tag: 10,
         kind: crate::OpKind::Query,
     },
     crate::OpInfo {
         name: "list_statements",
-        tag: 11u32,
+        tag: 11,
         kind: crate::OpKind::Query,
     },
     crate::OpInfo {
         name: "get_statement",
-        tag: 12u32,
+        tag: 12,
         kind: crate::OpKind::Query,
     },
     crate::OpInfo {
         name: "get_customer_count",
-        tag: 13u32,
+        tag: 13,
         kind: crate::OpKind::Query,
     },
     crate::OpInfo {
         name: "get_account_count",
-        tag: 14u32,
+        tag: 14,
         kind: crate::OpKind::Query,
     },
 ];
@@ -162,20 +162,20 @@ impl BankCommand {
     /// The operation's stable tag.
     pub fn tag(&self) -> u32 {
         match self {
-            BankCommand::CreateCustomer { .. } => 1u32,
-            BankCommand::CreateAccount { .. } => 2u32,
-            BankCommand::Deposit { .. } => 3u32,
-            BankCommand::Withdraw { .. } => 4u32,
-            BankCommand::Transfer { .. } => 5u32,
-            BankCommand::CashCheck { .. } => 6u32,
-            BankCommand::AdvanceTime { .. } => 7u32,
-            BankCommand::ListCustomers { .. } => 8u32,
-            BankCommand::ListAccounts { .. } => 9u32,
-            BankCommand::GetAccounts { .. } => 10u32,
-            BankCommand::ListStatements { .. } => 11u32,
-            BankCommand::GetStatement { .. } => 12u32,
-            BankCommand::GetCustomerCount { .. } => 13u32,
-            BankCommand::GetAccountCount { .. } => 14u32,
+            BankCommand::CreateCustomer { .. } => 1,
+            BankCommand::CreateAccount { .. } => 2,
+            BankCommand::Deposit { .. } => 3,
+            BankCommand::Withdraw { .. } => 4,
+            BankCommand::Transfer { .. } => 5,
+            BankCommand::CashCheck { .. } => 6,
+            BankCommand::AdvanceTime { .. } => 7,
+            BankCommand::ListCustomers { .. } => 8,
+            BankCommand::ListAccounts { .. } => 9,
+            BankCommand::GetAccounts { .. } => 10,
+            BankCommand::ListStatements { .. } => 11,
+            BankCommand::GetStatement { .. } => 12,
+            BankCommand::GetCustomerCount { .. } => 13,
+            BankCommand::GetAccountCount { .. } => 14,
         }
     }
 

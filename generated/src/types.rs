@@ -41,16 +41,16 @@ impl AccountType {
     /// The stable tag of the variant.
     pub fn tag(&self) -> u32 {
         match self {
-            AccountType::Savings => 1u32,
-            AccountType::Checking => 2u32,
+            AccountType::Savings => 1,
+            AccountType::Checking => 2,
         }
     }
 
     /// The variant with this tag.
     pub fn from_tag(tag: u32) -> Option<Self> {
         match tag {
-            1u32 => Some(AccountType::Savings),
-            2u32 => Some(AccountType::Checking),
+            1 => Some(AccountType::Savings),
+            2 => Some(AccountType::Checking),
             _ => None,
         }
     }
@@ -196,9 +196,9 @@ impl BankError {
     /// The schema tag of the kind; `None` for the built-in kinds.
     pub fn tag(&self) -> Option<u32> {
         match self {
-            BankError::NotFound(_) => Some(1u32),
-            BankError::InsufficientFunds(_) => Some(2u32),
-            BankError::InvalidArgument(_) => Some(3u32),
+            BankError::NotFound(_) => Some(1),
+            BankError::InsufficientFunds(_) => Some(2),
+            BankError::InvalidArgument(_) => Some(3),
             BankError::Transport(_) | BankError::Internal(_) => None,
         }
     }

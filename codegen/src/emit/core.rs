@@ -2,7 +2,7 @@
 //! the Collector and the Dispatcher.
 
 use heck::ToUpperCamelCase;
-use proc_macro2::TokenStream;
+use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote};
 
 use super::{default_expr, doc, doc_str, ident, return_ty, rust_ty, service_ident};
@@ -33,7 +33,7 @@ pub(super) fn types(api: &Api) -> TokenStream {
             TypeBody::Enum(variants) => {
                 let vnames: Vec<_> = variants.iter().map(|v| ident(&v.name.to_upper_camel_case())).collect();
                 let wire: Vec<&str> = variants.iter().map(|v| v.name.as_str()).collect();
-                let tags: Vec<u32> = variants.iter().map(|v| v.tag).collect();
+                let tags: Vec<Literal> = variants.iter().map(|v| Literal::u32_unsuffixed(v.tag)).collect();
                 let vdocs = variants.iter().map(|v| doc(v.doc.as_deref()));
                 let type_name = &t.name;
                 let expected = wire.join(", ");
@@ -87,7 +87,7 @@ pub(super) fn types(api: &Api) -> TokenStream {
     let error = service_ident(api, "Error");
     let enames: Vec<_> = api.errors.iter().map(|e| ident(&e.name)).collect();
     let ekinds: Vec<&str> = api.errors.iter().map(|e| e.name.as_str()).collect();
-    let etags: Vec<u32> = api.errors.iter().map(|e| e.tag).collect();
+    let etags: Vec<Literal> = api.errors.iter().map(|e| Literal::u32_unsuffixed(e.tag)).collect();
     let edocs = api.errors.iter().map(|e| doc(e.doc.as_deref()));
     let efmt = ekinds.iter().map(|k| format!("{k}: {{0}}"));
     let error_doc = doc_str(&format!(
@@ -264,7 +264,7 @@ pub(super) fn command(api: &Api) -> TokenStream {
     let error = service_ident(api, "Error");
     let variants: Vec<_> = api.operations.iter().map(|o| ident(&o.variant())).collect();
     let wire: Vec<&str> = api.operations.iter().map(|o| o.name.as_str()).collect();
-    let tags: Vec<u32> = api.operations.iter().map(|o| o.tag).collect();
+    let tags: Vec<Literal> = api.operations.iter().map(|o| Literal::u32_unsuffixed(o.tag)).collect();
     let kinds: Vec<TokenStream> = api
         .operations
         .iter()

@@ -5,17 +5,17 @@
 pub const OPERATIONS: &[crate::OpInfo] = &[
     crate::OpInfo {
         name: "put_everything",
-        tag: 1u32,
+        tag: 1,
         kind: crate::OpKind::Command,
     },
     crate::OpInfo {
         name: "reset",
-        tag: 2u32,
+        tag: 2,
         kind: crate::OpKind::Command,
     },
     crate::OpInfo {
         name: "find",
-        tag: 3u32,
+        tag: 3,
         kind: crate::OpKind::Query,
     },
 ];
@@ -63,9 +63,9 @@ impl KitchenSinkCommand {
     /// The operation's stable tag.
     pub fn tag(&self) -> u32 {
         match self {
-            KitchenSinkCommand::PutEverything { .. } => 1u32,
-            KitchenSinkCommand::Reset { .. } => 2u32,
-            KitchenSinkCommand::Find { .. } => 3u32,
+            KitchenSinkCommand::PutEverything { .. } => 1,
+            KitchenSinkCommand::Reset { .. } => 2,
+            KitchenSinkCommand::Find { .. } => 3,
         }
     }
 

@@ -37,16 +37,16 @@ impl Level {
     /// The stable tag of the variant.
     pub fn tag(&self) -> u32 {
         match self {
-            Level::Low => 1u32,
-            Level::HighV2 => 2u32,
+            Level::Low => 1,
+            Level::HighV2 => 2,
         }
     }
 
     /// The variant with this tag.
     pub fn from_tag(tag: u32) -> Option<Self> {
         match tag {
-            1u32 => Some(Level::Low),
-            2u32 => Some(Level::HighV2),
+            1 => Some(Level::Low),
+            2 => Some(Level::HighV2),
             _ => None,
         }
     }
@@ -149,8 +149,8 @@ impl KitchenSinkError {
     /// The schema tag of the kind; `None` for the built-in kinds.
     pub fn tag(&self) -> Option<u32> {
         match self {
-            KitchenSinkError::Nope(_) => Some(1u32),
-            KitchenSinkError::TooMuch(_) => Some(7u32),
+            KitchenSinkError::Nope(_) => Some(1),
+            KitchenSinkError::TooMuch(_) => Some(7),
             KitchenSinkError::Transport(_) | KitchenSinkError::Internal(_) => None,
         }
     }
