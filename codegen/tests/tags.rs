@@ -14,20 +14,27 @@ fn appending_an_operation_and_a_field_keeps_every_existing_tag() {
 
     // Append a field to the first struct (Customer) and a new operation at the end.
     let field_anchor = "      - { name: update_time, type: datetime, tag: 7 }\n";
-    assert!(original.contains(field_anchor), "Customer's last field moved; update the test");
+    assert!(
+        original.contains(field_anchor),
+        "Customer's last field moved; update the test"
+    );
     let extended = original.replacen(
         field_anchor,
         &format!("{field_anchor}      - {{ name: nickname, type: \"option<string>\", tag: 8 }}\n"),
         1,
     ) + "\n  - name: close_account\n    tag: 15\n    kind: command\n    params:\n      - { name: account_id, type: u64, tag: 1 }\n    returns: decimal\n    errors: [NotFound]\n";
-    let after = codegen::parse(Path::new("bank.yaml"), &extended).expect("extended schema is valid");
+    let after =
+        codegen::parse(Path::new("bank.yaml"), &extended).expect("extended schema is valid");
 
     let old_tags = before.tags();
     let new_tags = after.tags();
     for (path, tag) in &old_tags {
         assert_eq!(new_tags.get(path), Some(tag), "tag of {path} changed");
     }
-    let added: Vec<_> = new_tags.keys().filter(|k| !old_tags.contains_key(*k)).collect();
+    let added: Vec<_> = new_tags
+        .keys()
+        .filter(|k| !old_tags.contains_key(*k))
+        .collect();
     assert_eq!(
         added,
         [
@@ -60,7 +67,10 @@ fn a_missing_tag_is_refused_with_the_next_free_one() {
     let schema = bank_schema() + "\n  - name: close_account\n    kind: command\n    returns: u64\n";
     let err = codegen::parse(Path::new("bank.yaml"), &schema).unwrap_err();
     let report = err.render();
-    assert!(report.contains("operation `close_account` has no tag"), "{report}");
+    assert!(
+        report.contains("operation `close_account` has no tag"),
+        "{report}"
+    );
     assert!(report.contains("add `tag: 15`"), "{report}");
 }
 
@@ -73,5 +83,8 @@ fn format_schema_is_draft_07_and_referenced_by_bank_yaml() {
     assert!(required.iter().any(|v| v == "service"));
     assert!(schema["properties"]["operations"].is_object());
     let first_line = bank_schema().lines().next().unwrap_or_default().to_string();
-    assert_eq!(first_line, "# yaml-language-server: $schema=./service.schema.json");
+    assert_eq!(
+        first_line,
+        "# yaml-language-server: $schema=./service.schema.json"
+    );
 }

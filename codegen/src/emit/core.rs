@@ -87,7 +87,11 @@ pub(super) fn types(api: &Api) -> TokenStream {
     let error = service_ident(api, "Error");
     let enames: Vec<_> = api.errors.iter().map(|e| ident(&e.name)).collect();
     let ekinds: Vec<&str> = api.errors.iter().map(|e| e.name.as_str()).collect();
-    let etags: Vec<Literal> = api.errors.iter().map(|e| Literal::u32_unsuffixed(e.tag)).collect();
+    let etags: Vec<Literal> = api
+        .errors
+        .iter()
+        .map(|e| Literal::u32_unsuffixed(e.tag))
+        .collect();
     let edocs = api.errors.iter().map(|e| doc(e.doc.as_deref()));
     let efmt = ekinds.iter().map(|k| format!("{k}: {{0}}"));
     let error_doc = doc_str(&format!(
@@ -264,7 +268,11 @@ pub(super) fn command(api: &Api) -> TokenStream {
     let error = service_ident(api, "Error");
     let variants: Vec<_> = api.operations.iter().map(|o| ident(&o.variant())).collect();
     let wire: Vec<&str> = api.operations.iter().map(|o| o.name.as_str()).collect();
-    let tags: Vec<Literal> = api.operations.iter().map(|o| Literal::u32_unsuffixed(o.tag)).collect();
+    let tags: Vec<Literal> = api
+        .operations
+        .iter()
+        .map(|o| Literal::u32_unsuffixed(o.tag))
+        .collect();
     let kinds: Vec<TokenStream> = api
         .operations
         .iter()
