@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+pub mod net;
 pub mod store;
 pub mod validator;
 pub mod variants;

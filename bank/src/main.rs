@@ -1,9 +1,13 @@
-//! The `bank` command line: `bank validate --variant direct|collector [--db PATH]`.
+//! The `bank` command line:
+//! - `bank validate --variant direct|collector [--db PATH]` runs the walk-through in process;
+//! - `bank validate --variant <networked> --connect ADDR` runs it against a server;
+//! - `bank serve --variant <networked> --listen ADDR [--db PATH]` runs a server.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use bank::net::{self, NetError, NetVariant, ServerLimits};
 use bank::{Bank, Direct, Report, StoreError, ValidationError, collector, validator};
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
@@ -24,9 +28,27 @@ enum Command {
         #[arg(long, value_enum)]
         variant: Variant,
         /// The SQLite database file (created if missing); without it, a temporary in-memory
-        /// database.
+        /// database. In-process variants only.
+        #[arg(long, value_name = "PATH", conflicts_with = "connect")]
+        db: Option<PathBuf>,
+        /// The server to validate (networked variants only), e.g. 127.0.0.1:50051.
+        #[arg(long, value_name = "ADDR")]
+        connect: Option<String>,
+    },
+    /// Serve the bank over one of the networked variants until interrupted (Ctrl-C).
+    Serve {
+        /// The transport (and server-side path) to serve.
+        #[arg(long, value_enum)]
+        variant: NetVariant,
+        /// Where to listen, e.g. 127.0.0.1:50051 (port 0 picks a free port).
+        #[arg(long, value_name = "ADDR")]
+        listen: String,
+        /// The SQLite database file (created if missing); without it, in memory.
         #[arg(long, value_name = "PATH")]
         db: Option<PathBuf>,
+        /// The largest request accepted, in bytes.
+        #[arg(long, default_value_t = net::DEFAULT_MAX_REQUEST)]
+        max_request: usize,
     },
 }
 
@@ -37,6 +59,29 @@ enum Variant {
     Direct,
     /// The generated Collector client over encoded commands to a local sink.
     Collector,
+    /// gRPC straight to the service (needs --connect).
+    Grpc,
+    /// gRPC through a server-side Collector and Dispatcher (needs --connect).
+    GrpcFacade,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Direct => "direct",
+            Variant::Collector => "collector",
+            Variant::Grpc => NetVariant::Grpc.name(),
+            Variant::GrpcFacade => NetVariant::GrpcFacade.name(),
+        }
+    }
+
+    fn networked(self) -> Option<NetVariant> {
+        match self {
+            Variant::Direct | Variant::Collector => None,
+            Variant::Grpc => Some(NetVariant::Grpc),
+            Variant::GrpcFacade => Some(NetVariant::GrpcFacade),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +92,10 @@ enum CliError {
     Runtime(#[from] std::io::Error),
     #[error("validation failed: {0}")]
     Validation(#[from] ValidationError),
+    #[error("{0}")]
+    Net(#[from] NetError),
+    #[error("{0}")]
+    Usage(String),
 }
 
 fn main() -> ExitCode {
@@ -69,32 +118,78 @@ fn main() -> ExitCode {
     }
 }
 
+fn open(db: Option<&PathBuf>) -> Result<Bank, StoreError> {
+    match db {
+        Some(path) => Bank::open(path),
+        None => Bank::open_in_memory(),
+    }
+}
+
 fn run(cli: Cli) -> Result<String, CliError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
-        Command::Validate { variant, db } => {
-            let bank = match &db {
-                Some(path) => Bank::open(path)?,
-                None => Bank::open_in_memory()?,
-            };
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let report = runtime.block_on(async {
-                match variant {
-                    Variant::Direct => validator::run(&Direct::new(bank)).await,
-                    Variant::Collector => validator::run(&collector(bank)).await,
+        Command::Validate {
+            variant,
+            db,
+            connect,
+        } => {
+            let report = match (variant.networked(), connect) {
+                (None, None) => {
+                    let bank = open(db.as_ref())?;
+                    runtime.block_on(async {
+                        match variant {
+                            Variant::Collector => validator::run(&collector(bank)).await,
+                            _ => validator::run(&Direct::new(bank)).await,
+                        }
+                    })?
                 }
+                (Some(net_variant), Some(addr)) => {
+                    runtime.block_on(net::validate(net_variant, &addr))?
+                }
+                (None, Some(_)) => {
+                    return Err(CliError::Usage(format!(
+                        "variant `{}` runs in process; drop --connect",
+                        variant.name()
+                    )));
+                }
+                (Some(_), None) => {
+                    return Err(CliError::Usage(format!(
+                        "variant `{}` needs --connect ADDR (start one with `bank serve`)",
+                        variant.name()
+                    )));
+                }
+            };
+            Ok(summary(variant.name(), &report))
+        }
+        Command::Serve {
+            variant,
+            listen,
+            db,
+            max_request,
+        } => {
+            let bank = open(db.as_ref())?;
+            runtime.block_on(async {
+                let mut server =
+                    net::serve(variant, &listen, bank, ServerLimits { max_request }).await?;
+                // The address line is what scripts and tests wait for.
+                println!("listening on {} ({})", server.addr, variant.name());
+                let interrupted = tokio::select! {
+                    _ = tokio::signal::ctrl_c() => true,
+                    result = server.wait() => { result?; false }
+                };
+                if interrupted {
+                    server.shutdown().await?;
+                }
+                Ok::<_, CliError>(())
             })?;
-            Ok(summary(variant, &report))
+            Ok("server stopped".into())
         }
     }
 }
 
-fn summary(variant: Variant, report: &Report) -> String {
-    let name = match variant {
-        Variant::Direct => "direct",
-        Variant::Collector => "collector",
-    };
+fn summary(name: &str, report: &Report) -> String {
     format!(
         "validation passed: variant={name} steps={} customer={} checking={} savings={} \
          statements={} clock={} elapsed={:?}",

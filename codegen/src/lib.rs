@@ -127,10 +127,7 @@ pub fn generate(schema: &Path, out: &Path) -> Result<Vec<GeneratedFile>, Error> 
 
 /// Emits every file of the generated crate plus the JSON Schema of the format.
 pub fn render(api: &Api, source_name: &str) -> Result<Vec<GeneratedFile>, Error> {
-    emit::crate_files(api, source_name).map_err(|source| Error::Emit {
-        file: source_name.to_string(),
-        source,
-    })
+    emit::crate_files(api, source_name)
 }
 
 /// The JSON Schema (draft-07) of the description format.

@@ -333,6 +333,26 @@ impl Checker<'_> {
                 );
             }
         }
+        for o in &doc.operations {
+            let camel = o.name.value.to_upper_camel_case();
+            for suffix in ["Request", "Response"] {
+                let generated = format!("{camel}{suffix}");
+                if let Some(pos) = type_names.get(&generated) {
+                    self.push(
+                        Diagnostic::new(
+                            "schema::reserved_name",
+                            *pos,
+                            &generated,
+                            format!(
+                                "type name `{generated}` is the gRPC message of operation `{}`",
+                                o.name.value
+                            ),
+                        )
+                        .hint(format!("rename the type, e.g. `{camel}{suffix}Info`")),
+                    );
+                }
+            }
+        }
         let known = KnownTypes {
             names: type_names.keys().cloned().collect(),
             enums: enum_variants,
@@ -662,7 +682,9 @@ impl Checker<'_> {
     }
 
     fn ty(&mut self, text: &Sp<String>, known: &KnownTypes) -> Option<Ty> {
-        match parse_ty(&text.value, known) {
+        match parse_ty(&text.value, known)
+            .and_then(|ty| flat_containers(&ty, &text.value).map(|()| ty))
+        {
             Ok(ty) => Some(ty),
             Err(e) => {
                 // A quoted scalar's position is its opening quote.
@@ -975,6 +997,26 @@ impl TyParser<'_> {
             }
         }
     }
+}
+
+/// Containers hold scalars or named types only (`list<list<T>>` has no protobuf form); a named
+/// struct wraps the inner collection instead.
+fn flat_containers(ty: &Ty, text: &str) -> Result<(), TyError> {
+    let inner = match ty {
+        Ty::List(t) | Ty::Option(t) | Ty::Map(t) => t,
+        _ => return Ok(()),
+    };
+    if matches!(**inner, Ty::List(_) | Ty::Option(_) | Ty::Map(_)) {
+        let word = ty_text(inner);
+        return Err(TyError {
+            offset: text.find(word.split('<').next().unwrap_or("")).unwrap_or(0),
+            token: word.clone(),
+            code: "schema::unsupported_type",
+            message: format!("`{}` nests a container in a container", ty_text(ty)),
+            hint: format!("declare a struct with a `{word}` field and use it here"),
+        });
+    }
+    Ok(())
 }
 
 /// The schema spelling of a type.

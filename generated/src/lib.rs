@@ -21,6 +21,8 @@ mod command;
 mod collector;
 #[rustfmt::skip]
 mod dispatcher;
+#[rustfmt::skip]
+pub mod grpc;
 
 pub use api::*;
 pub use collector::*;

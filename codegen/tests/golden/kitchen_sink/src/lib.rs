@@ -22,6 +22,8 @@ mod command;
 mod collector;
 #[rustfmt::skip]
 mod dispatcher;
+#[rustfmt::skip]
+pub mod grpc;
 
 pub use api::*;
 pub use collector::*;

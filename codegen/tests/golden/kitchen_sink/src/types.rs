@@ -95,7 +95,7 @@ pub struct Everything {
     pub levels: Vec<crate::Level>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maybe: Option<String>,
-    pub by_name: ::std::collections::BTreeMap<String, Vec<u64>>,
+    pub by_name: ::std::collections::BTreeMap<String, crate::Level>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nested: Option<crate::Level>,
 }

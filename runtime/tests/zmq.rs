@@ -1,0 +1,296 @@
+//! The ZeroMQ transport over real sockets on 127.0.0.1.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{HOLD, TestHandler, call_number, expected_reply, refusal, within};
+use runtime::{CallKind, Limits, TransportError, ZmqClient, serve_zmq};
+use tokio::sync::oneshot;
+use tokio::task::{JoinHandle, JoinSet};
+use zeromq::{DealerSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
+
+struct Server {
+    endpoint: String,
+    handler: Arc<TestHandler>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+async fn start(limits: Limits) -> Server {
+    let handler = TestHandler::new();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (endpoint, task) = within(
+        "bind",
+        serve_zmq("tcp://127.0.0.1:0", handler.clone(), limits, async {
+            let _ = stopped.await;
+        }),
+    )
+    .await
+    .expect("serve_zmq");
+    assert!(
+        endpoint.starts_with("tcp://127.0.0.1:") && !endpoint.ends_with(":0"),
+        "bound endpoint {endpoint}"
+    );
+    Server {
+        endpoint,
+        handler,
+        stop,
+        task,
+    }
+}
+
+impl Server {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        within("server shutdown", self.task)
+            .await
+            .expect("server task");
+    }
+
+    async fn client(&self) -> ZmqClient {
+        within(
+            "connect",
+            ZmqClient::connect(&self.endpoint, Limits::default()),
+        )
+        .await
+        .expect("connect")
+    }
+}
+
+async fn ping(client: &ZmqClient, text: &str) {
+    let reply = within(
+        "ping",
+        client.call(CallKind::Query, text.as_bytes().to_vec()),
+    )
+    .await
+    .expect("ping call");
+    assert_eq!(reply, expected_reply(CallKind::Query, text.as_bytes()));
+}
+
+fn many_calls(client: ZmqClient, name: &'static str, count: usize) -> JoinSet<()> {
+    let mut calls = JoinSet::new();
+    for i in 0..count {
+        let client = client.clone();
+        calls.spawn(async move {
+            let (kind, payload) = call_number(name, i);
+            let reply = client.call(kind, payload.clone()).await.expect("call");
+            assert_eq!(
+                reply,
+                expected_reply(kind, &payload),
+                "reply to {name} call {i}"
+            );
+        });
+    }
+    calls
+}
+
+async fn join_all(mut calls: JoinSet<()>) {
+    within("all calls", async {
+        while let Some(done) = calls.join_next().await {
+            done.expect("call task");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_on_one_socket_each_get_their_own_reply() {
+    let server = start(Limits::default()).await;
+    let first = server.client().await;
+    let second = server.client().await;
+
+    let first_calls = many_calls(first.clone(), "first", 200);
+    let second_calls = many_calls(second.clone(), "second", 100);
+    join_all(first_calls).await;
+    join_all(second_calls).await;
+    assert_eq!(server.handler.handled(), 300);
+
+    drop((first, second));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_call_does_not_block_later_calls_on_the_same_socket() {
+    let server = start(Limits::default()).await;
+    let client = server.client().await;
+
+    let held = tokio::spawn({
+        let client = client.clone();
+        async move { client.call(CallKind::Command, HOLD.to_vec()).await }
+    });
+    server.handler.wait_until_held().await;
+    ping(&client, "overtaking").await;
+    assert!(
+        !held.is_finished(),
+        "the held call cannot finish before the gate opens"
+    );
+
+    server.handler.open_gate();
+    let reply = within("held call", held)
+        .await
+        .expect("task")
+        .expect("held call");
+    assert_eq!(reply, expected_reply(CallKind::Command, HOLD));
+
+    drop(client);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_message_gets_the_refusal_and_the_server_keeps_serving() {
+    let limits = Limits {
+        max_frame: 1024,
+        ..Limits::default()
+    };
+    let server = start(limits).await;
+    let generous = Limits {
+        max_frame: 1 << 20,
+        ..Limits::default()
+    };
+    let client = within("connect", ZmqClient::connect(&server.endpoint, generous))
+        .await
+        .expect("connect");
+
+    let reply = within(
+        "oversized call",
+        client.call(CallKind::Command, vec![7; 2000]),
+    )
+    .await
+    .expect("the refusal is a reply");
+    assert_eq!(
+        reply,
+        refusal("frame of 2009 bytes exceeds the limit of 1024")
+    );
+    ping(&client, "same client, after").await;
+    let fresh = server.client().await;
+    ping(&fresh, "new client").await;
+
+    drop((client, fresh));
+    server.stop().await;
+}
+
+fn message(parts: &[&[u8]]) -> ZmqMessage {
+    let parts: Vec<Bytes> = parts
+        .iter()
+        .map(|part| Bytes::copy_from_slice(part))
+        .collect();
+    ZmqMessage::try_from(parts).expect("non-empty message")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_are_dropped_or_refused_and_the_server_keeps_serving() {
+    let server = start(Limits::default()).await;
+    let bystander = server.client().await;
+
+    let mut raw = DealerSocket::new();
+    within("raw connect", raw.connect(&server.endpoint))
+        .await
+        .expect("raw connect");
+    // No readable id: dropped without a reply.
+    raw.send(message(&[b"garbage"])).await.expect("send");
+    raw.send(message(&[b"short", &[0], b"x"]))
+        .await
+        .expect("send");
+    // A readable id but an unknown kind, or missing parts: refused under that id.
+    let bad_kind = 11u64.to_be_bytes();
+    raw.send(message(&[&bad_kind, &[9], b"x"]))
+        .await
+        .expect("send");
+    let missing = 12u64.to_be_bytes();
+    raw.send(message(&[&missing, &[0]])).await.expect("send");
+    // A good request on the same socket is still answered.
+    let good = 13u64.to_be_bytes();
+    raw.send(message(&[&good, &[1], b"abc"]))
+        .await
+        .expect("send");
+
+    let mut replies = Vec::new();
+    for _ in 0..3 {
+        let reply = within("raw reply", raw.recv()).await.expect("recv");
+        let parts = reply.into_vec();
+        assert_eq!(parts.len(), 3, "{parts:?}");
+        assert_eq!(parts[1].as_ref(), &[2], "reply kind");
+        let id = u64::from_be_bytes(parts[0].as_ref().try_into().expect("8-byte id"));
+        replies.push((id, parts[2].to_vec()));
+    }
+    replies.sort();
+    assert_eq!(
+        replies,
+        vec![
+            (
+                11,
+                refusal("malformed frame: unknown call kind 9 in request 11")
+            ),
+            (
+                12,
+                refusal(
+                    "malformed frame: request 12 has 1 parts after its id; expected 2 (kind, payload)"
+                )
+            ),
+            (13, expected_reply(CallKind::Query, b"abc")),
+        ]
+    );
+
+    ping(&bystander, "bystander").await;
+    drop((raw, bystander));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_to_a_closed_endpoint_names_it() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    drop(listener);
+    let endpoint = format!("tcp://127.0.0.1:{port}");
+
+    let limits = Limits {
+        connect_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let error = within(
+        "connect to a closed endpoint",
+        ZmqClient::connect(&endpoint, limits),
+    )
+    .await
+    .expect_err("nothing listens there");
+    match &error {
+        TransportError::Connect { addr, .. } => assert_eq!(addr, &endpoint),
+        other => panic!("expected Connect, got {other:?}"),
+    }
+    assert!(error.to_string().contains(&endpoint), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_shutdown_fails_pending_and_later_calls() {
+    let server = start(Limits::default()).await;
+    let client = server.client().await;
+    ping(&client, "warm up").await;
+
+    let held = tokio::spawn({
+        let client = client.clone();
+        async move { client.call(CallKind::Command, HOLD.to_vec()).await }
+    });
+    server.handler.wait_until_held().await;
+    server.stop().await;
+
+    let pending = within("pending call after shutdown", held)
+        .await
+        .expect("task");
+    assert!(
+        matches!(pending, Err(TransportError::Closed)),
+        "expected Closed, got {pending:?}"
+    );
+    let later = within(
+        "call after shutdown",
+        client.call(CallKind::Query, b"x".to_vec()),
+    )
+    .await;
+    assert!(
+        matches!(later, Err(TransportError::Closed)),
+        "expected Closed, got {later:?}"
+    );
+    assert!(client.is_closed());
+}
