@@ -59,27 +59,38 @@ enum Variant {
     Direct,
     /// The generated Collector client over encoded commands to a local sink.
     Collector,
+    /// Serialized commands in TCP frames (needs --connect).
+    Tcp,
     /// gRPC straight to the service (needs --connect).
     Grpc,
+    /// JSON-RPC 2.0 over HTTP straight to the service (needs --connect).
+    Jsonrpc,
+    /// Serialized commands over ZeroMQ (needs --connect).
+    Zmq,
     /// gRPC through a server-side Collector and Dispatcher (needs --connect).
     GrpcFacade,
+    /// JSON-RPC through a server-side Collector and Dispatcher (needs --connect).
+    JsonrpcFacade,
 }
 
 impl Variant {
     fn name(self) -> &'static str {
-        match self {
-            Variant::Direct => "direct",
-            Variant::Collector => "collector",
-            Variant::Grpc => NetVariant::Grpc.name(),
-            Variant::GrpcFacade => NetVariant::GrpcFacade.name(),
+        match (self, self.networked()) {
+            (_, Some(net)) => net.name(),
+            (Variant::Collector, None) => "collector",
+            _ => "direct",
         }
     }
 
     fn networked(self) -> Option<NetVariant> {
         match self {
             Variant::Direct | Variant::Collector => None,
+            Variant::Tcp => Some(NetVariant::Tcp),
             Variant::Grpc => Some(NetVariant::Grpc),
+            Variant::Jsonrpc => Some(NetVariant::Jsonrpc),
+            Variant::Zmq => Some(NetVariant::Zmq),
             Variant::GrpcFacade => Some(NetVariant::GrpcFacade),
+            Variant::JsonrpcFacade => Some(NetVariant::JsonrpcFacade),
         }
     }
 }

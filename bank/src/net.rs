@@ -3,6 +3,7 @@
 //!
 //! | variant | server side |
 //! |---|---|
+//! | `tcp`, `zmq` | command bytes from the client's `Collector`, answered by the `Dispatcher` ([`LocalSink`]) |
 //! | `grpc`, `jsonrpc` | the transport stub straight to the service ([`Direct`]) |
 //! | `grpc-facade`, `jsonrpc-facade` | the transport, then a server-side `Collector` → `Dispatcher` (each call serialized exactly as a log entry) |
 
@@ -10,7 +11,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bank_generated::{BankApi, BankError, grpc};
+use bank_generated::{BankApi, BankError, frames, grpc, jsonrpc};
 use clap::ValueEnum;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -18,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::store::Bank;
 use crate::validator::{self, Report, ValidationError};
-use crate::variants::{Direct, collector};
+use crate::variants::{Direct, LocalSink, collector};
 
 /// The largest request a server accepts by default (bytes).
 pub const DEFAULT_MAX_REQUEST: usize = 4 << 20;
@@ -26,18 +27,40 @@ pub const DEFAULT_MAX_REQUEST: usize = 4 << 20;
 /// A variant reached over the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum NetVariant {
+    /// Serialized commands in length-prefixed TCP frames (the seed's "astream").
+    Tcp,
     /// gRPC (tonic) straight to the service.
     Grpc,
+    /// JSON-RPC 2.0 over HTTP straight to the service.
+    Jsonrpc,
+    /// Serialized commands over ZeroMQ.
+    Zmq,
     /// gRPC through a server-side Collector and Dispatcher.
     GrpcFacade,
+    /// JSON-RPC through a server-side Collector and Dispatcher.
+    JsonrpcFacade,
 }
 
 impl NetVariant {
+    /// Every networked variant.
+    pub const ALL: &'static [NetVariant] = &[
+        NetVariant::Tcp,
+        NetVariant::Grpc,
+        NetVariant::Jsonrpc,
+        NetVariant::Zmq,
+        NetVariant::GrpcFacade,
+        NetVariant::JsonrpcFacade,
+    ];
+
     /// The variant's name on the command line.
     pub fn name(self) -> &'static str {
         match self {
+            NetVariant::Tcp => "tcp",
             NetVariant::Grpc => "grpc",
+            NetVariant::Jsonrpc => "jsonrpc",
+            NetVariant::Zmq => "zmq",
             NetVariant::GrpcFacade => "grpc-facade",
+            NetVariant::JsonrpcFacade => "jsonrpc-facade",
         }
     }
 }
@@ -149,10 +172,80 @@ pub async fn serve(
     let shutdown = async move {
         let _ = stopped.await;
     };
-    let task = match variant {
-        NetVariant::Grpc => spawn_grpc(listener, Arc::new(Direct::new(bank)), limits, shutdown),
-        NetVariant::GrpcFacade => spawn_grpc(listener, Arc::new(collector(bank)), limits, shutdown),
-    };
+    let max = limits.max_request;
+    let (addr, task) =
+        match variant {
+            NetVariant::Grpc => (
+                addr,
+                spawn(grpc::serve(
+                    listener,
+                    Arc::new(Direct::new(bank)),
+                    max,
+                    shutdown,
+                )),
+            ),
+            NetVariant::GrpcFacade => (
+                addr,
+                spawn(grpc::serve(
+                    listener,
+                    Arc::new(collector(bank)),
+                    max,
+                    shutdown,
+                )),
+            ),
+            NetVariant::Jsonrpc => (
+                addr,
+                spawn(jsonrpc::serve(
+                    listener,
+                    Arc::new(Direct::new(bank)),
+                    max,
+                    shutdown,
+                )),
+            ),
+            NetVariant::JsonrpcFacade => (
+                addr,
+                spawn(jsonrpc::serve(
+                    listener,
+                    Arc::new(collector(bank)),
+                    max,
+                    shutdown,
+                )),
+            ),
+            NetVariant::Tcp => {
+                let serving = frames::serve_tcp(
+                    listener,
+                    LocalSink::new(bank),
+                    frame_limits(limits),
+                    shutdown,
+                );
+                (addr, spawn(serving))
+            }
+            NetVariant::Zmq => {
+                // ZeroMQ binds its own socket: free the probe listener and bind the same address.
+                drop(listener);
+                let endpoint = format!("tcp://{addr}");
+                let (bound, serving) = frames::serve_zmq(
+                    &endpoint,
+                    LocalSink::new(bank),
+                    frame_limits(limits),
+                    shutdown,
+                )
+                .await
+                .map_err(NetError::Server)?;
+                let addr = bound.trim_start_matches("tcp://").parse().map_err(|e| {
+                    NetError::BadAddress {
+                        addr: bound.clone(),
+                        reason: format!("{e}"),
+                    }
+                })?;
+                let task = tokio::spawn(async move {
+                    serving
+                        .await
+                        .map_err(|e| BankError::Internal(format!("ZeroMQ server task: {e}")))
+                });
+                (addr, task)
+            }
+        };
     tracing::info!(variant = variant.name(), %addr, "serving");
     Ok(RunningServer {
         addr,
@@ -161,26 +254,45 @@ pub async fn serve(
     })
 }
 
-fn spawn_grpc<A: BankApi + 'static>(
-    listener: TcpListener,
-    api: Arc<A>,
-    limits: ServerLimits,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+fn spawn(
+    serving: impl Future<Output = Result<(), BankError>> + Send + 'static,
 ) -> JoinHandle<Result<(), BankError>> {
-    tokio::spawn(grpc::serve(listener, api, limits.max_request, shutdown))
+    tokio::spawn(serving)
+}
+
+fn frame_limits(limits: ServerLimits) -> runtime::Limits {
+    runtime::Limits {
+        max_frame: limits.max_request,
+        ..runtime::Limits::default()
+    }
+}
+
+/// Runs the validator through any client.
+async fn run<A: BankApi>(client: Result<A, BankError>, addr: &str) -> Result<Report, NetError> {
+    let client = client.map_err(|source| NetError::Connect {
+        addr: addr.to_string(),
+        source,
+    })?;
+    Ok(validator::run(&client).await?)
 }
 
 /// Connects a client for `variant` to `addr` and runs the validator walk-through through it.
 pub async fn validate(variant: NetVariant, addr: &str) -> Result<Report, NetError> {
-    let connect_err = |source| NetError::Connect {
-        addr: addr.to_string(),
-        source,
-    };
-    let report = match variant {
-        NetVariant::Grpc | NetVariant::GrpcFacade => {
-            let client = grpc::GrpcClient::connect(addr).await.map_err(connect_err)?;
-            validator::run(&client).await?
+    let limits = runtime::Limits::default();
+    match variant {
+        NetVariant::Tcp => run(frames::connect_tcp(addr, limits).await, addr).await,
+        NetVariant::Zmq => {
+            run(
+                frames::connect_zmq(&format!("tcp://{addr}"), limits).await,
+                addr,
+            )
+            .await
         }
-    };
-    Ok(report)
+        NetVariant::Grpc | NetVariant::GrpcFacade => {
+            run(grpc::GrpcClient::connect(addr).await, addr).await
+        }
+        NetVariant::Jsonrpc | NetVariant::JsonrpcFacade => {
+            run(jsonrpc::JsonRpcClient::new(addr), addr).await
+        }
+    }
 }

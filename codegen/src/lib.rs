@@ -118,16 +118,30 @@ fn syntax_error(path: &Path, source: &str, e: &serde_saphyr::Error) -> Diagnosti
 
 /// Loads `schema`, renders the crate and swaps it into `out`: all files or none. The schema's path
 /// as given is what the generated headers name.
-pub fn generate(schema: &Path, out: &Path) -> Result<Vec<GeneratedFile>, Error> {
+pub fn generate(
+    schema: &Path,
+    out: &Path,
+    runtime_path: &str,
+) -> Result<Vec<GeneratedFile>, Error> {
     let api = load(schema)?;
-    let files = render(&api, &schema.to_string_lossy().replace('\\', "/"))?;
+    let files = render(
+        &api,
+        &schema.to_string_lossy().replace('\\', "/"),
+        runtime_path,
+    )?;
     write(out, &files)?;
     Ok(files)
 }
 
 /// Emits every file of the generated crate plus the JSON Schema of the format.
-pub fn render(api: &Api, source_name: &str) -> Result<Vec<GeneratedFile>, Error> {
-    emit::crate_files(api, source_name)
+///
+/// `runtime_path` is the path from the generated crate's directory to the `runtime` crate.
+pub fn render(
+    api: &Api,
+    source_name: &str,
+    runtime_path: &str,
+) -> Result<Vec<GeneratedFile>, Error> {
+    emit::crate_files(api, source_name, runtime_path)
 }
 
 /// The JSON Schema (draft-07) of the description format.

@@ -10,8 +10,12 @@ fn golden(name: &str) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let schema = dir.join(format!("{name}.yaml"));
     let api = codegen::load(&schema).unwrap_or_else(|e| panic!("{e}"));
-    let files = codegen::render(&api, &format!("codegen/tests/golden/{name}.yaml"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let files = codegen::render(
+        &api,
+        &format!("codegen/tests/golden/{name}.yaml"),
+        "../../../../runtime",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let out = dir.join(name);
     if std::env::var_os("UPDATE_EXPECT").is_some() {
         codegen::write(&out, &files).unwrap_or_else(|e| panic!("{e}"));
@@ -33,9 +37,9 @@ fn kitchen_sink() {
 fn output_is_a_pure_function_of_the_schema() {
     let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/kitchen_sink.yaml");
     let api = codegen::load(&schema).unwrap_or_else(|e| panic!("{e}"));
-    let first = codegen::render(&api, "x.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let first = codegen::render(&api, "x.yaml", "../runtime").unwrap_or_else(|e| panic!("{e}"));
     let again = codegen::load(&schema).unwrap_or_else(|e| panic!("{e}"));
-    let second = codegen::render(&again, "x.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let second = codegen::render(&again, "x.yaml", "../runtime").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(first, second);
     for f in &first {
         assert!(

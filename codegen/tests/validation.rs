@@ -38,7 +38,7 @@ fn problems(schema: &str) -> Vec<String> {
     fs::create_dir_all(out.join("src")).expect("mkdir");
     fs::write(out.join("src/lib.rs"), "// previous output\n").expect("sentinel");
     let before = snapshot(dir.path());
-    let err = match codegen::generate(&file, &out) {
+    let err = match codegen::generate(&file, &out, "../runtime") {
         Ok(_) => panic!("expected the schema to be rejected"),
         Err(codegen::Error::Schema(d)) => d,
         Err(e) => panic!("expected a schema error, got {e}"),

@@ -7,71 +7,85 @@ pub const OPERATIONS: &[crate::OpInfo] = &[
         name: "create_customer",
         tag: 1,
         kind: crate::OpKind::Command,
+        params: &["first_name", "last_name", "address"],
     },
     crate::OpInfo {
         name: "create_account",
         tag: 2,
         kind: crate::OpKind::Command,
+        params: &["customer_id", "account_type"],
     },
     crate::OpInfo {
         name: "deposit",
         tag: 3,
         kind: crate::OpKind::Command,
+        params: &["account_id", "amount"],
     },
     crate::OpInfo {
         name: "withdraw",
         tag: 4,
         kind: crate::OpKind::Command,
+        params: &["account_id", "amount"],
     },
     crate::OpInfo {
         name: "transfer",
         tag: 5,
         kind: crate::OpKind::Command,
+        params: &["from_account_id", "to_account_id", "amount"],
     },
     crate::OpInfo {
         name: "cash_check",
         tag: 6,
         kind: crate::OpKind::Command,
+        params: &["account_id", "amount"],
     },
     crate::OpInfo {
         name: "advance_time",
         tag: 7,
         kind: crate::OpKind::Command,
+        params: &["delta"],
     },
     crate::OpInfo {
         name: "list_customers",
         tag: 8,
         kind: crate::OpKind::Query,
+        params: &["offset", "limit"],
     },
     crate::OpInfo {
         name: "list_accounts",
         tag: 9,
         kind: crate::OpKind::Query,
+        params: &["offset", "limit"],
     },
     crate::OpInfo {
         name: "get_accounts",
         tag: 10,
         kind: crate::OpKind::Query,
+        params: &["customer_id"],
     },
     crate::OpInfo {
         name: "list_statements",
         tag: 11,
         kind: crate::OpKind::Query,
+        params: &["account_id"],
     },
     crate::OpInfo {
         name: "get_statement",
         tag: 12,
         kind: crate::OpKind::Query,
+        params: &["account_id", "statement_date"],
     },
     crate::OpInfo {
         name: "get_customer_count",
         tag: 13,
         kind: crate::OpKind::Query,
+        params: &[],
     },
     crate::OpInfo {
         name: "get_account_count",
         tag: 14,
         kind: crate::OpKind::Query,
+        params: &[],
     },
 ];
 
@@ -79,6 +93,7 @@ pub const OPERATIONS: &[crate::OpInfo] = &[
 ///
 /// Serialized form (stable, documented): UTF-8 JSON of an object with one key, the operation name, whose value is an object of the named arguments; e.g. `{"deposit":{"account_id":1,"amount":"10.00"}}`. Decimals, dates, datetimes (RFC 3339, UTC) and durations (`"86400s"`) are strings. Adding an operation, or a parameter with a default, keeps every existing entry decodable.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum BankCommand {
     /// `create_customer`
     #[serde(rename = "create_customer")]
@@ -265,6 +280,159 @@ impl BankReply {
             BankReply::GetStatement(_) => "get_statement",
             BankReply::GetCustomerCount(_) => "get_customer_count",
             BankReply::GetAccountCount(_) => "get_account_count",
+        }
+    }
+
+    /// The result value alone, as JSON (what JSON-RPC returns).
+    pub fn into_value(self) -> Result<serde_json::Value, crate::BankError> {
+        match self {
+            BankReply::CreateCustomer(v) => serde_json::to_value(v),
+            BankReply::CreateAccount(v) => serde_json::to_value(v),
+            BankReply::Deposit(v) => serde_json::to_value(v),
+            BankReply::Withdraw(v) => serde_json::to_value(v),
+            BankReply::Transfer(v) => serde_json::to_value(v),
+            BankReply::CashCheck(v) => serde_json::to_value(v),
+            BankReply::AdvanceTime(v) => serde_json::to_value(v),
+            BankReply::ListCustomers(v) => serde_json::to_value(v),
+            BankReply::ListAccounts(v) => serde_json::to_value(v),
+            BankReply::GetAccounts(v) => serde_json::to_value(v),
+            BankReply::ListStatements(v) => serde_json::to_value(v),
+            BankReply::GetStatement(v) => serde_json::to_value(v),
+            BankReply::GetCustomerCount(v) => serde_json::to_value(v),
+            BankReply::GetAccountCount(v) => serde_json::to_value(v),
+        }
+            .map_err(|e| crate::BankError::Internal(
+                format!("cannot encode result: {e}"),
+            ))
+    }
+
+    /// Rebuilds a reply from the operation's name and its result value.
+    pub fn from_value(
+        name: &str,
+        value: serde_json::Value,
+    ) -> Result<Self, crate::BankError> {
+        let mut object = serde_json::Map::new();
+        object.insert(name.to_string(), value);
+        serde_json::from_value(serde_json::Value::Object(object))
+            .map_err(|e| crate::BankError::Transport(
+                format!("malformed result of `{name}`: {e}"),
+            ))
+    }
+}
+
+impl BankCommand {
+    /// Builds a command from an operation name and JSON-RPC style parameters: an object of
+    /// named arguments, an array of positional ones, or nothing. Omitted parameters take
+    /// their defaults. The error says what is wrong with the parameters.
+    pub fn from_params(
+        name: &str,
+        params: Option<serde_json::Value>,
+    ) -> Result<Self, String> {
+        let op = OPERATIONS
+            .iter()
+            .find(|o| o.name == name)
+            .ok_or_else(|| format!("unknown operation `{name}`"))?;
+        let args = match params {
+            None | Some(serde_json::Value::Null) => serde_json::Map::new(),
+            Some(serde_json::Value::Object(map)) => map,
+            Some(serde_json::Value::Array(items)) => {
+                if items.len() > op.params.len() {
+                    return Err(
+                        format!(
+                            "`{name}` takes {} parameters, {} given", op.params.len(),
+                            items.len()
+                        ),
+                    );
+                }
+                op.params.iter().map(|p| p.to_string()).zip(items).collect()
+            }
+            Some(other) => {
+                return Err(
+                    format!("parameters must be an object or an array, not {other}"),
+                );
+            }
+        };
+        let mut object = serde_json::Map::new();
+        object.insert(name.to_string(), serde_json::Value::Object(args));
+        serde_json::from_value(serde_json::Value::Object(object))
+            .map_err(|e| e.to_string())
+    }
+
+    /// The named arguments as a JSON object (what a JSON-RPC client sends).
+    pub fn into_params(
+        self,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, crate::BankError> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(outer)) => {
+                match outer.into_iter().next() {
+                    Some((_, serde_json::Value::Object(args))) => Ok(args),
+                    _ => Ok(serde_json::Map::new()),
+                }
+            }
+            Ok(_) => Ok(serde_json::Map::new()),
+            Err(e) => {
+                Err(crate::BankError::Internal(format!("cannot encode arguments: {e}")))
+            }
+        }
+    }
+}
+
+/// Calls the operation a command names on any API implementation (how servers that
+/// receive commands or their parameters reach the service).
+pub async fn invoke<A: crate::BankApi + ?Sized>(
+    api: &A,
+    command: BankCommand,
+) -> Result<BankReply, crate::BankError> {
+    match command {
+        BankCommand::CreateCustomer { first_name, last_name, address } => {
+            api.create_customer(first_name, last_name, address)
+                .await
+                .map(BankReply::CreateCustomer)
+        }
+        BankCommand::CreateAccount { customer_id, account_type } => {
+            api.create_account(customer_id, account_type)
+                .await
+                .map(BankReply::CreateAccount)
+        }
+        BankCommand::Deposit { account_id, amount } => {
+            api.deposit(account_id, amount).await.map(BankReply::Deposit)
+        }
+        BankCommand::Withdraw { account_id, amount } => {
+            api.withdraw(account_id, amount).await.map(BankReply::Withdraw)
+        }
+        BankCommand::Transfer { from_account_id, to_account_id, amount } => {
+            api.transfer(from_account_id, to_account_id, amount)
+                .await
+                .map(BankReply::Transfer)
+        }
+        BankCommand::CashCheck { account_id, amount } => {
+            api.cash_check(account_id, amount).await.map(BankReply::CashCheck)
+        }
+        BankCommand::AdvanceTime { delta } => {
+            api.advance_time(delta).await.map(BankReply::AdvanceTime)
+        }
+        BankCommand::ListCustomers { offset, limit } => {
+            api.list_customers(offset, limit).await.map(BankReply::ListCustomers)
+        }
+        BankCommand::ListAccounts { offset, limit } => {
+            api.list_accounts(offset, limit).await.map(BankReply::ListAccounts)
+        }
+        BankCommand::GetAccounts { customer_id } => {
+            api.get_accounts(customer_id).await.map(BankReply::GetAccounts)
+        }
+        BankCommand::ListStatements { account_id } => {
+            api.list_statements(account_id).await.map(BankReply::ListStatements)
+        }
+        BankCommand::GetStatement { account_id, statement_date } => {
+            api.get_statement(account_id, statement_date)
+                .await
+                .map(BankReply::GetStatement)
+        }
+        BankCommand::GetCustomerCount {} => {
+            api.get_customer_count().await.map(BankReply::GetCustomerCount)
+        }
+        BankCommand::GetAccountCount {} => {
+            api.get_account_count().await.map(BankReply::GetAccountCount)
         }
     }
 }

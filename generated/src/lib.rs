@@ -23,6 +23,10 @@ mod collector;
 mod dispatcher;
 #[rustfmt::skip]
 pub mod grpc;
+#[rustfmt::skip]
+pub mod jsonrpc;
+#[rustfmt::skip]
+pub mod frames;
 
 pub use api::*;
 pub use collector::*;

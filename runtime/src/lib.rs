@@ -16,6 +16,41 @@
 //! Both servers handle requests concurrently, so replies can complete out of order; both clients
 //! fail every pending call with [`TransportError::Closed`] when the connection drops, and fail
 //! later calls fast instead of hanging.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use runtime::{CallKind, Handler, Limits, TcpClient, serve_tcp};
+//!
+//! /// Replies with the payload reversed.
+//! struct Reverse;
+//!
+//! impl Handler for Reverse {
+//!     async fn handle(&self, _kind: CallKind, mut payload: Vec<u8>) -> Vec<u8> {
+//!         payload.reverse();
+//!         payload
+//!     }
+//!     fn refuse(&self, reason: &str) -> Vec<u8> {
+//!         format!("refused: {reason}").into_bytes()
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let server = tokio::spawn(serve_tcp(listener, Arc::new(Reverse), Limits::default(), async {
+//!     let _ = stopped.await;
+//! }));
+//!
+//! let client = TcpClient::connect(addr, Limits::default()).await?;
+//! assert_eq!(client.call(CallKind::Query, b"abc".to_vec()).await?, b"cba");
+//!
+//! let _ = stop.send(());
+//! server.await??;
+//! # Ok(())
+//! # }
+//! ```
 
 #![warn(missing_docs)]
 

@@ -79,7 +79,7 @@ fn xtask_gen(
         .unwrap_or(schema)
         .to_string_lossy()
         .replace('\\', "/");
-    let files = codegen::render(&api, &source_name)?;
+    let files = codegen::render(&api, &source_name, "../runtime")?;
     let json_schema = codegen::format_schema();
     if check {
         let mut stale = codegen::check(out, &files)?;

@@ -183,7 +183,7 @@ fn params(op: &Operation) -> Vec<TokenStream> {
         .collect()
 }
 
-fn param_names(op: &Operation) -> Vec<proc_macro2::Ident> {
+pub(super) fn param_names(op: &Operation) -> Vec<proc_macro2::Ident> {
     op.params.iter().map(|p| ident(&p.name)).collect()
 }
 
@@ -281,6 +281,25 @@ pub(super) fn command(api: &Api) -> TokenStream {
             OpKind::Query => quote!(crate::OpKind::Query),
         })
         .collect();
+    let param_lists: Vec<TokenStream> = api
+        .operations
+        .iter()
+        .map(|o| {
+            let names = o.params.iter().map(|p| p.name.as_str());
+            quote!(&[#(#names),*])
+        })
+        .collect();
+    let api_trait = service_ident(api, "Api");
+    let invoke_arms = api.operations.iter().map(|op| {
+        let v = ident(&op.variant());
+        let name = ident(&op.name);
+        let names = param_names(op);
+        quote!(#command::#v { #(#names),* } => api.#name(#(#names),*).await.map(#reply::#v),)
+    });
+    let value_arms = api.operations.iter().map(|op| {
+        let v = ident(&op.variant());
+        quote!(#reply::#v(v) => serde_json::to_value(v),)
+    });
     let command_variants = api.operations.iter().map(|op| {
         let v = ident(&op.variant());
         let w = &op.name;
@@ -328,11 +347,12 @@ pub(super) fn command(api: &Api) -> TokenStream {
 
         /// Every operation of the service, in schema order.
         pub const OPERATIONS: &[crate::OpInfo] = &[
-            #( crate::OpInfo { name: #wire, tag: #tags, kind: #kinds }, )*
+            #( crate::OpInfo { name: #wire, tag: #tags, kind: #kinds, params: #param_lists }, )*
         ];
 
         #command_doc
         #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
         pub enum #command {
             #(#command_variants,)*
         }
@@ -374,6 +394,63 @@ pub(super) fn command(api: &Api) -> TokenStream {
             /// The name of the operation this answers.
             pub fn name(&self) -> &'static str {
                 match self { #( #reply::#variants(_) => #wire, )* }
+            }
+
+            /// The result value alone, as JSON (what JSON-RPC returns).
+            pub fn into_value(self) -> Result<serde_json::Value, crate::#error> {
+                match self { #(#value_arms)* }
+                    .map_err(|e| crate::#error::Internal(format!("cannot encode result: {e}")))
+            }
+
+            /// Rebuilds a reply from the operation's name and its result value.
+            pub fn from_value(name: &str, value: serde_json::Value) -> Result<Self, crate::#error> {
+                let mut object = serde_json::Map::new();
+                object.insert(name.to_string(), value);
+                serde_json::from_value(serde_json::Value::Object(object))
+                    .map_err(|e| crate::#error::Transport(format!("malformed result of `{name}`: {e}")))
+            }
+        }
+
+        impl #command {
+            /// Builds a command from an operation name and JSON-RPC style parameters: an object of
+            /// named arguments, an array of positional ones, or nothing. Omitted parameters take
+            /// their defaults. The error says what is wrong with the parameters.
+            pub fn from_params(name: &str, params: Option<serde_json::Value>) -> Result<Self, String> {
+                let op = OPERATIONS.iter().find(|o| o.name == name).ok_or_else(|| format!("unknown operation `{name}`"))?;
+                let args = match params {
+                    None | Some(serde_json::Value::Null) => serde_json::Map::new(),
+                    Some(serde_json::Value::Object(map)) => map,
+                    Some(serde_json::Value::Array(items)) => {
+                        if items.len() > op.params.len() {
+                            return Err(format!("`{name}` takes {} parameters, {} given", op.params.len(), items.len()));
+                        }
+                        op.params.iter().map(|p| p.to_string()).zip(items).collect()
+                    }
+                    Some(other) => return Err(format!("parameters must be an object or an array, not {other}")),
+                };
+                let mut object = serde_json::Map::new();
+                object.insert(name.to_string(), serde_json::Value::Object(args));
+                serde_json::from_value(serde_json::Value::Object(object)).map_err(|e| e.to_string())
+            }
+
+            /// The named arguments as a JSON object (what a JSON-RPC client sends).
+            pub fn into_params(self) -> Result<serde_json::Map<String, serde_json::Value>, crate::#error> {
+                match serde_json::to_value(self) {
+                    Ok(serde_json::Value::Object(outer)) => match outer.into_iter().next() {
+                        Some((_, serde_json::Value::Object(args))) => Ok(args),
+                        _ => Ok(serde_json::Map::new()),
+                    },
+                    Ok(_) => Ok(serde_json::Map::new()),
+                    Err(e) => Err(crate::#error::Internal(format!("cannot encode arguments: {e}"))),
+                }
+            }
+        }
+
+        /// Calls the operation a command names on any API implementation (how servers that
+        /// receive commands or their parameters reach the service).
+        pub async fn invoke<A: crate::#api_trait + ?Sized>(api: &A, command: #command) -> Result<#reply, crate::#error> {
+            match command {
+                #(#invoke_arms)*
             }
         }
 

@@ -104,7 +104,7 @@ impl Handler for TestHandler {
 
 /// The payload of call number `i` of client `client`, and its kind.
 pub fn call_number(client: &str, i: usize) -> (CallKind, Vec<u8>) {
-    let kind = if i % 2 == 0 {
+    let kind = if i.is_multiple_of(2) {
         CallKind::Command
     } else {
         CallKind::Query

@@ -7,16 +7,19 @@ pub const OPERATIONS: &[crate::OpInfo] = &[
         name: "put_everything",
         tag: 1,
         kind: crate::OpKind::Command,
+        params: &["value"],
     },
     crate::OpInfo {
         name: "reset",
         tag: 2,
         kind: crate::OpKind::Command,
+        params: &[],
     },
     crate::OpInfo {
         name: "find",
         tag: 3,
         kind: crate::OpKind::Query,
+        params: &["flag", "small", "ratio", "label", "money", "level", "maybe"],
     },
 ];
 
@@ -24,6 +27,7 @@ pub const OPERATIONS: &[crate::OpInfo] = &[
 ///
 /// Serialized form (stable, documented): UTF-8 JSON of an object with one key, the operation name, whose value is an object of the named arguments; e.g. `{"deposit":{"account_id":1,"amount":"10.00"}}`. Decimals, dates, datetimes (RFC 3339, UTC) and durations (`"86400s"`) are strings. Adding an operation, or a parameter with a default, keeps every existing entry decodable.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum KitchenSinkCommand {
     /// `put_everything`
     #[serde(rename = "put_everything")]
@@ -113,6 +117,111 @@ impl KitchenSinkReply {
             KitchenSinkReply::PutEverything(_) => "put_everything",
             KitchenSinkReply::Reset(_) => "reset",
             KitchenSinkReply::Find(_) => "find",
+        }
+    }
+
+    /// The result value alone, as JSON (what JSON-RPC returns).
+    pub fn into_value(self) -> Result<serde_json::Value, crate::KitchenSinkError> {
+        match self {
+            KitchenSinkReply::PutEverything(v) => serde_json::to_value(v),
+            KitchenSinkReply::Reset(v) => serde_json::to_value(v),
+            KitchenSinkReply::Find(v) => serde_json::to_value(v),
+        }
+            .map_err(|e| crate::KitchenSinkError::Internal(
+                format!("cannot encode result: {e}"),
+            ))
+    }
+
+    /// Rebuilds a reply from the operation's name and its result value.
+    pub fn from_value(
+        name: &str,
+        value: serde_json::Value,
+    ) -> Result<Self, crate::KitchenSinkError> {
+        let mut object = serde_json::Map::new();
+        object.insert(name.to_string(), value);
+        serde_json::from_value(serde_json::Value::Object(object))
+            .map_err(|e| crate::KitchenSinkError::Transport(
+                format!("malformed result of `{name}`: {e}"),
+            ))
+    }
+}
+
+impl KitchenSinkCommand {
+    /// Builds a command from an operation name and JSON-RPC style parameters: an object of
+    /// named arguments, an array of positional ones, or nothing. Omitted parameters take
+    /// their defaults. The error says what is wrong with the parameters.
+    pub fn from_params(
+        name: &str,
+        params: Option<serde_json::Value>,
+    ) -> Result<Self, String> {
+        let op = OPERATIONS
+            .iter()
+            .find(|o| o.name == name)
+            .ok_or_else(|| format!("unknown operation `{name}`"))?;
+        let args = match params {
+            None | Some(serde_json::Value::Null) => serde_json::Map::new(),
+            Some(serde_json::Value::Object(map)) => map,
+            Some(serde_json::Value::Array(items)) => {
+                if items.len() > op.params.len() {
+                    return Err(
+                        format!(
+                            "`{name}` takes {} parameters, {} given", op.params.len(),
+                            items.len()
+                        ),
+                    );
+                }
+                op.params.iter().map(|p| p.to_string()).zip(items).collect()
+            }
+            Some(other) => {
+                return Err(
+                    format!("parameters must be an object or an array, not {other}"),
+                );
+            }
+        };
+        let mut object = serde_json::Map::new();
+        object.insert(name.to_string(), serde_json::Value::Object(args));
+        serde_json::from_value(serde_json::Value::Object(object))
+            .map_err(|e| e.to_string())
+    }
+
+    /// The named arguments as a JSON object (what a JSON-RPC client sends).
+    pub fn into_params(
+        self,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, crate::KitchenSinkError> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(outer)) => {
+                match outer.into_iter().next() {
+                    Some((_, serde_json::Value::Object(args))) => Ok(args),
+                    _ => Ok(serde_json::Map::new()),
+                }
+            }
+            Ok(_) => Ok(serde_json::Map::new()),
+            Err(e) => {
+                Err(
+                    crate::KitchenSinkError::Internal(
+                        format!("cannot encode arguments: {e}"),
+                    ),
+                )
+            }
+        }
+    }
+}
+
+/// Calls the operation a command names on any API implementation (how servers that
+/// receive commands or their parameters reach the service).
+pub async fn invoke<A: crate::KitchenSinkApi + ?Sized>(
+    api: &A,
+    command: KitchenSinkCommand,
+) -> Result<KitchenSinkReply, crate::KitchenSinkError> {
+    match command {
+        KitchenSinkCommand::PutEverything { value } => {
+            api.put_everything(value).await.map(KitchenSinkReply::PutEverything)
+        }
+        KitchenSinkCommand::Reset {} => api.reset().await.map(KitchenSinkReply::Reset),
+        KitchenSinkCommand::Find { flag, small, ratio, label, money, level, maybe } => {
+            api.find(flag, small, ratio, label, money, level, maybe)
+                .await
+                .map(KitchenSinkReply::Find)
         }
     }
 }

@@ -21,6 +21,8 @@ pub struct OpInfo {
     pub tag: u32,
     /// Command or query.
     pub kind: OpKind,
+    /// Parameter names in order (by-position calls are matched against these).
+    pub params: &'static [&'static str],
 }
 
 /// What a command is applied with. Everything non-deterministic (time) is fixed by the

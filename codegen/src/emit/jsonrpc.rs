@@ -1,0 +1,318 @@
+//! JSON-RPC 2.0 over HTTP (jsonrpsee): a server over any `{Service}Api`, a client implementing it,
+//! and the OpenRPC document of the service.
+//!
+//! Method names are operation names. Parameters are named (an object) or positional (an array);
+//! omitted ones take their defaults. Errors: the standard codes for parse errors, invalid
+//! requests, unknown methods and invalid parameters; each schema error kind has the application
+//! code `-32000 - tag` with `{"kind": "<Kind>"}` as `data`; `Transport` is `-32050` and
+//! `Internal` the standard `-32603`.
+
+use heck::ToUpperCamelCase;
+use proc_macro2::TokenStream;
+use quote::quote;
+use serde_json::{Value, json};
+
+use super::core::param_names;
+use super::{ident, return_ty, rust_ty, service_ident};
+use crate::model::{Api, OpKind, Ty, TypeBody, ty_text};
+
+/// The JSON-RPC error code of a schema error kind.
+pub fn error_code(tag: u32) -> i64 {
+    -32000 - i64::from(tag)
+}
+
+fn code_literal(tag: u32) -> proc_macro2::Literal {
+    proc_macro2::Literal::i64_unsuffixed(error_code(tag))
+}
+
+/// Code of the built-in `Transport` error.
+pub const TRANSPORT_CODE: i64 = -32050;
+/// Code of the built-in `Internal` error (JSON-RPC's "internal error").
+pub const INTERNAL_CODE: i64 = -32603;
+
+pub fn module(api: &Api) -> TokenStream {
+    let api_trait = service_ident(api, "Api");
+    let command = service_ident(api, "Command");
+    let reply = service_ident(api, "Reply");
+    let error = service_ident(api, "Error");
+    let etags: Vec<_> = api.errors.iter().map(|e| code_literal(e.tag)).collect();
+    let enames: Vec<_> = api.errors.iter().map(|e| ident(&e.name)).collect();
+    let client_methods = api.operations.iter().map(|op| {
+        let name = ident(&op.name);
+        let v = ident(&op.variant());
+        let ps = op.params.iter().map(|p| {
+            let n = ident(&p.name);
+            let t = rust_ty(&p.ty);
+            quote!(#n: #t)
+        });
+        let names = param_names(op);
+        let ret = return_ty(op.returns.as_ref());
+        let wire = &op.name;
+        quote! {
+            async fn #name(&self, #(#ps),*) -> Result<#ret, crate::#error> {
+                match self.call(crate::#command::#v { #(#names),* }).await? {
+                    crate::#reply::#v(value) => Ok(value),
+                    other => Err(crate::#error::Transport(format!("reply to `{}` answers `{}`", #wire, other.name()))),
+                }
+            }
+        }
+    });
+    quote! {
+        //! JSON-RPC 2.0 over HTTP: a server over any API implementation and a client implementing
+        //! the API. Method names are operation names; parameters are named or positional; each
+        //! error kind has its own application code (see [`error_code`]).
+
+        use std::sync::Arc;
+
+        use jsonrpsee::core::client::ClientT;
+        use jsonrpsee::types::ErrorObjectOwned;
+
+        /// The OpenRPC document of the service (also served by `rpc.discover`).
+        pub const OPENRPC: &str = include_str!("../openrpc.json");
+
+        /// Code of the built-in `Transport` error.
+        pub const TRANSPORT_CODE: i32 = -32050;
+        /// Code of the built-in `Internal` error (JSON-RPC's standard "internal error").
+        pub const INTERNAL_CODE: i32 = -32603;
+        /// JSON-RPC's standard "invalid params" code.
+        pub const INVALID_PARAMS_CODE: i32 = -32602;
+
+        /// The application error code of an error: `-32000 - tag` for the schema's kinds.
+        pub fn error_code(e: &crate::#error) -> i32 {
+            match e {
+                #( crate::#error::#enames(_) => #etags, )*
+                crate::#error::Transport(_) => TRANSPORT_CODE,
+                crate::#error::Internal(_) => INTERNAL_CODE,
+            }
+        }
+
+        /// The JSON-RPC error object of a service error (`data` carries the kind).
+        pub fn error_object(e: &crate::#error) -> ErrorObjectOwned {
+            ErrorObjectOwned::owned(error_code(e), e.message().to_string(), Some(serde_json::json!({ "kind": e.kind() })))
+        }
+
+        /// Rebuilds a service error from a JSON-RPC error object.
+        pub fn error_from_object(e: &jsonrpsee::types::ErrorObject<'_>) -> crate::#error {
+            let message = e.message().to_string();
+            let kind = e
+                .data()
+                .and_then(|d| serde_json::from_str::<serde_json::Value>(d.get()).ok())
+                .and_then(|d| d.get("kind").and_then(|k| k.as_str()).map(str::to_string));
+            if let Some(err) = kind.and_then(|k| crate::#error::from_kind(&k, message.clone())) {
+                return err;
+            }
+            match e.code() {
+                #( #etags => crate::#error::#enames(message), )*
+                INTERNAL_CODE => crate::#error::Internal(message),
+                code => crate::#error::Transport(format!("JSON-RPC error {code}: {message}")),
+            }
+        }
+
+        /// The jsonrpsee module serving every operation of `api`, plus `rpc.discover`.
+        pub fn rpc_module<A: crate::#api_trait + 'static>(api: Arc<A>) -> Result<jsonrpsee::RpcModule<A>, crate::#error> {
+            let openrpc: serde_json::Value = serde_json::from_str(OPENRPC)
+                .map_err(|e| crate::#error::Internal(format!("OpenRPC document: {e}")))?;
+            let mut module = jsonrpsee::RpcModule::from_arc(api);
+            for op in crate::OPERATIONS {
+                let name = op.name;
+                module
+                    .register_async_method(name, move |params, api, _| async move {
+                        let args = match params.as_str() {
+                            None => None,
+                            Some(raw) => Some(serde_json::from_str::<serde_json::Value>(raw).map_err(|e| {
+                                ErrorObjectOwned::owned(INVALID_PARAMS_CODE, format!("invalid params: {e}"), None::<()>)
+                            })?),
+                        };
+                        let command = crate::#command::from_params(name, args).map_err(|e| {
+                            ErrorObjectOwned::owned(INVALID_PARAMS_CODE, format!("invalid params: {e}"), None::<()>)
+                        })?;
+                        let reply = crate::invoke(&*api, command).await.map_err(|e| error_object(&e))?;
+                        reply.into_value().map_err(|e| error_object(&e))
+                    })
+                    .map_err(|e| crate::#error::Internal(format!("registering `{name}`: {e}")))?;
+            }
+            module
+                .register_method("rpc.discover", move |_, _, _| openrpc.clone())
+                .map_err(|e| crate::#error::Internal(format!("registering `rpc.discover`: {e}")))?;
+            Ok(module)
+        }
+
+        /// Serves `api` over JSON-RPC 2.0 on HTTP at `listener` until `shutdown` resolves.
+        /// Request bodies larger than `max_request_size` bytes are refused.
+        pub async fn serve<A: crate::#api_trait + 'static>(
+            listener: tokio::net::TcpListener,
+            api: Arc<A>,
+            max_request_size: usize,
+            shutdown: impl ::std::future::Future<Output = ()> + Send,
+        ) -> Result<(), crate::#error> {
+            let module = rpc_module(api)?;
+            let listener = listener.into_std().map_err(|e| crate::#error::Transport(format!("listener: {e}")))?;
+            let limit = u32::try_from(max_request_size).unwrap_or(u32::MAX);
+            let config = jsonrpsee::server::ServerConfig::builder()
+                .max_request_body_size(limit)
+                .max_response_body_size(u32::MAX)
+                .http_only()
+                .build();
+            let server = jsonrpsee::server::Server::builder()
+                .set_config(config)
+                .build_from_tcp(listener)
+                .map_err(|e| crate::#error::Transport(format!("JSON-RPC server: {e}")))?;
+            let handle = server.start(module);
+            shutdown.await;
+            let _ = handle.stop();
+            handle.stopped().await;
+            Ok(())
+        }
+
+        /// A client implementing the API over JSON-RPC on HTTP. Cloning is cheap.
+        #[derive(Debug, Clone)]
+        pub struct JsonRpcClient {
+            inner: Arc<jsonrpsee_http_client::HttpClient>,
+        }
+
+        impl JsonRpcClient {
+            /// A client for the server at `addr` (`host:port` or an `http://` URL).
+            pub fn new(addr: &str) -> Result<Self, crate::#error> {
+                let url = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
+                let inner = jsonrpsee_http_client::HttpClient::builder()
+                    .max_response_size(u32::MAX)
+                    .build(&url)
+                    .map_err(|e| crate::#error::Transport(format!("bad address `{addr}`: {e}")))?;
+                Ok(JsonRpcClient { inner: Arc::new(inner) })
+            }
+
+            async fn call(&self, command: crate::#command) -> Result<crate::#reply, crate::#error> {
+                let name = command.name();
+                let mut params = jsonrpsee::core::params::ObjectParams::new();
+                for (key, value) in command.into_params()? {
+                    params
+                        .insert(&key, value)
+                        .map_err(|e| crate::#error::Internal(format!("cannot encode `{key}`: {e}")))?;
+                }
+                match self.inner.request::<serde_json::Value, _>(name, params).await {
+                    Ok(value) => crate::#reply::from_value(name, value),
+                    Err(jsonrpsee::core::ClientError::Call(e)) => Err(error_from_object(&e)),
+                    Err(e) => Err(crate::#error::Transport(format!("`{name}`: {e}"))),
+                }
+            }
+        }
+
+        impl crate::#api_trait for JsonRpcClient {
+            #(#client_methods)*
+        }
+    }
+}
+
+/// JSON Schema of a type expression (components are referenced by name).
+fn schema_of(ty: &Ty) -> Value {
+    match ty {
+        Ty::Bool => json!({"type": "boolean"}),
+        Ty::I32 | Ty::I64 => json!({"type": "integer"}),
+        Ty::U32 | Ty::U64 => json!({"type": "integer", "minimum": 0}),
+        Ty::F64 => json!({"type": "number"}),
+        Ty::String => json!({"type": "string"}),
+        Ty::Bytes => {
+            json!({"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 255}})
+        }
+        Ty::Decimal => json!({"type": "string", "pattern": "^-?[0-9]+(\\.[0-9]+)?$"}),
+        Ty::Date => json!({"type": "string", "format": "date"}),
+        Ty::DateTime => json!({"type": "string", "format": "date-time"}),
+        Ty::Duration => json!({"type": "string", "pattern": "^-?[0-9]+(\\.[0-9]{1,9})?s$"}),
+        Ty::List(t) => json!({"type": "array", "items": schema_of(t)}),
+        Ty::Option(t) => json!({"oneOf": [schema_of(t), {"type": "null"}]}),
+        Ty::Map(t) => json!({"type": "object", "additionalProperties": schema_of(t)}),
+        Ty::Named(n) => json!({"$ref": format!("#/components/schemas/{n}")}),
+    }
+}
+
+/// The OpenRPC 1.2 document of the service.
+pub fn openrpc(api: &Api) -> String {
+    let mut schemas = serde_json::Map::new();
+    for t in &api.types {
+        let mut schema = match &t.body {
+            TypeBody::Struct(fields) => {
+                let props: serde_json::Map<String, Value> = fields
+                    .iter()
+                    .map(|f| {
+                        let mut s = schema_of(&f.ty);
+                        if let (Some(doc), Some(obj)) = (&f.doc, s.as_object_mut()) {
+                            obj.insert("description".into(), json!(doc));
+                        }
+                        (f.name.clone(), s)
+                    })
+                    .collect();
+                let required: Vec<&str> = fields
+                    .iter()
+                    .filter(|f| !matches!(f.ty, Ty::Option(_)))
+                    .map(|f| f.name.as_str())
+                    .collect();
+                json!({"type": "object", "properties": props, "required": required})
+            }
+            TypeBody::Enum(vs) => {
+                json!({"type": "string", "enum": vs.iter().map(|v| v.name.as_str()).collect::<Vec<_>>()})
+            }
+        };
+        if let (Some(doc), Some(obj)) = (&t.doc, schema.as_object_mut()) {
+            obj.insert("description".into(), json!(doc));
+        }
+        schemas.insert(t.name.clone(), schema);
+    }
+    let errors: Vec<Value> = api
+        .errors
+        .iter()
+        .map(|e| json!({"code": error_code(e.tag), "message": e.name, "data": {"kind": e.name}}))
+        .collect();
+    let methods: Vec<Value> = api
+        .operations
+        .iter()
+        .map(|op| {
+            let params: Vec<Value> = op
+                .params
+                .iter()
+                .map(|p| {
+                    let mut param = json!({
+                        "name": p.name,
+                        "required": p.default.is_none() && !matches!(p.ty, Ty::Option(_)),
+                        "schema": schema_of(&p.ty),
+                    });
+                    if let Some(doc) = &p.doc {
+                        param["description"] = json!(doc);
+                    }
+                    param
+                })
+                .collect();
+            let result_schema = op.returns.as_ref().map(schema_of).unwrap_or(json!({"type": "null"}));
+            let method_errors: Vec<Value> = op
+                .errors
+                .iter()
+                .filter_map(|name| errors.iter().find(|e| e["message"] == json!(name)).cloned())
+                .collect();
+            json!({
+                "name": op.name,
+                "summary": op.doc.clone().unwrap_or_default(),
+                "tags": [{"name": match op.kind { OpKind::Command => "command", OpKind::Query => "query" }}],
+                "paramStructure": "either",
+                "params": params,
+                "result": {
+                    "name": format!("{}Result", op.name.to_upper_camel_case()),
+                    "schema": result_schema,
+                    "description": op.returns.as_ref().map(ty_text).unwrap_or_else(|| "nothing".into()),
+                },
+                "errors": method_errors,
+            })
+        })
+        .collect();
+    let doc = json!({
+        "openrpc": "1.2.6",
+        "info": {
+            "title": api.service,
+            "version": "1.0.0",
+            "description": api.doc.clone().unwrap_or_default(),
+        },
+        "methods": methods,
+        "components": {"schemas": schemas},
+    });
+    let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    text.push('\n');
+    text
+}
