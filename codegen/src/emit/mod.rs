@@ -81,7 +81,7 @@ pub fn crate_files(
         rust("src/frames.rs", frames::module(api))?,
         GeneratedFile {
             path: "openrpc.json".into(),
-            text: jsonrpc::openrpc(api),
+            text: jsonrpc::openrpc(api, source_name),
         },
         GeneratedFile {
             path: "src/grpc/descriptor.rs".into(),
@@ -111,7 +111,9 @@ fn space_out(text: &str) -> String {
     for line in text.lines() {
         let t = line.trim_start();
         let prev_t = prev.trim_end();
-        let prev_ends_item = prev_t.ends_with('}') || prev_t.ends_with(';');
+        let prev_is_attr =
+            prev.trim_start().starts_with("///") || prev.trim_start().starts_with("#[");
+        let prev_ends_item = !prev_is_attr && (prev_t.ends_with('}') || prev_t.ends_with(';'));
         let starts_item = ITEM_STARTS.iter().any(|s| t.starts_with(s));
         // Keep `use` lines and enum-style one-liners (`Foo,`) together.
         let both_use = t.starts_with("use ") && prev.trim_start().starts_with("use ");

@@ -112,7 +112,6 @@ pub async fn serve_tcp<S: CommandSink + 'static>(
 }
 
 /// Starts serving command bytes over ZeroMQ at `endpoint` (e.g. `tcp://127.0.0.1:0`);
-
 /// returns the bound endpoint and the serving task, which ends when `shutdown` resolves.
 pub async fn serve_zmq<S: CommandSink + 'static>(
     endpoint: &str,
