@@ -3,7 +3,11 @@
 //! gRPC for the service: adapters between proto messages and native types, a server over any
 //! API implementation and a client implementing the API. Errors travel as a status code plus
 //! the error kind in the `x-error-kind` metadata entry.
-#![allow(clippy::needless_question_mark, clippy::redundant_closure)]
+#![allow(
+    clippy::needless_question_mark,
+    clippy::redundant_closure,
+    clippy::type_complexity
+)]
 use std::sync::Arc;
 
 #[allow(clippy::all, missing_docs)]

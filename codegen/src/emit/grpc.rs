@@ -525,7 +525,7 @@ pub fn adapters(api: &Api) -> TokenStream {
         //! the error kind in the `x-error-kind` metadata entry.
 
         // Conversions are emitted uniformly per field; some come out more verbose than needed.
-        #![allow(clippy::needless_question_mark, clippy::redundant_closure)]
+        #![allow(clippy::needless_question_mark, clippy::redundant_closure, clippy::type_complexity)]
 
         use std::sync::Arc;
 
