@@ -1,0 +1,59 @@
+//! The validator walk-through over every networked variant: a real server on 127.0.0.1 (port 0)
+//! in its own task, a real client, and a SQLite file per server.
+
+use bank::Bank;
+use bank::net::{self, NetVariant, ServerLimits};
+
+async fn validate_over(variant: NetVariant) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("bank.db");
+    let bank = Bank::open(&db).expect("open bank");
+    let server = net::serve(variant, "127.0.0.1:0", bank, ServerLimits::default())
+        .await
+        .unwrap_or_else(|e| panic!("{}: cannot serve: {e}", variant.name()));
+    let addr = server.addr.to_string();
+    // Twice: the second run meets the first run's customers and must use its own ids.
+    let first = net::validate(variant, &addr).await;
+    let second = net::validate(variant, &addr).await;
+    server.shutdown().await.expect("clean shutdown");
+    let first = first.unwrap_or_else(|e| panic!("{}: {e}", variant.name()));
+    let second = second.unwrap_or_else(|e| panic!("{}: second run: {e}", variant.name()));
+    assert_ne!(first.customer_id, second.customer_id);
+
+    // What the server acknowledged is in its database file.
+    let reopened = Bank::open(&db).expect("reopen");
+    let customers = reopened
+        .query(|s| bank_generated::BankService::get_customer_count(s))
+        .expect("count");
+    assert_eq!(customers, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp() {
+    validate_over(NetVariant::Tcp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc() {
+    validate_over(NetVariant::Grpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jsonrpc() {
+    validate_over(NetVariant::Jsonrpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zmq() {
+    validate_over(NetVariant::Zmq).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_facade() {
+    validate_over(NetVariant::GrpcFacade).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jsonrpc_facade() {
+    validate_over(NetVariant::JsonrpcFacade).await;
+}
