@@ -49,6 +49,18 @@ enum Command {
         /// The largest request accepted, in bytes.
         #[arg(long, default_value_t = net::DEFAULT_MAX_REQUEST)]
         max_request: usize,
+        /// Also serve the raft message service here (facade variants; it only echoes until the
+        /// raft runtime is in place). Never the same address as --listen.
+        #[arg(long, value_name = "ADDR")]
+        raft_listen: Option<String>,
+        /// The shared secret every raft message must carry (default: $BANK_RAFT_SECRET).
+        #[arg(
+            long,
+            env = "BANK_RAFT_SECRET",
+            hide_env_values = true,
+            default_value = ""
+        )]
+        raft_secret: String,
     },
 }
 
@@ -179,12 +191,32 @@ fn run(cli: Cli) -> Result<String, CliError> {
             listen,
             db,
             max_request,
+            raft_listen,
+            raft_secret,
         } => {
+            let facade = matches!(variant, NetVariant::GrpcFacade | NetVariant::JsonrpcFacade);
+            if raft_listen.is_some() && !facade {
+                return Err(CliError::Usage(
+                    "--raft-listen is for the facade variants (grpc-facade, jsonrpc-facade)".into(),
+                ));
+            }
+            if raft_listen.is_some() && raft_secret.is_empty() {
+                return Err(CliError::Usage(
+                    "--raft-listen needs a secret: --raft-secret or $BANK_RAFT_SECRET".into(),
+                ));
+            }
             let bank = open(db.as_ref())?;
             runtime.block_on(async {
                 let mut server =
                     net::serve(variant, &listen, bank, ServerLimits { max_request }).await?;
-                // The address line is what scripts and tests wait for.
+                let raft = match &raft_listen {
+                    Some(addr) => Some(net::serve_raft_echo(addr, raft_secret).await?),
+                    None => None,
+                };
+                // The address lines are what scripts and tests wait for.
+                if let Some(raft) = &raft {
+                    println!("raft service on {}", raft.addr);
+                }
                 println!("listening on {} ({})", server.addr, variant.name());
                 let interrupted = tokio::select! {
                     _ = tokio::signal::ctrl_c() => true,
@@ -192,6 +224,9 @@ fn run(cli: Cli) -> Result<String, CliError> {
                 };
                 if interrupted {
                     server.shutdown().await?;
+                }
+                if let Some(raft) = raft {
+                    raft.shutdown().await?;
                 }
                 Ok::<_, CliError>(())
             })?;

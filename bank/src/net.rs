@@ -276,6 +276,32 @@ async fn run<A: BankApi>(client: Result<A, BankError>, addr: &str) -> Result<Rep
     Ok(validator::run(&client).await?)
 }
 
+/// Starts the raft message service (step 4: it only echoes) on its own listener; calls must
+/// carry `secret`.
+pub async fn serve_raft_echo(listen: &str, secret: String) -> Result<RunningServer, NetError> {
+    let listener = bind(listen).await?;
+    let addr = listener.local_addr().map_err(|source| NetError::Bind {
+        addr: listen.to_string(),
+        source,
+    })?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = stopped.await;
+    };
+    let echo = Arc::new(runtime::raft_rpc::Echo);
+    let task = tokio::spawn(async move {
+        runtime::raft_rpc::serve_raft(listener, echo, secret, DEFAULT_MAX_REQUEST, shutdown)
+            .await
+            .map_err(|e| BankError::Transport(format!("raft service: {e}")))
+    });
+    tracing::info!(%addr, "serving the raft message service");
+    Ok(RunningServer {
+        addr,
+        stop: Some(stop),
+        task,
+    })
+}
+
 /// Connects a client for `variant` to `addr` and runs the validator walk-through through it.
 pub async fn validate(variant: NetVariant, addr: &str) -> Result<Report, NetError> {
     let limits = runtime::Limits::default();

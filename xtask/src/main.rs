@@ -80,16 +80,27 @@ fn xtask_gen(
         .to_string_lossy()
         .replace('\\', "/");
     let files = codegen::render(&api, &source_name, "../runtime")?;
-    let json_schema = codegen::format_schema();
+    // Single files outside the generated crate: the format's JSON Schema and the runtime's
+    // raft message service.
+    let mut singles = vec![(format_schema.to_path_buf(), codegen::format_schema())];
+    let raft_proto = root.join("runtime/proto/raft.proto");
+    singles.push((
+        root.join("runtime/src/raft_pb.rs"),
+        codegen::proto_module(&raft_proto, "raft.v1")?,
+    ));
     if check {
         let mut stale = codegen::check(out, &files)?;
-        if std::fs::read_to_string(format_schema).ok().as_deref() != Some(json_schema.as_str()) {
-            stale.push(format!("{} is out of date", format_schema.display()));
+        for (path, text) in &singles {
+            if std::fs::read_to_string(path).ok().as_deref() != Some(text.as_str()) {
+                stale.push(format!("{} is out of date", path.display()));
+            }
         }
         Ok(stale)
     } else {
         codegen::write(out, &files)?;
-        codegen::write_file(format_schema, &json_schema)?;
+        for (path, text) in &singles {
+            codegen::write_file(path, text)?;
+        }
         Ok(Vec::new())
     }
 }

@@ -144,11 +144,25 @@ pub fn proto(api: &Api, source_name: &str) -> String {
     out
 }
 
-/// Compiles the `.proto` with protox and tonic-prost-build; returns the Rust module text and the
-/// encoded file descriptor set (for gRPC reflection).
+/// Compiles the service's `.proto` with protox and tonic-prost-build; returns the Rust module
+/// text and the encoded file descriptor set (for gRPC reflection).
 pub fn compile(api: &Api, proto_text: &str) -> std::io::Result<(String, Vec<u8>)> {
+    compile_proto(
+        &format!("{}.proto", api.service.to_snake_case()),
+        &package(api),
+        proto_text,
+    )
+}
+
+/// Compiles one `.proto` file (`file_name` declaring `package`) into its tonic/prost module and
+/// encoded descriptor set, without a system `protoc`.
+pub fn compile_proto(
+    file_name: &str,
+    package: &str,
+    proto_text: &str,
+) -> std::io::Result<(String, Vec<u8>)> {
     let dir = scratch_dir()?;
-    let result = compile_in(&dir, api, proto_text);
+    let result = compile_in(&dir, file_name, package, proto_text);
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -165,13 +179,13 @@ fn scratch_dir() -> std::io::Result<PathBuf> {
 
 fn compile_in(
     dir: &std::path::Path,
-    api: &Api,
+    file_name: &str,
+    package: &str,
     proto_text: &str,
 ) -> std::io::Result<(String, Vec<u8>)> {
-    let file_name = format!("{}.proto", api.service.to_snake_case());
-    std::fs::write(dir.join(&file_name), proto_text)?;
+    std::fs::write(dir.join(file_name), proto_text)?;
     let fds =
-        protox::compile([&file_name], [dir]).map_err(|e| std::io::Error::other(e.to_string()))?;
+        protox::compile([file_name], [dir]).map_err(|e| std::io::Error::other(e.to_string()))?;
     let encoded = prost::Message::encode_to_vec(&fds);
     tonic_prost_build::configure()
         .out_dir(dir.join("out"))
@@ -179,7 +193,7 @@ fn compile_in(
         .emit_rerun_if_changed(false)
         .build_transport(false)
         .compile_fds(fds)?;
-    let rust = std::fs::read_to_string(dir.join("out").join(format!("{}.rs", package(api))))?;
+    let rust = std::fs::read_to_string(dir.join("out").join(format!("{package}.rs")))?;
     Ok((rust, encoded))
 }
 

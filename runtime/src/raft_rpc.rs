@@ -1,0 +1,128 @@
+//! The raft message service: one gRPC method (bytes in, bytes out) on a listener of its own,
+//! separate from every API listener, so API clients cannot reach raft traffic.
+//!
+//! Every call must carry the cluster's shared secret in the [`SECRET_KEY`] metadata entry; a call
+//! without it (or with another) is refused with `UNAUTHENTICATED` before any handler runs.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+/// The tonic/prost code generated from `runtime/proto/raft.proto`.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    include!("raft_pb.rs");
+}
+
+/// The metadata key that carries the cluster's shared secret.
+pub const SECRET_KEY: &str = "x-raft-secret";
+
+/// What a node does with one raft message.
+pub trait RaftHandler: Send + Sync + 'static {
+    /// Handles one serialized raft message and returns the serialized answer.
+    fn handle(&self, payload: Vec<u8>) -> impl Future<Output = Result<Vec<u8>, Status>> + Send;
+}
+
+/// Answers every message with itself: the step-4 facade's stand-in for a raft node.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Echo;
+
+impl RaftHandler for Echo {
+    async fn handle(&self, payload: Vec<u8>) -> Result<Vec<u8>, Status> {
+        Ok(payload)
+    }
+}
+
+struct Service<H> {
+    handler: Arc<H>,
+}
+
+#[tonic::async_trait]
+impl<H: RaftHandler> pb::raft_server::Raft for Service<H> {
+    async fn raft_message(
+        &self,
+        request: Request<pb::RaftRequest>,
+    ) -> Result<Response<pb::RaftReply>, Status> {
+        let payload = self.handler.handle(request.into_inner().payload).await?;
+        Ok(Response::new(pb::RaftReply { payload }))
+    }
+}
+
+/// Compares in time independent of where the first difference is.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// Serves the raft message service on `listener` until `shutdown` resolves; calls must carry
+/// `secret`.
+pub async fn serve_raft<H: RaftHandler>(
+    listener: tokio::net::TcpListener,
+    handler: Arc<H>,
+    secret: String,
+    max_message_size: usize,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let expected = secret.into_bytes();
+    let check = move |request: Request<()>| {
+        let given = request.metadata().get(SECRET_KEY).map(|v| v.as_bytes());
+        match given {
+            Some(given) if same_secret(given, &expected) => Ok(request),
+            Some(_) => Err(Status::unauthenticated("wrong raft secret")),
+            None => Err(Status::unauthenticated("missing raft secret")),
+        }
+    };
+    let service = pb::raft_server::RaftServer::new(Service { handler })
+        .max_decoding_message_size(max_message_size)
+        .max_encoding_message_size(max_message_size);
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tonic::transport::Server::builder()
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            service, check,
+        ))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
+
+/// A client of a node's raft message service. Cloning is cheap and shares the connection.
+#[derive(Debug, Clone)]
+pub struct RaftClient {
+    inner: pb::raft_client::RaftClient<tonic::transport::Channel>,
+    secret: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl RaftClient {
+    /// Connects to the raft listener at `addr` (`host:port`), presenting `secret`.
+    pub async fn connect(addr: &str, secret: &str) -> Result<Self, Status> {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Status::invalid_argument(format!("bad address `{addr}`: {e}")))?
+            .tcp_nodelay(true)
+            .connect_timeout(std::time::Duration::from_secs(5));
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot connect to {addr}: {e}")))?;
+        let secret = secret
+            .parse()
+            .map_err(|_| Status::invalid_argument("the raft secret must be printable ASCII"))?;
+        Ok(RaftClient {
+            inner: pb::raft_client::RaftClient::new(channel),
+            secret,
+        })
+    }
+
+    /// Sends one raft message and returns the answer.
+    pub async fn send(&self, payload: Vec<u8>) -> Result<Vec<u8>, Status> {
+        let mut request = Request::new(pb::RaftRequest { payload });
+        request
+            .metadata_mut()
+            .insert(SECRET_KEY, self.secret.clone());
+        let reply = self.inner.clone().raft_message(request).await?;
+        Ok(reply.into_inner().payload)
+    }
+}
