@@ -10,6 +10,8 @@
 
 #![warn(missing_docs)]
 
+pub mod cluster;
+pub mod demo;
 pub mod net;
 pub mod store;
 pub mod validator;

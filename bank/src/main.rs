@@ -35,6 +35,26 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         connect: Option<String>,
     },
+    /// Run one Raft node of the replicated bank (until Ctrl-C or SIGTERM).
+    Node(NodeArgs),
+    /// Local clusters of node processes.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Administer a cluster through any node's raft address.
+    Admin {
+        /// A node's raft address.
+        #[arg(long, value_name = "ADDR")]
+        connect: String,
+        /// The cluster's shared secret (default: $BANK_RAFT_SECRET).
+        #[arg(long, env = "BANK_RAFT_SECRET", hide_env_values = true)]
+        secret: String,
+        #[command(subcommand)]
+        verb: AdminVerb,
+    },
+    /// Start a 3-node cluster, run the walk-through, kill the leader, run it again, report.
+    Demo,
     /// Serve the bank over one of the networked variants until interrupted (Ctrl-C).
     Serve {
         /// The transport (and server-side path) to serve.
@@ -64,6 +84,90 @@ enum Command {
     },
 }
 
+#[derive(Debug, clap::Args)]
+struct NodeArgs {
+    /// The node's id (unique in the cluster, never reused).
+    #[arg(long)]
+    id: u64,
+    /// Where the node keeps its log, database and snapshots.
+    #[arg(long, value_name = "DIR")]
+    data_dir: PathBuf,
+    /// gRPC API listen address (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    listen: String,
+    /// JSON-RPC API listen address.
+    #[arg(long, value_name = "ADDR")]
+    jsonrpc_listen: Option<String>,
+    /// Raft listen address (raft traffic, forwarded writes, admin; never the API address).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    raft_listen: String,
+    /// The cluster's shared secret (default: $BANK_RAFT_SECRET).
+    #[arg(long, env = "BANK_RAFT_SECRET", hide_env_values = true)]
+    secret: String,
+    /// Start a new cluster with this node as its only member.
+    #[arg(long, conflicts_with = "join")]
+    init: bool,
+    /// Join the cluster through this node's raft address.
+    #[arg(long, value_name = "ADDR")]
+    join: Option<String>,
+    /// Serve queries from the local replica without a read index (stale reads).
+    #[arg(long)]
+    stale_reads: bool,
+    /// Build a snapshot after this many log entries.
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_every: u64,
+    /// Log entries kept behind a snapshot.
+    #[arg(long, default_value_t = 1_000)]
+    keep_logs: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Start N node processes under DIR, print their addresses, run until Ctrl-C.
+    Up {
+        /// How many nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Where the nodes' data directories go.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminVerb {
+    /// Role, term, leader, log and applied index, members, per-node lag.
+    Status,
+    /// Add a learner.
+    AddLearner {
+        /// Its id.
+        id: u64,
+        /// Its gRPC API address.
+        api: String,
+        /// Its raft address.
+        raft: String,
+    },
+    /// Make learners voters.
+    Promote {
+        /// Their ids.
+        ids: Vec<u64>,
+    },
+    /// Remove a node.
+    Remove {
+        /// Its id.
+        id: u64,
+    },
+    /// Hand leadership to another voter.
+    TransferLeader {
+        /// The new leader.
+        id: u64,
+    },
+    /// Build a snapshot now.
+    Snapshot,
+    /// The digest of the node's state.
+    Digest,
+}
+
 /// The ways to reach the bank.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Variant {
@@ -83,11 +187,14 @@ enum Variant {
     GrpcFacade,
     /// JSON-RPC through a server-side Collector and Dispatcher (needs --connect).
     JsonrpcFacade,
+    /// A node of the replicated bank, over gRPC (needs --connect: any node's API address).
+    Raft,
 }
 
 impl Variant {
     fn name(self) -> &'static str {
         match (self, self.networked()) {
+            (Variant::Raft, _) => "raft",
             (_, Some(net)) => net.name(),
             (Variant::Collector, None) => "collector",
             _ => "direct",
@@ -103,6 +210,7 @@ impl Variant {
             Variant::Zmq => Some(NetVariant::Zmq),
             Variant::GrpcFacade => Some(NetVariant::GrpcFacade),
             Variant::JsonrpcFacade => Some(NetVariant::JsonrpcFacade),
+            Variant::Raft => Some(NetVariant::Grpc),
         }
     }
 }
@@ -186,6 +294,55 @@ fn run(cli: Cli) -> Result<String, CliError> {
             };
             Ok(summary(variant.name(), &report))
         }
+        Command::Node(args) => runtime.block_on(run_node(args)),
+        Command::Cluster {
+            command: ClusterCommand::Up { nodes, dir },
+        } => runtime.block_on(async {
+            let exe = std::env::current_exe()?;
+            let cluster = bank::cluster::LocalCluster::start(&exe, &dir, nodes, Vec::new())
+                .await
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            println!("secret: {}", cluster.secret);
+            for n in &cluster.nodes {
+                println!(
+                    "node {} api={} jsonrpc={} raft={}",
+                    n.id, n.api, n.jsonrpc, n.raft
+                );
+            }
+            tokio::signal::ctrl_c().await?;
+            drop(cluster);
+            Ok("cluster stopped".into())
+        }),
+        Command::Admin {
+            connect,
+            secret,
+            verb,
+        } => {
+            use runtime::raft::network::AdminRequest;
+            use runtime::raft::types::NodeAddr;
+            let request = match verb {
+                AdminVerb::Status => AdminRequest::Status,
+                AdminVerb::AddLearner { id, api, raft } => AdminRequest::AddLearner {
+                    id,
+                    addr: NodeAddr { api, raft },
+                },
+                AdminVerb::Promote { ids } => AdminRequest::Promote { ids },
+                AdminVerb::Remove { id } => AdminRequest::Remove { id },
+                AdminVerb::TransferLeader { id } => AdminRequest::TransferLeader { to: id },
+                AdminVerb::Snapshot => AdminRequest::Snapshot,
+                AdminVerb::Digest => AdminRequest::Digest,
+            };
+            let value = runtime
+                .block_on(bank::cluster::admin(&connect, &secret, request))
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            Ok(serde_json::to_string_pretty(&value).unwrap_or_default())
+        }
+        Command::Demo => runtime.block_on(async {
+            let exe = std::env::current_exe()?;
+            bank::demo::run(&exe)
+                .await
+                .map_err(|e| CliError::Usage(format!("demo failed: {e}")))
+        }),
         Command::Serve {
             variant,
             listen,
@@ -233,6 +390,42 @@ fn run(cli: Cli) -> Result<String, CliError> {
             Ok("server stopped".into())
         }
     }
+}
+
+async fn run_node(args: NodeArgs) -> Result<String, CliError> {
+    use bank::cluster::{NodeOptions, start_node};
+    use runtime::raft::node::ReadLevel;
+    if args.secret.is_empty() {
+        return Err(CliError::Usage("the raft secret must not be empty".into()));
+    }
+    let node = start_node(NodeOptions {
+        id: args.id,
+        data_dir: args.data_dir,
+        listen: args.listen,
+        jsonrpc_listen: args.jsonrpc_listen,
+        raft_listen: args.raft_listen,
+        secret: args.secret,
+        init: args.init,
+        join: args.join,
+        read_level: if args.stale_reads {
+            ReadLevel::Stale
+        } else {
+            ReadLevel::Linearizable
+        },
+        snapshot_every: args.snapshot_every,
+        keep_logs: args.keep_logs,
+    })
+    .await
+    .map_err(|e| CliError::Usage(e.to_string()))?;
+    // The ready line is what `bank cluster up`, the demo and the tests wait for.
+    println!("{}", node.ready_line());
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    node.shutdown().await;
+    Ok("node stopped".into())
 }
 
 fn summary(name: &str, report: &Report) -> String {

@@ -138,17 +138,7 @@ impl Bank {
     fn init(mut conn: Connection) -> Result<Self, StoreError> {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let version: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
-        if version > SCHEMA_VERSION {
-            return Err(StoreError::UnsupportedSchema {
-                found: version,
-                supported: SCHEMA_VERSION,
-            });
-        }
-        if version < 1 {
-            tx.execute_batch(SCHEMA)?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        }
+        init_schema(&tx)?;
         tx.commit()?;
         Ok(Bank { conn })
     }
@@ -166,10 +156,7 @@ impl Bank {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(internal)?;
-        let result = sync_clock(&tx, ctx).and_then(|now| {
-            let mut state = BankState { conn: &tx, now };
-            f(&mut state)
-        });
+        let result = apply_on(&tx, ctx, f);
         match result {
             Ok(value) => {
                 tx.commit().map_err(internal)?;
@@ -190,8 +177,7 @@ impl Bank {
         f: impl FnOnce(&BankState<'_>) -> Result<T, BankError>,
     ) -> Result<T, BankError> {
         let tx = self.conn.unchecked_transaction().map_err(internal)?;
-        let now = read_clock(&tx)?.map_or(DateTime::UNIX_EPOCH, |clock| clock.now);
-        let result = f(&BankState { conn: &tx, now });
+        let result = query_on(&tx, f);
         // Nothing was written: ending the read transaction either way is the same.
         tx.rollback().map_err(internal)?;
         result
@@ -205,44 +191,84 @@ impl Bank {
     /// A SHA-256 (lowercase hex) over the schema version and every row of every table, in
     /// primary-key order. Two replicas hold the same data exactly when their digests are equal.
     pub fn digest(&self) -> Result<String, BankError> {
-        self.query(|state| {
-            let conn = state.conn;
-            let mut hasher = Sha256::new();
-            let version: i64 = conn
-                .pragma_query_value(None, "user_version", |row| row.get(0))
-                .map_err(internal)?;
-            hasher.update(format!("user_version {version}\n"));
-            for (table, order) in TABLES {
-                hasher.update(format!("table {table}\n"));
-                let mut stmt = conn
-                    .prepare(&format!("SELECT * FROM {table} ORDER BY {order}"))
-                    .map_err(internal)?;
-                let columns = stmt.column_count();
-                let mut rows = stmt.query([]).map_err(internal)?;
-                while let Some(row) = rows.next().map_err(internal)? {
-                    for i in 0..columns {
-                        match row.get_ref(i).map_err(internal)? {
-                            ValueRef::Null => hasher.update(b"N;"),
-                            ValueRef::Integer(v) => hasher.update(format!("I{v};")),
-                            ValueRef::Real(v) => hasher.update(format!("R{:016x};", v.to_bits())),
-                            ValueRef::Text(t) => {
-                                hasher.update(format!("T{}:", t.len()));
-                                hasher.update(t);
-                                hasher.update(b";");
-                            }
-                            ValueRef::Blob(b) => {
-                                hasher.update(format!("B{}:", b.len()));
-                                hasher.update(b);
-                                hasher.update(b";");
-                            }
-                        }
+        self.query(|state| digest_of(state.conn))
+    }
+}
+
+/// Creates the bank's tables in `conn` if missing, or checks their version. For hosts that own
+/// the connection (the raft state machine); [`Bank::open`] does this itself.
+pub fn init_schema(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::UnsupportedSchema {
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if version < 1 {
+        conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
+    Ok(())
+}
+
+/// Applies one command on a connection whose transaction (or savepoint) the caller manages:
+/// moves the simulated clock for `ctx` (writing the statements due), then runs `f`. On `Err` the
+/// caller must roll back.
+pub fn apply_on<T>(
+    conn: &Connection,
+    ctx: &ApplyContext,
+    f: impl FnOnce(&mut BankState<'_>) -> Result<T, BankError>,
+) -> Result<T, BankError> {
+    let now = sync_clock(conn, ctx)?;
+    f(&mut BankState { conn, now })
+}
+
+/// Runs a read-only `f` on `conn` (the caller provides the read transaction if it wants one).
+pub fn query_on<T>(
+    conn: &Connection,
+    f: impl FnOnce(&BankState<'_>) -> Result<T, BankError>,
+) -> Result<T, BankError> {
+    let now = read_clock(conn)?.map_or(DateTime::UNIX_EPOCH, |clock| clock.now);
+    f(&BankState { conn, now })
+}
+
+/// The digest of [`Bank::digest`] computed on any connection to a bank database.
+pub fn digest_of(conn: &Connection) -> Result<String, BankError> {
+    let mut hasher = Sha256::new();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(internal)?;
+    hasher.update(format!("user_version {version}\n"));
+    for (table, order) in TABLES {
+        hasher.update(format!("table {table}\n"));
+        let mut stmt = conn
+            .prepare(&format!("SELECT * FROM {table} ORDER BY {order}"))
+            .map_err(internal)?;
+        let columns = stmt.column_count();
+        let mut rows = stmt.query([]).map_err(internal)?;
+        while let Some(row) = rows.next().map_err(internal)? {
+            for i in 0..columns {
+                match row.get_ref(i).map_err(internal)? {
+                    ValueRef::Null => hasher.update(b"N;"),
+                    ValueRef::Integer(v) => hasher.update(format!("I{v};")),
+                    ValueRef::Real(v) => hasher.update(format!("R{:016x};", v.to_bits())),
+                    ValueRef::Text(t) => {
+                        hasher.update(format!("T{}:", t.len()));
+                        hasher.update(t);
+                        hasher.update(b";");
                     }
-                    hasher.update(b"\n");
+                    ValueRef::Blob(b) => {
+                        hasher.update(format!("B{}:", b.len()));
+                        hasher.update(b);
+                        hasher.update(b";");
+                    }
                 }
             }
-            Ok(format!("{:x}", hasher.finalize()))
-        })
+            hasher.update(b"\n");
+        }
     }
+    Ok(format!("{:x}", hasher.finalize()))
 }
 
 /// The database as seen by one command (inside its transaction) or one query.

@@ -1,3 +1,319 @@
-//! placeholder
+//! The `bank` binary as a user runs it: failures that must say what went wrong (address in use,
+//! nothing listening, unknown variant, missing `--connect`) and one end-to-end run with a server
+//! and a validator in two separate processes.
+//!
+//! Every child process is owned by a [`Child`] guard that kills and reaps it on drop, so a failing
+//! assertion never leaves a server running.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long any one process may take before the test gives up on it.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn bank() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bank"));
+    cmd.env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// A child process that is killed and waited for when dropped.
+struct Child {
+    child: std::process::Child,
+    what: String,
+}
+
+impl Child {
+    fn spawn(mut cmd: Command, what: &str) -> Child {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start `{what}`: {e}"));
+        Child {
+            child,
+            what: what.to_string(),
+        }
+    }
+
+    /// Waits (polling, up to `DEADLINE`) for the process to exit, then collects its output.
+    fn finish(mut self) -> Output {
+        let start = Instant::now();
+        // Drain both pipes on threads so a chatty child never blocks on a full pipe.
+        let stdout = drain(self.child.stdout.take());
+        let stderr = drain(self.child.stderr.take());
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if start.elapsed() < DEADLINE => {
+                    thread::sleep(Duration::from_millis(20));
+                }
+                Ok(None) => panic!("`{}` still running after {DEADLINE:?}", self.what),
+                Err(e) => panic!("waiting for `{}`: {e}", self.what),
+            }
+        };
+        Output {
+            status,
+            stdout: stdout.join().expect("stdout reader"),
+            stderr: stderr.join().expect("stderr reader"),
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn drain(pipe: Option<impl Read + Send + 'static>) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut pipe) = pipe {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            text = String::from_utf8_lossy(&bytes).into_owned();
+        }
+        text
+    })
+}
+
+struct Output {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Display for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "status: {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+fn run(args: &[&str]) -> Output {
+    let mut cmd = bank();
+    cmd.args(args);
+    Child::spawn(cmd, &format!("bank {}", args.join(" "))).finish()
+}
+
+/// A port on 127.0.0.1 that nothing listens on (bound once by the OS, then released).
+fn closed_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    drop(listener);
+    port
+}
+
 #[test]
-fn placeholder() {}
+fn serve_on_an_address_in_use_fails_naming_it() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    for variant in ["tcp", "grpc", "jsonrpc", "zmq"] {
+        let out = run(&["serve", "--variant", variant, "--listen", &addr]);
+        assert!(!out.status.success(), "{variant}: expected failure\n{out}");
+        assert!(
+            out.stderr.contains(&addr),
+            "{variant}: stderr should name {addr}\n{out}"
+        );
+        let lower = out.stderr.to_lowercase();
+        assert!(
+            lower.contains("in use"),
+            "{variant}: stderr should say the address is in use\n{out}"
+        );
+        assert!(
+            !out.stdout.contains("listening on"),
+            "{variant}: must not claim to listen\n{out}"
+        );
+    }
+    drop(taken);
+}
+
+#[test]
+fn serve_with_a_malformed_listen_address_fails() {
+    let out = run(&["serve", "--variant", "tcp", "--listen", "not-an-address"]);
+    assert!(!out.status.success(), "{out}");
+    assert!(out.stderr.contains("not-an-address"), "{out}");
+}
+
+#[test]
+fn validate_grpc_against_a_closed_port_says_cannot_connect() {
+    let addr = format!("127.0.0.1:{}", closed_port());
+    let out = run(&["validate", "--variant", "grpc", "--connect", &addr]);
+    assert!(!out.status.success(), "{out}");
+    assert!(out.stderr.contains("cannot connect"), "{out}");
+    assert!(
+        out.stderr.contains(&addr),
+        "stderr should name {addr}\n{out}"
+    );
+    assert!(!out.stdout.contains("validation passed"), "{out}");
+}
+
+#[test]
+fn validate_tcp_against_a_closed_port_says_cannot_connect() {
+    let addr = format!("127.0.0.1:{}", closed_port());
+    let out = run(&["validate", "--variant", "tcp", "--connect", &addr]);
+    assert!(!out.status.success(), "{out}");
+    assert!(out.stderr.contains("cannot connect"), "{out}");
+    assert!(
+        out.stderr.contains(&addr),
+        "stderr should name {addr}\n{out}"
+    );
+}
+
+#[test]
+fn validate_with_an_unknown_variant_lists_the_valid_ones() {
+    let out = run(&["validate", "--variant", "nope"]);
+    assert_eq!(out.status.code(), Some(2), "clap's usage exit code\n{out}");
+    assert!(out.stderr.contains("invalid value 'nope'"), "{out}");
+    for valid in [
+        "direct",
+        "collector",
+        "tcp",
+        "grpc",
+        "jsonrpc",
+        "zmq",
+        "grpc-facade",
+        "jsonrpc-facade",
+    ] {
+        assert!(
+            out.stderr.contains(valid),
+            "the error should list `{valid}`\n{out}"
+        );
+    }
+}
+
+#[test]
+fn validate_a_networked_variant_without_connect_is_a_usage_error() {
+    let out = run(&["validate", "--variant", "tcp"]);
+    assert!(!out.status.success(), "{out}");
+    assert!(out.stderr.contains("needs --connect"), "{out}");
+    assert!(out.stderr.contains("bank serve"), "{out}");
+    assert!(!out.stdout.contains("validation passed"), "{out}");
+}
+
+#[test]
+fn validate_an_in_process_variant_with_connect_is_a_usage_error() {
+    let out = run(&[
+        "validate",
+        "--variant",
+        "direct",
+        "--connect",
+        "127.0.0.1:1",
+    ]);
+    assert!(!out.status.success(), "{out}");
+    assert!(out.stderr.contains("drop --connect"), "{out}");
+}
+
+/// A `bank serve` process, the address it announced, and the lines of its stdout so far.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(variant: &str, db: &Path) -> Server {
+        let mut cmd = bank();
+        cmd.args([
+            "serve",
+            "--variant",
+            variant,
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+        ])
+        .arg(db);
+        let mut child = Child::spawn(cmd, &format!("bank serve --variant {variant}"));
+        let stdout = child.child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let start = Instant::now();
+        let prefix = "listening on ";
+        let line = loop {
+            let left = DEADLINE.saturating_sub(start.elapsed());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => break line,
+                Ok(_) => continue,
+                Err(e) => {
+                    let status = child.child.try_wait();
+                    panic!("no `listening on` line from the server ({e}); status {status:?}")
+                }
+            }
+        };
+        let rest = &line[prefix.len()..];
+        let (addr, label) = rest
+            .split_once(' ')
+            .unwrap_or_else(|| panic!("malformed line `{line}`"));
+        assert_eq!(label, format!("({variant})"), "line `{line}`");
+        assert!(addr.starts_with("127.0.0.1:"), "line `{line}`");
+        assert_ne!(addr, "127.0.0.1:0", "the real port, not 0: `{line}`");
+        Server {
+            child,
+            addr: addr.to_string(),
+        }
+    }
+}
+
+fn end_to_end(variant: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("bank.db");
+    let server = Server::start(variant, &db);
+
+    let out = run(&["validate", "--variant", variant, "--connect", &server.addr]);
+    assert!(out.status.success(), "{out}");
+    assert!(
+        out.stdout
+            .contains(&format!("validation passed: variant={variant} steps=10")),
+        "{out}"
+    );
+    // A second run against the same server meets the first run's customer.
+    let again = run(&["validate", "--variant", variant, "--connect", &server.addr]);
+    assert!(again.status.success(), "{again}");
+    assert!(again.stdout.contains("customer=2"), "{again}");
+
+    // The server is still up after both validators have gone.
+    let mut server = server;
+    assert!(
+        matches!(server.child.child.try_wait(), Ok(None)),
+        "the server exited early"
+    );
+    drop(server);
+    assert!(db.exists(), "the --db file was created");
+}
+
+#[test]
+fn serve_and_validate_tcp_in_two_processes() {
+    end_to_end("tcp");
+}
+
+#[test]
+fn serve_and_validate_grpc_in_two_processes() {
+    end_to_end("grpc");
+}
+
+#[test]
+fn serve_and_validate_jsonrpc_in_two_processes() {
+    end_to_end("jsonrpc");
+}
+
+#[test]
+fn serve_and_validate_zmq_in_two_processes() {
+    end_to_end("zmq");
+}

@@ -60,6 +60,7 @@ use std::time::Duration;
 
 pub mod frame;
 mod pending;
+pub mod raft;
 pub mod raft_rpc;
 pub mod tcp;
 mod util;

@@ -8,6 +8,7 @@ mod core;
 mod frames;
 pub mod grpc;
 pub mod jsonrpc;
+mod raft;
 mod support;
 
 use heck::ToSnakeCase;
@@ -79,6 +80,7 @@ pub fn crate_files(
         },
         rust("src/jsonrpc.rs", jsonrpc::module(api))?,
         rust("src/frames.rs", frames::module(api))?,
+        rust("src/raft.rs", raft::module(api))?,
         GeneratedFile {
             path: "openrpc.json".into(),
             text: jsonrpc::openrpc(api, source_name),
@@ -200,6 +202,8 @@ pub mod grpc;
 pub mod jsonrpc;
 #[rustfmt::skip]
 pub mod frames;
+#[rustfmt::skip]
+pub mod raft;
 
 pub use api::*;
 pub use collector::*;

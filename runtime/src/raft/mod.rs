@@ -1,0 +1,9 @@
+//! Raft on openraft: a durable SQLite log, a state machine that applies serialized commands to the
+//! application's SQLite database, raft messages over the raft gRPC service, and the node that ties
+//! them together.
+
+pub mod log_store;
+pub mod network;
+pub mod node;
+pub mod state_machine;
+pub mod types;

@@ -1,0 +1,324 @@
+//! Raft traffic between nodes, over the raft gRPC service ([`crate::raft_rpc`]): the messages,
+//! their encoding, and openraft's `RaftNetworkV2` on top.
+//!
+//! Encoding of a message payload: first byte `0` = a JSON [`Message`]; first byte `1` = a
+//! snapshot chunk, then the transfer id (u64 BE), the offset (u64 BE) and the raw bytes. Answers
+//! are JSON [`Answer`]s.
+
+use std::future::Future;
+use std::io::{Read, Seek, SeekFrom};
+
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+
+use super::state_machine::SnapshotFile;
+use super::types::{Applied, C, Envelope, NodeAddr, NodeId, SnapshotMeta, Vote};
+use crate::raft_rpc::RaftClient;
+
+/// Bytes per snapshot chunk.
+pub const SNAPSHOT_CHUNK: usize = 1 << 20;
+
+/// A message to a node's raft service.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Message {
+    /// openraft append-entries (also heartbeats).
+    Append(AppendEntriesRequest<C>),
+    /// openraft vote.
+    Vote(VoteRequest<C>),
+    /// The chunks of transfer `id` have all been sent: install them as this snapshot.
+    InstallSnapshot {
+        /// The transfer.
+        id: u64,
+        /// The leader's vote.
+        vote: Vote,
+        /// What the snapshot holds.
+        meta: SnapshotMeta,
+    },
+    /// A write a follower forwards to the leader.
+    Forward(Envelope),
+    /// A follower asks the leader for a linearizable read index.
+    ReadIndex,
+    /// Cluster administration.
+    Admin(AdminRequest),
+}
+
+/// Administrative requests (also what `bank admin` sends).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum AdminRequest {
+    /// Role, term, leader, indexes, members and lag.
+    Status,
+    /// Add a non-voting member that starts receiving the log.
+    AddLearner {
+        /// Its id.
+        id: NodeId,
+        /// Its addresses.
+        addr: NodeAddr,
+    },
+    /// Make the given learners voters (the rest of the voters stay).
+    Promote {
+        /// The ids.
+        ids: Vec<NodeId>,
+    },
+    /// Remove a node from the cluster.
+    Remove {
+        /// Its id.
+        id: NodeId,
+    },
+    /// Add a node as learner, wait until it caught up, and promote it.
+    Join {
+        /// Its id.
+        id: NodeId,
+        /// Its addresses.
+        addr: NodeAddr,
+    },
+    /// Hand leadership to another voter.
+    TransferLeader {
+        /// The new leader.
+        to: NodeId,
+    },
+    /// Build a snapshot now (and purge the log it covers).
+    Snapshot,
+    /// The digest of this node's application state.
+    Digest,
+}
+
+/// The answer to a [`Message`].
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Answer {
+    /// To [`Message::Append`].
+    Append(AppendEntriesResponse<C>),
+    /// To [`Message::Vote`].
+    Vote(VoteResponse<C>),
+    /// To [`Message::InstallSnapshot`].
+    Snapshot(SnapshotResponse<C>),
+    /// A chunk was stored.
+    ChunkStored,
+    /// To [`Message::Forward`]: the outcome of the write.
+    Applied(Applied),
+    /// To [`Message::ReadIndex`].
+    ReadIndex(u64),
+    /// This node is not the leader; the leader, if known.
+    NotLeader(Option<(NodeId, NodeAddr)>),
+    /// To an admin request: a JSON report.
+    Admin(serde_json::Value),
+    /// The request failed.
+    Failed(String),
+}
+
+/// Encodes a JSON message.
+pub fn encode_message(m: &Message) -> Result<Vec<u8>, serde_json::Error> {
+    let mut out = vec![0u8];
+    serde_json::to_writer(&mut out, m)?;
+    Ok(out)
+}
+
+/// Encodes a snapshot chunk.
+pub fn encode_chunk(id: u64, offset: u64, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(17 + data.len());
+    out.push(1u8);
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&offset.to_be_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+/// A decoded payload.
+pub enum Incoming {
+    /// A JSON message.
+    Message(Message),
+    /// A snapshot chunk.
+    Chunk {
+        /// Transfer id.
+        id: u64,
+        /// Byte offset in the snapshot file.
+        offset: u64,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+}
+
+/// Decodes a payload.
+pub fn decode(payload: &[u8]) -> Result<Incoming, String> {
+    match payload.split_first() {
+        Some((0, rest)) => serde_json::from_slice(rest)
+            .map(Incoming::Message)
+            .map_err(|e| format!("malformed raft message: {e}")),
+        Some((1, rest)) if rest.len() >= 16 => {
+            let id = u64::from_be_bytes(rest[..8].try_into().map_err(|_| "chunk id")?);
+            let offset = u64::from_be_bytes(rest[8..16].try_into().map_err(|_| "chunk offset")?);
+            Ok(Incoming::Chunk {
+                id,
+                offset,
+                data: rest[16..].to_vec(),
+            })
+        }
+        _ => Err("malformed raft payload".into()),
+    }
+}
+
+/// Sends one message and decodes the answer.
+pub async fn call(client: &RaftClient, message: &Message) -> Result<Answer, tonic::Status> {
+    let bytes = encode_message(message).map_err(|e| tonic::Status::internal(e.to_string()))?;
+    let answer = client.send(bytes).await?;
+    serde_json::from_slice(&answer)
+        .map_err(|e| tonic::Status::internal(format!("malformed raft answer: {e}")))
+}
+
+/// Makes connections to peers.
+#[derive(Debug, Clone)]
+pub struct Network {
+    /// The cluster's shared secret.
+    pub secret: String,
+}
+
+impl RaftNetworkFactory<C> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeAddr) -> Peer {
+        Peer {
+            target,
+            addr: node.raft.clone(),
+            secret: self.secret.clone(),
+            client: None,
+        }
+    }
+}
+
+/// The connection to one peer (connected lazily, reconnected after failures).
+#[derive(Debug)]
+pub struct Peer {
+    target: NodeId,
+    addr: String,
+    secret: String,
+    client: Option<RaftClient>,
+}
+
+impl Peer {
+    async fn client(&mut self) -> Result<RaftClient, RPCError<C>> {
+        if let Some(c) = &self.client {
+            return Ok(c.clone());
+        }
+        let c = RaftClient::connect(&self.addr, &self.secret)
+            .await
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        self.client = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn rpc(&mut self, message: &Message) -> Result<Answer, RPCError<C>> {
+        let client = self.client().await?;
+        match call(&client, message).await {
+            Ok(answer) => Ok(answer),
+            Err(status) => {
+                self.client = None;
+                Err(match status.code() {
+                    tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&status)),
+                    _ => RPCError::Network(NetworkError::new(&status)),
+                })
+            }
+        }
+    }
+
+    fn unexpected(&self, answer: Answer) -> RPCError<C> {
+        RPCError::Network(NetworkError::from_string(format!(
+            "node {} answered {answer:?}",
+            self.target
+        )))
+    }
+}
+
+impl RaftNetworkV2<C> for Peer {
+    type SnapshotData = SnapshotFile;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<C>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
+        match self.rpc(&Message::Append(rpc)).await? {
+            Answer::Append(r) => Ok(r),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<C>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
+        match self.rpc(&Message::Vote(rpc)).await? {
+            Answer::Vote(r) => Ok(r),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: openraft::alias::SnapshotOf<C, SnapshotFile>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
+        let to_streaming = |e: RPCError<C>| match e {
+            RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+            RPCError::Network(n) => StreamingError::Network(n),
+            RPCError::Timeout(t) => StreamingError::Timeout(t),
+            other => StreamingError::Network(NetworkError::from_string(other.to_string())),
+        };
+        let client = self.client().await.map_err(to_streaming)?;
+        let id = rand_id();
+        let mut file = std::fs::File::open(&snapshot.snapshot.path)
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let mut cancel = std::pin::pin!(cancel);
+        let mut offset = 0u64;
+        let mut buf = vec![0u8; SNAPSHOT_CHUNK];
+        loop {
+            file.seek(SeekFrom::Start(offset))
+                .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+            let n = file
+                .read(&mut buf)
+                .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+            if n == 0 && offset > 0 {
+                break;
+            }
+            let send = client.send(encode_chunk(id, offset, &buf[..n]));
+            tokio::select! {
+                closed = &mut cancel => return Err(StreamingError::Closed(closed)),
+                sent = send => {
+                    sent.map_err(|s| StreamingError::Network(NetworkError::new(&s)))?;
+                }
+            }
+            offset += n as u64;
+            if n == 0 {
+                break;
+            }
+        }
+        let message = Message::InstallSnapshot {
+            id,
+            vote,
+            meta: snapshot.meta,
+        };
+        match self.rpc(&message).await.map_err(to_streaming)? {
+            Answer::Snapshot(r) => Ok(r),
+            other => Err(StreamingError::Network(NetworkError::from_string(format!(
+                "node {} answered {other:?}",
+                self.target
+            )))),
+        }
+    }
+}
+
+/// A transfer id that two concurrent transfers will not share.
+fn rand_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default();
+    nanos ^ NEXT.fetch_add(1, Ordering::Relaxed).rotate_left(48)
+}

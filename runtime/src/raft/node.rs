@@ -1,0 +1,591 @@
+//! One node: the openraft instance with its SQLite log and state machine, the raft service it
+//! answers on its own listener, and the write / read / admin paths the API servers call.
+//!
+//! Writes: on the leader, proposed to the log; on a follower, forwarded to the leader over the
+//! raft service and the outcome relayed back. Bounded attempts with backoff, no endless loops.
+//! Reads never enter the log: [`ReadLevel::Linearizable`] (the default) takes a read index from
+//! the leader (`ensure_linearizable`) and waits until the local state machine has applied it;
+//! [`ReadLevel::Stale`] reads the local state as it is.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::ClientWriteError;
+use openraft::{Config, ReadPolicy, ServerState, SnapshotPolicy};
+use serde_json::json;
+use serde_json::value::RawValue;
+use tokio::io::AsyncWriteExt;
+use tonic::Status;
+
+use super::log_store::LogStore;
+use super::network::{self, AdminRequest, Answer, Incoming, Message, Network};
+use super::state_machine::{Application, SnapshotFile, StateMachine};
+use super::types::{Applied, Envelope, NodeAddr, NodeId, Raft};
+use crate::raft_rpc::{RaftClient, RaftHandler};
+
+/// How many times a write or read is retried across leader changes.
+const ATTEMPTS: u32 = 8;
+
+/// Settings of one node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The node's id (unique in the cluster, never reused).
+    pub id: NodeId,
+    /// Where the log, the database and snapshots live.
+    pub data_dir: PathBuf,
+    /// The cluster's shared secret (every raft message carries it).
+    pub secret: String,
+    /// Leader heartbeat interval.
+    pub heartbeat: Duration,
+    /// Election timeout range (a follower waits a random time in it before campaigning).
+    pub election_timeout: (Duration, Duration),
+    /// Build a snapshot after this many applied entries since the last one.
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot (0 purges everything it covers).
+    pub keep_logs: u64,
+}
+
+impl NodeConfig {
+    /// Defaults that tolerate a loaded 2-core machine: 250 ms heartbeats, 1.5–3 s elections.
+    pub fn new(id: NodeId, data_dir: PathBuf, secret: String) -> Self {
+        NodeConfig {
+            id,
+            data_dir,
+            secret,
+            heartbeat: Duration::from_millis(250),
+            election_timeout: (Duration::from_millis(1500), Duration::from_millis(3000)),
+            snapshot_every: 10_000,
+            keep_logs: 1_000,
+        }
+    }
+}
+
+/// The consistency of a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadLevel {
+    /// Sees every write acknowledged before the read started (read index on the leader).
+    #[default]
+    Linearizable,
+    /// The local replica's state, possibly behind the leader.
+    Stale,
+}
+
+/// Why a node operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Storage could not be opened or written.
+    #[error("storage: {0}")]
+    Storage(#[from] std::io::Error),
+    /// The raft configuration is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// No leader could be reached in the allotted attempts.
+    #[error("no leader available: {0}")]
+    NoLeader(String),
+    /// The command is not valid JSON (generated services always send JSON).
+    #[error("malformed command: {0}")]
+    Malformed(String),
+    /// Raft refused or failed.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// One running node.
+pub struct RaftNode {
+    id: NodeId,
+    addr: NodeAddr,
+    secret: String,
+    raft: Raft,
+    sm: StateMachine,
+    snapshot_dir: PathBuf,
+    /// This node's client session for the writes it proposes on behalf of its API callers.
+    session: String,
+    seq: AtomicU64,
+    peers: Mutex<HashMap<String, RaftClient>>,
+}
+
+impl std::fmt::Debug for RaftNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftNode")
+            .field("id", &self.id)
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or_default()
+}
+
+impl RaftNode {
+    /// Opens the node's storage and starts openraft. `addr` is what other nodes and clients use
+    /// to reach it. Serve the returned node with [`crate::raft_rpc::serve_raft`] on the raft
+    /// listener.
+    pub async fn start(
+        config: NodeConfig,
+        addr: NodeAddr,
+        app: Arc<dyn Application>,
+    ) -> Result<Arc<RaftNode>, NodeError> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let snapshot_dir = config.data_dir.join("snapshots");
+        let log = LogStore::open(&config.data_dir.join("raft-log.db"))?;
+        let sm = StateMachine::open(app, &config.data_dir.join("state.db"), &snapshot_dir)?;
+        let raft_config = Config {
+            cluster_name: "bank".into(),
+            heartbeat_interval: config.heartbeat.as_millis() as u64,
+            election_timeout_min: config.election_timeout.0.as_millis() as u64,
+            election_timeout_max: config.election_timeout.1.as_millis() as u64,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: config.keep_logs,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| NodeError::Config(e.to_string()))?;
+        let network = Network {
+            secret: config.secret.clone(),
+        };
+        let raft = Raft::new(config.id, Arc::new(raft_config), network, log, sm.clone())
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let session = format!("node{}-{:x}", config.id, now_us());
+        Ok(Arc::new(RaftNode {
+            id: config.id,
+            addr,
+            secret: config.secret,
+            raft,
+            sm,
+            snapshot_dir,
+            session,
+            seq: AtomicU64::new(1),
+            peers: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The node's addresses.
+    pub fn addr(&self) -> &NodeAddr {
+        &self.addr
+    }
+
+    /// The openraft handle (metrics, waits).
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The local state machine.
+    pub fn state_machine(&self) -> &StateMachine {
+        &self.sm
+    }
+
+    /// Makes this node a one-member cluster (once, on a pristine node); others then join it.
+    pub async fn init_cluster(&self) -> Result<(), NodeError> {
+        let members = BTreeMap::from([(self.id, self.addr.clone())]);
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(e)
+                if e.to_string().contains("NotAllowed")
+                    || e.to_string().contains("not allowed") =>
+            {
+                tracing::info!("already initialized");
+                Ok(())
+            }
+            Err(e) => Err(NodeError::Raft(e.to_string())),
+        }
+    }
+
+    /// Asks the cluster reachable at `seed` (a raft address) to add this node as a voter.
+    pub async fn join(&self, seed: &str) -> Result<(), NodeError> {
+        let request = Message::Admin(AdminRequest::Join {
+            id: self.id,
+            addr: self.addr.clone(),
+        });
+        let mut target = seed.to_string();
+        for attempt in 0..ATTEMPTS {
+            match self.send_to(&target, &request).await {
+                Ok(Answer::Admin(_)) => return Ok(()),
+                Ok(Answer::NotLeader(Some((_, leader)))) => target = leader.raft,
+                Ok(other) => tracing::warn!(?other, "join refused"),
+                Err(e) => tracing::warn!(error = %e, %target, "join attempt failed"),
+            }
+            backoff(attempt).await;
+        }
+        Err(NodeError::NoLeader(format!(
+            "could not join through {seed}"
+        )))
+    }
+
+    async fn send_to(&self, raft_addr: &str, message: &Message) -> Result<Answer, Status> {
+        let client = self.peer(raft_addr).await?;
+        let answer = network::call(&client, message).await;
+        if answer.is_err() {
+            if let Ok(mut peers) = self.peers.lock() {
+                peers.remove(raft_addr);
+            }
+        }
+        answer
+    }
+
+    async fn peer(&self, raft_addr: &str) -> Result<RaftClient, Status> {
+        if let Some(c) = self
+            .peers
+            .lock()
+            .ok()
+            .and_then(|p| p.get(raft_addr).cloned())
+        {
+            return Ok(c);
+        }
+        let client = RaftClient::connect(raft_addr, &self.secret).await?;
+        if let Ok(mut peers) = self.peers.lock() {
+            peers.insert(raft_addr.to_string(), client.clone());
+        }
+        Ok(client)
+    }
+
+    /// The current leader and its addresses, if known.
+    pub fn leader(&self) -> Option<(NodeId, NodeAddr)> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let id = metrics.current_leader?;
+        let node = metrics
+            .membership_config
+            .membership()
+            .get_node(&id)?
+            .clone();
+        Some((id, node))
+    }
+
+    /// Proposes a serialized command (from an API caller) and waits for its outcome.
+    pub async fn write(&self, command: Vec<u8>) -> Result<Applied, NodeError> {
+        let text = String::from_utf8(command).map_err(|e| NodeError::Malformed(e.to_string()))?;
+        let command =
+            RawValue::from_string(text).map_err(|e| NodeError::Malformed(e.to_string()))?;
+        let envelope = Envelope {
+            client: self.session.clone(),
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+            ack: 0,
+            time_us: now_us(),
+            command,
+        };
+        self.propose(envelope).await
+    }
+
+    /// Proposes an envelope with the caller's own client id and sequence number: a retry with
+    /// the same pair is applied at most once and gets the original outcome.
+    pub async fn propose(&self, envelope: Envelope) -> Result<Applied, NodeError> {
+        let mut last_error = String::from("no attempt made");
+        for attempt in 0..ATTEMPTS {
+            if self.is_leader() {
+                let mut env = envelope.clone();
+                env.time_us = now_us();
+                match self.raft.client_write(env).await {
+                    Ok(response) => return Ok(response.data),
+                    Err(e) => match e.api_error() {
+                        Some(ClientWriteError::ForwardToLeader(_)) => {
+                            last_error = "leadership moved".into();
+                        }
+                        Some(ClientWriteError::LogEntryDiscarded(_)) => {
+                            // Unknown outcome: the retry is deduplicated by (client, seq).
+                            last_error = "entry discarded by a leader change".into();
+                        }
+                        _ => return Err(NodeError::Raft(e.to_string())),
+                    },
+                }
+            } else if let Some((leader_id, leader)) = self.leader() {
+                match self
+                    .send_to(&leader.raft, &Message::Forward(envelope.clone()))
+                    .await
+                {
+                    Ok(Answer::Applied(applied)) => return Ok(applied),
+                    Ok(Answer::NotLeader(_)) => {
+                        last_error = format!("node {leader_id} is no longer leader")
+                    }
+                    Ok(Answer::Failed(e)) => last_error = e,
+                    Ok(other) => last_error = format!("unexpected answer {other:?}"),
+                    Err(status) => last_error = format!("forwarding to node {leader_id}: {status}"),
+                }
+            } else {
+                last_error = "no leader elected".into();
+            }
+            backoff(attempt).await;
+        }
+        Err(NodeError::NoLeader(last_error))
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow_watched().state == ServerState::Leader
+    }
+
+    /// Answers a serialized query at the given consistency level.
+    pub async fn read(&self, query: Vec<u8>, level: ReadLevel) -> Result<Vec<u8>, NodeError> {
+        if level == ReadLevel::Linearizable {
+            let index = self.read_index().await?;
+            self.raft
+                .wait(Some(Duration::from_secs(10)))
+                .applied_index_at_least(Some(index), "linearizable read")
+                .await
+                .map_err(|e| NodeError::Raft(e.to_string()))?;
+        }
+        Ok(self.sm.query(query).await?)
+    }
+
+    /// A log index that a linearizable read must wait for.
+    async fn read_index(&self) -> Result<u64, NodeError> {
+        let mut last_error = String::from("no attempt made");
+        for attempt in 0..ATTEMPTS {
+            if self.is_leader() {
+                match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+                    Ok(read_log_id) => return Ok(read_log_id.index()),
+                    Err(e) => last_error = e.to_string(),
+                }
+            } else if let Some((_, leader)) = self.leader() {
+                match self.send_to(&leader.raft, &Message::ReadIndex).await {
+                    Ok(Answer::ReadIndex(index)) => return Ok(index),
+                    Ok(other) => last_error = format!("{other:?}"),
+                    Err(status) => last_error = status.to_string(),
+                }
+            } else {
+                last_error = "no leader elected".into();
+            }
+            backoff(attempt).await;
+        }
+        Err(NodeError::NoLeader(last_error))
+    }
+
+    /// Status of this node as JSON: role, term, leader, indexes, members and per-node lag.
+    pub fn status(&self) -> serde_json::Value {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let nodes: BTreeMap<String, serde_json::Value> = membership
+            .nodes()
+            .map(|(id, node)| {
+                let role = if voters.contains(id) {
+                    "voter"
+                } else {
+                    "learner"
+                };
+                (
+                    id.to_string(),
+                    json!({"role": role, "api": node.api, "raft": node.raft}),
+                )
+            })
+            .collect();
+        let last_log = m.last_log_index.unwrap_or_default();
+        let lag: BTreeMap<String, u64> = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .map(|(id, matched)| {
+                        let matched = matched.as_ref().map_or(0, |l| l.index);
+                        (id.to_string(), last_log.saturating_sub(matched))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        json!({
+            "id": self.id,
+            "role": format!("{:?}", m.state),
+            "term": m.current_term,
+            "leader": m.current_leader,
+            "last_log_index": m.last_log_index,
+            "last_applied_index": m.last_applied.map(|l| l.index),
+            "snapshot_index": m.snapshot.map(|l| l.index),
+            "purged_index": m.purged.map(|l| l.index),
+            "members": nodes,
+            "lag": lag,
+        })
+    }
+
+    /// Runs an admin request here (membership changes must run on the leader).
+    pub async fn admin(&self, request: AdminRequest) -> Answer {
+        let needs_leader = !matches!(
+            request,
+            AdminRequest::Status | AdminRequest::Snapshot | AdminRequest::Digest
+        );
+        if needs_leader && !self.is_leader() {
+            return Answer::NotLeader(self.leader());
+        }
+        let result: Result<serde_json::Value, String> = match request {
+            AdminRequest::Status => Ok(self.status()),
+            AdminRequest::Digest => self
+                .sm
+                .digest()
+                .await
+                .map(|d| json!({"digest": d, "last_applied_index": self.status()["last_applied_index"]}))
+                .map_err(|e| e.to_string()),
+            AdminRequest::Snapshot => match self.raft.trigger().snapshot().await {
+                Ok(()) => Ok(json!({"snapshot": "triggered"})),
+                Err(e) => Err(e.to_string()),
+            },
+            AdminRequest::AddLearner { id, addr } => self
+                .raft
+                .add_learner(id, addr, true)
+                .await
+                .map(|r| json!({"log_index": r.log_id.index}))
+                .map_err(|e| e.to_string()),
+            AdminRequest::Promote { ids } => {
+                let add: BTreeSet<NodeId> = ids.into_iter().collect();
+                self.raft
+                    .change_membership(openraft::ChangeMembers::AddVoterIds(add), false)
+                    .await
+                    .map(|r| json!({"log_index": r.log_id.index}))
+                    .map_err(|e| e.to_string())
+            }
+            AdminRequest::Remove { id } => {
+                let ids = BTreeSet::from([id]);
+                let demoted = self
+                    .raft
+                    .change_membership(openraft::ChangeMembers::RemoveVoters(ids.clone()), false)
+                    .await;
+                match demoted {
+                    Err(e) => Err(e.to_string()),
+                    Ok(_) => self
+                        .raft
+                        .change_membership(openraft::ChangeMembers::RemoveNodes(ids), false)
+                        .await
+                        .map(|r| json!({"removed": id, "log_index": r.log_id.index}))
+                        .map_err(|e| e.to_string()),
+                }
+            }
+            AdminRequest::Join { id, addr } => {
+                let voters: BTreeSet<NodeId> = self
+                    .raft
+                    .metrics()
+                    .borrow_watched()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .collect();
+                if voters.contains(&id) {
+                    Ok(json!({"joined": id, "already": true}))
+                } else {
+                    match self.raft.add_learner(id, addr, true).await {
+                        Err(e) => Err(e.to_string()),
+                        Ok(_) => self
+                            .raft
+                            .change_membership(openraft::ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                            .await
+                            .map(|r| json!({"joined": id, "log_index": r.log_id.index}))
+                            .map_err(|e| e.to_string()),
+                    }
+                }
+            }
+            AdminRequest::TransferLeader { to } => self
+                .raft
+                .trigger()
+                .transfer_leader(to)
+                .await
+                .map(|()| json!({"transfer_to": to}))
+                .map_err(|e| e.to_string()),
+        };
+        match result {
+            Ok(v) => Answer::Admin(v),
+            Err(e) => Answer::Failed(e),
+        }
+    }
+
+    async fn handle_message(&self, message: Message) -> Answer {
+        match message {
+            Message::Append(rpc) => match self.raft.append_entries(rpc).await {
+                Ok(r) => Answer::Append(r),
+                Err(e) => Answer::Failed(e.to_string()),
+            },
+            Message::Vote(rpc) => match self.raft.vote(rpc).await {
+                Ok(r) => Answer::Vote(r),
+                Err(e) => Answer::Failed(e.to_string()),
+            },
+            Message::InstallSnapshot { id, vote, meta } => {
+                let path = self.incoming_path(id);
+                let snapshot = openraft::alias::SnapshotOf::<super::types::C, SnapshotFile> {
+                    meta,
+                    snapshot: SnapshotFile { path },
+                };
+                match self.raft.install_full_snapshot(vote, snapshot).await {
+                    Ok(r) => Answer::Snapshot(r),
+                    Err(e) => Answer::Failed(e.to_string()),
+                }
+            }
+            Message::Forward(envelope) => {
+                if !self.is_leader() {
+                    return Answer::NotLeader(self.leader());
+                }
+                match self.propose(envelope).await {
+                    Ok(applied) => Answer::Applied(applied),
+                    Err(e) => Answer::Failed(e.to_string()),
+                }
+            }
+            Message::ReadIndex => {
+                if !self.is_leader() {
+                    return Answer::NotLeader(self.leader());
+                }
+                match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+                    Ok(read_log_id) => Answer::ReadIndex(read_log_id.index()),
+                    Err(e) => Answer::Failed(e.to_string()),
+                }
+            }
+            Message::Admin(request) => self.admin(request).await,
+        }
+    }
+
+    fn incoming_path(&self, id: u64) -> PathBuf {
+        self.snapshot_dir.join(format!("incoming-{id:016x}.part"))
+    }
+
+    async fn store_chunk(&self, id: u64, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        let path = self.incoming_path(id);
+        let mut file = if offset == 0 {
+            tokio::fs::File::create(&path).await?
+        } else {
+            let file = tokio::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .await?;
+            let len = file.metadata().await?.len();
+            if len != offset {
+                return Err(std::io::Error::other(format!(
+                    "snapshot chunk at {offset} but {len} bytes received"
+                )));
+            }
+            file
+        };
+        file.write_all(data).await?;
+        file.sync_all().await
+    }
+
+    /// Stops openraft.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}
+
+async fn backoff(attempt: u32) {
+    let ms = 50u64 << attempt.min(5);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+impl RaftHandler for RaftNode {
+    async fn handle(&self, payload: Vec<u8>) -> Result<Vec<u8>, Status> {
+        let answer = match network::decode(&payload).map_err(Status::invalid_argument)? {
+            Incoming::Message(message) => self.handle_message(message).await,
+            Incoming::Chunk { id, offset, data } => match self.store_chunk(id, offset, &data).await
+            {
+                Ok(()) => Answer::ChunkStored,
+                Err(e) => Answer::Failed(e.to_string()),
+            },
+        };
+        serde_json::to_vec(&answer).map_err(|e| Status::internal(e.to_string()))
+    }
+}

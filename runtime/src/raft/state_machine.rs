@@ -1,0 +1,480 @@
+//! The state machine: applies committed entries to the application's SQLite database.
+//!
+//! Invariants:
+//! - A batch of entries is applied in ONE SQLite transaction together with the last applied log
+//!   id, the membership and the client-session records; the commit is durable (WAL, FULL sync).
+//! - Each command runs in a savepoint: a failed command (domain error) rolls back only itself,
+//!   and its typed error is the reply. It never stops the node.
+//! - A request already applied (same client + sequence) is not applied again; the stored reply is
+//!   returned. Session records travel with snapshots (they live in the same database) and expire
+//!   deterministically: when the client acknowledges them, or an hour of log time after their
+//!   client's last request.
+//! - Apply reads no clock: time comes from the envelope, stamped by the leader.
+//! - A snapshot is a consistent copy of the database (`VACUUM INTO`), installed by atomic rename.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures_util::StreamExt;
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, RaftSnapshotBuilder};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::types::{Applied, C, Envelope, LogId, SnapshotMeta, StoredMembership};
+
+/// How long (in log time) a client's session records outlive its last request.
+pub const SESSION_TTL_US: i64 = 3_600_000_000;
+
+/// What the runtime needs from the application: apply a serialized command, answer a serialized
+/// query, all on a SQLite connection the runtime manages.
+pub trait Application: Send + Sync + 'static {
+    /// Creates the application's tables if they are missing.
+    fn init(&self, conn: &Connection) -> Result<(), String>;
+    /// Applies one serialized command at log `index` with the leader's time `time_us`
+    /// (microseconds since the Unix epoch). `conn` is inside a savepoint that the runtime rolls
+    /// back when the result is not `ok`. Must be deterministic.
+    fn apply(&self, conn: &Connection, index: u64, time_us: i64, command: &[u8]) -> Applied;
+    /// Answers one serialized query, read-only.
+    fn query(&self, conn: &Connection, query: &[u8]) -> Vec<u8>;
+    /// A digest of the application's state (equal on replicas holding equal state).
+    fn digest(&self, conn: &Connection) -> Result<String, String>;
+}
+
+/// A snapshot on disk: a complete copy of the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotFile {
+    /// The snapshot's database file.
+    pub path: PathBuf,
+}
+
+const RUNTIME_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS _raft_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS _raft_sessions (
+    client TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    ok INTEGER NOT NULL,
+    reply BLOB NOT NULL,
+    time_us INTEGER NOT NULL,
+    PRIMARY KEY (client, seq)
+);
+CREATE INDEX IF NOT EXISTS _raft_sessions_by_time ON _raft_sessions (time_us);
+";
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+fn open_db(path: &Path) -> io::Result<Connection> {
+    let conn = Connection::open(path).map_err(io_err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(io_err)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(io_err)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(io_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(io_err)?;
+    Ok(conn)
+}
+
+struct Dbs {
+    /// The connection every apply goes through.
+    writer: Connection,
+    /// A second connection for queries (WAL lets it read while the writer writes).
+    reader: Connection,
+}
+
+struct Shared {
+    app: Arc<dyn Application>,
+    db_path: PathBuf,
+    snapshot_dir: PathBuf,
+    dbs: Mutex<Option<Dbs>>,
+}
+
+impl Shared {
+    fn lock(&self) -> io::Result<MutexGuard<'_, Option<Dbs>>> {
+        self.dbs
+            .lock()
+            .map_err(|_| io::Error::other("state machine lock poisoned"))
+    }
+}
+
+/// The state machine of one node. Cloning shares it.
+#[derive(Clone)]
+pub struct StateMachine {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for StateMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateMachine")
+            .field("db_path", &self.shared.db_path)
+            .finish()
+    }
+}
+
+impl StateMachine {
+    /// Opens (creating if needed) the application database `db_path`; snapshots go in
+    /// `snapshot_dir`.
+    pub fn open(
+        app: Arc<dyn Application>,
+        db_path: &Path,
+        snapshot_dir: &Path,
+    ) -> io::Result<Self> {
+        std::fs::create_dir_all(snapshot_dir)?;
+        let dbs = Self::open_dbs(app.as_ref(), db_path)?;
+        Ok(StateMachine {
+            shared: Arc::new(Shared {
+                app,
+                db_path: db_path.to_path_buf(),
+                snapshot_dir: snapshot_dir.to_path_buf(),
+                dbs: Mutex::new(Some(dbs)),
+            }),
+        })
+    }
+
+    fn open_dbs(app: &dyn Application, db_path: &Path) -> io::Result<Dbs> {
+        let writer = open_db(db_path)?;
+        writer.execute_batch(RUNTIME_SCHEMA).map_err(io_err)?;
+        app.init(&writer).map_err(io::Error::other)?;
+        let reader = open_db(db_path)?;
+        Ok(Dbs { writer, reader })
+    }
+
+    /// Runs `f` on a blocking thread with the databases.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Shared, &mut Dbs) -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = shared.lock()?;
+            let dbs = guard
+                .as_mut()
+                .ok_or_else(|| io::Error::other("state machine database is closed"))?;
+            f(&shared, dbs)
+        })
+        .await
+        .map_err(io_err)?
+    }
+
+    /// Answers a serialized query from the local state (no consistency check here: the node
+    /// decides the read level before calling this).
+    pub async fn query(&self, query: Vec<u8>) -> io::Result<Vec<u8>> {
+        self.blocking(move |shared, dbs| {
+            // One read transaction: the query sees one consistent state.
+            let tx = dbs.reader.unchecked_transaction().map_err(io_err)?;
+            let answer = shared.app.query(&tx, &query);
+            tx.rollback().map_err(io_err)?;
+            Ok(answer)
+        })
+        .await
+    }
+
+    /// The application's digest of the local state.
+    pub async fn digest(&self) -> io::Result<String> {
+        self.blocking(|shared, dbs| shared.app.digest(&dbs.reader).map_err(io::Error::other))
+            .await
+    }
+
+    /// The last applied log id, as recorded in the database.
+    pub async fn last_applied(&self) -> io::Result<Option<LogId>> {
+        self.blocking(|_, dbs| read_meta(&dbs.reader, "last_applied"))
+            .await
+    }
+
+    fn snapshot_paths(&self, meta_name: &str) -> (PathBuf, PathBuf) {
+        let dir = &self.shared.snapshot_dir;
+        (
+            dir.join(format!("{meta_name}.db")),
+            dir.join(format!("{meta_name}.json")),
+        )
+    }
+}
+
+fn read_meta<T: serde::de::DeserializeOwned>(
+    conn: &Connection,
+    key: &str,
+) -> io::Result<Option<T>> {
+    let text: Option<String> = conn
+        .query_row("SELECT value FROM _raft_meta WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(io_err)?;
+    match text {
+        Some(t) => serde_json::from_str(&t).map(Some).map_err(io_err),
+        None => Ok(None),
+    }
+}
+
+fn write_meta<T: serde::Serialize>(conn: &Connection, key: &str, value: &T) -> io::Result<()> {
+    let text = serde_json::to_string(value).map_err(io_err)?;
+    conn.execute(
+        "INSERT INTO _raft_meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, text],
+    )
+    .map_err(io_err)?;
+    Ok(())
+}
+
+/// Applies one normal entry inside the batch transaction; returns its outcome.
+fn apply_envelope(
+    app: &dyn Application,
+    conn: &Connection,
+    index: u64,
+    env: &Envelope,
+) -> io::Result<Applied> {
+    let seen: Option<(bool, Vec<u8>)> = conn
+        .query_row(
+            "SELECT ok, reply FROM _raft_sessions WHERE client = ?1 AND seq = ?2",
+            params![env.client, env.seq as i64],
+            |r| Ok((r.get::<_, i64>(0)? != 0, r.get(1)?)),
+        )
+        .optional()
+        .map_err(io_err)?;
+    if let Some((ok, reply)) = seen {
+        // A retry of a request already applied: the original answer, no second application.
+        return Ok(Applied { ok, reply });
+    }
+    conn.execute_batch("SAVEPOINT command").map_err(io_err)?;
+    let applied = app.apply(conn, index, env.time_us, env.command.get().as_bytes());
+    let end = if applied.ok {
+        "RELEASE command"
+    } else {
+        "ROLLBACK TO command; RELEASE command"
+    };
+    conn.execute_batch(end).map_err(io_err)?;
+    conn.execute(
+        "INSERT INTO _raft_sessions (client, seq, ok, reply, time_us) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            env.client,
+            env.seq as i64,
+            applied.ok as i64,
+            applied.reply,
+            env.time_us
+        ],
+    )
+    .map_err(io_err)?;
+    Ok(applied)
+}
+
+impl RaftStateMachine<C> for StateMachine {
+    type SnapshotData = SnapshotFile;
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        self.blocking(|_, dbs| {
+            let applied: Option<LogId> = read_meta(&dbs.writer, "last_applied")?;
+            let membership: Option<StoredMembership> = read_meta(&dbs.writer, "membership")?;
+            Ok((applied, membership.unwrap_or_default()))
+        })
+        .await
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: futures_util::Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + Send,
+    {
+        let mut batch = Vec::new();
+        while let Some(item) = entries.next().await {
+            batch.push(item?);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let (entries, responders): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let outcomes = self
+            .blocking(move |shared, dbs| {
+                let tx = dbs
+                    .writer
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(io_err)?;
+                let mut outcomes = Vec::with_capacity(entries.len());
+                let mut last = None;
+                let mut membership = None;
+                let mut latest_time = None;
+                for entry in &entries {
+                    let outcome = match &entry.payload {
+                        EntryPayload::Blank => Applied {
+                            ok: true,
+                            reply: Vec::new(),
+                        },
+                        EntryPayload::Normal(env) => {
+                            latest_time =
+                                Some(latest_time.map_or(env.time_us, |t: i64| t.max(env.time_us)));
+                            if env.ack > 0 {
+                                tx.execute(
+                                    "DELETE FROM _raft_sessions WHERE client = ?1 AND seq < ?2",
+                                    params![env.client, env.ack as i64],
+                                )
+                                .map_err(io_err)?;
+                            }
+                            apply_envelope(shared.app.as_ref(), &tx, entry.log_id.index, env)?
+                        }
+                        EntryPayload::Membership(m) => {
+                            membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
+                            Applied {
+                                ok: true,
+                                reply: Vec::new(),
+                            }
+                        }
+                    };
+                    last = Some(entry.log_id);
+                    outcomes.push(outcome);
+                }
+                if let Some(time) = latest_time {
+                    tx.execute(
+                        "DELETE FROM _raft_sessions WHERE time_us < ?1",
+                        [time - SESSION_TTL_US],
+                    )
+                    .map_err(io_err)?;
+                }
+                write_meta(&tx, "last_applied", &last)?;
+                if let Some(m) = &membership {
+                    write_meta(&tx, "membership", m)?;
+                }
+                tx.commit().map_err(io_err)?;
+                Ok(outcomes)
+            })
+            .await?;
+        for (responder, outcome) in responders.into_iter().zip(outcomes) {
+            if let Some(responder) = responder {
+                responder.send(outcome);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotFile,
+    ) -> Result<(), io::Error> {
+        let name = snapshot_name(meta);
+        let (db_copy, meta_path) = self.snapshot_paths(&name);
+        let meta = meta.clone();
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            // Keep the received file as the current snapshot, then install a copy of it.
+            if snapshot.path != db_copy {
+                std::fs::rename(&snapshot.path, &db_copy)?;
+            }
+            let staged = shared.db_path.with_extension("installing");
+            std::fs::copy(&db_copy, &staged)?;
+            std::fs::write(&meta_path, serde_json::to_vec(&meta).map_err(io_err)?)?;
+            let mut guard = shared.lock()?;
+            // Close both connections before the swap.
+            guard.take();
+            for suffix in ["-wal", "-shm"] {
+                let side = PathBuf::from(format!("{}{suffix}", shared.db_path.display()));
+                if side.exists() {
+                    std::fs::remove_file(side)?;
+                }
+            }
+            std::fs::rename(&staged, &shared.db_path)?;
+            *guard = Some(StateMachine::open_dbs(
+                shared.app.as_ref(),
+                &shared.db_path,
+            )?);
+            prune_snapshots(&shared.snapshot_dir, &name);
+            Ok(())
+        })
+        .await
+        .map_err(io_err)?
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<openraft::alias::SnapshotOf<C, SnapshotFile>>, io::Error> {
+        let dir = self.shared.snapshot_dir.clone();
+        tokio::task::spawn_blocking(move || latest_snapshot(&dir))
+            .await
+            .map_err(io_err)?
+    }
+}
+
+fn snapshot_name(meta: &SnapshotMeta) -> String {
+    match &meta.last_log_id {
+        Some(id) => format!("snapshot-{:020}", id.index),
+        None => "snapshot-empty".to_string(),
+    }
+}
+
+/// The newest complete snapshot in `dir` (its `.json` is written last).
+fn latest_snapshot(dir: &Path) -> io::Result<Option<openraft::alias::SnapshotOf<C, SnapshotFile>>> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|n| n.starts_with("snapshot-") && n.ends_with(".json"))
+        .collect();
+    names.sort();
+    let Some(name) = names.pop() else {
+        return Ok(None);
+    };
+    let meta: SnapshotMeta =
+        serde_json::from_slice(&std::fs::read(dir.join(&name))?).map_err(io_err)?;
+    let path = dir.join(name.replace(".json", ".db"));
+    Ok(Some(openraft::alias::SnapshotOf::<C, SnapshotFile> {
+        meta,
+        snapshot: SnapshotFile { path },
+    }))
+}
+
+/// Removes every snapshot but `keep`.
+fn prune_snapshots(dir: &Path, keep: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("snapshot-") && !name.starts_with(keep) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+impl RaftSnapshotBuilder<C> for StateMachine {
+    type SnapshotData = SnapshotFile;
+
+    async fn build_snapshot(
+        &mut self,
+    ) -> Result<openraft::alias::SnapshotOf<C, SnapshotFile>, io::Error> {
+        let dir = self.shared.snapshot_dir.clone();
+        self.blocking(move |_, dbs| {
+            let applied: Option<LogId> = read_meta(&dbs.writer, "last_applied")?;
+            let membership: Option<StoredMembership> = read_meta(&dbs.writer, "membership")?;
+            let meta = SnapshotMeta {
+                last_log_id: applied,
+                last_membership: membership.unwrap_or_default(),
+            };
+            let name = snapshot_name(&meta);
+            let tmp = dir.join(format!("{name}.tmp"));
+            if tmp.exists() {
+                std::fs::remove_file(&tmp)?;
+            }
+            // A consistent copy of everything applied so far (the writer is locked by us).
+            dbs.writer
+                .execute("VACUUM INTO ?1", [tmp.to_string_lossy()])
+                .map_err(io_err)?;
+            let db = dir.join(format!("{name}.db"));
+            std::fs::rename(&tmp, &db)?;
+            std::fs::write(
+                dir.join(format!("{name}.json")),
+                serde_json::to_vec(&meta).map_err(io_err)?,
+            )?;
+            prune_snapshots(&dir, &name);
+            Ok(openraft::alias::SnapshotOf::<C, SnapshotFile> {
+                meta,
+                snapshot: SnapshotFile { path: db },
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,84 @@
+//! The openraft type configuration shared by every service: the log carries opaque, already
+//! serialized commands in an [`Envelope`], so the runtime needs to know nothing about any schema.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Where a node can be reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddr {
+    /// The API listener (gRPC), for clients and for redirects.
+    pub api: String,
+    /// The raft listener, for raft traffic and forwarded writes.
+    pub raft: String,
+}
+
+impl fmt::Display for NodeAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "api={} raft={}", self.api, self.raft)
+    }
+}
+
+/// One log entry's payload: a command plus what makes applying it deterministic and
+/// exactly-once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The client session; with `seq`, identifies the request for deduplication.
+    pub client: String,
+    /// The client's request sequence number; a retry reuses it.
+    pub seq: u64,
+    /// Every sequence number of this client below `ack` has been answered: their session records
+    /// can go (0 = nothing acknowledged).
+    #[serde(default)]
+    pub ack: u64,
+    /// The leader's wall-clock time when it accepted the command, in microseconds since the Unix
+    /// epoch. Apply uses this and never its own clock.
+    pub time_us: i64,
+    /// The service's serialized command. Generated services serialize commands as JSON, which
+    /// the log keeps verbatim (readable in the SQLite log, no re-encoding).
+    pub command: Box<RawValue>,
+}
+
+impl fmt::Display for Envelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = self.command.get();
+        let short: String = text.chars().take(48).collect();
+        write!(f, "{}#{} {}", self.client, self.seq, short)
+    }
+}
+
+/// What applying one entry produced, handed back to the proposer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// Whether the command succeeded (a failed command changed nothing).
+    pub ok: bool,
+    /// The service's serialized reply.
+    pub reply: Vec<u8>,
+}
+
+openraft::declare_raft_types!(
+    /// The type configuration of every node.
+    pub TypeConfig:
+        D = Envelope,
+        R = Applied,
+        Node = NodeAddr,
+);
+
+/// Shorthand for the config.
+pub type C = TypeConfig;
+/// A raft log entry.
+pub type Entry = openraft::alias::EntryOf<C>;
+/// A log id.
+pub type LogId = openraft::alias::LogIdOf<C>;
+/// A vote.
+pub type Vote = openraft::alias::VoteOf<C>;
+/// A node id.
+pub type NodeId = u64;
+/// Stored membership.
+pub type StoredMembership = openraft::alias::StoredMembershipOf<C>;
+/// Snapshot metadata.
+pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<C>;
+/// The raft handle.
+pub type Raft = openraft::Raft<C, crate::raft::state_machine::StateMachine>;
