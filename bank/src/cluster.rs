@@ -359,20 +359,52 @@ impl LocalCluster {
     /// Starts node `id` (fresh or from its existing data dir). `init` starts a new cluster;
     /// otherwise it joins through the first other running node.
     pub async fn spawn(&self, id: NodeId, init: bool) -> Result<NodeProcess, ClusterError> {
+        self.spawn_at(id, init, None).await
+    }
+
+    /// Like [`LocalCluster::spawn`], on the given (api, jsonrpc, raft) addresses: a restarted
+    /// member must come back where the cluster knows it.
+    async fn spawn_at(
+        &self,
+        id: NodeId,
+        init: bool,
+        addrs: Option<(String, String, String)>,
+    ) -> Result<NodeProcess, ClusterError> {
         let data_dir = self.dir.join(format!("node{id}"));
+        let (api, jsonrpc, raft) = addrs.unwrap_or_else(|| {
+            (
+                "127.0.0.1:0".into(),
+                "127.0.0.1:0".into(),
+                "127.0.0.1:0".into(),
+            )
+        });
+        std::fs::create_dir_all(&data_dir)
+            .map_err(|e| ClusterError::Process(format!("{}: {e}", data_dir.display())))?;
+        // Each node logs to a file in its data directory (RUST_LOG picks the level).
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.join("node.log"))
+            .map_err(|e| ClusterError::Process(format!("node log: {e}")))?;
         let mut cmd = Command::new(&self.exe);
         cmd.arg("node")
             .arg("--id")
             .arg(id.to_string())
             .arg("--data-dir")
             .arg(&data_dir)
-            .args(["--listen", "127.0.0.1:0", "--jsonrpc-listen", "127.0.0.1:0"])
-            .args(["--raft-listen", "127.0.0.1:0"])
+            .args([
+                "--listen",
+                &api,
+                "--jsonrpc-listen",
+                &jsonrpc,
+                "--raft-listen",
+                &raft,
+            ])
             .args(&self.node_args)
             .env("BANK_RAFT_SECRET", &self.secret)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::from(log));
         if init {
             cmd.arg("--init");
         } else if let Some(seed) = self.nodes.iter().find(|n| n.is_running() && n.id != id) {
@@ -420,7 +452,9 @@ impl LocalCluster {
     pub async fn restart(&mut self, id: NodeId) -> Result<(), ClusterError> {
         let index = self.position(id)?;
         self.nodes[index].kill();
-        let process = self.spawn(id, false).await?;
+        let old = &self.nodes[index];
+        let addrs = (old.api.clone(), old.jsonrpc.clone(), old.raft.clone());
+        let process = self.spawn_at(id, false, Some(addrs)).await?;
         self.nodes[index] = process;
         Ok(())
     }

@@ -748,7 +748,7 @@ async fn jsonrpc_bad_params_are_invalid_params_and_not_applied() {
                 r#"{"account_id":"x","amount":"1.00"}"#.to_string(),
             ),
             ("deposit", format!(r#"{{"account_id":{id}}}"#)),
-            ("deposit", format!(r#"{{"amount":"1.00"}}"#)),
+            ("deposit", r#"{"amount":"1.00"}"#.to_string()),
             (
                 "deposit",
                 format!(r#"{{"account_id":{id},"amount":"abc"}}"#),

@@ -27,8 +27,9 @@ use super::state_machine::{Application, SnapshotFile, StateMachine};
 use super::types::{Applied, Envelope, NodeAddr, NodeId, Raft};
 use crate::raft_rpc::{RaftClient, RaftHandler};
 
-/// How many times a write or read is retried across leader changes.
-const ATTEMPTS: u32 = 8;
+/// How long a write or read keeps retrying across a leader change before it gives up (several
+/// election timeouts: a failover on a loaded machine fits well inside it).
+const RETRY_FOR: Duration = Duration::from_secs(20);
 
 /// Settings of one node.
 #[derive(Debug, Clone)]
@@ -211,7 +212,10 @@ impl RaftNode {
             addr: self.addr.clone(),
         });
         let mut target = seed.to_string();
-        for attempt in 0..ATTEMPTS {
+        let deadline = tokio::time::Instant::now() + RETRY_FOR;
+        let mut attempt = 0;
+        while tokio::time::Instant::now() < deadline {
+            attempt += 1;
             match self.send_to(&target, &request).await {
                 Ok(Answer::Admin(_)) => return Ok(()),
                 Ok(Answer::NotLeader(Some((_, leader)))) => target = leader.raft,
@@ -283,7 +287,10 @@ impl RaftNode {
     /// the same pair is applied at most once and gets the original outcome.
     pub async fn propose(&self, envelope: Envelope) -> Result<Applied, NodeError> {
         let mut last_error = String::from("no attempt made");
-        for attempt in 0..ATTEMPTS {
+        let deadline = tokio::time::Instant::now() + RETRY_FOR;
+        let mut attempt = 0;
+        while tokio::time::Instant::now() < deadline {
+            attempt += 1;
             if self.is_leader() {
                 let mut env = envelope.clone();
                 env.time_us = now_us();
@@ -341,7 +348,10 @@ impl RaftNode {
     /// A log index that a linearizable read must wait for.
     async fn read_index(&self) -> Result<u64, NodeError> {
         let mut last_error = String::from("no attempt made");
-        for attempt in 0..ATTEMPTS {
+        let deadline = tokio::time::Instant::now() + RETRY_FOR;
+        let mut attempt = 0;
+        while tokio::time::Instant::now() < deadline {
+            attempt += 1;
             if self.is_leader() {
                 match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
                     Ok(read_log_id) => return Ok(read_log_id.index()),
@@ -571,8 +581,9 @@ impl RaftNode {
     }
 }
 
+/// Waits before retry `attempt` (1-based): 25 ms doubling up to 400 ms.
 async fn backoff(attempt: u32) {
-    let ms = 50u64 << attempt.min(5);
+    let ms = (25u64 << attempt.min(5)).min(400);
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 

@@ -1,0 +1,378 @@
+//! The replicated bank as separate `bank node` processes on 127.0.0.1: the walk-through against
+//! every node, failover under load, restart, snapshot catch-up, exactly-once retries and the
+//! raft listener's secret. The tests in this file run one at a time (each starts processes).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bank::cluster::LocalCluster;
+use bank::validator;
+use bank_generated::grpc::GrpcClient;
+use bank_generated::{AccountType, BankApi, BankCommand, BankError, BankReply, decode_reply};
+use runtime::raft::network::{Answer, Message, call};
+use runtime::raft::types::Envelope;
+use runtime::raft_rpc::RaftClient;
+use rust_decimal::Decimal;
+use tokio::sync::Mutex;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
+
+const EXE: &str = env!("CARGO_BIN_EXE_bank");
+
+async fn cluster(dir: &Path, n: usize, args: &[&str]) -> LocalCluster {
+    LocalCluster::start(
+        Path::new(EXE),
+        dir,
+        n,
+        args.iter().map(|s| s.to_string()).collect(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("cluster did not start: {e}"))
+}
+
+fn dec(s: &str) -> Decimal {
+    s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walkthrough_passes_against_every_node() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let c = cluster(dir.path(), 3, &[]).await;
+    for node in &c.nodes {
+        let client = GrpcClient::connect(&node.api).await.expect("connect");
+        validator::run(&client)
+            .await
+            .unwrap_or_else(|e| panic!("node {}: {e}", node.id));
+    }
+    let replicas = c
+        .converged(Duration::from_secs(60))
+        .await
+        .expect("converged");
+    assert_eq!(replicas.len(), 3);
+}
+
+/// Deposits and withdrawals from several clients against the followers while the leader is
+/// killed: every acknowledged write is there afterwards and the money adds up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_under_load_loses_no_acknowledged_write() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut c = cluster(dir.path(), 3, &[]).await;
+    let leader = c
+        .wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("leader");
+    let followers: Vec<String> = c
+        .nodes
+        .iter()
+        .filter(|n| n.id != leader)
+        .map(|n| n.api.clone())
+        .collect();
+
+    let setup = GrpcClient::connect(&followers[0]).await.expect("connect");
+    let customer = setup
+        .create_customer("Load".into(), "Test".into(), "1 Road".into())
+        .await
+        .expect("customer");
+    let mut accounts = Vec::new();
+    for _ in 0..4 {
+        let a = setup
+            .create_account(customer.customer_id, AccountType::Checking)
+            .await
+            .expect("account");
+        setup
+            .deposit(a.account_id, dec("1000.00"))
+            .await
+            .expect("seed deposit");
+        accounts.push(a.account_id);
+    }
+    let initial = dec("4000.00");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..4usize {
+        let addr = followers[w % followers.len()].clone();
+        let accounts = accounts.clone();
+        let stop = stop.clone();
+        workers.push(tokio::spawn(async move {
+            let client = GrpcClient::connect(&addr).await.expect("connect");
+            let (mut net, mut acked, mut failed) = (Decimal::ZERO, 0u32, Vec::new());
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let account = accounts[(i + w) % accounts.len()];
+                let amount = Decimal::new(((i % 7) as i64 + 1) * 100, 2);
+                let result = if i % 3 == 2 {
+                    client.withdraw(account, amount).await.map(|_| -amount)
+                } else {
+                    client.deposit(account, amount).await.map(|_| amount)
+                };
+                match result {
+                    Ok(change) => {
+                        net += change;
+                        acked += 1;
+                    }
+                    Err(BankError::InsufficientFunds(_)) => {}
+                    Err(e) => failed.push(e.to_string()),
+                }
+                i += 1;
+            }
+            (net, acked, failed)
+        }));
+    }
+    // Let the load run, kill the leader in the middle of it, let it run on.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.kill(leader).expect("kill");
+    let new_leader = c
+        .wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("new leader");
+    assert_ne!(new_leader, leader);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let (mut net, mut acked, mut failed) = (Decimal::ZERO, 0u32, Vec::new());
+    for w in workers {
+        let (n, a, f) = w.await.expect("worker");
+        net += n;
+        acked += a;
+        failed.extend(f);
+    }
+    assert!(acked > 0, "no write was acknowledged");
+    assert!(
+        failed.is_empty(),
+        "writes failed during failover: {failed:?}"
+    );
+
+    let replicas = c
+        .converged(Duration::from_secs(60))
+        .await
+        .expect("replicas converge");
+    assert_eq!(replicas.len(), 2);
+    let reader = GrpcClient::connect(&followers[1]).await.expect("connect");
+    let all = reader.list_accounts(0, 1000).await.expect("accounts");
+    let total: Decimal = all
+        .iter()
+        .filter(|a| accounts.contains(&a.account_id))
+        .map(|a| a.balance)
+        .sum();
+    assert_eq!(total, initial + net, "{acked} acknowledged writes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_restarts_from_its_data_and_catches_up() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut c = cluster(dir.path(), 3, &[]).await;
+    let leader = c
+        .wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("leader");
+    let victim = c
+        .nodes
+        .iter()
+        .map(|n| n.id)
+        .find(|id| *id != leader)
+        .expect("follower");
+    let client = GrpcClient::connect(&c.node(leader).expect("leader").api)
+        .await
+        .expect("connect");
+    validator::run(&client).await.expect("walk-through before");
+    c.kill(victim).expect("kill");
+    validator::run(&client)
+        .await
+        .expect("walk-through while a node is down");
+    c.restart(victim).await.expect("restart");
+    let replicas = c
+        .converged(Duration::from_secs(60))
+        .await
+        .expect("converged");
+    assert_eq!(replicas.len(), 3);
+    // Same digest everywhere: nothing was applied twice on the restarted node.
+    let digests: BTreeSet<&String> = replicas.iter().map(|(_, _, d)| d).collect();
+    assert_eq!(digests.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_learner_catches_up_from_a_snapshot_after_the_log_is_purged() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut c = cluster(dir.path(), 3, &["--keep-logs", "0"]).await;
+    let leader = c
+        .wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("leader");
+    let client = GrpcClient::connect(&c.node(leader).expect("leader").api)
+        .await
+        .expect("connect");
+    validator::run(&client).await.expect("walk-through");
+    for n in &c.nodes {
+        bank::cluster::admin(
+            &n.raft,
+            &c.secret,
+            runtime::raft::network::AdminRequest::Snapshot,
+        )
+        .await
+        .expect("snapshot");
+    }
+    // Wait until the leader has purged its log.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = c.status(leader).await.expect("status");
+        if status["purged_index"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "log never purged: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let node4 = c.spawn(4, false).await.expect("node 4 joins");
+    c.nodes.push(node4);
+    c.wait_for_voters(&[1, 2, 3, 4], Duration::from_secs(60))
+        .await
+        .expect("node 4 promoted");
+    let replicas = c
+        .converged(Duration::from_secs(60))
+        .await
+        .expect("converged");
+    assert_eq!(replicas.len(), 4);
+    let status4 = c.status(4).await.expect("status");
+    assert!(
+        status4["snapshot_index"].as_u64().unwrap_or(0) > 0,
+        "node 4 did not install a snapshot: {status4}"
+    );
+}
+
+fn deposit_envelope(account: u64, seq: u64) -> Envelope {
+    let command = BankCommand::Deposit {
+        account_id: account,
+        amount: dec("10.00"),
+    }
+    .encode()
+    .expect("encode");
+    Envelope {
+        client: "retrying-client".into(),
+        seq,
+        ack: 0,
+        time_us: 0,
+        command: serde_json::value::RawValue::from_string(
+            String::from_utf8(command).expect("utf8"),
+        )
+        .expect("json"),
+    }
+}
+
+/// Sends a write with an explicit request id, following "not the leader" answers.
+async fn send(c: &LocalCluster, raft_addr: &str, env: Envelope) -> Result<BankReply, BankError> {
+    let mut target = raft_addr.to_string();
+    for _ in 0..10 {
+        let client = RaftClient::connect(&target, &c.secret)
+            .await
+            .expect("connect");
+        match call(&client, &Message::Forward(env.clone()))
+            .await
+            .expect("raft call")
+        {
+            Answer::Applied(applied) => return decode_reply(&applied.reply),
+            Answer::NotLeader(Some((_, leader))) => target = leader.raft,
+            Answer::NotLeader(None) => tokio::time::sleep(Duration::from_millis(200)).await,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    panic!("no leader accepted the write")
+}
+
+/// A client whose reply was lost resends the same request id: one application, the original
+/// reply — also when the resend goes to a new leader after the old one was killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_request_is_applied_once_and_gets_the_original_reply() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut c = cluster(dir.path(), 3, &[]).await;
+    let leader = c
+        .wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("leader");
+    let leader_raft = c.node(leader).expect("leader").raft.clone();
+    let api = GrpcClient::connect(&c.node(leader).expect("leader").api)
+        .await
+        .expect("connect");
+    let customer = api
+        .create_customer("Once".into(), "Only".into(), "2 Way".into())
+        .await
+        .expect("customer");
+    let account = api
+        .create_account(customer.customer_id, AccountType::Savings)
+        .await
+        .expect("account");
+
+    // The first reply is "lost": the client resends the same (client, seq).
+    let first = send(&c, &leader_raft, deposit_envelope(account.account_id, 1))
+        .await
+        .expect("first");
+    let resent = send(&c, &leader_raft, deposit_envelope(account.account_id, 1))
+        .await
+        .expect("resent");
+    assert_eq!(first, BankReply::Deposit(dec("10.00")));
+    assert_eq!(resent, first);
+
+    // A new request, then the leader dies before the client sees the reply; the client resends
+    // to a survivor.
+    let second = send(&c, &leader_raft, deposit_envelope(account.account_id, 2))
+        .await
+        .expect("second");
+    assert_eq!(second, BankReply::Deposit(dec("20.00")));
+    c.kill(leader).expect("kill");
+    c.wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("new leader");
+    let survivor = c.nodes.iter().find(|n| n.is_running()).expect("survivor");
+    let after_failover = send(&c, &survivor.raft, deposit_envelope(account.account_id, 2))
+        .await
+        .expect("resent after failover");
+    assert_eq!(after_failover, second);
+
+    let reader = GrpcClient::connect(&survivor.api).await.expect("connect");
+    let accounts = reader.list_accounts(0, 1000).await.expect("accounts");
+    let balance = accounts
+        .iter()
+        .find(|a| a.account_id == account.account_id)
+        .expect("account")
+        .balance;
+    assert_eq!(balance, dec("20.00"), "each request applied exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_traffic_needs_the_secret_and_is_not_on_the_api_listener() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let c = cluster(dir.path(), 3, &[]).await;
+    let node = &c.nodes[0];
+    let status = Message::Admin(runtime::raft::network::AdminRequest::Status);
+
+    let without = RaftClient::connect(&node.raft, "not-the-secret")
+        .await
+        .expect("connect");
+    let refused = call(&without, &status)
+        .await
+        .expect_err("a wrong secret must be refused");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+
+    let via_api = RaftClient::connect(&node.api, &c.secret)
+        .await
+        .expect("connect");
+    let absent = call(&via_api, &status)
+        .await
+        .expect_err("no raft service on the API listener");
+    assert_eq!(absent.code(), tonic::Code::Unimplemented);
+
+    let with = RaftClient::connect(&node.raft, &c.secret)
+        .await
+        .expect("connect");
+    assert!(matches!(call(&with, &status).await, Ok(Answer::Admin(_))));
+}
