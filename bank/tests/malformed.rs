@@ -859,8 +859,6 @@ async fn jsonrpc_bad_params_are_invalid_params_and_not_applied() {
 /// Money is an exact decimal on every wire, never a float: the OpenRPC document declares
 /// `amount` a string, so a JSON number must be refused like any other malformed amount.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: JSON numbers are accepted as amounts (rust_decimal's default Deserialize uses \
-            deserialize_any; the workspace enables `serde-with-str`, not `serde-str`)"]
 async fn jsonrpc_amount_as_a_json_number_is_refused() {
     for variant in JSONRPC_VARIANTS {
         let (server, client, seeded, before) =
@@ -1308,8 +1306,6 @@ async fn tcp_bad_payloads_get_transport_errors_and_the_connection_stays_open() {
 /// The serialized command (the future log entry) documents decimals as strings; a JSON number
 /// is a float on the wire and must be refused like any malformed command.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a JSON number is accepted as an amount in a serialized command (same root \
-            cause as jsonrpc_amount_as_a_json_number_is_refused)"]
 async fn tcp_amount_as_a_json_number_is_refused() {
     let server = Server::start(NetVariant::Tcp, net::DEFAULT_MAX_REQUEST).await;
     let client = frames::connect_tcp(&server.addr.to_string(), Limits::default())

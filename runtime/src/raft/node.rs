@@ -232,10 +232,10 @@ impl RaftNode {
     async fn send_to(&self, raft_addr: &str, message: &Message) -> Result<Answer, Status> {
         let client = self.peer(raft_addr).await?;
         let answer = network::call(&client, message).await;
-        if answer.is_err() {
-            if let Ok(mut peers) = self.peers.lock() {
-                peers.remove(raft_addr);
-            }
+        if answer.is_err()
+            && let Ok(mut peers) = self.peers.lock()
+        {
+            peers.remove(raft_addr);
         }
         answer
     }
