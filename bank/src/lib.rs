@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod cluster;
 pub mod demo;
 pub mod net;

@@ -55,6 +55,14 @@ enum Command {
     },
     /// Start a 3-node cluster, run the walk-through, kill the leader, run it again, report.
     Demo,
+    /// Measure a variant under load (or `bench layers`: the seed's layer table).
+    #[command(args_conflicts_with_subcommands = true)]
+    Bench {
+        #[command(subcommand)]
+        layers: Option<BenchSub>,
+        #[command(flatten)]
+        args: BenchArgs,
+    },
     /// Serve the bank over one of the networked variants until interrupted (Ctrl-C).
     Serve {
         /// The transport (and server-side path) to serve.
@@ -119,6 +127,45 @@ struct NodeArgs {
     /// Log entries kept behind a snapshot.
     #[arg(long, default_value_t = 1_000)]
     keep_logs: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchSub {
+    /// One client, the walk-through, over direct, collector, tcp, grpc, jsonrpc, grpc-facade and
+    /// a local 3-node raft cluster: mean, median, p99 and the multiple of direct.
+    Layers {
+        /// Operations per layer.
+        #[arg(long, default_value_t = 2000)]
+        ops: u64,
+        /// Also write the reports as JSON.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// The variant to measure.
+    #[arg(long, value_enum, default_value = "direct")]
+    variant: Variant,
+    /// A running server or node (networked variants); without it one is started for the run.
+    #[arg(long, value_name = "ADDR")]
+    connect: Option<String>,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
+    /// Run for this many seconds.
+    #[arg(long, conflicts_with = "ops")]
+    duration: Option<f64>,
+    /// Run this many operations in total.
+    #[arg(long)]
+    ops: Option<u64>,
+    /// What the clients do.
+    #[arg(long, value_enum, default_value = "writes")]
+    workload: bank::bench::Workload,
+    /// Also write the report as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -337,6 +384,7 @@ fn run(cli: Cli) -> Result<String, CliError> {
                 .map_err(|e| CliError::Usage(e.to_string()))?;
             Ok(serde_json::to_string_pretty(&value).unwrap_or_default())
         }
+        Command::Bench { layers, args } => runtime.block_on(run_bench(layers, args)),
         Command::Demo => runtime.block_on(async {
             let exe = std::env::current_exe()?;
             bank::demo::run(&exe)
@@ -390,6 +438,54 @@ fn run(cli: Cli) -> Result<String, CliError> {
             Ok("server stopped".into())
         }
     }
+}
+
+async fn run_bench(layers: Option<BenchSub>, args: BenchArgs) -> Result<String, CliError> {
+    use bank::bench::{self, Stop, Target};
+    let progress = std::io::stderr().is_terminal();
+    if let Some(BenchSub::Layers { ops, json }) = layers {
+        let (table, reports) = bench::layers(ops, progress)
+            .await
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+        if let Some(path) = &json {
+            write_json(path, &reports)?;
+        }
+        return Ok(table);
+    }
+    if args.clients == 0 {
+        return Err(CliError::Usage("--clients must be at least 1".into()));
+    }
+    let stop = match (args.duration, args.ops) {
+        (Some(s), _) if s > 0.0 && s.is_finite() => {
+            Stop::Duration(std::time::Duration::from_secs_f64(s))
+        }
+        (Some(_), _) => {
+            return Err(CliError::Usage(
+                "--duration must be a positive number of seconds".into(),
+            ));
+        }
+        (None, Some(n)) => Stop::Ops(n),
+        (None, None) => Stop::Duration(std::time::Duration::from_secs(10)),
+    };
+    let target = match (args.variant, args.variant.networked()) {
+        (Variant::Direct, _) => Target::Direct,
+        (Variant::Collector, _) => Target::Collector,
+        (Variant::Raft, _) => Target::Raft(args.connect.clone()),
+        (_, Some(net)) => Target::Net(net, args.connect.clone()),
+        (_, None) => Target::Direct,
+    };
+    let report = bench::run_target(&target, args.clients, args.workload, stop, progress)
+        .await
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    if let Some(path) = &args.json {
+        write_json(path, &report)?;
+    }
+    Ok(bench::render(&report))
+}
+
+fn write_json<T: serde::Serialize>(path: &PathBuf, value: &T) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| CliError::Usage(e.to_string()))?;
+    std::fs::write(path, text).map_err(CliError::Runtime)
 }
 
 async fn run_node(args: NodeArgs) -> Result<String, CliError> {

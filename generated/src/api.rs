@@ -143,6 +143,138 @@ pub trait BankApi: Send + Sync {
     ) -> impl ::std::future::Future<Output = Result<u64, crate::BankError>> + Send;
 }
 
+/// A shared API is an API: clients can share one implementation.
+impl<T: BankApi + ?Sized> BankApi for ::std::sync::Arc<T> {
+    fn create_customer(
+        &self,
+        first_name: String,
+        last_name: String,
+        address: String,
+    ) -> impl ::std::future::Future<
+        Output = Result<crate::Customer, crate::BankError>,
+    > + Send {
+        (**self).create_customer(first_name, last_name, address)
+    }
+
+    fn create_account(
+        &self,
+        customer_id: u64,
+        account_type: crate::AccountType,
+    ) -> impl ::std::future::Future<
+        Output = Result<crate::Account, crate::BankError>,
+    > + Send {
+        (**self).create_account(customer_id, account_type)
+    }
+
+    fn deposit(
+        &self,
+        account_id: u64,
+        amount: ::rust_decimal::Decimal,
+    ) -> impl ::std::future::Future<
+        Output = Result<::rust_decimal::Decimal, crate::BankError>,
+    > + Send {
+        (**self).deposit(account_id, amount)
+    }
+
+    fn withdraw(
+        &self,
+        account_id: u64,
+        amount: ::rust_decimal::Decimal,
+    ) -> impl ::std::future::Future<
+        Output = Result<::rust_decimal::Decimal, crate::BankError>,
+    > + Send {
+        (**self).withdraw(account_id, amount)
+    }
+
+    fn transfer(
+        &self,
+        from_account_id: u64,
+        to_account_id: u64,
+        amount: ::rust_decimal::Decimal,
+    ) -> impl ::std::future::Future<
+        Output = Result<crate::TransferResult, crate::BankError>,
+    > + Send {
+        (**self).transfer(from_account_id, to_account_id, amount)
+    }
+
+    fn cash_check(
+        &self,
+        account_id: u64,
+        amount: ::rust_decimal::Decimal,
+    ) -> impl ::std::future::Future<
+        Output = Result<::rust_decimal::Decimal, crate::BankError>,
+    > + Send {
+        (**self).cash_check(account_id, amount)
+    }
+
+    fn advance_time(
+        &self,
+        delta: crate::Duration,
+    ) -> impl ::std::future::Future<
+        Output = Result<::chrono::DateTime<::chrono::Utc>, crate::BankError>,
+    > + Send {
+        (**self).advance_time(delta)
+    }
+
+    fn list_customers(
+        &self,
+        offset: u32,
+        limit: u32,
+    ) -> impl ::std::future::Future<
+        Output = Result<Vec<crate::Customer>, crate::BankError>,
+    > + Send {
+        (**self).list_customers(offset, limit)
+    }
+
+    fn list_accounts(
+        &self,
+        offset: u32,
+        limit: u32,
+    ) -> impl ::std::future::Future<
+        Output = Result<Vec<crate::Account>, crate::BankError>,
+    > + Send {
+        (**self).list_accounts(offset, limit)
+    }
+
+    fn get_accounts(
+        &self,
+        customer_id: u64,
+    ) -> impl ::std::future::Future<Output = Result<Vec<u64>, crate::BankError>> + Send {
+        (**self).get_accounts(customer_id)
+    }
+
+    fn list_statements(
+        &self,
+        account_id: u64,
+    ) -> impl ::std::future::Future<
+        Output = Result<Vec<::chrono::NaiveDate>, crate::BankError>,
+    > + Send {
+        (**self).list_statements(account_id)
+    }
+
+    fn get_statement(
+        &self,
+        account_id: u64,
+        statement_date: ::chrono::NaiveDate,
+    ) -> impl ::std::future::Future<
+        Output = Result<crate::Statement, crate::BankError>,
+    > + Send {
+        (**self).get_statement(account_id, statement_date)
+    }
+
+    fn get_customer_count(
+        &self,
+    ) -> impl ::std::future::Future<Output = Result<u64, crate::BankError>> + Send {
+        (**self).get_customer_count()
+    }
+
+    fn get_account_count(
+        &self,
+    ) -> impl ::std::future::Future<Output = Result<u64, crate::BankError>> + Send {
+        (**self).get_account_count()
+    }
+}
+
 /// The `Bank` service as the application implements it. Commands get mutable state and an [`ApplyContext`](crate::ApplyContext) and must be deterministic: same state + same command + same context = same result on every replica. Queries get read-only state. A command that returns an error must leave the state unchanged (the caller rolls back its transaction).
 pub trait BankService {
     /// Create a customer with no accounts.

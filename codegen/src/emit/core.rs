@@ -235,6 +235,17 @@ pub(super) fn traits(api: &Api) -> TokenStream {
             },
         }
     });
+    let forward_methods = api.operations.iter().map(|op| {
+        let name = ident(&op.name);
+        let ps = params(op);
+        let names = param_names(op);
+        let ret = return_ty(op.returns.as_ref());
+        quote! {
+            fn #name(&self, #(#ps),*) -> impl ::std::future::Future<Output = Result<#ret, crate::#error>> + Send {
+                (**self).#name(#(#names),*)
+            }
+        }
+    });
     let api_doc = doc_str(&format!(
         "The `{s}` API as a client sees it: one async method per operation. Implemented in-process, \
          by the `Collector`, and by every transport's client, so one validator can drive them all.",
@@ -253,6 +264,11 @@ pub(super) fn traits(api: &Api) -> TokenStream {
         #api_doc
         pub trait #api_trait: Send + Sync {
             #(#client_methods)*
+        }
+
+        /// A shared API is an API: clients can share one implementation.
+        impl<T: #api_trait + ?Sized> #api_trait for ::std::sync::Arc<T> {
+            #(#forward_methods)*
         }
 
         #service_doc
