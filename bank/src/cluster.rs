@@ -114,6 +114,8 @@ pub struct NodeOptions {
     pub snapshot_every: u64,
     /// Entries kept behind a snapshot.
     pub keep_logs: u64,
+    /// Answer writes on a follower with the leader's address instead of forwarding them.
+    pub redirect_writes: bool,
 }
 
 /// A running node with its listeners.
@@ -164,9 +166,11 @@ pub async fn start_node(opts: NodeOptions) -> Result<RunningNode, ClusterError> 
     let mut config = NodeConfig::new(opts.id, opts.data_dir.clone(), opts.secret.clone());
     config.snapshot_every = opts.snapshot_every;
     config.keep_logs = opts.keep_logs;
+    config.redirect_writes = opts.redirect_writes;
     let addr = NodeAddr {
         api: api_addr.to_string(),
         raft: raft_addr.to_string(),
+        jsonrpc: jsonrpc_addr.map(|a| a.to_string()).unwrap_or_default(),
     };
     let node = RaftNode::start(config, addr, Arc::new(BankApp)).await?;
     let (stop, stopped) = watch::channel(false);

@@ -127,6 +127,10 @@ struct NodeArgs {
     /// Log entries kept behind a snapshot.
     #[arg(long, default_value_t = 1_000)]
     keep_logs: u64,
+    /// On a follower, answer writes with the leader's address (clients follow it) instead of
+    /// forwarding them to the leader.
+    #[arg(long)]
+    redirect_writes: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -371,7 +375,11 @@ fn run(cli: Cli) -> Result<String, CliError> {
                 AdminVerb::Status => AdminRequest::Status,
                 AdminVerb::AddLearner { id, api, raft } => AdminRequest::AddLearner {
                     id,
-                    addr: NodeAddr { api, raft },
+                    addr: NodeAddr {
+                        api,
+                        raft,
+                        jsonrpc: String::new(),
+                    },
                 },
                 AdminVerb::Promote { ids } => AdminRequest::Promote { ids },
                 AdminVerb::Remove { id } => AdminRequest::Remove { id },
@@ -510,6 +518,7 @@ async fn run_node(args: NodeArgs) -> Result<String, CliError> {
         },
         snapshot_every: args.snapshot_every,
         keep_logs: args.keep_logs,
+        redirect_writes: args.redirect_writes,
     })
     .await
     .map_err(|e| CliError::Usage(e.to_string()))?;

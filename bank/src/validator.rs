@@ -360,16 +360,6 @@ fn dec(text: &str) -> Result<Decimal, ValidationError> {
     })
 }
 
-fn error_name(e: &BankError) -> &'static str {
-    match e {
-        BankError::NotFound(_) => "NotFound",
-        BankError::InsufficientFunds(_) => "InsufficientFunds",
-        BankError::InvalidArgument(_) => "InvalidArgument",
-        BankError::Transport(_) => "Transport",
-        BankError::Internal(_) => "Internal",
-    }
-}
-
 struct Walk {
     step: u8,
     started: Instant,
@@ -462,7 +452,7 @@ impl Walk {
         result: Result<T, BankError>,
     ) -> Result<(), ValidationError> {
         match result {
-            Err(e) if error_name(&e) == expected => Ok(()),
+            Err(e) if e.kind() == expected => Ok(()),
             Err(e) => Err(self.fail(description, expected, format!("error {e:?}"))),
             Ok(v) => Err(self.fail(description, expected, format!("success {v:?}"))),
         }

@@ -376,3 +376,55 @@ async fn raft_traffic_needs_the_secret_and_is_not_on_the_api_listener() {
         .expect("connect");
     assert!(matches!(call(&with, &status).await, Ok(Answer::Admin(_))));
 }
+
+/// With `--redirect-writes`, a follower answers writes with the leader's address and the
+/// generated clients follow it: the walk-through passes through a follower on both protocols.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_follow_redirects_to_the_leader() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let c = cluster(dir.path(), 3, &["--redirect-writes"]).await;
+    let leader = c
+        .wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("leader");
+    let follower = c.nodes.iter().find(|n| n.id != leader).expect("follower");
+
+    // A raw call to the follower gets the typed redirect, naming the leader.
+    let leader_api = c.node(leader).expect("leader").api.clone();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", follower.api))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("channel");
+    let mut stub = bank_generated::grpc::pb::bank_client::BankClient::new(channel);
+    let status = stub
+        .create_customer(bank_generated::grpc::pb::CreateCustomerRequest {
+            first_name: "R".into(),
+            last_name: "D".into(),
+            address: "1 Way".into(),
+        })
+        .await
+        .expect_err("a follower redirects writes");
+    let error = bank_generated::grpc::error_from_status(status);
+    assert_eq!(
+        error.redirect_to("grpc"),
+        Some(leader_api.as_str()),
+        "{error}"
+    );
+
+    let grpc = GrpcClient::connect(&follower.api).await.expect("connect");
+    validator::run(&grpc)
+        .await
+        .expect("walk-through over gRPC via a redirecting follower");
+    let jsonrpc = bank_generated::jsonrpc::JsonRpcClient::new(&follower.jsonrpc).expect("client");
+    validator::run(&jsonrpc)
+        .await
+        .expect("walk-through over JSON-RPC via a redirecting follower");
+
+    let replicas = c
+        .converged(Duration::from_secs(60))
+        .await
+        .expect("converged");
+    assert_eq!(replicas.len(), 3);
+}

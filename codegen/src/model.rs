@@ -422,7 +422,7 @@ impl Checker<'_> {
             .iter()
             .map(|e| {
                 if self.ident(&e.name, Case::Upper, "error") {
-                    for builtin in ["Transport", "Internal"] {
+                    for builtin in ["Transport", "Redirect", "Internal"] {
                         if e.name.value == builtin {
                             self.push(
                                 Diagnostic::new(
@@ -431,7 +431,7 @@ impl Checker<'_> {
                                     &e.name.value,
                                     format!("error kind `{builtin}` is built in"),
                                 )
-                                .hint("remove it: every service has `Transport` and `Internal` errors"),
+                                .hint("remove it: every service has `Transport`, `Redirect` and `Internal` errors"),
                             );
                         }
                     }

@@ -709,7 +709,9 @@ pub fn status_from_error(e: crate::BankError) -> tonic::Status {
         crate::BankError::NotFound(_) => tonic::Code::NotFound,
         crate::BankError::InsufficientFunds(_) => tonic::Code::FailedPrecondition,
         crate::BankError::InvalidArgument(_) => tonic::Code::InvalidArgument,
-        crate::BankError::Transport(_) => tonic::Code::Unavailable,
+        crate::BankError::Transport(_) | crate::BankError::Redirect(_) => {
+            tonic::Code::Unavailable
+        }
         crate::BankError::Internal(_) => tonic::Code::Internal,
     };
     let mut status = tonic::Status::new(code, e.message());
@@ -972,11 +974,37 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         Ok(tonic::Response::new(pb::GetAccountCountResponse::from_native(value)))
     }
 }
+type Stub = pb::bank_client::BankClient<tonic::transport::Channel>;
+
+/// How many `Redirect`s one call follows before giving up.
+pub const MAX_REDIRECTS: usize = 3;
 
 /// A client implementing the API over gRPC. Cloning is cheap and shares the connection.
+/// A `Redirect` answer (a node that sends writes to its leader) is followed: the call is
+/// retried at the leader, and later calls go there directly.
 #[derive(Debug, Clone)]
 pub struct GrpcClient {
-    inner: pb::bank_client::BankClient<tonic::transport::Channel>,
+    inner: Stub,
+    redirected: Arc<::std::sync::Mutex<Option<Stub>>>,
+}
+
+async fn connect_stub(addr: &str) -> Result<Stub, crate::BankError> {
+    let uri = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(uri)
+        .map_err(|e| crate::BankError::Transport(format!("bad address `{addr}`: {e}")))?
+        .tcp_nodelay(true)
+        .connect_timeout(::std::time::Duration::from_secs(5));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| crate::BankError::Transport(
+            format!("cannot connect to {addr}: {e}"),
+        ))?;
+    Ok(pb::bank_client::BankClient::new(channel))
 }
 
 impl GrpcClient {
@@ -984,29 +1012,53 @@ impl GrpcClient {
     pub fn new(channel: tonic::transport::Channel) -> Self {
         GrpcClient {
             inner: pb::bank_client::BankClient::new(channel),
+            redirected: Arc::default(),
         }
     }
 
     /// Connects to `addr` (`host:port` or `http://host:port`).
     pub async fn connect(addr: &str) -> Result<Self, crate::BankError> {
-        let uri = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
-        let endpoint = tonic::transport::Endpoint::from_shared(uri)
-            .map_err(|e| crate::BankError::Transport(
-                format!("bad address `{addr}`: {e}"),
-            ))?
-            .tcp_nodelay(true)
-            .connect_timeout(::std::time::Duration::from_secs(5));
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| crate::BankError::Transport(
-                format!("cannot connect to {addr}: {e}"),
-            ))?;
-        Ok(Self::new(channel))
+        Ok(GrpcClient {
+            inner: connect_stub(addr).await?,
+            redirected: Arc::default(),
+        })
+    }
+
+    fn stub(&self) -> Stub {
+        match self.redirected.lock() {
+            Ok(guard) => guard.clone().unwrap_or_else(|| self.inner.clone()),
+            Err(_) => self.inner.clone(),
+        }
+    }
+
+    /// Makes one call, following redirects.
+    async fn call<Req: Clone, Resp, Fut>(
+        &self,
+        request: Req,
+        send: impl Fn(Stub, Req) -> Fut,
+    ) -> Result<Resp, crate::BankError>
+    where
+        Fut: ::std::future::Future<
+            Output = Result<tonic::Response<Resp>, tonic::Status>,
+        >,
+    {
+        let mut stub = self.stub();
+        for _ in 0..MAX_REDIRECTS {
+            match send(stub, request.clone()).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => {
+                    let error = error_from_status(status);
+                    let Some(addr) = error.redirect_to("grpc") else {
+                        return Err(error)
+                    };
+                    stub = connect_stub(addr).await?;
+                    if let Ok(mut guard) = self.redirected.lock() {
+                        *guard = Some(stub.clone());
+                    }
+                }
+            }
+        }
+        Err(crate::BankError::Transport(format!("more than {MAX_REDIRECTS} redirects")))
     }
 }
 
@@ -1023,12 +1075,14 @@ impl crate::BankApi for GrpcClient {
             address,
         );
         let response = self
-            .inner
-            .clone()
-            .create_customer(request)
-            .await
-            .map_err(error_from_status)?;
-        response.into_inner().into_native().map_err(crate::BankError::Transport)
+            .call(
+                request,
+                |mut client, request| async move {
+                    client.create_customer(request).await
+                },
+            )
+            .await?;
+        response.into_native().map_err(crate::BankError::Transport)
     }
 
     async fn create_account(
@@ -1038,12 +1092,12 @@ impl crate::BankApi for GrpcClient {
     ) -> Result<crate::Account, crate::BankError> {
         let request = pb::CreateAccountRequest::from_native(customer_id, account_type);
         let response = self
-            .inner
-            .clone()
-            .create_account(request)
-            .await
-            .map_err(error_from_status)?;
-        response.into_inner().into_native().map_err(crate::BankError::Transport)
+            .call(
+                request,
+                |mut client, request| async move { client.create_account(request).await },
+            )
+            .await?;
+        response.into_native().map_err(crate::BankError::Transport)
     }
 
     async fn deposit(
@@ -1053,12 +1107,12 @@ impl crate::BankApi for GrpcClient {
     ) -> Result<::rust_decimal::Decimal, crate::BankError> {
         let request = pb::DepositRequest::from_native(account_id, amount);
         let response = self
-            .inner
-            .clone()
-            .deposit(request)
-            .await
-            .map_err(error_from_status)?;
-        response.into_inner().into_native().map_err(crate::BankError::Transport)
+            .call(
+                request,
+                |mut client, request| async move { client.deposit(request).await },
+            )
+            .await?;
+        response.into_native().map_err(crate::BankError::Transport)
     }
 
     async fn withdraw(
@@ -1068,12 +1122,12 @@ impl crate::BankApi for GrpcClient {
     ) -> Result<::rust_decimal::Decimal, crate::BankError> {
         let request = pb::WithdrawRequest::from_native(account_id, amount);
         let response = self
-            .inner
-            .clone()
-            .withdraw(request)
-            .await
-            .map_err(error_from_status)?;
-        response.into_inner().into_native().map_err(crate::BankError::Transport)
+            .call(
+                request,
+                |mut client, request| async move { client.withdraw(request).await },
+            )
+            .await?;
+        response.into_native().map_err(crate::BankError::Transport)
     }
 
     async fn transfer(
@@ -1088,12 +1142,12 @@ impl crate::BankApi for GrpcClient {
             amount,
         );
         let response = self
-            .inner
-            .clone()
-            .transfer(request)
-            .await
-            .map_err(error_from_status)?;
-        response.into_inner().into_native().map_err(crate::BankError::Transport)
+            .call(
+                request,
+                |mut client, request| async move { client.transfer(request).await },
+            )
+            .await?;
+        response.into_native().map_err(crate::BankError::Transport)
     }
 
     async fn cash_check(
@@ -1103,12 +1157,12 @@ impl crate::BankApi for GrpcClient {
     ) -> Result<::rust_decimal::Decimal, crate::BankError> {
         let request = pb::CashCheckRequest::from_native(account_id, amount);
         let response = self
-            .inner
-            .clone()
-            .cash_check(request)
-            .await
-            .map_err(error_from_status)?;
-        response.into_inner().into_native().map_err(crate::BankError::Transport)
+            .call(
+                request,
+                |mut client, request| async move { client.cash_check(request).await },
+            )
+            .await?;
+        response.into_native().map_err(crate::BankError::Transport)
     }
 
     async fn advance_time(
@@ -1117,12 +1171,12 @@ impl crate::BankApi for GrpcClient {
     ) -> Result<::chrono::DateTime<::chrono::Utc>, crate::BankError> {
         let request = pb::AdvanceTimeRequest::from_native(delta);
         let response = self
-            .inner
-            .clone()
-            .advance_time(request)
-            .await
-            .map_err(error_from_status)?;
-        response.into_inner().into_native().map_err(crate::BankError::Transport)
+            .call(
+                request,
+                |mut client, request| async move { client.advance_time(request).await },
+            )
+            .await?;
+        response.into_native().map_err(crate::BankError::Transport)
     }
 
     async fn list_customers(
@@ -1132,12 +1186,12 @@ impl crate::BankApi for GrpcClient {
     ) -> Result<Vec<crate::Customer>, crate::BankError> {
         let request = pb::ListCustomersRequest::from_native(offset, limit);
         let response = self
-            .inner
-            .clone()
-            .list_customers(request)
-            .await
-            .map_err(error_from_status)?;
-        response.into_inner().into_native().map_err(crate::BankError::Transport)
+            .call(
+                request,
+                |mut client, request| async move { client.list_customers(request).await },
+            )
+            .await?;
+        response.into_native().map_err(crate::BankError::Transport)
     }
 
     async fn list_accounts(
@@ -1147,12 +1201,12 @@ impl crate::BankApi for GrpcClient {
     ) -> Result<Vec<crate::Account>, crate::BankError> {
         let request = pb::ListAccountsRequest::from_native(offset, limit);
         let response = self
-            .inner
-            .clone()
-            .list_accounts(request)
-            .await
-            .map_err(error_from_status)?;
-        response.into_inner().into_native().map_err(crate::BankError::Transport)
+            .call(
+                request,
+                |mut client, request| async move { client.list_accounts(request).await },
+            )
+            .await?;
+        response.into_native().map_err(crate::BankError::Transport)
     }
 
     async fn get_accounts(
@@ -1161,12 +1215,12 @@ impl crate::BankApi for GrpcClient {
     ) -> Result<Vec<u64>, crate::BankError> {
         let request = pb::GetAccountsRequest::from_native(customer_id);
         let response = self
-            .inner
-            .clone()
-            .get_accounts(request)
-            .await
-            .map_err(error_from_status)?;
-        response.into_inner().into_native().map_err(crate::BankError::Transport)
+            .call(
+                request,
+                |mut client, request| async move { client.get_accounts(request).await },
+            )
+            .await?;
+        response.into_native().map_err(crate::BankError::Transport)
     }
 
     async fn list_statements(
@@ -1175,12 +1229,14 @@ impl crate::BankApi for GrpcClient {
     ) -> Result<Vec<::chrono::NaiveDate>, crate::BankError> {
         let request = pb::ListStatementsRequest::from_native(account_id);
         let response = self
-            .inner
-            .clone()
-            .list_statements(request)
-            .await
-            .map_err(error_from_status)?;
-        response.into_inner().into_native().map_err(crate::BankError::Transport)
+            .call(
+                request,
+                |mut client, request| async move {
+                    client.list_statements(request).await
+                },
+            )
+            .await?;
+        response.into_native().map_err(crate::BankError::Transport)
     }
 
     async fn get_statement(
@@ -1190,34 +1246,38 @@ impl crate::BankApi for GrpcClient {
     ) -> Result<crate::Statement, crate::BankError> {
         let request = pb::GetStatementRequest::from_native(account_id, statement_date);
         let response = self
-            .inner
-            .clone()
-            .get_statement(request)
-            .await
-            .map_err(error_from_status)?;
-        response.into_inner().into_native().map_err(crate::BankError::Transport)
+            .call(
+                request,
+                |mut client, request| async move { client.get_statement(request).await },
+            )
+            .await?;
+        response.into_native().map_err(crate::BankError::Transport)
     }
 
     async fn get_customer_count(&self) -> Result<u64, crate::BankError> {
         let request = pb::GetCustomerCountRequest::from_native();
         let response = self
-            .inner
-            .clone()
-            .get_customer_count(request)
-            .await
-            .map_err(error_from_status)?;
-        response.into_inner().into_native().map_err(crate::BankError::Transport)
+            .call(
+                request,
+                |mut client, request| async move {
+                    client.get_customer_count(request).await
+                },
+            )
+            .await?;
+        response.into_native().map_err(crate::BankError::Transport)
     }
 
     async fn get_account_count(&self) -> Result<u64, crate::BankError> {
         let request = pb::GetAccountCountRequest::from_native();
         let response = self
-            .inner
-            .clone()
-            .get_account_count(request)
-            .await
-            .map_err(error_from_status)?;
-        response.into_inner().into_native().map_err(crate::BankError::Transport)
+            .call(
+                request,
+                |mut client, request| async move {
+                    client.get_account_count(request).await
+                },
+            )
+            .await?;
+        response.into_native().map_err(crate::BankError::Transport)
     }
 }
 

@@ -13,6 +13,9 @@ pub const OPENRPC: &str = include_str!("../openrpc.json");
 /// Code of the built-in `Transport` error.
 pub const TRANSPORT_CODE: i32 = -32050;
 
+/// Code of the built-in `Redirect` error.
+pub const REDIRECT_CODE: i32 = -32051;
+
 /// Code of the built-in `Internal` error (JSON-RPC's standard "internal error").
 pub const INTERNAL_CODE: i32 = -32603;
 
@@ -26,6 +29,7 @@ pub fn error_code(e: &crate::BankError) -> i32 {
         crate::BankError::InsufficientFunds(_) => -32002,
         crate::BankError::InvalidArgument(_) => -32003,
         crate::BankError::Transport(_) => TRANSPORT_CODE,
+        crate::BankError::Redirect(_) => REDIRECT_CODE,
         crate::BankError::Internal(_) => INTERNAL_CODE,
     }
 }
@@ -56,6 +60,7 @@ pub fn error_from_object(e: &jsonrpsee::types::ErrorObject<'_>) -> crate::BankEr
         -32002 => crate::BankError::InsufficientFunds(message),
         -32003 => crate::BankError::InvalidArgument(message),
         INTERNAL_CODE => crate::BankError::Internal(message),
+        REDIRECT_CODE => crate::BankError::Redirect(message),
         code => crate::BankError::Transport(format!("JSON-RPC error {code}: {message}")),
     }
 }
@@ -143,28 +148,37 @@ pub async fn serve<A: crate::BankApi + 'static>(
     Ok(())
 }
 
-/// A client implementing the API over JSON-RPC on HTTP. Cloning is cheap.
+/// How many `Redirect`s one call follows before giving up.
+pub const MAX_REDIRECTS: usize = 3;
+type Http = Arc<jsonrpsee_http_client::HttpClient>;
+
+/// A client implementing the API over JSON-RPC on HTTP. Cloning is cheap. A `Redirect`
+/// answer is followed: the call is retried at the leader, and later calls go there.
 #[derive(Debug, Clone)]
 pub struct JsonRpcClient {
-    inner: Arc<jsonrpsee_http_client::HttpClient>,
+    inner: Http,
+    redirected: Arc<::std::sync::Mutex<Option<Http>>>,
+}
+
+fn http(addr: &str) -> Result<Http, crate::BankError> {
+    let url = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    let client = jsonrpsee_http_client::HttpClient::builder()
+        .max_response_size(u32::MAX)
+        .build(&url)
+        .map_err(|e| crate::BankError::Transport(format!("bad address `{addr}`: {e}")))?;
+    Ok(Arc::new(client))
 }
 
 impl JsonRpcClient {
     /// A client for the server at `addr` (`host:port` or an `http://` URL).
     pub fn new(addr: &str) -> Result<Self, crate::BankError> {
-        let url = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
-        let inner = jsonrpsee_http_client::HttpClient::builder()
-            .max_response_size(u32::MAX)
-            .build(&url)
-            .map_err(|e| crate::BankError::Transport(
-                format!("bad address `{addr}`: {e}"),
-            ))?;
         Ok(JsonRpcClient {
-            inner: Arc::new(inner),
+            inner: http(addr)?,
+            redirected: Arc::default(),
         })
     }
 
@@ -173,19 +187,35 @@ impl JsonRpcClient {
         command: crate::BankCommand,
     ) -> Result<crate::BankReply, crate::BankError> {
         let name = command.name();
-        let mut params = jsonrpsee::core::params::ObjectParams::new();
-        for (key, value) in command.into_params()? {
-            params
-                .insert(&key, value)
-                .map_err(|e| crate::BankError::Internal(
-                    format!("cannot encode `{key}`: {e}"),
-                ))?;
+        let args = command.into_params()?;
+        let mut client = match self.redirected.lock() {
+            Ok(guard) => guard.clone().unwrap_or_else(|| self.inner.clone()),
+            Err(_) => self.inner.clone(),
+        };
+        for _ in 0..MAX_REDIRECTS {
+            let mut params = jsonrpsee::core::params::ObjectParams::new();
+            for (key, value) in &args {
+                params
+                    .insert(key, value)
+                    .map_err(|e| crate::BankError::Internal(
+                        format!("cannot encode `{key}`: {e}"),
+                    ))?;
+            }
+            let error = match client.request::<serde_json::Value, _>(name, params).await
+            {
+                Ok(value) => return crate::BankReply::from_value(name, value),
+                Err(jsonrpsee::core::ClientError::Call(e)) => error_from_object(&e),
+                Err(e) => {
+                    return Err(crate::BankError::Transport(format!("`{name}`: {e}")));
+                }
+            };
+            let Some(addr) = error.redirect_to("jsonrpc") else { return Err(error) };
+            client = http(addr)?;
+            if let Ok(mut guard) = self.redirected.lock() {
+                *guard = Some(client.clone());
+            }
         }
-        match self.inner.request::<serde_json::Value, _>(name, params).await {
-            Ok(value) => crate::BankReply::from_value(name, value),
-            Err(jsonrpsee::core::ClientError::Call(e)) => Err(error_from_object(&e)),
-            Err(e) => Err(crate::BankError::Transport(format!("`{name}`: {e}"))),
-        }
+        Err(crate::BankError::Transport(format!("more than {MAX_REDIRECTS} redirects")))
     }
 }
 

@@ -38,7 +38,15 @@ impl crate::CommandSink for RaftSink {
             }
             crate::OpKind::Query => self.node.read(command, self.level).await,
         };
-        result.map_err(|e| crate::BankError::Transport(e.to_string()))
+        result
+            .map_err(|e| match e {
+                runtime::raft::node::NodeError::NotLeader(Some(leader)) => {
+                    crate::BankError::Redirect(
+                        format!("grpc={} jsonrpc={}", leader.api, leader.jsonrpc),
+                    )
+                }
+                other => crate::BankError::Transport(other.to_string()),
+            })
     }
 }
 

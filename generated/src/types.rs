@@ -141,7 +141,7 @@ pub struct TransferResult {
     pub to_balance: ::rust_decimal::Decimal,
 }
 
-/// Every error a `Bank` operation can return, on every transport. The schema's kinds come first; `Transport` and `Internal` are built in.
+/// Every error a `Bank` operation can return, on every transport. The schema's kinds come first; `Transport`, `Redirect` and `Internal` are built in.
 #[derive(
     Debug,
     Clone,
@@ -165,6 +165,10 @@ pub enum BankError {
     /// The call did not reach the service, or its answer was lost or malformed.
     #[error("Transport: {0}")]
     Transport(String),
+    /// This node does not take the call; retry at the leader. The message lists its
+    /// addresses as `grpc=HOST:PORT jsonrpc=HOST:PORT` (see [`Self::redirect_to`]).
+    #[error("Redirect: {0}")]
+    Redirect(String),
     /// The service failed in a way the schema does not describe.
     #[error("Internal: {0}")]
     Internal(String),
@@ -178,6 +182,7 @@ impl BankError {
             BankError::InsufficientFunds(_) => "InsufficientFunds",
             BankError::InvalidArgument(_) => "InvalidArgument",
             BankError::Transport(_) => "Transport",
+            BankError::Redirect(_) => "Redirect",
             BankError::Internal(_) => "Internal",
         }
     }
@@ -189,6 +194,7 @@ impl BankError {
             | BankError::InsufficientFunds(m)
             | BankError::InvalidArgument(m)
             | BankError::Transport(m)
+            | BankError::Redirect(m)
             | BankError::Internal(m) => m,
         }
     }
@@ -199,7 +205,22 @@ impl BankError {
             BankError::NotFound(_) => Some(1),
             BankError::InsufficientFunds(_) => Some(2),
             BankError::InvalidArgument(_) => Some(3),
-            BankError::Transport(_) | BankError::Internal(_) => None,
+            BankError::Transport(_) | BankError::Redirect(_) | BankError::Internal(_) => {
+                None
+            }
+        }
+    }
+
+    /// For a `Redirect`, the leader's address for a protocol (`"grpc"` or `"jsonrpc"`).
+    pub fn redirect_to(&self, protocol: &str) -> Option<&str> {
+        match self {
+            BankError::Redirect(m) => {
+                m.split_whitespace()
+                    .find_map(|w| {
+                        w.strip_prefix(protocol).and_then(|rest| rest.strip_prefix('='))
+                    })
+            }
+            _ => None,
         }
     }
 
@@ -210,6 +231,7 @@ impl BankError {
             "InsufficientFunds" => Some(BankError::InsufficientFunds(message)),
             "InvalidArgument" => Some(BankError::InvalidArgument(message)),
             "Transport" => Some(BankError::Transport(message)),
+            "Redirect" => Some(BankError::Redirect(message)),
             "Internal" => Some(BankError::Internal(message)),
             _ => None,
         }

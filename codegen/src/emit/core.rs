@@ -96,7 +96,7 @@ pub(super) fn types(api: &Api) -> TokenStream {
     let efmt = ekinds.iter().map(|k| format!("{k}: {{0}}"));
     let error_doc = doc_str(&format!(
         "Every error a `{}` operation can return, on every transport. The schema's kinds come first; \
-         `Transport` and `Internal` are built in.",
+         `Transport`, `Redirect` and `Internal` are built in.",
         api.service
     ));
     let defaults = api.operations.iter().flat_map(|o| {
@@ -123,6 +123,10 @@ pub(super) fn types(api: &Api) -> TokenStream {
             /// The call did not reach the service, or its answer was lost or malformed.
             #[error("Transport: {0}")]
             Transport(String),
+            /// This node does not take the call; retry at the leader. The message lists its
+            /// addresses as `grpc=HOST:PORT jsonrpc=HOST:PORT` (see [`Self::redirect_to`]).
+            #[error("Redirect: {0}")]
+            Redirect(String),
             /// The service failed in a way the schema does not describe.
             #[error("Internal: {0}")]
             Internal(String),
@@ -134,6 +138,7 @@ pub(super) fn types(api: &Api) -> TokenStream {
                 match self {
                     #( #error::#enames(_) => #ekinds, )*
                     #error::Transport(_) => "Transport",
+                    #error::Redirect(_) => "Redirect",
                     #error::Internal(_) => "Internal",
                 }
             }
@@ -141,7 +146,7 @@ pub(super) fn types(api: &Api) -> TokenStream {
             /// The human-readable message.
             pub fn message(&self) -> &str {
                 match self {
-                    #( #error::#enames(m) )|* | #error::Transport(m) | #error::Internal(m) => m,
+                    #( #error::#enames(m) )|* | #error::Transport(m) | #error::Redirect(m) | #error::Internal(m) => m,
                 }
             }
 
@@ -149,7 +154,17 @@ pub(super) fn types(api: &Api) -> TokenStream {
             pub fn tag(&self) -> Option<u32> {
                 match self {
                     #( #error::#enames(_) => Some(#etags), )*
-                    #error::Transport(_) | #error::Internal(_) => None,
+                    #error::Transport(_) | #error::Redirect(_) | #error::Internal(_) => None,
+                }
+            }
+
+            /// For a `Redirect`, the leader's address for a protocol (`"grpc"` or `"jsonrpc"`).
+            pub fn redirect_to(&self, protocol: &str) -> Option<&str> {
+                match self {
+                    #error::Redirect(m) => m.split_whitespace().find_map(|w| {
+                        w.strip_prefix(protocol).and_then(|rest| rest.strip_prefix('='))
+                    }),
+                    _ => None,
                 }
             }
 
@@ -158,6 +173,7 @@ pub(super) fn types(api: &Api) -> TokenStream {
                 match kind {
                     #( #ekinds => Some(#error::#enames(message)), )*
                     "Transport" => Some(#error::Transport(message)),
+                    "Redirect" => Some(#error::Redirect(message)),
                     "Internal" => Some(#error::Internal(message)),
                     _ => None,
                 }

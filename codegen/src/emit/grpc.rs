@@ -501,8 +501,10 @@ pub fn adapters(api: &Api) -> TokenStream {
         client_methods.push(quote! {
             async fn #method(&self, #( #names: #arg_types ),*) -> Result<#ret, crate::#error> {
                 let request = pb::#req::from_native(#(#names),*);
-                let response = self.inner.clone().#method(request).await.map_err(error_from_status)?;
-                response.into_inner().into_native().map_err(crate::#error::Transport)
+                let response = self
+                    .call(request, |mut client, request| async move { client.#method(request).await })
+                    .await?;
+                response.into_native().map_err(crate::#error::Transport)
             }
         });
     }
@@ -587,7 +589,7 @@ pub fn adapters(api: &Api) -> TokenStream {
         pub fn status_from_error(e: crate::#error) -> tonic::Status {
             let code = match &e {
                 #( crate::#error::#enames(_) => tonic::Code::#ecodes, )*
-                crate::#error::Transport(_) => tonic::Code::Unavailable,
+                crate::#error::Transport(_) | crate::#error::Redirect(_) => tonic::Code::Unavailable,
                 crate::#error::Internal(_) => tonic::Code::Internal,
             };
             let mut status = tonic::Status::new(code, e.message());
@@ -639,30 +641,78 @@ pub fn adapters(api: &Api) -> TokenStream {
             #(#server_methods)*
         }
 
+        type Stub = pb::#client_mod::#client_struct<tonic::transport::Channel>;
+
+        /// How many `Redirect`s one call follows before giving up.
+        pub const MAX_REDIRECTS: usize = 3;
+
         /// A client implementing the API over gRPC. Cloning is cheap and shares the connection.
+        /// A `Redirect` answer (a node that sends writes to its leader) is followed: the call is
+        /// retried at the leader, and later calls go there directly.
         #[derive(Debug, Clone)]
         pub struct GrpcClient {
-            inner: pb::#client_mod::#client_struct<tonic::transport::Channel>,
+            inner: Stub,
+            redirected: Arc<::std::sync::Mutex<Option<Stub>>>,
+        }
+
+        async fn connect_stub(addr: &str) -> Result<Stub, crate::#error> {
+            let uri = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
+            let endpoint = tonic::transport::Endpoint::from_shared(uri)
+                .map_err(|e| crate::#error::Transport(format!("bad address `{addr}`: {e}")))?
+                .tcp_nodelay(true)
+                .connect_timeout(::std::time::Duration::from_secs(5));
+            let channel = endpoint
+                .connect()
+                .await
+                .map_err(|e| crate::#error::Transport(format!("cannot connect to {addr}: {e}")))?;
+            Ok(pb::#client_mod::#client_struct::new(channel))
         }
 
         impl GrpcClient {
             /// A client over an existing channel.
             pub fn new(channel: tonic::transport::Channel) -> Self {
-                GrpcClient { inner: pb::#client_mod::#client_struct::new(channel) }
+                GrpcClient {
+                    inner: pb::#client_mod::#client_struct::new(channel),
+                    redirected: Arc::default(),
+                }
             }
 
             /// Connects to `addr` (`host:port` or `http://host:port`).
             pub async fn connect(addr: &str) -> Result<Self, crate::#error> {
-                let uri = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
-                let endpoint = tonic::transport::Endpoint::from_shared(uri)
-                    .map_err(|e| crate::#error::Transport(format!("bad address `{addr}`: {e}")))?
-                    .tcp_nodelay(true)
-                    .connect_timeout(::std::time::Duration::from_secs(5));
-                let channel = endpoint
-                    .connect()
-                    .await
-                    .map_err(|e| crate::#error::Transport(format!("cannot connect to {addr}: {e}")))?;
-                Ok(Self::new(channel))
+                Ok(GrpcClient { inner: connect_stub(addr).await?, redirected: Arc::default() })
+            }
+
+            fn stub(&self) -> Stub {
+                match self.redirected.lock() {
+                    Ok(guard) => guard.clone().unwrap_or_else(|| self.inner.clone()),
+                    Err(_) => self.inner.clone(),
+                }
+            }
+
+            /// Makes one call, following redirects.
+            async fn call<Req: Clone, Resp, Fut>(
+                &self,
+                request: Req,
+                send: impl Fn(Stub, Req) -> Fut,
+            ) -> Result<Resp, crate::#error>
+            where
+                Fut: ::std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+            {
+                let mut stub = self.stub();
+                for _ in 0..MAX_REDIRECTS {
+                    match send(stub, request.clone()).await {
+                        Ok(response) => return Ok(response.into_inner()),
+                        Err(status) => {
+                            let error = error_from_status(status);
+                            let Some(addr) = error.redirect_to("grpc") else { return Err(error) };
+                            stub = connect_stub(addr).await?;
+                            if let Ok(mut guard) = self.redirected.lock() {
+                                *guard = Some(stub.clone());
+                            }
+                        }
+                    }
+                }
+                Err(crate::#error::Transport(format!("more than {MAX_REDIRECTS} redirects")))
             }
         }
 

@@ -43,7 +43,12 @@ pub fn module(api: &Api) -> TokenStream {
                     crate::OpKind::Command => self.node.write(command).await.map(|applied| applied.reply),
                     crate::OpKind::Query => self.node.read(command, self.level).await,
                 };
-                result.map_err(|e| crate::#error::Transport(e.to_string()))
+                result.map_err(|e| match e {
+                    runtime::raft::node::NodeError::NotLeader(Some(leader)) => {
+                        crate::#error::Redirect(format!("grpc={} jsonrpc={}", leader.api, leader.jsonrpc))
+                    }
+                    other => crate::#error::Transport(other.to_string()),
+                })
             }
         }
 

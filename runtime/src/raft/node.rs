@@ -48,6 +48,9 @@ pub struct NodeConfig {
     pub snapshot_every: u64,
     /// Log entries kept behind a snapshot (0 purges everything it covers).
     pub keep_logs: u64,
+    /// On a follower, answer writes with the leader's address ([`NodeError::NotLeader`])
+    /// instead of forwarding them.
+    pub redirect_writes: bool,
 }
 
 impl NodeConfig {
@@ -61,6 +64,7 @@ impl NodeConfig {
             election_timeout: (Duration::from_millis(1500), Duration::from_millis(3000)),
             snapshot_every: 10_000,
             keep_logs: 1_000,
+            redirect_writes: false,
         }
     }
 }
@@ -93,6 +97,9 @@ pub enum NodeError {
     /// Raft refused or failed.
     #[error("raft: {0}")]
     Raft(String),
+    /// This node redirects writes: send them to the leader (if one is known).
+    #[error("not the leader; the leader is {}", .0.as_ref().map_or("unknown".to_string(), |a| a.to_string()))]
+    NotLeader(Option<NodeAddr>),
 }
 
 /// One running node.
@@ -100,6 +107,7 @@ pub struct RaftNode {
     id: NodeId,
     addr: NodeAddr,
     secret: String,
+    redirect_writes: bool,
     raft: Raft,
     sm: StateMachine,
     snapshot_dir: PathBuf,
@@ -160,6 +168,7 @@ impl RaftNode {
             id: config.id,
             addr,
             secret: config.secret,
+            redirect_writes: config.redirect_writes,
             raft,
             sm,
             snapshot_dir,
@@ -270,6 +279,9 @@ impl RaftNode {
 
     /// Proposes a serialized command (from an API caller) and waits for its outcome.
     pub async fn write(&self, command: Vec<u8>) -> Result<Applied, NodeError> {
+        if self.redirect_writes && !self.is_leader() {
+            return Err(NodeError::NotLeader(self.leader().map(|(_, addr)| addr)));
+        }
         let text = String::from_utf8(command).map_err(|e| NodeError::Malformed(e.to_string()))?;
         let command =
             RawValue::from_string(text).map_err(|e| NodeError::Malformed(e.to_string()))?;

@@ -13,6 +13,9 @@ pub struct NodeAddr {
     pub api: String,
     /// The raft listener, for raft traffic and forwarded writes.
     pub raft: String,
+    /// The JSON-RPC API listener, if the node has one (for redirects).
+    #[serde(default)]
+    pub jsonrpc: String,
 }
 
 impl fmt::Display for NodeAddr {

@@ -33,6 +33,41 @@ pub trait KitchenSinkApi: Send + Sync {
     > + Send;
 }
 
+/// A shared API is an API: clients can share one implementation.
+impl<T: KitchenSinkApi + ?Sized> KitchenSinkApi for ::std::sync::Arc<T> {
+    fn put_everything(
+        &self,
+        value: crate::Everything,
+    ) -> impl ::std::future::Future<
+        Output = Result<crate::Everything, crate::KitchenSinkError>,
+    > + Send {
+        (**self).put_everything(value)
+    }
+
+    fn reset(
+        &self,
+    ) -> impl ::std::future::Future<
+        Output = Result<(), crate::KitchenSinkError>,
+    > + Send {
+        (**self).reset()
+    }
+
+    fn find(
+        &self,
+        flag: bool,
+        small: i32,
+        ratio: f64,
+        label: String,
+        money: ::rust_decimal::Decimal,
+        level: crate::Level,
+        maybe: Option<u64>,
+    ) -> impl ::std::future::Future<
+        Output = Result<Vec<crate::Everything>, crate::KitchenSinkError>,
+    > + Send {
+        (**self).find(flag, small, ratio, label, money, level, maybe)
+    }
+}
+
 /// The `KitchenSink` service as the application implements it. Commands get mutable state and an [`ApplyContext`](crate::ApplyContext) and must be deterministic: same state + same command + same context = same result on every replica. Queries get read-only state. A command that returns an error must leave the state unchanged (the caller rolls back its transaction).
 pub trait KitchenSinkService {
     /// A command taking a struct.

@@ -276,7 +276,9 @@ pub fn status_from_error(e: crate::KitchenSinkError) -> tonic::Status {
     let code = match &e {
         crate::KitchenSinkError::Nope(_) => tonic::Code::FailedPrecondition,
         crate::KitchenSinkError::TooMuch(_) => tonic::Code::FailedPrecondition,
-        crate::KitchenSinkError::Transport(_) => tonic::Code::Unavailable,
+        crate::KitchenSinkError::Transport(_) | crate::KitchenSinkError::Redirect(_) => {
+            tonic::Code::Unavailable
+        }
         crate::KitchenSinkError::Internal(_) => tonic::Code::Internal,
     };
     let mut status = tonic::Status::new(code, e.message());
@@ -372,11 +374,39 @@ for GrpcService<A> {
         Ok(tonic::Response::new(pb::FindResponse::from_native(value)))
     }
 }
+type Stub = pb::kitchen_sink_client::KitchenSinkClient<tonic::transport::Channel>;
+
+/// How many `Redirect`s one call follows before giving up.
+pub const MAX_REDIRECTS: usize = 3;
 
 /// A client implementing the API over gRPC. Cloning is cheap and shares the connection.
+/// A `Redirect` answer (a node that sends writes to its leader) is followed: the call is
+/// retried at the leader, and later calls go there directly.
 #[derive(Debug, Clone)]
 pub struct GrpcClient {
-    inner: pb::kitchen_sink_client::KitchenSinkClient<tonic::transport::Channel>,
+    inner: Stub,
+    redirected: Arc<::std::sync::Mutex<Option<Stub>>>,
+}
+
+async fn connect_stub(addr: &str) -> Result<Stub, crate::KitchenSinkError> {
+    let uri = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(uri)
+        .map_err(|e| crate::KitchenSinkError::Transport(
+            format!("bad address `{addr}`: {e}"),
+        ))?
+        .tcp_nodelay(true)
+        .connect_timeout(::std::time::Duration::from_secs(5));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| crate::KitchenSinkError::Transport(
+            format!("cannot connect to {addr}: {e}"),
+        ))?;
+    Ok(pb::kitchen_sink_client::KitchenSinkClient::new(channel))
 }
 
 impl GrpcClient {
@@ -384,29 +414,57 @@ impl GrpcClient {
     pub fn new(channel: tonic::transport::Channel) -> Self {
         GrpcClient {
             inner: pb::kitchen_sink_client::KitchenSinkClient::new(channel),
+            redirected: Arc::default(),
         }
     }
 
     /// Connects to `addr` (`host:port` or `http://host:port`).
     pub async fn connect(addr: &str) -> Result<Self, crate::KitchenSinkError> {
-        let uri = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
-        let endpoint = tonic::transport::Endpoint::from_shared(uri)
-            .map_err(|e| crate::KitchenSinkError::Transport(
-                format!("bad address `{addr}`: {e}"),
-            ))?
-            .tcp_nodelay(true)
-            .connect_timeout(::std::time::Duration::from_secs(5));
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| crate::KitchenSinkError::Transport(
-                format!("cannot connect to {addr}: {e}"),
-            ))?;
-        Ok(Self::new(channel))
+        Ok(GrpcClient {
+            inner: connect_stub(addr).await?,
+            redirected: Arc::default(),
+        })
+    }
+
+    fn stub(&self) -> Stub {
+        match self.redirected.lock() {
+            Ok(guard) => guard.clone().unwrap_or_else(|| self.inner.clone()),
+            Err(_) => self.inner.clone(),
+        }
+    }
+
+    /// Makes one call, following redirects.
+    async fn call<Req: Clone, Resp, Fut>(
+        &self,
+        request: Req,
+        send: impl Fn(Stub, Req) -> Fut,
+    ) -> Result<Resp, crate::KitchenSinkError>
+    where
+        Fut: ::std::future::Future<
+            Output = Result<tonic::Response<Resp>, tonic::Status>,
+        >,
+    {
+        let mut stub = self.stub();
+        for _ in 0..MAX_REDIRECTS {
+            match send(stub, request.clone()).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => {
+                    let error = error_from_status(status);
+                    let Some(addr) = error.redirect_to("grpc") else {
+                        return Err(error)
+                    };
+                    stub = connect_stub(addr).await?;
+                    if let Ok(mut guard) = self.redirected.lock() {
+                        *guard = Some(stub.clone());
+                    }
+                }
+            }
+        }
+        Err(
+            crate::KitchenSinkError::Transport(
+                format!("more than {MAX_REDIRECTS} redirects"),
+            ),
+        )
     }
 }
 
@@ -417,23 +475,23 @@ impl crate::KitchenSinkApi for GrpcClient {
     ) -> Result<crate::Everything, crate::KitchenSinkError> {
         let request = pb::PutEverythingRequest::from_native(value);
         let response = self
-            .inner
-            .clone()
-            .put_everything(request)
-            .await
-            .map_err(error_from_status)?;
-        response.into_inner().into_native().map_err(crate::KitchenSinkError::Transport)
+            .call(
+                request,
+                |mut client, request| async move { client.put_everything(request).await },
+            )
+            .await?;
+        response.into_native().map_err(crate::KitchenSinkError::Transport)
     }
 
     async fn reset(&self) -> Result<(), crate::KitchenSinkError> {
         let request = pb::ResetRequest::from_native();
         let response = self
-            .inner
-            .clone()
-            .reset(request)
-            .await
-            .map_err(error_from_status)?;
-        response.into_inner().into_native().map_err(crate::KitchenSinkError::Transport)
+            .call(
+                request,
+                |mut client, request| async move { client.reset(request).await },
+            )
+            .await?;
+        response.into_native().map_err(crate::KitchenSinkError::Transport)
     }
 
     async fn find(
@@ -456,12 +514,12 @@ impl crate::KitchenSinkApi for GrpcClient {
             maybe,
         );
         let response = self
-            .inner
-            .clone()
-            .find(request)
-            .await
-            .map_err(error_from_status)?;
-        response.into_inner().into_native().map_err(crate::KitchenSinkError::Transport)
+            .call(
+                request,
+                |mut client, request| async move { client.find(request).await },
+            )
+            .await?;
+        response.into_native().map_err(crate::KitchenSinkError::Transport)
     }
 }
 

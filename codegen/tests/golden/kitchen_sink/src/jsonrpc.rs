@@ -13,6 +13,9 @@ pub const OPENRPC: &str = include_str!("../openrpc.json");
 /// Code of the built-in `Transport` error.
 pub const TRANSPORT_CODE: i32 = -32050;
 
+/// Code of the built-in `Redirect` error.
+pub const REDIRECT_CODE: i32 = -32051;
+
 /// Code of the built-in `Internal` error (JSON-RPC's standard "internal error").
 pub const INTERNAL_CODE: i32 = -32603;
 
@@ -25,6 +28,7 @@ pub fn error_code(e: &crate::KitchenSinkError) -> i32 {
         crate::KitchenSinkError::Nope(_) => -32001,
         crate::KitchenSinkError::TooMuch(_) => -32007,
         crate::KitchenSinkError::Transport(_) => TRANSPORT_CODE,
+        crate::KitchenSinkError::Redirect(_) => REDIRECT_CODE,
         crate::KitchenSinkError::Internal(_) => INTERNAL_CODE,
     }
 }
@@ -56,6 +60,7 @@ pub fn error_from_object(
         -32001 => crate::KitchenSinkError::Nope(message),
         -32007 => crate::KitchenSinkError::TooMuch(message),
         INTERNAL_CODE => crate::KitchenSinkError::Internal(message),
+        REDIRECT_CODE => crate::KitchenSinkError::Redirect(message),
         code => {
             crate::KitchenSinkError::Transport(
                 format!("JSON-RPC error {code}: {message}"),
@@ -151,28 +156,39 @@ pub async fn serve<A: crate::KitchenSinkApi + 'static>(
     Ok(())
 }
 
-/// A client implementing the API over JSON-RPC on HTTP. Cloning is cheap.
+/// How many `Redirect`s one call follows before giving up.
+pub const MAX_REDIRECTS: usize = 3;
+type Http = Arc<jsonrpsee_http_client::HttpClient>;
+
+/// A client implementing the API over JSON-RPC on HTTP. Cloning is cheap. A `Redirect`
+/// answer is followed: the call is retried at the leader, and later calls go there.
 #[derive(Debug, Clone)]
 pub struct JsonRpcClient {
-    inner: Arc<jsonrpsee_http_client::HttpClient>,
+    inner: Http,
+    redirected: Arc<::std::sync::Mutex<Option<Http>>>,
+}
+
+fn http(addr: &str) -> Result<Http, crate::KitchenSinkError> {
+    let url = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    let client = jsonrpsee_http_client::HttpClient::builder()
+        .max_response_size(u32::MAX)
+        .build(&url)
+        .map_err(|e| crate::KitchenSinkError::Transport(
+            format!("bad address `{addr}`: {e}"),
+        ))?;
+    Ok(Arc::new(client))
 }
 
 impl JsonRpcClient {
     /// A client for the server at `addr` (`host:port` or an `http://` URL).
     pub fn new(addr: &str) -> Result<Self, crate::KitchenSinkError> {
-        let url = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
-        let inner = jsonrpsee_http_client::HttpClient::builder()
-            .max_response_size(u32::MAX)
-            .build(&url)
-            .map_err(|e| crate::KitchenSinkError::Transport(
-                format!("bad address `{addr}`: {e}"),
-            ))?;
         Ok(JsonRpcClient {
-            inner: Arc::new(inner),
+            inner: http(addr)?,
+            redirected: Arc::default(),
         })
     }
 
@@ -181,19 +197,41 @@ impl JsonRpcClient {
         command: crate::KitchenSinkCommand,
     ) -> Result<crate::KitchenSinkReply, crate::KitchenSinkError> {
         let name = command.name();
-        let mut params = jsonrpsee::core::params::ObjectParams::new();
-        for (key, value) in command.into_params()? {
-            params
-                .insert(&key, value)
-                .map_err(|e| crate::KitchenSinkError::Internal(
-                    format!("cannot encode `{key}`: {e}"),
-                ))?;
+        let args = command.into_params()?;
+        let mut client = match self.redirected.lock() {
+            Ok(guard) => guard.clone().unwrap_or_else(|| self.inner.clone()),
+            Err(_) => self.inner.clone(),
+        };
+        for _ in 0..MAX_REDIRECTS {
+            let mut params = jsonrpsee::core::params::ObjectParams::new();
+            for (key, value) in &args {
+                params
+                    .insert(key, value)
+                    .map_err(|e| crate::KitchenSinkError::Internal(
+                        format!("cannot encode `{key}`: {e}"),
+                    ))?;
+            }
+            let error = match client.request::<serde_json::Value, _>(name, params).await
+            {
+                Ok(value) => return crate::KitchenSinkReply::from_value(name, value),
+                Err(jsonrpsee::core::ClientError::Call(e)) => error_from_object(&e),
+                Err(e) => {
+                    return Err(
+                        crate::KitchenSinkError::Transport(format!("`{name}`: {e}")),
+                    );
+                }
+            };
+            let Some(addr) = error.redirect_to("jsonrpc") else { return Err(error) };
+            client = http(addr)?;
+            if let Ok(mut guard) = self.redirected.lock() {
+                *guard = Some(client.clone());
+            }
         }
-        match self.inner.request::<serde_json::Value, _>(name, params).await {
-            Ok(value) => crate::KitchenSinkReply::from_value(name, value),
-            Err(jsonrpsee::core::ClientError::Call(e)) => Err(error_from_object(&e)),
-            Err(e) => Err(crate::KitchenSinkError::Transport(format!("`{name}`: {e}"))),
-        }
+        Err(
+            crate::KitchenSinkError::Transport(
+                format!("more than {MAX_REDIRECTS} redirects"),
+            ),
+        )
     }
 }
 

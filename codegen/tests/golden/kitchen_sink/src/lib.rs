@@ -28,6 +28,8 @@ pub mod grpc;
 pub mod jsonrpc;
 #[rustfmt::skip]
 pub mod frames;
+#[rustfmt::skip]
+pub mod raft;
 
 pub use api::*;
 pub use collector::*;

@@ -100,7 +100,7 @@ pub struct Everything {
     pub nested: Option<crate::Level>,
 }
 
-/// Every error a `KitchenSink` operation can return, on every transport. The schema's kinds come first; `Transport` and `Internal` are built in.
+/// Every error a `KitchenSink` operation can return, on every transport. The schema's kinds come first; `Transport`, `Redirect` and `Internal` are built in.
 #[derive(
     Debug,
     Clone,
@@ -120,6 +120,10 @@ pub enum KitchenSinkError {
     /// The call did not reach the service, or its answer was lost or malformed.
     #[error("Transport: {0}")]
     Transport(String),
+    /// This node does not take the call; retry at the leader. The message lists its
+    /// addresses as `grpc=HOST:PORT jsonrpc=HOST:PORT` (see [`Self::redirect_to`]).
+    #[error("Redirect: {0}")]
+    Redirect(String),
     /// The service failed in a way the schema does not describe.
     #[error("Internal: {0}")]
     Internal(String),
@@ -132,6 +136,7 @@ impl KitchenSinkError {
             KitchenSinkError::Nope(_) => "Nope",
             KitchenSinkError::TooMuch(_) => "TooMuch",
             KitchenSinkError::Transport(_) => "Transport",
+            KitchenSinkError::Redirect(_) => "Redirect",
             KitchenSinkError::Internal(_) => "Internal",
         }
     }
@@ -142,6 +147,7 @@ impl KitchenSinkError {
             KitchenSinkError::Nope(m)
             | KitchenSinkError::TooMuch(m)
             | KitchenSinkError::Transport(m)
+            | KitchenSinkError::Redirect(m)
             | KitchenSinkError::Internal(m) => m,
         }
     }
@@ -151,7 +157,22 @@ impl KitchenSinkError {
         match self {
             KitchenSinkError::Nope(_) => Some(1),
             KitchenSinkError::TooMuch(_) => Some(7),
-            KitchenSinkError::Transport(_) | KitchenSinkError::Internal(_) => None,
+            KitchenSinkError::Transport(_)
+            | KitchenSinkError::Redirect(_)
+            | KitchenSinkError::Internal(_) => None,
+        }
+    }
+
+    /// For a `Redirect`, the leader's address for a protocol (`"grpc"` or `"jsonrpc"`).
+    pub fn redirect_to(&self, protocol: &str) -> Option<&str> {
+        match self {
+            KitchenSinkError::Redirect(m) => {
+                m.split_whitespace()
+                    .find_map(|w| {
+                        w.strip_prefix(protocol).and_then(|rest| rest.strip_prefix('='))
+                    })
+            }
+            _ => None,
         }
     }
 
@@ -161,6 +182,7 @@ impl KitchenSinkError {
             "Nope" => Some(KitchenSinkError::Nope(message)),
             "TooMuch" => Some(KitchenSinkError::TooMuch(message)),
             "Transport" => Some(KitchenSinkError::Transport(message)),
+            "Redirect" => Some(KitchenSinkError::Redirect(message)),
             "Internal" => Some(KitchenSinkError::Internal(message)),
             _ => None,
         }
