@@ -148,8 +148,9 @@ fn latency(h: &Histogram<u64>, errors: u64) -> Latency {
     }
 }
 
-fn money(units: i64) -> Decimal {
-    Decimal::new(units, 2)
+/// An amount in cents.
+fn cents(cents: i64) -> Decimal {
+    Decimal::new(cents, 2)
 }
 
 /// Shared stop condition.
@@ -199,7 +200,7 @@ async fn prepare<A: BankApi>(
     if workload != Workload::Walkthrough {
         for kind in [AccountType::Checking, AccountType::Savings] {
             let account = api.create_account(customer.customer_id, kind).await?;
-            api.deposit(account.account_id, money(100_000_000)).await?;
+            api.deposit(account.account_id, cents(100_000_000)).await?;
             accounts.push(account.account_id);
         }
     }
@@ -213,19 +214,19 @@ async fn one_write<A: BankApi>(api: &A, rec: &mut Recorder, f: &Fixture, i: u64)
     let (a, b) = (f.accounts[0], f.accounts[1]);
     match i % 3 {
         0 => {
-            rec.time("deposit", api.deposit(a, money(1_00))).await;
+            rec.time("deposit", api.deposit(a, cents(100))).await;
         }
         1 => {
-            rec.time("withdraw", api.withdraw(a, money(1_00))).await;
+            rec.time("withdraw", api.withdraw(a, cents(100))).await;
         }
         _ => {
-            rec.time("transfer", api.transfer(a, b, money(1))).await;
+            rec.time("transfer", api.transfer(a, b, cents(1))).await;
         }
     }
 }
 
 async fn one_read<A: BankApi>(api: &A, rec: &mut Recorder, f: &Fixture, i: u64) {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         rec.time("get_accounts", api.get_accounts(f.customer)).await;
     } else {
         rec.time("list_accounts", api.list_accounts(0, 10)).await;
@@ -255,11 +256,11 @@ async fn walkthrough_round<A: BankApi>(api: &A, rec: &mut Recorder, f: &Fixture,
         return;
     };
     let (c, s) = (checking.account_id, savings.account_id);
-    step!("deposit", api.deposit(c, money(1000_00)));
-    step!("deposit", api.deposit(s, money(500_00)));
-    step!("withdraw", api.withdraw(c, money(100_00)));
-    step!("transfer", api.transfer(c, s, money(200_00)));
-    step!("cash_check", api.cash_check(c, money(50_00)));
+    step!("deposit", api.deposit(c, cents(100_000)));
+    step!("deposit", api.deposit(s, cents(50_000)));
+    step!("withdraw", api.withdraw(c, cents(10_000)));
+    step!("transfer", api.transfer(c, s, cents(20_000)));
+    step!("cash_check", api.cash_check(c, cents(5000)));
     step!("list_accounts", api.list_accounts(0, 10));
     step!("get_accounts", api.get_accounts(f.customer));
     step!("list_statements", api.list_statements(c));
