@@ -86,7 +86,7 @@ fn xtask_gen(
     let raft_proto = root.join("runtime/proto/raft.proto");
     singles.push((
         root.join("runtime/src/raft_pb.rs"),
-        codegen::proto_module(&raft_proto, "raft.v1")?,
+        codegen::proto_module(&raft_proto, "runtime/proto/raft.proto", "raft.v1")?,
     ));
     if check {
         let mut stale = codegen::check(out, &files)?;
