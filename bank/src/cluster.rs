@@ -278,6 +278,16 @@ pub async fn admin(
     Err(ClusterError::Admin("too many redirects".into()))
 }
 
+/// 128 random bits, hex encoded, from the OS.
+fn random_secret() -> Result<String, ClusterError> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| ClusterError::Process(format!("cannot read /dev/urandom: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// One node process of a [`LocalCluster`].
 #[derive(Debug)]
 pub struct NodeProcess {
@@ -338,10 +348,7 @@ impl LocalCluster {
         n: usize,
         node_args: Vec<String>,
     ) -> Result<LocalCluster, ClusterError> {
-        let secret = format!(
-            "secret-{:x}",
-            Instant::now().elapsed().as_nanos() ^ std::process::id() as u128
-        );
+        let secret = random_secret()?;
         let mut cluster = LocalCluster {
             nodes: Vec::new(),
             secret,
