@@ -34,7 +34,13 @@ impl Application for BankApp {
         store::init_schema(conn).map_err(|e| e.to_string())
     }
 
-    fn apply(&self, conn: &Connection, index: u64, time_us: i64, command: &[u8]) -> Applied {
+    fn apply(
+        &self,
+        conn: &Connection,
+        index: u64,
+        time_us: i64,
+        command: &[u8],
+    ) -> Result<Applied, String> {
         let ctx = ApplyContext {
             index,
             time: DateTime::from_timestamp_micros(time_us).unwrap_or(DateTime::UNIX_EPOCH),
@@ -44,9 +50,14 @@ impl Application for BankApp {
                 Dispatcher::execute(state, &ctx, command)
             })
         });
-        Applied {
-            ok: result.is_ok(),
-            reply: encode_reply(&result),
+        match result {
+            // The store reports its own failures (SQLite errors) as `Internal`: not a refusal
+            // every replica makes, so not a reply; the runtime stops instead of diverging.
+            Err(BankError::Internal(e)) => Err(e),
+            result => Ok(Applied {
+                ok: result.is_ok(),
+                reply: encode_reply(&result),
+            }),
         }
     }
 
@@ -211,19 +222,28 @@ pub async fn start_node(opts: NodeOptions) -> Result<RunningNode, ClusterError> 
             }
         }));
     }
-    if opts.init {
-        node.init_cluster().await?;
-    } else if let Some(seed) = &opts.join {
-        node.join(seed).await?;
-    }
-    Ok(RunningNode {
+    let running = RunningNode {
         node,
         api: api_addr,
         jsonrpc: jsonrpc_addr,
         raft: raft_addr,
         stop,
         tasks,
-    })
+    };
+    let joined = if opts.init {
+        running.node.init_cluster().await
+    } else if let Some(seed) = &opts.join {
+        running.node.join(seed).await
+    } else {
+        Ok(())
+    };
+    match joined {
+        Ok(()) => Ok(running),
+        Err(e) => {
+            running.shutdown().await;
+            Err(e.into())
+        }
+    }
 }
 
 impl RunningNode {
@@ -277,6 +297,9 @@ pub async fn admin(
     }
     Err(ClusterError::Admin("too many redirects".into()))
 }
+
+/// How long a node process may take to print its ready line.
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// 128 random bits, hex encoded, from the OS.
 fn random_secret() -> Result<String, ClusterError> {
@@ -428,7 +451,7 @@ impl LocalCluster {
             .stdout
             .take()
             .ok_or_else(|| ClusterError::Process("no stdout".into()))?;
-        let line = tokio::task::spawn_blocking(move || {
+        let reading = tokio::task::spawn_blocking(move || {
             let mut reader = BufReader::new(stdout);
             let mut line = String::new();
             let read = reader.read_line(&mut line);
@@ -440,10 +463,18 @@ impl LocalCluster {
                 }
             });
             read.map(|_| line)
-        })
-        .await
-        .map_err(|e| ClusterError::Process(e.to_string()))?
-        .map_err(|e| ClusterError::Process(e.to_string()))?;
+        });
+        let line = match tokio::time::timeout(READY_TIMEOUT, reading).await {
+            Ok(Ok(Ok(line))) => line,
+            Ok(Ok(Err(e))) => return Err(ClusterError::Process(e.to_string())),
+            Ok(Err(e)) => return Err(ClusterError::Process(e.to_string())),
+            Err(_) => {
+                // Killing the node closes its stdout, which ends the blocked read.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(ClusterError::Timeout(format!("node {id} to start")));
+            }
+        };
         let field = |name: &str| {
             line.split_whitespace()
                 .find_map(|w| w.strip_prefix(&format!("{name}=")).map(str::to_string))

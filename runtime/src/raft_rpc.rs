@@ -102,7 +102,11 @@ impl RaftClient {
         let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| Status::invalid_argument(format!("bad address `{addr}`: {e}")))?
             .tcp_nodelay(true)
-            .connect_timeout(std::time::Duration::from_secs(5));
+            .connect_timeout(std::time::Duration::from_secs(5))
+            // No call waits forever on a peer that stopped answering.
+            .timeout(std::time::Duration::from_secs(10))
+            .http2_keep_alive_interval(std::time::Duration::from_secs(2))
+            .keep_alive_timeout(std::time::Duration::from_secs(5));
         let channel = endpoint
             .connect()
             .await

@@ -22,17 +22,19 @@ impl Application for Counter {
         .map_err(|e| e.to_string())
     }
 
-    fn apply(&self, conn: &Connection, _index: u64, _time_us: i64, _command: &[u8]) -> Applied {
-        match conn.execute("UPDATE counter SET n = n + 1 WHERE id = 1", []) {
-            Ok(_) => Applied {
+    fn apply(
+        &self,
+        conn: &Connection,
+        _index: u64,
+        _time_us: i64,
+        _command: &[u8],
+    ) -> Result<Applied, String> {
+        conn.execute("UPDATE counter SET n = n + 1 WHERE id = 1", [])
+            .map(|_| Applied {
                 ok: true,
                 reply: b"ok".to_vec(),
-            },
-            Err(e) => Applied {
-                ok: false,
-                reply: e.to_string().into_bytes(),
-            },
-        }
+            })
+            .map_err(|e| e.to_string())
     }
 
     fn query(&self, conn: &Connection, _query: &[u8]) -> Vec<u8> {

@@ -163,7 +163,7 @@ pub(super) fn types(api: &Api) -> TokenStream {
                 match self {
                     #error::Redirect(m) => m.split_whitespace().find_map(|w| {
                         w.strip_prefix(protocol).and_then(|rest| rest.strip_prefix('='))
-                    }),
+                    }).filter(|addr| !addr.is_empty()),
                     _ => None,
                 }
             }

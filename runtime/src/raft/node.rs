@@ -30,6 +30,10 @@ use crate::raft_rpc::{RaftClient, RaftHandler};
 /// How long a write or read keeps retrying across a leader change before it gives up (several
 /// election timeouts: a failover on a loaded machine fits well inside it).
 const RETRY_FOR: Duration = Duration::from_secs(20);
+/// The longest a read-index request from a follower is served.
+const HANDLER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest an admin request (e.g. adding a learner that must catch up) may take.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Settings of one node.
 #[derive(Debug, Clone)]
@@ -114,6 +118,9 @@ pub struct RaftNode {
     /// This node's client session for the writes it proposes on behalf of its API callers.
     session: String,
     seq: AtomicU64,
+    /// Sequence numbers of this node's writes still waiting for their outcome: everything
+    /// below the smallest is answered, so its session record can go (`Envelope::ack`).
+    in_flight: Mutex<BTreeSet<u64>>,
     peers: Mutex<HashMap<String, RaftClient>>,
 }
 
@@ -174,6 +181,7 @@ impl RaftNode {
             snapshot_dir,
             session,
             seq: AtomicU64::new(1),
+            in_flight: Mutex::new(BTreeSet::new()),
             peers: Mutex::new(HashMap::new()),
         }))
     }
@@ -285,14 +293,26 @@ impl RaftNode {
         let text = String::from_utf8(command).map_err(|e| NodeError::Malformed(e.to_string()))?;
         let command =
             RawValue::from_string(text).map_err(|e| NodeError::Malformed(e.to_string()))?;
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let ack = match self.in_flight.lock() {
+            Ok(mut in_flight) => {
+                in_flight.insert(seq);
+                in_flight.first().copied().unwrap_or(seq)
+            }
+            Err(_) => 0,
+        };
         let envelope = Envelope {
             client: self.session.clone(),
-            seq: self.seq.fetch_add(1, Ordering::Relaxed),
-            ack: 0,
+            seq,
+            ack,
             time_us: now_us(),
             command,
         };
-        self.propose(envelope).await
+        let outcome = self.propose(envelope).await;
+        if let Ok(mut in_flight) = self.in_flight.lock() {
+            in_flight.remove(&seq);
+        }
+        outcome
     }
 
     /// Proposes an envelope with the caller's own client id and sequence number: a retry with
@@ -306,7 +326,12 @@ impl RaftNode {
             if self.is_leader() {
                 let mut env = envelope.clone();
                 env.time_us = now_us();
-                match self.raft.client_write(env).await {
+                let written = tokio::time::timeout_at(deadline, self.raft.client_write(env)).await;
+                let Ok(written) = written else {
+                    last_error = "no quorum before the deadline".into();
+                    break;
+                };
+                match written {
                     Ok(response) => return Ok(response.data),
                     Err(e) => match e.api_error() {
                         Some(ClientWriteError::ForwardToLeader(_)) => {
@@ -365,9 +390,15 @@ impl RaftNode {
         while tokio::time::Instant::now() < deadline {
             attempt += 1;
             if self.is_leader() {
-                match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-                    Ok(read_log_id) => return Ok(read_log_id.index()),
-                    Err(e) => last_error = e.to_string(),
+                let linearized = tokio::time::timeout_at(
+                    deadline,
+                    self.raft.ensure_linearizable(ReadPolicy::ReadIndex),
+                )
+                .await;
+                match linearized {
+                    Ok(Ok(read_log_id)) => return Ok(read_log_id.index()),
+                    Ok(Err(e)) => last_error = e.to_string(),
+                    Err(_) => last_error = "no quorum before the deadline".into(),
                 }
             } else if let Some((_, leader)) = self.leader() {
                 match self.send_to(&leader.raft, &Message::ReadIndex).await {
@@ -444,7 +475,7 @@ impl RaftNode {
                 .sm
                 .digest()
                 .await
-                .map(|d| json!({"digest": d, "last_applied_index": self.status()["last_applied_index"]}))
+                .map(|(digest, applied)| json!({"digest": digest, "last_applied_index": applied}))
                 .map_err(|e| e.to_string()),
             AdminRequest::Snapshot => match self.raft.trigger().snapshot().await {
                 Ok(()) => Ok(json!({"snapshot": "triggered"})),
@@ -496,7 +527,10 @@ impl RaftNode {
                         Err(e) => Err(e.to_string()),
                         Ok(_) => self
                             .raft
-                            .change_membership(openraft::ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                            .change_membership(
+                                openraft::ChangeMembers::AddVoterIds(BTreeSet::from([id])),
+                                false,
+                            )
                             .await
                             .map(|r| json!({"joined": id, "log_index": r.log_id.index}))
                             .map_err(|e| e.to_string()),
@@ -551,12 +585,23 @@ impl RaftNode {
                 if !self.is_leader() {
                     return Answer::NotLeader(self.leader());
                 }
-                match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-                    Ok(read_log_id) => Answer::ReadIndex(read_log_id.index()),
-                    Err(e) => Answer::Failed(e.to_string()),
+                let linearized = tokio::time::timeout(
+                    HANDLER_TIMEOUT,
+                    self.raft.ensure_linearizable(ReadPolicy::ReadIndex),
+                )
+                .await;
+                match linearized {
+                    Ok(Ok(read_log_id)) => Answer::ReadIndex(read_log_id.index()),
+                    Ok(Err(e)) => Answer::Failed(e.to_string()),
+                    Err(_) => Answer::Failed("no quorum for a read index".into()),
                 }
             }
-            Message::Admin(request) => self.admin(request).await,
+            Message::Admin(request) => {
+                match tokio::time::timeout(ADMIN_TIMEOUT, self.admin(request)).await {
+                    Ok(answer) => answer,
+                    Err(_) => Answer::Failed("admin request timed out".into()),
+                }
+            }
         }
     }
 

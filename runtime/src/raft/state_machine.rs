@@ -37,8 +37,16 @@ pub trait Application: Send + Sync + 'static {
     fn init(&self, conn: &Connection) -> Result<(), String>;
     /// Applies one serialized command at log `index` with the leader's time `time_us`
     /// (microseconds since the Unix epoch). `conn` is inside a savepoint that the runtime rolls
-    /// back when the result is not `ok`. Must be deterministic.
-    fn apply(&self, conn: &Connection, index: u64, time_us: i64, command: &[u8]) -> Applied;
+    /// back when the result is not `ok`. Must be deterministic: a refusal (`ok: false`) must be
+    /// one every replica makes. A failure of the machine itself (I/O, a full disk) is `Err`: the
+    /// batch is not committed and the node stops, instead of diverging from its replicas.
+    fn apply(
+        &self,
+        conn: &Connection,
+        index: u64,
+        time_us: i64,
+        command: &[u8],
+    ) -> Result<Applied, String>;
     /// Answers one serialized query, read-only.
     fn query(&self, conn: &Connection, query: &[u8]) -> Vec<u8>;
     /// A digest of the application's state (equal on replicas holding equal state).
@@ -86,7 +94,7 @@ fn open_db(path: &Path) -> io::Result<Connection> {
 struct Dbs {
     /// The connection every apply goes through.
     writer: Connection,
-    /// A second connection for queries (WAL lets it read while the writer writes).
+    /// A second connection for queries, so a query never sees an open apply transaction.
     reader: Connection,
 }
 
@@ -177,16 +185,17 @@ impl StateMachine {
         .await
     }
 
-    /// The application's digest of the local state.
-    pub async fn digest(&self) -> io::Result<String> {
-        self.blocking(|shared, dbs| shared.app.digest(&dbs.reader).map_err(io::Error::other))
-            .await
-    }
-
-    /// The last applied log id, as recorded in the database.
-    pub async fn last_applied(&self) -> io::Result<Option<LogId>> {
-        self.blocking(|_, dbs| read_meta(&dbs.reader, "last_applied"))
-            .await
+    /// The application's digest of the local state, with the index it reflects (both read in
+    /// one transaction).
+    pub async fn digest(&self) -> io::Result<(String, Option<u64>)> {
+        self.blocking(|shared, dbs| {
+            let tx = dbs.reader.unchecked_transaction().map_err(io_err)?;
+            let applied: Option<LogId> = read_meta(&tx, "last_applied")?;
+            let digest = shared.app.digest(&tx).map_err(io::Error::other)?;
+            tx.rollback().map_err(io_err)?;
+            Ok((digest, applied.map(|l| l.index)))
+        })
+        .await
     }
 
     fn snapshot_paths(&self, meta_name: &str) -> (PathBuf, PathBuf) {
@@ -245,7 +254,9 @@ fn apply_envelope(
         return Ok(Applied { ok, reply });
     }
     conn.execute_batch("SAVEPOINT command").map_err(io_err)?;
-    let applied = app.apply(conn, index, env.time_us, env.command.get().as_bytes());
+    let applied = app
+        .apply(conn, index, env.time_us, env.command.get().as_bytes())
+        .map_err(|e| io::Error::other(format!("applying entry {index}: {e}")))?;
     let end = if applied.ok {
         "RELEASE command"
     } else {
@@ -300,7 +311,8 @@ impl RaftStateMachine<C> for StateMachine {
                 let mut outcomes = Vec::with_capacity(entries.len());
                 let mut last = None;
                 let mut membership = None;
-                let mut latest_time = None;
+                // Log time never goes back, whatever the leaders' clocks do.
+                let mut log_time: i64 = read_meta(&tx, "log_time")?.unwrap_or(i64::MIN);
                 for entry in &entries {
                     let outcome = match &entry.payload {
                         EntryPayload::Blank => Applied {
@@ -308,8 +320,16 @@ impl RaftStateMachine<C> for StateMachine {
                             reply: Vec::new(),
                         },
                         EntryPayload::Normal(env) => {
-                            latest_time =
-                                Some(latest_time.map_or(env.time_us, |t: i64| t.max(env.time_us)));
+                            // Expire per entry, so every replica expires at the same entry
+                            // however its batches are cut.
+                            if env.time_us > log_time {
+                                log_time = env.time_us;
+                                tx.execute(
+                                    "DELETE FROM _raft_sessions WHERE time_us < ?1",
+                                    [log_time.saturating_sub(SESSION_TTL_US)],
+                                )
+                                .map_err(io_err)?;
+                            }
                             if env.ack > 0 {
                                 tx.execute(
                                     "DELETE FROM _raft_sessions WHERE client = ?1 AND seq < ?2",
@@ -330,12 +350,8 @@ impl RaftStateMachine<C> for StateMachine {
                     last = Some(entry.log_id);
                     outcomes.push(outcome);
                 }
-                if let Some(time) = latest_time {
-                    tx.execute(
-                        "DELETE FROM _raft_sessions WHERE time_us < ?1",
-                        [time - SESSION_TTL_US],
-                    )
-                    .map_err(io_err)?;
+                if log_time > i64::MIN {
+                    write_meta(&tx, "log_time", &log_time)?;
                 }
                 write_meta(&tx, "last_applied", &last)?;
                 if let Some(m) = &membership {
@@ -367,14 +383,15 @@ impl RaftStateMachine<C> for StateMachine {
         let meta = meta.clone();
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
+            // Hold the lock throughout: no snapshot build or prune runs while we swap.
+            let mut guard = shared.lock()?;
             // Keep the received file as the current snapshot, then install a copy of it.
             if snapshot.path != db_copy {
                 std::fs::rename(&snapshot.path, &db_copy)?;
             }
             let staged = shared.db_path.with_extension("installing");
             std::fs::copy(&db_copy, &staged)?;
-            std::fs::write(&meta_path, serde_json::to_vec(&meta).map_err(io_err)?)?;
-            let mut guard = shared.lock()?;
+            std::fs::File::open(&staged)?.sync_all()?;
             // Close both connections before the swap.
             guard.take();
             for suffix in ["-wal", "-shm"] {
@@ -384,10 +401,13 @@ impl RaftStateMachine<C> for StateMachine {
                 }
             }
             std::fs::rename(&staged, &shared.db_path)?;
+            sync_dir(&shared.db_path)?;
             *guard = Some(StateMachine::open_dbs(
                 shared.app.as_ref(),
                 &shared.db_path,
             )?);
+            // The metadata last: a snapshot without it is not considered complete.
+            std::fs::write(&meta_path, serde_json::to_vec(&meta).map_err(io_err)?)?;
             prune_snapshots(&shared.snapshot_dir, &name);
             Ok(())
         })
@@ -432,14 +452,23 @@ fn latest_snapshot(dir: &Path) -> io::Result<Option<openraft::alias::SnapshotOf<
     }))
 }
 
-/// Removes every snapshot but `keep`.
+/// Makes a rename in `path`'s directory durable.
+fn sync_dir(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+/// Removes every snapshot but `keep`, and leftovers of interrupted transfers.
 fn prune_snapshots(dir: &Path, keep: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.filter_map(|e| e.ok()) {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("snapshot-") && !name.starts_with(keep) {
+        let stale_snapshot = name.starts_with("snapshot-") && !name.starts_with(keep);
+        if stale_snapshot || name.starts_with("incoming-") {
             let _ = std::fs::remove_file(entry.path());
         }
     }
@@ -467,9 +496,15 @@ impl RaftSnapshotBuilder<C> for StateMachine {
             // Make everything applied so far durable in the database itself (the log it came
             // from may be purged after this snapshot), then copy it consistently (the writer is
             // locked by us).
-            dbs.writer
-                .query_row("PRAGMA wal_checkpoint(FULL)", [], |_| Ok(()))
+            let busy: i64 = dbs
+                .writer
+                .query_row("PRAGMA wal_checkpoint(FULL)", [], |r| r.get(0))
                 .map_err(io_err)?;
+            if busy != 0 {
+                return Err(io::Error::other(
+                    "the WAL checkpoint before a snapshot did not finish",
+                ));
+            }
             dbs.writer
                 .execute("VACUUM INTO ?1", [tmp.to_string_lossy()])
                 .map_err(io_err)?;

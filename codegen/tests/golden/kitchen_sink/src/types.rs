@@ -171,6 +171,7 @@ impl KitchenSinkError {
                     .find_map(|w| {
                         w.strip_prefix(protocol).and_then(|rest| rest.strip_prefix('='))
                     })
+                    .filter(|addr| !addr.is_empty())
             }
             _ => None,
         }
