@@ -428,3 +428,61 @@ async fn clients_follow_redirects_to_the_leader() {
         .expect("converged");
     assert_eq!(replicas.len(), 3);
 }
+
+/// The generated gRPC client's request id reaches the log: the same id sent twice (a reply lost
+/// on the way back) is applied once and answered with the original reply, on any node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_request_id_makes_a_resent_write_idempotent() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let c = cluster(dir.path(), 3, &[]).await;
+    let leader = c
+        .wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("leader");
+    let follower = c
+        .nodes
+        .iter()
+        .find(|n| n.id != leader)
+        .expect("follower")
+        .api
+        .clone();
+    let api = GrpcClient::connect(&follower).await.expect("connect");
+    let customer = api
+        .create_customer("Id".into(), "Em".into(), "3 Path".into())
+        .await
+        .expect("customer");
+    let account = api
+        .create_account(customer.customer_id, AccountType::Checking)
+        .await
+        .expect("account");
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{follower}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("channel");
+    let stub = bank_generated::grpc::pb::bank_client::BankClient::new(channel);
+    let deposit = |seq: &'static str| {
+        let mut stub = stub.clone();
+        let mut request = tonic::Request::new(bank_generated::grpc::pb::DepositRequest {
+            account_id: account.account_id,
+            amount: "10.00".into(),
+        });
+        request.metadata_mut().insert(
+            runtime::call::CLIENT_ID_KEY,
+            "test-client-1".parse().expect("ascii"),
+        );
+        request
+            .metadata_mut()
+            .insert(runtime::call::REQUEST_SEQ_KEY, seq.parse().expect("ascii"));
+        async move { stub.deposit(request).await.map(|r| r.into_inner().value) }
+    };
+    let first = deposit("7").await.expect("first");
+    let resent = deposit("7").await.expect("resent");
+    let next = deposit("8").await.expect("next");
+    assert_eq!(
+        (first.as_str(), resent.as_str(), next.as_str()),
+        ("10.00", "10.00", "20.00")
+    );
+}

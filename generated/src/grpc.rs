@@ -770,13 +770,15 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::CreateCustomerRequest>,
     ) -> Result<tonic::Response<pb::CreateCustomerResponse>, tonic::Status> {
+        let id = request_id(&request);
         let (first_name, last_name, address) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = self
-            .api
-            .create_customer(first_name, last_name, address)
+        let value = runtime::call::with_request(
+                id,
+                self.api.create_customer(first_name, last_name, address),
+            )
             .await
             .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::CreateCustomerResponse::from_native(value)))
@@ -786,13 +788,15 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::CreateAccountRequest>,
     ) -> Result<tonic::Response<pb::CreateAccountResponse>, tonic::Status> {
+        let id = request_id(&request);
         let (customer_id, account_type) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = self
-            .api
-            .create_account(customer_id, account_type)
+        let value = runtime::call::with_request(
+                id,
+                self.api.create_account(customer_id, account_type),
+            )
             .await
             .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::CreateAccountResponse::from_native(value)))
@@ -802,13 +806,12 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::DepositRequest>,
     ) -> Result<tonic::Response<pb::DepositResponse>, tonic::Status> {
+        let id = request_id(&request);
         let (account_id, amount) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = self
-            .api
-            .deposit(account_id, amount)
+        let value = runtime::call::with_request(id, self.api.deposit(account_id, amount))
             .await
             .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::DepositResponse::from_native(value)))
@@ -818,13 +821,15 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::WithdrawRequest>,
     ) -> Result<tonic::Response<pb::WithdrawResponse>, tonic::Status> {
+        let id = request_id(&request);
         let (account_id, amount) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = self
-            .api
-            .withdraw(account_id, amount)
+        let value = runtime::call::with_request(
+                id,
+                self.api.withdraw(account_id, amount),
+            )
             .await
             .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::WithdrawResponse::from_native(value)))
@@ -834,13 +839,15 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::TransferRequest>,
     ) -> Result<tonic::Response<pb::TransferResponse>, tonic::Status> {
+        let id = request_id(&request);
         let (from_account_id, to_account_id, amount) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = self
-            .api
-            .transfer(from_account_id, to_account_id, amount)
+        let value = runtime::call::with_request(
+                id,
+                self.api.transfer(from_account_id, to_account_id, amount),
+            )
             .await
             .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::TransferResponse::from_native(value)))
@@ -850,13 +857,15 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::CashCheckRequest>,
     ) -> Result<tonic::Response<pb::CashCheckResponse>, tonic::Status> {
+        let id = request_id(&request);
         let (account_id, amount) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = self
-            .api
-            .cash_check(account_id, amount)
+        let value = runtime::call::with_request(
+                id,
+                self.api.cash_check(account_id, amount),
+            )
             .await
             .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::CashCheckResponse::from_native(value)))
@@ -866,11 +875,14 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::AdvanceTimeRequest>,
     ) -> Result<tonic::Response<pb::AdvanceTimeResponse>, tonic::Status> {
+        let id = request_id(&request);
         let (delta,) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = self.api.advance_time(delta).await.map_err(status_from_error)?;
+        let value = runtime::call::with_request(id, self.api.advance_time(delta))
+            .await
+            .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::AdvanceTimeResponse::from_native(value)))
     }
 
@@ -878,13 +890,15 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::ListCustomersRequest>,
     ) -> Result<tonic::Response<pb::ListCustomersResponse>, tonic::Status> {
+        let id = request_id(&request);
         let (offset, limit) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = self
-            .api
-            .list_customers(offset, limit)
+        let value = runtime::call::with_request(
+                id,
+                self.api.list_customers(offset, limit),
+            )
             .await
             .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::ListCustomersResponse::from_native(value)))
@@ -894,13 +908,15 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::ListAccountsRequest>,
     ) -> Result<tonic::Response<pb::ListAccountsResponse>, tonic::Status> {
+        let id = request_id(&request);
         let (offset, limit) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = self
-            .api
-            .list_accounts(offset, limit)
+        let value = runtime::call::with_request(
+                id,
+                self.api.list_accounts(offset, limit),
+            )
             .await
             .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::ListAccountsResponse::from_native(value)))
@@ -910,11 +926,14 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::GetAccountsRequest>,
     ) -> Result<tonic::Response<pb::GetAccountsResponse>, tonic::Status> {
+        let id = request_id(&request);
         let (customer_id,) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = self.api.get_accounts(customer_id).await.map_err(status_from_error)?;
+        let value = runtime::call::with_request(id, self.api.get_accounts(customer_id))
+            .await
+            .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::GetAccountsResponse::from_native(value)))
     }
 
@@ -922,13 +941,12 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::ListStatementsRequest>,
     ) -> Result<tonic::Response<pb::ListStatementsResponse>, tonic::Status> {
+        let id = request_id(&request);
         let (account_id,) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = self
-            .api
-            .list_statements(account_id)
+        let value = runtime::call::with_request(id, self.api.list_statements(account_id))
             .await
             .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::ListStatementsResponse::from_native(value)))
@@ -938,13 +956,15 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::GetStatementRequest>,
     ) -> Result<tonic::Response<pb::GetStatementResponse>, tonic::Status> {
+        let id = request_id(&request);
         let (account_id, statement_date) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = self
-            .api
-            .get_statement(account_id, statement_date)
+        let value = runtime::call::with_request(
+                id,
+                self.api.get_statement(account_id, statement_date),
+            )
             .await
             .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::GetStatementResponse::from_native(value)))
@@ -954,11 +974,14 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::GetCustomerCountRequest>,
     ) -> Result<tonic::Response<pb::GetCustomerCountResponse>, tonic::Status> {
+        let id = request_id(&request);
         let () = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = self.api.get_customer_count().await.map_err(status_from_error)?;
+        let value = runtime::call::with_request(id, self.api.get_customer_count())
+            .await
+            .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::GetCustomerCountResponse::from_native(value)))
     }
 
@@ -966,11 +989,14 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::GetAccountCountRequest>,
     ) -> Result<tonic::Response<pb::GetAccountCountResponse>, tonic::Status> {
+        let id = request_id(&request);
         let () = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = self.api.get_account_count().await.map_err(status_from_error)?;
+        let value = runtime::call::with_request(id, self.api.get_account_count())
+            .await
+            .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::GetAccountCountResponse::from_native(value)))
     }
 }
@@ -982,10 +1008,27 @@ pub const MAX_REDIRECTS: usize = 3;
 /// A client implementing the API over gRPC. Cloning is cheap and shares the connection.
 /// A `Redirect` answer (a node that sends writes to its leader) is followed: the call is
 /// retried at the leader, and later calls go there directly.
+///
+/// Every command carries a request id (`x-client-id` + `x-request-seq`). A replicated
+/// node applies a command at most once per id. With [`GrpcClient::retrying`], a command
+/// that fails with a `Transport` error is resent with the same id. Only do that against
+/// servers that deduplicate, i.e. Raft nodes.
 #[derive(Debug, Clone)]
 pub struct GrpcClient {
     inner: Stub,
     redirected: Arc<::std::sync::Mutex<Option<Stub>>>,
+    session: Arc<(String, ::std::sync::atomic::AtomicU64)>,
+    retries: u32,
+}
+
+fn request_id<T>(request: &tonic::Request<T>) -> Option<runtime::call::RequestId> {
+    let metadata = request.metadata();
+    let client = metadata.get(runtime::call::CLIENT_ID_KEY)?.to_str().ok()?.to_string();
+    let seq = metadata.get(runtime::call::REQUEST_SEQ_KEY)?.to_str().ok()?.parse().ok()?;
+    Some(runtime::call::RequestId {
+        client,
+        seq,
+    })
 }
 
 async fn connect_stub(addr: &str) -> Result<Stub, crate::BankError> {
@@ -1010,18 +1053,31 @@ async fn connect_stub(addr: &str) -> Result<Stub, crate::BankError> {
 impl GrpcClient {
     /// A client over an existing channel.
     pub fn new(channel: tonic::transport::Channel) -> Self {
+        Self::over(pb::bank_client::BankClient::new(channel))
+    }
+
+    fn over(inner: Stub) -> Self {
         GrpcClient {
-            inner: pb::bank_client::BankClient::new(channel),
+            inner,
             redirected: Arc::default(),
+            session: Arc::new((
+                runtime::call::new_client_id(),
+                ::std::sync::atomic::AtomicU64::new(1),
+            )),
+            retries: 0,
         }
     }
 
     /// Connects to `addr` (`host:port` or `http://host:port`).
     pub async fn connect(addr: &str) -> Result<Self, crate::BankError> {
-        Ok(GrpcClient {
-            inner: connect_stub(addr).await?,
-            redirected: Arc::default(),
-        })
+        Ok(Self::over(connect_stub(addr).await?))
+    }
+
+    /// Resends a command that failed with a `Transport` error up to `retries` times
+    /// (with backoff), under the same request id. For servers that deduplicate.
+    pub fn retrying(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
     }
 
     fn stub(&self) -> Stub {
@@ -1031,34 +1087,69 @@ impl GrpcClient {
         }
     }
 
-    /// Makes one call, following redirects.
+    /// Makes one call: commands get a request id; redirects are followed; transport
+    /// failures of commands are retried under the same id if the client is `retrying`.
     async fn call<Req: Clone, Resp, Fut>(
         &self,
+        kind: crate::OpKind,
         request: Req,
-        send: impl Fn(Stub, Req) -> Fut,
+        send: impl Fn(Stub, tonic::Request<Req>) -> Fut,
     ) -> Result<Resp, crate::BankError>
     where
         Fut: ::std::future::Future<
             Output = Result<tonic::Response<Resp>, tonic::Status>,
         >,
     {
-        let mut stub = self.stub();
-        for _ in 0..MAX_REDIRECTS {
-            match send(stub, request.clone()).await {
-                Ok(response) => return Ok(response.into_inner()),
-                Err(status) => {
-                    let error = error_from_status(status);
-                    let Some(addr) = error.redirect_to("grpc") else {
-                        return Err(error)
-                    };
-                    stub = connect_stub(addr).await?;
-                    if let Ok(mut guard) = self.redirected.lock() {
-                        *guard = Some(stub.clone());
-                    }
+        let id = (kind == crate::OpKind::Command)
+            .then(|| {
+                let seq = self
+                    .session
+                    .1
+                    .fetch_add(1, ::std::sync::atomic::Ordering::Relaxed);
+                (self.session.0.clone(), seq.to_string())
+            });
+        let build = || {
+            let mut r = tonic::Request::new(request.clone());
+            if let Some((client, seq)) = &id {
+                if let (Ok(client), Ok(seq)) = (client.parse(), seq.parse()) {
+                    r.metadata_mut().insert(runtime::call::CLIENT_ID_KEY, client);
+                    r.metadata_mut().insert(runtime::call::REQUEST_SEQ_KEY, seq);
                 }
             }
+            r
+        };
+        let mut stub = self.stub();
+        let (mut redirects, mut retries) = (0, 0);
+        loop {
+            let error = match send(stub.clone(), build()).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => error_from_status(status),
+            };
+            if let Some(addr) = error.redirect_to("grpc") {
+                redirects += 1;
+                if redirects > MAX_REDIRECTS {
+                    return Err(
+                        crate::BankError::Transport(
+                            format!("more than {MAX_REDIRECTS} redirects"),
+                        ),
+                    );
+                }
+                stub = connect_stub(addr).await?;
+                if let Ok(mut guard) = self.redirected.lock() {
+                    *guard = Some(stub.clone());
+                }
+            } else if matches!(error, crate ::BankError::Transport(_)) && id.is_some()
+                && retries < self.retries
+            {
+                retries += 1;
+                tokio::time::sleep(
+                        ::std::time::Duration::from_millis(100 << retries.min(5)),
+                    )
+                    .await;
+            } else {
+                return Err(error);
+            }
         }
-        Err(crate::BankError::Transport(format!("more than {MAX_REDIRECTS} redirects")))
     }
 }
 
@@ -1076,6 +1167,7 @@ impl crate::BankApi for GrpcClient {
         );
         let response = self
             .call(
+                crate::OpKind::Command,
                 request,
                 |mut client, request| async move {
                     client.create_customer(request).await
@@ -1093,6 +1185,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::CreateAccountRequest::from_native(customer_id, account_type);
         let response = self
             .call(
+                crate::OpKind::Command,
                 request,
                 |mut client, request| async move { client.create_account(request).await },
             )
@@ -1108,6 +1201,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::DepositRequest::from_native(account_id, amount);
         let response = self
             .call(
+                crate::OpKind::Command,
                 request,
                 |mut client, request| async move { client.deposit(request).await },
             )
@@ -1123,6 +1217,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::WithdrawRequest::from_native(account_id, amount);
         let response = self
             .call(
+                crate::OpKind::Command,
                 request,
                 |mut client, request| async move { client.withdraw(request).await },
             )
@@ -1143,6 +1238,7 @@ impl crate::BankApi for GrpcClient {
         );
         let response = self
             .call(
+                crate::OpKind::Command,
                 request,
                 |mut client, request| async move { client.transfer(request).await },
             )
@@ -1158,6 +1254,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::CashCheckRequest::from_native(account_id, amount);
         let response = self
             .call(
+                crate::OpKind::Command,
                 request,
                 |mut client, request| async move { client.cash_check(request).await },
             )
@@ -1172,6 +1269,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::AdvanceTimeRequest::from_native(delta);
         let response = self
             .call(
+                crate::OpKind::Command,
                 request,
                 |mut client, request| async move { client.advance_time(request).await },
             )
@@ -1187,6 +1285,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::ListCustomersRequest::from_native(offset, limit);
         let response = self
             .call(
+                crate::OpKind::Query,
                 request,
                 |mut client, request| async move { client.list_customers(request).await },
             )
@@ -1202,6 +1301,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::ListAccountsRequest::from_native(offset, limit);
         let response = self
             .call(
+                crate::OpKind::Query,
                 request,
                 |mut client, request| async move { client.list_accounts(request).await },
             )
@@ -1216,6 +1316,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::GetAccountsRequest::from_native(customer_id);
         let response = self
             .call(
+                crate::OpKind::Query,
                 request,
                 |mut client, request| async move { client.get_accounts(request).await },
             )
@@ -1230,6 +1331,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::ListStatementsRequest::from_native(account_id);
         let response = self
             .call(
+                crate::OpKind::Query,
                 request,
                 |mut client, request| async move {
                     client.list_statements(request).await
@@ -1247,6 +1349,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::GetStatementRequest::from_native(account_id, statement_date);
         let response = self
             .call(
+                crate::OpKind::Query,
                 request,
                 |mut client, request| async move { client.get_statement(request).await },
             )
@@ -1258,6 +1361,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::GetCustomerCountRequest::from_native();
         let response = self
             .call(
+                crate::OpKind::Query,
                 request,
                 |mut client, request| async move {
                     client.get_customer_count(request).await
@@ -1271,6 +1375,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::GetAccountCountRequest::from_native();
         let response = self
             .call(
+                crate::OpKind::Query,
                 request,
                 |mut client, request| async move {
                     client.get_account_count(request).await

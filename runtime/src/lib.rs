@@ -58,6 +58,7 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
+pub mod call;
 pub mod frame;
 mod pending;
 pub mod raft;

@@ -40,7 +40,11 @@ pub fn module(api: &Api) -> TokenStream {
         impl crate::CommandSink for RaftSink {
             async fn submit(&self, kind: crate::OpKind, command: Vec<u8>) -> Result<Vec<u8>, crate::#error> {
                 let result = match kind {
-                    crate::OpKind::Command => self.node.write(command).await.map(|applied| applied.reply),
+                    crate::OpKind::Command => self
+                        .node
+                        .write(command, runtime::call::current_request())
+                        .await
+                        .map(|applied| applied.reply),
                     crate::OpKind::Query => self.node.read(command, self.level).await,
                 };
                 result.map_err(|e| match e {

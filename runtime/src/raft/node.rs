@@ -285,14 +285,30 @@ impl RaftNode {
         Some((id, node))
     }
 
-    /// Proposes a serialized command (from an API caller) and waits for its outcome.
-    pub async fn write(&self, command: Vec<u8>) -> Result<Applied, NodeError> {
+    /// Proposes a serialized command (from an API caller) and waits for its outcome. With the
+    /// caller's own request id the write is idempotent end to end (a retry with the same id is
+    /// answered from the session record); without one, this node's session numbers it.
+    pub async fn write(
+        &self,
+        command: Vec<u8>,
+        request: Option<crate::call::RequestId>,
+    ) -> Result<Applied, NodeError> {
         if self.redirect_writes && !self.is_leader() {
             return Err(NodeError::NotLeader(self.leader().map(|(_, addr)| addr)));
         }
         let text = String::from_utf8(command).map_err(|e| NodeError::Malformed(e.to_string()))?;
         let command =
             RawValue::from_string(text).map_err(|e| NodeError::Malformed(e.to_string()))?;
+        if let Some(id) = request {
+            let envelope = Envelope {
+                client: id.client,
+                seq: id.seq,
+                ack: 0,
+                time_us: now_us(),
+                command,
+            };
+            return self.propose(envelope).await;
+        }
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let ack = match self.in_flight.lock() {
             Ok(mut in_flight) => {

@@ -338,11 +338,14 @@ for GrpcService<A> {
         &self,
         request: tonic::Request<pb::PutEverythingRequest>,
     ) -> Result<tonic::Response<pb::PutEverythingResponse>, tonic::Status> {
+        let id = request_id(&request);
         let (value,) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = self.api.put_everything(value).await.map_err(status_from_error)?;
+        let value = runtime::call::with_request(id, self.api.put_everything(value))
+            .await
+            .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::PutEverythingResponse::from_native(value)))
     }
 
@@ -350,11 +353,14 @@ for GrpcService<A> {
         &self,
         request: tonic::Request<pb::ResetRequest>,
     ) -> Result<tonic::Response<pb::ResetResponse>, tonic::Status> {
+        let id = request_id(&request);
         let () = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = self.api.reset().await.map_err(status_from_error)?;
+        let value = runtime::call::with_request(id, self.api.reset())
+            .await
+            .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::ResetResponse::from_native(value)))
     }
 
@@ -362,13 +368,15 @@ for GrpcService<A> {
         &self,
         request: tonic::Request<pb::FindRequest>,
     ) -> Result<tonic::Response<pb::FindResponse>, tonic::Status> {
+        let id = request_id(&request);
         let (flag, small, ratio, label, money, level, maybe) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = self
-            .api
-            .find(flag, small, ratio, label, money, level, maybe)
+        let value = runtime::call::with_request(
+                id,
+                self.api.find(flag, small, ratio, label, money, level, maybe),
+            )
             .await
             .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::FindResponse::from_native(value)))
@@ -382,10 +390,27 @@ pub const MAX_REDIRECTS: usize = 3;
 /// A client implementing the API over gRPC. Cloning is cheap and shares the connection.
 /// A `Redirect` answer (a node that sends writes to its leader) is followed: the call is
 /// retried at the leader, and later calls go there directly.
+///
+/// Every command carries a request id (`x-client-id` + `x-request-seq`). A replicated
+/// node applies a command at most once per id. With [`GrpcClient::retrying`], a command
+/// that fails with a `Transport` error is resent with the same id. Only do that against
+/// servers that deduplicate, i.e. Raft nodes.
 #[derive(Debug, Clone)]
 pub struct GrpcClient {
     inner: Stub,
     redirected: Arc<::std::sync::Mutex<Option<Stub>>>,
+    session: Arc<(String, ::std::sync::atomic::AtomicU64)>,
+    retries: u32,
+}
+
+fn request_id<T>(request: &tonic::Request<T>) -> Option<runtime::call::RequestId> {
+    let metadata = request.metadata();
+    let client = metadata.get(runtime::call::CLIENT_ID_KEY)?.to_str().ok()?.to_string();
+    let seq = metadata.get(runtime::call::REQUEST_SEQ_KEY)?.to_str().ok()?.parse().ok()?;
+    Some(runtime::call::RequestId {
+        client,
+        seq,
+    })
 }
 
 async fn connect_stub(addr: &str) -> Result<Stub, crate::KitchenSinkError> {
@@ -412,18 +437,31 @@ async fn connect_stub(addr: &str) -> Result<Stub, crate::KitchenSinkError> {
 impl GrpcClient {
     /// A client over an existing channel.
     pub fn new(channel: tonic::transport::Channel) -> Self {
+        Self::over(pb::kitchen_sink_client::KitchenSinkClient::new(channel))
+    }
+
+    fn over(inner: Stub) -> Self {
         GrpcClient {
-            inner: pb::kitchen_sink_client::KitchenSinkClient::new(channel),
+            inner,
             redirected: Arc::default(),
+            session: Arc::new((
+                runtime::call::new_client_id(),
+                ::std::sync::atomic::AtomicU64::new(1),
+            )),
+            retries: 0,
         }
     }
 
     /// Connects to `addr` (`host:port` or `http://host:port`).
     pub async fn connect(addr: &str) -> Result<Self, crate::KitchenSinkError> {
-        Ok(GrpcClient {
-            inner: connect_stub(addr).await?,
-            redirected: Arc::default(),
-        })
+        Ok(Self::over(connect_stub(addr).await?))
+    }
+
+    /// Resends a command that failed with a `Transport` error up to `retries` times
+    /// (with backoff), under the same request id. For servers that deduplicate.
+    pub fn retrying(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
     }
 
     fn stub(&self) -> Stub {
@@ -433,38 +471,69 @@ impl GrpcClient {
         }
     }
 
-    /// Makes one call, following redirects.
+    /// Makes one call: commands get a request id; redirects are followed; transport
+    /// failures of commands are retried under the same id if the client is `retrying`.
     async fn call<Req: Clone, Resp, Fut>(
         &self,
+        kind: crate::OpKind,
         request: Req,
-        send: impl Fn(Stub, Req) -> Fut,
+        send: impl Fn(Stub, tonic::Request<Req>) -> Fut,
     ) -> Result<Resp, crate::KitchenSinkError>
     where
         Fut: ::std::future::Future<
             Output = Result<tonic::Response<Resp>, tonic::Status>,
         >,
     {
-        let mut stub = self.stub();
-        for _ in 0..MAX_REDIRECTS {
-            match send(stub, request.clone()).await {
-                Ok(response) => return Ok(response.into_inner()),
-                Err(status) => {
-                    let error = error_from_status(status);
-                    let Some(addr) = error.redirect_to("grpc") else {
-                        return Err(error)
-                    };
-                    stub = connect_stub(addr).await?;
-                    if let Ok(mut guard) = self.redirected.lock() {
-                        *guard = Some(stub.clone());
-                    }
+        let id = (kind == crate::OpKind::Command)
+            .then(|| {
+                let seq = self
+                    .session
+                    .1
+                    .fetch_add(1, ::std::sync::atomic::Ordering::Relaxed);
+                (self.session.0.clone(), seq.to_string())
+            });
+        let build = || {
+            let mut r = tonic::Request::new(request.clone());
+            if let Some((client, seq)) = &id {
+                if let (Ok(client), Ok(seq)) = (client.parse(), seq.parse()) {
+                    r.metadata_mut().insert(runtime::call::CLIENT_ID_KEY, client);
+                    r.metadata_mut().insert(runtime::call::REQUEST_SEQ_KEY, seq);
                 }
             }
+            r
+        };
+        let mut stub = self.stub();
+        let (mut redirects, mut retries) = (0, 0);
+        loop {
+            let error = match send(stub.clone(), build()).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => error_from_status(status),
+            };
+            if let Some(addr) = error.redirect_to("grpc") {
+                redirects += 1;
+                if redirects > MAX_REDIRECTS {
+                    return Err(
+                        crate::KitchenSinkError::Transport(
+                            format!("more than {MAX_REDIRECTS} redirects"),
+                        ),
+                    );
+                }
+                stub = connect_stub(addr).await?;
+                if let Ok(mut guard) = self.redirected.lock() {
+                    *guard = Some(stub.clone());
+                }
+            } else if matches!(error, crate ::KitchenSinkError::Transport(_))
+                && id.is_some() && retries < self.retries
+            {
+                retries += 1;
+                tokio::time::sleep(
+                        ::std::time::Duration::from_millis(100 << retries.min(5)),
+                    )
+                    .await;
+            } else {
+                return Err(error);
+            }
         }
-        Err(
-            crate::KitchenSinkError::Transport(
-                format!("more than {MAX_REDIRECTS} redirects"),
-            ),
-        )
     }
 }
 
@@ -476,6 +545,7 @@ impl crate::KitchenSinkApi for GrpcClient {
         let request = pb::PutEverythingRequest::from_native(value);
         let response = self
             .call(
+                crate::OpKind::Command,
                 request,
                 |mut client, request| async move { client.put_everything(request).await },
             )
@@ -487,6 +557,7 @@ impl crate::KitchenSinkApi for GrpcClient {
         let request = pb::ResetRequest::from_native();
         let response = self
             .call(
+                crate::OpKind::Command,
                 request,
                 |mut client, request| async move { client.reset(request).await },
             )
@@ -515,6 +586,7 @@ impl crate::KitchenSinkApi for GrpcClient {
         );
         let response = self
             .call(
+                crate::OpKind::Query,
                 request,
                 |mut client, request| async move { client.find(request).await },
             )

@@ -34,7 +34,10 @@ impl crate::CommandSink for RaftSink {
     ) -> Result<Vec<u8>, crate::KitchenSinkError> {
         let result = match kind {
             crate::OpKind::Command => {
-                self.node.write(command).await.map(|applied| applied.reply)
+                self.node
+                    .write(command, runtime::call::current_request())
+                    .await
+                    .map(|applied| applied.reply)
             }
             crate::OpKind::Query => self.node.read(command, self.level).await,
         };
