@@ -494,11 +494,11 @@ impl GrpcClient {
             });
         let build = || {
             let mut r = tonic::Request::new(request.clone());
-            if let Some((client, seq)) = &id {
-                if let (Ok(client), Ok(seq)) = (client.parse(), seq.parse()) {
-                    r.metadata_mut().insert(runtime::call::CLIENT_ID_KEY, client);
-                    r.metadata_mut().insert(runtime::call::REQUEST_SEQ_KEY, seq);
-                }
+            if let Some((client, seq)) = &id
+                && let (Ok(client), Ok(seq)) = (client.parse(), seq.parse())
+            {
+                r.metadata_mut().insert(runtime::call::CLIENT_ID_KEY, client);
+                r.metadata_mut().insert(runtime::call::REQUEST_SEQ_KEY, seq);
             }
             r
         };
