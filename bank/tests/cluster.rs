@@ -486,3 +486,57 @@ async fn a_grpc_request_id_makes_a_resent_write_idempotent() {
         ("10.00", "10.00", "20.00")
     );
 }
+
+/// The read level is per call: with two of three nodes gone, a linearizable read on the
+/// survivor fails (no quorum for a read index) while a stale read answers from its local state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_reads_are_a_per_call_choice() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut c = cluster(dir.path(), 3, &[]).await;
+    let leader = c
+        .wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("leader");
+    let survivor = c
+        .nodes
+        .iter()
+        .map(|n| n.id)
+        .find(|id| *id != leader)
+        .expect("follower");
+    let api = GrpcClient::connect(&c.node(survivor).expect("survivor").api)
+        .await
+        .expect("connect");
+    api.create_customer("Stale".into(), "Read".into(), "4 Lane".into())
+        .await
+        .expect("customer");
+    let before = api
+        .get_customer_count()
+        .await
+        .expect("linearizable read with a quorum");
+    c.converged(Duration::from_secs(60))
+        .await
+        .expect("converged");
+
+    for id in c
+        .nodes
+        .iter()
+        .map(|n| n.id)
+        .filter(|id| *id != survivor)
+        .collect::<Vec<_>>()
+    {
+        c.kill(id).expect("kill");
+    }
+    let stale = api
+        .clone()
+        .with_read_level(runtime::call::ReadLevel::Stale)
+        .get_customer_count()
+        .await
+        .expect("a stale read needs no quorum");
+    assert_eq!(stale, before);
+    let linearizable = api.get_customer_count().await;
+    assert!(
+        matches!(linearizable, Err(BankError::Transport(_))),
+        "a linearizable read without a quorum must fail: {linearizable:?}"
+    );
+}

@@ -770,13 +770,13 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::CreateCustomerRequest>,
     ) -> Result<tonic::Response<pb::CreateCustomerResponse>, tonic::Status> {
-        let id = request_id(&request);
+        let context = call_context(&request);
         let (first_name, last_name, address) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_request(
-                id,
+        let value = runtime::call::with_context(
+                context,
                 self.api.create_customer(first_name, last_name, address),
             )
             .await
@@ -788,13 +788,13 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::CreateAccountRequest>,
     ) -> Result<tonic::Response<pb::CreateAccountResponse>, tonic::Status> {
-        let id = request_id(&request);
+        let context = call_context(&request);
         let (customer_id, account_type) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_request(
-                id,
+        let value = runtime::call::with_context(
+                context,
                 self.api.create_account(customer_id, account_type),
             )
             .await
@@ -806,12 +806,15 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::DepositRequest>,
     ) -> Result<tonic::Response<pb::DepositResponse>, tonic::Status> {
-        let id = request_id(&request);
+        let context = call_context(&request);
         let (account_id, amount) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_request(id, self.api.deposit(account_id, amount))
+        let value = runtime::call::with_context(
+                context,
+                self.api.deposit(account_id, amount),
+            )
             .await
             .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::DepositResponse::from_native(value)))
@@ -821,13 +824,13 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::WithdrawRequest>,
     ) -> Result<tonic::Response<pb::WithdrawResponse>, tonic::Status> {
-        let id = request_id(&request);
+        let context = call_context(&request);
         let (account_id, amount) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_request(
-                id,
+        let value = runtime::call::with_context(
+                context,
                 self.api.withdraw(account_id, amount),
             )
             .await
@@ -839,13 +842,13 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::TransferRequest>,
     ) -> Result<tonic::Response<pb::TransferResponse>, tonic::Status> {
-        let id = request_id(&request);
+        let context = call_context(&request);
         let (from_account_id, to_account_id, amount) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_request(
-                id,
+        let value = runtime::call::with_context(
+                context,
                 self.api.transfer(from_account_id, to_account_id, amount),
             )
             .await
@@ -857,13 +860,13 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::CashCheckRequest>,
     ) -> Result<tonic::Response<pb::CashCheckResponse>, tonic::Status> {
-        let id = request_id(&request);
+        let context = call_context(&request);
         let (account_id, amount) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_request(
-                id,
+        let value = runtime::call::with_context(
+                context,
                 self.api.cash_check(account_id, amount),
             )
             .await
@@ -875,12 +878,12 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::AdvanceTimeRequest>,
     ) -> Result<tonic::Response<pb::AdvanceTimeResponse>, tonic::Status> {
-        let id = request_id(&request);
+        let context = call_context(&request);
         let (delta,) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_request(id, self.api.advance_time(delta))
+        let value = runtime::call::with_context(context, self.api.advance_time(delta))
             .await
             .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::AdvanceTimeResponse::from_native(value)))
@@ -890,13 +893,13 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::ListCustomersRequest>,
     ) -> Result<tonic::Response<pb::ListCustomersResponse>, tonic::Status> {
-        let id = request_id(&request);
+        let context = call_context(&request);
         let (offset, limit) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_request(
-                id,
+        let value = runtime::call::with_context(
+                context,
                 self.api.list_customers(offset, limit),
             )
             .await
@@ -908,13 +911,13 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::ListAccountsRequest>,
     ) -> Result<tonic::Response<pb::ListAccountsResponse>, tonic::Status> {
-        let id = request_id(&request);
+        let context = call_context(&request);
         let (offset, limit) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_request(
-                id,
+        let value = runtime::call::with_context(
+                context,
                 self.api.list_accounts(offset, limit),
             )
             .await
@@ -926,12 +929,15 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::GetAccountsRequest>,
     ) -> Result<tonic::Response<pb::GetAccountsResponse>, tonic::Status> {
-        let id = request_id(&request);
+        let context = call_context(&request);
         let (customer_id,) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_request(id, self.api.get_accounts(customer_id))
+        let value = runtime::call::with_context(
+                context,
+                self.api.get_accounts(customer_id),
+            )
             .await
             .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::GetAccountsResponse::from_native(value)))
@@ -941,12 +947,15 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::ListStatementsRequest>,
     ) -> Result<tonic::Response<pb::ListStatementsResponse>, tonic::Status> {
-        let id = request_id(&request);
+        let context = call_context(&request);
         let (account_id,) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_request(id, self.api.list_statements(account_id))
+        let value = runtime::call::with_context(
+                context,
+                self.api.list_statements(account_id),
+            )
             .await
             .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::ListStatementsResponse::from_native(value)))
@@ -956,13 +965,13 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::GetStatementRequest>,
     ) -> Result<tonic::Response<pb::GetStatementResponse>, tonic::Status> {
-        let id = request_id(&request);
+        let context = call_context(&request);
         let (account_id, statement_date) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_request(
-                id,
+        let value = runtime::call::with_context(
+                context,
                 self.api.get_statement(account_id, statement_date),
             )
             .await
@@ -974,12 +983,12 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::GetCustomerCountRequest>,
     ) -> Result<tonic::Response<pb::GetCustomerCountResponse>, tonic::Status> {
-        let id = request_id(&request);
+        let context = call_context(&request);
         let () = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_request(id, self.api.get_customer_count())
+        let value = runtime::call::with_context(context, self.api.get_customer_count())
             .await
             .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::GetCustomerCountResponse::from_native(value)))
@@ -989,12 +998,12 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::GetAccountCountRequest>,
     ) -> Result<tonic::Response<pb::GetAccountCountResponse>, tonic::Status> {
-        let id = request_id(&request);
+        let context = call_context(&request);
         let () = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_request(id, self.api.get_account_count())
+        let value = runtime::call::with_context(context, self.api.get_account_count())
             .await
             .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::GetAccountCountResponse::from_native(value)))
@@ -1019,16 +1028,27 @@ pub struct GrpcClient {
     redirected: Arc<::std::sync::Mutex<Option<Stub>>>,
     session: Arc<(String, ::std::sync::atomic::AtomicU64)>,
     retries: u32,
+    read_level: Option<runtime::call::ReadLevel>,
 }
 
-fn request_id<T>(request: &tonic::Request<T>) -> Option<runtime::call::RequestId> {
+/// The request id and read level a caller sent in metadata.
+fn call_context<T>(request: &tonic::Request<T>) -> runtime::call::CallContext {
     let metadata = request.metadata();
-    let client = metadata.get(runtime::call::CLIENT_ID_KEY)?.to_str().ok()?.to_string();
-    let seq = metadata.get(runtime::call::REQUEST_SEQ_KEY)?.to_str().ok()?.parse().ok()?;
-    Some(runtime::call::RequestId {
-        client,
-        seq,
-    })
+    let text = |key: &str| metadata.get(key).and_then(|v| v.to_str().ok());
+    let request = text(runtime::call::CLIENT_ID_KEY)
+        .zip(text(runtime::call::REQUEST_SEQ_KEY))
+        .and_then(|(client, seq)| {
+            Some(runtime::call::RequestId {
+                client: client.to_string(),
+                seq: seq.parse().ok()?,
+            })
+        });
+    let read_level = text(runtime::call::READ_LEVEL_KEY)
+        .and_then(runtime::call::ReadLevel::parse);
+    runtime::call::CallContext {
+        request,
+        read_level,
+    }
 }
 
 async fn connect_stub(addr: &str) -> Result<Stub, crate::BankError> {
@@ -1065,7 +1085,15 @@ impl GrpcClient {
                 ::std::sync::atomic::AtomicU64::new(1),
             )),
             retries: 0,
+            read_level: None,
         }
+    }
+
+    /// Asks for this read level on every query (on replicated nodes: `Stale` reads the
+    /// node's local state without a read index).
+    pub fn with_read_level(mut self, level: runtime::call::ReadLevel) -> Self {
+        self.read_level = Some(level);
+        self
     }
 
     /// Connects to `addr` (`host:port` or `http://host:port`).
@@ -1115,6 +1143,13 @@ impl GrpcClient {
             {
                 r.metadata_mut().insert(runtime::call::CLIENT_ID_KEY, client);
                 r.metadata_mut().insert(runtime::call::REQUEST_SEQ_KEY, seq);
+            }
+            if let (crate::OpKind::Query, Some(level)) = (kind, self.read_level) {
+                r.metadata_mut()
+                    .insert(
+                        runtime::call::READ_LEVEL_KEY,
+                        tonic::metadata::MetadataValue::from_static(level.as_str()),
+                    );
             }
             r
         };

@@ -39,7 +39,10 @@ impl crate::CommandSink for RaftSink {
                     .await
                     .map(|applied| applied.reply)
             }
-            crate::OpKind::Query => self.node.read(command, self.level).await,
+            crate::OpKind::Query => {
+                let level = runtime::call::current_read_level().unwrap_or(self.level);
+                self.node.read(command, level).await
+            }
         };
         result
             .map_err(|e| match e {

@@ -1,6 +1,6 @@
 //! Per-call context that travels from a transport's server stub down to the Raft sink without
 //! every layer passing it along: the caller's request id, which makes a retried write
-//! idempotent end to end.
+//! idempotent end to end, and the read level the caller asked for.
 
 use std::future::Future;
 
@@ -8,6 +8,38 @@ use std::future::Future;
 pub const CLIENT_ID_KEY: &str = "x-client-id";
 /// The metadata key (gRPC) that carries the request's sequence number.
 pub const REQUEST_SEQ_KEY: &str = "x-request-seq";
+/// The metadata key (gRPC) that carries a query's read level: `linearizable` or `stale`.
+pub const READ_LEVEL_KEY: &str = "x-read-level";
+
+pub use crate::raft::node::ReadLevel;
+
+impl ReadLevel {
+    /// The level's name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadLevel::Linearizable => "linearizable",
+            ReadLevel::Stale => "stale",
+        }
+    }
+
+    /// Parses a level's name.
+    pub fn parse(text: &str) -> Option<ReadLevel> {
+        match text {
+            "linearizable" => Some(ReadLevel::Linearizable),
+            "stale" => Some(ReadLevel::Stale),
+            _ => None,
+        }
+    }
+}
+
+/// What the caller asked for, beyond the call's arguments.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallContext {
+    /// The caller's request id (commands).
+    pub request: Option<RequestId>,
+    /// The caller's read level (queries); `None` is the node's default.
+    pub read_level: Option<ReadLevel>,
+}
 
 /// A request id chosen by the client: a retry reuses it, and the write is applied at most once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,20 +51,26 @@ pub struct RequestId {
 }
 
 tokio::task_local! {
-    static REQUEST: RequestId;
+    static CONTEXT: CallContext;
 }
 
-/// Runs `f` with `id` as the current request id (if any).
-pub async fn with_request<F: Future>(id: Option<RequestId>, f: F) -> F::Output {
-    match id {
-        Some(id) => REQUEST.scope(id, f).await,
-        None => f.await,
+/// Runs `f` with `context` as the current call's context.
+pub async fn with_context<F: Future>(context: CallContext, f: F) -> F::Output {
+    if context == CallContext::default() {
+        f.await
+    } else {
+        CONTEXT.scope(context, f).await
     }
 }
 
 /// The request id of the call being served, if its client sent one.
 pub fn current_request() -> Option<RequestId> {
-    REQUEST.try_with(Clone::clone).ok()
+    CONTEXT.try_with(|c| c.request.clone()).ok().flatten()
+}
+
+/// The read level the current call asked for, if any.
+pub fn current_read_level() -> Option<ReadLevel> {
+    CONTEXT.try_with(|c| c.read_level).ok().flatten()
 }
 
 /// A fresh client session id: 128 random bits from the standard library's per-process random

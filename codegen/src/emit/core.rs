@@ -506,27 +506,40 @@ pub(super) fn command(api: &Api) -> TokenStream {
     }
 }
 
+/// The API methods of a client that has `async fn call(&self, Command) -> Result<Reply, Error>`:
+/// each builds its command, calls, and unpacks the matching reply (the Collector and the
+/// JSON-RPC client share them).
+pub(super) fn methods_via_call(api: &Api) -> Vec<TokenStream> {
+    let command = service_ident(api, "Command");
+    let reply = service_ident(api, "Reply");
+    let error = service_ident(api, "Error");
+    api.operations
+        .iter()
+        .map(|op| {
+            let name = ident(&op.name);
+            let v = ident(&op.variant());
+            let ps = params(op);
+            let names = param_names(op);
+            let ret = return_ty(op.returns.as_ref());
+            let wire = &op.name;
+            quote! {
+                async fn #name(&self, #(#ps),*) -> Result<#ret, crate::#error> {
+                    match self.call(crate::#command::#v { #(#names),* }).await? {
+                        crate::#reply::#v(value) => Ok(value),
+                        other => Err(crate::#error::Transport(format!("reply to `{}` answers `{}`", #wire, other.name()))),
+                    }
+                }
+            }
+        })
+        .collect()
+}
+
 pub(super) fn collector(api: &Api) -> TokenStream {
     let api_trait = service_ident(api, "Api");
     let command = service_ident(api, "Command");
     let reply = service_ident(api, "Reply");
     let error = service_ident(api, "Error");
-    let methods = api.operations.iter().map(|op| {
-        let name = ident(&op.name);
-        let v = ident(&op.variant());
-        let ps = params(op);
-        let names = param_names(op);
-        let ret = return_ty(op.returns.as_ref());
-        let wire = &op.name;
-        quote! {
-            async fn #name(&self, #(#ps),*) -> Result<#ret, crate::#error> {
-                match self.call(crate::#command::#v { #(#names),* }).await? {
-                    crate::#reply::#v(value) => Ok(value),
-                    other => Err(crate::#error::Transport(format!("reply to `{}` answers `{}`", #wire, other.name()))),
-                }
-            }
-        }
-    });
+    let methods = methods_via_call(api);
     let sink_doc = doc_str(&format!(
         "Where a `Collector` sends serialized calls: in-process to a `Dispatcher`, over a socket, or \
          into the Raft log. Returns the serialized `Result<{s}Reply, {s}Error>`.",

@@ -12,8 +12,8 @@ use proc_macro2::TokenStream;
 use quote::quote;
 use serde_json::{Value, json};
 
-use super::core::param_names;
-use super::{ident, return_ty, rust_ty, service_ident};
+use super::core::methods_via_call;
+use super::{ident, service_ident};
 use crate::model::{Api, OpKind, Ty, TypeBody, ty_text};
 
 /// The JSON-RPC error code of a schema error kind.
@@ -37,26 +37,7 @@ pub fn module(api: &Api) -> TokenStream {
     let error = service_ident(api, "Error");
     let etags: Vec<_> = api.errors.iter().map(|e| code_literal(e.tag)).collect();
     let enames: Vec<_> = api.errors.iter().map(|e| ident(&e.name)).collect();
-    let client_methods = api.operations.iter().map(|op| {
-        let name = ident(&op.name);
-        let v = ident(&op.variant());
-        let ps = op.params.iter().map(|p| {
-            let n = ident(&p.name);
-            let t = rust_ty(&p.ty);
-            quote!(#n: #t)
-        });
-        let names = param_names(op);
-        let ret = return_ty(op.returns.as_ref());
-        let wire = &op.name;
-        quote! {
-            async fn #name(&self, #(#ps),*) -> Result<#ret, crate::#error> {
-                match self.call(crate::#command::#v { #(#names),* }).await? {
-                    crate::#reply::#v(value) => Ok(value),
-                    other => Err(crate::#error::Transport(format!("reply to `{}` answers `{}`", #wire, other.name()))),
-                }
-            }
-        }
-    });
+    let client_methods = methods_via_call(api);
     quote! {
         //! JSON-RPC 2.0 over HTTP: a server over any API implementation and a client implementing
         //! the API. Method names are operation names; parameters are named or positional; each

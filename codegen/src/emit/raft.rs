@@ -45,7 +45,10 @@ pub fn module(api: &Api) -> TokenStream {
                         .write(command, runtime::call::current_request())
                         .await
                         .map(|applied| applied.reply),
-                    crate::OpKind::Query => self.node.read(command, self.level).await,
+                    crate::OpKind::Query => {
+                        let level = runtime::call::current_read_level().unwrap_or(self.level);
+                        self.node.read(command, level).await
+                    }
                 };
                 result.map_err(|e| match e {
                     runtime::raft::node::NodeError::NotLeader(Some(leader)) => {

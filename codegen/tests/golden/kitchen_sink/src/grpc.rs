@@ -338,12 +338,12 @@ for GrpcService<A> {
         &self,
         request: tonic::Request<pb::PutEverythingRequest>,
     ) -> Result<tonic::Response<pb::PutEverythingResponse>, tonic::Status> {
-        let id = request_id(&request);
+        let context = call_context(&request);
         let (value,) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_request(id, self.api.put_everything(value))
+        let value = runtime::call::with_context(context, self.api.put_everything(value))
             .await
             .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::PutEverythingResponse::from_native(value)))
@@ -353,12 +353,12 @@ for GrpcService<A> {
         &self,
         request: tonic::Request<pb::ResetRequest>,
     ) -> Result<tonic::Response<pb::ResetResponse>, tonic::Status> {
-        let id = request_id(&request);
+        let context = call_context(&request);
         let () = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_request(id, self.api.reset())
+        let value = runtime::call::with_context(context, self.api.reset())
             .await
             .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::ResetResponse::from_native(value)))
@@ -368,13 +368,13 @@ for GrpcService<A> {
         &self,
         request: tonic::Request<pb::FindRequest>,
     ) -> Result<tonic::Response<pb::FindResponse>, tonic::Status> {
-        let id = request_id(&request);
+        let context = call_context(&request);
         let (flag, small, ratio, label, money, level, maybe) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_request(
-                id,
+        let value = runtime::call::with_context(
+                context,
                 self.api.find(flag, small, ratio, label, money, level, maybe),
             )
             .await
@@ -401,16 +401,27 @@ pub struct GrpcClient {
     redirected: Arc<::std::sync::Mutex<Option<Stub>>>,
     session: Arc<(String, ::std::sync::atomic::AtomicU64)>,
     retries: u32,
+    read_level: Option<runtime::call::ReadLevel>,
 }
 
-fn request_id<T>(request: &tonic::Request<T>) -> Option<runtime::call::RequestId> {
+/// The request id and read level a caller sent in metadata.
+fn call_context<T>(request: &tonic::Request<T>) -> runtime::call::CallContext {
     let metadata = request.metadata();
-    let client = metadata.get(runtime::call::CLIENT_ID_KEY)?.to_str().ok()?.to_string();
-    let seq = metadata.get(runtime::call::REQUEST_SEQ_KEY)?.to_str().ok()?.parse().ok()?;
-    Some(runtime::call::RequestId {
-        client,
-        seq,
-    })
+    let text = |key: &str| metadata.get(key).and_then(|v| v.to_str().ok());
+    let request = text(runtime::call::CLIENT_ID_KEY)
+        .zip(text(runtime::call::REQUEST_SEQ_KEY))
+        .and_then(|(client, seq)| {
+            Some(runtime::call::RequestId {
+                client: client.to_string(),
+                seq: seq.parse().ok()?,
+            })
+        });
+    let read_level = text(runtime::call::READ_LEVEL_KEY)
+        .and_then(runtime::call::ReadLevel::parse);
+    runtime::call::CallContext {
+        request,
+        read_level,
+    }
 }
 
 async fn connect_stub(addr: &str) -> Result<Stub, crate::KitchenSinkError> {
@@ -449,7 +460,15 @@ impl GrpcClient {
                 ::std::sync::atomic::AtomicU64::new(1),
             )),
             retries: 0,
+            read_level: None,
         }
+    }
+
+    /// Asks for this read level on every query (on replicated nodes: `Stale` reads the
+    /// node's local state without a read index).
+    pub fn with_read_level(mut self, level: runtime::call::ReadLevel) -> Self {
+        self.read_level = Some(level);
+        self
     }
 
     /// Connects to `addr` (`host:port` or `http://host:port`).
@@ -499,6 +518,13 @@ impl GrpcClient {
             {
                 r.metadata_mut().insert(runtime::call::CLIENT_ID_KEY, client);
                 r.metadata_mut().insert(runtime::call::REQUEST_SEQ_KEY, seq);
+            }
+            if let (crate::OpKind::Query, Some(level)) = (kind, self.read_level) {
+                r.metadata_mut()
+                    .insert(
+                        runtime::call::READ_LEVEL_KEY,
+                        tonic::metadata::MetadataValue::from_static(level.as_str()),
+                    );
             }
             r
         };
