@@ -15,9 +15,10 @@
 //! channel and awaits a reply. The thread blocks for one request, then takes every request
 //! already queued, runs them in order inside one SQLite transaction and commits once (one
 //! fsync). Only after that commit does it complete the [`IOFlushed`] callbacks of the appends of
-//! that batch and answer the writes that must be durable (`save_vote`, `save_committed`,
-//! `truncate_after`, `purge`). Appends that arrive together are therefore made durable by one
-//! fsync, which [`LogStore::commit_count`] makes observable.
+//! that batch and answer the writes that must be durable (`save_vote`, `truncate_after`,
+//! `purge`; `save_committed` is queued in order but not waited for). Appends that arrive
+//! together are therefore made durable by one fsync, which [`LogStore::commit_count`] makes
+//! observable.
 //!
 //! Reads are answered as soon as the thread reaches them, from the same connection and inside
 //! the open transaction, so they see every earlier request, including appends that are not
@@ -510,8 +511,15 @@ impl RaftLogStorage<C> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        // The committed id only lets a restart re-apply sooner: a lost update leaves an older id
+        // that was committed too. So it is not waited for: it is written in order with the next
+        // batch, and the raft core goes on to apply without an fsync on its path.
         let committed = committed.as_ref().map(to_json).transpose()?;
-        self.write(WriteOp::SaveCommitted(committed)).await
+        let (reply, _unwatched) = oneshot::channel();
+        self.send(Request::Write {
+            op: WriteOp::SaveCommitted(committed),
+            done: Pending::Done(reply),
+        })
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {

@@ -225,11 +225,12 @@ fn read_meta<T: serde::de::DeserializeOwned>(
 
 fn write_meta<T: serde::Serialize>(conn: &Connection, key: &str, value: &T) -> io::Result<()> {
     let text = serde_json::to_string(value).map_err(io_err)?;
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO _raft_meta (key, value) VALUES (?1, ?2)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        params![key, text],
     )
+    .map_err(io_err)?
+    .execute(params![key, text])
     .map_err(io_err)?;
     Ok(())
 }
@@ -242,11 +243,11 @@ fn apply_envelope(
     env: &Envelope,
 ) -> io::Result<Applied> {
     let seen: Option<(bool, Vec<u8>)> = conn
-        .query_row(
-            "SELECT ok, reply FROM _raft_sessions WHERE client = ?1 AND seq = ?2",
-            params![env.client, env.seq as i64],
-            |r| Ok((r.get::<_, i64>(0)? != 0, r.get(1)?)),
-        )
+        .prepare_cached("SELECT ok, reply FROM _raft_sessions WHERE client = ?1 AND seq = ?2")
+        .map_err(io_err)?
+        .query_row(params![env.client, env.seq as i64], |r| {
+            Ok((r.get::<_, i64>(0)? != 0, r.get(1)?))
+        })
         .optional()
         .map_err(io_err)?;
     if let Some((ok, reply)) = seen {
@@ -263,16 +264,17 @@ fn apply_envelope(
         "ROLLBACK TO command; RELEASE command"
     };
     conn.execute_batch(end).map_err(io_err)?;
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO _raft_sessions (client, seq, ok, reply, time_us) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
-            env.client,
-            env.seq as i64,
-            applied.ok as i64,
-            applied.reply,
-            env.time_us
-        ],
     )
+    .map_err(io_err)?
+    .execute(params![
+        env.client,
+        env.seq as i64,
+        applied.ok as i64,
+        applied.reply,
+        env.time_us
+    ])
     .map_err(io_err)?;
     Ok(applied)
 }
