@@ -6,7 +6,6 @@
 //! are JSON [`Answer`]s.
 
 use std::future::Future;
-use std::io::{Read, Seek, SeekFrom};
 
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
@@ -14,6 +13,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
 
 use super::state_machine::SnapshotFile;
 use super::types::{Applied, C, Envelope, NodeAddr, NodeId, SnapshotMeta, Vote};
@@ -271,17 +271,23 @@ impl RaftNetworkV2<C> for Peer {
         };
         let client = self.client().await.map_err(to_streaming)?;
         let id = rand_id();
-        let mut file = std::fs::File::open(&snapshot.snapshot.path)
-            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let io = |e: std::io::Error| StreamingError::Network(NetworkError::new(&e));
+        let mut file = tokio::fs::File::open(&snapshot.snapshot.path)
+            .await
+            .map_err(io)?;
         let mut cancel = std::pin::pin!(cancel);
         let mut offset = 0u64;
         let mut buf = vec![0u8; SNAPSHOT_CHUNK];
         loop {
-            file.seek(SeekFrom::Start(offset))
-                .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
-            let n = file
-                .read(&mut buf)
-                .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+            // Fill a whole chunk (a short read is not the end of the file).
+            let mut n = 0;
+            while n < buf.len() {
+                let read = file.read(&mut buf[n..]).await.map_err(io)?;
+                if read == 0 {
+                    break;
+                }
+                n += read;
+            }
             if n == 0 && offset > 0 {
                 break;
             }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
-use openraft::errors::ClientWriteError;
+use openraft::errors::{ClientWriteError, InitializeError};
 use openraft::{Config, ReadPolicy, ServerState, SnapshotPolicy};
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -211,10 +211,7 @@ impl RaftNode {
         let members = BTreeMap::from([(self.id, self.addr.clone())]);
         match self.raft.initialize(members).await {
             Ok(()) => Ok(()),
-            Err(e)
-                if e.to_string().contains("NotAllowed")
-                    || e.to_string().contains("not allowed") =>
-            {
+            Err(e) if matches!(e.api_error(), Some(InitializeError::NotAllowed(_))) => {
                 tracing::info!("already initialized");
                 Ok(())
             }
