@@ -143,17 +143,30 @@ impl RunningServer {
     }
 }
 
-async fn bind(listen: &str) -> Result<TcpListener, NetError> {
+/// Binds `listen`; returns the listener and the address it actually got (port 0 is resolved).
+async fn bind(listen: &str) -> Result<(TcpListener, SocketAddr), NetError> {
+    let bind_error = |source| NetError::Bind {
+        addr: listen.to_string(),
+        source,
+    };
     let addr: SocketAddr = listen.parse().map_err(|e| NetError::BadAddress {
         addr: listen.to_string(),
         reason: format!("{e} (expected IP:PORT, e.g. 127.0.0.1:50051)"),
     })?;
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| NetError::Bind {
-            addr: listen.to_string(),
-            source,
-        })
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let local = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, local))
+}
+
+/// A sender that stops a server, and the future the server waits on.
+fn stop_signal() -> (
+    oneshot::Sender<()>,
+    impl Future<Output = ()> + Send + 'static,
+) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    (stop, async move {
+        let _ = stopped.await;
+    })
 }
 
 /// Starts a server for `variant` on `listen` (use port 0 for any free port) over `bank`.
@@ -163,15 +176,8 @@ pub async fn serve(
     bank: Bank,
     limits: ServerLimits,
 ) -> Result<RunningServer, NetError> {
-    let listener = bind(listen).await?;
-    let addr = listener.local_addr().map_err(|source| NetError::Bind {
-        addr: listen.to_string(),
-        source,
-    })?;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let shutdown = async move {
-        let _ = stopped.await;
-    };
+    let (listener, addr) = bind(listen).await?;
+    let (stop, shutdown) = stop_signal();
     let max = limits.max_request;
     let (addr, task) =
         match variant {
@@ -279,15 +285,8 @@ async fn run<A: BankApi>(client: Result<A, BankError>, addr: &str) -> Result<Rep
 /// Starts the raft message service (step 4: it only echoes) on its own listener; calls must
 /// carry `secret`.
 pub async fn serve_raft_echo(listen: &str, secret: String) -> Result<RunningServer, NetError> {
-    let listener = bind(listen).await?;
-    let addr = listener.local_addr().map_err(|source| NetError::Bind {
-        addr: listen.to_string(),
-        source,
-    })?;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let shutdown = async move {
-        let _ = stopped.await;
-    };
+    let (listener, addr) = bind(listen).await?;
+    let (stop, shutdown) = stop_signal();
     let echo = Arc::new(runtime::raft_rpc::Echo);
     let task = tokio::spawn(async move {
         runtime::raft_rpc::serve_raft(listener, echo, secret, DEFAULT_MAX_REQUEST, shutdown)
