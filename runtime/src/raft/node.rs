@@ -226,17 +226,14 @@ impl RaftNode {
             addr: self.addr.clone(),
         });
         let mut target = seed.to_string();
-        let deadline = tokio::time::Instant::now() + RETRY_FOR;
-        let mut attempt = 0;
-        while tokio::time::Instant::now() < deadline {
-            attempt += 1;
+        let mut retry = Retry::new();
+        while retry.next().await {
             match self.send_to(&target, &request).await {
                 Ok(Answer::Admin(_)) => return Ok(()),
                 Ok(Answer::NotLeader(Some((_, leader)))) => target = leader.raft,
                 Ok(other) => tracing::warn!(?other, "join refused"),
                 Err(e) => tracing::warn!(error = %e, %target, "join attempt failed"),
             }
-            backoff(attempt).await;
         }
         Err(NodeError::NoLeader(format!(
             "could not join through {seed}"
@@ -332,10 +329,9 @@ impl RaftNode {
     /// the same pair is applied at most once and gets the original outcome.
     pub async fn propose(&self, envelope: Envelope) -> Result<Applied, NodeError> {
         let mut last_error = String::from("no attempt made");
-        let deadline = tokio::time::Instant::now() + RETRY_FOR;
-        let mut attempt = 0;
-        while tokio::time::Instant::now() < deadline {
-            attempt += 1;
+        let mut retry = Retry::new();
+        let deadline = retry.deadline;
+        while retry.next().await {
             if self.is_leader() {
                 let mut env = envelope.clone();
                 env.time_us = now_us();
@@ -373,7 +369,6 @@ impl RaftNode {
             } else {
                 last_error = "no leader elected".into();
             }
-            backoff(attempt).await;
         }
         Err(NodeError::NoLeader(last_error))
     }
@@ -398,10 +393,9 @@ impl RaftNode {
     /// A log index that a linearizable read must wait for.
     async fn read_index(&self) -> Result<u64, NodeError> {
         let mut last_error = String::from("no attempt made");
-        let deadline = tokio::time::Instant::now() + RETRY_FOR;
-        let mut attempt = 0;
-        while tokio::time::Instant::now() < deadline {
-            attempt += 1;
+        let mut retry = Retry::new();
+        let deadline = retry.deadline;
+        while retry.next().await {
             if self.is_leader() {
                 let linearized = tokio::time::timeout_at(
                     deadline,
@@ -422,7 +416,6 @@ impl RaftNode {
             } else {
                 last_error = "no leader elected".into();
             }
-            backoff(attempt).await;
         }
         Err(NodeError::NoLeader(last_error))
     }
@@ -651,10 +644,30 @@ impl RaftNode {
     }
 }
 
-/// Waits before retry `attempt` (1-based): 25 ms doubling up to 400 ms.
-async fn backoff(attempt: u32) {
-    let ms = (25u64 << attempt.min(5)).min(400);
-    tokio::time::sleep(Duration::from_millis(ms)).await;
+/// Paces a retry loop: attempts until [`RETRY_FOR`] has passed, waiting 50 ms doubling up to
+/// 400 ms between them.
+struct Retry {
+    deadline: tokio::time::Instant,
+    attempt: u32,
+}
+
+impl Retry {
+    fn new() -> Self {
+        Retry {
+            deadline: tokio::time::Instant::now() + RETRY_FOR,
+            attempt: 0,
+        }
+    }
+
+    /// Waits before every attempt but the first; false once the deadline has passed.
+    async fn next(&mut self) -> bool {
+        if self.attempt > 0 {
+            let ms = (25u64 << self.attempt.min(5)).min(400);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        self.attempt += 1;
+        tokio::time::Instant::now() < self.deadline
+    }
 }
 
 impl RaftHandler for RaftNode {
