@@ -326,3 +326,31 @@ fn json_is_accepted_and_means_the_same() {
         ["shop.json:4:104: schema::unknown_type: unknown type `Colour`"]
     );
 }
+
+#[test]
+fn nested_containers_are_refused() {
+    let nested = with(
+        "type: Color, tag: 2 }",
+        "type: \"list<list<u64>>\", tag: 2 }",
+    );
+    let lines = problems(&nested);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("bad.yaml:10:")
+            && lines[0].contains("schema::unsupported_type: `list<list<u64>>` nests a container"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn type_names_taken_by_grpc_messages_are_refused() {
+    let taken = with("name: Item\n", "name: GetItemRequest\n")
+        .replace("type: Item", "type: GetItemRequest")
+        .replace("returns: Item", "returns: GetItemRequest");
+    assert_eq!(
+        problems(&taken),
+        [
+            "bad.yaml:7:11: schema::reserved_name: type name `GetItemRequest` is the gRPC message of operation `get_item`"
+        ]
+    );
+}
