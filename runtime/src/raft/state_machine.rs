@@ -91,26 +91,21 @@ fn open_db(path: &Path) -> io::Result<Connection> {
     Ok(conn)
 }
 
-struct Dbs {
-    /// The connection every apply goes through.
-    writer: Connection,
-    /// A second connection for queries, so a query never sees an open apply transaction.
-    reader: Connection,
-}
+/// One connection behind its own lock. Applies and snapshots use the writer; queries use the
+/// reader, so they run while an apply batch is in progress (WAL gives them the last commit).
+type Db = Mutex<Option<Connection>>;
 
 struct Shared {
     app: Arc<dyn Application>,
     db_path: PathBuf,
     snapshot_dir: PathBuf,
-    dbs: Mutex<Option<Dbs>>,
+    writer: Db,
+    reader: Db,
 }
 
-impl Shared {
-    fn lock(&self) -> io::Result<MutexGuard<'_, Option<Dbs>>> {
-        self.dbs
-            .lock()
-            .map_err(|_| io::Error::other("state machine lock poisoned"))
-    }
+fn lock(db: &Db) -> io::Result<MutexGuard<'_, Option<Connection>>> {
+    db.lock()
+        .map_err(|_| io::Error::other("state machine lock poisoned"))
 }
 
 /// The state machine of one node. Cloning shares it.
@@ -136,37 +131,39 @@ impl StateMachine {
         snapshot_dir: &Path,
     ) -> io::Result<Self> {
         std::fs::create_dir_all(snapshot_dir)?;
-        let dbs = Self::open_dbs(app.as_ref(), db_path)?;
+        let (writer, reader) = Self::open_dbs(app.as_ref(), db_path)?;
         Ok(StateMachine {
             shared: Arc::new(Shared {
                 app,
                 db_path: db_path.to_path_buf(),
                 snapshot_dir: snapshot_dir.to_path_buf(),
-                dbs: Mutex::new(Some(dbs)),
+                writer: Mutex::new(Some(writer)),
+                reader: Mutex::new(Some(reader)),
             }),
         })
     }
 
-    fn open_dbs(app: &dyn Application, db_path: &Path) -> io::Result<Dbs> {
+    fn open_dbs(app: &dyn Application, db_path: &Path) -> io::Result<(Connection, Connection)> {
         let writer = open_db(db_path)?;
         writer.execute_batch(RUNTIME_SCHEMA).map_err(io_err)?;
         app.init(&writer).map_err(io::Error::other)?;
         let reader = open_db(db_path)?;
-        Ok(Dbs { writer, reader })
+        Ok((writer, reader))
     }
 
-    /// Runs `f` on a blocking thread with the databases.
+    /// Runs `f` on a blocking thread with one of the connections (`pick` chooses which).
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Shared, &mut Dbs) -> io::Result<T> + Send + 'static,
+        pick: fn(&Shared) -> &Db,
+        f: impl FnOnce(&Shared, &mut Connection) -> io::Result<T> + Send + 'static,
     ) -> io::Result<T> {
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = shared.lock()?;
-            let dbs = guard
+            let mut guard = lock(pick(&shared))?;
+            let conn = guard
                 .as_mut()
                 .ok_or_else(|| io::Error::other("state machine database is closed"))?;
-            f(&shared, dbs)
+            f(&shared, conn)
         })
         .await
         .map_err(io_err)?
@@ -175,26 +172,32 @@ impl StateMachine {
     /// Answers a serialized query from the local state (no consistency check here: the node
     /// decides the read level before calling this).
     pub async fn query(&self, query: Vec<u8>) -> io::Result<Vec<u8>> {
-        self.blocking(move |shared, dbs| {
-            // One read transaction: the query sees one consistent state.
-            let tx = dbs.reader.unchecked_transaction().map_err(io_err)?;
-            let answer = shared.app.query(&tx, &query);
-            tx.rollback().map_err(io_err)?;
-            Ok(answer)
-        })
+        self.blocking(
+            |s| &s.reader,
+            move |shared, reader| {
+                // One read transaction: the query sees one consistent state.
+                let tx = reader.unchecked_transaction().map_err(io_err)?;
+                let answer = shared.app.query(&tx, &query);
+                tx.rollback().map_err(io_err)?;
+                Ok(answer)
+            },
+        )
         .await
     }
 
     /// The application's digest of the local state, with the index it reflects (both read in
     /// one transaction).
     pub async fn digest(&self) -> io::Result<(String, Option<u64>)> {
-        self.blocking(|shared, dbs| {
-            let tx = dbs.reader.unchecked_transaction().map_err(io_err)?;
-            let applied: Option<LogId> = read_meta(&tx, "last_applied")?;
-            let digest = shared.app.digest(&tx).map_err(io::Error::other)?;
-            tx.rollback().map_err(io_err)?;
-            Ok((digest, applied.map(|l| l.index)))
-        })
+        self.blocking(
+            |s| &s.reader,
+            |shared, reader| {
+                let tx = reader.unchecked_transaction().map_err(io_err)?;
+                let applied: Option<LogId> = read_meta(&tx, "last_applied")?;
+                let digest = shared.app.digest(&tx).map_err(io::Error::other)?;
+                tx.rollback().map_err(io_err)?;
+                Ok((digest, applied.map(|l| l.index)))
+            },
+        )
         .await
     }
 
@@ -284,11 +287,14 @@ impl RaftStateMachine<C> for StateMachine {
     type SnapshotBuilder = StateMachine;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
-        self.blocking(|_, dbs| {
-            let applied: Option<LogId> = read_meta(&dbs.writer, "last_applied")?;
-            let membership: Option<StoredMembership> = read_meta(&dbs.writer, "membership")?;
-            Ok((applied, membership.unwrap_or_default()))
-        })
+        self.blocking(
+            |s| &s.writer,
+            |_, writer| {
+                let applied: Option<LogId> = read_meta(writer, "last_applied")?;
+                let membership: Option<StoredMembership> = read_meta(writer, "membership")?;
+                Ok((applied, membership.unwrap_or_default()))
+            },
+        )
         .await
     }
 
@@ -305,63 +311,66 @@ impl RaftStateMachine<C> for StateMachine {
         }
         let (entries, responders): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
         let outcomes = self
-            .blocking(move |shared, dbs| {
-                let tx = dbs
-                    .writer
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(io_err)?;
-                let mut outcomes = Vec::with_capacity(entries.len());
-                let mut last = None;
-                let mut membership = None;
-                // Log time never goes back, whatever the leaders' clocks do.
-                let mut log_time: i64 = read_meta(&tx, "log_time")?.unwrap_or(i64::MIN);
-                for entry in &entries {
-                    let outcome = match &entry.payload {
-                        EntryPayload::Blank => Applied {
-                            ok: true,
-                            reply: Vec::new(),
-                        },
-                        EntryPayload::Normal(env) => {
-                            // Expire per entry, so every replica expires at the same entry
-                            // however its batches are cut.
-                            if env.time_us > log_time {
-                                log_time = env.time_us;
-                                tx.execute(
-                                    "DELETE FROM _raft_sessions WHERE time_us < ?1",
-                                    [log_time.saturating_sub(SESSION_TTL_US)],
-                                )
-                                .map_err(io_err)?;
-                            }
-                            if env.ack > 0 {
-                                tx.execute(
-                                    "DELETE FROM _raft_sessions WHERE client = ?1 AND seq < ?2",
-                                    params![env.client, env.ack as i64],
-                                )
-                                .map_err(io_err)?;
-                            }
-                            apply_envelope(shared.app.as_ref(), &tx, entry.log_id.index, env)?
-                        }
-                        EntryPayload::Membership(m) => {
-                            membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
-                            Applied {
+            .blocking(
+                |s| &s.writer,
+                move |shared, writer| {
+                    let tx = writer
+                        .transaction_with_behavior(TransactionBehavior::Immediate)
+                        .map_err(io_err)?;
+                    let mut outcomes = Vec::with_capacity(entries.len());
+                    let mut last = None;
+                    let mut membership = None;
+                    // Log time never goes back, whatever the leaders' clocks do.
+                    let mut log_time: i64 = read_meta(&tx, "log_time")?.unwrap_or(i64::MIN);
+                    for entry in &entries {
+                        let outcome = match &entry.payload {
+                            EntryPayload::Blank => Applied {
                                 ok: true,
                                 reply: Vec::new(),
+                            },
+                            EntryPayload::Normal(env) => {
+                                // Expire per entry, so every replica expires at the same entry
+                                // however its batches are cut.
+                                if env.time_us > log_time {
+                                    log_time = env.time_us;
+                                    tx.execute(
+                                        "DELETE FROM _raft_sessions WHERE time_us < ?1",
+                                        [log_time.saturating_sub(SESSION_TTL_US)],
+                                    )
+                                    .map_err(io_err)?;
+                                }
+                                if env.ack > 0 {
+                                    tx.execute(
+                                        "DELETE FROM _raft_sessions WHERE client = ?1 AND seq < ?2",
+                                        params![env.client, env.ack as i64],
+                                    )
+                                    .map_err(io_err)?;
+                                }
+                                apply_envelope(shared.app.as_ref(), &tx, entry.log_id.index, env)?
                             }
-                        }
-                    };
-                    last = Some(entry.log_id);
-                    outcomes.push(outcome);
-                }
-                if log_time > i64::MIN {
-                    write_meta(&tx, "log_time", &log_time)?;
-                }
-                write_meta(&tx, "last_applied", &last)?;
-                if let Some(m) = &membership {
-                    write_meta(&tx, "membership", m)?;
-                }
-                tx.commit().map_err(io_err)?;
-                Ok(outcomes)
-            })
+                            EntryPayload::Membership(m) => {
+                                membership =
+                                    Some(StoredMembership::new(Some(entry.log_id), m.clone()));
+                                Applied {
+                                    ok: true,
+                                    reply: Vec::new(),
+                                }
+                            }
+                        };
+                        last = Some(entry.log_id);
+                        outcomes.push(outcome);
+                    }
+                    if log_time > i64::MIN {
+                        write_meta(&tx, "log_time", &log_time)?;
+                    }
+                    write_meta(&tx, "last_applied", &last)?;
+                    if let Some(m) = &membership {
+                        write_meta(&tx, "membership", m)?;
+                    }
+                    tx.commit().map_err(io_err)?;
+                    Ok(outcomes)
+                },
+            )
             .await?;
         for (responder, outcome) in responders.into_iter().zip(outcomes) {
             if let Some(responder) = responder {
@@ -385,8 +394,10 @@ impl RaftStateMachine<C> for StateMachine {
         let meta = meta.clone();
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
-            // Hold the lock throughout: no snapshot build or prune runs while we swap.
-            let mut guard = shared.lock()?;
+            // Hold both locks throughout (writer first, as everywhere): no apply, query,
+            // snapshot build or prune runs while we swap.
+            let mut writer = lock(&shared.writer)?;
+            let mut reader = lock(&shared.reader)?;
             // Keep the received file as the current snapshot, then install a copy of it.
             if snapshot.path != db_copy {
                 std::fs::rename(&snapshot.path, &db_copy)?;
@@ -395,7 +406,8 @@ impl RaftStateMachine<C> for StateMachine {
             std::fs::copy(&db_copy, &staged)?;
             std::fs::File::open(&staged)?.sync_all()?;
             // Close both connections before the swap.
-            guard.take();
+            writer.take();
+            reader.take();
             for suffix in ["-wal", "-shm"] {
                 let side = PathBuf::from(format!("{}{suffix}", shared.db_path.display()));
                 if side.exists() {
@@ -404,10 +416,10 @@ impl RaftStateMachine<C> for StateMachine {
             }
             std::fs::rename(&staged, &shared.db_path)?;
             sync_dir(&shared.db_path)?;
-            *guard = Some(StateMachine::open_dbs(
-                shared.app.as_ref(),
-                &shared.db_path,
-            )?);
+            let (new_writer, new_reader) =
+                StateMachine::open_dbs(shared.app.as_ref(), &shared.db_path)?;
+            *writer = Some(new_writer);
+            *reader = Some(new_reader);
             // The metadata last: a snapshot without it is not considered complete.
             std::fs::write(&meta_path, serde_json::to_vec(&meta).map_err(io_err)?)?;
             prune_snapshots(&shared.snapshot_dir, &name);
@@ -483,46 +495,48 @@ impl RaftSnapshotBuilder<C> for StateMachine {
         &mut self,
     ) -> Result<openraft::alias::SnapshotOf<C, SnapshotFile>, io::Error> {
         let dir = self.shared.snapshot_dir.clone();
-        self.blocking(move |_, dbs| {
-            let applied: Option<LogId> = read_meta(&dbs.writer, "last_applied")?;
-            let membership: Option<StoredMembership> = read_meta(&dbs.writer, "membership")?;
-            let meta = SnapshotMeta {
-                last_log_id: applied,
-                last_membership: membership.unwrap_or_default(),
-            };
-            let name = snapshot_name(&meta);
-            let tmp = dir.join(format!("{name}.tmp"));
-            if tmp.exists() {
-                std::fs::remove_file(&tmp)?;
-            }
-            // Make everything applied so far durable in the database itself (the log it came
-            // from may be purged after this snapshot), then copy it consistently (the writer is
-            // locked by us).
-            let busy: i64 = dbs
-                .writer
-                .query_row("PRAGMA wal_checkpoint(FULL)", [], |r| r.get(0))
-                .map_err(io_err)?;
-            if busy != 0 {
-                return Err(io::Error::other(
-                    "the WAL checkpoint before a snapshot did not finish",
-                ));
-            }
-            dbs.writer
-                .execute("VACUUM INTO ?1", [tmp.to_string_lossy()])
-                .map_err(io_err)?;
-            std::fs::File::open(&tmp)?.sync_all()?;
-            let db = dir.join(format!("{name}.db"));
-            std::fs::rename(&tmp, &db)?;
-            std::fs::write(
-                dir.join(format!("{name}.json")),
-                serde_json::to_vec(&meta).map_err(io_err)?,
-            )?;
-            prune_snapshots(&dir, &name);
-            Ok(openraft::alias::SnapshotOf::<C, SnapshotFile> {
-                meta,
-                snapshot: SnapshotFile { path: db },
-            })
-        })
+        self.blocking(
+            |s| &s.writer,
+            move |_, writer| {
+                let applied: Option<LogId> = read_meta(writer, "last_applied")?;
+                let membership: Option<StoredMembership> = read_meta(writer, "membership")?;
+                let meta = SnapshotMeta {
+                    last_log_id: applied,
+                    last_membership: membership.unwrap_or_default(),
+                };
+                let name = snapshot_name(&meta);
+                let tmp = dir.join(format!("{name}.tmp"));
+                if tmp.exists() {
+                    std::fs::remove_file(&tmp)?;
+                }
+                // Make everything applied so far durable in the database itself (the log it came
+                // from may be purged after this snapshot), then copy it consistently (the writer is
+                // locked by us).
+                let busy: i64 = writer
+                    .query_row("PRAGMA wal_checkpoint(FULL)", [], |r| r.get(0))
+                    .map_err(io_err)?;
+                if busy != 0 {
+                    return Err(io::Error::other(
+                        "the WAL checkpoint before a snapshot did not finish",
+                    ));
+                }
+                writer
+                    .execute("VACUUM INTO ?1", [tmp.to_string_lossy()])
+                    .map_err(io_err)?;
+                std::fs::File::open(&tmp)?.sync_all()?;
+                let db = dir.join(format!("{name}.db"));
+                std::fs::rename(&tmp, &db)?;
+                std::fs::write(
+                    dir.join(format!("{name}.json")),
+                    serde_json::to_vec(&meta).map_err(io_err)?,
+                )?;
+                prune_snapshots(&dir, &name);
+                Ok(openraft::alias::SnapshotOf::<C, SnapshotFile> {
+                    meta,
+                    snapshot: SnapshotFile { path: db },
+                })
+            },
+        )
         .await
     }
 }
