@@ -4,9 +4,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::TransportError;
+use crate::frame::ID_AND_KIND_LEN;
+use crate::{Limits, TransportError};
 
 /// What a waiting call receives.
 pub(crate) type Outcome = Result<Vec<u8>, TransportError>;
@@ -113,4 +114,36 @@ impl Drop for Waiter<'_> {
             self.pending.forget(self.id);
         }
     }
+}
+
+/// One request/reply exchange on a multiplexed connection, the same for both transports:
+/// refuses a request over [`Limits::max_frame`] without sending it, registers a waiter, queues
+/// the message `build` makes from the request id, and waits for the reply within
+/// [`Limits::request_timeout`].
+pub(crate) async fn exchange<M>(
+    pending: &Pending,
+    outgoing: &mpsc::Sender<M>,
+    limits: &Limits,
+    payload_len: usize,
+    build: impl FnOnce(u64) -> M,
+) -> Outcome {
+    let size = ID_AND_KIND_LEN.saturating_add(payload_len);
+    if size > limits.max_frame {
+        return Err(TransportError::FrameTooLarge {
+            size,
+            limit: limits.max_frame,
+        });
+    }
+    let mut waiter = pending.register()?;
+    let message = build(waiter.id());
+    let exchange = async {
+        outgoing
+            .send(message)
+            .await
+            .map_err(|_| TransportError::Closed)?;
+        waiter.reply().await
+    };
+    tokio::time::timeout(limits.request_timeout, exchange)
+        .await
+        .unwrap_or(Err(TransportError::Timeout))
 }

@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
 use crate::frame::{self, Frame, FrameHeader, FrameKind, ID_AND_KIND_LEN};
-use crate::pending::Pending;
+use crate::pending::{self, Pending};
 use crate::util::{AbortOnDrop, handle_guarded};
 use crate::{CallKind, Handler, Limits, TransportError};
 
@@ -395,30 +395,18 @@ impl TcpClient {
     /// [`TransportError::Closed`] if the connection is or becomes closed before the reply.
     pub async fn call(&self, kind: CallKind, payload: Vec<u8>) -> Result<Vec<u8>, TransportError> {
         let inner = &*self.inner;
-        let size = ID_AND_KIND_LEN.saturating_add(payload.len());
-        if size > inner.limits.max_frame {
-            return Err(TransportError::FrameTooLarge {
-                size,
-                limit: inner.limits.max_frame,
-            });
-        }
-        let mut waiter = inner.pending.register()?;
-        let request = Frame {
-            id: waiter.id(),
-            kind: FrameKind::Call(kind),
-            payload,
-        };
-        let exchange = async {
-            inner
-                .outgoing
-                .send(request)
-                .await
-                .map_err(|_| TransportError::Closed)?;
-            waiter.reply().await
-        };
-        tokio::time::timeout(inner.limits.request_timeout, exchange)
-            .await
-            .unwrap_or(Err(TransportError::Timeout))
+        pending::exchange(
+            &inner.pending,
+            &inner.outgoing,
+            &inner.limits,
+            payload.len(),
+            |id| Frame {
+                id,
+                kind: FrameKind::Call(kind),
+                payload,
+            },
+        )
+        .await
     }
 
     /// The address this client was connected to, as given to [`TcpClient::connect`].

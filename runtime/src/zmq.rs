@@ -32,7 +32,7 @@ use zeromq::{
 };
 
 use crate::frame::{FrameKind, ID_AND_KIND_LEN};
-use crate::pending::Pending;
+use crate::pending::{self, Pending};
 use crate::tcp::checked_reply;
 use crate::util::{AbortOnDrop, handle_guarded};
 use crate::{CallKind, Handler, Limits, TransportError};
@@ -285,28 +285,19 @@ impl ZmqClient {
     /// [`TransportError::Closed`] if the server is or becomes disconnected before the reply.
     pub async fn call(&self, kind: CallKind, payload: Vec<u8>) -> Result<Vec<u8>, TransportError> {
         let inner = &*self.inner;
-        let size = ID_AND_KIND_LEN.saturating_add(payload.len());
-        if size > inner.limits.max_frame {
-            return Err(TransportError::FrameTooLarge {
-                size,
-                limit: inner.limits.max_frame,
-            });
-        }
-        let mut waiter = inner.pending.register()?;
-        let mut message = ZmqMessage::from(Bytes::copy_from_slice(&waiter.id().to_be_bytes()));
-        message.push_back(Bytes::copy_from_slice(&[kind.to_byte()]));
-        message.push_back(Bytes::from(payload));
-        let exchange = async {
-            inner
-                .outgoing
-                .send(message)
-                .await
-                .map_err(|_| TransportError::Closed)?;
-            waiter.reply().await
-        };
-        tokio::time::timeout(inner.limits.request_timeout, exchange)
-            .await
-            .unwrap_or(Err(TransportError::Timeout))
+        pending::exchange(
+            &inner.pending,
+            &inner.outgoing,
+            &inner.limits,
+            payload.len(),
+            |id| {
+                let mut message = ZmqMessage::from(Bytes::copy_from_slice(&id.to_be_bytes()));
+                message.push_back(Bytes::copy_from_slice(&[kind.to_byte()]));
+                message.push_back(Bytes::from(payload));
+                message
+            },
+        )
+        .await
     }
 
     /// The endpoint this client was connected to, as given to [`ZmqClient::connect`].
