@@ -269,7 +269,9 @@ impl RaftNode {
 
     /// The current leader and its addresses, if known.
     pub fn leader(&self) -> Option<(NodeId, NodeAddr)> {
-        let metrics = self.raft.metrics().borrow_watched().clone();
+        // Borrow, not clone: this runs on every forwarded write.
+        let watch = self.raft.metrics();
+        let metrics = watch.borrow_watched();
         let id = metrics.current_leader?;
         let node = metrics
             .membership_config
