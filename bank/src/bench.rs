@@ -486,14 +486,14 @@ pub async fn run_target(
     progress: bool,
 ) -> Result<BenchReport, BenchError> {
     use crate::net::{self, NetVariant, ServerLimits};
-    use bank_generated::{frames, grpc::GrpcClient, jsonrpc::JsonRpcClient};
+    use bank_generated::{grpc::GrpcClient, jsonrpc::JsonRpcClient};
     let name = target.name();
     let dir = tempfile::tempdir().map_err(setup)?;
     let db = dir.path().join("bench.db");
     let open = || crate::Bank::open(&db).map_err(setup);
     let report = match target {
         Target::Direct => {
-            let api = Arc::new(crate::Direct::new(open()?));
+            let api = Arc::new(crate::direct(open()?));
             run(
                 &name,
                 |_| {
@@ -541,7 +541,7 @@ pub async fn run_target(
                 NetVariant::Tcp => {
                     run(
                         &name,
-                        |_| frames::connect_tcp(&addr, limits),
+                        |_| net::connect_tcp(&addr, limits),
                         clients,
                         workload,
                         stop,
@@ -550,10 +550,9 @@ pub async fn run_target(
                     .await
                 }
                 NetVariant::Zmq => {
-                    let endpoint = format!("tcp://{addr}");
                     run(
                         &name,
-                        |_| frames::connect_zmq(&endpoint, limits),
+                        |_| net::connect_zmq(&addr, limits),
                         clients,
                         workload,
                         stop,
@@ -602,7 +601,7 @@ pub async fn run_target(
         }
         Target::Raft(None) => {
             let exe = std::env::current_exe().map_err(setup)?;
-            let cluster = crate::cluster::LocalCluster::start(&exe, dir.path(), 3, Vec::new())
+            let cluster = runtime::cluster::LocalCluster::start(&exe, dir.path(), 3, Vec::new())
                 .await
                 .map_err(setup)?;
             let leader = cluster

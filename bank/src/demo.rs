@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use bank_generated::{grpc::GrpcClient, jsonrpc::JsonRpcClient};
 
-use crate::cluster::{ClusterError, LocalCluster};
 use crate::validator;
+use runtime::cluster::LocalCluster;
+use runtime::host::HostError as ClusterError;
 
 /// Why the demo failed.
 #[derive(Debug, thiserror::Error)]

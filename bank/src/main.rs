@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use bank::net::{self, NetError, NetVariant, ServerLimits};
-use bank::{Bank, Direct, Report, StoreError, ValidationError, collector, validator};
+use bank::{Bank, Report, StoreError, ValidationError, collector, direct, validator};
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
@@ -36,7 +36,7 @@ enum Command {
         connect: Option<String>,
     },
     /// Run one Raft node of the replicated bank (until Ctrl-C or SIGTERM).
-    Node(NodeArgs),
+    Node(runtime::host::NodeArgs),
     /// Local clusters of node processes.
     Cluster {
         #[command(subcommand)]
@@ -47,8 +47,8 @@ enum Command {
         /// A node's raft address.
         #[arg(long, value_name = "ADDR")]
         connect: String,
-        /// The cluster's shared secret (default: $BANK_RAFT_SECRET).
-        #[arg(long, env = "BANK_RAFT_SECRET", hide_env_values = true)]
+        /// The cluster's shared secret (default: $RAFT_SECRET).
+        #[arg(long, env = "RAFT_SECRET", hide_env_values = true)]
         secret: String,
         #[command(subcommand)]
         verb: AdminVerb,
@@ -81,56 +81,10 @@ enum Command {
         /// raft runtime is in place). Never the same address as --listen.
         #[arg(long, value_name = "ADDR")]
         raft_listen: Option<String>,
-        /// The shared secret every raft message must carry (default: $BANK_RAFT_SECRET).
-        #[arg(
-            long,
-            env = "BANK_RAFT_SECRET",
-            hide_env_values = true,
-            default_value = ""
-        )]
+        /// The shared secret every raft message must carry (default: $RAFT_SECRET).
+        #[arg(long, env = "RAFT_SECRET", hide_env_values = true, default_value = "")]
         raft_secret: String,
     },
-}
-
-#[derive(Debug, clap::Args)]
-struct NodeArgs {
-    /// The node's id (unique in the cluster, never reused).
-    #[arg(long)]
-    id: u64,
-    /// Where the node keeps its log, database and snapshots.
-    #[arg(long, value_name = "DIR")]
-    data_dir: PathBuf,
-    /// gRPC API listen address (port 0 picks a free port).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
-    listen: String,
-    /// JSON-RPC API listen address.
-    #[arg(long, value_name = "ADDR")]
-    jsonrpc_listen: Option<String>,
-    /// Raft listen address (raft traffic, forwarded writes, admin; never the API address).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
-    raft_listen: String,
-    /// The cluster's shared secret (default: $BANK_RAFT_SECRET).
-    #[arg(long, env = "BANK_RAFT_SECRET", hide_env_values = true)]
-    secret: String,
-    /// Start a new cluster with this node as its only member.
-    #[arg(long, conflicts_with = "join")]
-    init: bool,
-    /// Join the cluster through this node's raft address.
-    #[arg(long, value_name = "ADDR")]
-    join: Option<String>,
-    /// Serve queries from the local replica without a read index (stale reads).
-    #[arg(long)]
-    stale_reads: bool,
-    /// Build a snapshot after this many log entries.
-    #[arg(long, default_value_t = 10_000)]
-    snapshot_every: u64,
-    /// Log entries kept behind a snapshot.
-    #[arg(long, default_value_t = 1_000)]
-    keep_logs: u64,
-    /// On a follower, answer writes with the leader's address (clients follow it) instead of
-    /// forwarding them to the leader.
-    #[arg(long)]
-    redirect_writes: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -323,7 +277,7 @@ fn run(cli: Cli) -> Result<String, CliError> {
                     runtime.block_on(async {
                         match variant {
                             Variant::Collector => validator::run(&collector(bank)).await,
-                            _ => validator::run(&Direct::new(bank)).await,
+                            _ => validator::run(&direct(bank)).await,
                         }
                     })?
                 }
@@ -350,7 +304,7 @@ fn run(cli: Cli) -> Result<String, CliError> {
             command: ClusterCommand::Up { nodes, dir },
         } => runtime.block_on(async {
             let exe = std::env::current_exe()?;
-            let cluster = bank::cluster::LocalCluster::start(&exe, &dir, nodes, Vec::new())
+            let cluster = runtime::cluster::LocalCluster::start(&exe, &dir, nodes, Vec::new())
                 .await
                 .map_err(|e| CliError::Usage(e.to_string()))?;
             println!("secret: {}", cluster.secret);
@@ -376,9 +330,8 @@ fn run(cli: Cli) -> Result<String, CliError> {
                 AdminVerb::AddLearner { id, api, raft } => AdminRequest::AddLearner {
                     id,
                     addr: NodeAddr {
-                        api,
                         raft,
-                        jsonrpc: String::new(),
+                        api: [("grpc".to_string(), api)].into(),
                     },
                 },
                 AdminVerb::Promote { ids } => AdminRequest::Promote { ids },
@@ -388,7 +341,7 @@ fn run(cli: Cli) -> Result<String, CliError> {
                 AdminVerb::Digest => AdminRequest::Digest,
             };
             let value = runtime
-                .block_on(bank::cluster::admin(&connect, &secret, request))
+                .block_on(runtime::host::admin(&connect, &secret, request))
                 .map_err(|e| CliError::Usage(e.to_string()))?;
             Ok(serde_json::to_string_pretty(&value).unwrap_or_default())
         }
@@ -415,7 +368,7 @@ fn run(cli: Cli) -> Result<String, CliError> {
             }
             if raft_listen.is_some() && raft_secret.is_empty() {
                 return Err(CliError::Usage(
-                    "--raft-listen needs a secret: --raft-secret or $BANK_RAFT_SECRET".into(),
+                    "--raft-listen needs a secret: --raft-secret or $RAFT_SECRET".into(),
                 ));
             }
             let bank = open(db.as_ref())?;
@@ -496,40 +449,10 @@ fn write_json<T: serde::Serialize>(path: &PathBuf, value: &T) -> Result<(), CliE
     std::fs::write(path, text).map_err(CliError::Runtime)
 }
 
-async fn run_node(args: NodeArgs) -> Result<String, CliError> {
-    use bank::cluster::{NodeOptions, start_node};
-    use runtime::raft::node::ReadLevel;
-    if args.secret.is_empty() {
-        return Err(CliError::Usage("the raft secret must not be empty".into()));
-    }
-    let node = start_node(NodeOptions {
-        id: args.id,
-        data_dir: args.data_dir,
-        listen: args.listen,
-        jsonrpc_listen: args.jsonrpc_listen,
-        raft_listen: args.raft_listen,
-        secret: args.secret,
-        init: args.init,
-        join: args.join,
-        read_level: if args.stale_reads {
-            ReadLevel::Stale
-        } else {
-            ReadLevel::Linearizable
-        },
-        snapshot_every: args.snapshot_every,
-        keep_logs: args.keep_logs,
-        redirect_writes: args.redirect_writes,
-    })
-    .await
-    .map_err(|e| CliError::Usage(e.to_string()))?;
-    // The ready line is what `bank cluster up`, the demo and the tests wait for.
-    println!("{}", node.ready_line());
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
-    node.shutdown().await;
+async fn run_node(args: runtime::host::NodeArgs) -> Result<String, CliError> {
+    runtime::host::run(args, &bank_generated::BankNode(bank::BankTables))
+        .await
+        .map_err(|e| CliError::Usage(e.to_string()))?;
     Ok("node stopped".into())
 }
 

@@ -3,15 +3,15 @@
 //!
 //! | variant | server side |
 //! |---|---|
-//! | `tcp`, `zmq` | command bytes from the client's `Collector`, answered by the `Dispatcher` ([`LocalSink`]) |
-//! | `grpc`, `jsonrpc` | the transport stub straight to the service ([`Direct`]) |
+//! | `tcp`, `zmq` | command bytes from the client's `Collector`, answered by the `Dispatcher` (a [`LocalSink`]) |
+//! | `grpc`, `jsonrpc` | the transport stub straight to the service ([`direct`]) |
 //! | `grpc-facade`, `jsonrpc-facade` | the transport, then a server-side `Collector` → `Dispatcher` (each call serialized exactly as a log entry) |
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bank_generated::{BankApi, BankError, frames, grpc, jsonrpc};
+use bank_generated::{BankApi, BankApp, BankError, Collector, encode_failure, grpc, jsonrpc};
 use clap::ValueEnum;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -19,7 +19,9 @@ use tokio::task::JoinHandle;
 
 use crate::store::Bank;
 use crate::validator::{self, Report, ValidationError};
-use crate::variants::{Direct, LocalSink, collector};
+use crate::{BankTables, collector, direct};
+use runtime::local::LocalSink;
+use runtime::sink::{SinkError, SinkHandler, TcpSink, ZmqSink};
 
 /// The largest request a server accepts by default (bytes).
 pub const DEFAULT_MAX_REQUEST: usize = 4 << 20;
@@ -149,13 +151,18 @@ async fn bind(listen: &str) -> Result<(TcpListener, SocketAddr), NetError> {
         addr: listen.to_string(),
         source,
     };
-    let addr: SocketAddr = listen.parse().map_err(|e| NetError::BadAddress {
-        addr: listen.to_string(),
-        reason: format!("{e} (expected IP:PORT, e.g. 127.0.0.1:50051)"),
-    })?;
-    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let listener = TcpListener::bind(parse_addr(listen)?)
+        .await
+        .map_err(bind_error)?;
     let local = listener.local_addr().map_err(bind_error)?;
     Ok((listener, local))
+}
+
+fn parse_addr(listen: &str) -> Result<SocketAddr, NetError> {
+    listen.parse().map_err(|e| NetError::BadAddress {
+        addr: listen.to_string(),
+        reason: format!("{e} (expected IP:PORT, e.g. 127.0.0.1:50051)"),
+    })
 }
 
 /// A sender that stops a server, and the future the server waits on.
@@ -176,82 +183,70 @@ pub async fn serve(
     bank: Bank,
     limits: ServerLimits,
 ) -> Result<RunningServer, NetError> {
-    let (listener, addr) = bind(listen).await?;
     let (stop, shutdown) = stop_signal();
     let max = limits.max_request;
-    let (addr, task) =
-        match variant {
-            NetVariant::Grpc => (
-                addr,
-                spawn(grpc::serve(
-                    listener,
-                    Arc::new(Direct::new(bank)),
-                    max,
-                    shutdown,
-                )),
-            ),
-            NetVariant::GrpcFacade => (
-                addr,
-                spawn(grpc::serve(
-                    listener,
-                    Arc::new(collector(bank)),
-                    max,
-                    shutdown,
-                )),
-            ),
-            NetVariant::Jsonrpc => (
-                addr,
-                spawn(jsonrpc::serve(
-                    listener,
-                    Arc::new(Direct::new(bank)),
-                    max,
-                    shutdown,
-                )),
-            ),
-            NetVariant::JsonrpcFacade => (
-                addr,
-                spawn(jsonrpc::serve(
-                    listener,
-                    Arc::new(collector(bank)),
-                    max,
-                    shutdown,
-                )),
-            ),
-            NetVariant::Tcp => {
-                let serving = frames::serve_tcp(
-                    listener,
-                    LocalSink::new(bank),
-                    frame_limits(limits),
-                    shutdown,
-                );
-                (addr, spawn(serving))
-            }
-            NetVariant::Zmq => {
-                // ZeroMQ binds its own socket: free the probe listener and bind the same address.
-                drop(listener);
-                let endpoint = format!("tcp://{addr}");
-                let (bound, serving) = frames::serve_zmq(
-                    &endpoint,
-                    LocalSink::new(bank),
-                    frame_limits(limits),
-                    shutdown,
-                )
-                .await
-                .map_err(NetError::Server)?;
-                let addr = bound.trim_start_matches("tcp://").parse().map_err(|e| {
-                    NetError::BadAddress {
-                        addr: bound.clone(),
-                        reason: format!("{e}"),
-                    }
-                })?;
-                let task = tokio::spawn(async move {
-                    serving
-                        .await
-                        .map_err(|e| BankError::Internal(format!("ZeroMQ server task: {e}")))
-                });
-                (addr, task)
-            }
-        };
+    if variant == NetVariant::Zmq {
+        let (addr, task) = serve_zmq(listen, bank, limits, shutdown).await?;
+        return Ok(RunningServer {
+            addr,
+            stop: Some(stop),
+            task,
+        });
+    }
+    let (listener, addr) = bind(listen).await?;
+    let (addr, task) = match variant {
+        NetVariant::Grpc => (
+            addr,
+            spawn(grpc::serve(listener, Arc::new(direct(bank)), max, shutdown)),
+        ),
+        NetVariant::GrpcFacade => (
+            addr,
+            spawn(grpc::serve(
+                listener,
+                Arc::new(collector(bank)),
+                max,
+                shutdown,
+            )),
+        ),
+        NetVariant::Jsonrpc => (
+            addr,
+            spawn(jsonrpc::serve(
+                listener,
+                Arc::new(direct(bank)),
+                max,
+                shutdown,
+            )),
+        ),
+        NetVariant::JsonrpcFacade => (
+            addr,
+            spawn(jsonrpc::serve(
+                listener,
+                Arc::new(collector(bank)),
+                max,
+                shutdown,
+            )),
+        ),
+        NetVariant::Tcp => {
+            let serving = runtime::serve_tcp(
+                listener,
+                Arc::new(sink_handler(bank)),
+                frame_limits(limits),
+                shutdown,
+            );
+            let serving = async move {
+                serving
+                    .await
+                    .map_err(|e| BankError::Transport(format!("TCP server: {e}")))
+            };
+            (addr, spawn(serving))
+        }
+        NetVariant::Zmq => {
+            return Err(NetError::BadAddress {
+                addr: listen.to_string(),
+                reason: "ZeroMQ binds its own socket".into(),
+            });
+        }
+    };
     tracing::info!(variant = variant.name(), %addr, "serving");
     Ok(RunningServer {
         addr,
@@ -260,10 +255,50 @@ pub async fn serve(
     })
 }
 
+/// ZeroMQ binds its own socket (port 0 picks a free port) and reports the endpoint it got.
+async fn serve_zmq(
+    listen: &str,
+    bank: Bank,
+    limits: ServerLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, JoinHandle<Result<(), BankError>>), NetError> {
+    let endpoint = format!("tcp://{}", parse_addr(listen)?);
+    let (bound, serving) = runtime::serve_zmq(
+        &endpoint,
+        Arc::new(sink_handler(bank)),
+        frame_limits(limits),
+        shutdown,
+    )
+    .await
+    .map_err(|e| NetError::Server(BankError::Transport(e.to_string())))?;
+    let addr = bound
+        .trim_start_matches("tcp://")
+        .parse()
+        .map_err(|e| NetError::BadAddress {
+            addr: bound.clone(),
+            reason: format!("{e}"),
+        })?;
+    tracing::info!(variant = "zmq", %addr, "serving");
+    let task = tokio::spawn(async move {
+        serving
+            .await
+            .map_err(|e| BankError::Internal(format!("ZeroMQ server task: {e}")))
+    });
+    Ok((addr, task))
+}
+
 fn spawn(
     serving: impl Future<Output = Result<(), BankError>> + Send + 'static,
 ) -> JoinHandle<Result<(), BankError>> {
     tokio::spawn(serving)
+}
+
+/// Answers command frames with the bank's dispatcher, in process.
+fn sink_handler(bank: Bank) -> SinkHandler<LocalSink<BankApp<BankTables>>> {
+    SinkHandler::new(
+        LocalSink::new(bank.into_db(), BankApp(BankTables)),
+        encode_failure,
+    )
 }
 
 fn frame_limits(limits: ServerLimits) -> runtime::Limits {
@@ -271,6 +306,24 @@ fn frame_limits(limits: ServerLimits) -> runtime::Limits {
         max_frame: limits.max_request,
         ..runtime::Limits::default()
     }
+}
+
+/// The generated `Collector` over TCP frames to a server at `addr`.
+pub async fn connect_tcp(
+    addr: &str,
+    limits: runtime::Limits,
+) -> Result<Collector<TcpSink>, BankError> {
+    let client = runtime::TcpClient::connect(addr.to_string(), limits).await;
+    Ok(Collector::new(TcpSink(client.map_err(SinkError::from)?)))
+}
+
+/// The generated `Collector` over ZeroMQ to a server at `addr` (`HOST:PORT`).
+pub async fn connect_zmq(
+    addr: &str,
+    limits: runtime::Limits,
+) -> Result<Collector<ZmqSink>, BankError> {
+    let client = runtime::ZmqClient::connect(&format!("tcp://{addr}"), limits).await;
+    Ok(Collector::new(ZmqSink(client.map_err(SinkError::from)?)))
 }
 
 /// Runs the validator through any client.
@@ -305,14 +358,8 @@ pub async fn serve_raft_echo(listen: &str, secret: String) -> Result<RunningServ
 pub async fn validate(variant: NetVariant, addr: &str) -> Result<Report, NetError> {
     let limits = runtime::Limits::default();
     match variant {
-        NetVariant::Tcp => run(frames::connect_tcp(addr, limits).await, addr).await,
-        NetVariant::Zmq => {
-            run(
-                frames::connect_zmq(&format!("tcp://{addr}"), limits).await,
-                addr,
-            )
-            .await
-        }
+        NetVariant::Tcp => run(connect_tcp(addr, limits).await, addr).await,
+        NetVariant::Zmq => run(connect_zmq(addr, limits).await, addr).await,
         NetVariant::Grpc | NetVariant::GrpcFacade => {
             run(grpc::GrpcClient::connect(addr).await, addr).await
         }

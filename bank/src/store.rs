@@ -1,6 +1,6 @@
 //! The bank's state machine on SQLite.
 //!
-//! [`Bank`] owns one SQLite connection. Every command runs inside ONE SQLite transaction
+//! [`Bank`] owns one SQLite database ([`LocalDb`]). Every command runs inside ONE SQLite transaction
 //! ([`Bank::command`]): it commits when the command succeeds and rolls back when it fails, so a
 //! failed command changes nothing. [`BankState`] is the view of the database inside such a
 //! transaction; it implements the generated [`BankService`] trait.
@@ -18,12 +18,13 @@
 use std::path::Path;
 
 use bank_generated::{
-    Account, AccountType, ApplyContext, BankError, BankService, Customer, Duration, Statement,
-    Transaction, TransferResult,
+    Account, AccountType, ApplyContext, BankError, BankService, BankStore, Customer, Duration,
+    Statement, Transaction, TransferResult,
 };
 use chrono::{DateTime, Datelike, NaiveDate, SecondsFormat, TimeDelta, Utc};
+use runtime::local::LocalDb;
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
 
@@ -110,37 +111,32 @@ pub enum StoreError {
 }
 
 /// The bank: one SQLite database holding customers, accounts, transactions, statements and the
-/// simulated clock.
+/// simulated clock, run in process on a [`LocalDb`].
 #[derive(Debug)]
 pub struct Bank {
-    conn: Connection,
+    db: LocalDb,
 }
 
 impl Bank {
     /// Opens (creating if missing) the database file at `path`, in WAL mode with
     /// `synchronous = FULL`, and creates or checks its schema.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let conn = Connection::open(path)?;
-        let mode: String =
-            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            tracing::warn!(journal_mode = %mode, "SQLite refused WAL mode");
-        }
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        Self::init(conn)
+        Self::init(LocalDb::open(path)?)
     }
 
     /// Opens a new, empty database that lives in memory only.
     pub fn open_in_memory() -> Result<Self, StoreError> {
-        Self::init(Connection::open_in_memory()?)
+        Self::init(LocalDb::open_in_memory()?)
     }
 
-    fn init(mut conn: Connection) -> Result<Self, StoreError> {
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        init_schema(&tx)?;
-        tx.commit()?;
-        Ok(Bank { conn })
+    fn init(db: LocalDb) -> Result<Self, StoreError> {
+        db.write(init_schema)??;
+        Ok(Bank { db })
+    }
+
+    /// The database, for the generated in-process adapters (see [`crate::direct`]).
+    pub fn into_db(self) -> LocalDb {
+        self.db
     }
 
     /// Applies one command: inside one SQLite transaction, first moves the simulated clock to
@@ -148,27 +144,13 @@ impl Bank {
     /// crossed), then runs `f`. Commits when `f` returns `Ok`, rolls everything back (the clock
     /// move included) when it returns `Err`.
     pub fn command<T>(
-        &mut self,
+        &self,
         ctx: &ApplyContext,
         f: impl FnOnce(&mut BankState<'_>) -> Result<T, BankError>,
     ) -> Result<T, BankError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(internal)?;
-        let result = apply_on(&tx, ctx, f);
-        match result {
-            Ok(value) => {
-                tx.commit().map_err(internal)?;
-                Ok(value)
-            }
-            Err(err) => {
-                if let Err(rollback) = tx.rollback() {
-                    tracing::error!(error = %rollback, "rollback failed");
-                }
-                Err(err)
-            }
-        }
+        self.db
+            .command_at(ctx, |conn, ctx| apply_on(conn, ctx, f))
+            .map_err(internal)?
     }
 
     /// Runs a read-only `f` on a consistent snapshot of the database.
@@ -176,22 +158,52 @@ impl Bank {
         &self,
         f: impl FnOnce(&BankState<'_>) -> Result<T, BankError>,
     ) -> Result<T, BankError> {
-        let tx = self.conn.unchecked_transaction().map_err(internal)?;
-        let result = query_on(&tx, f);
-        // Nothing was written: ending the read transaction either way is the same.
-        tx.rollback().map_err(internal)?;
-        result
+        self.db.query(|conn| query_on(conn, f)).map_err(internal)?
     }
 
     /// The simulated clock, or `None` before the first command.
     pub fn now(&self) -> Result<Option<DateTime<Utc>>, BankError> {
-        Ok(read_clock(&self.conn)?.map(|clock| clock.now))
+        self.db
+            .query(|conn| read_clock(conn).map(|clock| clock.map(|c| c.now)))
+            .map_err(internal)?
     }
 
     /// A SHA-256 (lowercase hex) over the schema version and every row of every table, in
     /// primary-key order. Two replicas hold the same data exactly when their digests are equal.
     pub fn digest(&self) -> Result<String, BankError> {
-        self.query(|state| digest_of(state.conn))
+        self.db.query(digest_of).map_err(internal)?
+    }
+}
+
+/// The bank's tables as the generated [`BankStore`]: what the in-process variants and the Raft
+/// state machine run the bank on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BankTables;
+
+impl BankStore for BankTables {
+    fn init(&self, conn: &Connection) -> Result<(), String> {
+        init_schema(conn).map_err(|e| e.to_string())
+    }
+
+    fn command<R>(
+        &self,
+        conn: &Connection,
+        ctx: &ApplyContext,
+        f: impl FnOnce(&mut dyn BankService) -> Result<R, BankError>,
+    ) -> Result<R, BankError> {
+        apply_on(conn, ctx, |state| f(state))
+    }
+
+    fn query<R>(
+        &self,
+        conn: &Connection,
+        f: impl FnOnce(&dyn BankService) -> Result<R, BankError>,
+    ) -> Result<R, BankError> {
+        query_on(conn, |state| f(state))
+    }
+
+    fn digest(&self, conn: &Connection) -> Result<String, String> {
+        digest_of(conn).map_err(|e| e.to_string())
     }
 }
 

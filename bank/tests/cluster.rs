@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bank::cluster::LocalCluster;
 use bank::validator;
 use bank_generated::grpc::GrpcClient;
 use bank_generated::{AccountType, BankApi, BankCommand, BankError, BankReply, decode_reply};
+use runtime::cluster::LocalCluster;
 use runtime::raft::network::{Answer, Message, call};
 use runtime::raft::types::Envelope;
 use runtime::raft_rpc::RaftClient;
@@ -210,7 +210,7 @@ async fn a_new_learner_catches_up_from_a_snapshot_after_the_log_is_purged() {
         .expect("connect");
     validator::run(&client).await.expect("walk-through");
     for n in &c.nodes {
-        bank::cluster::admin(
+        runtime::host::admin(
             &n.raft,
             &c.secret,
             runtime::raft::network::AdminRequest::Snapshot,

@@ -20,7 +20,6 @@ use bank_generated::grpc::{ERROR_KIND_KEY, GrpcClient, pb};
 use bank_generated::jsonrpc::JsonRpcClient;
 use bank_generated::{
     Account, AccountType, BankApi, BankCommand, BankError, BankReply, Customer, decode_reply,
-    frames,
 };
 use json::Json;
 use runtime::frame::{self, FrameKind};
@@ -1222,7 +1221,7 @@ fn command_frame() -> FrameKind {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_bad_payloads_get_transport_errors_and_the_connection_stays_open() {
     let server = Server::start(NetVariant::Tcp, net::DEFAULT_MAX_REQUEST).await;
-    let client = frames::connect_tcp(&server.addr.to_string(), Limits::default())
+    let client = net::connect_tcp(&server.addr.to_string(), Limits::default())
         .await
         .expect("connect");
     let seeded = seed(&client).await;
@@ -1274,10 +1273,18 @@ async fn tcp_bad_payloads_get_transport_errors_and_the_connection_stays_open() {
     });
     raw.send(200, FrameKind::Call(CallKind::Query), &deposit)
         .await;
-    let reply = raw.reply(200).await;
-    assert!(
-        matches!(reply, Err(BankError::InvalidArgument(_))),
-        "a command sent as a query: {reply:?}"
+    assert_transport_error(
+        "a command sent as a query",
+        raw.reply(200).await,
+        "is a command",
+    );
+    // A valid query sent as a command is refused too (it would enter the log).
+    let count = encode(&BankCommand::GetCustomerCount {});
+    raw.send(202, command_frame(), &count).await;
+    assert_transport_error(
+        "a query sent as a command",
+        raw.reply(202).await,
+        "is a query",
     );
     // An application error travels typed.
     let unknown = encode(&BankCommand::Deposit {
@@ -1308,7 +1315,7 @@ async fn tcp_bad_payloads_get_transport_errors_and_the_connection_stays_open() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_amount_as_a_json_number_is_refused() {
     let server = Server::start(NetVariant::Tcp, net::DEFAULT_MAX_REQUEST).await;
-    let client = frames::connect_tcp(&server.addr.to_string(), Limits::default())
+    let client = net::connect_tcp(&server.addr.to_string(), Limits::default())
         .await
         .expect("connect");
     let seeded = seed(&client).await;
@@ -1327,7 +1334,7 @@ async fn tcp_amount_as_a_json_number_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_refused_and_broken_frames_close_only_their_connection() {
     let server = Server::start(NetVariant::Tcp, SMALL_LIMIT).await;
-    let client = frames::connect_tcp(&server.addr.to_string(), Limits::default())
+    let client = net::connect_tcp(&server.addr.to_string(), Limits::default())
         .await
         .expect("connect");
     let seeded = seed(&client).await;
@@ -1408,8 +1415,7 @@ async fn tcp_refused_and_broken_frames_close_only_their_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zmq_bad_and_oversized_payloads_get_transport_errors() {
     let server = Server::start(NetVariant::Zmq, SMALL_LIMIT).await;
-    let endpoint = format!("tcp://{}", server.addr);
-    let client = frames::connect_zmq(&endpoint, Limits::default())
+    let client = net::connect_zmq(&server.addr.to_string(), Limits::default())
         .await
         .expect("connect");
     let seeded = seed(&client).await;
@@ -1417,7 +1423,7 @@ async fn zmq_bad_and_oversized_payloads_get_transport_errors() {
     let id = seeded.account_id;
 
     // A raw client with the default (larger) limit, so it sends what the server refuses.
-    let raw = ZmqClient::connect(&endpoint, Limits::default())
+    let raw = ZmqClient::connect(&format!("tcp://{}", server.addr), Limits::default())
         .await
         .expect("raw connect");
     let call = |kind: CallKind, payload: Vec<u8>| {
@@ -1461,10 +1467,10 @@ async fn zmq_bad_and_oversized_payloads_get_transport_errors() {
         account_id: id,
         amount: money("1.00"),
     });
-    let reply = call(CallKind::Query, deposit).await;
-    assert!(
-        matches!(reply, Err(BankError::InvalidArgument(_))),
-        "a command sent as a query: {reply:?}"
+    assert_transport_error(
+        "a command sent as a query",
+        call(CallKind::Query, deposit).await,
+        "is a command",
     );
 
     // The same raw client is still served.

@@ -1,11 +1,13 @@
 //! The validator passes on every in-process variant, also on a database that already holds
 //! other customers, and fails (naming the right step) when a value is wrong.
 
-use bank::{Bank, Direct, ValidationError, collector, validator};
+use bank::{Bank, BankTables, ValidationError, collector, direct, validator};
 use bank_generated::{
-    Account, AccountType, BankApi, BankError, Customer, Duration, Statement, TransferResult,
+    BankApp, BankCommand, BankError, BankReply, Collector, decode_reply, encode_reply,
 };
 use chrono::{DateTime, NaiveDate, Utc};
+use runtime::local::LocalSink;
+use runtime::{CallKind, CommandSink, SinkError};
 use rust_decimal::Decimal;
 
 fn temp_db() -> (tempfile::TempDir, std::path::PathBuf) {
@@ -17,12 +19,12 @@ fn temp_db() -> (tempfile::TempDir, std::path::PathBuf) {
 #[tokio::test]
 async fn direct_passes_twice_on_the_same_file() {
     let (_dir, path) = temp_db();
-    let first = validator::run(&Direct::new(Bank::open(&path).unwrap()))
+    let first = validator::run(&direct(Bank::open(&path).unwrap()))
         .await
         .unwrap();
     assert_eq!(first.steps.len(), 10);
     assert!(!first.statement_dates.is_empty());
-    let second = validator::run(&Direct::new(Bank::open(&path).unwrap()))
+    let second = validator::run(&direct(Bank::open(&path).unwrap()))
         .await
         .unwrap();
     assert!(second.customer_id > first.customer_id);
@@ -46,7 +48,7 @@ async fn collector_passes_twice_on_the_same_file() {
 #[tokio::test]
 async fn variants_share_one_database() {
     let (_dir, path) = temp_db();
-    validator::run(&Direct::new(Bank::open(&path).unwrap()))
+    validator::run(&direct(Bank::open(&path).unwrap()))
         .await
         .unwrap();
     let report = validator::run(&collector(Bank::open(&path).unwrap()))
@@ -63,7 +65,7 @@ async fn variants_share_one_database() {
 
 #[tokio::test]
 async fn in_memory_passes() {
-    validator::run(&Direct::new(Bank::open_in_memory().unwrap()))
+    validator::run(&direct(Bank::open_in_memory().unwrap()))
         .await
         .unwrap();
     validator::run(&collector(Bank::open_in_memory().unwrap()))
@@ -88,9 +90,10 @@ enum Corruption {
     SameAccountError,
 }
 
-/// A [`BankApi`] that forwards to a real one and corrupts one value.
-struct Corrupt<A> {
-    inner: A,
+/// A sink that forwards to a real one and corrupts one value of the replies: it needs no method
+/// per operation, so adding an operation leaves it alone.
+struct Corrupt<S> {
+    inner: S,
     what: Corruption,
 }
 
@@ -98,105 +101,50 @@ fn cent() -> Decimal {
     Decimal::new(1, 2)
 }
 
-impl<A: BankApi> BankApi for Corrupt<A> {
-    async fn create_customer(
-        &self,
-        first_name: String,
-        last_name: String,
-        address: String,
-    ) -> Result<Customer, BankError> {
-        self.inner
-            .create_customer(first_name, last_name, address)
-            .await
-    }
-    async fn create_account(
-        &self,
-        customer_id: u64,
-        account_type: AccountType,
-    ) -> Result<Account, BankError> {
-        self.inner.create_account(customer_id, account_type).await
-    }
-    async fn deposit(&self, account_id: u64, amount: Decimal) -> Result<Decimal, BankError> {
-        let got = self.inner.deposit(account_id, amount).await?;
-        Ok(match self.what {
-            Corruption::DepositBalance => got + cent(),
-            _ => got,
-        })
-    }
-    async fn withdraw(&self, account_id: u64, amount: Decimal) -> Result<Decimal, BankError> {
-        let got = self.inner.withdraw(account_id, amount).await?;
-        Ok(match self.what {
-            Corruption::WithdrawScale => got.normalize(),
-            _ => got,
-        })
-    }
-    async fn transfer(
-        &self,
-        from_account_id: u64,
-        to_account_id: u64,
-        amount: Decimal,
-    ) -> Result<TransferResult, BankError> {
-        let got = self
-            .inner
-            .transfer(from_account_id, to_account_id, amount)
-            .await;
-        match (self.what, got) {
-            (Corruption::SameAccountError, Err(BankError::InvalidArgument(m))) => {
+impl<S: CommandSink> CommandSink for Corrupt<S> {
+    async fn submit(&self, kind: CallKind, command: Vec<u8>) -> Result<Vec<u8>, SinkError> {
+        let is_transfer = matches!(
+            BankCommand::decode(&command),
+            Ok(BankCommand::Transfer { .. })
+        );
+        let reply = self.inner.submit(kind, command).await?;
+        let corrupted = match (self.what, decode_reply(&reply)) {
+            (Corruption::DepositBalance, Ok(BankReply::Deposit(balance))) => {
+                Ok(BankReply::Deposit(balance + cent()))
+            }
+            (Corruption::WithdrawScale, Ok(BankReply::Withdraw(balance))) => {
+                Ok(BankReply::Withdraw(balance.normalize()))
+            }
+            (Corruption::AccountOrder, Ok(BankReply::GetAccounts(mut ids))) => {
+                ids.reverse();
+                Ok(BankReply::GetAccounts(ids))
+            }
+            (Corruption::StatementCredits, Ok(BankReply::GetStatement(mut statement))) => {
+                statement.total_credits += cent();
+                Ok(BankReply::GetStatement(statement))
+            }
+            (Corruption::MissingStatement, Ok(BankReply::ListStatements(mut dates))) => {
+                dates.pop();
+                Ok(BankReply::ListStatements(dates))
+            }
+            (Corruption::SameAccountError, Err(BankError::InvalidArgument(m))) if is_transfer => {
                 Err(BankError::NotFound(m))
             }
-            (_, got) => got,
-        }
-    }
-    async fn cash_check(&self, account_id: u64, amount: Decimal) -> Result<Decimal, BankError> {
-        self.inner.cash_check(account_id, amount).await
-    }
-    async fn advance_time(&self, delta: Duration) -> Result<DateTime<Utc>, BankError> {
-        self.inner.advance_time(delta).await
-    }
-    async fn list_customers(&self, offset: u32, limit: u32) -> Result<Vec<Customer>, BankError> {
-        self.inner.list_customers(offset, limit).await
-    }
-    async fn list_accounts(&self, offset: u32, limit: u32) -> Result<Vec<Account>, BankError> {
-        self.inner.list_accounts(offset, limit).await
-    }
-    async fn get_accounts(&self, customer_id: u64) -> Result<Vec<u64>, BankError> {
-        let mut got = self.inner.get_accounts(customer_id).await?;
-        if let Corruption::AccountOrder = self.what {
-            got.reverse();
-        }
-        Ok(got)
-    }
-    async fn list_statements(&self, account_id: u64) -> Result<Vec<NaiveDate>, BankError> {
-        let mut got = self.inner.list_statements(account_id).await?;
-        if let Corruption::MissingStatement = self.what {
-            got.pop();
-        }
-        Ok(got)
-    }
-    async fn get_statement(
-        &self,
-        account_id: u64,
-        statement_date: NaiveDate,
-    ) -> Result<Statement, BankError> {
-        let mut got = self.inner.get_statement(account_id, statement_date).await?;
-        if let Corruption::StatementCredits = self.what {
-            got.total_credits += cent();
-        }
-        Ok(got)
-    }
-    async fn get_customer_count(&self) -> Result<u64, BankError> {
-        self.inner.get_customer_count().await
-    }
-    async fn get_account_count(&self) -> Result<u64, BankError> {
-        self.inner.get_account_count().await
+            _ => return Ok(reply),
+        };
+        Ok(encode_reply(&corrupted))
     }
 }
 
 async fn failure(what: Corruption) -> ValidationError {
-    let api = Corrupt {
-        inner: collector(Bank::open_in_memory().unwrap()),
+    let sink = Corrupt {
+        inner: LocalSink::new(
+            Bank::open_in_memory().unwrap().into_db(),
+            BankApp(BankTables),
+        ),
         what,
     };
+    let api = Collector::new(sink);
     validator::run(&api).await.unwrap_err()
 }
 

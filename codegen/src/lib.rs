@@ -116,32 +116,97 @@ fn syntax_error(path: &Path, source: &str, e: &serde_saphyr::Error) -> Diagnosti
     )
 }
 
-/// Loads `schema`, renders the crate and swaps it into `out`: all files or none. The schema's path
-/// as given is what the generated headers name.
-pub fn generate(
-    schema: &Path,
-    out: &Path,
-    runtime_path: &str,
-) -> Result<Vec<GeneratedFile>, Error> {
-    let api = load(schema)?;
-    let files = render(
-        &api,
-        &schema.to_string_lossy().replace('\\', "/"),
-        runtime_path,
-    )?;
-    write(out, &files)?;
-    Ok(files)
+/// How the generated crate depends on the runtime crate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeDep {
+    /// A path, relative to the generated crate's directory (inside one workspace).
+    Path(String),
+    /// A version requirement (the runtime from a registry).
+    Version(String),
 }
 
-/// Emits every file of the generated crate plus the JSON Schema of the format.
+/// Generates one service crate from one description: the library form of `cargo xtask gen`,
+/// usable from any build tool or a `build.rs`.
 ///
-/// `runtime_path` is the path from the generated crate's directory to the `runtime` crate.
-pub fn render(
-    api: &Api,
-    source_name: &str,
-    runtime_path: &str,
-) -> Result<Vec<GeneratedFile>, Error> {
-    emit::crate_files(api, source_name, runtime_path)
+/// ```no_run
+/// let written = codegen::Generator::new("schema/kv.yaml", "generated")
+///     .crate_name("kv-generated")
+///     .runtime(codegen::RuntimeDep::Version("0.1".into()))
+///     .generate()?;
+/// # Ok::<(), codegen::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Generator {
+    schema: PathBuf,
+    out: PathBuf,
+    source_name: Option<String>,
+    options: emit::Options,
+}
+
+impl Generator {
+    /// Generates from the description at `schema` into the crate directory `out`. Defaults: the
+    /// crate is named `<service>-generated` and depends on the runtime at `../runtime`.
+    pub fn new(schema: impl Into<PathBuf>, out: impl Into<PathBuf>) -> Self {
+        Generator {
+            schema: schema.into(),
+            out: out.into(),
+            source_name: None,
+            options: emit::Options::default(),
+        }
+    }
+
+    /// The generated package's name.
+    pub fn crate_name(mut self, name: impl Into<String>) -> Self {
+        self.options.crate_name = Some(name.into());
+        self
+    }
+
+    /// How the generated crate depends on the runtime.
+    pub fn runtime(mut self, dep: RuntimeDep) -> Self {
+        self.options.runtime = dep;
+        self
+    }
+
+    /// The schema's name in the generated headers and messages (default: the path as given).
+    pub fn source_name(mut self, name: impl Into<String>) -> Self {
+        self.source_name = Some(name.into());
+        self
+    }
+
+    /// The directory the crate is written to.
+    pub fn out_dir(&self) -> &Path {
+        &self.out
+    }
+
+    /// Loads and validates the description and emits every file in memory; writes nothing.
+    pub fn render(&self) -> Result<Vec<GeneratedFile>, Error> {
+        let api = load(&self.schema)?;
+        let source_name = self
+            .source_name
+            .clone()
+            .unwrap_or_else(|| self.schema.to_string_lossy().replace('\\', "/"));
+        emit::crate_files(&api, &source_name, &self.options)
+    }
+
+    /// Renders and swaps the crate into the output directory: all files or none. A bad
+    /// description writes nothing.
+    pub fn generate(&self) -> Result<Vec<GeneratedFile>, Error> {
+        let files = self.render()?;
+        write(&self.out, &files)?;
+        Ok(files)
+    }
+
+    /// Renders and compares with the output directory; returns what is stale (empty when up to
+    /// date). Writes nothing.
+    pub fn check(&self) -> Result<Vec<String>, Error> {
+        check(&self.out, &self.render()?)
+    }
+}
+
+/// Emits every file of the generated crate for an already loaded description, with the default
+/// options (crate `<service>-generated`, runtime at `../runtime`).
+pub fn render(api: &Api, source_name: &str) -> Result<Vec<GeneratedFile>, Error> {
+    emit::crate_files(api, source_name, &emit::Options::default())
 }
 
 /// The tonic/prost module of a hand-written `.proto` file declaring `package`, with the

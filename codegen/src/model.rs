@@ -437,9 +437,28 @@ impl Checker<'_> {
                     }
                 }
                 self.unique(&mut error_names, &e.name, "error");
+                let tag = error_tags.take(self, e.tag.as_ref(), &e.name, "error");
+                if let Some(t) = e.tag.as_ref().filter(|_| JSONRPC_TAKEN_TAGS.contains(&tag)) {
+                    self.push(
+                        Diagnostic::new(
+                            "schema::reserved_error_code",
+                            t.pos,
+                            tag.to_string(),
+                            format!(
+                                "error `{}` would have JSON-RPC code {}, which is taken",
+                                e.name.value,
+                                -32000 - i64::from(tag)
+                            ),
+                        )
+                        .hint(
+                            "error tags 50, 51 (Transport, Redirect) and 600..=603, 700 (JSON-RPC's \
+                             standard codes) are taken; use another tag",
+                        ),
+                    );
+                }
                 ErrorKind {
                     name: e.name.value.clone(),
-                    tag: error_tags.take(self, e.tag.as_ref(), &e.name, "error"),
+                    tag,
                     doc: e.doc.clone(),
                 }
             })
@@ -782,6 +801,10 @@ impl Checker<'_> {
         value
     }
 }
+
+/// Error tags whose JSON-RPC code (`-32000 - tag`) is taken: `Transport` (-32050), `Redirect`
+/// (-32051) and JSON-RPC's standard codes (-32600..=-32603, -32700).
+const JSONRPC_TAKEN_TAGS: &[u32] = &[50, 51, 600, 601, 602, 603, 700];
 
 /// Assigns checked tags for one list (operations, fields of a struct, …).
 struct TagSet {

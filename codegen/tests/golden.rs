@@ -9,14 +9,13 @@ use std::path::Path;
 fn golden(name: &str) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let schema = dir.join(format!("{name}.yaml"));
-    let api = codegen::load(&schema).unwrap_or_else(|e| panic!("{e}"));
-    let files = codegen::render(
-        &api,
-        &format!("codegen/tests/golden/{name}.yaml"),
-        "../../../../runtime",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
     let out = dir.join(name);
+    // The options `cargo xtask gen` uses for this crate.
+    let files = codegen::Generator::new(&schema, &out)
+        .source_name(format!("codegen/tests/golden/{name}.yaml"))
+        .runtime(codegen::RuntimeDep::Path("../../../../runtime".into()))
+        .render()
+        .unwrap_or_else(|e| panic!("{e}"));
     if std::env::var_os("UPDATE_EXPECT").is_some() {
         codegen::write(&out, &files).unwrap_or_else(|e| panic!("{e}"));
     }
@@ -37,9 +36,9 @@ fn kitchen_sink() {
 fn output_is_a_pure_function_of_the_schema() {
     let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/kitchen_sink.yaml");
     let api = codegen::load(&schema).unwrap_or_else(|e| panic!("{e}"));
-    let first = codegen::render(&api, "x.yaml", "../runtime").unwrap_or_else(|e| panic!("{e}"));
+    let first = codegen::render(&api, "x.yaml").unwrap_or_else(|e| panic!("{e}"));
     let again = codegen::load(&schema).unwrap_or_else(|e| panic!("{e}"));
-    let second = codegen::render(&again, "x.yaml", "../runtime").unwrap_or_else(|e| panic!("{e}"));
+    let second = codegen::render(&again, "x.yaml").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(first, second);
     for f in &first {
         // JSON has no comments: its marker is the `$comment` on the second line.

@@ -45,8 +45,8 @@ fn appending_an_operation_and_a_field_keeps_every_existing_tag() {
     );
 
     // The generated command set keeps the old operations' names, tags and kinds.
-    let old_files = codegen::render(&before, "bank.yaml", "../runtime").expect("render");
-    let new_files = codegen::render(&after, "bank.yaml", "../runtime").expect("render");
+    let old_files = codegen::render(&before, "bank.yaml").expect("render");
+    let new_files = codegen::render(&after, "bank.yaml").expect("render");
     let command = |files: &[codegen::GeneratedFile]| {
         files
             .iter()

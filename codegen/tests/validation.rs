@@ -38,7 +38,7 @@ fn problems(schema: &str) -> Vec<String> {
     fs::create_dir_all(out.join("src")).expect("mkdir");
     fs::write(out.join("src/lib.rs"), "// previous output\n").expect("sentinel");
     let before = snapshot(dir.path());
-    let err = match codegen::generate(&file, &out, "../runtime") {
+    let err = match codegen::Generator::new(&file, &out).generate() {
         Ok(_) => panic!("expected the schema to be rejected"),
         Err(codegen::Error::Schema(d)) => d,
         Err(e) => panic!("expected a schema error, got {e}"),
@@ -353,4 +353,26 @@ fn type_names_taken_by_grpc_messages_are_refused() {
             "bad.yaml:7:11: schema::reserved_name: type name `GetItemRequest` is the gRPC message of operation `get_item`"
         ]
     );
+}
+
+#[test]
+fn error_tags_whose_jsonrpc_code_is_taken_are_refused() {
+    for (tag, code) in [
+        (50, -32050),
+        (51, -32051),
+        (602, -32602),
+        (603, -32603),
+        (700, -32700),
+    ] {
+        assert_eq!(
+            problems(&with(
+                "{ name: NotFound, tag: 1 }",
+                &format!("{{ name: NotFound, tag: {tag} }}")
+            )),
+            [format!(
+                "bad.yaml:12:28: schema::reserved_error_code: error `NotFound` would have \
+                 JSON-RPC code {code}, which is taken"
+            )]
+        );
+    }
 }

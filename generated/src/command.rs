@@ -6,85 +6,85 @@ pub const OPERATIONS: &[crate::OpInfo] = &[
     crate::OpInfo {
         name: "create_customer",
         tag: 1,
-        kind: crate::OpKind::Command,
+        kind: runtime::CallKind::Command,
         params: &["first_name", "last_name", "address"],
     },
     crate::OpInfo {
         name: "create_account",
         tag: 2,
-        kind: crate::OpKind::Command,
+        kind: runtime::CallKind::Command,
         params: &["customer_id", "account_type"],
     },
     crate::OpInfo {
         name: "deposit",
         tag: 3,
-        kind: crate::OpKind::Command,
+        kind: runtime::CallKind::Command,
         params: &["account_id", "amount"],
     },
     crate::OpInfo {
         name: "withdraw",
         tag: 4,
-        kind: crate::OpKind::Command,
+        kind: runtime::CallKind::Command,
         params: &["account_id", "amount"],
     },
     crate::OpInfo {
         name: "transfer",
         tag: 5,
-        kind: crate::OpKind::Command,
+        kind: runtime::CallKind::Command,
         params: &["from_account_id", "to_account_id", "amount"],
     },
     crate::OpInfo {
         name: "cash_check",
         tag: 6,
-        kind: crate::OpKind::Command,
+        kind: runtime::CallKind::Command,
         params: &["account_id", "amount"],
     },
     crate::OpInfo {
         name: "advance_time",
         tag: 7,
-        kind: crate::OpKind::Command,
+        kind: runtime::CallKind::Command,
         params: &["delta"],
     },
     crate::OpInfo {
         name: "list_customers",
         tag: 8,
-        kind: crate::OpKind::Query,
+        kind: runtime::CallKind::Query,
         params: &["offset", "limit"],
     },
     crate::OpInfo {
         name: "list_accounts",
         tag: 9,
-        kind: crate::OpKind::Query,
+        kind: runtime::CallKind::Query,
         params: &["offset", "limit"],
     },
     crate::OpInfo {
         name: "get_accounts",
         tag: 10,
-        kind: crate::OpKind::Query,
+        kind: runtime::CallKind::Query,
         params: &["customer_id"],
     },
     crate::OpInfo {
         name: "list_statements",
         tag: 11,
-        kind: crate::OpKind::Query,
+        kind: runtime::CallKind::Query,
         params: &["account_id"],
     },
     crate::OpInfo {
         name: "get_statement",
         tag: 12,
-        kind: crate::OpKind::Query,
+        kind: runtime::CallKind::Query,
         params: &["account_id", "statement_date"],
     },
     crate::OpInfo {
         name: "get_customer_count",
         tag: 13,
-        kind: crate::OpKind::Query,
+        kind: runtime::CallKind::Query,
         params: &[],
     },
     crate::OpInfo {
         name: "get_account_count",
         tag: 14,
-        kind: crate::OpKind::Query,
+        kind: runtime::CallKind::Query,
         params: &[],
     },
 ];
@@ -195,22 +195,22 @@ impl BankCommand {
     }
 
     /// Command (goes through the log) or query.
-    pub fn kind(&self) -> crate::OpKind {
+    pub fn kind(&self) -> runtime::CallKind {
         match self {
-            BankCommand::CreateCustomer { .. } => crate::OpKind::Command,
-            BankCommand::CreateAccount { .. } => crate::OpKind::Command,
-            BankCommand::Deposit { .. } => crate::OpKind::Command,
-            BankCommand::Withdraw { .. } => crate::OpKind::Command,
-            BankCommand::Transfer { .. } => crate::OpKind::Command,
-            BankCommand::CashCheck { .. } => crate::OpKind::Command,
-            BankCommand::AdvanceTime { .. } => crate::OpKind::Command,
-            BankCommand::ListCustomers { .. } => crate::OpKind::Query,
-            BankCommand::ListAccounts { .. } => crate::OpKind::Query,
-            BankCommand::GetAccounts { .. } => crate::OpKind::Query,
-            BankCommand::ListStatements { .. } => crate::OpKind::Query,
-            BankCommand::GetStatement { .. } => crate::OpKind::Query,
-            BankCommand::GetCustomerCount { .. } => crate::OpKind::Query,
-            BankCommand::GetAccountCount { .. } => crate::OpKind::Query,
+            BankCommand::CreateCustomer { .. } => runtime::CallKind::Command,
+            BankCommand::CreateAccount { .. } => runtime::CallKind::Command,
+            BankCommand::Deposit { .. } => runtime::CallKind::Command,
+            BankCommand::Withdraw { .. } => runtime::CallKind::Command,
+            BankCommand::Transfer { .. } => runtime::CallKind::Command,
+            BankCommand::CashCheck { .. } => runtime::CallKind::Command,
+            BankCommand::AdvanceTime { .. } => runtime::CallKind::Command,
+            BankCommand::ListCustomers { .. } => runtime::CallKind::Query,
+            BankCommand::ListAccounts { .. } => runtime::CallKind::Query,
+            BankCommand::GetAccounts { .. } => runtime::CallKind::Query,
+            BankCommand::ListStatements { .. } => runtime::CallKind::Query,
+            BankCommand::GetStatement { .. } => runtime::CallKind::Query,
+            BankCommand::GetCustomerCount { .. } => runtime::CallKind::Query,
+            BankCommand::GetAccountCount { .. } => runtime::CallKind::Query,
         }
     }
 
@@ -448,6 +448,11 @@ pub fn encode_reply(reply: &Result<BankReply, crate::BankError>) -> Vec<u8> {
             serde_json::to_vec(&fallback).unwrap_or_default()
         }
     }
+}
+
+/// A failure of the runtime (transport, redirect, node) as a serialized `Err` reply.
+pub fn encode_failure(failure: &runtime::sink::SinkError) -> Vec<u8> {
+    encode_reply(&Err(crate::BankError::from(failure.clone())))
 }
 
 /// Parses the outcome of a call; a malformed reply is a `Transport` error.

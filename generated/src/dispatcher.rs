@@ -113,7 +113,7 @@ impl Dispatcher {
             }
             other => {
                 Err(
-                    crate::BankError::Internal(
+                    crate::BankError::Transport(
                         format!(
                             "`{}` is a command; it cannot run as a query", other.name()
                         ),

@@ -30,29 +30,6 @@ pub const SERVICE_NAME: &str = "bank.v1.Bank";
 /// The metadata key that carries the error kind.
 pub const ERROR_KIND_KEY: &str = "x-error-kind";
 
-fn decimal_from(s: String, path: &str) -> Result<::rust_decimal::Decimal, String> {
-    ::rust_decimal::Decimal::from_str_exact(s.trim())
-        .map_err(|_| format!("`{path}`: `{s}` is not a decimal"))
-}
-
-fn date_from(s: &str, path: &str) -> Result<::chrono::NaiveDate, String> {
-    ::chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .map_err(|_| format!("`{path}`: `{s}` is not a date (YYYY-MM-DD)"))
-}
-
-fn datetime_from(
-    s: &str,
-    path: &str,
-) -> Result<::chrono::DateTime<::chrono::Utc>, String> {
-    ::chrono::DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&::chrono::Utc))
-        .map_err(|_| format!("`{path}`: `{s}` is not an RFC 3339 time"))
-}
-
-fn duration_from(s: &str, path: &str) -> Result<crate::Duration, String> {
-    s.parse().map_err(|e| format!("`{path}`: {e}"))
-}
-
 fn account_type_to_pb(v: crate::AccountType) -> i32 {
     match v {
         crate::AccountType::Savings => pb::AccountType::Savings as i32,
@@ -100,8 +77,14 @@ impl TryFrom<pb::Customer> for crate::Customer {
                 .into_iter()
                 .map(|v| Ok::<_, String>(v))
                 .collect::<Result<Vec<_>, String>>()?,
-            create_time: datetime_from(&v.create_time, "Customer.create_time")?,
-            update_time: datetime_from(&v.update_time, "Customer.update_time")?,
+            create_time: runtime::wire::datetime_from(
+                &v.create_time,
+                "Customer.create_time",
+            )?,
+            update_time: runtime::wire::datetime_from(
+                &v.update_time,
+                "Customer.update_time",
+            )?,
         })
     }
 }
@@ -131,9 +114,15 @@ impl TryFrom<pb::Account> for crate::Account {
             account_id: Ok::<_, String>(v.account_id)?,
             account_type: account_type_from_pb(v.account_type, "Account.account_type")?,
             customer_id: Ok::<_, String>(v.customer_id)?,
-            balance: decimal_from(v.balance, "Account.balance")?,
-            create_time: datetime_from(&v.create_time, "Account.create_time")?,
-            update_time: datetime_from(&v.update_time, "Account.update_time")?,
+            balance: runtime::wire::decimal_from(v.balance, "Account.balance")?,
+            create_time: runtime::wire::datetime_from(
+                &v.create_time,
+                "Account.create_time",
+            )?,
+            update_time: runtime::wire::datetime_from(
+                &v.update_time,
+                "Account.update_time",
+            )?,
         })
     }
 }
@@ -158,16 +147,16 @@ impl TryFrom<pb::Transaction> for crate::Transaction {
     fn try_from(v: pb::Transaction) -> Result<Self, String> {
         Ok(crate::Transaction {
             account_id: Ok::<_, String>(v.account_id)?,
-            starting_balance: decimal_from(
+            starting_balance: runtime::wire::decimal_from(
                 v.starting_balance,
                 "Transaction.starting_balance",
             )?,
-            ending_balance: decimal_from(
+            ending_balance: runtime::wire::decimal_from(
                 v.ending_balance,
                 "Transaction.ending_balance",
             )?,
-            change: decimal_from(v.change, "Transaction.change")?,
-            transaction_time: datetime_from(
+            change: runtime::wire::decimal_from(v.change, "Transaction.change")?,
+            transaction_time: runtime::wire::datetime_from(
                 &v.transaction_time,
                 "Transaction.transaction_time",
             )?,
@@ -194,14 +183,26 @@ impl TryFrom<pb::Statement> for crate::Statement {
     fn try_from(v: pb::Statement) -> Result<Self, String> {
         Ok(crate::Statement {
             account_id: Ok::<_, String>(v.account_id)?,
-            statement_date: date_from(&v.statement_date, "Statement.statement_date")?,
-            starting_balance: decimal_from(
+            statement_date: runtime::wire::date_from(
+                &v.statement_date,
+                "Statement.statement_date",
+            )?,
+            starting_balance: runtime::wire::decimal_from(
                 v.starting_balance,
                 "Statement.starting_balance",
             )?,
-            ending_balance: decimal_from(v.ending_balance, "Statement.ending_balance")?,
-            total_credits: decimal_from(v.total_credits, "Statement.total_credits")?,
-            total_debits: decimal_from(v.total_debits, "Statement.total_debits")?,
+            ending_balance: runtime::wire::decimal_from(
+                v.ending_balance,
+                "Statement.ending_balance",
+            )?,
+            total_credits: runtime::wire::decimal_from(
+                v.total_credits,
+                "Statement.total_credits",
+            )?,
+            total_debits: runtime::wire::decimal_from(
+                v.total_debits,
+                "Statement.total_debits",
+            )?,
         })
     }
 }
@@ -220,8 +221,14 @@ impl TryFrom<pb::TransferResult> for crate::TransferResult {
 
     fn try_from(v: pb::TransferResult) -> Result<Self, String> {
         Ok(crate::TransferResult {
-            from_balance: decimal_from(v.from_balance, "TransferResult.from_balance")?,
-            to_balance: decimal_from(v.to_balance, "TransferResult.to_balance")?,
+            from_balance: runtime::wire::decimal_from(
+                v.from_balance,
+                "TransferResult.from_balance",
+            )?,
+            to_balance: runtime::wire::decimal_from(
+                v.to_balance,
+                "TransferResult.to_balance",
+            )?,
         })
     }
 }
@@ -314,7 +321,10 @@ impl pb::DepositRequest {
     fn into_native(self) -> Result<(u64, ::rust_decimal::Decimal), String> {
         let r = self;
         let _ = &r;
-        Ok((Ok::<_, String>(r.account_id)?, decimal_from(r.amount, "amount")?))
+        Ok((
+            Ok::<_, String>(r.account_id)?,
+            runtime::wire::decimal_from(r.amount, "amount")?,
+        ))
     }
 }
 
@@ -327,7 +337,7 @@ impl pb::DepositResponse {
 
     fn into_native(self) -> Result<::rust_decimal::Decimal, String> {
         let r = self;
-        Ok(decimal_from(r.value, "value")?)
+        Ok(runtime::wire::decimal_from(r.value, "value")?)
     }
 }
 
@@ -343,7 +353,10 @@ impl pb::WithdrawRequest {
     fn into_native(self) -> Result<(u64, ::rust_decimal::Decimal), String> {
         let r = self;
         let _ = &r;
-        Ok((Ok::<_, String>(r.account_id)?, decimal_from(r.amount, "amount")?))
+        Ok((
+            Ok::<_, String>(r.account_id)?,
+            runtime::wire::decimal_from(r.amount, "amount")?,
+        ))
     }
 }
 
@@ -356,7 +369,7 @@ impl pb::WithdrawResponse {
 
     fn into_native(self) -> Result<::rust_decimal::Decimal, String> {
         let r = self;
-        Ok(decimal_from(r.value, "value")?)
+        Ok(runtime::wire::decimal_from(r.value, "value")?)
     }
 }
 
@@ -380,7 +393,7 @@ impl pb::TransferRequest {
         Ok((
             Ok::<_, String>(r.from_account_id)?,
             Ok::<_, String>(r.to_account_id)?,
-            decimal_from(r.amount, "amount")?,
+            runtime::wire::decimal_from(r.amount, "amount")?,
         ))
     }
 }
@@ -415,7 +428,10 @@ impl pb::CashCheckRequest {
     fn into_native(self) -> Result<(u64, ::rust_decimal::Decimal), String> {
         let r = self;
         let _ = &r;
-        Ok((Ok::<_, String>(r.account_id)?, decimal_from(r.amount, "amount")?))
+        Ok((
+            Ok::<_, String>(r.account_id)?,
+            runtime::wire::decimal_from(r.amount, "amount")?,
+        ))
     }
 }
 
@@ -428,7 +444,7 @@ impl pb::CashCheckResponse {
 
     fn into_native(self) -> Result<::rust_decimal::Decimal, String> {
         let r = self;
-        Ok(decimal_from(r.value, "value")?)
+        Ok(runtime::wire::decimal_from(r.value, "value")?)
     }
 }
 
@@ -443,7 +459,7 @@ impl pb::AdvanceTimeRequest {
     fn into_native(self) -> Result<(crate::Duration,), String> {
         let r = self;
         let _ = &r;
-        Ok((duration_from(&r.delta, "delta")?,))
+        Ok((runtime::wire::duration_from(&r.delta, "delta")?,))
     }
 }
 
@@ -456,7 +472,7 @@ impl pb::AdvanceTimeResponse {
 
     fn into_native(self) -> Result<::chrono::DateTime<::chrono::Utc>, String> {
         let r = self;
-        Ok(datetime_from(&r.value, "value")?)
+        Ok(runtime::wire::datetime_from(&r.value, "value")?)
     }
 }
 
@@ -608,7 +624,7 @@ impl pb::ListStatementsResponse {
             r
                 .value
                 .into_iter()
-                .map(|v| date_from(&v, "value"))
+                .map(|v| runtime::wire::date_from(&v, "value"))
                 .collect::<Result<Vec<_>, String>>()?,
         )
     }
@@ -628,7 +644,7 @@ impl pb::GetStatementRequest {
         let _ = &r;
         Ok((
             Ok::<_, String>(r.account_id)?,
-            date_from(&r.statement_date, "statement_date")?,
+            runtime::wire::date_from(&r.statement_date, "statement_date")?,
         ))
     }
 }
@@ -770,7 +786,7 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::CreateCustomerRequest>,
     ) -> Result<tonic::Response<pb::CreateCustomerResponse>, tonic::Status> {
-        let context = call_context(&request);
+        let context = runtime::call::context_from_metadata(request.metadata());
         let (first_name, last_name, address) = request
             .into_inner()
             .into_native()
@@ -788,7 +804,7 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::CreateAccountRequest>,
     ) -> Result<tonic::Response<pb::CreateAccountResponse>, tonic::Status> {
-        let context = call_context(&request);
+        let context = runtime::call::context_from_metadata(request.metadata());
         let (customer_id, account_type) = request
             .into_inner()
             .into_native()
@@ -806,7 +822,7 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::DepositRequest>,
     ) -> Result<tonic::Response<pb::DepositResponse>, tonic::Status> {
-        let context = call_context(&request);
+        let context = runtime::call::context_from_metadata(request.metadata());
         let (account_id, amount) = request
             .into_inner()
             .into_native()
@@ -824,7 +840,7 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::WithdrawRequest>,
     ) -> Result<tonic::Response<pb::WithdrawResponse>, tonic::Status> {
-        let context = call_context(&request);
+        let context = runtime::call::context_from_metadata(request.metadata());
         let (account_id, amount) = request
             .into_inner()
             .into_native()
@@ -842,7 +858,7 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::TransferRequest>,
     ) -> Result<tonic::Response<pb::TransferResponse>, tonic::Status> {
-        let context = call_context(&request);
+        let context = runtime::call::context_from_metadata(request.metadata());
         let (from_account_id, to_account_id, amount) = request
             .into_inner()
             .into_native()
@@ -860,7 +876,7 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::CashCheckRequest>,
     ) -> Result<tonic::Response<pb::CashCheckResponse>, tonic::Status> {
-        let context = call_context(&request);
+        let context = runtime::call::context_from_metadata(request.metadata());
         let (account_id, amount) = request
             .into_inner()
             .into_native()
@@ -878,7 +894,7 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::AdvanceTimeRequest>,
     ) -> Result<tonic::Response<pb::AdvanceTimeResponse>, tonic::Status> {
-        let context = call_context(&request);
+        let context = runtime::call::context_from_metadata(request.metadata());
         let (delta,) = request
             .into_inner()
             .into_native()
@@ -893,7 +909,7 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::ListCustomersRequest>,
     ) -> Result<tonic::Response<pb::ListCustomersResponse>, tonic::Status> {
-        let context = call_context(&request);
+        let context = runtime::call::context_from_metadata(request.metadata());
         let (offset, limit) = request
             .into_inner()
             .into_native()
@@ -911,7 +927,7 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::ListAccountsRequest>,
     ) -> Result<tonic::Response<pb::ListAccountsResponse>, tonic::Status> {
-        let context = call_context(&request);
+        let context = runtime::call::context_from_metadata(request.metadata());
         let (offset, limit) = request
             .into_inner()
             .into_native()
@@ -929,7 +945,7 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::GetAccountsRequest>,
     ) -> Result<tonic::Response<pb::GetAccountsResponse>, tonic::Status> {
-        let context = call_context(&request);
+        let context = runtime::call::context_from_metadata(request.metadata());
         let (customer_id,) = request
             .into_inner()
             .into_native()
@@ -947,7 +963,7 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::ListStatementsRequest>,
     ) -> Result<tonic::Response<pb::ListStatementsResponse>, tonic::Status> {
-        let context = call_context(&request);
+        let context = runtime::call::context_from_metadata(request.metadata());
         let (account_id,) = request
             .into_inner()
             .into_native()
@@ -965,7 +981,7 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::GetStatementRequest>,
     ) -> Result<tonic::Response<pb::GetStatementResponse>, tonic::Status> {
-        let context = call_context(&request);
+        let context = runtime::call::context_from_metadata(request.metadata());
         let (account_id, statement_date) = request
             .into_inner()
             .into_native()
@@ -983,7 +999,7 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::GetCustomerCountRequest>,
     ) -> Result<tonic::Response<pb::GetCustomerCountResponse>, tonic::Status> {
-        let context = call_context(&request);
+        let context = runtime::call::context_from_metadata(request.metadata());
         let () = request
             .into_inner()
             .into_native()
@@ -998,7 +1014,7 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::GetAccountCountRequest>,
     ) -> Result<tonic::Response<pb::GetAccountCountResponse>, tonic::Status> {
-        let context = call_context(&request);
+        let context = runtime::call::context_from_metadata(request.metadata());
         let () = request
             .into_inner()
             .into_native()
@@ -1011,12 +1027,9 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
 }
 type Stub = pb::bank_client::BankClient<tonic::transport::Channel>;
 
-/// How many `Redirect`s one call follows before giving up.
-pub const MAX_REDIRECTS: usize = 3;
-
 /// A client implementing the API over gRPC. Cloning is cheap and shares the connection.
-/// A `Redirect` answer (a node that sends writes to its leader) is followed: the call is
-/// retried at the leader, and later calls go there directly.
+/// It follows the runtime's client policy: a `Redirect` answer (a node that sends writes
+/// to its leader) is followed, and later calls go to the leader directly.
 ///
 /// Every command carries a request id (`x-client-id` + `x-request-seq`). A replicated
 /// node applies a command at most once per id. With [`GrpcClient::retrying`], a command
@@ -1024,31 +1037,10 @@ pub const MAX_REDIRECTS: usize = 3;
 /// servers that deduplicate, i.e. Raft nodes.
 #[derive(Debug, Clone)]
 pub struct GrpcClient {
-    inner: Stub,
-    redirected: Arc<::std::sync::Mutex<Option<Stub>>>,
-    session: Arc<(String, ::std::sync::atomic::AtomicU64)>,
-    retries: u32,
+    target: Arc<runtime::client::Target<Stub>>,
+    session: runtime::call::Session,
+    policy: runtime::client::Policy,
     read_level: Option<runtime::call::ReadLevel>,
-}
-
-/// The request id and read level a caller sent in metadata.
-fn call_context<T>(request: &tonic::Request<T>) -> runtime::call::CallContext {
-    let metadata = request.metadata();
-    let text = |key: &str| metadata.get(key).and_then(|v| v.to_str().ok());
-    let request = text(runtime::call::CLIENT_ID_KEY)
-        .zip(text(runtime::call::REQUEST_SEQ_KEY))
-        .and_then(|(client, seq)| {
-            Some(runtime::call::RequestId {
-                client: client.to_string(),
-                seq: seq.parse().ok()?,
-            })
-        });
-    let read_level = text(runtime::call::READ_LEVEL_KEY)
-        .and_then(runtime::call::ReadLevel::parse);
-    runtime::call::CallContext {
-        request,
-        read_level,
-    }
 }
 
 async fn connect_stub(addr: &str) -> Result<Stub, crate::BankError> {
@@ -1076,15 +1068,11 @@ impl GrpcClient {
         Self::over(pb::bank_client::BankClient::new(channel))
     }
 
-    fn over(inner: Stub) -> Self {
+    fn over(stub: Stub) -> Self {
         GrpcClient {
-            inner,
-            redirected: Arc::default(),
-            session: Arc::new((
-                runtime::call::new_client_id(),
-                ::std::sync::atomic::AtomicU64::new(1),
-            )),
-            retries: 0,
+            target: Arc::new(runtime::client::Target::new(stub)),
+            session: runtime::call::Session::default(),
+            policy: runtime::client::Policy::default(),
             read_level: None,
         }
     }
@@ -1104,22 +1092,21 @@ impl GrpcClient {
     /// Resends a command that failed with a `Transport` error up to `retries` times
     /// (with backoff), under the same request id. For servers that deduplicate.
     pub fn retrying(mut self, retries: u32) -> Self {
-        self.retries = retries;
+        self.policy.retries = retries;
         self
     }
 
-    fn stub(&self) -> Stub {
-        match self.redirected.lock() {
-            Ok(guard) => guard.clone().unwrap_or_else(|| self.inner.clone()),
-            Err(_) => self.inner.clone(),
-        }
+    /// Follows this redirect and resend policy.
+    pub fn with_policy(mut self, policy: runtime::client::Policy) -> Self {
+        self.policy = policy;
+        self
     }
 
-    /// Makes one call: commands get a request id; redirects are followed; transport
-    /// failures of commands are retried under the same id if the client is `retrying`.
+    /// Makes one call under the client policy: commands get a request id, queries the
+    /// client's read level.
     async fn call<Req: Clone, Resp, Fut>(
         &self,
-        kind: crate::OpKind,
+        kind: runtime::CallKind,
         request: Req,
         send: impl Fn(Stub, tonic::Request<Req>) -> Fut,
     ) -> Result<Resp, crate::BankError>
@@ -1128,63 +1115,32 @@ impl GrpcClient {
             Output = Result<tonic::Response<Resp>, tonic::Status>,
         >,
     {
-        let id = (kind == crate::OpKind::Command)
-            .then(|| {
-                let seq = self
-                    .session
-                    .1
-                    .fetch_add(1, ::std::sync::atomic::Ordering::Relaxed);
-                (self.session.0.clone(), seq.to_string())
-            });
-        let build = || {
-            let mut r = tonic::Request::new(request.clone());
-            if let Some((client, seq)) = &id
-                && let (Ok(client), Ok(seq)) = (client.parse(), seq.parse())
-            {
-                r.metadata_mut().insert(runtime::call::CLIENT_ID_KEY, client);
-                r.metadata_mut().insert(runtime::call::REQUEST_SEQ_KEY, seq);
-            }
-            if let (crate::OpKind::Query, Some(level)) = (kind, self.read_level) {
-                r.metadata_mut()
-                    .insert(
-                        runtime::call::READ_LEVEL_KEY,
-                        tonic::metadata::MetadataValue::from_static(level.as_str()),
-                    );
-            }
-            r
+        let context = runtime::call::CallContext {
+            request: (kind == runtime::CallKind::Command).then(|| self.session.next()),
+            read_level: self.read_level.filter(|_| kind == runtime::CallKind::Query),
         };
-        let mut stub = self.stub();
-        let (mut redirects, mut retries) = (0, 0);
-        loop {
-            let error = match send(stub.clone(), build()).await {
-                Ok(response) => return Ok(response.into_inner()),
-                Err(status) => error_from_status(status),
-            };
-            if let Some(addr) = error.redirect_to("grpc") {
-                redirects += 1;
-                if redirects > MAX_REDIRECTS {
-                    return Err(
-                        crate::BankError::Transport(
-                            format!("more than {MAX_REDIRECTS} redirects"),
-                        ),
-                    );
+        let attempt = |stub: Stub| {
+            let mut r = tonic::Request::new(request.clone());
+            runtime::call::context_to_metadata(&context, r.metadata_mut());
+            let sent = send(stub, r);
+            async move {
+                match sent.await {
+                    Ok(response) => {
+                        runtime::client::Attempt::Done(Ok(response.into_inner()))
+                    }
+                    Err(status) => error_from_status(status).into_attempt("grpc"),
                 }
-                stub = connect_stub(addr).await?;
-                if let Ok(mut guard) = self.redirected.lock() {
-                    *guard = Some(stub.clone());
-                }
-            } else if matches!(error, crate ::BankError::Transport(_)) && id.is_some()
-                && retries < self.retries
-            {
-                retries += 1;
-                tokio::time::sleep(
-                        ::std::time::Duration::from_millis(100 << retries.min(5)),
-                    )
-                    .await;
-            } else {
-                return Err(error);
             }
-        }
+        };
+        self.policy
+            .call(
+                &self.target,
+                context.request.is_some(),
+                attempt,
+                |addr| async move { connect_stub(&addr).await },
+                |n| crate::BankError::Transport(format!("more than {n} redirects")),
+            )
+            .await
     }
 }
 
@@ -1202,7 +1158,7 @@ impl crate::BankApi for GrpcClient {
         );
         let response = self
             .call(
-                crate::OpKind::Command,
+                runtime::CallKind::Command,
                 request,
                 |mut client, request| async move {
                     client.create_customer(request).await
@@ -1220,7 +1176,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::CreateAccountRequest::from_native(customer_id, account_type);
         let response = self
             .call(
-                crate::OpKind::Command,
+                runtime::CallKind::Command,
                 request,
                 |mut client, request| async move { client.create_account(request).await },
             )
@@ -1236,7 +1192,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::DepositRequest::from_native(account_id, amount);
         let response = self
             .call(
-                crate::OpKind::Command,
+                runtime::CallKind::Command,
                 request,
                 |mut client, request| async move { client.deposit(request).await },
             )
@@ -1252,7 +1208,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::WithdrawRequest::from_native(account_id, amount);
         let response = self
             .call(
-                crate::OpKind::Command,
+                runtime::CallKind::Command,
                 request,
                 |mut client, request| async move { client.withdraw(request).await },
             )
@@ -1273,7 +1229,7 @@ impl crate::BankApi for GrpcClient {
         );
         let response = self
             .call(
-                crate::OpKind::Command,
+                runtime::CallKind::Command,
                 request,
                 |mut client, request| async move { client.transfer(request).await },
             )
@@ -1289,7 +1245,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::CashCheckRequest::from_native(account_id, amount);
         let response = self
             .call(
-                crate::OpKind::Command,
+                runtime::CallKind::Command,
                 request,
                 |mut client, request| async move { client.cash_check(request).await },
             )
@@ -1304,7 +1260,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::AdvanceTimeRequest::from_native(delta);
         let response = self
             .call(
-                crate::OpKind::Command,
+                runtime::CallKind::Command,
                 request,
                 |mut client, request| async move { client.advance_time(request).await },
             )
@@ -1320,7 +1276,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::ListCustomersRequest::from_native(offset, limit);
         let response = self
             .call(
-                crate::OpKind::Query,
+                runtime::CallKind::Query,
                 request,
                 |mut client, request| async move { client.list_customers(request).await },
             )
@@ -1336,7 +1292,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::ListAccountsRequest::from_native(offset, limit);
         let response = self
             .call(
-                crate::OpKind::Query,
+                runtime::CallKind::Query,
                 request,
                 |mut client, request| async move { client.list_accounts(request).await },
             )
@@ -1351,7 +1307,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::GetAccountsRequest::from_native(customer_id);
         let response = self
             .call(
-                crate::OpKind::Query,
+                runtime::CallKind::Query,
                 request,
                 |mut client, request| async move { client.get_accounts(request).await },
             )
@@ -1366,7 +1322,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::ListStatementsRequest::from_native(account_id);
         let response = self
             .call(
-                crate::OpKind::Query,
+                runtime::CallKind::Query,
                 request,
                 |mut client, request| async move {
                     client.list_statements(request).await
@@ -1384,7 +1340,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::GetStatementRequest::from_native(account_id, statement_date);
         let response = self
             .call(
-                crate::OpKind::Query,
+                runtime::CallKind::Query,
                 request,
                 |mut client, request| async move { client.get_statement(request).await },
             )
@@ -1396,7 +1352,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::GetCustomerCountRequest::from_native();
         let response = self
             .call(
-                crate::OpKind::Query,
+                runtime::CallKind::Query,
                 request,
                 |mut client, request| async move {
                     client.get_customer_count(request).await
@@ -1410,7 +1366,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::GetAccountCountRequest::from_native();
         let response = self
             .call(
-                crate::OpKind::Query,
+                runtime::CallKind::Query,
                 request,
                 |mut client, request| async move {
                     client.get_account_count(request).await
@@ -1430,19 +1386,12 @@ pub async fn serve<A: crate::BankApi + 'static>(
     max_message_size: usize,
     shutdown: impl ::std::future::Future<Output = ()> + Send,
 ) -> Result<(), crate::BankError> {
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_serving::<pb::bank_server::BankServer<GrpcService<A>>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| crate::BankError::Internal(format!("reflection: {e}")))?;
-    let incoming = tonic::transport::server::TcpIncoming::from(listener)
-        .with_nodelay(Some(true));
-    tonic::transport::Server::builder()
-        .add_service(GrpcService::new(api).into_server(max_message_size))
-        .add_service(health)
-        .add_service(reflection)
-        .serve_with_incoming_shutdown(incoming, shutdown)
+    runtime::server::serve_grpc(
+            listener,
+            GrpcService::new(api).into_server(max_message_size),
+            FILE_DESCRIPTOR_SET,
+            shutdown,
+        )
         .await
-        .map_err(|e| crate::BankError::Transport(format!("gRPC server: {e}")))
+        .map_err(|e| crate::BankError::Transport(e.to_string()))
 }

@@ -128,36 +128,19 @@ pub async fn serve<A: crate::BankApi + 'static>(
     shutdown: impl ::std::future::Future<Output = ()> + Send,
 ) -> Result<(), crate::BankError> {
     let module = rpc_module(api)?;
-    let listener = listener
-        .into_std()
-        .map_err(|e| crate::BankError::Transport(format!("listener: {e}")))?;
-    let limit = u32::try_from(max_request_size).unwrap_or(u32::MAX);
-    let config = jsonrpsee::server::ServerConfig::builder()
-        .max_request_body_size(limit)
-        .max_response_body_size(u32::MAX)
-        .http_only()
-        .build();
-    let server = jsonrpsee::server::Server::builder()
-        .set_config(config)
-        .build_from_tcp(listener)
-        .map_err(|e| crate::BankError::Transport(format!("JSON-RPC server: {e}")))?;
-    let handle = server.start(module);
-    shutdown.await;
-    let _ = handle.stop();
-    handle.stopped().await;
-    Ok(())
+    runtime::server::serve_jsonrpc(listener, module, max_request_size, shutdown)
+        .await
+        .map_err(|e| crate::BankError::Transport(e.to_string()))
 }
-
-/// How many `Redirect`s one call follows before giving up.
-pub const MAX_REDIRECTS: usize = 3;
 type Http = Arc<jsonrpsee_http_client::HttpClient>;
 
-/// A client implementing the API over JSON-RPC on HTTP. Cloning is cheap. A `Redirect`
-/// answer is followed: the call is retried at the leader, and later calls go there.
+/// A client implementing the API over JSON-RPC on HTTP. Cloning is cheap. It follows the
+/// runtime's client policy: a `Redirect` answer is followed, and later calls go to the
+/// leader. It sends no request ids, so it never resends a call.
 #[derive(Debug, Clone)]
 pub struct JsonRpcClient {
-    inner: Http,
-    redirected: Arc<::std::sync::Mutex<Option<Http>>>,
+    target: Arc<runtime::client::Target<Http>>,
+    policy: runtime::client::Policy,
 }
 
 fn http(addr: &str) -> Result<Http, crate::BankError> {
@@ -177,9 +160,15 @@ impl JsonRpcClient {
     /// A client for the server at `addr` (`host:port` or an `http://` URL).
     pub fn new(addr: &str) -> Result<Self, crate::BankError> {
         Ok(JsonRpcClient {
-            inner: http(addr)?,
-            redirected: Arc::default(),
+            target: Arc::new(runtime::client::Target::new(http(addr)?)),
+            policy: runtime::client::Policy::default(),
         })
+    }
+
+    /// Follows this redirect policy.
+    pub fn with_policy(mut self, policy: runtime::client::Policy) -> Self {
+        self.policy = policy;
+        self
     }
 
     async fn call(
@@ -188,34 +177,47 @@ impl JsonRpcClient {
     ) -> Result<crate::BankReply, crate::BankError> {
         let name = command.name();
         let args = command.into_params()?;
-        let mut client = match self.redirected.lock() {
-            Ok(guard) => guard.clone().unwrap_or_else(|| self.inner.clone()),
-            Err(_) => self.inner.clone(),
-        };
-        for _ in 0..MAX_REDIRECTS {
+        let attempt = |client: Http| {
             let mut params = jsonrpsee::core::params::ObjectParams::new();
-            for (key, value) in &args {
-                params
-                    .insert(key, value)
-                    .map_err(|e| crate::BankError::Internal(
-                        format!("cannot encode `{key}`: {e}"),
-                    ))?;
-            }
-            let error = match client.request::<serde_json::Value, _>(name, params).await
-            {
-                Ok(value) => return crate::BankReply::from_value(name, value),
-                Err(jsonrpsee::core::ClientError::Call(e)) => error_from_object(&e),
-                Err(e) => {
-                    return Err(crate::BankError::Transport(format!("`{name}`: {e}")));
+            let encoded = args
+                .iter()
+                .try_for_each(|(key, value)| {
+                    params
+                        .insert(key, value)
+                        .map_err(|e| crate::BankError::Internal(
+                            format!("cannot encode `{key}`: {e}"),
+                        ))
+                });
+            async move {
+                if let Err(e) = encoded {
+                    return runtime::client::Attempt::Done(Err(e));
                 }
-            };
-            let Some(addr) = error.redirect_to("jsonrpc") else { return Err(error) };
-            client = http(addr)?;
-            if let Ok(mut guard) = self.redirected.lock() {
-                *guard = Some(client.clone());
+                match client.request::<serde_json::Value, _>(name, params).await {
+                    Ok(value) => {
+                        runtime::client::Attempt::Done(
+                            crate::BankReply::from_value(name, value),
+                        )
+                    }
+                    Err(jsonrpsee::core::ClientError::Call(e)) => {
+                        error_from_object(&e).into_attempt("jsonrpc")
+                    }
+                    Err(e) => {
+                        runtime::client::Attempt::Transport(
+                            crate::BankError::Transport(format!("`{name}`: {e}")),
+                        )
+                    }
+                }
             }
-        }
-        Err(crate::BankError::Transport(format!("more than {MAX_REDIRECTS} redirects")))
+        };
+        self.policy
+            .call(
+                &self.target,
+                false,
+                attempt,
+                |addr| async move { http(&addr) },
+                |n| crate::BankError::Transport(format!("more than {n} redirects")),
+            )
+            .await
     }
 }
 

@@ -3,18 +3,19 @@
 //!
 //! Generated layers of the `Bank` service: the types, `BankApi` (client side),
 //! `BankService` (what the application implements), `BankCommand` / `BankReply`
-//! (the serialized form of every call), the `Collector` and the `Dispatcher`.
+//! (the serialized form of every call), the `Collector`, the `Dispatcher`, the `BankStore`
+//! an application implements to run on SQLite, and the adapters built on it.
 
 // One parameter per schema parameter: the schema, not clippy, decides how many there are.
 #![allow(clippy::too_many_arguments)]
 #![forbid(unsafe_code)]
 
 #[rustfmt::skip]
-mod support;
+mod api;
+#[rustfmt::skip]
+mod app;
 #[rustfmt::skip]
 mod types;
-#[rustfmt::skip]
-mod api;
 #[rustfmt::skip]
 mod command;
 #[rustfmt::skip]
@@ -25,14 +26,13 @@ mod dispatcher;
 pub mod grpc;
 #[rustfmt::skip]
 pub mod jsonrpc;
-#[rustfmt::skip]
-pub mod frames;
-#[rustfmt::skip]
-pub mod raft;
 
 pub use api::*;
+pub use app::*;
 pub use collector::*;
 pub use command::*;
 pub use dispatcher::*;
-pub use support::*;
 pub use types::*;
+
+pub use runtime::CallKind;
+pub use runtime::service::{ApplyContext, Duration, OpInfo, ParseDurationError, UnknownVariant};

@@ -11,7 +11,15 @@ pub const REQUEST_SEQ_KEY: &str = "x-request-seq";
 /// The metadata key (gRPC) that carries a query's read level: `linearizable` or `stale`.
 pub const READ_LEVEL_KEY: &str = "x-read-level";
 
-pub use crate::raft::node::ReadLevel;
+/// The consistency of a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadLevel {
+    /// Sees every write acknowledged before the read started (read index on the leader).
+    #[default]
+    Linearizable,
+    /// The local replica's state, possibly behind the leader.
+    Stale,
+}
 
 impl ReadLevel {
     /// The level's name on the wire.
@@ -92,4 +100,88 @@ pub fn new_client_id() -> String {
         word(nanos),
         word(nanos.rotate_left(17) ^ 0x9e37_79b9)
     )
+}
+
+/// A client's session: its id and the sequence numbers of its requests. Cloning shares it.
+#[derive(Debug, Clone)]
+pub struct Session {
+    inner: std::sync::Arc<(String, std::sync::atomic::AtomicU64)>,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Session {
+            inner: std::sync::Arc::new((new_client_id(), std::sync::atomic::AtomicU64::new(1))),
+        }
+    }
+}
+
+impl Session {
+    /// The id of the next request.
+    pub fn next(&self) -> RequestId {
+        let seq = self
+            .inner
+            .1
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        RequestId {
+            client: self.inner.0.clone(),
+            seq,
+        }
+    }
+}
+
+/// The context a gRPC caller sent in metadata (request id, read level); what is missing or
+/// malformed is left out.
+pub fn context_from_metadata(metadata: &tonic::metadata::MetadataMap) -> CallContext {
+    let text = |key: &str| metadata.get(key).and_then(|v| v.to_str().ok());
+    let request = text(CLIENT_ID_KEY)
+        .zip(text(REQUEST_SEQ_KEY))
+        .and_then(|(client, seq)| {
+            Some(RequestId {
+                client: client.to_string(),
+                seq: seq.parse().ok()?,
+            })
+        });
+    let read_level = text(READ_LEVEL_KEY).and_then(ReadLevel::parse);
+    CallContext {
+        request,
+        read_level,
+    }
+}
+
+/// Writes a call's context into gRPC metadata (what [`context_from_metadata`] reads back).
+pub fn context_to_metadata(context: &CallContext, metadata: &mut tonic::metadata::MetadataMap) {
+    if let Some(id) = &context.request
+        && let (Ok(client), Ok(seq)) = (id.client.parse(), id.seq.to_string().parse())
+    {
+        metadata.insert(CLIENT_ID_KEY, client);
+        metadata.insert(REQUEST_SEQ_KEY, seq);
+    }
+    if let Some(level) = context.read_level {
+        metadata.insert(
+            READ_LEVEL_KEY,
+            tonic::metadata::MetadataValue::from_static(level.as_str()),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_context_survives_metadata() {
+        let session = Session::default();
+        let (first, second) = (session.next(), session.next());
+        assert_eq!((first.seq, second.seq), (1, 2));
+        let context = CallContext {
+            request: Some(second),
+            read_level: Some(ReadLevel::Stale),
+        };
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        context_to_metadata(&context, &mut metadata);
+        assert_eq!(context_from_metadata(&metadata), context);
+        metadata.insert(REQUEST_SEQ_KEY, "not a number".parse().unwrap());
+        assert_eq!(context_from_metadata(&metadata).request, None);
+    }
 }

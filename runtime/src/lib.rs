@@ -59,14 +59,25 @@ use std::io;
 use std::time::Duration;
 
 pub mod call;
+pub mod client;
+pub mod cluster;
 pub mod frame;
+pub mod host;
+pub mod local;
 mod pending;
 pub mod raft;
 pub mod raft_rpc;
+pub mod server;
+pub mod service;
+pub mod sink;
 pub mod tcp;
 mod util;
+pub mod wire;
 pub mod zmq;
 
+/// The SQLite binding the runtime and the applications' stores share.
+pub use rusqlite;
+pub use sink::{CommandSink, SinkError};
 pub use tcp::{TcpClient, serve_tcp};
 pub use zmq::{ZmqClient, serve_zmq};
 

@@ -25,8 +25,7 @@ impl Application for Counter {
     fn apply(
         &self,
         conn: &Connection,
-        _index: u64,
-        _time_us: i64,
+        _ctx: &runtime::service::ApplyContext,
         _command: &[u8],
     ) -> Result<Applied, String> {
         conn.execute("UPDATE counter SET n = n + 1 WHERE id = 1", [])

@@ -1,16 +1,53 @@
-//! `cargo xtask gen [--check]`: regenerate (or verify) everything derived from `schema/`.
+//! `cargo xtask gen [--check]`: regenerate (or verify) everything derived from a schema.
 //!
-//! - `generated/` (the crate) from `schema/bank.yaml`, swapped in whole;
-//! - `schema/service.schema.json`, the JSON Schema of the description format.
+//! - every generated crate in [`TARGETS`] (the bank, the kv example, the kitchen sink), each
+//!   swapped in whole;
+//! - `schema/service.schema.json`, the JSON Schema of the description format;
+//! - `runtime/src/raft_pb.rs`, the runtime's raft message service.
 //!
 //! With `--check` nothing is written; the exit code is 1 and the stale files are listed when the
-//! checked-in output differs from what the schema produces.
+//! checked-in output differs from what the schemas produce.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-const USAGE: &str = "usage: cargo xtask gen [--check] [--schema PATH] [--out DIR]";
+const USAGE: &str = "\
+usage: cargo xtask gen [--check]
+
+Regenerates every generated crate from its schema, the JSON Schema of the description format
+and the runtime's raft message service. Nothing is written when a schema has a problem.
+
+options:
+  --check   write nothing; list stale files and exit with 1 if any output is out of date
+  -h, --help  print this help";
+
+/// One generated crate: its schema, its output directory and the path from that directory to
+/// the runtime crate (all relative to the project root).
+struct Target {
+    schema: &'static str,
+    out: &'static str,
+    runtime: &'static str,
+}
+
+/// Every generated crate of the project.
+const TARGETS: &[Target] = &[
+    Target {
+        schema: "schema/bank.yaml",
+        out: "generated",
+        runtime: "../runtime",
+    },
+    Target {
+        schema: "examples/kv/schema/kv.yaml",
+        out: "examples/kv/generated",
+        runtime: "../../../runtime",
+    },
+    Target {
+        schema: "codegen/tests/golden/kitchen_sink.yaml",
+        out: "codegen/tests/golden/kitchen_sink",
+        runtime: "../../../../runtime",
+    },
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -24,72 +61,79 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &[String]) -> Result<ExitCode, String> {
-    let mut it = args.iter();
-    if it.next().map(String::as_str) != Some("gen") {
-        return Err(USAGE.into());
+    let mut check = false;
+    match args.first().map(String::as_str) {
+        Some("gen") => {}
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => return Err(USAGE.into()),
+    }
+    for arg in &args[1..] {
+        match arg.as_str() {
+            "--check" => check = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            other => return Err(format!("unknown argument `{other}`\n\n{USAGE}")),
+        }
     }
     // Work from the project root so messages name files as `schema/bank.yaml:LINE:COL`.
     let root = project_root();
     std::env::set_current_dir(&root).map_err(|e| format!("{}: {e}", root.display()))?;
-    let root = PathBuf::from(".");
-    let mut check = false;
-    let mut schema = PathBuf::from("schema/bank.yaml");
-    let mut out = PathBuf::from("generated");
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--check" => check = true,
-            "--schema" => schema = PathBuf::from(it.next().ok_or(USAGE)?),
-            "--out" => out = PathBuf::from(it.next().ok_or(USAGE)?),
-            other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
-        }
-    }
-    let format_schema = root.join("schema/service.schema.json");
     let started = Instant::now();
-    let report =
-        xtask_gen(&root, &schema, &out, &format_schema, check).map_err(|e| e.to_string())?;
-    let elapsed = started.elapsed();
-    if check {
-        if report.is_empty() {
-            println!("generated code is up to date ({} ms)", elapsed.as_millis());
-            Ok(ExitCode::SUCCESS)
-        } else {
-            for line in &report {
-                eprintln!("error: {line}");
-            }
-            eprintln!("run `cargo xtask gen` and commit schema/ and generated/ together");
-            Ok(ExitCode::FAILURE)
-        }
-    } else {
-        println!("wrote {} ({} ms)", out.display(), elapsed.as_millis());
-        Ok(ExitCode::SUCCESS)
+    let report = xtask_gen(Path::new("."), check).map_err(|e| e.to_string())?;
+    let elapsed = started.elapsed().as_millis();
+    if !check {
+        let outs: Vec<&str> = TARGETS.iter().map(|t| t.out).collect();
+        println!("wrote {} ({elapsed} ms)", outs.join(", "));
+        return Ok(ExitCode::SUCCESS);
     }
+    if report.is_empty() {
+        println!("generated code is up to date ({elapsed} ms)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for line in &report {
+        eprintln!("error: {line}");
+    }
+    eprintln!("run `cargo xtask gen` and commit the schemas and their generated crates together");
+    Ok(ExitCode::FAILURE)
 }
 
-/// Generates (or checks) both outputs; returns the stale-file report in check mode.
-fn xtask_gen(
-    root: &Path,
-    schema: &Path,
-    out: &Path,
-    format_schema: &Path,
-    check: bool,
-) -> Result<Vec<String>, codegen::Error> {
-    let api = codegen::load(schema)?;
-    let source_name = schema
-        .strip_prefix(root)
-        .unwrap_or(schema)
-        .to_string_lossy()
-        .replace('\\', "/");
-    let files = codegen::render(&api, &source_name, "../runtime")?;
-    // Single files outside the generated crate: the format's JSON Schema and the runtime's
+/// Generates (or checks) every output; returns the stale-file report in check mode. Every
+/// schema is loaded and rendered before anything is written, so one bad schema writes nothing.
+fn xtask_gen(root: &Path, check: bool) -> Result<Vec<String>, codegen::Error> {
+    let mut crates = Vec::new();
+    for target in TARGETS {
+        let generator = codegen::Generator::new(root.join(target.schema), root.join(target.out))
+            .source_name(target.schema)
+            .runtime(codegen::RuntimeDep::Path(target.runtime.into()));
+        let files = generator.render()?;
+        crates.push((generator, files));
+    }
+    // Single files outside the generated crates: the format's JSON Schema and the runtime's
     // raft message service.
-    let mut singles = vec![(format_schema.to_path_buf(), codegen::format_schema())];
-    let raft_proto = root.join("runtime/proto/raft.proto");
-    singles.push((
-        root.join("runtime/src/raft_pb.rs"),
-        codegen::proto_module(&raft_proto, "runtime/proto/raft.proto", "raft.v1")?,
-    ));
+    let singles = [
+        (
+            root.join("schema/service.schema.json"),
+            codegen::format_schema(),
+        ),
+        (
+            root.join("runtime/src/raft_pb.rs"),
+            codegen::proto_module(
+                &root.join("runtime/proto/raft.proto"),
+                "runtime/proto/raft.proto",
+                "raft.v1",
+            )?,
+        ),
+    ];
     if check {
-        let mut stale = codegen::check(out, &files)?;
+        let mut stale = Vec::new();
+        for (generator, files) in &crates {
+            stale.extend(codegen::check(generator.out_dir(), files)?);
+        }
         for (path, text) in &singles {
             if std::fs::read_to_string(path).ok().as_deref() != Some(text.as_str()) {
                 stale.push(format!("{} is out of date", path.display()));
@@ -97,7 +141,9 @@ fn xtask_gen(
         }
         Ok(stale)
     } else {
-        codegen::write(out, &files)?;
+        for (generator, files) in &crates {
+            codegen::write(generator.out_dir(), files)?;
+        }
         for (path, text) in &singles {
             codegen::write_file(path, text)?;
         }
@@ -117,15 +163,8 @@ mod tests {
     /// `cargo test` fails when the checked-in output is stale (rust-analyzer's habit).
     #[test]
     fn generated_code_is_fresh() {
-        let root = super::project_root();
-        let report = super::xtask_gen(
-            &root,
-            &root.join("schema/bank.yaml"),
-            &root.join("generated"),
-            &root.join("schema/service.schema.json"),
-            true,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let report =
+            super::xtask_gen(&super::project_root(), true).unwrap_or_else(|e| panic!("{e}"));
         assert!(
             report.is_empty(),
             "run `cargo xtask gen` and commit the result:\n{}",

@@ -168,6 +168,18 @@ pub(super) fn types(api: &Api) -> TokenStream {
                 }
             }
 
+            /// How the client policy treats this error on `protocol`: a redirect to follow, a
+            /// transport failure that may be resent, or an answer.
+            pub fn into_attempt<T>(self, protocol: &str) -> runtime::client::Attempt<T, Self> {
+                if let Some(addr) = self.redirect_to(protocol).map(str::to_string) {
+                    return runtime::client::Attempt::Redirect(addr, self);
+                }
+                match self {
+                    #error::Transport(_) => runtime::client::Attempt::Transport(self),
+                    other => runtime::client::Attempt::Done(Err(other)),
+                }
+            }
+
             /// Rebuilds an error from its kind name and message (what transports carry).
             pub fn from_kind(kind: &str, message: String) -> Option<Self> {
                 match kind {
@@ -180,6 +192,16 @@ pub(super) fn types(api: &Api) -> TokenStream {
             }
         }
 
+        impl From<runtime::sink::SinkError> for #error {
+            fn from(e: runtime::sink::SinkError) -> Self {
+                match e {
+                    runtime::sink::SinkError::Transport(m) => #error::Transport(m),
+                    runtime::sink::SinkError::Redirect(leader) => #error::Redirect(leader.api_words()),
+                    runtime::sink::SinkError::Internal(m) => #error::Internal(m),
+                }
+            }
+        }
+
         /// Defaults of operation parameters, used when a caller omits them.
         pub mod defaults {
             #(#defaults)*
@@ -188,7 +210,7 @@ pub(super) fn types(api: &Api) -> TokenStream {
 }
 
 /// The parameters of an operation as `name: Type` pairs.
-fn params(op: &Operation) -> Vec<TokenStream> {
+pub(super) fn params(op: &Operation) -> Vec<TokenStream> {
     op.params
         .iter()
         .map(|p| {
@@ -309,8 +331,8 @@ pub(super) fn command(api: &Api) -> TokenStream {
         .operations
         .iter()
         .map(|o| match o.kind {
-            OpKind::Command => quote!(crate::OpKind::Command),
-            OpKind::Query => quote!(crate::OpKind::Query),
+            OpKind::Command => quote!(runtime::CallKind::Command),
+            OpKind::Query => quote!(runtime::CallKind::Query),
         })
         .collect();
     let param_lists: Vec<TokenStream> = api
@@ -401,7 +423,7 @@ pub(super) fn command(api: &Api) -> TokenStream {
             }
 
             /// Command (goes through the log) or query.
-            pub fn kind(&self) -> crate::OpKind {
+            pub fn kind(&self) -> runtime::CallKind {
                 match self { #( #command::#variants { .. } => #kinds, )* }
             }
 
@@ -498,6 +520,11 @@ pub(super) fn command(api: &Api) -> TokenStream {
             }
         }
 
+        /// A failure of the runtime (transport, redirect, node) as a serialized `Err` reply.
+        pub fn encode_failure(failure: &runtime::sink::SinkError) -> Vec<u8> {
+            encode_reply(&Err(crate::#error::from(failure.clone())))
+        }
+
         /// Parses the outcome of a call; a malformed reply is a `Transport` error.
         pub fn decode_reply(bytes: &[u8]) -> Result<#reply, crate::#error> {
             serde_json::from_slice::<Result<#reply, crate::#error>>(bytes)
@@ -540,25 +567,13 @@ pub(super) fn collector(api: &Api) -> TokenStream {
     let reply = service_ident(api, "Reply");
     let error = service_ident(api, "Error");
     let methods = methods_via_call(api);
-    let sink_doc = doc_str(&format!(
-        "Where a `Collector` sends serialized calls: in-process to a `Dispatcher`, over a socket, or \
-         into the Raft log. Returns the serialized `Result<{s}Reply, {s}Error>`.",
-        s = api.service
-    ));
     let collector_doc = doc_str(&format!(
         "Implements `{s}Api` by turning each call into a `{s}Command`, serializing it and handing the \
-         bytes to a [`CommandSink`]; the seed's step 3.",
+         bytes to a [`CommandSink`](runtime::sink::CommandSink): in process, over a socket or into the Raft log.",
         s = api.service
     ));
     quote! {
         //! The Collector: calls in, serialized commands out.
-
-        #sink_doc
-        pub trait CommandSink: Send + Sync {
-            /// Delivers one serialized command and returns the serialized reply.
-            fn submit(&self, kind: crate::OpKind, command: Vec<u8>)
-                -> impl ::std::future::Future<Output = Result<Vec<u8>, crate::#error>> + Send;
-        }
 
         #collector_doc
         #[derive(Debug, Clone)]
@@ -578,7 +593,7 @@ pub(super) fn collector(api: &Api) -> TokenStream {
             }
         }
 
-        impl<S: CommandSink> Collector<S> {
+        impl<S: runtime::sink::CommandSink> Collector<S> {
             async fn call(&self, command: crate::#command) -> Result<crate::#reply, crate::#error> {
                 let bytes = command.encode()?;
                 let reply = self.sink.submit(command.kind(), bytes).await?;
@@ -586,7 +601,7 @@ pub(super) fn collector(api: &Api) -> TokenStream {
             }
         }
 
-        impl<S: CommandSink> crate::#api_trait for Collector<S> {
+        impl<S: runtime::sink::CommandSink> crate::#api_trait for Collector<S> {
             #(#methods)*
         }
     }
@@ -618,7 +633,7 @@ pub(super) fn dispatcher(api: &Api) -> TokenStream {
     let has_commands = api.commands().next().is_some();
     let command_arm = has_commands.then(|| {
         quote! {
-            other => Err(crate::#error::Internal(format!("`{}` is a command; it cannot run as a query", other.name()))),
+            other => Err(crate::#error::Transport(format!("`{}` is a command; it cannot run as a query", other.name()))),
         }
     });
     let unused =

@@ -235,10 +235,10 @@ fn conv_to(api: &Api, e: TokenStream, ty: &Ty) -> TokenStream {
 /// An expression of type `Result<native, String>` converting a proto value `e`.
 fn conv_from(api: &Api, e: TokenStream, ty: &Ty, path: &str) -> TokenStream {
     match ty {
-        Ty::Decimal => quote!(decimal_from(#e, #path)),
-        Ty::Date => quote!(date_from(&#e, #path)),
-        Ty::DateTime => quote!(datetime_from(&#e, #path)),
-        Ty::Duration => quote!(duration_from(&#e, #path)),
+        Ty::Decimal => quote!(runtime::wire::decimal_from(#e, #path)),
+        Ty::Date => quote!(runtime::wire::date_from(&#e, #path)),
+        Ty::DateTime => quote!(runtime::wire::datetime_from(&#e, #path)),
+        Ty::Duration => quote!(runtime::wire::duration_from(&#e, #path)),
         Ty::Named(n) if is_enum(api, n) => {
             let f = format_ident!("{}_from_pb", n.to_snake_case());
             quote!(#f(#e, #path))
@@ -445,8 +445,8 @@ pub fn adapters(api: &Api) -> TokenStream {
             .collect();
         let ret = super::return_ty(op.returns.as_ref());
         let kind = match op.kind {
-            crate::model::OpKind::Command => quote!(crate::OpKind::Command),
-            crate::model::OpKind::Query => quote!(crate::OpKind::Query),
+            crate::model::OpKind::Command => quote!(runtime::CallKind::Command),
+            crate::model::OpKind::Query => quote!(runtime::CallKind::Query),
         };
         let (resp_to, resp_from) = match &op.returns {
             Some(t) => {
@@ -497,7 +497,7 @@ pub fn adapters(api: &Api) -> TokenStream {
                 &self,
                 request: tonic::Request<pb::#req>,
             ) -> Result<tonic::Response<pb::#resp>, tonic::Status> {
-                let context = call_context(&request);
+                let context = runtime::call::context_from_metadata(request.metadata());
                 let ( #(#names,)* ) = request.into_inner().into_native().map_err(tonic::Status::invalid_argument)?;
                 let value = runtime::call::with_context(context, self.api.#method(#(#names),*))
                     .await
@@ -572,24 +572,6 @@ pub fn adapters(api: &Api) -> TokenStream {
         /// The metadata key that carries the error kind.
         pub const ERROR_KIND_KEY: &str = "x-error-kind";
 
-        fn decimal_from(s: String, path: &str) -> Result<::rust_decimal::Decimal, String> {
-            ::rust_decimal::Decimal::from_str_exact(s.trim()).map_err(|_| format!("`{path}`: `{s}` is not a decimal"))
-        }
-
-        fn date_from(s: &str, path: &str) -> Result<::chrono::NaiveDate, String> {
-            ::chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| format!("`{path}`: `{s}` is not a date (YYYY-MM-DD)"))
-        }
-
-        fn datetime_from(s: &str, path: &str) -> Result<::chrono::DateTime<::chrono::Utc>, String> {
-            ::chrono::DateTime::parse_from_rfc3339(s)
-                .map(|t| t.with_timezone(&::chrono::Utc))
-                .map_err(|_| format!("`{path}`: `{s}` is not an RFC 3339 time"))
-        }
-
-        fn duration_from(s: &str, path: &str) -> Result<crate::Duration, String> {
-            s.parse().map_err(|e| format!("`{path}`: {e}"))
-        }
-
         #(#items)*
 
         /// The status a service error travels as.
@@ -650,12 +632,9 @@ pub fn adapters(api: &Api) -> TokenStream {
 
         type Stub = pb::#client_mod::#client_struct<tonic::transport::Channel>;
 
-        /// How many `Redirect`s one call follows before giving up.
-        pub const MAX_REDIRECTS: usize = 3;
-
         /// A client implementing the API over gRPC. Cloning is cheap and shares the connection.
-        /// A `Redirect` answer (a node that sends writes to its leader) is followed: the call is
-        /// retried at the leader, and later calls go there directly.
+        /// It follows the runtime's client policy: a `Redirect` answer (a node that sends writes
+        /// to its leader) is followed, and later calls go to the leader directly.
         ///
         /// Every command carries a request id (`x-client-id` + `x-request-seq`). A replicated
         /// node applies a command at most once per id. With [`GrpcClient::retrying`], a command
@@ -663,24 +642,10 @@ pub fn adapters(api: &Api) -> TokenStream {
         /// servers that deduplicate, i.e. Raft nodes.
         #[derive(Debug, Clone)]
         pub struct GrpcClient {
-            inner: Stub,
-            redirected: Arc<::std::sync::Mutex<Option<Stub>>>,
-            session: Arc<(String, ::std::sync::atomic::AtomicU64)>,
-            retries: u32,
+            target: Arc<runtime::client::Target<Stub>>,
+            session: runtime::call::Session,
+            policy: runtime::client::Policy,
             read_level: Option<runtime::call::ReadLevel>,
-        }
-
-        /// The request id and read level a caller sent in metadata.
-        fn call_context<T>(request: &tonic::Request<T>) -> runtime::call::CallContext {
-            let metadata = request.metadata();
-            let text = |key: &str| metadata.get(key).and_then(|v| v.to_str().ok());
-            let request = text(runtime::call::CLIENT_ID_KEY).zip(text(runtime::call::REQUEST_SEQ_KEY)).and_then(
-                |(client, seq)| {
-                    Some(runtime::call::RequestId { client: client.to_string(), seq: seq.parse().ok()? })
-                },
-            );
-            let read_level = text(runtime::call::READ_LEVEL_KEY).and_then(runtime::call::ReadLevel::parse);
-            runtime::call::CallContext { request, read_level }
         }
 
         async fn connect_stub(addr: &str) -> Result<Stub, crate::#error> {
@@ -702,12 +667,11 @@ pub fn adapters(api: &Api) -> TokenStream {
                 Self::over(pb::#client_mod::#client_struct::new(channel))
             }
 
-            fn over(inner: Stub) -> Self {
+            fn over(stub: Stub) -> Self {
                 GrpcClient {
-                    inner,
-                    redirected: Arc::default(),
-                    session: Arc::new((runtime::call::new_client_id(), ::std::sync::atomic::AtomicU64::new(1))),
-                    retries: 0,
+                    target: Arc::new(runtime::client::Target::new(stub)),
+                    session: runtime::call::Session::default(),
+                    policy: runtime::client::Policy::default(),
                     read_level: None,
                 }
             }
@@ -727,71 +691,51 @@ pub fn adapters(api: &Api) -> TokenStream {
             /// Resends a command that failed with a `Transport` error up to `retries` times
             /// (with backoff), under the same request id. For servers that deduplicate.
             pub fn retrying(mut self, retries: u32) -> Self {
-                self.retries = retries;
+                self.policy.retries = retries;
                 self
             }
 
-            fn stub(&self) -> Stub {
-                match self.redirected.lock() {
-                    Ok(guard) => guard.clone().unwrap_or_else(|| self.inner.clone()),
-                    Err(_) => self.inner.clone(),
-                }
+            /// Follows this redirect and resend policy.
+            pub fn with_policy(mut self, policy: runtime::client::Policy) -> Self {
+                self.policy = policy;
+                self
             }
 
-            /// Makes one call: commands get a request id; redirects are followed; transport
-            /// failures of commands are retried under the same id if the client is `retrying`.
+            /// Makes one call under the client policy: commands get a request id, queries the
+            /// client's read level.
             async fn call<Req: Clone, Resp, Fut>(
                 &self,
-                kind: crate::OpKind,
+                kind: runtime::CallKind,
                 request: Req,
                 send: impl Fn(Stub, tonic::Request<Req>) -> Fut,
             ) -> Result<Resp, crate::#error>
             where
                 Fut: ::std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
             {
-                let id = (kind == crate::OpKind::Command).then(|| {
-                    let seq = self.session.1.fetch_add(1, ::std::sync::atomic::Ordering::Relaxed);
-                    (self.session.0.clone(), seq.to_string())
-                });
-                let build = || {
-                    let mut r = tonic::Request::new(request.clone());
-                    if let Some((client, seq)) = &id
-                        && let (Ok(client), Ok(seq)) = (client.parse(), seq.parse())
-                    {
-                        r.metadata_mut().insert(runtime::call::CLIENT_ID_KEY, client);
-                        r.metadata_mut().insert(runtime::call::REQUEST_SEQ_KEY, seq);
-                    }
-                    if let (crate::OpKind::Query, Some(level)) = (kind, self.read_level) {
-                        r.metadata_mut().insert(
-                            runtime::call::READ_LEVEL_KEY,
-                            tonic::metadata::MetadataValue::from_static(level.as_str()),
-                        );
-                    }
-                    r
+                let context = runtime::call::CallContext {
+                    request: (kind == runtime::CallKind::Command).then(|| self.session.next()),
+                    read_level: self.read_level.filter(|_| kind == runtime::CallKind::Query),
                 };
-                let mut stub = self.stub();
-                let (mut redirects, mut retries) = (0, 0);
-                loop {
-                    let error = match send(stub.clone(), build()).await {
-                        Ok(response) => return Ok(response.into_inner()),
-                        Err(status) => error_from_status(status),
-                    };
-                    if let Some(addr) = error.redirect_to("grpc") {
-                        redirects += 1;
-                        if redirects > MAX_REDIRECTS {
-                            return Err(crate::#error::Transport(format!("more than {MAX_REDIRECTS} redirects")));
+                let attempt = |stub: Stub| {
+                    let mut r = tonic::Request::new(request.clone());
+                    runtime::call::context_to_metadata(&context, r.metadata_mut());
+                    let sent = send(stub, r);
+                    async move {
+                        match sent.await {
+                            Ok(response) => runtime::client::Attempt::Done(Ok(response.into_inner())),
+                            Err(status) => error_from_status(status).into_attempt("grpc"),
                         }
-                        stub = connect_stub(addr).await?;
-                        if let Ok(mut guard) = self.redirected.lock() {
-                            *guard = Some(stub.clone());
-                        }
-                    } else if matches!(error, crate::#error::Transport(_)) && id.is_some() && retries < self.retries {
-                        retries += 1;
-                        tokio::time::sleep(::std::time::Duration::from_millis(100 << retries.min(5))).await;
-                    } else {
-                        return Err(error);
                     }
-                }
+                };
+                self.policy
+                    .call(
+                        &self.target,
+                        context.request.is_some(),
+                        attempt,
+                        |addr| async move { connect_stub(&addr).await },
+                        |n| crate::#error::Transport(format!("more than {n} redirects")),
+                    )
+                    .await
             }
         }
 
@@ -808,20 +752,14 @@ pub fn adapters(api: &Api) -> TokenStream {
             max_message_size: usize,
             shutdown: impl ::std::future::Future<Output = ()> + Send,
         ) -> Result<(), crate::#error> {
-            let (reporter, health) = tonic_health::server::health_reporter();
-            reporter.set_serving::<pb::#server_mod::#server_struct<GrpcService<A>>>().await;
-            let reflection = tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-                .build_v1()
-                .map_err(|e| crate::#error::Internal(format!("reflection: {e}")))?;
-            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            tonic::transport::Server::builder()
-                .add_service(GrpcService::new(api).into_server(max_message_size))
-                .add_service(health)
-                .add_service(reflection)
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await
-                .map_err(|e| crate::#error::Transport(format!("gRPC server: {e}")))
+            runtime::server::serve_grpc(
+                listener,
+                GrpcService::new(api).into_server(max_message_size),
+                FILE_DESCRIPTOR_SET,
+                shutdown,
+            )
+            .await
+            .map_err(|e| crate::#error::Transport(e.to_string()))
         }
     }
 }

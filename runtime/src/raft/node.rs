@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use crate::call::ReadLevel;
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, InitializeError};
 use openraft::{Config, ReadPolicy, ServerState, SnapshotPolicy};
@@ -24,8 +25,11 @@ use tonic::Status;
 use super::log_store::LogStore;
 use super::network::{self, AdminRequest, Answer, Incoming, Message, Network};
 use super::state_machine::{Application, SnapshotFile, StateMachine};
-use super::types::{Applied, Envelope, NodeAddr, NodeId, Raft};
+use super::types::{Applied, C, Envelope, NodeAddr, NodeId};
 use crate::raft_rpc::{RaftClient, RaftHandler};
+
+/// The raft handle of a node.
+pub type Raft = openraft::Raft<C, StateMachine>;
 
 /// How long a write or read keeps retrying across a leader change before it gives up (several
 /// election timeouts: a failover on a loaded machine fits well inside it).
@@ -55,6 +59,8 @@ pub struct NodeConfig {
     /// On a follower, answer writes with the leader's address ([`NodeError::NotLeader`])
     /// instead of forwarding them.
     pub redirect_writes: bool,
+    /// The cluster's name (openraft's `cluster_name`, shown in its logs).
+    pub cluster_name: String,
 }
 
 impl NodeConfig {
@@ -69,18 +75,9 @@ impl NodeConfig {
             snapshot_every: 10_000,
             keep_logs: 1_000,
             redirect_writes: false,
+            cluster_name: "raftgen".into(),
         }
     }
-}
-
-/// The consistency of a read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ReadLevel {
-    /// Sees every write acknowledged before the read started (read index on the leader).
-    #[default]
-    Linearizable,
-    /// The local replica's state, possibly behind the leader.
-    Stale,
 }
 
 /// Why a node operation failed.
@@ -154,7 +151,7 @@ impl RaftNode {
         let log = LogStore::open(&config.data_dir.join("raft-log.db"))?;
         let sm = StateMachine::open(app, &config.data_dir.join("state.db"), &snapshot_dir)?;
         let raft_config = Config {
-            cluster_name: "bank".into(),
+            cluster_name: config.cluster_name.clone(),
             heartbeat_interval: config.heartbeat.as_millis() as u64,
             election_timeout_min: config.election_timeout.0.as_millis() as u64,
             election_timeout_max: config.election_timeout.1.as_millis() as u64,

@@ -26,6 +26,8 @@ use openraft::{EntryPayload, RaftSnapshotBuilder};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::types::{Applied, C, Envelope, LogId, SnapshotMeta, StoredMembership};
+use crate::service::ApplyContext;
+use chrono::DateTime;
 
 /// How long (in log time) a client's session records outlive its last request.
 pub const SESSION_TTL_US: i64 = 3_600_000_000;
@@ -35,16 +37,15 @@ pub const SESSION_TTL_US: i64 = 3_600_000_000;
 pub trait Application: Send + Sync + 'static {
     /// Creates the application's tables if they are missing.
     fn init(&self, conn: &Connection) -> Result<(), String>;
-    /// Applies one serialized command at log `index` with the leader's time `time_us`
-    /// (microseconds since the Unix epoch). `conn` is inside a savepoint that the runtime rolls
+    /// Applies one serialized command at `ctx` (its log index and the leader's time). `conn`
+    /// is inside a savepoint (or, in process, a transaction) that the runtime rolls
     /// back when the result is not `ok`. Must be deterministic: a refusal (`ok: false`) must be
     /// one every replica makes. A failure of the machine itself (I/O, a full disk) is `Err`: the
     /// batch is not committed and the node stops, instead of diverging from its replicas.
     fn apply(
         &self,
         conn: &Connection,
-        index: u64,
-        time_us: i64,
+        ctx: &ApplyContext,
         command: &[u8],
     ) -> Result<Applied, String>;
     /// Answers one serialized query, read-only.
@@ -258,8 +259,12 @@ fn apply_envelope(
         return Ok(Applied { ok, reply });
     }
     conn.execute_batch("SAVEPOINT command").map_err(io_err)?;
+    let ctx = ApplyContext {
+        index,
+        time: DateTime::from_timestamp_micros(env.time_us).unwrap_or(DateTime::UNIX_EPOCH),
+    };
     let applied = app
-        .apply(conn, index, env.time_us, env.command.get().as_bytes())
+        .apply(conn, &ctx, env.command.get().as_bytes())
         .map_err(|e| io::Error::other(format!("applying entry {index}: {e}")))?;
     let end = if applied.ok {
         "RELEASE command"

@@ -1,26 +1,42 @@
 //! The openraft type configuration shared by every service: the log carries opaque, already
 //! serialized commands in an [`Envelope`], so the runtime needs to know nothing about any schema.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-/// Where a node can be reached.
+/// Where a node can be reached: its raft listener, and each API listener by protocol name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeAddr {
-    /// The API listener (gRPC), for clients and for redirects.
-    pub api: String,
     /// The raft listener, for raft traffic and forwarded writes.
     pub raft: String,
-    /// The JSON-RPC API listener, if the node has one (for redirects).
+    /// The API listeners by protocol (`"grpc"`, `"jsonrpc"`, ...), for clients and redirects.
     #[serde(default)]
-    pub jsonrpc: String,
+    pub api: BTreeMap<String, String>,
+}
+
+impl NodeAddr {
+    /// The API address for `protocol`, if the node serves it.
+    pub fn api(&self, protocol: &str) -> Option<&str> {
+        self.api.get(protocol).map(String::as_str)
+    }
+
+    /// The API listeners as `protocol=ADDR` words (how a redirect names the leader).
+    pub fn api_words(&self) -> String {
+        let words: Vec<String> = self.api.iter().map(|(p, a)| format!("{p}={a}")).collect();
+        words.join(" ")
+    }
 }
 
 impl fmt::Display for NodeAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "api={} raft={}", self.api, self.raft)
+        write!(f, "raft={}", self.raft)?;
+        for (protocol, addr) in &self.api {
+            write!(f, " {protocol}={addr}")?;
+        }
+        Ok(())
     }
 }
 
@@ -83,5 +99,3 @@ pub type NodeId = u64;
 pub type StoredMembership = openraft::alias::StoredMembershipOf<C>;
 /// Snapshot metadata.
 pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<C>;
-/// The raft handle.
-pub type Raft = openraft::Raft<C, crate::raft::state_machine::StateMachine>;

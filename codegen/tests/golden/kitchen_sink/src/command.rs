@@ -6,19 +6,19 @@ pub const OPERATIONS: &[crate::OpInfo] = &[
     crate::OpInfo {
         name: "put_everything",
         tag: 1,
-        kind: crate::OpKind::Command,
+        kind: runtime::CallKind::Command,
         params: &["value"],
     },
     crate::OpInfo {
         name: "reset",
         tag: 2,
-        kind: crate::OpKind::Command,
+        kind: runtime::CallKind::Command,
         params: &[],
     },
     crate::OpInfo {
         name: "find",
         tag: 3,
-        kind: crate::OpKind::Query,
+        kind: runtime::CallKind::Query,
         params: &["flag", "small", "ratio", "label", "money", "level", "maybe"],
     },
 ];
@@ -74,11 +74,11 @@ impl KitchenSinkCommand {
     }
 
     /// Command (goes through the log) or query.
-    pub fn kind(&self) -> crate::OpKind {
+    pub fn kind(&self) -> runtime::CallKind {
         match self {
-            KitchenSinkCommand::PutEverything { .. } => crate::OpKind::Command,
-            KitchenSinkCommand::Reset { .. } => crate::OpKind::Command,
-            KitchenSinkCommand::Find { .. } => crate::OpKind::Query,
+            KitchenSinkCommand::PutEverything { .. } => runtime::CallKind::Command,
+            KitchenSinkCommand::Reset { .. } => runtime::CallKind::Command,
+            KitchenSinkCommand::Find { .. } => runtime::CallKind::Query,
         }
     }
 
@@ -239,6 +239,11 @@ pub fn encode_reply(
             serde_json::to_vec(&fallback).unwrap_or_default()
         }
     }
+}
+
+/// A failure of the runtime (transport, redirect, node) as a serialized `Err` reply.
+pub fn encode_failure(failure: &runtime::sink::SinkError) -> Vec<u8> {
+    encode_reply(&Err(crate::KitchenSinkError::from(failure.clone())))
 }
 
 /// Parses the outcome of a call; a malformed reply is a `Transport` error.

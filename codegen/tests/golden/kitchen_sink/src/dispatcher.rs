@@ -68,7 +68,7 @@ impl Dispatcher {
             }
             other => {
                 Err(
-                    crate::KitchenSinkError::Internal(
+                    crate::KitchenSinkError::Transport(
                         format!(
                             "`{}` is a command; it cannot run as a query", other.name()
                         ),

@@ -30,29 +30,6 @@ pub const SERVICE_NAME: &str = "kitchen_sink.v1.KitchenSink";
 /// The metadata key that carries the error kind.
 pub const ERROR_KIND_KEY: &str = "x-error-kind";
 
-fn decimal_from(s: String, path: &str) -> Result<::rust_decimal::Decimal, String> {
-    ::rust_decimal::Decimal::from_str_exact(s.trim())
-        .map_err(|_| format!("`{path}`: `{s}` is not a decimal"))
-}
-
-fn date_from(s: &str, path: &str) -> Result<::chrono::NaiveDate, String> {
-    ::chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .map_err(|_| format!("`{path}`: `{s}` is not a date (YYYY-MM-DD)"))
-}
-
-fn datetime_from(
-    s: &str,
-    path: &str,
-) -> Result<::chrono::DateTime<::chrono::Utc>, String> {
-    ::chrono::DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&::chrono::Utc))
-        .map_err(|_| format!("`{path}`: `{s}` is not an RFC 3339 time"))
-}
-
-fn duration_from(s: &str, path: &str) -> Result<crate::Duration, String> {
-    s.parse().map_err(|e| format!("`{path}`: {e}"))
-}
-
 fn level_to_pb(v: crate::Level) -> i32 {
     match v {
         crate::Level::Low => pb::Level::Low as i32,
@@ -104,10 +81,10 @@ impl TryFrom<pb::Everything> for crate::Everything {
             ratio: Ok::<_, String>(v.ratio)?,
             label: Ok::<_, String>(v.label)?,
             blob: Ok::<_, String>(v.blob)?,
-            money: decimal_from(v.money, "Everything.money")?,
-            day: date_from(&v.day, "Everything.day")?,
-            at: datetime_from(&v.at, "Everything.at")?,
-            span: duration_from(&v.span, "Everything.span")?,
+            money: runtime::wire::decimal_from(v.money, "Everything.money")?,
+            day: runtime::wire::date_from(&v.day, "Everything.day")?,
+            at: runtime::wire::datetime_from(&v.at, "Everything.at")?,
+            span: runtime::wire::duration_from(&v.span, "Everything.span")?,
             levels: v
                 .levels
                 .into_iter()
@@ -240,7 +217,7 @@ impl pb::FindRequest {
                 None => crate::defaults::find_label(),
             },
             match r.money {
-                Some(v) => decimal_from(v, "money")?,
+                Some(v) => runtime::wire::decimal_from(v, "money")?,
                 None => crate::defaults::find_money(),
             },
             match r.level {
@@ -338,7 +315,7 @@ for GrpcService<A> {
         &self,
         request: tonic::Request<pb::PutEverythingRequest>,
     ) -> Result<tonic::Response<pb::PutEverythingResponse>, tonic::Status> {
-        let context = call_context(&request);
+        let context = runtime::call::context_from_metadata(request.metadata());
         let (value,) = request
             .into_inner()
             .into_native()
@@ -353,7 +330,7 @@ for GrpcService<A> {
         &self,
         request: tonic::Request<pb::ResetRequest>,
     ) -> Result<tonic::Response<pb::ResetResponse>, tonic::Status> {
-        let context = call_context(&request);
+        let context = runtime::call::context_from_metadata(request.metadata());
         let () = request
             .into_inner()
             .into_native()
@@ -368,7 +345,7 @@ for GrpcService<A> {
         &self,
         request: tonic::Request<pb::FindRequest>,
     ) -> Result<tonic::Response<pb::FindResponse>, tonic::Status> {
-        let context = call_context(&request);
+        let context = runtime::call::context_from_metadata(request.metadata());
         let (flag, small, ratio, label, money, level, maybe) = request
             .into_inner()
             .into_native()
@@ -384,12 +361,9 @@ for GrpcService<A> {
 }
 type Stub = pb::kitchen_sink_client::KitchenSinkClient<tonic::transport::Channel>;
 
-/// How many `Redirect`s one call follows before giving up.
-pub const MAX_REDIRECTS: usize = 3;
-
 /// A client implementing the API over gRPC. Cloning is cheap and shares the connection.
-/// A `Redirect` answer (a node that sends writes to its leader) is followed: the call is
-/// retried at the leader, and later calls go there directly.
+/// It follows the runtime's client policy: a `Redirect` answer (a node that sends writes
+/// to its leader) is followed, and later calls go to the leader directly.
 ///
 /// Every command carries a request id (`x-client-id` + `x-request-seq`). A replicated
 /// node applies a command at most once per id. With [`GrpcClient::retrying`], a command
@@ -397,31 +371,10 @@ pub const MAX_REDIRECTS: usize = 3;
 /// servers that deduplicate, i.e. Raft nodes.
 #[derive(Debug, Clone)]
 pub struct GrpcClient {
-    inner: Stub,
-    redirected: Arc<::std::sync::Mutex<Option<Stub>>>,
-    session: Arc<(String, ::std::sync::atomic::AtomicU64)>,
-    retries: u32,
+    target: Arc<runtime::client::Target<Stub>>,
+    session: runtime::call::Session,
+    policy: runtime::client::Policy,
     read_level: Option<runtime::call::ReadLevel>,
-}
-
-/// The request id and read level a caller sent in metadata.
-fn call_context<T>(request: &tonic::Request<T>) -> runtime::call::CallContext {
-    let metadata = request.metadata();
-    let text = |key: &str| metadata.get(key).and_then(|v| v.to_str().ok());
-    let request = text(runtime::call::CLIENT_ID_KEY)
-        .zip(text(runtime::call::REQUEST_SEQ_KEY))
-        .and_then(|(client, seq)| {
-            Some(runtime::call::RequestId {
-                client: client.to_string(),
-                seq: seq.parse().ok()?,
-            })
-        });
-    let read_level = text(runtime::call::READ_LEVEL_KEY)
-        .and_then(runtime::call::ReadLevel::parse);
-    runtime::call::CallContext {
-        request,
-        read_level,
-    }
 }
 
 async fn connect_stub(addr: &str) -> Result<Stub, crate::KitchenSinkError> {
@@ -451,15 +404,11 @@ impl GrpcClient {
         Self::over(pb::kitchen_sink_client::KitchenSinkClient::new(channel))
     }
 
-    fn over(inner: Stub) -> Self {
+    fn over(stub: Stub) -> Self {
         GrpcClient {
-            inner,
-            redirected: Arc::default(),
-            session: Arc::new((
-                runtime::call::new_client_id(),
-                ::std::sync::atomic::AtomicU64::new(1),
-            )),
-            retries: 0,
+            target: Arc::new(runtime::client::Target::new(stub)),
+            session: runtime::call::Session::default(),
+            policy: runtime::client::Policy::default(),
             read_level: None,
         }
     }
@@ -479,22 +428,21 @@ impl GrpcClient {
     /// Resends a command that failed with a `Transport` error up to `retries` times
     /// (with backoff), under the same request id. For servers that deduplicate.
     pub fn retrying(mut self, retries: u32) -> Self {
-        self.retries = retries;
+        self.policy.retries = retries;
         self
     }
 
-    fn stub(&self) -> Stub {
-        match self.redirected.lock() {
-            Ok(guard) => guard.clone().unwrap_or_else(|| self.inner.clone()),
-            Err(_) => self.inner.clone(),
-        }
+    /// Follows this redirect and resend policy.
+    pub fn with_policy(mut self, policy: runtime::client::Policy) -> Self {
+        self.policy = policy;
+        self
     }
 
-    /// Makes one call: commands get a request id; redirects are followed; transport
-    /// failures of commands are retried under the same id if the client is `retrying`.
+    /// Makes one call under the client policy: commands get a request id, queries the
+    /// client's read level.
     async fn call<Req: Clone, Resp, Fut>(
         &self,
-        kind: crate::OpKind,
+        kind: runtime::CallKind,
         request: Req,
         send: impl Fn(Stub, tonic::Request<Req>) -> Fut,
     ) -> Result<Resp, crate::KitchenSinkError>
@@ -503,63 +451,34 @@ impl GrpcClient {
             Output = Result<tonic::Response<Resp>, tonic::Status>,
         >,
     {
-        let id = (kind == crate::OpKind::Command)
-            .then(|| {
-                let seq = self
-                    .session
-                    .1
-                    .fetch_add(1, ::std::sync::atomic::Ordering::Relaxed);
-                (self.session.0.clone(), seq.to_string())
-            });
-        let build = || {
-            let mut r = tonic::Request::new(request.clone());
-            if let Some((client, seq)) = &id
-                && let (Ok(client), Ok(seq)) = (client.parse(), seq.parse())
-            {
-                r.metadata_mut().insert(runtime::call::CLIENT_ID_KEY, client);
-                r.metadata_mut().insert(runtime::call::REQUEST_SEQ_KEY, seq);
-            }
-            if let (crate::OpKind::Query, Some(level)) = (kind, self.read_level) {
-                r.metadata_mut()
-                    .insert(
-                        runtime::call::READ_LEVEL_KEY,
-                        tonic::metadata::MetadataValue::from_static(level.as_str()),
-                    );
-            }
-            r
+        let context = runtime::call::CallContext {
+            request: (kind == runtime::CallKind::Command).then(|| self.session.next()),
+            read_level: self.read_level.filter(|_| kind == runtime::CallKind::Query),
         };
-        let mut stub = self.stub();
-        let (mut redirects, mut retries) = (0, 0);
-        loop {
-            let error = match send(stub.clone(), build()).await {
-                Ok(response) => return Ok(response.into_inner()),
-                Err(status) => error_from_status(status),
-            };
-            if let Some(addr) = error.redirect_to("grpc") {
-                redirects += 1;
-                if redirects > MAX_REDIRECTS {
-                    return Err(
-                        crate::KitchenSinkError::Transport(
-                            format!("more than {MAX_REDIRECTS} redirects"),
-                        ),
-                    );
+        let attempt = |stub: Stub| {
+            let mut r = tonic::Request::new(request.clone());
+            runtime::call::context_to_metadata(&context, r.metadata_mut());
+            let sent = send(stub, r);
+            async move {
+                match sent.await {
+                    Ok(response) => {
+                        runtime::client::Attempt::Done(Ok(response.into_inner()))
+                    }
+                    Err(status) => error_from_status(status).into_attempt("grpc"),
                 }
-                stub = connect_stub(addr).await?;
-                if let Ok(mut guard) = self.redirected.lock() {
-                    *guard = Some(stub.clone());
-                }
-            } else if matches!(error, crate ::KitchenSinkError::Transport(_))
-                && id.is_some() && retries < self.retries
-            {
-                retries += 1;
-                tokio::time::sleep(
-                        ::std::time::Duration::from_millis(100 << retries.min(5)),
-                    )
-                    .await;
-            } else {
-                return Err(error);
             }
-        }
+        };
+        self.policy
+            .call(
+                &self.target,
+                context.request.is_some(),
+                attempt,
+                |addr| async move { connect_stub(&addr).await },
+                |n| crate::KitchenSinkError::Transport(
+                    format!("more than {n} redirects"),
+                ),
+            )
+            .await
     }
 }
 
@@ -571,7 +490,7 @@ impl crate::KitchenSinkApi for GrpcClient {
         let request = pb::PutEverythingRequest::from_native(value);
         let response = self
             .call(
-                crate::OpKind::Command,
+                runtime::CallKind::Command,
                 request,
                 |mut client, request| async move { client.put_everything(request).await },
             )
@@ -583,7 +502,7 @@ impl crate::KitchenSinkApi for GrpcClient {
         let request = pb::ResetRequest::from_native();
         let response = self
             .call(
-                crate::OpKind::Command,
+                runtime::CallKind::Command,
                 request,
                 |mut client, request| async move { client.reset(request).await },
             )
@@ -612,7 +531,7 @@ impl crate::KitchenSinkApi for GrpcClient {
         );
         let response = self
             .call(
-                crate::OpKind::Query,
+                runtime::CallKind::Query,
                 request,
                 |mut client, request| async move { client.find(request).await },
             )
@@ -630,21 +549,12 @@ pub async fn serve<A: crate::KitchenSinkApi + 'static>(
     max_message_size: usize,
     shutdown: impl ::std::future::Future<Output = ()> + Send,
 ) -> Result<(), crate::KitchenSinkError> {
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<pb::kitchen_sink_server::KitchenSinkServer<GrpcService<A>>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| crate::KitchenSinkError::Internal(format!("reflection: {e}")))?;
-    let incoming = tonic::transport::server::TcpIncoming::from(listener)
-        .with_nodelay(Some(true));
-    tonic::transport::Server::builder()
-        .add_service(GrpcService::new(api).into_server(max_message_size))
-        .add_service(health)
-        .add_service(reflection)
-        .serve_with_incoming_shutdown(incoming, shutdown)
+    runtime::server::serve_grpc(
+            listener,
+            GrpcService::new(api).into_server(max_message_size),
+            FILE_DESCRIPTOR_SET,
+            shutdown,
+        )
         .await
-        .map_err(|e| crate::KitchenSinkError::Transport(format!("gRPC server: {e}")))
+        .map_err(|e| crate::KitchenSinkError::Transport(e.to_string()))
 }

@@ -4,18 +4,19 @@
 //!
 //! Generated layers of the `KitchenSink` service: the types, `KitchenSinkApi` (client side),
 //! `KitchenSinkService` (what the application implements), `KitchenSinkCommand` / `KitchenSinkReply`
-//! (the serialized form of every call), the `Collector` and the `Dispatcher`.
+//! (the serialized form of every call), the `Collector`, the `Dispatcher`, the `KitchenSinkStore`
+//! an application implements to run on SQLite, and the adapters built on it.
 
 // One parameter per schema parameter: the schema, not clippy, decides how many there are.
 #![allow(clippy::too_many_arguments)]
 #![forbid(unsafe_code)]
 
 #[rustfmt::skip]
-mod support;
+mod api;
+#[rustfmt::skip]
+mod app;
 #[rustfmt::skip]
 mod types;
-#[rustfmt::skip]
-mod api;
 #[rustfmt::skip]
 mod command;
 #[rustfmt::skip]
@@ -26,14 +27,13 @@ mod dispatcher;
 pub mod grpc;
 #[rustfmt::skip]
 pub mod jsonrpc;
-#[rustfmt::skip]
-pub mod frames;
-#[rustfmt::skip]
-pub mod raft;
 
 pub use api::*;
+pub use app::*;
 pub use collector::*;
 pub use command::*;
 pub use dispatcher::*;
-pub use support::*;
 pub use types::*;
+
+pub use runtime::CallKind;
+pub use runtime::service::{ApplyContext, Duration, OpInfo, ParseDurationError, UnknownVariant};

@@ -177,6 +177,18 @@ impl KitchenSinkError {
         }
     }
 
+    /// How the client policy treats this error on `protocol`: a redirect to follow, a
+    /// transport failure that may be resent, or an answer.
+    pub fn into_attempt<T>(self, protocol: &str) -> runtime::client::Attempt<T, Self> {
+        if let Some(addr) = self.redirect_to(protocol).map(str::to_string) {
+            return runtime::client::Attempt::Redirect(addr, self);
+        }
+        match self {
+            KitchenSinkError::Transport(_) => runtime::client::Attempt::Transport(self),
+            other => runtime::client::Attempt::Done(Err(other)),
+        }
+    }
+
     /// Rebuilds an error from its kind name and message (what transports carry).
     pub fn from_kind(kind: &str, message: String) -> Option<Self> {
         match kind {
@@ -186,6 +198,18 @@ impl KitchenSinkError {
             "Redirect" => Some(KitchenSinkError::Redirect(message)),
             "Internal" => Some(KitchenSinkError::Internal(message)),
             _ => None,
+        }
+    }
+}
+
+impl From<runtime::sink::SinkError> for KitchenSinkError {
+    fn from(e: runtime::sink::SinkError) -> Self {
+        match e {
+            runtime::sink::SinkError::Transport(m) => KitchenSinkError::Transport(m),
+            runtime::sink::SinkError::Redirect(leader) => {
+                KitchenSinkError::Redirect(leader.api_words())
+            }
+            runtime::sink::SinkError::Internal(m) => KitchenSinkError::Internal(m),
         }
     }
 }

@@ -1,0 +1,236 @@
+//! The application adapters: the `{S}Store` trait an application implements to run its service
+//! on SQLite, the runtime `Application` built on it (what the Raft state machine and the local
+//! sink apply), the in-process `Direct` client, and the replicated API of a node.
+
+use heck::ToSnakeCase;
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use super::core::{param_names, params};
+use super::{doc_str, ident, return_ty, service_ident};
+use crate::model::{Api, OpKind};
+
+pub fn module(api: &Api) -> TokenStream {
+    let error = service_ident(api, "Error");
+    let command = service_ident(api, "Command");
+    let api_trait = service_ident(api, "Api");
+    let service_trait = service_ident(api, "Service");
+    let store = service_ident(api, "Store");
+    let app = service_ident(api, "App");
+    let node = service_ident(api, "Node");
+    let name = api.service.to_snake_case();
+    let s = &api.service;
+    let store_doc = doc_str(&format!(
+        "What an application implements to run the `{s}` service on SQLite: its tables, its \
+         `{s}Service` over a connection, and a digest of its state. The in-process variants \
+         ([`Direct`], the local sink) and the Raft state machine all run on it."
+    ));
+    let app_doc = doc_str(&format!(
+        "A [`{s}Store`] as the runtime's `Application`: serialized commands decoded and dispatched \
+         to the service. A store failure reported as `Internal` is a machine failure, not a \
+         refusal: the runtime stops rather than let this replica diverge."
+    ));
+    let direct_doc = doc_str(&format!(
+        "`{s}Api` in process: every call goes straight to the store's `{s}Service`, each command \
+         in its own transaction stamped by the [`LocalDb`](runtime::local::LocalDb)."
+    ));
+    let node_doc = doc_str(&format!(
+        "The `{s}` service as a node host runs it (`runtime::host::run`): the store's application \
+         in the state machine, and the gRPC and JSON-RPC servers of its replicated API."
+    ));
+    let methods = api.operations.iter().map(|op| {
+        let name = ident(&op.name);
+        let ps = params(op);
+        let names = param_names(op);
+        let ret = return_ty(op.returns.as_ref());
+        match op.kind {
+            OpKind::Command => quote! {
+                async fn #name(&self, #(#ps),*) -> Result<#ret, crate::#error> {
+                    self.command(|s, ctx| s.#name(ctx, #(#names),*))
+                }
+            },
+            OpKind::Query => quote! {
+                async fn #name(&self, #(#ps),*) -> Result<#ret, crate::#error> {
+                    self.query(|s| s.#name(#(#names),*))
+                }
+            },
+        }
+    });
+    quote! {
+        //! The application adapters: what an application implements to run the service on SQLite,
+        //! and the in-process, local-sink and replicated forms built on it.
+
+        use std::sync::Arc;
+
+        use runtime::rusqlite::Connection;
+
+        #store_doc
+        pub trait #store: Send + Sync + 'static {
+            /// Creates the application's tables if they are missing (or checks their version).
+            fn init(&self, conn: &Connection) -> Result<(), String>;
+
+            /// Runs `f` on the service for one command at `ctx`. `conn` is inside a transaction
+            /// or savepoint that the caller rolls back when the result is an error.
+            fn command<R>(
+                &self,
+                conn: &Connection,
+                ctx: &crate::ApplyContext,
+                f: impl FnOnce(&mut dyn crate::#service_trait) -> Result<R, crate::#error>,
+            ) -> Result<R, crate::#error>;
+
+            /// Runs `f` on the service for one query, read-only.
+            fn query<R>(
+                &self,
+                conn: &Connection,
+                f: impl FnOnce(&dyn crate::#service_trait) -> Result<R, crate::#error>,
+            ) -> Result<R, crate::#error>;
+
+            /// A digest of the application's state: equal on replicas that hold equal state.
+            fn digest(&self, conn: &Connection) -> Result<String, String>;
+        }
+
+        #app_doc
+        #[derive(Debug, Clone, Copy, Default)]
+        pub struct #app<St>(pub St);
+
+        impl<St: #store> runtime::raft::state_machine::Application for #app<St> {
+            fn init(&self, conn: &Connection) -> Result<(), String> {
+                self.0.init(conn)
+            }
+
+            fn apply(
+                &self,
+                conn: &Connection,
+                ctx: &crate::ApplyContext,
+                command: &[u8],
+            ) -> Result<runtime::raft::types::Applied, String> {
+                let result = crate::#command::decode(command).and_then(|command| {
+                    // Refused alike on every replica: queries never enter the log.
+                    if command.kind() == runtime::CallKind::Query {
+                        return Err(crate::#error::Transport(format!(
+                            "`{}` is a query; it cannot be applied as a command",
+                            command.name()
+                        )));
+                    }
+                    self.0.command(conn, ctx, |service| crate::Dispatcher::execute(service, ctx, command))
+                });
+                match result {
+                    Err(crate::#error::Internal(e)) => Err(e),
+                    result => Ok(runtime::raft::types::Applied {
+                        ok: result.is_ok(),
+                        reply: crate::encode_reply(&result),
+                    }),
+                }
+            }
+
+            fn query(&self, conn: &Connection, query: &[u8]) -> Vec<u8> {
+                let result = crate::#command::decode(query).and_then(|query| {
+                    self.0.query(conn, |service| crate::Dispatcher::query(service, query))
+                });
+                crate::encode_reply(&result)
+            }
+
+            fn digest(&self, conn: &Connection) -> Result<String, String> {
+                self.0.digest(conn)
+            }
+        }
+
+        #direct_doc
+        #[derive(Debug)]
+        pub struct Direct<St> {
+            db: runtime::local::LocalDb,
+            store: St,
+        }
+
+        impl<St: #store> Direct<St> {
+            /// The direct client over `store` on `db`.
+            pub fn new(db: runtime::local::LocalDb, store: St) -> Self {
+                Direct { db, store }
+            }
+
+            /// The database behind this client.
+            pub fn db(&self) -> &runtime::local::LocalDb {
+                &self.db
+            }
+
+            /// The store behind this client.
+            pub fn store(&self) -> &St {
+                &self.store
+            }
+
+            fn command<R>(
+                &self,
+                f: impl FnOnce(&mut dyn crate::#service_trait, &crate::ApplyContext) -> Result<R, crate::#error>,
+            ) -> Result<R, crate::#error> {
+                self.db
+                    .command(|conn, ctx| self.store.command(conn, ctx, |service| f(service, ctx)))
+                    .map_err(|e| crate::#error::Internal(format!("sqlite: {e}")))?
+            }
+
+            fn query<R>(
+                &self,
+                f: impl FnOnce(&dyn crate::#service_trait) -> Result<R, crate::#error>,
+            ) -> Result<R, crate::#error> {
+                self.db
+                    .query(|conn| self.store.query(conn, f))
+                    .map_err(|e| crate::#error::Internal(format!("sqlite: {e}")))?
+            }
+        }
+
+        impl<St: #store> crate::#api_trait for Direct<St> {
+            #(#methods)*
+        }
+
+        /// The generated `Collector` over a local sink: every call encoded, applied through
+        /// [`#app`] in its own transaction, and its reply decoded, all in process.
+        pub fn local<St: #store>(
+            db: runtime::local::LocalDb,
+            store: St,
+        ) -> crate::Collector<runtime::local::LocalSink<#app<St>>> {
+            crate::Collector::new(runtime::local::LocalSink::new(db, #app(store)))
+        }
+
+        #node_doc
+        #[derive(Debug, Clone, Copy, Default)]
+        pub struct #node<St>(pub St);
+
+        impl<St: #store + Clone> runtime::host::HostedService for #node<St> {
+            fn name(&self) -> &'static str {
+                #name
+            }
+
+            fn application(&self) -> Arc<dyn runtime::raft::state_machine::Application> {
+                Arc::new(#app(self.0.clone()))
+            }
+
+            fn serve(
+                &self,
+                protocol: runtime::host::Protocol,
+                listener: tokio::net::TcpListener,
+                node: Arc<runtime::raft::node::RaftNode>,
+                level: runtime::call::ReadLevel,
+                shutdown: runtime::host::Shutdown,
+            ) -> runtime::host::Serving {
+                let api = Arc::new(replicated(node, level));
+                let max = runtime::host::MAX_API_MESSAGE;
+                match protocol {
+                    runtime::host::Protocol::Grpc => Box::pin(async move {
+                        crate::grpc::serve(listener, api, max, shutdown).await.map_err(|e| e.to_string())
+                    }),
+                    runtime::host::Protocol::JsonRpc => Box::pin(async move {
+                        crate::jsonrpc::serve(listener, api, max, shutdown).await.map_err(|e| e.to_string())
+                    }),
+                }
+            }
+        }
+
+        /// The API of the replicated service on a node: commands into its Raft log, queries at
+        /// `level` (unless a call asks for another). What the node's gRPC and JSON-RPC servers serve.
+        pub fn replicated(
+            node: Arc<runtime::raft::node::RaftNode>,
+            level: runtime::call::ReadLevel,
+        ) -> crate::Collector<runtime::sink::RaftSink> {
+            crate::Collector::new(runtime::sink::RaftSink::new(node, level))
+        }
+    }
+}

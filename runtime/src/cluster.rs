@@ -1,0 +1,319 @@
+//! A local cluster of node processes for tests, demos and benchmarks: any service binary whose
+//! `node` subcommand takes [`NodeArgs`](crate::host::NodeArgs) and prints the host's ready line.
+//! Processes get ephemeral ports on 127.0.0.1 and their own data directories; dropping the
+//! cluster kills every process.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::host::{HostError, SECRET_ENV, admin};
+use crate::raft::network::AdminRequest;
+use crate::raft::types::NodeId;
+
+/// How long a node process may take to print its ready line.
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// 128 random bits, hex encoded, from the OS.
+fn random_secret() -> Result<String, HostError> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| HostError::Process(format!("cannot read /dev/urandom: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// One node process of a [`LocalCluster`].
+#[derive(Debug)]
+pub struct NodeProcess {
+    /// The node's id.
+    pub id: NodeId,
+    /// gRPC API address.
+    pub api: String,
+    /// JSON-RPC API address.
+    pub jsonrpc: String,
+    /// Raft address.
+    pub raft: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl NodeProcess {
+    /// Kills the process (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A cluster of node processes (`<binary> node ...`) on 127.0.0.1, each with its own data directory. Dropping
+/// it kills every process.
+#[derive(Debug)]
+pub struct LocalCluster {
+    /// The nodes, by position (node id = position + 1).
+    pub nodes: Vec<NodeProcess>,
+    /// The shared secret.
+    pub secret: String,
+    exe: PathBuf,
+    dir: PathBuf,
+    /// Extra arguments for every node (e.g. snapshot settings).
+    pub node_args: Vec<String>,
+}
+
+impl LocalCluster {
+    /// Starts `n` nodes under `dir` with the service binary `exe`: node 1 initializes the
+    /// cluster, the others join it; returns once every node is a voter.
+    pub async fn start(
+        exe: &Path,
+        dir: &Path,
+        n: usize,
+        node_args: Vec<String>,
+    ) -> Result<LocalCluster, HostError> {
+        let secret = random_secret()?;
+        let mut cluster = LocalCluster {
+            nodes: Vec::new(),
+            secret,
+            exe: exe.to_path_buf(),
+            dir: dir.to_path_buf(),
+            node_args,
+        };
+        for id in 1..=n as NodeId {
+            let process = cluster.spawn(id, id == 1).await?;
+            cluster.nodes.push(process);
+        }
+        let ids: Vec<NodeId> = (1..=n as NodeId).collect();
+        cluster
+            .wait_for_voters(&ids, Duration::from_secs(60))
+            .await?;
+        Ok(cluster)
+    }
+
+    /// Starts node `id` (fresh or from its existing data dir). `init` starts a new cluster;
+    /// otherwise it joins through the first other running node.
+    pub async fn spawn(&self, id: NodeId, init: bool) -> Result<NodeProcess, HostError> {
+        self.spawn_at(id, init, None).await
+    }
+
+    /// Like [`LocalCluster::spawn`], on the given (api, jsonrpc, raft) addresses: a restarted
+    /// member must come back where the cluster knows it.
+    async fn spawn_at(
+        &self,
+        id: NodeId,
+        init: bool,
+        addrs: Option<(String, String, String)>,
+    ) -> Result<NodeProcess, HostError> {
+        let data_dir = self.dir.join(format!("node{id}"));
+        let (api, jsonrpc, raft) = addrs.unwrap_or_else(|| {
+            (
+                "127.0.0.1:0".into(),
+                "127.0.0.1:0".into(),
+                "127.0.0.1:0".into(),
+            )
+        });
+        std::fs::create_dir_all(&data_dir)
+            .map_err(|e| HostError::Process(format!("{}: {e}", data_dir.display())))?;
+        // Each node logs to a file in its data directory (RUST_LOG picks the level).
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.join("node.log"))
+            .map_err(|e| HostError::Process(format!("node log: {e}")))?;
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("node")
+            .arg("--id")
+            .arg(id.to_string())
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args([
+                "--listen",
+                &api,
+                "--jsonrpc-listen",
+                &jsonrpc,
+                "--raft-listen",
+                &raft,
+            ])
+            .args(&self.node_args)
+            .env(SECRET_ENV, &self.secret)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        if init {
+            cmd.arg("--init");
+        } else if let Some(seed) = self.nodes.iter().find(|n| n.is_running() && n.id != id) {
+            cmd.arg("--join").arg(&seed.raft);
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| HostError::Process(format!("cannot start {}: {e}", self.exe.display())))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| HostError::Process("no stdout".into()))?;
+        let reading = tokio::task::spawn_blocking(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let read = reader.read_line(&mut line);
+            // Keep draining so the node never blocks on a full pipe.
+            std::thread::spawn(move || {
+                let mut sink = String::new();
+                while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+                    sink.clear();
+                }
+            });
+            read.map(|_| line)
+        });
+        let line = match tokio::time::timeout(READY_TIMEOUT, reading).await {
+            Ok(Ok(Ok(line))) => line,
+            Ok(Ok(Err(e))) => return Err(HostError::Process(e.to_string())),
+            Ok(Err(e)) => return Err(HostError::Process(e.to_string())),
+            Err(_) => {
+                // Killing the node closes its stdout, which ends the blocked read.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(HostError::Timeout(format!("node {id} to start")));
+            }
+        };
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")).map(str::to_string))
+                .ok_or_else(|| HostError::Process(format!("node {id} did not start: {line:?}")))
+        };
+        Ok(NodeProcess {
+            id,
+            api: field("api")?,
+            jsonrpc: field("jsonrpc")?,
+            raft: field("raft")?,
+            data_dir,
+            child: Some(child),
+        })
+    }
+
+    /// Restarts a stopped node from its data directory (it rejoins as the member it was).
+    pub async fn restart(&mut self, id: NodeId) -> Result<(), HostError> {
+        let index = self.position(id)?;
+        self.nodes[index].kill();
+        let old = &self.nodes[index];
+        let addrs = (old.api.clone(), old.jsonrpc.clone(), old.raft.clone());
+        let process = self.spawn_at(id, false, Some(addrs)).await?;
+        self.nodes[index] = process;
+        Ok(())
+    }
+
+    fn position(&self, id: NodeId) -> Result<usize, HostError> {
+        self.nodes
+            .iter()
+            .position(|n| n.id == id)
+            .ok_or_else(|| HostError::Process(format!("no node {id}")))
+    }
+
+    /// The node with this id.
+    pub fn node(&self, id: NodeId) -> Result<&NodeProcess, HostError> {
+        Ok(&self.nodes[self.position(id)?])
+    }
+
+    /// Kills node `id` with SIGKILL.
+    pub fn kill(&mut self, id: NodeId) -> Result<(), HostError> {
+        let index = self.position(id)?;
+        self.nodes[index].kill();
+        Ok(())
+    }
+
+    /// Status of one node.
+    pub async fn status(&self, id: NodeId) -> Result<serde_json::Value, HostError> {
+        admin(&self.node(id)?.raft, &self.secret, AdminRequest::Status).await
+    }
+
+    /// Waits until a running node reports a leader that is itself running; returns its id.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, HostError> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            for n in self.nodes.iter().filter(|n| n.is_running()) {
+                if let Ok(status) = self.status(n.id).await
+                    && let Some(leader) = status["leader"].as_u64()
+                    && self.nodes.iter().any(|m| m.id == leader && m.is_running())
+                    && let Ok(leader_status) = self.status(leader).await
+                    && leader_status["role"] == "Leader"
+                {
+                    return Ok(leader);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(HostError::Timeout("a leader".into()))
+    }
+
+    /// Waits until `ids` are all voters in the leader's membership.
+    pub async fn wait_for_voters(
+        &self,
+        ids: &[NodeId],
+        timeout: Duration,
+    ) -> Result<(), HostError> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(leader) = self
+                .wait_for_leader(deadline.saturating_duration_since(Instant::now()))
+                .await
+                && let Ok(status) = self.status(leader).await
+                && ids
+                    .iter()
+                    .all(|id| status["members"][id.to_string()]["role"] == "voter")
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(HostError::Timeout(format!("voters {ids:?}")))
+    }
+
+    /// Waits until every running node has applied the same index as the leader's last log
+    /// index, then returns each running node's (id, applied index, digest).
+    pub async fn converged(
+        &self,
+        timeout: Duration,
+    ) -> Result<Vec<(NodeId, u64, String)>, HostError> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let leader = self
+                .wait_for_leader(deadline.saturating_duration_since(Instant::now()))
+                .await?;
+            let target = self.status(leader).await?["last_log_index"]
+                .as_u64()
+                .unwrap_or(0);
+            let mut out = Vec::new();
+            for n in self.nodes.iter().filter(|n| n.is_running()) {
+                let d = admin(&n.raft, &self.secret, AdminRequest::Digest).await?;
+                let applied = d["last_applied_index"].as_u64().unwrap_or(0);
+                out.push((
+                    n.id,
+                    applied,
+                    d["digest"].as_str().unwrap_or_default().to_string(),
+                ));
+            }
+            if out.iter().all(|(_, applied, _)| *applied >= target) {
+                let digests: std::collections::BTreeSet<&String> =
+                    out.iter().map(|(_, _, d)| d).collect();
+                if digests.len() == 1 {
+                    return Ok(out);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(HostError::Timeout("replicas to converge".into()))
+    }
+}

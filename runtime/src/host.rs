@@ -1,0 +1,331 @@
+//! The node host: one node of a replicated service with its listeners. It binds the raft
+//! listener and the API listeners, opens the node's storage, serves raft traffic and the API,
+//! initializes or joins a cluster, and shuts down gracefully. [`NodeArgs`] is the command line
+//! of a node binary and [`run`] the whole of its `main`; what depends on the schema comes from
+//! a [`HostedService`], which generated code implements.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::call::ReadLevel;
+use crate::raft::network::{AdminRequest, Answer, Message, call};
+use crate::raft::node::{NodeConfig, NodeError, RaftNode};
+use crate::raft::state_machine::Application;
+use crate::raft::types::{NodeAddr, NodeId};
+use crate::raft_rpc::RaftClient;
+
+/// The environment variable a node reads its cluster secret from when `--secret` is not given.
+pub const SECRET_ENV: &str = "RAFT_SECRET";
+
+/// The largest raft message a node accepts (snapshot chunks included).
+const MAX_RAFT_MESSAGE: usize = 256 << 20;
+
+/// The largest API request a node accepts.
+pub const MAX_API_MESSAGE: usize = 4 << 20;
+
+/// An API protocol a node can serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    /// gRPC (tonic), with health and reflection.
+    Grpc,
+    /// JSON-RPC 2.0 over HTTP.
+    JsonRpc,
+}
+
+impl Protocol {
+    /// The protocol's name in addresses and redirects: `grpc` or `jsonrpc`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::JsonRpc => "jsonrpc",
+        }
+    }
+}
+
+/// Resolves when the node is asked to stop.
+pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A server task: what serving one protocol returns.
+pub type Serving = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// A generated service as the host runs it: the application the state machine applies and the
+/// servers of its API over a node.
+pub trait HostedService: Send + Sync + 'static {
+    /// The service's name (the cluster's name in openraft's logs).
+    fn name(&self) -> &'static str;
+    /// The application the node's state machine applies.
+    fn application(&self) -> Arc<dyn Application>;
+    /// Serves the replicated API of `node` over `protocol` on `listener`, queries at `level`
+    /// unless a call asks for another, until `shutdown` resolves.
+    fn serve(
+        &self,
+        protocol: Protocol,
+        listener: TcpListener,
+        node: Arc<RaftNode>,
+        level: ReadLevel,
+        shutdown: Shutdown,
+    ) -> Serving;
+}
+
+/// Why a node could not start or answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The node failed.
+    #[error("node: {0}")]
+    Node(#[from] NodeError),
+    /// The configuration is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A node process misbehaved.
+    #[error("node process: {0}")]
+    Process(String),
+    /// An admin request failed.
+    #[error("admin: {0}")]
+    Admin(String),
+    /// A condition was not reached in time.
+    #[error("timed out waiting for {0}")]
+    Timeout(String),
+}
+
+/// The command line of a node (`<binary> node ...`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct NodeArgs {
+    /// The node's id (unique in the cluster, never reused).
+    #[arg(long)]
+    pub id: NodeId,
+    /// Where the node keeps its log, database and snapshots.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// gRPC API listen address (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// JSON-RPC API listen address.
+    #[arg(long, value_name = "ADDR")]
+    pub jsonrpc_listen: Option<String>,
+    /// Raft listen address (raft traffic, forwarded writes, admin; never the API address).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub raft_listen: String,
+    /// The cluster's shared secret (default: $RAFT_SECRET).
+    #[arg(long, env = SECRET_ENV, hide_env_values = true)]
+    pub secret: String,
+    /// Start a new cluster with this node as its only member.
+    #[arg(long, conflicts_with = "join")]
+    pub init: bool,
+    /// Join the cluster through this node's raft address.
+    #[arg(long, value_name = "ADDR")]
+    pub join: Option<String>,
+    /// Serve queries from the local replica without a read index (stale reads).
+    #[arg(long)]
+    pub stale_reads: bool,
+    /// Build a snapshot after this many log entries.
+    #[arg(long, default_value_t = 10_000)]
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot.
+    #[arg(long, default_value_t = 1_000)]
+    pub keep_logs: u64,
+    /// On a follower, answer writes with the leader's address (clients follow it) instead of
+    /// forwarding them to the leader.
+    #[arg(long)]
+    pub redirect_writes: bool,
+}
+
+/// A running node with its listeners.
+pub struct RunningNode {
+    /// The node.
+    pub node: Arc<RaftNode>,
+    /// The API listeners' addresses.
+    pub api: Vec<(Protocol, SocketAddr)>,
+    /// The raft listener's address.
+    pub raft: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr), HostError> {
+    let bind_err = |source| HostError::Bind {
+        addr: addr.to_string(),
+        source,
+    };
+    let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
+    let local = listener.local_addr().map_err(bind_err)?;
+    Ok((listener, local))
+}
+
+/// Starts a node: binds its listeners, opens its storage, serves raft and the API, then
+/// initializes or joins a cluster as `args` say.
+pub async fn start(args: NodeArgs, service: &dyn HostedService) -> Result<RunningNode, HostError> {
+    if args.secret.is_empty() {
+        return Err(HostError::Config(
+            "the raft secret must not be empty".into(),
+        ));
+    }
+    let (raft_listener, raft_addr) = bind(&args.raft_listen).await?;
+    let mut listeners = vec![(Protocol::Grpc, bind(&args.listen).await?)];
+    if let Some(addr) = &args.jsonrpc_listen {
+        listeners.push((Protocol::JsonRpc, bind(addr).await?));
+    }
+    let mut config = NodeConfig::new(args.id, args.data_dir.clone(), args.secret.clone());
+    config.snapshot_every = args.snapshot_every;
+    config.keep_logs = args.keep_logs;
+    config.redirect_writes = args.redirect_writes;
+    config.cluster_name = service.name().to_string();
+    let addr = NodeAddr {
+        raft: raft_addr.to_string(),
+        api: listeners
+            .iter()
+            .map(|(p, (_, a))| (p.name().to_string(), a.to_string()))
+            .collect(),
+    };
+    let node = RaftNode::start(config, addr, service.application()).await?;
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = move || -> Shutdown {
+        let mut rx = stopped.clone();
+        Box::pin(async move {
+            let _ = rx.wait_for(|s| *s).await;
+        })
+    };
+    let mut tasks = Vec::new();
+    let raft_node = node.clone();
+    let secret = args.secret.clone();
+    let shutdown = until_stopped();
+    tasks.push(tokio::spawn(async move {
+        let served = crate::raft_rpc::serve_raft(
+            raft_listener,
+            raft_node,
+            secret,
+            MAX_RAFT_MESSAGE,
+            shutdown,
+        );
+        if let Err(e) = served.await {
+            tracing::error!(error = %e, "raft service stopped");
+        }
+    }));
+    let level = if args.stale_reads {
+        ReadLevel::Stale
+    } else {
+        ReadLevel::Linearizable
+    };
+    let mut api = Vec::new();
+    for (protocol, (listener, local)) in listeners {
+        api.push((protocol, local));
+        let serving = service.serve(protocol, listener, node.clone(), level, until_stopped());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = serving.await {
+                tracing::error!(error = %e, protocol = protocol.name(), "API server stopped");
+            }
+        }));
+    }
+    let running = RunningNode {
+        node,
+        api,
+        raft: raft_addr,
+        stop,
+        tasks,
+    };
+    let joined = if args.init {
+        running.node.init_cluster().await
+    } else if let Some(seed) = &args.join {
+        running.node.join(seed).await
+    } else {
+        Ok(())
+    };
+    match joined {
+        Ok(()) => Ok(running),
+        Err(e) => {
+            running.shutdown().await;
+            Err(e.into())
+        }
+    }
+}
+
+impl RunningNode {
+    /// The address of the API listener for `protocol`, if the node serves it.
+    pub fn api(&self, protocol: Protocol) -> Option<SocketAddr> {
+        self.api
+            .iter()
+            .find_map(|(p, a)| (*p == protocol).then_some(*a))
+    }
+
+    /// The line a node binary prints once it serves (what [`crate::cluster::LocalCluster`]
+    /// parses): `node ID api=ADDR jsonrpc=ADDR|- raft=ADDR`.
+    pub fn ready_line(&self) -> String {
+        let addr = |p| {
+            self.api(p)
+                .map_or_else(|| "-".to_string(), |a| a.to_string())
+        };
+        format!(
+            "node {} api={} jsonrpc={} raft={}",
+            self.node.id(),
+            addr(Protocol::Grpc),
+            addr(Protocol::JsonRpc),
+            self.raft
+        )
+    }
+
+    /// Stops serving and shuts raft down.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.node.shutdown().await;
+    }
+}
+
+/// Runs one node until SIGINT or SIGTERM: starts it, prints its ready line on stdout, then
+/// shuts it down gracefully. The whole `node` subcommand of a service binary.
+pub async fn run(args: NodeArgs, service: &dyn HostedService) -> Result<(), HostError> {
+    let running = start(args, service).await?;
+    println!("{}", running.ready_line());
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| HostError::Config(format!("cannot watch SIGTERM: {e}")))?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    running.shutdown().await;
+    Ok(())
+}
+
+/// Sends an admin request to the node at `raft_addr`, following redirects to the leader for
+/// requests only the leader can run.
+pub async fn admin(
+    raft_addr: &str,
+    secret: &str,
+    request: AdminRequest,
+) -> Result<serde_json::Value, HostError> {
+    let mut target = raft_addr.to_string();
+    for _ in 0..5 {
+        let client = RaftClient::connect(&target, secret)
+            .await
+            .map_err(|s| HostError::Admin(format!("{target}: {}", s.message())))?;
+        match call(&client, &Message::Admin(request.clone()))
+            .await
+            .map_err(|s| HostError::Admin(format!("{target}: {}", s.message())))?
+        {
+            Answer::Admin(v) => return Ok(v),
+            Answer::NotLeader(Some((_, leader))) => target = leader.raft,
+            Answer::NotLeader(None) => {
+                return Err(HostError::Admin("no leader elected yet".into()));
+            }
+            Answer::Failed(e) => return Err(HostError::Admin(e)),
+            other => return Err(HostError::Admin(format!("unexpected answer {other:?}"))),
+        }
+    }
+    Err(HostError::Admin("too many redirects".into()))
+}

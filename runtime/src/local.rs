@@ -1,0 +1,175 @@
+//! A service in one process, on one SQLite database: the leader of a one-node "cluster" without
+//! a log. [`LocalDb`] stamps each command with its [`ApplyContext`] (the next index and the wall
+//! clock, read here, outside the deterministic apply) and runs it in its own transaction;
+//! [`LocalSink`] answers serialized calls through the same [`Application`] the Raft state
+//! machine uses, so the in-process variants exercise exactly the replicated apply path.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use chrono::Utc;
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::CallKind;
+use crate::raft::state_machine::Application;
+use crate::service::ApplyContext;
+use crate::sink::{CommandSink, SinkError};
+
+/// One SQLite database and the command counter of the process that owns it.
+#[derive(Debug)]
+pub struct LocalDb {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    conn: Connection,
+    /// The index given to the last command stamped (counted from this process's start).
+    last_index: u64,
+}
+
+impl LocalDb {
+    /// Opens (creating if missing) the database file at `path` in WAL mode with
+    /// `synchronous = FULL` and foreign keys on. The application creates its tables with
+    /// [`LocalDb::write`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, rusqlite::Error> {
+        let conn = Connection::open(path)?;
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(journal_mode = %mode, "SQLite refused WAL mode");
+        }
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        Self::with(conn)
+    }
+
+    /// A new, empty database that lives in memory only.
+    pub fn open_in_memory() -> Result<Self, rusqlite::Error> {
+        Self::with(Connection::open_in_memory()?)
+    }
+
+    fn with(conn: Connection) -> Result<Self, rusqlite::Error> {
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(LocalDb {
+            inner: Mutex::new(Inner {
+                conn,
+                last_index: 0,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic inside `f` dropped its transaction, which rolled it back: the data is intact.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stamps the next command as a leader does (the next index, the wall clock) and runs `f`
+    /// in one transaction: committed when `f` returns `Ok`, rolled back when it returns `Err`.
+    /// The outer `Err` is SQLite failing to begin or end the transaction.
+    pub fn command<T, E>(
+        &self,
+        f: impl FnOnce(&Connection, &ApplyContext) -> Result<T, E>,
+    ) -> Result<Result<T, E>, rusqlite::Error> {
+        let mut inner = self.lock();
+        inner.last_index += 1;
+        let ctx = ApplyContext {
+            index: inner.last_index,
+            time: Utc::now(),
+        };
+        Self::transaction(&mut inner.conn, |conn| f(conn, &ctx))
+    }
+
+    /// Runs `f` as one command with a context the caller chose (replays, tests).
+    pub fn command_at<T, E>(
+        &self,
+        ctx: &ApplyContext,
+        f: impl FnOnce(&Connection, &ApplyContext) -> Result<T, E>,
+    ) -> Result<Result<T, E>, rusqlite::Error> {
+        Self::transaction(&mut self.lock().conn, |conn| f(conn, ctx))
+    }
+
+    /// Runs `f` in one write transaction that is not a command (creating tables, migrations):
+    /// committed when `f` returns `Ok`, rolled back when it returns `Err`.
+    pub fn write<T, E>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, E>,
+    ) -> Result<Result<T, E>, rusqlite::Error> {
+        Self::transaction(&mut self.lock().conn, f)
+    }
+
+    fn transaction<T, E>(
+        conn: &mut Connection,
+        f: impl FnOnce(&Connection) -> Result<T, E>,
+    ) -> Result<Result<T, E>, rusqlite::Error> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let result = f(&tx);
+        if result.is_ok() {
+            tx.commit()?;
+        } else {
+            tx.rollback()?;
+        }
+        Ok(result)
+    }
+
+    /// Runs a read-only `f` on a consistent snapshot of the database.
+    pub fn query<T>(&self, f: impl FnOnce(&Connection) -> T) -> Result<T, rusqlite::Error> {
+        let inner = self.lock();
+        let tx = inner.conn.unchecked_transaction()?;
+        let result = f(&tx);
+        // Nothing was written: ending the read transaction either way is the same.
+        tx.rollback()?;
+        Ok(result)
+    }
+}
+
+/// A [`CommandSink`] that applies serialized calls to a [`LocalDb`] through an
+/// [`Application`]: commands in their own transaction (rolled back when refused), queries on a
+/// read transaction.
+#[derive(Debug)]
+pub struct LocalSink<A> {
+    db: LocalDb,
+    app: A,
+}
+
+impl<A: Application> LocalSink<A> {
+    /// The sink applying `app` to `db`.
+    pub fn new(db: LocalDb, app: A) -> Self {
+        LocalSink { db, app }
+    }
+
+    /// The database behind this sink.
+    pub fn db(&self) -> &LocalDb {
+        &self.db
+    }
+
+    /// The application behind this sink.
+    pub fn app(&self) -> &A {
+        &self.app
+    }
+}
+
+impl<A: Application> CommandSink for LocalSink<A> {
+    async fn submit(&self, kind: CallKind, command: Vec<u8>) -> Result<Vec<u8>, SinkError> {
+        let sqlite = |e: rusqlite::Error| SinkError::Internal(format!("sqlite: {e}"));
+        match kind {
+            CallKind::Command => {
+                let applied = self
+                    .db
+                    .command(|conn, ctx| match self.app.apply(conn, ctx, &command) {
+                        Ok(applied) if applied.ok => Ok(applied.reply),
+                        Ok(refused) => Err(Ok(refused.reply)),
+                        Err(failure) => Err(Err(SinkError::Internal(failure))),
+                    })
+                    .map_err(sqlite)?;
+                match applied {
+                    Ok(reply) | Err(Ok(reply)) => Ok(reply),
+                    Err(Err(failure)) => Err(failure),
+                }
+            }
+            CallKind::Query => self
+                .db
+                .query(|conn| self.app.query(conn, &command))
+                .map_err(sqlite),
+        }
+    }
+}

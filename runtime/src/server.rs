@@ -1,0 +1,87 @@
+//! Serving a generated service's API: gRPC with the standard health service and reflection (so
+//! `grpcurl` works without a `.proto`), and JSON-RPC 2.0 over HTTP. Both stop gracefully when
+//! their shutdown future resolves.
+
+use std::convert::Infallible;
+use std::future::Future;
+
+use tokio::net::TcpListener;
+use tonic::body::Body;
+use tonic::codegen::Service;
+use tonic::codegen::http::{Request, Response};
+use tonic::server::NamedService;
+
+/// Why an API server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The reflection service could not read the file descriptor set.
+    #[error("gRPC reflection: {0}")]
+    Reflection(String),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    /// The JSON-RPC server failed.
+    #[error("JSON-RPC server: {0}")]
+    JsonRpc(String),
+}
+
+/// Serves one generated tonic service on `listener`, with health (the service marked serving)
+/// and reflection over `descriptor` (the encoded `FileDescriptorSet`), until `shutdown`.
+pub async fn serve_grpc<S>(
+    listener: TcpListener,
+    service: S,
+    descriptor: &'static [u8],
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<S>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(descriptor)
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tonic::transport::Server::builder()
+        .add_service(service)
+        .add_service(health)
+        .add_service(reflection)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Serves a jsonrpsee module over HTTP on `listener` until `shutdown`. Request bodies larger
+/// than `max_request_size` bytes are refused.
+pub async fn serve_jsonrpc<Ctx: Send + Sync + 'static>(
+    listener: TcpListener,
+    module: jsonrpsee::RpcModule<Ctx>,
+    max_request_size: usize,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let listener = listener
+        .into_std()
+        .map_err(|e| ServeError::JsonRpc(format!("listener: {e}")))?;
+    let limit = u32::try_from(max_request_size).unwrap_or(u32::MAX);
+    let config = jsonrpsee::server::ServerConfig::builder()
+        .max_request_body_size(limit)
+        .max_response_body_size(u32::MAX)
+        .http_only()
+        .build();
+    let server = jsonrpsee::server::Server::builder()
+        .set_config(config)
+        .build_from_tcp(listener)
+        .map_err(|e| ServeError::JsonRpc(e.to_string()))?;
+    let handle = server.start(module);
+    shutdown.await;
+    let _ = handle.stop();
+    handle.stopped().await;
+    Ok(())
+}

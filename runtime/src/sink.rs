@@ -1,0 +1,155 @@
+//! Where serialized calls go: the [`CommandSink`] that a generated `Collector` hands command
+//! bytes to, and every sink that needs no schema (TCP frames, ZeroMQ, the Raft log), plus the
+//! server side that answers frames from any sink ([`SinkHandler`]).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::call::{self, ReadLevel};
+use crate::raft::node::{NodeError, RaftNode};
+use crate::raft::types::NodeAddr;
+use crate::{CallKind, Handler, TcpClient, TransportError, ZmqClient};
+
+/// Why a sink could not deliver a call or bring its reply back. Generated error types convert
+/// from it (`Transport`, `Redirect`, `Internal`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SinkError {
+    /// The call did not reach the service, or its answer was lost or malformed.
+    #[error("{0}")]
+    Transport(String),
+    /// This node does not take the call; the leader is at this address.
+    #[error("not the leader; the leader is at {0}")]
+    Redirect(NodeAddr),
+    /// The service or the node failed in a way the schema does not describe.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<TransportError> for SinkError {
+    fn from(e: TransportError) -> Self {
+        SinkError::Transport(e.to_string())
+    }
+}
+
+impl From<NodeError> for SinkError {
+    fn from(e: NodeError) -> Self {
+        match e {
+            NodeError::NotLeader(Some(leader)) => SinkError::Redirect(leader),
+            other => SinkError::Transport(other.to_string()),
+        }
+    }
+}
+
+/// Where a `Collector` sends serialized calls: in process to a dispatcher, over a socket, or
+/// into the Raft log. Returns the serialized `Result` the service answered.
+pub trait CommandSink: Send + Sync {
+    /// Delivers one serialized command or query and returns the serialized reply.
+    fn submit(
+        &self,
+        kind: CallKind,
+        command: Vec<u8>,
+    ) -> impl Future<Output = Result<Vec<u8>, SinkError>> + Send;
+}
+
+impl<S: CommandSink + ?Sized> CommandSink for Arc<S> {
+    fn submit(
+        &self,
+        kind: CallKind,
+        command: Vec<u8>,
+    ) -> impl Future<Output = Result<Vec<u8>, SinkError>> + Send {
+        (**self).submit(kind, command)
+    }
+}
+
+/// Encodes a failure as the service's own serialized `Err` reply (generated:
+/// `encode_failure`), so that a transport can answer a refused frame in the schema's format.
+pub type EncodeFailure = fn(&SinkError) -> Vec<u8>;
+
+/// Serves frames from any sink: each payload goes to the sink, its reply goes back; a failure
+/// is answered in the schema's reply format.
+#[derive(Debug)]
+pub struct SinkHandler<S> {
+    sink: S,
+    encode_failure: EncodeFailure,
+}
+
+impl<S> SinkHandler<S> {
+    /// Answers with `sink`, encoding failures with `encode_failure`.
+    pub fn new(sink: S, encode_failure: EncodeFailure) -> Self {
+        SinkHandler {
+            sink,
+            encode_failure,
+        }
+    }
+}
+
+impl<S: CommandSink + 'static> Handler for SinkHandler<S> {
+    async fn handle(&self, kind: CallKind, payload: Vec<u8>) -> Vec<u8> {
+        match self.sink.submit(kind, payload).await {
+            Ok(reply) => reply,
+            Err(e) => (self.encode_failure)(&e),
+        }
+    }
+
+    fn refuse(&self, reason: &str) -> Vec<u8> {
+        (self.encode_failure)(&SinkError::Transport(reason.to_string()))
+    }
+}
+
+/// Ships command bytes over one multiplexed TCP connection.
+#[derive(Debug, Clone)]
+pub struct TcpSink(pub TcpClient);
+
+impl CommandSink for TcpSink {
+    async fn submit(&self, kind: CallKind, command: Vec<u8>) -> Result<Vec<u8>, SinkError> {
+        Ok(self.0.call(kind, command).await?)
+    }
+}
+
+/// Ships command bytes over a ZeroMQ DEALER socket.
+#[derive(Debug, Clone)]
+pub struct ZmqSink(pub ZmqClient);
+
+impl CommandSink for ZmqSink {
+    async fn submit(&self, kind: CallKind, command: Vec<u8>) -> Result<Vec<u8>, SinkError> {
+        Ok(self.0.call(kind, command).await?)
+    }
+}
+
+/// Sends commands into the Raft log of a node (forwarded to the leader from a follower) and
+/// answers queries locally at a read level; the caller's request id and read level, when its
+/// transport carried them, come from the [`call`] context.
+#[derive(Debug, Clone)]
+pub struct RaftSink {
+    node: Arc<RaftNode>,
+    level: ReadLevel,
+}
+
+impl RaftSink {
+    /// A sink over `node` reading at `level` unless a call asks for another.
+    pub fn new(node: Arc<RaftNode>, level: ReadLevel) -> Self {
+        RaftSink { node, level }
+    }
+
+    /// The node.
+    pub fn node(&self) -> &Arc<RaftNode> {
+        &self.node
+    }
+}
+
+impl CommandSink for RaftSink {
+    async fn submit(&self, kind: CallKind, command: Vec<u8>) -> Result<Vec<u8>, SinkError> {
+        Ok(match kind {
+            CallKind::Command => {
+                self.node
+                    .write(command, call::current_request())
+                    .await?
+                    .reply
+            }
+            CallKind::Query => {
+                let level = call::current_read_level().unwrap_or(self.level);
+                self.node.read(command, level).await?
+            }
+        })
+    }
+}
