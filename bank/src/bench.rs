@@ -271,7 +271,7 @@ async fn walkthrough_round<A: BankApi>(api: &A, rec: &mut Recorder, f: &Fixture,
 }
 
 /// Runs the workload with `clients` clients made by `connect` and returns the report.
-pub async fn run<A, F, Fut>(
+pub async fn run<A, E, F, Fut>(
     variant: &str,
     connect: F,
     clients: usize,
@@ -281,8 +281,9 @@ pub async fn run<A, F, Fut>(
 ) -> Result<BenchReport, BankError>
 where
     A: BankApi + 'static,
+    BankError: From<E>,
     F: Fn(usize) -> Fut,
-    Fut: Future<Output = Result<A, BankError>>,
+    Fut: Future<Output = Result<A, E>>,
 {
     let mut prepared = Vec::with_capacity(clients);
     for c in 0..clients {
@@ -498,7 +499,7 @@ pub async fn run_target(
                 &name,
                 |_| {
                     let api = api.clone();
-                    async move { Ok(api) }
+                    async move { Ok::<_, BankError>(api) }
                 },
                 clients,
                 workload,
@@ -513,7 +514,7 @@ pub async fn run_target(
                 &name,
                 |_| {
                     let api = api.clone();
-                    async move { Ok(api) }
+                    async move { Ok::<_, BankError>(api) }
                 },
                 clients,
                 workload,

@@ -20,7 +20,7 @@ pub enum DemoError {
     Cluster(#[from] ClusterError),
     /// A client could not connect.
     #[error("client: {0}")]
-    Client(bank_generated::BankError),
+    Client(runtime::SinkError),
     /// The walk-through failed.
     #[error(transparent)]
     Validation(#[from] validator::ValidationError),

@@ -361,10 +361,20 @@ pub async fn validate(variant: NetVariant, addr: &str) -> Result<Report, NetErro
         NetVariant::Tcp => run(connect_tcp(addr, limits).await, addr).await,
         NetVariant::Zmq => run(connect_zmq(addr, limits).await, addr).await,
         NetVariant::Grpc | NetVariant::GrpcFacade => {
-            run(grpc::GrpcClient::connect(addr).await, addr).await
+            run(
+                grpc::GrpcClient::connect(addr)
+                    .await
+                    .map_err(BankError::from),
+                addr,
+            )
+            .await
         }
         NetVariant::Jsonrpc | NetVariant::JsonrpcFacade => {
-            run(jsonrpc::JsonRpcClient::new(addr), addr).await
+            run(
+                jsonrpc::JsonRpcClient::new(addr).map_err(BankError::from),
+                addr,
+            )
+            .await
         }
     }
 }

@@ -88,61 +88,24 @@ impl<St: BankStore> runtime::raft::state_machine::Application for BankApp<St> {
     }
 }
 
-/// `BankApi` in process: every call goes straight to the store's `BankService`, each command in its own transaction stamped by the [`LocalDb`](runtime::local::LocalDb).
-#[derive(Debug)]
-pub struct Direct<St> {
-    db: runtime::local::LocalDb,
-    store: St,
-}
+/// `BankApi` in process (`runtime::local::Direct` over a [`BankStore`]): every call goes straight to the store's `BankService`, each command in its own transaction.
+pub type Direct<St> = runtime::local::Direct<St>;
 
-impl<St: BankStore> Direct<St> {
-    /// The direct client over `store` on `db`.
-    pub fn new(db: runtime::local::LocalDb, store: St) -> Self {
-        Direct { db, store }
-    }
-
-    /// The database behind this client.
-    pub fn db(&self) -> &runtime::local::LocalDb {
-        &self.db
-    }
-
-    /// The store behind this client.
-    pub fn store(&self) -> &St {
-        &self.store
-    }
-
-    fn command<R>(
-        &self,
-        f: impl FnOnce(
-            &mut dyn crate::BankService,
-            &crate::ApplyContext,
-        ) -> Result<R, crate::BankError>,
-    ) -> Result<R, crate::BankError> {
-        self.db
-            .command(|conn, ctx| {
-                self.store.command(conn, ctx, |service| f(service, ctx))
-            })
-            .map_err(|e| crate::BankError::Internal(format!("sqlite: {e}")))?
-    }
-
-    fn query<R>(
-        &self,
-        f: impl FnOnce(&dyn crate::BankService) -> Result<R, crate::BankError>,
-    ) -> Result<R, crate::BankError> {
-        self.db
-            .query(|conn| self.store.query(conn, f))
-            .map_err(|e| crate::BankError::Internal(format!("sqlite: {e}")))?
-    }
-}
-
-impl<St: BankStore> crate::BankApi for Direct<St> {
+impl<St: BankStore> crate::BankApi for runtime::local::Direct<St> {
     async fn create_customer(
         &self,
         first_name: String,
         last_name: String,
         address: String,
     ) -> Result<crate::Customer, crate::BankError> {
-        self.command(|s, ctx| s.create_customer(ctx, first_name, last_name, address))
+        self.command(|conn, store, ctx| {
+            store
+                .command(
+                    conn,
+                    ctx,
+                    |s| s.create_customer(ctx, first_name, last_name, address),
+                )
+        })
     }
 
     async fn create_account(
@@ -150,7 +113,10 @@ impl<St: BankStore> crate::BankApi for Direct<St> {
         customer_id: u64,
         account_type: crate::AccountType,
     ) -> Result<crate::Account, crate::BankError> {
-        self.command(|s, ctx| s.create_account(ctx, customer_id, account_type))
+        self.command(|conn, store, ctx| {
+            store
+                .command(conn, ctx, |s| s.create_account(ctx, customer_id, account_type))
+        })
     }
 
     async fn deposit(
@@ -158,7 +124,9 @@ impl<St: BankStore> crate::BankApi for Direct<St> {
         account_id: u64,
         amount: ::rust_decimal::Decimal,
     ) -> Result<::rust_decimal::Decimal, crate::BankError> {
-        self.command(|s, ctx| s.deposit(ctx, account_id, amount))
+        self.command(|conn, store, ctx| {
+            store.command(conn, ctx, |s| s.deposit(ctx, account_id, amount))
+        })
     }
 
     async fn withdraw(
@@ -166,7 +134,9 @@ impl<St: BankStore> crate::BankApi for Direct<St> {
         account_id: u64,
         amount: ::rust_decimal::Decimal,
     ) -> Result<::rust_decimal::Decimal, crate::BankError> {
-        self.command(|s, ctx| s.withdraw(ctx, account_id, amount))
+        self.command(|conn, store, ctx| {
+            store.command(conn, ctx, |s| s.withdraw(ctx, account_id, amount))
+        })
     }
 
     async fn transfer(
@@ -175,7 +145,14 @@ impl<St: BankStore> crate::BankApi for Direct<St> {
         to_account_id: u64,
         amount: ::rust_decimal::Decimal,
     ) -> Result<crate::TransferResult, crate::BankError> {
-        self.command(|s, ctx| s.transfer(ctx, from_account_id, to_account_id, amount))
+        self.command(|conn, store, ctx| {
+            store
+                .command(
+                    conn,
+                    ctx,
+                    |s| s.transfer(ctx, from_account_id, to_account_id, amount),
+                )
+        })
     }
 
     async fn cash_check(
@@ -183,14 +160,18 @@ impl<St: BankStore> crate::BankApi for Direct<St> {
         account_id: u64,
         amount: ::rust_decimal::Decimal,
     ) -> Result<::rust_decimal::Decimal, crate::BankError> {
-        self.command(|s, ctx| s.cash_check(ctx, account_id, amount))
+        self.command(|conn, store, ctx| {
+            store.command(conn, ctx, |s| s.cash_check(ctx, account_id, amount))
+        })
     }
 
     async fn advance_time(
         &self,
         delta: crate::Duration,
     ) -> Result<::chrono::DateTime<::chrono::Utc>, crate::BankError> {
-        self.command(|s, ctx| s.advance_time(ctx, delta))
+        self.command(|conn, store, ctx| {
+            store.command(conn, ctx, |s| s.advance_time(ctx, delta))
+        })
     }
 
     async fn list_customers(
@@ -198,7 +179,7 @@ impl<St: BankStore> crate::BankApi for Direct<St> {
         offset: u32,
         limit: u32,
     ) -> Result<Vec<crate::Customer>, crate::BankError> {
-        self.query(|s| s.list_customers(offset, limit))
+        self.query(|conn, store| store.query(conn, |s| s.list_customers(offset, limit)))
     }
 
     async fn list_accounts(
@@ -206,21 +187,21 @@ impl<St: BankStore> crate::BankApi for Direct<St> {
         offset: u32,
         limit: u32,
     ) -> Result<Vec<crate::Account>, crate::BankError> {
-        self.query(|s| s.list_accounts(offset, limit))
+        self.query(|conn, store| store.query(conn, |s| s.list_accounts(offset, limit)))
     }
 
     async fn get_accounts(
         &self,
         customer_id: u64,
     ) -> Result<Vec<u64>, crate::BankError> {
-        self.query(|s| s.get_accounts(customer_id))
+        self.query(|conn, store| store.query(conn, |s| s.get_accounts(customer_id)))
     }
 
     async fn list_statements(
         &self,
         account_id: u64,
     ) -> Result<Vec<::chrono::NaiveDate>, crate::BankError> {
-        self.query(|s| s.list_statements(account_id))
+        self.query(|conn, store| store.query(conn, |s| s.list_statements(account_id)))
     }
 
     async fn get_statement(
@@ -228,15 +209,17 @@ impl<St: BankStore> crate::BankApi for Direct<St> {
         account_id: u64,
         statement_date: ::chrono::NaiveDate,
     ) -> Result<crate::Statement, crate::BankError> {
-        self.query(|s| s.get_statement(account_id, statement_date))
+        self.query(|conn, store| {
+            store.query(conn, |s| s.get_statement(account_id, statement_date))
+        })
     }
 
     async fn get_customer_count(&self) -> Result<u64, crate::BankError> {
-        self.query(|s| s.get_customer_count())
+        self.query(|conn, store| store.query(conn, |s| s.get_customer_count()))
     }
 
     async fn get_account_count(&self) -> Result<u64, crate::BankError> {
-        self.query(|s| s.get_account_count())
+        self.query(|conn, store| store.query(conn, |s| s.get_account_count()))
     }
 }
 

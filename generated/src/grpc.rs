@@ -1025,123 +1025,12 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         Ok(tonic::Response::new(pb::GetAccountCountResponse::from_native(value)))
     }
 }
-type Stub = pb::bank_client::BankClient<tonic::transport::Channel>;
 
-/// A client implementing the API over gRPC. Cloning is cheap and shares the connection.
-/// It follows the runtime's client policy: a `Redirect` answer (a node that sends writes
-/// to its leader) is followed, and later calls go to the leader directly.
-///
-/// Every command carries a request id (`x-client-id` + `x-request-seq`). A replicated
-/// node applies a command at most once per id. With [`GrpcClient::retrying`], a command
-/// that fails with a `Transport` error is resent with the same id. Only do that against
-/// servers that deduplicate, i.e. Raft nodes.
-#[derive(Debug, Clone)]
-pub struct GrpcClient {
-    target: Arc<runtime::client::Target<Stub>>,
-    session: runtime::call::Session,
-    policy: runtime::client::Policy,
-    read_level: Option<runtime::call::ReadLevel>,
-}
+pub use runtime::client::GrpcClient;
 
-async fn connect_stub(addr: &str) -> Result<Stub, crate::BankError> {
-    let uri = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    let endpoint = tonic::transport::Endpoint::from_shared(uri)
-        .map_err(|e| crate::BankError::Transport(format!("bad address `{addr}`: {e}")))?
-        .tcp_nodelay(true)
-        .connect_timeout(::std::time::Duration::from_secs(5));
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| crate::BankError::Transport(
-            format!("cannot connect to {addr}: {e}"),
-        ))?;
-    Ok(pb::bank_client::BankClient::new(channel))
-}
-
-impl GrpcClient {
-    /// A client over an existing channel.
-    pub fn new(channel: tonic::transport::Channel) -> Self {
-        Self::over(pb::bank_client::BankClient::new(channel))
-    }
-
-    fn over(stub: Stub) -> Self {
-        GrpcClient {
-            target: Arc::new(runtime::client::Target::new(stub)),
-            session: runtime::call::Session::default(),
-            policy: runtime::client::Policy::default(),
-            read_level: None,
-        }
-    }
-
-    /// Asks for this read level on every query (on replicated nodes: `Stale` reads the
-    /// node's local state without a read index).
-    pub fn with_read_level(mut self, level: runtime::call::ReadLevel) -> Self {
-        self.read_level = Some(level);
-        self
-    }
-
-    /// Connects to `addr` (`host:port` or `http://host:port`).
-    pub async fn connect(addr: &str) -> Result<Self, crate::BankError> {
-        Ok(Self::over(connect_stub(addr).await?))
-    }
-
-    /// Resends a command that failed with a `Transport` error up to `retries` times
-    /// (with backoff), under the same request id. For servers that deduplicate.
-    pub fn retrying(mut self, retries: u32) -> Self {
-        self.policy.retries = retries;
-        self
-    }
-
-    /// Follows this redirect and resend policy.
-    pub fn with_policy(mut self, policy: runtime::client::Policy) -> Self {
-        self.policy = policy;
-        self
-    }
-
-    /// Makes one call under the client policy: commands get a request id, queries the
-    /// client's read level.
-    async fn call<Req: Clone, Resp, Fut>(
-        &self,
-        kind: runtime::CallKind,
-        request: Req,
-        send: impl Fn(Stub, tonic::Request<Req>) -> Fut,
-    ) -> Result<Resp, crate::BankError>
-    where
-        Fut: ::std::future::Future<
-            Output = Result<tonic::Response<Resp>, tonic::Status>,
-        >,
-    {
-        let context = runtime::call::CallContext {
-            request: (kind == runtime::CallKind::Command).then(|| self.session.next()),
-            read_level: self.read_level.filter(|_| kind == runtime::CallKind::Query),
-        };
-        let attempt = |stub: Stub| {
-            let mut r = tonic::Request::new(request.clone());
-            runtime::call::context_to_metadata(&context, r.metadata_mut());
-            let sent = send(stub, r);
-            async move {
-                match sent.await {
-                    Ok(response) => {
-                        runtime::client::Attempt::Done(Ok(response.into_inner()))
-                    }
-                    Err(status) => error_from_status(status).into_attempt("grpc"),
-                }
-            }
-        };
-        self.policy
-            .call(
-                &self.target,
-                context.request.is_some(),
-                attempt,
-                |addr| async move { connect_stub(&addr).await },
-                |n| crate::BankError::Transport(format!("more than {n} redirects")),
-            )
-            .await
-    }
+/// What a failed status means to the client policy.
+fn classify<T>(status: tonic::Status) -> runtime::client::Attempt<T, crate::BankError> {
+    error_from_status(status).into_attempt("grpc")
 }
 
 impl crate::BankApi for GrpcClient {
@@ -1160,9 +1049,12 @@ impl crate::BankApi for GrpcClient {
             .call(
                 runtime::CallKind::Command,
                 request,
-                |mut client, request| async move {
-                    client.create_customer(request).await
+                |channel, request| async move {
+                    pb::bank_client::BankClient::new(channel)
+                        .create_customer(request)
+                        .await
                 },
+                classify,
             )
             .await?;
         response.into_native().map_err(crate::BankError::Transport)
@@ -1178,7 +1070,12 @@ impl crate::BankApi for GrpcClient {
             .call(
                 runtime::CallKind::Command,
                 request,
-                |mut client, request| async move { client.create_account(request).await },
+                |channel, request| async move {
+                    pb::bank_client::BankClient::new(channel)
+                        .create_account(request)
+                        .await
+                },
+                classify,
             )
             .await?;
         response.into_native().map_err(crate::BankError::Transport)
@@ -1194,7 +1091,10 @@ impl crate::BankApi for GrpcClient {
             .call(
                 runtime::CallKind::Command,
                 request,
-                |mut client, request| async move { client.deposit(request).await },
+                |channel, request| async move {
+                    pb::bank_client::BankClient::new(channel).deposit(request).await
+                },
+                classify,
             )
             .await?;
         response.into_native().map_err(crate::BankError::Transport)
@@ -1210,7 +1110,10 @@ impl crate::BankApi for GrpcClient {
             .call(
                 runtime::CallKind::Command,
                 request,
-                |mut client, request| async move { client.withdraw(request).await },
+                |channel, request| async move {
+                    pb::bank_client::BankClient::new(channel).withdraw(request).await
+                },
+                classify,
             )
             .await?;
         response.into_native().map_err(crate::BankError::Transport)
@@ -1231,7 +1134,10 @@ impl crate::BankApi for GrpcClient {
             .call(
                 runtime::CallKind::Command,
                 request,
-                |mut client, request| async move { client.transfer(request).await },
+                |channel, request| async move {
+                    pb::bank_client::BankClient::new(channel).transfer(request).await
+                },
+                classify,
             )
             .await?;
         response.into_native().map_err(crate::BankError::Transport)
@@ -1247,7 +1153,10 @@ impl crate::BankApi for GrpcClient {
             .call(
                 runtime::CallKind::Command,
                 request,
-                |mut client, request| async move { client.cash_check(request).await },
+                |channel, request| async move {
+                    pb::bank_client::BankClient::new(channel).cash_check(request).await
+                },
+                classify,
             )
             .await?;
         response.into_native().map_err(crate::BankError::Transport)
@@ -1262,7 +1171,10 @@ impl crate::BankApi for GrpcClient {
             .call(
                 runtime::CallKind::Command,
                 request,
-                |mut client, request| async move { client.advance_time(request).await },
+                |channel, request| async move {
+                    pb::bank_client::BankClient::new(channel).advance_time(request).await
+                },
+                classify,
             )
             .await?;
         response.into_native().map_err(crate::BankError::Transport)
@@ -1278,7 +1190,12 @@ impl crate::BankApi for GrpcClient {
             .call(
                 runtime::CallKind::Query,
                 request,
-                |mut client, request| async move { client.list_customers(request).await },
+                |channel, request| async move {
+                    pb::bank_client::BankClient::new(channel)
+                        .list_customers(request)
+                        .await
+                },
+                classify,
             )
             .await?;
         response.into_native().map_err(crate::BankError::Transport)
@@ -1294,7 +1211,12 @@ impl crate::BankApi for GrpcClient {
             .call(
                 runtime::CallKind::Query,
                 request,
-                |mut client, request| async move { client.list_accounts(request).await },
+                |channel, request| async move {
+                    pb::bank_client::BankClient::new(channel)
+                        .list_accounts(request)
+                        .await
+                },
+                classify,
             )
             .await?;
         response.into_native().map_err(crate::BankError::Transport)
@@ -1309,7 +1231,10 @@ impl crate::BankApi for GrpcClient {
             .call(
                 runtime::CallKind::Query,
                 request,
-                |mut client, request| async move { client.get_accounts(request).await },
+                |channel, request| async move {
+                    pb::bank_client::BankClient::new(channel).get_accounts(request).await
+                },
+                classify,
             )
             .await?;
         response.into_native().map_err(crate::BankError::Transport)
@@ -1324,9 +1249,12 @@ impl crate::BankApi for GrpcClient {
             .call(
                 runtime::CallKind::Query,
                 request,
-                |mut client, request| async move {
-                    client.list_statements(request).await
+                |channel, request| async move {
+                    pb::bank_client::BankClient::new(channel)
+                        .list_statements(request)
+                        .await
                 },
+                classify,
             )
             .await?;
         response.into_native().map_err(crate::BankError::Transport)
@@ -1342,7 +1270,12 @@ impl crate::BankApi for GrpcClient {
             .call(
                 runtime::CallKind::Query,
                 request,
-                |mut client, request| async move { client.get_statement(request).await },
+                |channel, request| async move {
+                    pb::bank_client::BankClient::new(channel)
+                        .get_statement(request)
+                        .await
+                },
+                classify,
             )
             .await?;
         response.into_native().map_err(crate::BankError::Transport)
@@ -1354,9 +1287,12 @@ impl crate::BankApi for GrpcClient {
             .call(
                 runtime::CallKind::Query,
                 request,
-                |mut client, request| async move {
-                    client.get_customer_count(request).await
+                |channel, request| async move {
+                    pb::bank_client::BankClient::new(channel)
+                        .get_customer_count(request)
+                        .await
                 },
+                classify,
             )
             .await?;
         response.into_native().map_err(crate::BankError::Transport)
@@ -1368,9 +1304,12 @@ impl crate::BankApi for GrpcClient {
             .call(
                 runtime::CallKind::Query,
                 request,
-                |mut client, request| async move {
-                    client.get_account_count(request).await
+                |channel, request| async move {
+                    pb::bank_client::BankClient::new(channel)
+                        .get_account_count(request)
+                        .await
                 },
+                classify,
             )
             .await?;
         response.into_native().map_err(crate::BankError::Transport)

@@ -4,7 +4,6 @@
 //! the API. Method names are operation names; parameters are named or positional; each
 //! error kind has its own application code (see [`error_code`]).
 use std::sync::Arc;
-use jsonrpsee::core::client::ClientT;
 use jsonrpsee::types::ErrorObjectOwned;
 
 /// The OpenRPC document of the service (also served by `rpc.discover`).
@@ -18,9 +17,6 @@ pub const REDIRECT_CODE: i32 = -32051;
 
 /// Code of the built-in `Internal` error (JSON-RPC's standard "internal error").
 pub const INTERNAL_CODE: i32 = -32603;
-
-/// JSON-RPC's standard "invalid params" code.
-pub const INVALID_PARAMS_CODE: i32 = -32602;
 
 /// The application error code of an error: `-32000 - tag` for the schema's kinds.
 pub fn error_code(e: &crate::BankError) -> i32 {
@@ -69,54 +65,20 @@ pub fn error_from_object(e: &jsonrpsee::types::ErrorObject<'_>) -> crate::BankEr
 pub fn rpc_module<A: crate::BankApi + 'static>(
     api: Arc<A>,
 ) -> Result<jsonrpsee::RpcModule<A>, crate::BankError> {
-    let openrpc: serde_json::Value = serde_json::from_str(OPENRPC)
-        .map_err(|e| crate::BankError::Internal(format!("OpenRPC document: {e}")))?;
-    let mut module = jsonrpsee::RpcModule::from_arc(api);
-    for op in crate::OPERATIONS {
-        let name = op.name;
-        module
-            .register_async_method(
-                name,
-                move |params, api, _| async move {
-                    let args = match params.as_str() {
-                        None => None,
-                        Some(raw) => {
-                            Some(
-                                serde_json::from_str::<serde_json::Value>(raw)
-                                    .map_err(|e| {
-                                        ErrorObjectOwned::owned(
-                                            INVALID_PARAMS_CODE,
-                                            format!("invalid params: {e}"),
-                                            None::<()>,
-                                        )
-                                    })?,
-                            )
-                        }
-                    };
-                    let command = crate::BankCommand::from_params(name, args)
-                        .map_err(|e| {
-                            ErrorObjectOwned::owned(
-                                INVALID_PARAMS_CODE,
-                                format!("invalid params: {e}"),
-                                None::<()>,
-                            )
-                        })?;
-                    let reply = crate::invoke(&*api, command)
-                        .await
-                        .map_err(|e| error_object(&e))?;
-                    reply.into_value().map_err(|e| error_object(&e))
-                },
-            )
-            .map_err(|e| crate::BankError::Internal(
-                format!("registering `{name}`: {e}"),
-            ))?;
-    }
-    module
-        .register_method("rpc.discover", move |_, _, _| openrpc.clone())
-        .map_err(|e| crate::BankError::Internal(
-            format!("registering `rpc.discover`: {e}"),
-        ))?;
-    Ok(module)
+    runtime::server::rpc_module(
+            api,
+            crate::OPERATIONS,
+            OPENRPC,
+            |api, name, args| async move {
+                let command = crate::BankCommand::from_params(name, args)
+                    .map_err(runtime::server::invalid_params)?;
+                let reply = crate::invoke(&*api, command)
+                    .await
+                    .map_err(|e| error_object(&e))?;
+                reply.into_value().map_err(|e| error_object(&e))
+            },
+        )
+        .map_err(|e| crate::BankError::Internal(e.to_string()))
 }
 
 /// Serves `api` over JSON-RPC 2.0 on HTTP at `listener` until `shutdown` resolves.
@@ -132,423 +94,19 @@ pub async fn serve<A: crate::BankApi + 'static>(
         .await
         .map_err(|e| crate::BankError::Transport(e.to_string()))
 }
-type Http = Arc<jsonrpsee_http_client::HttpClient>;
 
-/// A client implementing the API over JSON-RPC on HTTP. Cloning is cheap. It follows the
-/// runtime's client policy: a `Redirect` answer is followed, and later calls go to the
-/// leader. It sends no request ids, so it never resends a call.
-#[derive(Debug, Clone)]
-pub struct JsonRpcClient {
-    target: Arc<runtime::client::Target<Http>>,
-    policy: runtime::client::Policy,
-}
+pub use runtime::client::JsonRpcClient;
 
-fn http(addr: &str) -> Result<Http, crate::BankError> {
-    let url = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    let client = jsonrpsee_http_client::HttpClient::builder()
-        .max_response_size(u32::MAX)
-        .build(&url)
-        .map_err(|e| crate::BankError::Transport(format!("bad address `{addr}`: {e}")))?;
-    Ok(Arc::new(client))
-}
-
-impl JsonRpcClient {
-    /// A client for the server at `addr` (`host:port` or an `http://` URL).
-    pub fn new(addr: &str) -> Result<Self, crate::BankError> {
-        Ok(JsonRpcClient {
-            target: Arc::new(runtime::client::Target::new(http(addr)?)),
-            policy: runtime::client::Policy::default(),
-        })
-    }
-
-    /// Follows this redirect policy.
-    pub fn with_policy(mut self, policy: runtime::client::Policy) -> Self {
-        self.policy = policy;
-        self
-    }
-
-    async fn call(
+impl crate::collector::CallCommand for JsonRpcClient {
+    async fn call_command(
         &self,
         command: crate::BankCommand,
     ) -> Result<crate::BankReply, crate::BankError> {
         let name = command.name();
-        let args = command.into_params()?;
-        let attempt = |client: Http| {
-            let mut params = jsonrpsee::core::params::ObjectParams::new();
-            let encoded = args
-                .iter()
-                .try_for_each(|(key, value)| {
-                    params
-                        .insert(key, value)
-                        .map_err(|e| crate::BankError::Internal(
-                            format!("cannot encode `{key}`: {e}"),
-                        ))
-                });
-            async move {
-                if let Err(e) = encoded {
-                    return runtime::client::Attempt::Done(Err(e));
-                }
-                match client.request::<serde_json::Value, _>(name, params).await {
-                    Ok(value) => {
-                        runtime::client::Attempt::Done(
-                            crate::BankReply::from_value(name, value),
-                        )
-                    }
-                    Err(jsonrpsee::core::ClientError::Call(e)) => {
-                        error_from_object(&e).into_attempt("jsonrpc")
-                    }
-                    Err(e) => {
-                        runtime::client::Attempt::Transport(
-                            crate::BankError::Transport(format!("`{name}`: {e}")),
-                        )
-                    }
-                }
-            }
-        };
-        self.policy
-            .call(
-                &self.target,
-                false,
-                attempt,
-                |addr| async move { http(&addr) },
-                |n| crate::BankError::Transport(format!("more than {n} redirects")),
-            )
-            .await
-    }
-}
-
-impl crate::BankApi for JsonRpcClient {
-    async fn create_customer(
-        &self,
-        first_name: String,
-        last_name: String,
-        address: String,
-    ) -> Result<crate::Customer, crate::BankError> {
-        match self
-            .call(crate::BankCommand::CreateCustomer {
-                first_name,
-                last_name,
-                address,
-            })
-            .await?
-        {
-            crate::BankReply::CreateCustomer(value) => Ok(value),
-            other => {
-                Err(
-                    crate::BankError::Transport(
-                        format!(
-                            "reply to `{}` answers `{}`", "create_customer", other.name()
-                        ),
-                    ),
-                )
-            }
-        }
-    }
-
-    async fn create_account(
-        &self,
-        customer_id: u64,
-        account_type: crate::AccountType,
-    ) -> Result<crate::Account, crate::BankError> {
-        match self
-            .call(crate::BankCommand::CreateAccount {
-                customer_id,
-                account_type,
-            })
-            .await?
-        {
-            crate::BankReply::CreateAccount(value) => Ok(value),
-            other => {
-                Err(
-                    crate::BankError::Transport(
-                        format!(
-                            "reply to `{}` answers `{}`", "create_account", other.name()
-                        ),
-                    ),
-                )
-            }
-        }
-    }
-
-    async fn deposit(
-        &self,
-        account_id: u64,
-        amount: ::rust_decimal::Decimal,
-    ) -> Result<::rust_decimal::Decimal, crate::BankError> {
-        match self
-            .call(crate::BankCommand::Deposit {
-                account_id,
-                amount,
-            })
-            .await?
-        {
-            crate::BankReply::Deposit(value) => Ok(value),
-            other => {
-                Err(
-                    crate::BankError::Transport(
-                        format!("reply to `{}` answers `{}`", "deposit", other.name()),
-                    ),
-                )
-            }
-        }
-    }
-
-    async fn withdraw(
-        &self,
-        account_id: u64,
-        amount: ::rust_decimal::Decimal,
-    ) -> Result<::rust_decimal::Decimal, crate::BankError> {
-        match self
-            .call(crate::BankCommand::Withdraw {
-                account_id,
-                amount,
-            })
-            .await?
-        {
-            crate::BankReply::Withdraw(value) => Ok(value),
-            other => {
-                Err(
-                    crate::BankError::Transport(
-                        format!("reply to `{}` answers `{}`", "withdraw", other.name()),
-                    ),
-                )
-            }
-        }
-    }
-
-    async fn transfer(
-        &self,
-        from_account_id: u64,
-        to_account_id: u64,
-        amount: ::rust_decimal::Decimal,
-    ) -> Result<crate::TransferResult, crate::BankError> {
-        match self
-            .call(crate::BankCommand::Transfer {
-                from_account_id,
-                to_account_id,
-                amount,
-            })
-            .await?
-        {
-            crate::BankReply::Transfer(value) => Ok(value),
-            other => {
-                Err(
-                    crate::BankError::Transport(
-                        format!("reply to `{}` answers `{}`", "transfer", other.name()),
-                    ),
-                )
-            }
-        }
-    }
-
-    async fn cash_check(
-        &self,
-        account_id: u64,
-        amount: ::rust_decimal::Decimal,
-    ) -> Result<::rust_decimal::Decimal, crate::BankError> {
-        match self
-            .call(crate::BankCommand::CashCheck {
-                account_id,
-                amount,
-            })
-            .await?
-        {
-            crate::BankReply::CashCheck(value) => Ok(value),
-            other => {
-                Err(
-                    crate::BankError::Transport(
-                        format!("reply to `{}` answers `{}`", "cash_check", other.name()),
-                    ),
-                )
-            }
-        }
-    }
-
-    async fn advance_time(
-        &self,
-        delta: crate::Duration,
-    ) -> Result<::chrono::DateTime<::chrono::Utc>, crate::BankError> {
-        match self
-            .call(crate::BankCommand::AdvanceTime {
-                delta,
-            })
-            .await?
-        {
-            crate::BankReply::AdvanceTime(value) => Ok(value),
-            other => {
-                Err(
-                    crate::BankError::Transport(
-                        format!(
-                            "reply to `{}` answers `{}`", "advance_time", other.name()
-                        ),
-                    ),
-                )
-            }
-        }
-    }
-
-    async fn list_customers(
-        &self,
-        offset: u32,
-        limit: u32,
-    ) -> Result<Vec<crate::Customer>, crate::BankError> {
-        match self
-            .call(crate::BankCommand::ListCustomers {
-                offset,
-                limit,
-            })
-            .await?
-        {
-            crate::BankReply::ListCustomers(value) => Ok(value),
-            other => {
-                Err(
-                    crate::BankError::Transport(
-                        format!(
-                            "reply to `{}` answers `{}`", "list_customers", other.name()
-                        ),
-                    ),
-                )
-            }
-        }
-    }
-
-    async fn list_accounts(
-        &self,
-        offset: u32,
-        limit: u32,
-    ) -> Result<Vec<crate::Account>, crate::BankError> {
-        match self
-            .call(crate::BankCommand::ListAccounts {
-                offset,
-                limit,
-            })
-            .await?
-        {
-            crate::BankReply::ListAccounts(value) => Ok(value),
-            other => {
-                Err(
-                    crate::BankError::Transport(
-                        format!(
-                            "reply to `{}` answers `{}`", "list_accounts", other.name()
-                        ),
-                    ),
-                )
-            }
-        }
-    }
-
-    async fn get_accounts(
-        &self,
-        customer_id: u64,
-    ) -> Result<Vec<u64>, crate::BankError> {
-        match self
-            .call(crate::BankCommand::GetAccounts {
-                customer_id,
-            })
-            .await?
-        {
-            crate::BankReply::GetAccounts(value) => Ok(value),
-            other => {
-                Err(
-                    crate::BankError::Transport(
-                        format!(
-                            "reply to `{}` answers `{}`", "get_accounts", other.name()
-                        ),
-                    ),
-                )
-            }
-        }
-    }
-
-    async fn list_statements(
-        &self,
-        account_id: u64,
-    ) -> Result<Vec<::chrono::NaiveDate>, crate::BankError> {
-        match self
-            .call(crate::BankCommand::ListStatements {
-                account_id,
-            })
-            .await?
-        {
-            crate::BankReply::ListStatements(value) => Ok(value),
-            other => {
-                Err(
-                    crate::BankError::Transport(
-                        format!(
-                            "reply to `{}` answers `{}`", "list_statements", other.name()
-                        ),
-                    ),
-                )
-            }
-        }
-    }
-
-    async fn get_statement(
-        &self,
-        account_id: u64,
-        statement_date: ::chrono::NaiveDate,
-    ) -> Result<crate::Statement, crate::BankError> {
-        match self
-            .call(crate::BankCommand::GetStatement {
-                account_id,
-                statement_date,
-            })
-            .await?
-        {
-            crate::BankReply::GetStatement(value) => Ok(value),
-            other => {
-                Err(
-                    crate::BankError::Transport(
-                        format!(
-                            "reply to `{}` answers `{}`", "get_statement", other.name()
-                        ),
-                    ),
-                )
-            }
-        }
-    }
-
-    async fn get_customer_count(&self) -> Result<u64, crate::BankError> {
-        match self
-            .call(crate::BankCommand::GetCustomerCount {
-            })
-            .await?
-        {
-            crate::BankReply::GetCustomerCount(value) => Ok(value),
-            other => {
-                Err(
-                    crate::BankError::Transport(
-                        format!(
-                            "reply to `{}` answers `{}`", "get_customer_count", other
-                            .name()
-                        ),
-                    ),
-                )
-            }
-        }
-    }
-
-    async fn get_account_count(&self) -> Result<u64, crate::BankError> {
-        match self
-            .call(crate::BankCommand::GetAccountCount {
-            })
-            .await?
-        {
-            crate::BankReply::GetAccountCount(value) => Ok(value),
-            other => {
-                Err(
-                    crate::BankError::Transport(
-                        format!(
-                            "reply to `{}` answers `{}`", "get_account_count", other
-                            .name()
-                        ),
-                    ),
-                )
-            }
-        }
+        let params = command.into_params()?;
+        let value = self
+            .call(name, &params, |e| error_from_object(e).into_attempt("jsonrpc"))
+            .await?;
+        crate::BankReply::from_value(name, value)
     }
 }

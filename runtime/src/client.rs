@@ -1,10 +1,21 @@
-//! The policy every generated client follows, whatever its protocol: which node it calls (a
-//! redirect moves it there for this call and the later ones), how many redirects one call
-//! follows, and which failures it resends under the same request id.
+//! The clients every generated service uses, and the policy they follow whatever the protocol:
+//! which node they call (a redirect moves them there for this call and the later ones), how many
+//! redirects one call follows, and which failures they resend under the same request id.
+//!
+//! [`GrpcClient`] and [`JsonRpcClient`] know no schema: the generated crate implements its API
+//! trait for them, one method per operation, each a call through [`GrpcClient::call`] or
+//! [`JsonRpcClient::call`].
 
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use jsonrpsee::core::client::ClientT;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::CallKind;
+use crate::call::{self, CallContext, ReadLevel, Session};
+use crate::sink::SinkError;
 
 /// How one attempt of a call ended, as the policy sees it.
 #[derive(Debug)]
@@ -111,6 +122,193 @@ impl Policy {
                 Attempt::Transport(e) => return Err(e),
             }
         }
+    }
+}
+
+/// Connects a gRPC channel to `addr` (`host:port` or `http://host:port`), with TCP_NODELAY.
+pub async fn connect_channel(addr: &str) -> Result<Channel, SinkError> {
+    let uri = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    Endpoint::from_shared(uri)
+        .map_err(|e| SinkError::Transport(format!("bad address `{addr}`: {e}")))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| SinkError::Transport(format!("cannot connect to {addr}: {e}")))
+}
+
+/// A gRPC client of any generated service. Cloning is cheap and shares the connection.
+///
+/// Every command carries a request id (`x-client-id` + `x-request-seq`); a replicated node
+/// applies a command at most once per id. With [`GrpcClient::retrying`], a command that fails
+/// with a transport error is resent under the same id: only do that against servers that
+/// deduplicate, i.e. Raft nodes.
+#[derive(Debug, Clone)]
+pub struct GrpcClient {
+    target: Arc<Target<Channel>>,
+    session: Session,
+    policy: Policy,
+    read_level: Option<ReadLevel>,
+}
+
+impl GrpcClient {
+    /// A client over an existing channel.
+    pub fn new(channel: Channel) -> Self {
+        GrpcClient {
+            target: Arc::new(Target::new(channel)),
+            session: Session::default(),
+            policy: Policy::default(),
+            read_level: None,
+        }
+    }
+
+    /// Connects to `addr` (`host:port` or `http://host:port`).
+    pub async fn connect(addr: &str) -> Result<Self, SinkError> {
+        Ok(Self::new(connect_channel(addr).await?))
+    }
+
+    /// Asks for this read level on every query (on replicated nodes: `Stale` reads the node's
+    /// local state without a read index).
+    pub fn with_read_level(mut self, level: ReadLevel) -> Self {
+        self.read_level = Some(level);
+        self
+    }
+
+    /// Resends a command that failed with a transport error up to `retries` times (with
+    /// backoff), under the same request id. For servers that deduplicate.
+    pub fn retrying(mut self, retries: u32) -> Self {
+        self.policy.retries = retries;
+        self
+    }
+
+    /// Follows this redirect and resend policy.
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Makes one call under the policy: commands get a request id, queries the client's read
+    /// level. `send` makes the call on a channel; `classify` says what a failed status means.
+    pub async fn call<Req, Resp, E, Fut>(
+        &self,
+        kind: CallKind,
+        request: Req,
+        send: impl Fn(Channel, tonic::Request<Req>) -> Fut,
+        classify: impl Fn(tonic::Status) -> Attempt<Resp, E>,
+    ) -> Result<Resp, E>
+    where
+        Req: Clone,
+        E: From<SinkError>,
+        Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        let context = CallContext {
+            request: (kind == CallKind::Command).then(|| self.session.next()),
+            read_level: self.read_level.filter(|_| kind == CallKind::Query),
+        };
+        let attempt = |channel: Channel| {
+            let mut r = tonic::Request::new(request.clone());
+            call::context_to_metadata(&context, r.metadata_mut());
+            let sent = send(channel, r);
+            let classify = &classify;
+            async move {
+                match sent.await {
+                    Ok(response) => Attempt::Done(Ok(response.into_inner())),
+                    Err(status) => classify(status),
+                }
+            }
+        };
+        self.policy
+            .call(
+                &self.target,
+                context.request.is_some(),
+                attempt,
+                |addr| async move { connect_channel(&addr).await.map_err(E::from) },
+                |n| E::from(SinkError::Transport(format!("more than {n} redirects"))),
+            )
+            .await
+    }
+}
+
+type Http = Arc<jsonrpsee_http_client::HttpClient>;
+
+fn http(addr: &str) -> Result<Http, SinkError> {
+    let url = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    let client = jsonrpsee_http_client::HttpClient::builder()
+        .max_response_size(u32::MAX)
+        .build(&url)
+        .map_err(|e| SinkError::Transport(format!("bad address `{addr}`: {e}")))?;
+    Ok(Arc::new(client))
+}
+
+/// A JSON-RPC 2.0 client (over HTTP) of any generated service. Cloning is cheap. It sends no
+/// request ids, so it never resends a call.
+#[derive(Debug, Clone)]
+pub struct JsonRpcClient {
+    target: Arc<Target<Http>>,
+    policy: Policy,
+}
+
+impl JsonRpcClient {
+    /// A client for the server at `addr` (`host:port` or an `http://` URL).
+    pub fn new(addr: &str) -> Result<Self, SinkError> {
+        Ok(JsonRpcClient {
+            target: Arc::new(Target::new(http(addr)?)),
+            policy: Policy::default(),
+        })
+    }
+
+    /// Follows this redirect policy.
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Calls `method` with named `params` under the policy; `classify` says what an error
+    /// object from the server means.
+    pub async fn call<E: From<SinkError>>(
+        &self,
+        method: &str,
+        params: &serde_json::Map<String, serde_json::Value>,
+        classify: impl Fn(&jsonrpsee::types::ErrorObject<'_>) -> Attempt<serde_json::Value, E>,
+    ) -> Result<serde_json::Value, E> {
+        let attempt = |client: Http| {
+            let mut named = jsonrpsee::core::params::ObjectParams::new();
+            let encoded = params.iter().try_for_each(|(key, value)| {
+                named
+                    .insert(key, value)
+                    .map_err(|e| SinkError::Internal(format!("cannot encode `{key}`: {e}")))
+            });
+            let classify = &classify;
+            async move {
+                if let Err(e) = encoded {
+                    return Attempt::Done(Err(E::from(e)));
+                }
+                match client.request::<serde_json::Value, _>(method, named).await {
+                    Ok(value) => Attempt::Done(Ok(value)),
+                    Err(jsonrpsee::core::ClientError::Call(e)) => classify(&e),
+                    Err(e) => Attempt::Transport(E::from(SinkError::Transport(format!(
+                        "`{method}`: {e}"
+                    )))),
+                }
+            }
+        };
+        self.policy
+            .call(
+                &self.target,
+                false,
+                attempt,
+                |addr| async move { http(&addr).map_err(E::from) },
+                |n| E::from(SinkError::Transport(format!("more than {n} redirects"))),
+            )
+            .await
     }
 }
 

@@ -122,6 +122,52 @@ impl LocalDb {
     }
 }
 
+/// A generated service's API in process, over an application's store on a [`LocalDb`]: the
+/// generated crate implements its API trait for it, each call going straight to the store's
+/// service (the seed's step 1), each command in its own transaction.
+#[derive(Debug)]
+pub struct Direct<St> {
+    db: LocalDb,
+    store: St,
+}
+
+impl<St> Direct<St> {
+    /// The direct client over `store` on `db`.
+    pub fn new(db: LocalDb, store: St) -> Self {
+        Direct { db, store }
+    }
+
+    /// The database behind this client.
+    pub fn db(&self) -> &LocalDb {
+        &self.db
+    }
+
+    /// The store behind this client.
+    pub fn store(&self) -> &St {
+        &self.store
+    }
+
+    /// Runs `f` as one command, in its own transaction (committed when `f` succeeds).
+    pub fn command<R, E: From<SinkError>>(
+        &self,
+        f: impl FnOnce(&Connection, &St, &ApplyContext) -> Result<R, E>,
+    ) -> Result<R, E> {
+        self.db
+            .command(|conn, ctx| f(conn, &self.store, ctx))
+            .map_err(|e| E::from(SinkError::Internal(format!("sqlite: {e}"))))?
+    }
+
+    /// Runs `f` as one query, on a read transaction.
+    pub fn query<R, E: From<SinkError>>(
+        &self,
+        f: impl FnOnce(&Connection, &St) -> Result<R, E>,
+    ) -> Result<R, E> {
+        self.db
+            .query(|conn| f(conn, &self.store))
+            .map_err(|e| E::from(SinkError::Internal(format!("sqlite: {e}"))))?
+    }
+}
+
 /// A [`CommandSink`] that applies serialized calls to a [`LocalDb`] through an
 /// [`Application`]: commands in their own transaction (rolled back when refused), queries on a
 /// read transaction.

@@ -85,3 +85,61 @@ pub async fn serve_jsonrpc<Ctx: Send + Sync + 'static>(
     handle.stopped().await;
     Ok(())
 }
+
+/// JSON-RPC's standard "invalid params" code.
+pub const INVALID_PARAMS_CODE: i32 = -32602;
+
+/// An "invalid params" error object.
+pub fn invalid_params(reason: impl std::fmt::Display) -> jsonrpsee::types::ErrorObjectOwned {
+    jsonrpsee::types::ErrorObjectOwned::owned(
+        INVALID_PARAMS_CODE,
+        format!("invalid params: {reason}"),
+        None::<()>,
+    )
+}
+
+/// A jsonrpsee module with one method per operation, each answered by `handle` (given the API,
+/// the operation's name and its parameters as JSON, absent when the call sent none), plus
+/// `rpc.discover`, which answers the OpenRPC document `openrpc`.
+pub fn rpc_module<A, F, Fut>(
+    api: std::sync::Arc<A>,
+    operations: &[crate::service::OpInfo],
+    openrpc: &str,
+    handle: F,
+) -> Result<jsonrpsee::RpcModule<A>, ServeError>
+where
+    A: Send + Sync + 'static,
+    F: Fn(std::sync::Arc<A>, &'static str, Option<serde_json::Value>) -> Fut
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    Fut: Future<Output = Result<serde_json::Value, jsonrpsee::types::ErrorObjectOwned>>
+        + Send
+        + 'static,
+{
+    let openrpc: serde_json::Value = serde_json::from_str(openrpc)
+        .map_err(|e| ServeError::JsonRpc(format!("OpenRPC document: {e}")))?;
+    let mut module = jsonrpsee::RpcModule::from_arc(api);
+    for op in operations {
+        let name = op.name;
+        let handle = handle.clone();
+        module
+            .register_async_method(name, move |params, api, _| {
+                let handle = handle.clone();
+                async move {
+                    let args = params
+                        .as_str()
+                        .map(serde_json::from_str::<serde_json::Value>)
+                        .transpose()
+                        .map_err(invalid_params)?;
+                    handle(api, name, args).await
+                }
+            })
+            .map_err(|e| ServeError::JsonRpc(format!("registering `{name}`: {e}")))?;
+    }
+    module
+        .register_method("rpc.discover", move |_, _, _| openrpc.clone())
+        .map_err(|e| ServeError::JsonRpc(format!("registering `rpc.discover`: {e}")))?;
+    Ok(module)
+}

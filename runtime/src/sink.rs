@@ -61,6 +61,26 @@ impl<S: CommandSink + ?Sized> CommandSink for Arc<S> {
     }
 }
 
+/// A client of any generated service that turns each call into command bytes and hands them to
+/// a [`CommandSink`]: in process, over a socket, or into the Raft log (the seed's step 3). The
+/// generated crate implements its API trait for it; the bytes are exactly a log entry's.
+#[derive(Debug, Clone)]
+pub struct Collector<S> {
+    sink: S,
+}
+
+impl<S> Collector<S> {
+    /// A collector that sends to `sink`.
+    pub fn new(sink: S) -> Self {
+        Collector { sink }
+    }
+
+    /// The sink commands go to.
+    pub fn sink(&self) -> &S {
+        &self.sink
+    }
+}
+
 /// Encodes a failure as the service's own serialized `Err` reply (generated:
 /// `encode_failure`), so that a transport can answer a refused frame in the schema's format.
 pub type EncodeFailure = fn(&SinkError) -> Vec<u8>;

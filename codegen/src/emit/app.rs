@@ -31,8 +31,8 @@ pub fn module(api: &Api) -> TokenStream {
          refusal: the runtime stops rather than let this replica diverge."
     ));
     let direct_doc = doc_str(&format!(
-        "`{s}Api` in process: every call goes straight to the store's `{s}Service`, each command \
-         in its own transaction stamped by the [`LocalDb`](runtime::local::LocalDb)."
+        "`{s}Api` in process (`runtime::local::Direct` over a [`{s}Store`]): every call goes \
+         straight to the store's `{s}Service`, each command in its own transaction."
     ));
     let node_doc = doc_str(&format!(
         "The `{s}` service as a node host runs it (`runtime::host::run`): the store's application \
@@ -46,12 +46,12 @@ pub fn module(api: &Api) -> TokenStream {
         match op.kind {
             OpKind::Command => quote! {
                 async fn #name(&self, #(#ps),*) -> Result<#ret, crate::#error> {
-                    self.command(|s, ctx| s.#name(ctx, #(#names),*))
+                    self.command(|conn, store, ctx| store.command(conn, ctx, |s| s.#name(ctx, #(#names),*)))
                 }
             },
             OpKind::Query => quote! {
                 async fn #name(&self, #(#ps),*) -> Result<#ret, crate::#error> {
-                    self.query(|s| s.#name(#(#names),*))
+                    self.query(|conn, store| store.query(conn, |s| s.#name(#(#names),*)))
                 }
             },
         }
@@ -136,48 +136,9 @@ pub fn module(api: &Api) -> TokenStream {
         }
 
         #direct_doc
-        #[derive(Debug)]
-        pub struct Direct<St> {
-            db: runtime::local::LocalDb,
-            store: St,
-        }
+        pub type Direct<St> = runtime::local::Direct<St>;
 
-        impl<St: #store> Direct<St> {
-            /// The direct client over `store` on `db`.
-            pub fn new(db: runtime::local::LocalDb, store: St) -> Self {
-                Direct { db, store }
-            }
-
-            /// The database behind this client.
-            pub fn db(&self) -> &runtime::local::LocalDb {
-                &self.db
-            }
-
-            /// The store behind this client.
-            pub fn store(&self) -> &St {
-                &self.store
-            }
-
-            fn command<R>(
-                &self,
-                f: impl FnOnce(&mut dyn crate::#service_trait, &crate::ApplyContext) -> Result<R, crate::#error>,
-            ) -> Result<R, crate::#error> {
-                self.db
-                    .command(|conn, ctx| self.store.command(conn, ctx, |service| f(service, ctx)))
-                    .map_err(|e| crate::#error::Internal(format!("sqlite: {e}")))?
-            }
-
-            fn query<R>(
-                &self,
-                f: impl FnOnce(&dyn crate::#service_trait) -> Result<R, crate::#error>,
-            ) -> Result<R, crate::#error> {
-                self.db
-                    .query(|conn| self.store.query(conn, f))
-                    .map_err(|e| crate::#error::Internal(format!("sqlite: {e}")))?
-            }
-        }
-
-        impl<St: #store> crate::#api_trait for Direct<St> {
+        impl<St: #store> crate::#api_trait for runtime::local::Direct<St> {
             #(#methods)*
         }
 

@@ -533,9 +533,9 @@ pub(super) fn command(api: &Api) -> TokenStream {
     }
 }
 
-/// The API methods of a client that has `async fn call(&self, Command) -> Result<Reply, Error>`:
-/// each builds its command, calls, and unpacks the matching reply (the Collector and the
-/// JSON-RPC client share them).
+/// The API methods of a client that implements the crate's `CallCommand`: each builds its
+/// command, calls, and unpacks the matching reply (the Collector and the JSON-RPC client share
+/// them).
 pub(super) fn methods_via_call(api: &Api) -> Vec<TokenStream> {
     let command = service_ident(api, "Command");
     let reply = service_ident(api, "Reply");
@@ -551,7 +551,7 @@ pub(super) fn methods_via_call(api: &Api) -> Vec<TokenStream> {
             let wire = &op.name;
             quote! {
                 async fn #name(&self, #(#ps),*) -> Result<#ret, crate::#error> {
-                    match self.call(crate::#command::#v { #(#names),* }).await? {
+                    match crate::collector::CallCommand::call_command(self, crate::#command::#v { #(#names),* }).await? {
                         crate::#reply::#v(value) => Ok(value),
                         other => Err(crate::#error::Transport(format!("reply to `{}` answers `{}`", #wire, other.name()))),
                     }
@@ -567,41 +567,28 @@ pub(super) fn collector(api: &Api) -> TokenStream {
     let reply = service_ident(api, "Reply");
     let error = service_ident(api, "Error");
     let methods = methods_via_call(api);
-    let collector_doc = doc_str(&format!(
-        "Implements `{s}Api` by turning each call into a `{s}Command`, serializing it and handing the \
-         bytes to a [`CommandSink`](runtime::sink::CommandSink): in process, over a socket or into the Raft log.",
-        s = api.service
-    ));
     quote! {
-        //! The Collector: calls in, serialized commands out.
+        //! The Collector: calls in, serialized commands out, for any sink.
 
-        #collector_doc
-        #[derive(Debug, Clone)]
-        pub struct Collector<S> {
-            sink: S,
+        pub use runtime::sink::Collector;
+
+        /// A client that carries whole commands: the Collector, and the JSON-RPC client.
+        pub(crate) trait CallCommand {
+            /// Sends one command and returns its reply.
+            fn call_command(&self, command: crate::#command)
+                -> impl ::std::future::Future<Output = Result<crate::#reply, crate::#error>> + Send;
         }
 
-        impl<S> Collector<S> {
-            /// A collector that sends to `sink`.
-            pub fn new(sink: S) -> Self {
-                Collector { sink }
-            }
-
-            /// The sink commands go to.
-            pub fn sink(&self) -> &S {
-                &self.sink
-            }
-        }
-
-        impl<S: runtime::sink::CommandSink> Collector<S> {
-            async fn call(&self, command: crate::#command) -> Result<crate::#reply, crate::#error> {
+        impl<S: runtime::sink::CommandSink> CallCommand for Collector<S> {
+            async fn call_command(&self, command: crate::#command) -> Result<crate::#reply, crate::#error> {
                 let bytes = command.encode()?;
-                let reply = self.sink.submit(command.kind(), bytes).await?;
+                let reply = self.sink().submit(command.kind(), bytes).await?;
                 crate::decode_reply(&reply)
             }
         }
 
-        impl<S: runtime::sink::CommandSink> crate::#api_trait for Collector<S> {
+        /// Every client that carries whole commands implements the API the same way.
+        impl<C: CallCommand + Send + Sync> crate::#api_trait for C {
             #(#methods)*
         }
     }

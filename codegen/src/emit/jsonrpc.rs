@@ -12,7 +12,6 @@ use proc_macro2::TokenStream;
 use quote::quote;
 use serde_json::{Value, json};
 
-use super::core::methods_via_call;
 use super::{ident, service_ident};
 use crate::model::{Api, OpKind, Ty, TypeBody, ty_text};
 
@@ -37,7 +36,6 @@ pub fn module(api: &Api) -> TokenStream {
     let error = service_ident(api, "Error");
     let etags: Vec<_> = api.errors.iter().map(|e| code_literal(e.tag)).collect();
     let enames: Vec<_> = api.errors.iter().map(|e| ident(&e.name)).collect();
-    let client_methods = methods_via_call(api);
     quote! {
         //! JSON-RPC 2.0 over HTTP: a server over any API implementation and a client implementing
         //! the API. Method names are operation names; parameters are named or positional; each
@@ -45,7 +43,6 @@ pub fn module(api: &Api) -> TokenStream {
 
         use std::sync::Arc;
 
-        use jsonrpsee::core::client::ClientT;
         use jsonrpsee::types::ErrorObjectOwned;
 
         /// The OpenRPC document of the service (also served by `rpc.discover`).
@@ -57,8 +54,6 @@ pub fn module(api: &Api) -> TokenStream {
         pub const REDIRECT_CODE: i32 = -32051;
         /// Code of the built-in `Internal` error (JSON-RPC's standard "internal error").
         pub const INTERNAL_CODE: i32 = -32603;
-        /// JSON-RPC's standard "invalid params" code.
-        pub const INVALID_PARAMS_CODE: i32 = -32602;
 
         /// The application error code of an error: `-32000 - tag` for the schema's kinds.
         pub fn error_code(e: &crate::#error) -> i32 {
@@ -95,31 +90,12 @@ pub fn module(api: &Api) -> TokenStream {
 
         /// The jsonrpsee module serving every operation of `api`, plus `rpc.discover`.
         pub fn rpc_module<A: crate::#api_trait + 'static>(api: Arc<A>) -> Result<jsonrpsee::RpcModule<A>, crate::#error> {
-            let openrpc: serde_json::Value = serde_json::from_str(OPENRPC)
-                .map_err(|e| crate::#error::Internal(format!("OpenRPC document: {e}")))?;
-            let mut module = jsonrpsee::RpcModule::from_arc(api);
-            for op in crate::OPERATIONS {
-                let name = op.name;
-                module
-                    .register_async_method(name, move |params, api, _| async move {
-                        let args = match params.as_str() {
-                            None => None,
-                            Some(raw) => Some(serde_json::from_str::<serde_json::Value>(raw).map_err(|e| {
-                                ErrorObjectOwned::owned(INVALID_PARAMS_CODE, format!("invalid params: {e}"), None::<()>)
-                            })?),
-                        };
-                        let command = crate::#command::from_params(name, args).map_err(|e| {
-                            ErrorObjectOwned::owned(INVALID_PARAMS_CODE, format!("invalid params: {e}"), None::<()>)
-                        })?;
-                        let reply = crate::invoke(&*api, command).await.map_err(|e| error_object(&e))?;
-                        reply.into_value().map_err(|e| error_object(&e))
-                    })
-                    .map_err(|e| crate::#error::Internal(format!("registering `{name}`: {e}")))?;
-            }
-            module
-                .register_method("rpc.discover", move |_, _, _| openrpc.clone())
-                .map_err(|e| crate::#error::Internal(format!("registering `rpc.discover`: {e}")))?;
-            Ok(module)
+            runtime::server::rpc_module(api, crate::OPERATIONS, OPENRPC, |api, name, args| async move {
+                let command = crate::#command::from_params(name, args).map_err(runtime::server::invalid_params)?;
+                let reply = crate::invoke(&*api, command).await.map_err(|e| error_object(&e))?;
+                reply.into_value().map_err(|e| error_object(&e))
+            })
+            .map_err(|e| crate::#error::Internal(e.to_string()))
         }
 
         /// Serves `api` over JSON-RPC 2.0 on HTTP at `listener` until `shutdown` resolves.
@@ -136,77 +112,19 @@ pub fn module(api: &Api) -> TokenStream {
                 .map_err(|e| crate::#error::Transport(e.to_string()))
         }
 
-        type Http = Arc<jsonrpsee_http_client::HttpClient>;
+        pub use runtime::client::JsonRpcClient;
 
-        /// A client implementing the API over JSON-RPC on HTTP. Cloning is cheap. It follows the
-        /// runtime's client policy: a `Redirect` answer is followed, and later calls go to the
-        /// leader. It sends no request ids, so it never resends a call.
-        #[derive(Debug, Clone)]
-        pub struct JsonRpcClient {
-            target: Arc<runtime::client::Target<Http>>,
-            policy: runtime::client::Policy,
-        }
-
-        fn http(addr: &str) -> Result<Http, crate::#error> {
-            let url = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
-            let client = jsonrpsee_http_client::HttpClient::builder()
-                .max_response_size(u32::MAX)
-                .build(&url)
-                .map_err(|e| crate::#error::Transport(format!("bad address `{addr}`: {e}")))?;
-            Ok(Arc::new(client))
-        }
-
-        impl JsonRpcClient {
-            /// A client for the server at `addr` (`host:port` or an `http://` URL).
-            pub fn new(addr: &str) -> Result<Self, crate::#error> {
-                Ok(JsonRpcClient {
-                    target: Arc::new(runtime::client::Target::new(http(addr)?)),
-                    policy: runtime::client::Policy::default(),
-                })
-            }
-
-            /// Follows this redirect policy.
-            pub fn with_policy(mut self, policy: runtime::client::Policy) -> Self {
-                self.policy = policy;
-                self
-            }
-
-            async fn call(&self, command: crate::#command) -> Result<crate::#reply, crate::#error> {
+        impl crate::collector::CallCommand for JsonRpcClient {
+            async fn call_command(&self, command: crate::#command) -> Result<crate::#reply, crate::#error> {
                 let name = command.name();
-                let args = command.into_params()?;
-                let attempt = |client: Http| {
-                    let mut params = jsonrpsee::core::params::ObjectParams::new();
-                    let encoded = args.iter().try_for_each(|(key, value)| {
-                        params
-                            .insert(key, value)
-                            .map_err(|e| crate::#error::Internal(format!("cannot encode `{key}`: {e}")))
-                    });
-                    async move {
-                        if let Err(e) = encoded {
-                            return runtime::client::Attempt::Done(Err(e));
-                        }
-                        match client.request::<serde_json::Value, _>(name, params).await {
-                            Ok(value) => runtime::client::Attempt::Done(crate::#reply::from_value(name, value)),
-                            Err(jsonrpsee::core::ClientError::Call(e)) => error_from_object(&e).into_attempt("jsonrpc"),
-                            Err(e) => runtime::client::Attempt::Transport(crate::#error::Transport(format!("`{name}`: {e}"))),
-                        }
-                    }
-                };
-                self.policy
-                    .call(
-                        &self.target,
-                        false,
-                        attempt,
-                        |addr| async move { http(&addr) },
-                        |n| crate::#error::Transport(format!("more than {n} redirects")),
-                    )
-                    .await
+                let params = command.into_params()?;
+                let value = self
+                    .call(name, &params, |e| error_from_object(e).into_attempt("jsonrpc"))
+                    .await?;
+                crate::#reply::from_value(name, value)
             }
         }
 
-        impl crate::#api_trait for JsonRpcClient {
-            #(#client_methods)*
-        }
     }
 }
 

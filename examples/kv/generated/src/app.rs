@@ -88,60 +88,18 @@ impl<St: KvStore> runtime::raft::state_machine::Application for KvApp<St> {
     }
 }
 
-/// `KvApi` in process: every call goes straight to the store's `KvService`, each command in its own transaction stamped by the [`LocalDb`](runtime::local::LocalDb).
-#[derive(Debug)]
-pub struct Direct<St> {
-    db: runtime::local::LocalDb,
-    store: St,
-}
+/// `KvApi` in process (`runtime::local::Direct` over a [`KvStore`]): every call goes straight to the store's `KvService`, each command in its own transaction.
+pub type Direct<St> = runtime::local::Direct<St>;
 
-impl<St: KvStore> Direct<St> {
-    /// The direct client over `store` on `db`.
-    pub fn new(db: runtime::local::LocalDb, store: St) -> Self {
-        Direct { db, store }
-    }
-
-    /// The database behind this client.
-    pub fn db(&self) -> &runtime::local::LocalDb {
-        &self.db
-    }
-
-    /// The store behind this client.
-    pub fn store(&self) -> &St {
-        &self.store
-    }
-
-    fn command<R>(
-        &self,
-        f: impl FnOnce(
-            &mut dyn crate::KvService,
-            &crate::ApplyContext,
-        ) -> Result<R, crate::KvError>,
-    ) -> Result<R, crate::KvError> {
-        self.db
-            .command(|conn, ctx| {
-                self.store.command(conn, ctx, |service| f(service, ctx))
-            })
-            .map_err(|e| crate::KvError::Internal(format!("sqlite: {e}")))?
-    }
-
-    fn query<R>(
-        &self,
-        f: impl FnOnce(&dyn crate::KvService) -> Result<R, crate::KvError>,
-    ) -> Result<R, crate::KvError> {
-        self.db
-            .query(|conn| self.store.query(conn, f))
-            .map_err(|e| crate::KvError::Internal(format!("sqlite: {e}")))?
-    }
-}
-
-impl<St: KvStore> crate::KvApi for Direct<St> {
+impl<St: KvStore> crate::KvApi for runtime::local::Direct<St> {
     async fn put(&self, key: String, value: String) -> Result<u64, crate::KvError> {
-        self.command(|s, ctx| s.put(ctx, key, value))
+        self.command(|conn, store, ctx| {
+            store.command(conn, ctx, |s| s.put(ctx, key, value))
+        })
     }
 
     async fn delete(&self, key: String) -> Result<bool, crate::KvError> {
-        self.command(|s, ctx| s.delete(ctx, key))
+        self.command(|conn, store, ctx| store.command(conn, ctx, |s| s.delete(ctx, key)))
     }
 
     async fn compare_and_swap(
@@ -150,11 +108,18 @@ impl<St: KvStore> crate::KvApi for Direct<St> {
         expected_revision: u64,
         value: String,
     ) -> Result<u64, crate::KvError> {
-        self.command(|s, ctx| s.compare_and_swap(ctx, key, expected_revision, value))
+        self.command(|conn, store, ctx| {
+            store
+                .command(
+                    conn,
+                    ctx,
+                    |s| s.compare_and_swap(ctx, key, expected_revision, value),
+                )
+        })
     }
 
     async fn get(&self, key: String) -> Result<Option<crate::Entry>, crate::KvError> {
-        self.query(|s| s.get(key))
+        self.query(|conn, store| store.query(conn, |s| s.get(key)))
     }
 
     async fn range(
@@ -162,7 +127,7 @@ impl<St: KvStore> crate::KvApi for Direct<St> {
         prefix: String,
         limit: u32,
     ) -> Result<Vec<crate::Entry>, crate::KvError> {
-        self.query(|s| s.range(prefix, limit))
+        self.query(|conn, store| store.query(conn, |s| s.range(prefix, limit)))
     }
 }
 

@@ -340,123 +340,12 @@ impl<A: crate::KvApi + 'static> pb::kv_server::Kv for GrpcService<A> {
         Ok(tonic::Response::new(pb::RangeResponse::from_native(value)))
     }
 }
-type Stub = pb::kv_client::KvClient<tonic::transport::Channel>;
 
-/// A client implementing the API over gRPC. Cloning is cheap and shares the connection.
-/// It follows the runtime's client policy: a `Redirect` answer (a node that sends writes
-/// to its leader) is followed, and later calls go to the leader directly.
-///
-/// Every command carries a request id (`x-client-id` + `x-request-seq`). A replicated
-/// node applies a command at most once per id. With [`GrpcClient::retrying`], a command
-/// that fails with a `Transport` error is resent with the same id. Only do that against
-/// servers that deduplicate, i.e. Raft nodes.
-#[derive(Debug, Clone)]
-pub struct GrpcClient {
-    target: Arc<runtime::client::Target<Stub>>,
-    session: runtime::call::Session,
-    policy: runtime::client::Policy,
-    read_level: Option<runtime::call::ReadLevel>,
-}
+pub use runtime::client::GrpcClient;
 
-async fn connect_stub(addr: &str) -> Result<Stub, crate::KvError> {
-    let uri = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    let endpoint = tonic::transport::Endpoint::from_shared(uri)
-        .map_err(|e| crate::KvError::Transport(format!("bad address `{addr}`: {e}")))?
-        .tcp_nodelay(true)
-        .connect_timeout(::std::time::Duration::from_secs(5));
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| crate::KvError::Transport(
-            format!("cannot connect to {addr}: {e}"),
-        ))?;
-    Ok(pb::kv_client::KvClient::new(channel))
-}
-
-impl GrpcClient {
-    /// A client over an existing channel.
-    pub fn new(channel: tonic::transport::Channel) -> Self {
-        Self::over(pb::kv_client::KvClient::new(channel))
-    }
-
-    fn over(stub: Stub) -> Self {
-        GrpcClient {
-            target: Arc::new(runtime::client::Target::new(stub)),
-            session: runtime::call::Session::default(),
-            policy: runtime::client::Policy::default(),
-            read_level: None,
-        }
-    }
-
-    /// Asks for this read level on every query (on replicated nodes: `Stale` reads the
-    /// node's local state without a read index).
-    pub fn with_read_level(mut self, level: runtime::call::ReadLevel) -> Self {
-        self.read_level = Some(level);
-        self
-    }
-
-    /// Connects to `addr` (`host:port` or `http://host:port`).
-    pub async fn connect(addr: &str) -> Result<Self, crate::KvError> {
-        Ok(Self::over(connect_stub(addr).await?))
-    }
-
-    /// Resends a command that failed with a `Transport` error up to `retries` times
-    /// (with backoff), under the same request id. For servers that deduplicate.
-    pub fn retrying(mut self, retries: u32) -> Self {
-        self.policy.retries = retries;
-        self
-    }
-
-    /// Follows this redirect and resend policy.
-    pub fn with_policy(mut self, policy: runtime::client::Policy) -> Self {
-        self.policy = policy;
-        self
-    }
-
-    /// Makes one call under the client policy: commands get a request id, queries the
-    /// client's read level.
-    async fn call<Req: Clone, Resp, Fut>(
-        &self,
-        kind: runtime::CallKind,
-        request: Req,
-        send: impl Fn(Stub, tonic::Request<Req>) -> Fut,
-    ) -> Result<Resp, crate::KvError>
-    where
-        Fut: ::std::future::Future<
-            Output = Result<tonic::Response<Resp>, tonic::Status>,
-        >,
-    {
-        let context = runtime::call::CallContext {
-            request: (kind == runtime::CallKind::Command).then(|| self.session.next()),
-            read_level: self.read_level.filter(|_| kind == runtime::CallKind::Query),
-        };
-        let attempt = |stub: Stub| {
-            let mut r = tonic::Request::new(request.clone());
-            runtime::call::context_to_metadata(&context, r.metadata_mut());
-            let sent = send(stub, r);
-            async move {
-                match sent.await {
-                    Ok(response) => {
-                        runtime::client::Attempt::Done(Ok(response.into_inner()))
-                    }
-                    Err(status) => error_from_status(status).into_attempt("grpc"),
-                }
-            }
-        };
-        self.policy
-            .call(
-                &self.target,
-                context.request.is_some(),
-                attempt,
-                |addr| async move { connect_stub(&addr).await },
-                |n| crate::KvError::Transport(format!("more than {n} redirects")),
-            )
-            .await
-    }
+/// What a failed status means to the client policy.
+fn classify<T>(status: tonic::Status) -> runtime::client::Attempt<T, crate::KvError> {
+    error_from_status(status).into_attempt("grpc")
 }
 
 impl crate::KvApi for GrpcClient {
@@ -466,7 +355,10 @@ impl crate::KvApi for GrpcClient {
             .call(
                 runtime::CallKind::Command,
                 request,
-                |mut client, request| async move { client.put(request).await },
+                |channel, request| async move {
+                    pb::kv_client::KvClient::new(channel).put(request).await
+                },
+                classify,
             )
             .await?;
         response.into_native().map_err(crate::KvError::Transport)
@@ -478,7 +370,10 @@ impl crate::KvApi for GrpcClient {
             .call(
                 runtime::CallKind::Command,
                 request,
-                |mut client, request| async move { client.delete(request).await },
+                |channel, request| async move {
+                    pb::kv_client::KvClient::new(channel).delete(request).await
+                },
+                classify,
             )
             .await?;
         response.into_native().map_err(crate::KvError::Transport)
@@ -499,9 +394,10 @@ impl crate::KvApi for GrpcClient {
             .call(
                 runtime::CallKind::Command,
                 request,
-                |mut client, request| async move {
-                    client.compare_and_swap(request).await
+                |channel, request| async move {
+                    pb::kv_client::KvClient::new(channel).compare_and_swap(request).await
                 },
+                classify,
             )
             .await?;
         response.into_native().map_err(crate::KvError::Transport)
@@ -513,7 +409,10 @@ impl crate::KvApi for GrpcClient {
             .call(
                 runtime::CallKind::Query,
                 request,
-                |mut client, request| async move { client.get(request).await },
+                |channel, request| async move {
+                    pb::kv_client::KvClient::new(channel).get(request).await
+                },
+                classify,
             )
             .await?;
         response.into_native().map_err(crate::KvError::Transport)
@@ -529,7 +428,10 @@ impl crate::KvApi for GrpcClient {
             .call(
                 runtime::CallKind::Query,
                 request,
-                |mut client, request| async move { client.range(request).await },
+                |channel, request| async move {
+                    pb::kv_client::KvClient::new(channel).range(request).await
+                },
+                classify,
             )
             .await?;
         response.into_native().map_err(crate::KvError::Transport)

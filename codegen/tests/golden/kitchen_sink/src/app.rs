@@ -93,65 +93,21 @@ for KitchenSinkApp<St> {
     }
 }
 
-/// `KitchenSinkApi` in process: every call goes straight to the store's `KitchenSinkService`, each command in its own transaction stamped by the [`LocalDb`](runtime::local::LocalDb).
-#[derive(Debug)]
-pub struct Direct<St> {
-    db: runtime::local::LocalDb,
-    store: St,
-}
+/// `KitchenSinkApi` in process (`runtime::local::Direct` over a [`KitchenSinkStore`]): every call goes straight to the store's `KitchenSinkService`, each command in its own transaction.
+pub type Direct<St> = runtime::local::Direct<St>;
 
-impl<St: KitchenSinkStore> Direct<St> {
-    /// The direct client over `store` on `db`.
-    pub fn new(db: runtime::local::LocalDb, store: St) -> Self {
-        Direct { db, store }
-    }
-
-    /// The database behind this client.
-    pub fn db(&self) -> &runtime::local::LocalDb {
-        &self.db
-    }
-
-    /// The store behind this client.
-    pub fn store(&self) -> &St {
-        &self.store
-    }
-
-    fn command<R>(
-        &self,
-        f: impl FnOnce(
-            &mut dyn crate::KitchenSinkService,
-            &crate::ApplyContext,
-        ) -> Result<R, crate::KitchenSinkError>,
-    ) -> Result<R, crate::KitchenSinkError> {
-        self.db
-            .command(|conn, ctx| {
-                self.store.command(conn, ctx, |service| f(service, ctx))
-            })
-            .map_err(|e| crate::KitchenSinkError::Internal(format!("sqlite: {e}")))?
-    }
-
-    fn query<R>(
-        &self,
-        f: impl FnOnce(
-            &dyn crate::KitchenSinkService,
-        ) -> Result<R, crate::KitchenSinkError>,
-    ) -> Result<R, crate::KitchenSinkError> {
-        self.db
-            .query(|conn| self.store.query(conn, f))
-            .map_err(|e| crate::KitchenSinkError::Internal(format!("sqlite: {e}")))?
-    }
-}
-
-impl<St: KitchenSinkStore> crate::KitchenSinkApi for Direct<St> {
+impl<St: KitchenSinkStore> crate::KitchenSinkApi for runtime::local::Direct<St> {
     async fn put_everything(
         &self,
         value: crate::Everything,
     ) -> Result<crate::Everything, crate::KitchenSinkError> {
-        self.command(|s, ctx| s.put_everything(ctx, value))
+        self.command(|conn, store, ctx| {
+            store.command(conn, ctx, |s| s.put_everything(ctx, value))
+        })
     }
 
     async fn reset(&self) -> Result<(), crate::KitchenSinkError> {
-        self.command(|s, ctx| s.reset(ctx))
+        self.command(|conn, store, ctx| store.command(conn, ctx, |s| s.reset(ctx)))
     }
 
     async fn find(
@@ -164,7 +120,9 @@ impl<St: KitchenSinkStore> crate::KitchenSinkApi for Direct<St> {
         level: crate::Level,
         maybe: Option<u64>,
     ) -> Result<Vec<crate::Everything>, crate::KitchenSinkError> {
-        self.query(|s| s.find(flag, small, ratio, label, money, level, maybe))
+        self.query(|conn, store| {
+            store.query(conn, |s| s.find(flag, small, ratio, label, money, level, maybe))
+        })
     }
 }
 

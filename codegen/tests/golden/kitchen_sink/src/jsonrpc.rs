@@ -4,7 +4,6 @@
 //! the API. Method names are operation names; parameters are named or positional; each
 //! error kind has its own application code (see [`error_code`]).
 use std::sync::Arc;
-use jsonrpsee::core::client::ClientT;
 use jsonrpsee::types::ErrorObjectOwned;
 
 /// The OpenRPC document of the service (also served by `rpc.discover`).
@@ -18,9 +17,6 @@ pub const REDIRECT_CODE: i32 = -32051;
 
 /// Code of the built-in `Internal` error (JSON-RPC's standard "internal error").
 pub const INTERNAL_CODE: i32 = -32603;
-
-/// JSON-RPC's standard "invalid params" code.
-pub const INVALID_PARAMS_CODE: i32 = -32602;
 
 /// The application error code of an error: `-32000 - tag` for the schema's kinds.
 pub fn error_code(e: &crate::KitchenSinkError) -> i32 {
@@ -73,56 +69,20 @@ pub fn error_from_object(
 pub fn rpc_module<A: crate::KitchenSinkApi + 'static>(
     api: Arc<A>,
 ) -> Result<jsonrpsee::RpcModule<A>, crate::KitchenSinkError> {
-    let openrpc: serde_json::Value = serde_json::from_str(OPENRPC)
-        .map_err(|e| crate::KitchenSinkError::Internal(
-            format!("OpenRPC document: {e}"),
-        ))?;
-    let mut module = jsonrpsee::RpcModule::from_arc(api);
-    for op in crate::OPERATIONS {
-        let name = op.name;
-        module
-            .register_async_method(
-                name,
-                move |params, api, _| async move {
-                    let args = match params.as_str() {
-                        None => None,
-                        Some(raw) => {
-                            Some(
-                                serde_json::from_str::<serde_json::Value>(raw)
-                                    .map_err(|e| {
-                                        ErrorObjectOwned::owned(
-                                            INVALID_PARAMS_CODE,
-                                            format!("invalid params: {e}"),
-                                            None::<()>,
-                                        )
-                                    })?,
-                            )
-                        }
-                    };
-                    let command = crate::KitchenSinkCommand::from_params(name, args)
-                        .map_err(|e| {
-                            ErrorObjectOwned::owned(
-                                INVALID_PARAMS_CODE,
-                                format!("invalid params: {e}"),
-                                None::<()>,
-                            )
-                        })?;
-                    let reply = crate::invoke(&*api, command)
-                        .await
-                        .map_err(|e| error_object(&e))?;
-                    reply.into_value().map_err(|e| error_object(&e))
-                },
-            )
-            .map_err(|e| crate::KitchenSinkError::Internal(
-                format!("registering `{name}`: {e}"),
-            ))?;
-    }
-    module
-        .register_method("rpc.discover", move |_, _, _| openrpc.clone())
-        .map_err(|e| crate::KitchenSinkError::Internal(
-            format!("registering `rpc.discover`: {e}"),
-        ))?;
-    Ok(module)
+    runtime::server::rpc_module(
+            api,
+            crate::OPERATIONS,
+            OPENRPC,
+            |api, name, args| async move {
+                let command = crate::KitchenSinkCommand::from_params(name, args)
+                    .map_err(runtime::server::invalid_params)?;
+                let reply = crate::invoke(&*api, command)
+                    .await
+                    .map_err(|e| error_object(&e))?;
+                reply.into_value().map_err(|e| error_object(&e))
+            },
+        )
+        .map_err(|e| crate::KitchenSinkError::Internal(e.to_string()))
 }
 
 /// Serves `api` over JSON-RPC 2.0 on HTTP at `listener` until `shutdown` resolves.
@@ -138,170 +98,19 @@ pub async fn serve<A: crate::KitchenSinkApi + 'static>(
         .await
         .map_err(|e| crate::KitchenSinkError::Transport(e.to_string()))
 }
-type Http = Arc<jsonrpsee_http_client::HttpClient>;
 
-/// A client implementing the API over JSON-RPC on HTTP. Cloning is cheap. It follows the
-/// runtime's client policy: a `Redirect` answer is followed, and later calls go to the
-/// leader. It sends no request ids, so it never resends a call.
-#[derive(Debug, Clone)]
-pub struct JsonRpcClient {
-    target: Arc<runtime::client::Target<Http>>,
-    policy: runtime::client::Policy,
-}
+pub use runtime::client::JsonRpcClient;
 
-fn http(addr: &str) -> Result<Http, crate::KitchenSinkError> {
-    let url = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    let client = jsonrpsee_http_client::HttpClient::builder()
-        .max_response_size(u32::MAX)
-        .build(&url)
-        .map_err(|e| crate::KitchenSinkError::Transport(
-            format!("bad address `{addr}`: {e}"),
-        ))?;
-    Ok(Arc::new(client))
-}
-
-impl JsonRpcClient {
-    /// A client for the server at `addr` (`host:port` or an `http://` URL).
-    pub fn new(addr: &str) -> Result<Self, crate::KitchenSinkError> {
-        Ok(JsonRpcClient {
-            target: Arc::new(runtime::client::Target::new(http(addr)?)),
-            policy: runtime::client::Policy::default(),
-        })
-    }
-
-    /// Follows this redirect policy.
-    pub fn with_policy(mut self, policy: runtime::client::Policy) -> Self {
-        self.policy = policy;
-        self
-    }
-
-    async fn call(
+impl crate::collector::CallCommand for JsonRpcClient {
+    async fn call_command(
         &self,
         command: crate::KitchenSinkCommand,
     ) -> Result<crate::KitchenSinkReply, crate::KitchenSinkError> {
         let name = command.name();
-        let args = command.into_params()?;
-        let attempt = |client: Http| {
-            let mut params = jsonrpsee::core::params::ObjectParams::new();
-            let encoded = args
-                .iter()
-                .try_for_each(|(key, value)| {
-                    params
-                        .insert(key, value)
-                        .map_err(|e| crate::KitchenSinkError::Internal(
-                            format!("cannot encode `{key}`: {e}"),
-                        ))
-                });
-            async move {
-                if let Err(e) = encoded {
-                    return runtime::client::Attempt::Done(Err(e));
-                }
-                match client.request::<serde_json::Value, _>(name, params).await {
-                    Ok(value) => {
-                        runtime::client::Attempt::Done(
-                            crate::KitchenSinkReply::from_value(name, value),
-                        )
-                    }
-                    Err(jsonrpsee::core::ClientError::Call(e)) => {
-                        error_from_object(&e).into_attempt("jsonrpc")
-                    }
-                    Err(e) => {
-                        runtime::client::Attempt::Transport(
-                            crate::KitchenSinkError::Transport(format!("`{name}`: {e}")),
-                        )
-                    }
-                }
-            }
-        };
-        self.policy
-            .call(
-                &self.target,
-                false,
-                attempt,
-                |addr| async move { http(&addr) },
-                |n| crate::KitchenSinkError::Transport(
-                    format!("more than {n} redirects"),
-                ),
-            )
-            .await
-    }
-}
-
-impl crate::KitchenSinkApi for JsonRpcClient {
-    async fn put_everything(
-        &self,
-        value: crate::Everything,
-    ) -> Result<crate::Everything, crate::KitchenSinkError> {
-        match self
-            .call(crate::KitchenSinkCommand::PutEverything {
-                value,
-            })
-            .await?
-        {
-            crate::KitchenSinkReply::PutEverything(value) => Ok(value),
-            other => {
-                Err(
-                    crate::KitchenSinkError::Transport(
-                        format!(
-                            "reply to `{}` answers `{}`", "put_everything", other.name()
-                        ),
-                    ),
-                )
-            }
-        }
-    }
-
-    async fn reset(&self) -> Result<(), crate::KitchenSinkError> {
-        match self
-            .call(crate::KitchenSinkCommand::Reset {
-            })
-            .await?
-        {
-            crate::KitchenSinkReply::Reset(value) => Ok(value),
-            other => {
-                Err(
-                    crate::KitchenSinkError::Transport(
-                        format!("reply to `{}` answers `{}`", "reset", other.name()),
-                    ),
-                )
-            }
-        }
-    }
-
-    async fn find(
-        &self,
-        flag: bool,
-        small: i32,
-        ratio: f64,
-        label: String,
-        money: ::rust_decimal::Decimal,
-        level: crate::Level,
-        maybe: Option<u64>,
-    ) -> Result<Vec<crate::Everything>, crate::KitchenSinkError> {
-        match self
-            .call(crate::KitchenSinkCommand::Find {
-                flag,
-                small,
-                ratio,
-                label,
-                money,
-                level,
-                maybe,
-            })
-            .await?
-        {
-            crate::KitchenSinkReply::Find(value) => Ok(value),
-            other => {
-                Err(
-                    crate::KitchenSinkError::Transport(
-                        format!("reply to `{}` answers `{}`", "find", other.name()),
-                    ),
-                )
-            }
-        }
+        let params = command.into_params()?;
+        let value = self
+            .call(name, &params, |e| error_from_object(e).into_attempt("jsonrpc"))
+            .await?;
+        crate::KitchenSinkReply::from_value(name, value)
     }
 }
