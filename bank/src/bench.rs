@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bank_generated::{AccountType, BankApi, BankError};
+use bank_generated::{AccountType, BankApi, BankCallError};
 use clap::ValueEnum;
 use hdrhistogram::Histogram;
 use rust_decimal::Decimal;
@@ -95,7 +95,7 @@ impl Recorder {
     async fn time<T>(
         &mut self,
         op: &'static str,
-        call: impl Future<Output = Result<T, BankError>>,
+        call: impl Future<Output = Result<T, BankCallError>>,
     ) -> Option<T> {
         let start = Instant::now();
         let result = call.await;
@@ -188,7 +188,7 @@ async fn prepare<A: BankApi>(
     api: &A,
     workload: Workload,
     client: usize,
-) -> Result<Fixture, BankError> {
+) -> Result<Fixture, BankCallError> {
     let customer = api
         .create_customer(
             format!("Bench{client}"),
@@ -278,10 +278,10 @@ pub async fn run<A, E, F, Fut>(
     workload: Workload,
     stop: Stop,
     progress: bool,
-) -> Result<BenchReport, BankError>
+) -> Result<BenchReport, BankCallError>
 where
     A: BankApi + 'static,
-    BankError: From<E>,
+    BankCallError: From<E>,
     F: Fn(usize) -> Fut,
     Fut: Future<Output = Result<A, E>>,
 {
@@ -345,7 +345,7 @@ where
     for task in tasks {
         let rec = task
             .await
-            .map_err(|e| BankError::Internal(format!("bench client: {e}")))?;
+            .map_err(|e| BankCallError::internal(format!("bench client: {e}")))?;
         total.merge(rec);
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -471,7 +471,7 @@ pub enum BenchError {
     Setup(String),
     /// The service failed.
     #[error(transparent)]
-    Bank(#[from] BankError),
+    Bank(#[from] BankCallError),
 }
 
 fn setup(e: impl std::fmt::Display) -> BenchError {
@@ -499,7 +499,7 @@ pub async fn run_target(
                 &name,
                 |_| {
                     let api = api.clone();
-                    async move { Ok::<_, BankError>(api) }
+                    async move { Ok::<_, BankCallError>(api) }
                 },
                 clients,
                 workload,
@@ -514,7 +514,7 @@ pub async fn run_target(
                 &name,
                 |_| {
                     let api = api.clone();
-                    async move { Ok::<_, BankError>(api) }
+                    async move { Ok::<_, BankCallError>(api) }
                 },
                 clients,
                 workload,

@@ -20,7 +20,7 @@ pub enum DemoError {
     Cluster(#[from] ClusterError),
     /// A client could not connect.
     #[error("client: {0}")]
-    Client(runtime::SinkError),
+    Client(runtime::Failure),
     /// The walk-through failed.
     #[error(transparent)]
     Validation(#[from] validator::ValidationError),

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bank_generated::{BankApi, BankApp, BankError, Collector, encode_failure, grpc, jsonrpc};
+use bank_generated::{BankApi, BankApp, BankCallError, Collector, encode_failure, grpc, jsonrpc};
 use clap::ValueEnum;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -20,8 +20,9 @@ use tokio::task::JoinHandle;
 use crate::store::Bank;
 use crate::validator::{self, Report, ValidationError};
 use crate::{BankTables, collector, direct};
+use runtime::Failure;
 use runtime::local::LocalSink;
-use runtime::sink::{SinkError, SinkHandler, TcpSink, ZmqSink};
+use runtime::sink::{SinkHandler, TcpSink, ZmqSink};
 
 /// The largest request a server accepts by default (bytes).
 pub const DEFAULT_MAX_REQUEST: usize = 4 << 20;
@@ -92,11 +93,11 @@ pub enum NetError {
         /// The address.
         addr: String,
         /// What went wrong.
-        source: BankError,
+        source: BankCallError,
     },
     /// The server stopped with an error.
     #[error("server failed: {0}")]
-    Server(BankError),
+    Server(String),
     /// The validator failed.
     #[error(transparent)]
     Validation(#[from] ValidationError),
@@ -122,7 +123,7 @@ pub struct RunningServer {
     /// Where clients connect.
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), BankError>>,
+    task: JoinHandle<Result<(), String>>,
 }
 
 impl RunningServer {
@@ -138,9 +139,7 @@ impl RunningServer {
     pub async fn wait(&mut self) -> Result<(), NetError> {
         match (&mut self.task).await {
             Ok(result) => result.map_err(NetError::Server),
-            Err(e) => Err(NetError::Server(BankError::Internal(format!(
-                "server task: {e}"
-            )))),
+            Err(e) => Err(NetError::Server(format!("server task: {e}"))),
         }
     }
 }
@@ -233,11 +232,6 @@ pub async fn serve(
                 frame_limits(limits),
                 shutdown,
             );
-            let serving = async move {
-                serving
-                    .await
-                    .map_err(|e| BankError::Transport(format!("TCP server: {e}")))
-            };
             (addr, spawn(serving))
         }
         NetVariant::Zmq => {
@@ -261,7 +255,7 @@ async fn serve_zmq(
     bank: Bank,
     limits: ServerLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(SocketAddr, JoinHandle<Result<(), BankError>>), NetError> {
+) -> Result<(SocketAddr, JoinHandle<Result<(), String>>), NetError> {
     let endpoint = format!("tcp://{}", parse_addr(listen)?);
     let (bound, serving) = runtime::serve_zmq(
         &endpoint,
@@ -270,7 +264,7 @@ async fn serve_zmq(
         shutdown,
     )
     .await
-    .map_err(|e| NetError::Server(BankError::Transport(e.to_string())))?;
+    .map_err(|e| NetError::Server(e.to_string()))?;
     let addr = bound
         .trim_start_matches("tcp://")
         .parse()
@@ -282,15 +276,16 @@ async fn serve_zmq(
     let task = tokio::spawn(async move {
         serving
             .await
-            .map_err(|e| BankError::Internal(format!("ZeroMQ server task: {e}")))
+            .map_err(|e| format!("ZeroMQ server task: {e}"))
     });
     Ok((addr, task))
 }
 
-fn spawn(
-    serving: impl Future<Output = Result<(), BankError>> + Send + 'static,
-) -> JoinHandle<Result<(), BankError>> {
-    tokio::spawn(serving)
+/// Runs a server; its error, if it stops with one, as text.
+fn spawn<E: std::fmt::Display>(
+    serving: impl Future<Output = Result<(), E>> + Send + 'static,
+) -> JoinHandle<Result<(), String>> {
+    tokio::spawn(async move { serving.await.map_err(|e| e.to_string()) })
 }
 
 /// Answers command frames with the bank's dispatcher, in process.
@@ -312,22 +307,22 @@ fn frame_limits(limits: ServerLimits) -> runtime::Limits {
 pub async fn connect_tcp(
     addr: &str,
     limits: runtime::Limits,
-) -> Result<Collector<TcpSink>, BankError> {
+) -> Result<Collector<TcpSink>, BankCallError> {
     let client = runtime::TcpClient::connect(addr.to_string(), limits).await;
-    Ok(Collector::new(TcpSink(client.map_err(SinkError::from)?)))
+    Ok(Collector::new(TcpSink(client.map_err(Failure::from)?)))
 }
 
 /// The generated `Collector` over ZeroMQ to a server at `addr` (`HOST:PORT`).
 pub async fn connect_zmq(
     addr: &str,
     limits: runtime::Limits,
-) -> Result<Collector<ZmqSink>, BankError> {
+) -> Result<Collector<ZmqSink>, BankCallError> {
     let client = runtime::ZmqClient::connect(&format!("tcp://{addr}"), limits).await;
-    Ok(Collector::new(ZmqSink(client.map_err(SinkError::from)?)))
+    Ok(Collector::new(ZmqSink(client.map_err(Failure::from)?)))
 }
 
 /// Runs the validator through any client.
-async fn run<A: BankApi>(client: Result<A, BankError>, addr: &str) -> Result<Report, NetError> {
+async fn run<A: BankApi>(client: Result<A, BankCallError>, addr: &str) -> Result<Report, NetError> {
     let client = client.map_err(|source| NetError::Connect {
         addr: addr.to_string(),
         source,
@@ -341,11 +336,13 @@ pub async fn serve_raft_echo(listen: &str, secret: String) -> Result<RunningServ
     let (listener, addr) = bind(listen).await?;
     let (stop, shutdown) = stop_signal();
     let echo = Arc::new(runtime::raft_rpc::Echo);
-    let task = tokio::spawn(async move {
-        runtime::raft_rpc::serve_raft(listener, echo, secret, DEFAULT_MAX_REQUEST, shutdown)
-            .await
-            .map_err(|e| BankError::Transport(format!("raft service: {e}")))
-    });
+    let task = spawn(runtime::raft_rpc::serve_raft(
+        listener,
+        echo,
+        secret,
+        DEFAULT_MAX_REQUEST,
+        shutdown,
+    ));
     tracing::info!(%addr, "serving the raft message service");
     Ok(RunningServer {
         addr,
@@ -364,14 +361,14 @@ pub async fn validate(variant: NetVariant, addr: &str) -> Result<Report, NetErro
             run(
                 grpc::GrpcClient::connect(addr)
                     .await
-                    .map_err(BankError::from),
+                    .map_err(BankCallError::from),
                 addr,
             )
             .await
         }
         NetVariant::Jsonrpc | NetVariant::JsonrpcFacade => {
             run(
-                jsonrpc::JsonRpcClient::new(addr).map_err(BankError::from),
+                jsonrpc::JsonRpcClient::new(addr).map_err(BankCallError::from),
                 addr,
             )
             .await

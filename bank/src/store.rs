@@ -18,8 +18,8 @@
 use std::path::Path;
 
 use bank_generated::{
-    Account, AccountType, ApplyContext, BankError, BankService, BankStore, Customer, Duration,
-    Statement, Transaction, TransferResult,
+    Account, AccountType, ApplyContext, BankError, BankService, BankServiceError, BankStore,
+    Customer, Duration, Statement, Transaction, TransferResult,
 };
 use chrono::{DateTime, Datelike, NaiveDate, SecondsFormat, TimeDelta, Utc};
 use runtime::local::LocalDb;
@@ -146,8 +146,8 @@ impl Bank {
     pub fn command<T>(
         &self,
         ctx: &ApplyContext,
-        f: impl FnOnce(&mut BankState<'_>) -> Result<T, BankError>,
-    ) -> Result<T, BankError> {
+        f: impl FnOnce(&mut BankState<'_>) -> Result<T, BankServiceError>,
+    ) -> Result<T, BankServiceError> {
         self.db
             .command_at(ctx, |conn, ctx| apply_on(conn, ctx, f))
             .map_err(internal)?
@@ -156,13 +156,13 @@ impl Bank {
     /// Runs a read-only `f` on a consistent snapshot of the database.
     pub fn query<T>(
         &self,
-        f: impl FnOnce(&BankState<'_>) -> Result<T, BankError>,
-    ) -> Result<T, BankError> {
+        f: impl FnOnce(&BankState<'_>) -> Result<T, BankServiceError>,
+    ) -> Result<T, BankServiceError> {
         self.db.query(|conn| query_on(conn, f)).map_err(internal)?
     }
 
     /// The simulated clock, or `None` before the first command.
-    pub fn now(&self) -> Result<Option<DateTime<Utc>>, BankError> {
+    pub fn now(&self) -> Result<Option<DateTime<Utc>>, BankServiceError> {
         self.db
             .query(|conn| read_clock(conn).map(|clock| clock.map(|c| c.now)))
             .map_err(internal)?
@@ -170,7 +170,7 @@ impl Bank {
 
     /// A SHA-256 (lowercase hex) over the schema version and every row of every table, in
     /// primary-key order. Two replicas hold the same data exactly when their digests are equal.
-    pub fn digest(&self) -> Result<String, BankError> {
+    pub fn digest(&self) -> Result<String, BankServiceError> {
         self.db.query(digest_of).map_err(internal)?
     }
 }
@@ -189,16 +189,16 @@ impl BankStore for BankTables {
         &self,
         conn: &Connection,
         ctx: &ApplyContext,
-        f: impl FnOnce(&mut dyn BankService) -> Result<R, BankError>,
-    ) -> Result<R, BankError> {
+        f: impl FnOnce(&mut dyn BankService) -> Result<R, BankServiceError>,
+    ) -> Result<R, BankServiceError> {
         apply_on(conn, ctx, |state| f(state))
     }
 
     fn query<R>(
         &self,
         conn: &Connection,
-        f: impl FnOnce(&dyn BankService) -> Result<R, BankError>,
-    ) -> Result<R, BankError> {
+        f: impl FnOnce(&dyn BankService) -> Result<R, BankServiceError>,
+    ) -> Result<R, BankServiceError> {
         query_on(conn, |state| f(state))
     }
 
@@ -230,8 +230,8 @@ pub fn init_schema(conn: &Connection) -> Result<(), StoreError> {
 pub fn apply_on<T>(
     conn: &Connection,
     ctx: &ApplyContext,
-    f: impl FnOnce(&mut BankState<'_>) -> Result<T, BankError>,
-) -> Result<T, BankError> {
+    f: impl FnOnce(&mut BankState<'_>) -> Result<T, BankServiceError>,
+) -> Result<T, BankServiceError> {
     let now = sync_clock(conn, ctx)?;
     f(&mut BankState { conn, now })
 }
@@ -239,14 +239,14 @@ pub fn apply_on<T>(
 /// Runs a read-only `f` on `conn` (the caller provides the read transaction if it wants one).
 pub fn query_on<T>(
     conn: &Connection,
-    f: impl FnOnce(&BankState<'_>) -> Result<T, BankError>,
-) -> Result<T, BankError> {
+    f: impl FnOnce(&BankState<'_>) -> Result<T, BankServiceError>,
+) -> Result<T, BankServiceError> {
     let now = read_clock(conn)?.map_or(DateTime::UNIX_EPOCH, |clock| clock.now);
     f(&BankState { conn, now })
 }
 
 /// The digest of [`Bank::digest`] computed on any connection to a bank database.
-pub fn digest_of(conn: &Connection) -> Result<String, BankError> {
+pub fn digest_of(conn: &Connection) -> Result<String, BankServiceError> {
     let mut hasher = Sha256::new();
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
@@ -302,7 +302,7 @@ impl BankState<'_> {
     }
 
     /// Every transaction recorded on `account_id`, oldest first.
-    pub fn transactions(&self, account_id: u64) -> Result<Vec<Transaction>, BankError> {
+    pub fn transactions(&self, account_id: u64) -> Result<Vec<Transaction>, BankServiceError> {
         let id = self.account_key(account_id)?;
         let mut stmt = self
             .conn
@@ -336,7 +336,7 @@ impl BankState<'_> {
     }
 
     /// The SQLite key of an existing account, or `NotFound`.
-    fn account_key(&self, account_id: u64) -> Result<i64, BankError> {
+    fn account_key(&self, account_id: u64) -> Result<i64, BankServiceError> {
         let not_found = || BankError::NotFound(format!("account {account_id}"));
         let id = i64::try_from(account_id).map_err(|_| not_found())?;
         let exists = self
@@ -344,11 +344,15 @@ impl BankState<'_> {
             .prepare_cached("SELECT 1 FROM accounts WHERE account_id = ?1")
             .and_then(|mut stmt| stmt.exists([id]))
             .map_err(internal)?;
-        if exists { Ok(id) } else { Err(not_found()) }
+        if exists {
+            Ok(id)
+        } else {
+            Err(not_found().into())
+        }
     }
 
     /// The SQLite key of an existing customer, or `NotFound`.
-    fn customer_key(&self, customer_id: u64) -> Result<i64, BankError> {
+    fn customer_key(&self, customer_id: u64) -> Result<i64, BankServiceError> {
         let not_found = || BankError::NotFound(format!("customer {customer_id}"));
         let id = i64::try_from(customer_id).map_err(|_| not_found())?;
         let exists = self
@@ -356,10 +360,14 @@ impl BankState<'_> {
             .prepare_cached("SELECT 1 FROM customers WHERE customer_id = ?1")
             .and_then(|mut stmt| stmt.exists([id]))
             .map_err(internal)?;
-        if exists { Ok(id) } else { Err(not_found()) }
+        if exists {
+            Ok(id)
+        } else {
+            Err(not_found().into())
+        }
     }
 
-    fn next_id(&self, table: &str, column: &str) -> Result<i64, BankError> {
+    fn next_id(&self, table: &str, column: &str) -> Result<i64, BankServiceError> {
         self.conn
             .query_row(
                 &format!("SELECT COALESCE(MAX({column}), 0) + 1 FROM {table}"),
@@ -369,7 +377,7 @@ impl BankState<'_> {
             .map_err(internal)
     }
 
-    fn account_ids_of(&self, customer: i64) -> Result<Vec<u64>, BankError> {
+    fn account_ids_of(&self, customer: i64) -> Result<Vec<u64>, BankServiceError> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -386,7 +394,7 @@ impl BankState<'_> {
         Ok(out)
     }
 
-    fn load_account(&self, account_id: u64) -> Result<Account, BankError> {
+    fn load_account(&self, account_id: u64) -> Result<Account, BankServiceError> {
         let not_found = || BankError::NotFound(format!("account {account_id}"));
         let id = i64::try_from(account_id).map_err(|_| not_found())?;
         let row = self
@@ -401,7 +409,7 @@ impl BankState<'_> {
         row.ok_or_else(not_found)?.into_account()
     }
 
-    fn load_customer(&self, id: i64) -> Result<Customer, BankError> {
+    fn load_customer(&self, id: i64) -> Result<Customer, BankServiceError> {
         let row = self
             .conn
             .query_row(
@@ -413,7 +421,7 @@ impl BankState<'_> {
         self.customer_from_row(row)
     }
 
-    fn customer_from_row(&self, row: CustomerRow) -> Result<Customer, BankError> {
+    fn customer_from_row(&self, row: CustomerRow) -> Result<Customer, BankServiceError> {
         Ok(Customer {
             customer_id: id_from_sql(row.customer_id)?,
             first_name: row.first_name,
@@ -427,7 +435,11 @@ impl BankState<'_> {
 
     /// Changes one balance by `change` and records the transaction. Fails (and the caller's
     /// transaction is rolled back) when the balance would go below zero or above the maximum.
-    fn apply_change(&mut self, account: &Account, change: Decimal) -> Result<Decimal, BankError> {
+    fn apply_change(
+        &mut self,
+        account: &Account,
+        change: Decimal,
+    ) -> Result<Decimal, BankServiceError> {
         let start = account.balance;
         let end = start
             .checked_add(change)
@@ -438,14 +450,16 @@ impl BankState<'_> {
                 account.account_id,
                 money(start),
                 money(-change)
-            )));
+            ))
+            .into());
         }
         if end > max_money() {
             return Err(BankError::InvalidArgument(format!(
                 "balance of account {} would exceed {}",
                 account.account_id,
                 money(max_money())
-            )));
+            ))
+            .into());
         }
         let end = money(end);
         let id = i64::try_from(account.account_id).map_err(internal)?;
@@ -477,22 +491,23 @@ impl BankState<'_> {
         Ok(end)
     }
 
-    fn debit(&mut self, account_id: u64, amount: Decimal) -> Result<Decimal, BankError> {
+    fn debit(&mut self, account_id: u64, amount: Decimal) -> Result<Decimal, BankServiceError> {
         let amount = check_amount(amount)?;
         let account = self.load_account(account_id)?;
         self.apply_change(&account, -amount)
     }
 
-    fn list_page(offset: u32, limit: u32) -> Result<(i64, i64), BankError> {
+    fn list_page(offset: u32, limit: u32) -> Result<(i64, i64), BankServiceError> {
         if limit > MAX_LIST_LIMIT {
             return Err(BankError::InvalidArgument(format!(
                 "limit {limit} is over {MAX_LIST_LIMIT}"
-            )));
+            ))
+            .into());
         }
         Ok((i64::from(offset), i64::from(limit)))
     }
 
-    fn count(&self, table: &str) -> Result<u64, BankError> {
+    fn count(&self, table: &str) -> Result<u64, BankServiceError> {
         let n: i64 = self
             .conn
             .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
@@ -510,14 +525,14 @@ impl BankService for BankState<'_> {
         first_name: String,
         last_name: String,
         address: String,
-    ) -> Result<Customer, BankError> {
+    ) -> Result<Customer, BankServiceError> {
         let first_name = first_name.trim();
         let last_name = last_name.trim();
         if first_name.is_empty() {
-            return Err(BankError::InvalidArgument("first_name is empty".into()));
+            return Err(BankError::InvalidArgument("first_name is empty".into()).into());
         }
         if last_name.is_empty() {
-            return Err(BankError::InvalidArgument("last_name is empty".into()));
+            return Err(BankError::InvalidArgument("last_name is empty".into()).into());
         }
         let id = self.next_id("customers", "customer_id")?;
         let now = time_to_sql(self.now)?;
@@ -537,7 +552,7 @@ impl BankService for BankState<'_> {
         _ctx: &ApplyContext,
         customer_id: u64,
         account_type: AccountType,
-    ) -> Result<Account, BankError> {
+    ) -> Result<Account, BankServiceError> {
         let customer = self.customer_key(customer_id)?;
         let id = self.next_id("accounts", "account_id")?;
         let now = time_to_sql(self.now)?;
@@ -569,7 +584,7 @@ impl BankService for BankState<'_> {
         _ctx: &ApplyContext,
         account_id: u64,
         amount: Decimal,
-    ) -> Result<Decimal, BankError> {
+    ) -> Result<Decimal, BankServiceError> {
         let amount = check_amount(amount)?;
         let account = self.load_account(account_id)?;
         self.apply_change(&account, amount)
@@ -580,7 +595,7 @@ impl BankService for BankState<'_> {
         _ctx: &ApplyContext,
         account_id: u64,
         amount: Decimal,
-    ) -> Result<Decimal, BankError> {
+    ) -> Result<Decimal, BankServiceError> {
         self.debit(account_id, amount)
     }
 
@@ -590,11 +605,12 @@ impl BankService for BankState<'_> {
         from_account_id: u64,
         to_account_id: u64,
         amount: Decimal,
-    ) -> Result<TransferResult, BankError> {
+    ) -> Result<TransferResult, BankServiceError> {
         if from_account_id == to_account_id {
             return Err(BankError::InvalidArgument(format!(
                 "transfer from account {from_account_id} to itself"
-            )));
+            ))
+            .into());
         }
         let amount = check_amount(amount)?;
         let from = self.load_account(from_account_id)?;
@@ -612,7 +628,7 @@ impl BankService for BankState<'_> {
         _ctx: &ApplyContext,
         account_id: u64,
         amount: Decimal,
-    ) -> Result<Decimal, BankError> {
+    ) -> Result<Decimal, BankServiceError> {
         self.debit(account_id, amount)
     }
 
@@ -620,20 +636,22 @@ impl BankService for BankState<'_> {
         &mut self,
         _ctx: &ApplyContext,
         delta: Duration,
-    ) -> Result<DateTime<Utc>, BankError> {
+    ) -> Result<DateTime<Utc>, BankServiceError> {
         let delta = delta.0;
         if delta <= TimeDelta::zero() {
             return Err(BankError::InvalidArgument(format!(
                 "duration must be greater than zero, got {delta}"
-            )));
+            ))
+            .into());
         }
         if delta > TimeDelta::days(MAX_ADVANCE_DAYS) {
             return Err(BankError::InvalidArgument(format!(
                 "duration must be at most {MAX_ADVANCE_DAYS} days, got {delta}"
-            )));
+            ))
+            .into());
         }
         let clock = read_clock(self.conn)?
-            .ok_or_else(|| BankError::Internal("clock missing inside a command".into()))?;
+            .ok_or_else(|| BankServiceError::Fault("clock missing inside a command".into()))?;
         let out_of_range =
             || BankError::InvalidArgument(format!("the clock would pass year {MAX_YEAR}"));
         let now = self
@@ -648,7 +666,7 @@ impl BankService for BankState<'_> {
         Ok(now)
     }
 
-    fn list_customers(&self, offset: u32, limit: u32) -> Result<Vec<Customer>, BankError> {
+    fn list_customers(&self, offset: u32, limit: u32) -> Result<Vec<Customer>, BankServiceError> {
         let (offset, limit) = Self::list_page(offset, limit)?;
         let rows = {
             let mut stmt = self
@@ -667,7 +685,7 @@ impl BankService for BankState<'_> {
             .collect()
     }
 
-    fn list_accounts(&self, offset: u32, limit: u32) -> Result<Vec<Account>, BankError> {
+    fn list_accounts(&self, offset: u32, limit: u32) -> Result<Vec<Account>, BankServiceError> {
         let (offset, limit) = Self::list_page(offset, limit)?;
         let mut stmt = self
             .conn
@@ -685,12 +703,12 @@ impl BankService for BankState<'_> {
         Ok(out)
     }
 
-    fn get_accounts(&self, customer_id: u64) -> Result<Vec<u64>, BankError> {
+    fn get_accounts(&self, customer_id: u64) -> Result<Vec<u64>, BankServiceError> {
         let customer = self.customer_key(customer_id)?;
         self.account_ids_of(customer)
     }
 
-    fn list_statements(&self, account_id: u64) -> Result<Vec<NaiveDate>, BankError> {
+    fn list_statements(&self, account_id: u64) -> Result<Vec<NaiveDate>, BankServiceError> {
         let id = self.account_key(account_id)?;
         let mut stmt = self
             .conn
@@ -713,7 +731,7 @@ impl BankService for BankState<'_> {
         &self,
         account_id: u64,
         statement_date: NaiveDate,
-    ) -> Result<Statement, BankError> {
+    ) -> Result<Statement, BankServiceError> {
         let id = self.account_key(account_id)?;
         let row = self
             .conn
@@ -747,11 +765,11 @@ impl BankService for BankState<'_> {
         })
     }
 
-    fn get_customer_count(&self) -> Result<u64, BankError> {
+    fn get_customer_count(&self) -> Result<u64, BankServiceError> {
         self.count("customers")
     }
 
-    fn get_account_count(&self) -> Result<u64, BankError> {
+    fn get_account_count(&self) -> Result<u64, BankServiceError> {
         self.count("accounts")
     }
 }
@@ -805,9 +823,9 @@ impl AccountRow {
         })
     }
 
-    fn into_account(self) -> Result<Account, BankError> {
+    fn into_account(self) -> Result<Account, BankServiceError> {
         let account_type = self.account_type.parse::<AccountType>().map_err(|_| {
-            BankError::Internal(format!("stored account type {:?}", self.account_type))
+            BankServiceError::Fault(format!("stored account type {:?}", self.account_type))
         })?;
         Ok(Account {
             account_id: id_from_sql(self.account_id)?,
@@ -828,7 +846,7 @@ struct Clock {
     offset: TimeDelta,
 }
 
-fn read_clock(conn: &Connection) -> Result<Option<Clock>, BankError> {
+fn read_clock(conn: &Connection) -> Result<Option<Clock>, BankServiceError> {
     let row = conn
         .query_row(
             "SELECT now, offset_secs, offset_nanos FROM meta WHERE id = 1",
@@ -848,14 +866,14 @@ fn read_clock(conn: &Connection) -> Result<Option<Clock>, BankError> {
     };
     let offset = TimeDelta::try_seconds(secs)
         .and_then(|s| s.checked_add(&TimeDelta::nanoseconds(nanos)))
-        .ok_or_else(|| BankError::Internal(format!("stored clock offset {secs}s {nanos}ns")))?;
+        .ok_or_else(|| BankServiceError::Fault(format!("stored clock offset {secs}s {nanos}ns")))?;
     Ok(Some(Clock {
         now: time_from_sql(&now)?,
         offset,
     }))
 }
 
-fn write_clock(conn: &Connection, clock: &Clock) -> Result<(), BankError> {
+fn write_clock(conn: &Connection, clock: &Clock) -> Result<(), BankServiceError> {
     conn.execute(
         "INSERT INTO meta (id, now, offset_secs, offset_nanos) VALUES (1, ?1, ?2, ?3)
          ON CONFLICT (id) DO UPDATE SET now = excluded.now, offset_secs = excluded.offset_secs,
@@ -872,7 +890,7 @@ fn write_clock(conn: &Connection, clock: &Clock) -> Result<(), BankError> {
 
 /// Moves the clock to `max(stored now, ctx.time + offset)` and produces the statements of the
 /// month ends crossed. Returns the new now.
-fn sync_clock(conn: &Connection, ctx: &ApplyContext) -> Result<DateTime<Utc>, BankError> {
+fn sync_clock(conn: &Connection, ctx: &ApplyContext) -> Result<DateTime<Utc>, BankServiceError> {
     let Some(clock) = read_clock(conn)? else {
         let clock = Clock {
             now: ctx.time,
@@ -899,7 +917,7 @@ fn sync_clock(conn: &Connection, ctx: &ApplyContext) -> Result<DateTime<Utc>, Ba
 }
 
 /// The first instant of the month after the one holding `t`.
-fn next_month_start(t: DateTime<Utc>) -> Result<DateTime<Utc>, BankError> {
+fn next_month_start(t: DateTime<Utc>) -> Result<DateTime<Utc>, BankServiceError> {
     let (year, month) = if t.month() == 12 {
         (t.year() + 1, 1)
     } else {
@@ -908,11 +926,11 @@ fn next_month_start(t: DateTime<Utc>) -> Result<DateTime<Utc>, BankError> {
     NaiveDate::from_ymd_opt(year, month, 1)
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|d| d.and_utc())
-        .ok_or_else(|| BankError::Internal(format!("no month after {t}")))
+        .ok_or_else(|| BankServiceError::Fault(format!("no month after {t}")))
 }
 
 /// The first instant of the month before the month starting at `boundary`.
-fn previous_month_start(boundary: DateTime<Utc>) -> Result<DateTime<Utc>, BankError> {
+fn previous_month_start(boundary: DateTime<Utc>) -> Result<DateTime<Utc>, BankServiceError> {
     let (year, month) = if boundary.month() == 1 {
         (boundary.year() - 1, 12)
     } else {
@@ -921,7 +939,7 @@ fn previous_month_start(boundary: DateTime<Utc>) -> Result<DateTime<Utc>, BankEr
     NaiveDate::from_ymd_opt(year, month, 1)
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|d| d.and_utc())
-        .ok_or_else(|| BankError::Internal(format!("no month before {boundary}")))
+        .ok_or_else(|| BankServiceError::Fault(format!("no month before {boundary}")))
 }
 
 /// Writes the statements of every month that ends in `(from, to]`: for each such month end (the
@@ -930,7 +948,7 @@ fn produce_statements(
     conn: &Connection,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-) -> Result<(), BankError> {
+) -> Result<(), BankServiceError> {
     let mut boundaries = Vec::new();
     let mut boundary = next_month_start(from)?;
     while boundary <= to {
@@ -976,7 +994,7 @@ fn produce_statements(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
         .map_err(internal)?;
-    let overflow = || BankError::Internal("monthly total out of range".into());
+    let overflow = || BankServiceError::Fault("monthly total out of range".into());
 
     for (account, create_time) in accounts {
         let create_time = time_from_sql(&create_time)?;
@@ -1034,7 +1052,7 @@ fn produce_statements(
             let date = boundary
                 .date_naive()
                 .pred_opt()
-                .ok_or_else(|| BankError::Internal(format!("no day before {boundary}")))?;
+                .ok_or_else(|| BankServiceError::Fault(format!("no day before {boundary}")))?;
             insert
                 .execute(params![
                     account,
@@ -1053,42 +1071,43 @@ fn produce_statements(
 /// The last year the clock may reach (times are stored as fixed-width text).
 const MAX_YEAR: i32 = 9999;
 
-fn time_to_sql(t: DateTime<Utc>) -> Result<String, BankError> {
+fn time_to_sql(t: DateTime<Utc>) -> Result<String, BankServiceError> {
     if !(1..=MAX_YEAR).contains(&t.year()) {
         return Err(BankError::InvalidArgument(format!(
             "time {t} is outside years 1..={MAX_YEAR}"
-        )));
+        ))
+        .into());
     }
     Ok(t.to_rfc3339_opts(SecondsFormat::Nanos, true))
 }
 
-fn time_from_sql(text: &str) -> Result<DateTime<Utc>, BankError> {
+fn time_from_sql(text: &str) -> Result<DateTime<Utc>, BankServiceError> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| BankError::Internal(format!("stored time {text:?}: {e}")))
+        .map_err(|e| BankServiceError::Fault(format!("stored time {text:?}: {e}")))
 }
 
 fn date_to_sql(d: NaiveDate) -> String {
     d.format("%Y-%m-%d").to_string()
 }
 
-fn date_from_sql(text: &str) -> Result<NaiveDate, BankError> {
+fn date_from_sql(text: &str) -> Result<NaiveDate, BankServiceError> {
     NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .map_err(|e| BankError::Internal(format!("stored date {text:?}: {e}")))
+        .map_err(|e| BankServiceError::Fault(format!("stored date {text:?}: {e}")))
 }
 
-fn money_from_sql(text: &str) -> Result<Decimal, BankError> {
+fn money_from_sql(text: &str) -> Result<Decimal, BankServiceError> {
     text.parse::<Decimal>()
         .map(money)
-        .map_err(|e| BankError::Internal(format!("stored amount {text:?}: {e}")))
+        .map_err(|e| BankServiceError::Fault(format!("stored amount {text:?}: {e}")))
 }
 
-fn id_from_sql(id: i64) -> Result<u64, BankError> {
-    u64::try_from(id).map_err(|_| BankError::Internal(format!("stored id {id}")))
+fn id_from_sql(id: i64) -> Result<u64, BankServiceError> {
+    u64::try_from(id).map_err(|_| BankServiceError::Fault(format!("stored id {id}")))
 }
 
-fn internal(e: impl std::fmt::Display) -> BankError {
-    BankError::Internal(e.to_string())
+fn internal(e: impl std::fmt::Display) -> BankServiceError {
+    BankServiceError::Fault(e.to_string())
 }
 
 fn max_money() -> Decimal {
@@ -1104,22 +1123,25 @@ pub fn money(d: Decimal) -> Decimal {
 
 /// Checks an amount argument: greater than zero, at most 2 fractional digits (trailing zeros
 /// do not count), at most [`MAX_MONEY_UNITS`]. Returns it with exactly 2 fractional digits.
-pub fn check_amount(amount: Decimal) -> Result<Decimal, BankError> {
+pub fn check_amount(amount: Decimal) -> Result<Decimal, BankServiceError> {
     if amount <= Decimal::ZERO {
         return Err(BankError::InvalidArgument(format!(
             "amount must be greater than zero, got {amount}"
-        )));
+        ))
+        .into());
     }
     if amount.normalize().scale() > 2 {
         return Err(BankError::InvalidArgument(format!(
             "amount {amount} has more than 2 fractional digits"
-        )));
+        ))
+        .into());
     }
     if amount > max_money() {
         return Err(BankError::InvalidArgument(format!(
             "amount {amount} is over {}",
             money(max_money())
-        )));
+        ))
+        .into());
     }
     Ok(money(amount))
 }

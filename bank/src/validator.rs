@@ -7,7 +7,7 @@
 use std::fmt::Debug;
 use std::time::Instant;
 
-use bank_generated::{AccountType, BankApi, BankError, Duration};
+use bank_generated::{AccountType, BankApi, BankCallError, Duration};
 use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc};
 use rust_decimal::Decimal;
 
@@ -166,7 +166,7 @@ pub async fn run<A: BankApi>(api: &A) -> Result<Report, ValidationError> {
     walk.start(7);
     let offset = walk.ok(
         "checking id fits a list offset",
-        u32::try_from(chk.saturating_sub(1)).map_err(|e| BankError::Internal(e.to_string())),
+        u32::try_from(chk.saturating_sub(1)).map_err(|e| BankCallError::internal(e.to_string())),
     )?;
     let limit = u32::try_from(sav - chk + 1).map_or(1000, |n| n.min(1000));
     let accounts = walk.ok(
@@ -193,7 +193,7 @@ pub async fn run<A: BankApi>(api: &A) -> Result<Report, ValidationError> {
     walk.check("get_accounts(customer)", &vec![chk, sav], &got)?;
     let offset = walk.ok(
         "customer id fits a list offset",
-        u32::try_from(cid.saturating_sub(1)).map_err(|e| BankError::Internal(e.to_string())),
+        u32::try_from(cid.saturating_sub(1)).map_err(|e| BankCallError::internal(e.to_string())),
     )?;
     let customers = walk.ok(
         "list_customers(from customer)",
@@ -414,7 +414,11 @@ impl Walk {
         err
     }
 
-    fn ok<T>(&self, description: &str, result: Result<T, BankError>) -> Result<T, ValidationError> {
+    fn ok<T>(
+        &self,
+        description: &str,
+        result: Result<T, BankCallError>,
+    ) -> Result<T, ValidationError> {
         result.map_err(|e| self.fail(description, "success", format!("error {e:?}")))
     }
 
@@ -449,7 +453,7 @@ impl Walk {
         &self,
         description: &str,
         expected: &str,
-        result: Result<T, BankError>,
+        result: Result<T, BankCallError>,
     ) -> Result<(), ValidationError> {
         match result {
             Err(e) if e.kind() == expected => Ok(()),
@@ -469,7 +473,7 @@ impl Walk {
         let offset = self.ok(
             "account id fits a list offset",
             u32::try_from(account_id.saturating_sub(1))
-                .map_err(|e| BankError::Internal(e.to_string())),
+                .map_err(|e| BankCallError::internal(e.to_string())),
         )?;
         let listed = self.ok(description, api.list_accounts(offset, 1).await)?;
         match listed.as_slice() {

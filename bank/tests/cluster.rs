@@ -10,11 +10,14 @@ use std::time::Duration;
 
 use bank::validator;
 use bank_generated::grpc::GrpcClient;
-use bank_generated::{AccountType, BankApi, BankCommand, BankError, BankReply, decode_reply};
+use bank_generated::{
+    AccountType, BankApi, BankCallError, BankCommand, BankError, BankReply, decode_reply,
+};
 use runtime::cluster::LocalCluster;
 use runtime::raft::network::{Answer, Message, call};
 use runtime::raft::types::Envelope;
 use runtime::raft_rpc::RaftClient;
+use runtime::{CallError, Failure};
 use rust_decimal::Decimal;
 use tokio::sync::Mutex;
 
@@ -115,7 +118,7 @@ async fn failover_under_load_loses_no_acknowledged_write() {
                         net += change;
                         acked += 1;
                     }
-                    Err(BankError::InsufficientFunds(_)) => {}
+                    Err(CallError::Domain(BankError::InsufficientFunds(_))) => {}
                     Err(e) => failed.push(e.to_string()),
                 }
                 i += 1;
@@ -268,7 +271,11 @@ fn deposit_envelope(account: u64, seq: u64) -> Envelope {
 }
 
 /// Sends a write with an explicit request id, following "not the leader" answers.
-async fn send(c: &LocalCluster, raft_addr: &str, env: Envelope) -> Result<BankReply, BankError> {
+async fn send(
+    c: &LocalCluster,
+    raft_addr: &str,
+    env: Envelope,
+) -> Result<BankReply, BankCallError> {
     let mut target = raft_addr.to_string();
     for _ in 0..10 {
         let client = RaftClient::connect(&target, &c.secret)
@@ -407,11 +414,12 @@ async fn clients_follow_redirects_to_the_leader() {
         .await
         .expect_err("a follower redirects writes");
     let error = bank_generated::grpc::error_from_status(status);
-    assert_eq!(
-        error.redirect_to("grpc"),
-        Some(leader_api.as_str()),
-        "{error}"
-    );
+    match &error {
+        CallError::Failure(Failure::Redirect(leader)) => {
+            assert_eq!(leader.addr("grpc"), Some(leader_api.as_str()), "{error}")
+        }
+        other => panic!("expected a typed redirect, got {other:?}"),
+    }
 
     let grpc = GrpcClient::connect(&follower.api).await.expect("connect");
     validator::run(&grpc)
@@ -536,7 +544,7 @@ async fn stale_reads_are_a_per_call_choice() {
     assert_eq!(stale, before);
     let linearizable = api.get_customer_count().await;
     assert!(
-        matches!(linearizable, Err(BankError::Transport(_))),
+        matches!(linearizable, Err(CallError::Failure(_))),
         "a linearizable read without a quorum must fail: {linearizable:?}"
     );
 }

@@ -3,7 +3,7 @@
 
 use bank::Bank;
 use bank_generated::{
-    AccountType, ApplyContext, BankCommand, BankError, BankReply, Dispatcher, Duration,
+    AccountType, ApplyContext, BankCommand, BankReply, BankServiceError, Dispatcher, Duration,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use rust_decimal::Decimal;
@@ -176,7 +176,7 @@ fn script() -> Vec<(ApplyContext, BankCommand)> {
 fn apply(
     bank: &mut Bank,
     log: &[(ApplyContext, BankCommand)],
-) -> Vec<Result<BankReply, BankError>> {
+) -> Vec<Result<BankReply, BankServiceError>> {
     log.iter()
         .map(|(ctx, command)| {
             // Through the wire form, as a replica receives it.

@@ -19,11 +19,12 @@ use bank::validator;
 use bank_generated::grpc::{ERROR_KIND_KEY, GrpcClient, pb};
 use bank_generated::jsonrpc::JsonRpcClient;
 use bank_generated::{
-    Account, AccountType, BankApi, BankCommand, BankError, BankReply, Customer, decode_reply,
+    Account, AccountType, BankApi, BankCallError, BankCommand, BankError, BankReply, Customer,
+    decode_reply,
 };
 use json::Json;
 use runtime::frame::{self, FrameKind};
-use runtime::{CallKind, Limits, ZmqClient};
+use runtime::{CallError, CallKind, Failure, Limits, ZmqClient};
 use rust_decimal::Decimal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -1183,7 +1184,7 @@ impl RawFrames {
     }
 
     /// The reply to request `id`, decoded.
-    async fn reply(&mut self, id: u64) -> Result<BankReply, BankError> {
+    async fn reply(&mut self, id: u64) -> Result<BankReply, BankCallError> {
         let frame = self
             .next()
             .await
@@ -1204,9 +1205,9 @@ fn encode(command: &BankCommand) -> Vec<u8> {
     command.encode().expect("encode command")
 }
 
-fn assert_transport_error(what: &str, reply: Result<BankReply, BankError>, needle: &str) {
+fn assert_transport_error(what: &str, reply: Result<BankReply, BankCallError>, needle: &str) {
     match reply {
-        Err(BankError::Transport(message)) => assert!(
+        Err(CallError::Failure(Failure::Transport(message))) => assert!(
             message.contains(needle),
             "{what}: `{message}` should mention `{needle}`"
         ),
@@ -1293,7 +1294,10 @@ async fn tcp_bad_payloads_get_transport_errors_and_the_connection_stays_open() {
     });
     raw.send(201, command_frame(), &unknown).await;
     let reply = raw.reply(201).await;
-    assert!(matches!(reply, Err(BankError::NotFound(_))), "{reply:?}");
+    assert!(
+        matches!(reply, Err(CallError::Domain(BankError::NotFound(_)))),
+        "{reply:?}"
+    );
 
     // The same connection still answers a good request.
     raw.send(

@@ -2,8 +2,11 @@
 //! amount validation, dense ids, limits and the clock.
 
 use bank::Bank;
-use bank_generated::{AccountType, ApplyContext, BankError, BankService, Duration, Statement};
+use bank_generated::{
+    AccountType, ApplyContext, BankError, BankService, BankServiceError, Duration, Statement,
+};
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use runtime::ServiceError;
 use rust_decimal::Decimal;
 
 fn dec(s: &str) -> Decimal {
@@ -43,8 +46,8 @@ impl Fixture {
     fn at<T>(
         &mut self,
         time: &str,
-        f: impl FnOnce(&mut bank::BankState<'_>, &ApplyContext) -> Result<T, BankError>,
-    ) -> Result<T, BankError> {
+        f: impl FnOnce(&mut bank::BankState<'_>, &ApplyContext) -> Result<T, BankServiceError>,
+    ) -> Result<T, BankServiceError> {
         self.index += 1;
         let ctx = ApplyContext {
             index: self.index,
@@ -188,15 +191,15 @@ fn statements_cover_every_month_ended() {
     // No statement for May yet, none for an unknown date or account.
     assert!(matches!(
         f.bank.query(|s| s.get_statement(chk, date("2024-05-31"))),
-        Err(BankError::NotFound(_))
+        Err(ServiceError::Domain(BankError::NotFound(_)))
     ));
     assert!(matches!(
         f.bank.query(|s| s.list_statements(99)),
-        Err(BankError::NotFound(_))
+        Err(ServiceError::Domain(BankError::NotFound(_)))
     ));
     assert!(matches!(
         f.bank.query(|s| s.get_statement(99, date("2024-01-31"))),
-        Err(BankError::NotFound(_))
+        Err(ServiceError::Domain(BankError::NotFound(_)))
     ));
 }
 
@@ -258,7 +261,10 @@ fn advance_time_rejects_bad_durations_and_changes_nothing() {
             s.advance_time(c, Duration::from(delta))
         });
         assert!(
-            matches!(got, Err(BankError::InvalidArgument(_))),
+            matches!(
+                got,
+                Err(ServiceError::Domain(BankError::InvalidArgument(_)))
+            ),
             "{delta}: {got:?}"
         );
     }
@@ -291,7 +297,10 @@ fn insufficient_funds_change_nothing() {
         }),
     ] {
         assert!(
-            matches!(got, Err(BankError::InsufficientFunds(_))),
+            matches!(
+                got,
+                Err(ServiceError::Domain(BankError::InsufficientFunds(_)))
+            ),
             "{got:?}"
         );
     }
@@ -327,16 +336,31 @@ fn transfer_is_both_legs_or_neither() {
     let got = f.at("2024-01-10T00:00:03Z", |s, c| {
         s.transfer(c, chk, sav, dec("1"))
     });
-    assert!(matches!(got, Err(BankError::InvalidArgument(_))), "{got:?}");
+    assert!(
+        matches!(
+            got,
+            Err(ServiceError::Domain(BankError::InvalidArgument(_)))
+        ),
+        "{got:?}"
+    );
     // Unknown receiving account, same account.
     let got = f.at("2024-01-10T00:00:04Z", |s, c| {
         s.transfer(c, chk, 99, dec("1"))
     });
-    assert!(matches!(got, Err(BankError::NotFound(_))), "{got:?}");
+    assert!(
+        matches!(got, Err(ServiceError::Domain(BankError::NotFound(_)))),
+        "{got:?}"
+    );
     let got = f.at("2024-01-10T00:00:04Z", |s, c| {
         s.transfer(c, chk, chk, dec("1"))
     });
-    assert!(matches!(got, Err(BankError::InvalidArgument(_))), "{got:?}");
+    assert!(
+        matches!(
+            got,
+            Err(ServiceError::Domain(BankError::InvalidArgument(_)))
+        ),
+        "{got:?}"
+    );
     assert_eq!(f.bank.digest().unwrap(), digest);
     assert_eq!(f.balance(chk), dec("100"));
     assert_eq!(f.transactions(chk), 1);
@@ -379,19 +403,28 @@ fn amounts_must_be_positive_with_at_most_two_digits() {
     ] {
         let got = f.at("2024-01-10T00:00:01Z", |s, c| s.deposit(c, chk, dec(bad)));
         assert!(
-            matches!(got, Err(BankError::InvalidArgument(_))),
+            matches!(
+                got,
+                Err(ServiceError::Domain(BankError::InvalidArgument(_)))
+            ),
             "{bad}: {got:?}"
         );
         let got = f.at("2024-01-10T00:00:01Z", |s, c| s.withdraw(c, chk, dec(bad)));
         assert!(
-            matches!(got, Err(BankError::InvalidArgument(_))),
+            matches!(
+                got,
+                Err(ServiceError::Domain(BankError::InvalidArgument(_)))
+            ),
             "{bad}: {got:?}"
         );
         let got = f.at("2024-01-10T00:00:01Z", |s, c| {
             s.transfer(c, chk, sav, dec(bad)).map(|r| r.to_balance)
         });
         assert!(
-            matches!(got, Err(BankError::InvalidArgument(_))),
+            matches!(
+                got,
+                Err(ServiceError::Domain(BankError::InvalidArgument(_)))
+            ),
             "{bad}: {got:?}"
         );
     }
@@ -410,7 +443,10 @@ fn amounts_must_be_positive_with_at_most_two_digits() {
     // Unknown accounts, including ids past SQLite's integer range.
     for id in [99, u64::MAX] {
         let got = f.at("2024-01-10T00:00:04Z", |s, c| s.deposit(c, id, dec("1")));
-        assert!(matches!(got, Err(BankError::NotFound(_))), "{id}: {got:?}");
+        assert!(
+            matches!(got, Err(ServiceError::Domain(BankError::NotFound(_)))),
+            "{id}: {got:?}"
+        );
     }
 }
 
@@ -428,10 +464,19 @@ fn ids_stay_dense_after_failed_creates() {
         let got = f.at(t, |s, c| {
             s.create_customer(c, first.into(), last.into(), "x".into())
         });
-        assert!(matches!(got, Err(BankError::InvalidArgument(_))), "{got:?}");
+        assert!(
+            matches!(
+                got,
+                Err(ServiceError::Domain(BankError::InvalidArgument(_)))
+            ),
+            "{got:?}"
+        );
     }
     let got = f.at(t, |s, c| s.create_account(c, 7, AccountType::Savings));
-    assert!(matches!(got, Err(BankError::NotFound(_))), "{got:?}");
+    assert!(
+        matches!(got, Err(ServiceError::Domain(BankError::NotFound(_)))),
+        "{got:?}"
+    );
     let second = f
         .at(t, |s, c| {
             s.create_customer(c, " C ".into(), "D".into(), "".into())
@@ -453,7 +498,7 @@ fn ids_stay_dense_after_failed_creates() {
     assert_eq!(f.bank.query(|s| s.get_accounts(2)), Ok(vec![1]));
     assert!(matches!(
         f.bank.query(|s| s.get_accounts(3)),
-        Err(BankError::NotFound(_))
+        Err(ServiceError::Domain(BankError::NotFound(_)))
     ));
     let customers = f.bank.query(|s| s.list_customers(0, 10)).unwrap();
     let ids: Vec<_> = customers
@@ -482,11 +527,11 @@ fn listing_pages_and_limits() {
     );
     assert!(matches!(
         f.bank.query(|s| s.list_customers(0, 1001)),
-        Err(BankError::InvalidArgument(_))
+        Err(ServiceError::Domain(BankError::InvalidArgument(_)))
     ));
     assert!(matches!(
         f.bank.query(|s| s.list_accounts(0, 1001)),
-        Err(BankError::InvalidArgument(_))
+        Err(ServiceError::Domain(BankError::InvalidArgument(_)))
     ));
 }
 

@@ -7,7 +7,7 @@ use bank_generated::{
 };
 use chrono::{DateTime, NaiveDate, Utc};
 use runtime::local::LocalSink;
-use runtime::{CallKind, CommandSink, SinkError};
+use runtime::{CallError, CallKind, CommandSink, Failure};
 use rust_decimal::Decimal;
 
 fn temp_db() -> (tempfile::TempDir, std::path::PathBuf) {
@@ -102,7 +102,7 @@ fn cent() -> Decimal {
 }
 
 impl<S: CommandSink> CommandSink for Corrupt<S> {
-    async fn submit(&self, kind: CallKind, command: Vec<u8>) -> Result<Vec<u8>, SinkError> {
+    async fn submit(&self, kind: CallKind, command: Vec<u8>) -> Result<Vec<u8>, Failure> {
         let is_transfer = matches!(
             BankCommand::decode(&command),
             Ok(BankCommand::Transfer { .. })
@@ -127,9 +127,10 @@ impl<S: CommandSink> CommandSink for Corrupt<S> {
                 dates.pop();
                 Ok(BankReply::ListStatements(dates))
             }
-            (Corruption::SameAccountError, Err(BankError::InvalidArgument(m))) if is_transfer => {
-                Err(BankError::NotFound(m))
-            }
+            (
+                Corruption::SameAccountError,
+                Err(CallError::Domain(BankError::InvalidArgument(m))),
+            ) if is_transfer => Err(CallError::Domain(BankError::NotFound(m))),
             _ => return Ok(reply),
         };
         Ok(encode_reply(&corrupted))

@@ -422,7 +422,7 @@ impl Checker<'_> {
             .iter()
             .map(|e| {
                 if self.ident(&e.name, Case::Upper, "error") {
-                    for builtin in ["Transport", "Redirect", "Internal"] {
+                    for builtin in ["Transport", "Redirect", "Deadline", "Internal"] {
                         if e.name.value == builtin {
                             self.push(
                                 Diagnostic::new(
@@ -431,7 +431,10 @@ impl Checker<'_> {
                                     &e.name.value,
                                     format!("error kind `{builtin}` is built in"),
                                 )
-                                .hint("remove it: every service has `Transport`, `Redirect` and `Internal` errors"),
+                                .hint(
+                                    "remove it: a call can always fail with `Transport`, \
+                                     `Redirect`, `Deadline` or `Internal`",
+                                ),
                             );
                         }
                     }
@@ -451,8 +454,8 @@ impl Checker<'_> {
                             ),
                         )
                         .hint(
-                            "error tags 50, 51 (Transport, Redirect) and 600..=603, 700 (JSON-RPC's \
-                             standard codes) are taken; use another tag",
+                            "error tags 50, 51, 52 (Transport, Redirect, Deadline) and 600..=603, 700 \
+                             (JSON-RPC's standard codes) are taken; use another tag",
                         ),
                     );
                 }
@@ -803,8 +806,8 @@ impl Checker<'_> {
 }
 
 /// Error tags whose JSON-RPC code (`-32000 - tag`) is taken: `Transport` (-32050), `Redirect`
-/// (-32051) and JSON-RPC's standard codes (-32600..=-32603, -32700).
-const JSONRPC_TAKEN_TAGS: &[u32] = &[50, 51, 600, 601, 602, 603, 700];
+/// (-32051), `Deadline` (-32052) and JSON-RPC's standard codes (-32600..=-32603, -32700).
+const JSONRPC_TAKEN_TAGS: &[u32] = &[50, 51, 52, 600, 601, 602, 603, 700];
 
 /// Assigns checked tags for one list (operations, fields of a struct, …).
 struct TagSet {

@@ -10,8 +10,9 @@ use kitchen_sink_generated::grpc::{GrpcClient, pb};
 use kitchen_sink_generated::jsonrpc::JsonRpcClient;
 use kitchen_sink_generated::{
     ApplyContext, Direct, Duration, Everything, KitchenSinkApi, KitchenSinkError,
-    KitchenSinkService, KitchenSinkStore, Level, local,
+    KitchenSinkService, KitchenSinkServiceError, KitchenSinkStore, Level, local,
 };
+use runtime::CallError;
 use runtime::local::LocalDb;
 use runtime::rusqlite::Connection;
 use rust_decimal::Decimal;
@@ -25,14 +26,14 @@ impl KitchenSinkService for Echo {
         &mut self,
         _ctx: &ApplyContext,
         value: Everything,
-    ) -> Result<Everything, KitchenSinkError> {
+    ) -> Result<Everything, KitchenSinkServiceError> {
         if value.label == "nope" {
-            return Err(KitchenSinkError::Nope("refused".into()));
+            return Err(KitchenSinkError::Nope("refused".into()).into());
         }
         Ok(value)
     }
 
-    fn reset(&mut self, _ctx: &ApplyContext) -> Result<(), KitchenSinkError> {
+    fn reset(&mut self, _ctx: &ApplyContext) -> Result<(), KitchenSinkServiceError> {
         Ok(())
     }
 
@@ -45,7 +46,7 @@ impl KitchenSinkService for Echo {
         money: Decimal,
         level: Level,
         maybe: Option<u64>,
-    ) -> Result<Vec<Everything>, KitchenSinkError> {
+    ) -> Result<Vec<Everything>, KitchenSinkServiceError> {
         let mut value = sparse();
         value.flag = flag;
         value.small = small;
@@ -71,16 +72,16 @@ impl KitchenSinkStore for EchoStore {
         &self,
         _conn: &Connection,
         _ctx: &ApplyContext,
-        f: impl FnOnce(&mut dyn KitchenSinkService) -> Result<R, KitchenSinkError>,
-    ) -> Result<R, KitchenSinkError> {
+        f: impl FnOnce(&mut dyn KitchenSinkService) -> Result<R, KitchenSinkServiceError>,
+    ) -> Result<R, KitchenSinkServiceError> {
         f(&mut Echo)
     }
 
     fn query<R>(
         &self,
         _conn: &Connection,
-        f: impl FnOnce(&dyn KitchenSinkService) -> Result<R, KitchenSinkError>,
-    ) -> Result<R, KitchenSinkError> {
+        f: impl FnOnce(&dyn KitchenSinkService) -> Result<R, KitchenSinkServiceError>,
+    ) -> Result<R, KitchenSinkServiceError> {
         f(&Echo)
     }
 
@@ -164,7 +165,7 @@ async fn round_trips(api: &impl KitchenSinkApi, path: &str) {
     let mut refused = full();
     refused.label = "nope".into();
     match api.put_everything(refused).await {
-        Err(KitchenSinkError::Nope(m)) => assert_eq!(m, "refused", "{path}"),
+        Err(CallError::Domain(KitchenSinkError::Nope(m))) => assert_eq!(m, "refused", "{path}"),
         other => panic!("{path}: expected Nope, got {other:?}"),
     }
     assert_eq!(api.reset().await, Ok(()), "{path}");

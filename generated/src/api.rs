@@ -12,7 +12,7 @@ pub trait BankApi: Send + Sync {
         last_name: String,
         address: String,
     ) -> impl ::std::future::Future<
-        Output = Result<crate::Customer, crate::BankError>,
+        Output = Result<crate::Customer, crate::BankCallError>,
     > + Send;
 
     /// Open an account with a zero balance for a customer.
@@ -23,7 +23,7 @@ pub trait BankApi: Send + Sync {
         customer_id: u64,
         account_type: crate::AccountType,
     ) -> impl ::std::future::Future<
-        Output = Result<crate::Account, crate::BankError>,
+        Output = Result<crate::Account, crate::BankCallError>,
     > + Send;
 
     /// Add money to an account; returns the new balance.
@@ -34,7 +34,7 @@ pub trait BankApi: Send + Sync {
         account_id: u64,
         amount: ::rust_decimal::Decimal,
     ) -> impl ::std::future::Future<
-        Output = Result<::rust_decimal::Decimal, crate::BankError>,
+        Output = Result<::rust_decimal::Decimal, crate::BankCallError>,
     > + Send;
 
     /// Take money from an account; returns the new balance.
@@ -45,7 +45,7 @@ pub trait BankApi: Send + Sync {
         account_id: u64,
         amount: ::rust_decimal::Decimal,
     ) -> impl ::std::future::Future<
-        Output = Result<::rust_decimal::Decimal, crate::BankError>,
+        Output = Result<::rust_decimal::Decimal, crate::BankCallError>,
     > + Send;
 
     /// Move money between two different accounts, both legs or neither.
@@ -57,7 +57,7 @@ pub trait BankApi: Send + Sync {
         to_account_id: u64,
         amount: ::rust_decimal::Decimal,
     ) -> impl ::std::future::Future<
-        Output = Result<crate::TransferResult, crate::BankError>,
+        Output = Result<crate::TransferResult, crate::BankCallError>,
     > + Send;
 
     /// Cash a check against an account (the rules of withdraw); returns the new balance.
@@ -68,7 +68,7 @@ pub trait BankApi: Send + Sync {
         account_id: u64,
         amount: ::rust_decimal::Decimal,
     ) -> impl ::std::future::Future<
-        Output = Result<::rust_decimal::Decimal, crate::BankError>,
+        Output = Result<::rust_decimal::Decimal, crate::BankCallError>,
     > + Send;
 
     /// Move the simulated clock forward; returns the new simulated time.
@@ -78,7 +78,7 @@ pub trait BankApi: Send + Sync {
         &self,
         delta: crate::Duration,
     ) -> impl ::std::future::Future<
-        Output = Result<::chrono::DateTime<::chrono::Utc>, crate::BankError>,
+        Output = Result<::chrono::DateTime<::chrono::Utc>, crate::BankCallError>,
     > + Send;
 
     /// Customers ordered by id.
@@ -89,7 +89,7 @@ pub trait BankApi: Send + Sync {
         offset: u32,
         limit: u32,
     ) -> impl ::std::future::Future<
-        Output = Result<Vec<crate::Customer>, crate::BankError>,
+        Output = Result<Vec<crate::Customer>, crate::BankCallError>,
     > + Send;
 
     /// Accounts ordered by id.
@@ -100,7 +100,7 @@ pub trait BankApi: Send + Sync {
         offset: u32,
         limit: u32,
     ) -> impl ::std::future::Future<
-        Output = Result<Vec<crate::Account>, crate::BankError>,
+        Output = Result<Vec<crate::Account>, crate::BankCallError>,
     > + Send;
 
     /// The account ids of one customer, ascending.
@@ -109,7 +109,9 @@ pub trait BankApi: Send + Sync {
     fn get_accounts(
         &self,
         customer_id: u64,
-    ) -> impl ::std::future::Future<Output = Result<Vec<u64>, crate::BankError>> + Send;
+    ) -> impl ::std::future::Future<
+        Output = Result<Vec<u64>, crate::BankCallError>,
+    > + Send;
 
     /// The statement dates of one account, ascending.
     ///
@@ -118,7 +120,7 @@ pub trait BankApi: Send + Sync {
         &self,
         account_id: u64,
     ) -> impl ::std::future::Future<
-        Output = Result<Vec<::chrono::NaiveDate>, crate::BankError>,
+        Output = Result<Vec<::chrono::NaiveDate>, crate::BankCallError>,
     > + Send;
 
     /// One monthly statement of an account.
@@ -129,18 +131,18 @@ pub trait BankApi: Send + Sync {
         account_id: u64,
         statement_date: ::chrono::NaiveDate,
     ) -> impl ::std::future::Future<
-        Output = Result<crate::Statement, crate::BankError>,
+        Output = Result<crate::Statement, crate::BankCallError>,
     > + Send;
 
     /// The number of customers.
     fn get_customer_count(
         &self,
-    ) -> impl ::std::future::Future<Output = Result<u64, crate::BankError>> + Send;
+    ) -> impl ::std::future::Future<Output = Result<u64, crate::BankCallError>> + Send;
 
     /// The number of accounts.
     fn get_account_count(
         &self,
-    ) -> impl ::std::future::Future<Output = Result<u64, crate::BankError>> + Send;
+    ) -> impl ::std::future::Future<Output = Result<u64, crate::BankCallError>> + Send;
 }
 
 /// A shared API is an API: clients can share one implementation.
@@ -151,7 +153,7 @@ impl<T: BankApi + ?Sized> BankApi for ::std::sync::Arc<T> {
         last_name: String,
         address: String,
     ) -> impl ::std::future::Future<
-        Output = Result<crate::Customer, crate::BankError>,
+        Output = Result<crate::Customer, crate::BankCallError>,
     > + Send {
         (**self).create_customer(first_name, last_name, address)
     }
@@ -161,7 +163,7 @@ impl<T: BankApi + ?Sized> BankApi for ::std::sync::Arc<T> {
         customer_id: u64,
         account_type: crate::AccountType,
     ) -> impl ::std::future::Future<
-        Output = Result<crate::Account, crate::BankError>,
+        Output = Result<crate::Account, crate::BankCallError>,
     > + Send {
         (**self).create_account(customer_id, account_type)
     }
@@ -171,7 +173,7 @@ impl<T: BankApi + ?Sized> BankApi for ::std::sync::Arc<T> {
         account_id: u64,
         amount: ::rust_decimal::Decimal,
     ) -> impl ::std::future::Future<
-        Output = Result<::rust_decimal::Decimal, crate::BankError>,
+        Output = Result<::rust_decimal::Decimal, crate::BankCallError>,
     > + Send {
         (**self).deposit(account_id, amount)
     }
@@ -181,7 +183,7 @@ impl<T: BankApi + ?Sized> BankApi for ::std::sync::Arc<T> {
         account_id: u64,
         amount: ::rust_decimal::Decimal,
     ) -> impl ::std::future::Future<
-        Output = Result<::rust_decimal::Decimal, crate::BankError>,
+        Output = Result<::rust_decimal::Decimal, crate::BankCallError>,
     > + Send {
         (**self).withdraw(account_id, amount)
     }
@@ -192,7 +194,7 @@ impl<T: BankApi + ?Sized> BankApi for ::std::sync::Arc<T> {
         to_account_id: u64,
         amount: ::rust_decimal::Decimal,
     ) -> impl ::std::future::Future<
-        Output = Result<crate::TransferResult, crate::BankError>,
+        Output = Result<crate::TransferResult, crate::BankCallError>,
     > + Send {
         (**self).transfer(from_account_id, to_account_id, amount)
     }
@@ -202,7 +204,7 @@ impl<T: BankApi + ?Sized> BankApi for ::std::sync::Arc<T> {
         account_id: u64,
         amount: ::rust_decimal::Decimal,
     ) -> impl ::std::future::Future<
-        Output = Result<::rust_decimal::Decimal, crate::BankError>,
+        Output = Result<::rust_decimal::Decimal, crate::BankCallError>,
     > + Send {
         (**self).cash_check(account_id, amount)
     }
@@ -211,7 +213,7 @@ impl<T: BankApi + ?Sized> BankApi for ::std::sync::Arc<T> {
         &self,
         delta: crate::Duration,
     ) -> impl ::std::future::Future<
-        Output = Result<::chrono::DateTime<::chrono::Utc>, crate::BankError>,
+        Output = Result<::chrono::DateTime<::chrono::Utc>, crate::BankCallError>,
     > + Send {
         (**self).advance_time(delta)
     }
@@ -221,7 +223,7 @@ impl<T: BankApi + ?Sized> BankApi for ::std::sync::Arc<T> {
         offset: u32,
         limit: u32,
     ) -> impl ::std::future::Future<
-        Output = Result<Vec<crate::Customer>, crate::BankError>,
+        Output = Result<Vec<crate::Customer>, crate::BankCallError>,
     > + Send {
         (**self).list_customers(offset, limit)
     }
@@ -231,7 +233,7 @@ impl<T: BankApi + ?Sized> BankApi for ::std::sync::Arc<T> {
         offset: u32,
         limit: u32,
     ) -> impl ::std::future::Future<
-        Output = Result<Vec<crate::Account>, crate::BankError>,
+        Output = Result<Vec<crate::Account>, crate::BankCallError>,
     > + Send {
         (**self).list_accounts(offset, limit)
     }
@@ -239,7 +241,9 @@ impl<T: BankApi + ?Sized> BankApi for ::std::sync::Arc<T> {
     fn get_accounts(
         &self,
         customer_id: u64,
-    ) -> impl ::std::future::Future<Output = Result<Vec<u64>, crate::BankError>> + Send {
+    ) -> impl ::std::future::Future<
+        Output = Result<Vec<u64>, crate::BankCallError>,
+    > + Send {
         (**self).get_accounts(customer_id)
     }
 
@@ -247,7 +251,7 @@ impl<T: BankApi + ?Sized> BankApi for ::std::sync::Arc<T> {
         &self,
         account_id: u64,
     ) -> impl ::std::future::Future<
-        Output = Result<Vec<::chrono::NaiveDate>, crate::BankError>,
+        Output = Result<Vec<::chrono::NaiveDate>, crate::BankCallError>,
     > + Send {
         (**self).list_statements(account_id)
     }
@@ -257,20 +261,20 @@ impl<T: BankApi + ?Sized> BankApi for ::std::sync::Arc<T> {
         account_id: u64,
         statement_date: ::chrono::NaiveDate,
     ) -> impl ::std::future::Future<
-        Output = Result<crate::Statement, crate::BankError>,
+        Output = Result<crate::Statement, crate::BankCallError>,
     > + Send {
         (**self).get_statement(account_id, statement_date)
     }
 
     fn get_customer_count(
         &self,
-    ) -> impl ::std::future::Future<Output = Result<u64, crate::BankError>> + Send {
+    ) -> impl ::std::future::Future<Output = Result<u64, crate::BankCallError>> + Send {
         (**self).get_customer_count()
     }
 
     fn get_account_count(
         &self,
-    ) -> impl ::std::future::Future<Output = Result<u64, crate::BankError>> + Send {
+    ) -> impl ::std::future::Future<Output = Result<u64, crate::BankCallError>> + Send {
         (**self).get_account_count()
     }
 }
@@ -286,7 +290,7 @@ pub trait BankService {
         first_name: String,
         last_name: String,
         address: String,
-    ) -> Result<crate::Customer, crate::BankError>;
+    ) -> Result<crate::Customer, crate::BankServiceError>;
 
     /// Open an account with a zero balance for a customer.
     ///
@@ -296,7 +300,7 @@ pub trait BankService {
         ctx: &crate::ApplyContext,
         customer_id: u64,
         account_type: crate::AccountType,
-    ) -> Result<crate::Account, crate::BankError>;
+    ) -> Result<crate::Account, crate::BankServiceError>;
 
     /// Add money to an account; returns the new balance.
     ///
@@ -306,7 +310,7 @@ pub trait BankService {
         ctx: &crate::ApplyContext,
         account_id: u64,
         amount: ::rust_decimal::Decimal,
-    ) -> Result<::rust_decimal::Decimal, crate::BankError>;
+    ) -> Result<::rust_decimal::Decimal, crate::BankServiceError>;
 
     /// Take money from an account; returns the new balance.
     ///
@@ -316,7 +320,7 @@ pub trait BankService {
         ctx: &crate::ApplyContext,
         account_id: u64,
         amount: ::rust_decimal::Decimal,
-    ) -> Result<::rust_decimal::Decimal, crate::BankError>;
+    ) -> Result<::rust_decimal::Decimal, crate::BankServiceError>;
 
     /// Move money between two different accounts, both legs or neither.
     ///
@@ -327,7 +331,7 @@ pub trait BankService {
         from_account_id: u64,
         to_account_id: u64,
         amount: ::rust_decimal::Decimal,
-    ) -> Result<crate::TransferResult, crate::BankError>;
+    ) -> Result<crate::TransferResult, crate::BankServiceError>;
 
     /// Cash a check against an account (the rules of withdraw); returns the new balance.
     ///
@@ -337,7 +341,7 @@ pub trait BankService {
         ctx: &crate::ApplyContext,
         account_id: u64,
         amount: ::rust_decimal::Decimal,
-    ) -> Result<::rust_decimal::Decimal, crate::BankError>;
+    ) -> Result<::rust_decimal::Decimal, crate::BankServiceError>;
 
     /// Move the simulated clock forward; returns the new simulated time.
     ///
@@ -346,7 +350,7 @@ pub trait BankService {
         &mut self,
         ctx: &crate::ApplyContext,
         delta: crate::Duration,
-    ) -> Result<::chrono::DateTime<::chrono::Utc>, crate::BankError>;
+    ) -> Result<::chrono::DateTime<::chrono::Utc>, crate::BankServiceError>;
 
     /// Customers ordered by id.
     ///
@@ -355,7 +359,7 @@ pub trait BankService {
         &self,
         offset: u32,
         limit: u32,
-    ) -> Result<Vec<crate::Customer>, crate::BankError>;
+    ) -> Result<Vec<crate::Customer>, crate::BankServiceError>;
 
     /// Accounts ordered by id.
     ///
@@ -364,12 +368,15 @@ pub trait BankService {
         &self,
         offset: u32,
         limit: u32,
-    ) -> Result<Vec<crate::Account>, crate::BankError>;
+    ) -> Result<Vec<crate::Account>, crate::BankServiceError>;
 
     /// The account ids of one customer, ascending.
     ///
     /// Errors: `NotFound`.
-    fn get_accounts(&self, customer_id: u64) -> Result<Vec<u64>, crate::BankError>;
+    fn get_accounts(
+        &self,
+        customer_id: u64,
+    ) -> Result<Vec<u64>, crate::BankServiceError>;
 
     /// The statement dates of one account, ascending.
     ///
@@ -377,7 +384,7 @@ pub trait BankService {
     fn list_statements(
         &self,
         account_id: u64,
-    ) -> Result<Vec<::chrono::NaiveDate>, crate::BankError>;
+    ) -> Result<Vec<::chrono::NaiveDate>, crate::BankServiceError>;
 
     /// One monthly statement of an account.
     ///
@@ -386,11 +393,11 @@ pub trait BankService {
         &self,
         account_id: u64,
         statement_date: ::chrono::NaiveDate,
-    ) -> Result<crate::Statement, crate::BankError>;
+    ) -> Result<crate::Statement, crate::BankServiceError>;
 
     /// The number of customers.
-    fn get_customer_count(&self) -> Result<u64, crate::BankError>;
+    fn get_customer_count(&self) -> Result<u64, crate::BankServiceError>;
 
     /// The number of accounts.
-    fn get_account_count(&self) -> Result<u64, crate::BankError>;
+    fn get_account_count(&self) -> Result<u64, crate::BankServiceError>;
 }

@@ -16,15 +16,15 @@ pub trait BankStore: Send + Sync + 'static {
         &self,
         conn: &Connection,
         ctx: &crate::ApplyContext,
-        f: impl FnOnce(&mut dyn crate::BankService) -> Result<R, crate::BankError>,
-    ) -> Result<R, crate::BankError>;
+        f: impl FnOnce(&mut dyn crate::BankService) -> Result<R, crate::BankServiceError>,
+    ) -> Result<R, crate::BankServiceError>;
 
     /// Runs `f` on the service for one query, read-only.
     fn query<R>(
         &self,
         conn: &Connection,
-        f: impl FnOnce(&dyn crate::BankService) -> Result<R, crate::BankError>,
-    ) -> Result<R, crate::BankError>;
+        f: impl FnOnce(&dyn crate::BankService) -> Result<R, crate::BankServiceError>,
+    ) -> Result<R, crate::BankServiceError>;
 
     /// A digest of the application's state: equal on replicas that hold equal state.
     fn digest(&self, conn: &Connection) -> Result<String, String>;
@@ -45,41 +45,64 @@ impl<St: BankStore> runtime::raft::state_machine::Application for BankApp<St> {
         ctx: &crate::ApplyContext,
         command: &[u8],
     ) -> Result<runtime::raft::types::Applied, String> {
-        let result = crate::BankCommand::decode(command)
-            .and_then(|command| {
-                if command.kind() == runtime::CallKind::Query {
-                    return Err(
-                        crate::BankError::Transport(
+        let result: Result<crate::BankReply, crate::BankCallError> = match crate::BankCommand::decode(
+            command,
+        ) {
+            Err(malformed) => Err(malformed.into()),
+            Ok(query) if query.kind() == runtime::CallKind::Query => {
+                Err(
+                    runtime::error::Failure::Transport(
                             format!(
-                                "`{}` is a query; it cannot be applied as a command",
-                                command.name()
+                                "`{}` is a query; it cannot be applied as a command", query
+                                .name()
                             ),
-                        ),
-                    );
-                }
-                self.0
+                        )
+                        .into(),
+                )
+            }
+            Ok(command) => {
+                match self
+                    .0
                     .command(
                         conn,
                         ctx,
                         |service| crate::Dispatcher::execute(service, ctx, command),
                     )
-            });
-        match result {
-            Err(crate::BankError::Internal(e)) => Err(e),
-            result => {
-                Ok(runtime::raft::types::Applied {
-                    ok: result.is_ok(),
-                    reply: crate::encode_reply(&result),
-                })
+                {
+                    Ok(reply) => Ok(reply),
+                    Err(runtime::error::ServiceError::Domain(e)) => Err(e.into()),
+                    Err(runtime::error::ServiceError::Fault(fault)) => return Err(fault),
+                }
             }
-        }
+        };
+        Ok(runtime::raft::types::Applied {
+            ok: result.is_ok(),
+            reply: crate::encode_reply(&result),
+        })
     }
 
     fn query(&self, conn: &Connection, query: &[u8]) -> Vec<u8> {
-        let result = crate::BankCommand::decode(query)
-            .and_then(|query| {
-                self.0.query(conn, |service| crate::Dispatcher::query(service, query))
-            });
+        let result: Result<crate::BankReply, crate::BankCallError> = match crate::BankCommand::decode(
+            query,
+        ) {
+            Err(malformed) => Err(malformed.into()),
+            Ok(command) if command.kind() == runtime::CallKind::Command => {
+                Err(
+                    runtime::error::Failure::Transport(
+                            format!(
+                                "`{}` is a command; it cannot run as a query", command
+                                .name()
+                            ),
+                        )
+                        .into(),
+                )
+            }
+            Ok(query) => {
+                self.0
+                    .query(conn, |service| crate::Dispatcher::query(service, query))
+                    .map_err(Into::into)
+            }
+        };
         crate::encode_reply(&result)
     }
 
@@ -97,7 +120,7 @@ impl<St: BankStore> crate::BankApi for runtime::local::Direct<St> {
         first_name: String,
         last_name: String,
         address: String,
-    ) -> Result<crate::Customer, crate::BankError> {
+    ) -> Result<crate::Customer, crate::BankCallError> {
         self.command(|conn, store, ctx| {
             store
                 .command(
@@ -112,7 +135,7 @@ impl<St: BankStore> crate::BankApi for runtime::local::Direct<St> {
         &self,
         customer_id: u64,
         account_type: crate::AccountType,
-    ) -> Result<crate::Account, crate::BankError> {
+    ) -> Result<crate::Account, crate::BankCallError> {
         self.command(|conn, store, ctx| {
             store
                 .command(conn, ctx, |s| s.create_account(ctx, customer_id, account_type))
@@ -123,7 +146,7 @@ impl<St: BankStore> crate::BankApi for runtime::local::Direct<St> {
         &self,
         account_id: u64,
         amount: ::rust_decimal::Decimal,
-    ) -> Result<::rust_decimal::Decimal, crate::BankError> {
+    ) -> Result<::rust_decimal::Decimal, crate::BankCallError> {
         self.command(|conn, store, ctx| {
             store.command(conn, ctx, |s| s.deposit(ctx, account_id, amount))
         })
@@ -133,7 +156,7 @@ impl<St: BankStore> crate::BankApi for runtime::local::Direct<St> {
         &self,
         account_id: u64,
         amount: ::rust_decimal::Decimal,
-    ) -> Result<::rust_decimal::Decimal, crate::BankError> {
+    ) -> Result<::rust_decimal::Decimal, crate::BankCallError> {
         self.command(|conn, store, ctx| {
             store.command(conn, ctx, |s| s.withdraw(ctx, account_id, amount))
         })
@@ -144,7 +167,7 @@ impl<St: BankStore> crate::BankApi for runtime::local::Direct<St> {
         from_account_id: u64,
         to_account_id: u64,
         amount: ::rust_decimal::Decimal,
-    ) -> Result<crate::TransferResult, crate::BankError> {
+    ) -> Result<crate::TransferResult, crate::BankCallError> {
         self.command(|conn, store, ctx| {
             store
                 .command(
@@ -159,7 +182,7 @@ impl<St: BankStore> crate::BankApi for runtime::local::Direct<St> {
         &self,
         account_id: u64,
         amount: ::rust_decimal::Decimal,
-    ) -> Result<::rust_decimal::Decimal, crate::BankError> {
+    ) -> Result<::rust_decimal::Decimal, crate::BankCallError> {
         self.command(|conn, store, ctx| {
             store.command(conn, ctx, |s| s.cash_check(ctx, account_id, amount))
         })
@@ -168,7 +191,7 @@ impl<St: BankStore> crate::BankApi for runtime::local::Direct<St> {
     async fn advance_time(
         &self,
         delta: crate::Duration,
-    ) -> Result<::chrono::DateTime<::chrono::Utc>, crate::BankError> {
+    ) -> Result<::chrono::DateTime<::chrono::Utc>, crate::BankCallError> {
         self.command(|conn, store, ctx| {
             store.command(conn, ctx, |s| s.advance_time(ctx, delta))
         })
@@ -178,7 +201,7 @@ impl<St: BankStore> crate::BankApi for runtime::local::Direct<St> {
         &self,
         offset: u32,
         limit: u32,
-    ) -> Result<Vec<crate::Customer>, crate::BankError> {
+    ) -> Result<Vec<crate::Customer>, crate::BankCallError> {
         self.query(|conn, store| store.query(conn, |s| s.list_customers(offset, limit)))
     }
 
@@ -186,21 +209,21 @@ impl<St: BankStore> crate::BankApi for runtime::local::Direct<St> {
         &self,
         offset: u32,
         limit: u32,
-    ) -> Result<Vec<crate::Account>, crate::BankError> {
+    ) -> Result<Vec<crate::Account>, crate::BankCallError> {
         self.query(|conn, store| store.query(conn, |s| s.list_accounts(offset, limit)))
     }
 
     async fn get_accounts(
         &self,
         customer_id: u64,
-    ) -> Result<Vec<u64>, crate::BankError> {
+    ) -> Result<Vec<u64>, crate::BankCallError> {
         self.query(|conn, store| store.query(conn, |s| s.get_accounts(customer_id)))
     }
 
     async fn list_statements(
         &self,
         account_id: u64,
-    ) -> Result<Vec<::chrono::NaiveDate>, crate::BankError> {
+    ) -> Result<Vec<::chrono::NaiveDate>, crate::BankCallError> {
         self.query(|conn, store| store.query(conn, |s| s.list_statements(account_id)))
     }
 
@@ -208,17 +231,17 @@ impl<St: BankStore> crate::BankApi for runtime::local::Direct<St> {
         &self,
         account_id: u64,
         statement_date: ::chrono::NaiveDate,
-    ) -> Result<crate::Statement, crate::BankError> {
+    ) -> Result<crate::Statement, crate::BankCallError> {
         self.query(|conn, store| {
             store.query(conn, |s| s.get_statement(account_id, statement_date))
         })
     }
 
-    async fn get_customer_count(&self) -> Result<u64, crate::BankError> {
+    async fn get_customer_count(&self) -> Result<u64, crate::BankCallError> {
         self.query(|conn, store| store.query(conn, |s| s.get_customer_count()))
     }
 
-    async fn get_account_count(&self) -> Result<u64, crate::BankError> {
+    async fn get_account_count(&self) -> Result<u64, crate::BankCallError> {
         self.query(|conn, store| store.query(conn, |s| s.get_account_count()))
     }
 }

@@ -10,7 +10,7 @@ pub(crate) trait CallCommand {
         &self,
         command: crate::BankCommand,
     ) -> impl ::std::future::Future<
-        Output = Result<crate::BankReply, crate::BankError>,
+        Output = Result<crate::BankReply, crate::BankCallError>,
     > + Send;
 }
 
@@ -18,7 +18,7 @@ impl<S: runtime::sink::CommandSink> CallCommand for Collector<S> {
     async fn call_command(
         &self,
         command: crate::BankCommand,
-    ) -> Result<crate::BankReply, crate::BankError> {
+    ) -> Result<crate::BankReply, crate::BankCallError> {
         let bytes = command.encode()?;
         let reply = self.sink().submit(command.kind(), bytes).await?;
         crate::decode_reply(&reply)
@@ -32,7 +32,7 @@ impl<C: CallCommand + Send + Sync> crate::BankApi for C {
         first_name: String,
         last_name: String,
         address: String,
-    ) -> Result<crate::Customer, crate::BankError> {
+    ) -> Result<crate::Customer, crate::BankCallError> {
         match crate::collector::CallCommand::call_command(
                 self,
                 crate::BankCommand::CreateCustomer {
@@ -46,11 +46,13 @@ impl<C: CallCommand + Send + Sync> crate::BankApi for C {
             crate::BankReply::CreateCustomer(value) => Ok(value),
             other => {
                 Err(
-                    crate::BankError::Transport(
-                        format!(
-                            "reply to `{}` answers `{}`", "create_customer", other.name()
-                        ),
-                    ),
+                    runtime::error::Failure::Transport(
+                            format!(
+                                "reply to `{}` answers `{}`", "create_customer", other
+                                .name()
+                            ),
+                        )
+                        .into(),
                 )
             }
         }
@@ -60,7 +62,7 @@ impl<C: CallCommand + Send + Sync> crate::BankApi for C {
         &self,
         customer_id: u64,
         account_type: crate::AccountType,
-    ) -> Result<crate::Account, crate::BankError> {
+    ) -> Result<crate::Account, crate::BankCallError> {
         match crate::collector::CallCommand::call_command(
                 self,
                 crate::BankCommand::CreateAccount {
@@ -73,11 +75,12 @@ impl<C: CallCommand + Send + Sync> crate::BankApi for C {
             crate::BankReply::CreateAccount(value) => Ok(value),
             other => {
                 Err(
-                    crate::BankError::Transport(
-                        format!(
-                            "reply to `{}` answers `{}`", "create_account", other.name()
-                        ),
-                    ),
+                    runtime::error::Failure::Transport(
+                            format!(
+                                "reply to `{}` answers `{}`", "create_account", other.name()
+                            ),
+                        )
+                        .into(),
                 )
             }
         }
@@ -87,7 +90,7 @@ impl<C: CallCommand + Send + Sync> crate::BankApi for C {
         &self,
         account_id: u64,
         amount: ::rust_decimal::Decimal,
-    ) -> Result<::rust_decimal::Decimal, crate::BankError> {
+    ) -> Result<::rust_decimal::Decimal, crate::BankCallError> {
         match crate::collector::CallCommand::call_command(
                 self,
                 crate::BankCommand::Deposit {
@@ -100,9 +103,12 @@ impl<C: CallCommand + Send + Sync> crate::BankApi for C {
             crate::BankReply::Deposit(value) => Ok(value),
             other => {
                 Err(
-                    crate::BankError::Transport(
-                        format!("reply to `{}` answers `{}`", "deposit", other.name()),
-                    ),
+                    runtime::error::Failure::Transport(
+                            format!(
+                                "reply to `{}` answers `{}`", "deposit", other.name()
+                            ),
+                        )
+                        .into(),
                 )
             }
         }
@@ -112,7 +118,7 @@ impl<C: CallCommand + Send + Sync> crate::BankApi for C {
         &self,
         account_id: u64,
         amount: ::rust_decimal::Decimal,
-    ) -> Result<::rust_decimal::Decimal, crate::BankError> {
+    ) -> Result<::rust_decimal::Decimal, crate::BankCallError> {
         match crate::collector::CallCommand::call_command(
                 self,
                 crate::BankCommand::Withdraw {
@@ -125,9 +131,12 @@ impl<C: CallCommand + Send + Sync> crate::BankApi for C {
             crate::BankReply::Withdraw(value) => Ok(value),
             other => {
                 Err(
-                    crate::BankError::Transport(
-                        format!("reply to `{}` answers `{}`", "withdraw", other.name()),
-                    ),
+                    runtime::error::Failure::Transport(
+                            format!(
+                                "reply to `{}` answers `{}`", "withdraw", other.name()
+                            ),
+                        )
+                        .into(),
                 )
             }
         }
@@ -138,7 +147,7 @@ impl<C: CallCommand + Send + Sync> crate::BankApi for C {
         from_account_id: u64,
         to_account_id: u64,
         amount: ::rust_decimal::Decimal,
-    ) -> Result<crate::TransferResult, crate::BankError> {
+    ) -> Result<crate::TransferResult, crate::BankCallError> {
         match crate::collector::CallCommand::call_command(
                 self,
                 crate::BankCommand::Transfer {
@@ -152,9 +161,12 @@ impl<C: CallCommand + Send + Sync> crate::BankApi for C {
             crate::BankReply::Transfer(value) => Ok(value),
             other => {
                 Err(
-                    crate::BankError::Transport(
-                        format!("reply to `{}` answers `{}`", "transfer", other.name()),
-                    ),
+                    runtime::error::Failure::Transport(
+                            format!(
+                                "reply to `{}` answers `{}`", "transfer", other.name()
+                            ),
+                        )
+                        .into(),
                 )
             }
         }
@@ -164,7 +176,7 @@ impl<C: CallCommand + Send + Sync> crate::BankApi for C {
         &self,
         account_id: u64,
         amount: ::rust_decimal::Decimal,
-    ) -> Result<::rust_decimal::Decimal, crate::BankError> {
+    ) -> Result<::rust_decimal::Decimal, crate::BankCallError> {
         match crate::collector::CallCommand::call_command(
                 self,
                 crate::BankCommand::CashCheck {
@@ -177,9 +189,12 @@ impl<C: CallCommand + Send + Sync> crate::BankApi for C {
             crate::BankReply::CashCheck(value) => Ok(value),
             other => {
                 Err(
-                    crate::BankError::Transport(
-                        format!("reply to `{}` answers `{}`", "cash_check", other.name()),
-                    ),
+                    runtime::error::Failure::Transport(
+                            format!(
+                                "reply to `{}` answers `{}`", "cash_check", other.name()
+                            ),
+                        )
+                        .into(),
                 )
             }
         }
@@ -188,7 +203,7 @@ impl<C: CallCommand + Send + Sync> crate::BankApi for C {
     async fn advance_time(
         &self,
         delta: crate::Duration,
-    ) -> Result<::chrono::DateTime<::chrono::Utc>, crate::BankError> {
+    ) -> Result<::chrono::DateTime<::chrono::Utc>, crate::BankCallError> {
         match crate::collector::CallCommand::call_command(
                 self,
                 crate::BankCommand::AdvanceTime {
@@ -200,11 +215,12 @@ impl<C: CallCommand + Send + Sync> crate::BankApi for C {
             crate::BankReply::AdvanceTime(value) => Ok(value),
             other => {
                 Err(
-                    crate::BankError::Transport(
-                        format!(
-                            "reply to `{}` answers `{}`", "advance_time", other.name()
-                        ),
-                    ),
+                    runtime::error::Failure::Transport(
+                            format!(
+                                "reply to `{}` answers `{}`", "advance_time", other.name()
+                            ),
+                        )
+                        .into(),
                 )
             }
         }
@@ -214,7 +230,7 @@ impl<C: CallCommand + Send + Sync> crate::BankApi for C {
         &self,
         offset: u32,
         limit: u32,
-    ) -> Result<Vec<crate::Customer>, crate::BankError> {
+    ) -> Result<Vec<crate::Customer>, crate::BankCallError> {
         match crate::collector::CallCommand::call_command(
                 self,
                 crate::BankCommand::ListCustomers {
@@ -227,11 +243,12 @@ impl<C: CallCommand + Send + Sync> crate::BankApi for C {
             crate::BankReply::ListCustomers(value) => Ok(value),
             other => {
                 Err(
-                    crate::BankError::Transport(
-                        format!(
-                            "reply to `{}` answers `{}`", "list_customers", other.name()
-                        ),
-                    ),
+                    runtime::error::Failure::Transport(
+                            format!(
+                                "reply to `{}` answers `{}`", "list_customers", other.name()
+                            ),
+                        )
+                        .into(),
                 )
             }
         }
@@ -241,7 +258,7 @@ impl<C: CallCommand + Send + Sync> crate::BankApi for C {
         &self,
         offset: u32,
         limit: u32,
-    ) -> Result<Vec<crate::Account>, crate::BankError> {
+    ) -> Result<Vec<crate::Account>, crate::BankCallError> {
         match crate::collector::CallCommand::call_command(
                 self,
                 crate::BankCommand::ListAccounts {
@@ -254,11 +271,12 @@ impl<C: CallCommand + Send + Sync> crate::BankApi for C {
             crate::BankReply::ListAccounts(value) => Ok(value),
             other => {
                 Err(
-                    crate::BankError::Transport(
-                        format!(
-                            "reply to `{}` answers `{}`", "list_accounts", other.name()
-                        ),
-                    ),
+                    runtime::error::Failure::Transport(
+                            format!(
+                                "reply to `{}` answers `{}`", "list_accounts", other.name()
+                            ),
+                        )
+                        .into(),
                 )
             }
         }
@@ -267,7 +285,7 @@ impl<C: CallCommand + Send + Sync> crate::BankApi for C {
     async fn get_accounts(
         &self,
         customer_id: u64,
-    ) -> Result<Vec<u64>, crate::BankError> {
+    ) -> Result<Vec<u64>, crate::BankCallError> {
         match crate::collector::CallCommand::call_command(
                 self,
                 crate::BankCommand::GetAccounts {
@@ -279,11 +297,12 @@ impl<C: CallCommand + Send + Sync> crate::BankApi for C {
             crate::BankReply::GetAccounts(value) => Ok(value),
             other => {
                 Err(
-                    crate::BankError::Transport(
-                        format!(
-                            "reply to `{}` answers `{}`", "get_accounts", other.name()
-                        ),
-                    ),
+                    runtime::error::Failure::Transport(
+                            format!(
+                                "reply to `{}` answers `{}`", "get_accounts", other.name()
+                            ),
+                        )
+                        .into(),
                 )
             }
         }
@@ -292,7 +311,7 @@ impl<C: CallCommand + Send + Sync> crate::BankApi for C {
     async fn list_statements(
         &self,
         account_id: u64,
-    ) -> Result<Vec<::chrono::NaiveDate>, crate::BankError> {
+    ) -> Result<Vec<::chrono::NaiveDate>, crate::BankCallError> {
         match crate::collector::CallCommand::call_command(
                 self,
                 crate::BankCommand::ListStatements {
@@ -304,11 +323,13 @@ impl<C: CallCommand + Send + Sync> crate::BankApi for C {
             crate::BankReply::ListStatements(value) => Ok(value),
             other => {
                 Err(
-                    crate::BankError::Transport(
-                        format!(
-                            "reply to `{}` answers `{}`", "list_statements", other.name()
-                        ),
-                    ),
+                    runtime::error::Failure::Transport(
+                            format!(
+                                "reply to `{}` answers `{}`", "list_statements", other
+                                .name()
+                            ),
+                        )
+                        .into(),
                 )
             }
         }
@@ -318,7 +339,7 @@ impl<C: CallCommand + Send + Sync> crate::BankApi for C {
         &self,
         account_id: u64,
         statement_date: ::chrono::NaiveDate,
-    ) -> Result<crate::Statement, crate::BankError> {
+    ) -> Result<crate::Statement, crate::BankCallError> {
         match crate::collector::CallCommand::call_command(
                 self,
                 crate::BankCommand::GetStatement {
@@ -331,17 +352,18 @@ impl<C: CallCommand + Send + Sync> crate::BankApi for C {
             crate::BankReply::GetStatement(value) => Ok(value),
             other => {
                 Err(
-                    crate::BankError::Transport(
-                        format!(
-                            "reply to `{}` answers `{}`", "get_statement", other.name()
-                        ),
-                    ),
+                    runtime::error::Failure::Transport(
+                            format!(
+                                "reply to `{}` answers `{}`", "get_statement", other.name()
+                            ),
+                        )
+                        .into(),
                 )
             }
         }
     }
 
-    async fn get_customer_count(&self) -> Result<u64, crate::BankError> {
+    async fn get_customer_count(&self) -> Result<u64, crate::BankCallError> {
         match crate::collector::CallCommand::call_command(
                 self,
                 crate::BankCommand::GetCustomerCount {
@@ -352,18 +374,19 @@ impl<C: CallCommand + Send + Sync> crate::BankApi for C {
             crate::BankReply::GetCustomerCount(value) => Ok(value),
             other => {
                 Err(
-                    crate::BankError::Transport(
-                        format!(
-                            "reply to `{}` answers `{}`", "get_customer_count", other
-                            .name()
-                        ),
-                    ),
+                    runtime::error::Failure::Transport(
+                            format!(
+                                "reply to `{}` answers `{}`", "get_customer_count", other
+                                .name()
+                            ),
+                        )
+                        .into(),
                 )
             }
         }
     }
 
-    async fn get_account_count(&self) -> Result<u64, crate::BankError> {
+    async fn get_account_count(&self) -> Result<u64, crate::BankCallError> {
         match crate::collector::CallCommand::call_command(
                 self,
                 crate::BankCommand::GetAccountCount {
@@ -374,12 +397,13 @@ impl<C: CallCommand + Send + Sync> crate::BankApi for C {
             crate::BankReply::GetAccountCount(value) => Ok(value),
             other => {
                 Err(
-                    crate::BankError::Transport(
-                        format!(
-                            "reply to `{}` answers `{}`", "get_account_count", other
-                            .name()
-                        ),
-                    ),
+                    runtime::error::Failure::Transport(
+                            format!(
+                                "reply to `{}` answers `{}`", "get_account_count", other
+                                .name()
+                            ),
+                        )
+                        .into(),
                 )
             }
         }

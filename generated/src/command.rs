@@ -215,17 +215,19 @@ impl BankCommand {
     }
 
     /// The serialized form (see the type's documentation).
-    pub fn encode(&self) -> Result<Vec<u8>, crate::BankError> {
+    pub fn encode(&self) -> Result<Vec<u8>, runtime::error::Failure> {
         serde_json::to_vec(self)
-            .map_err(|e| crate::BankError::Internal(
+            .map_err(|e| runtime::error::Failure::Internal(
                 format!("cannot encode command: {e}"),
             ))
     }
 
     /// Parses the serialized form; a malformed command is a `Transport` error.
-    pub fn decode(bytes: &[u8]) -> Result<Self, crate::BankError> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, runtime::error::Failure> {
         serde_json::from_slice(bytes)
-            .map_err(|e| crate::BankError::Transport(format!("malformed command: {e}")))
+            .map_err(|e| runtime::error::Failure::Transport(
+                format!("malformed command: {e}"),
+            ))
     }
 }
 
@@ -284,7 +286,7 @@ impl BankReply {
     }
 
     /// The result value alone, as JSON (what JSON-RPC returns).
-    pub fn into_value(self) -> Result<serde_json::Value, crate::BankError> {
+    pub fn into_value(self) -> Result<serde_json::Value, runtime::error::Failure> {
         match self {
             BankReply::CreateCustomer(v) => serde_json::to_value(v),
             BankReply::CreateAccount(v) => serde_json::to_value(v),
@@ -301,7 +303,7 @@ impl BankReply {
             BankReply::GetCustomerCount(v) => serde_json::to_value(v),
             BankReply::GetAccountCount(v) => serde_json::to_value(v),
         }
-            .map_err(|e| crate::BankError::Internal(
+            .map_err(|e| runtime::error::Failure::Internal(
                 format!("cannot encode result: {e}"),
             ))
     }
@@ -310,11 +312,11 @@ impl BankReply {
     pub fn from_value(
         name: &str,
         value: serde_json::Value,
-    ) -> Result<Self, crate::BankError> {
+    ) -> Result<Self, runtime::error::Failure> {
         let mut object = serde_json::Map::new();
         object.insert(name.to_string(), value);
         serde_json::from_value(serde_json::Value::Object(object))
-            .map_err(|e| crate::BankError::Transport(
+            .map_err(|e| runtime::error::Failure::Transport(
                 format!("malformed result of `{name}`: {e}"),
             ))
     }
@@ -361,7 +363,7 @@ impl BankCommand {
     /// The named arguments as a JSON object (what a JSON-RPC client sends).
     pub fn into_params(
         self,
-    ) -> Result<serde_json::Map<String, serde_json::Value>, crate::BankError> {
+    ) -> Result<serde_json::Map<String, serde_json::Value>, runtime::error::Failure> {
         match serde_json::to_value(self) {
             Ok(serde_json::Value::Object(outer)) => {
                 match outer.into_iter().next() {
@@ -371,7 +373,11 @@ impl BankCommand {
             }
             Ok(_) => Ok(serde_json::Map::new()),
             Err(e) => {
-                Err(crate::BankError::Internal(format!("cannot encode arguments: {e}")))
+                Err(
+                    runtime::error::Failure::Internal(
+                        format!("cannot encode arguments: {e}"),
+                    ),
+                )
             }
         }
     }
@@ -382,7 +388,7 @@ impl BankCommand {
 pub async fn invoke<A: crate::BankApi + ?Sized>(
     api: &A,
     command: BankCommand,
-) -> Result<BankReply, crate::BankError> {
+) -> Result<BankReply, crate::BankCallError> {
     match command {
         BankCommand::CreateCustomer { first_name, last_name, address } => {
             api.create_customer(first_name, last_name, address)
@@ -438,12 +444,13 @@ pub async fn invoke<A: crate::BankApi + ?Sized>(
 }
 
 /// Serializes the outcome of a call (see [`BankReply`]).
-pub fn encode_reply(reply: &Result<BankReply, crate::BankError>) -> Vec<u8> {
+pub fn encode_reply(reply: &Result<BankReply, crate::BankCallError>) -> Vec<u8> {
     match serde_json::to_vec(reply) {
         Ok(bytes) => bytes,
         Err(e) => {
-            let fallback: Result<BankReply, crate::BankError> = Err(
-                crate::BankError::Internal(format!("cannot encode reply: {e}")),
+            let fallback: Result<BankReply, crate::BankCallError> = Err(
+                runtime::error::Failure::Internal(format!("cannot encode reply: {e}"))
+                    .into(),
             );
             serde_json::to_vec(&fallback).unwrap_or_default()
         }
@@ -451,12 +458,14 @@ pub fn encode_reply(reply: &Result<BankReply, crate::BankError>) -> Vec<u8> {
 }
 
 /// A failure of the runtime (transport, redirect, node) as a serialized `Err` reply.
-pub fn encode_failure(failure: &runtime::sink::SinkError) -> Vec<u8> {
-    encode_reply(&Err(crate::BankError::from(failure.clone())))
+pub fn encode_failure(failure: &runtime::error::Failure) -> Vec<u8> {
+    encode_reply(&Err(failure.clone().into()))
 }
 
 /// Parses the outcome of a call; a malformed reply is a `Transport` error.
-pub fn decode_reply(bytes: &[u8]) -> Result<BankReply, crate::BankError> {
-    serde_json::from_slice::<Result<BankReply, crate::BankError>>(bytes)
-        .map_err(|e| crate::BankError::Transport(format!("malformed reply: {e}")))?
+pub fn decode_reply(bytes: &[u8]) -> Result<BankReply, crate::BankCallError> {
+    serde_json::from_slice::<Result<BankReply, crate::BankCallError>>(bytes)
+        .map_err(|e| runtime::error::Failure::Transport(
+            format!("malformed reply: {e}"),
+        ))?
 }

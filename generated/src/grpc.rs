@@ -719,16 +719,24 @@ impl pb::GetAccountCountResponse {
     }
 }
 
-/// The status a service error travels as.
-pub fn status_from_error(e: crate::BankError) -> tonic::Status {
+/// The status an error travels as: its code, its message and its kind in metadata.
+pub fn status_from_error(e: crate::BankCallError) -> tonic::Status {
     let code = match &e {
-        crate::BankError::NotFound(_) => tonic::Code::NotFound,
-        crate::BankError::InsufficientFunds(_) => tonic::Code::FailedPrecondition,
-        crate::BankError::InvalidArgument(_) => tonic::Code::InvalidArgument,
-        crate::BankError::Transport(_) | crate::BankError::Redirect(_) => {
-            tonic::Code::Unavailable
+        runtime::error::CallError::Domain(domain) => {
+            match domain {
+                crate::BankError::NotFound(_) => tonic::Code::NotFound,
+                crate::BankError::InsufficientFunds(_) => tonic::Code::FailedPrecondition,
+                crate::BankError::InvalidArgument(_) => tonic::Code::InvalidArgument,
+            }
         }
-        crate::BankError::Internal(_) => tonic::Code::Internal,
+        runtime::error::CallError::Failure(failure) => {
+            match failure {
+                runtime::error::Failure::Transport(_)
+                | runtime::error::Failure::Redirect(_) => tonic::Code::Unavailable,
+                runtime::error::Failure::Deadline(_) => tonic::Code::DeadlineExceeded,
+                runtime::error::Failure::Internal(_) => tonic::Code::Internal,
+            }
+        }
     };
     let mut status = tonic::Status::new(code, e.message());
     if let Ok(kind) = e.kind().parse() {
@@ -737,21 +745,26 @@ pub fn status_from_error(e: crate::BankError) -> tonic::Status {
     status
 }
 
-/// Rebuilds the service error from a status: the kind from metadata when present, else
-/// from the code (a status the transport itself produced, such as a malformed argument).
-pub fn error_from_status(status: tonic::Status) -> crate::BankError {
+/// Rebuilds an error from a status: the kind from metadata when present, else from the
+/// code (a status the transport itself produced, such as a malformed argument).
+pub fn error_from_status(status: tonic::Status) -> crate::BankCallError {
     let message = status.message().to_string();
     let kind = status.metadata().get(ERROR_KIND_KEY).and_then(|v| v.to_str().ok());
-    if let Some(e) = kind.and_then(|k| crate::BankError::from_kind(k, message.clone())) {
+    if let Some(e) = kind
+        .and_then(|k| runtime::error::CallError::from_kind(k, message.clone()))
+    {
         return e;
     }
     match status.code() {
-        tonic::Code::NotFound => crate::BankError::NotFound(message),
-        tonic::Code::InvalidArgument => crate::BankError::InvalidArgument(message),
+        tonic::Code::NotFound => crate::BankError::NotFound(message).into(),
+        tonic::Code::InvalidArgument => crate::BankError::InvalidArgument(message).into(),
         tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss => {
-            crate::BankError::Internal(message)
+            runtime::error::Failure::Internal(message).into()
         }
-        code => crate::BankError::Transport(format!("{code:?}: {message}")),
+        tonic::Code::DeadlineExceeded => {
+            runtime::error::Failure::Deadline(message).into()
+        }
+        code => runtime::error::Failure::Transport(format!("{code:?}: {message}")).into(),
     }
 }
 
@@ -1029,7 +1042,9 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
 pub use runtime::client::GrpcClient;
 
 /// What a failed status means to the client policy.
-fn classify<T>(status: tonic::Status) -> runtime::client::Attempt<T, crate::BankError> {
+fn classify<T>(
+    status: tonic::Status,
+) -> runtime::client::Attempt<T, crate::BankCallError> {
     error_from_status(status).into_attempt("grpc")
 }
 
@@ -1039,7 +1054,7 @@ impl crate::BankApi for GrpcClient {
         first_name: String,
         last_name: String,
         address: String,
-    ) -> Result<crate::Customer, crate::BankError> {
+    ) -> Result<crate::Customer, crate::BankCallError> {
         let request = pb::CreateCustomerRequest::from_native(
             first_name,
             last_name,
@@ -1057,14 +1072,14 @@ impl crate::BankApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(crate::BankError::Transport)
+        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
     }
 
     async fn create_account(
         &self,
         customer_id: u64,
         account_type: crate::AccountType,
-    ) -> Result<crate::Account, crate::BankError> {
+    ) -> Result<crate::Account, crate::BankCallError> {
         let request = pb::CreateAccountRequest::from_native(customer_id, account_type);
         let response = self
             .call(
@@ -1078,14 +1093,14 @@ impl crate::BankApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(crate::BankError::Transport)
+        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
     }
 
     async fn deposit(
         &self,
         account_id: u64,
         amount: ::rust_decimal::Decimal,
-    ) -> Result<::rust_decimal::Decimal, crate::BankError> {
+    ) -> Result<::rust_decimal::Decimal, crate::BankCallError> {
         let request = pb::DepositRequest::from_native(account_id, amount);
         let response = self
             .call(
@@ -1097,14 +1112,14 @@ impl crate::BankApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(crate::BankError::Transport)
+        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
     }
 
     async fn withdraw(
         &self,
         account_id: u64,
         amount: ::rust_decimal::Decimal,
-    ) -> Result<::rust_decimal::Decimal, crate::BankError> {
+    ) -> Result<::rust_decimal::Decimal, crate::BankCallError> {
         let request = pb::WithdrawRequest::from_native(account_id, amount);
         let response = self
             .call(
@@ -1116,7 +1131,7 @@ impl crate::BankApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(crate::BankError::Transport)
+        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
     }
 
     async fn transfer(
@@ -1124,7 +1139,7 @@ impl crate::BankApi for GrpcClient {
         from_account_id: u64,
         to_account_id: u64,
         amount: ::rust_decimal::Decimal,
-    ) -> Result<crate::TransferResult, crate::BankError> {
+    ) -> Result<crate::TransferResult, crate::BankCallError> {
         let request = pb::TransferRequest::from_native(
             from_account_id,
             to_account_id,
@@ -1140,14 +1155,14 @@ impl crate::BankApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(crate::BankError::Transport)
+        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
     }
 
     async fn cash_check(
         &self,
         account_id: u64,
         amount: ::rust_decimal::Decimal,
-    ) -> Result<::rust_decimal::Decimal, crate::BankError> {
+    ) -> Result<::rust_decimal::Decimal, crate::BankCallError> {
         let request = pb::CashCheckRequest::from_native(account_id, amount);
         let response = self
             .call(
@@ -1159,13 +1174,13 @@ impl crate::BankApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(crate::BankError::Transport)
+        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
     }
 
     async fn advance_time(
         &self,
         delta: crate::Duration,
-    ) -> Result<::chrono::DateTime<::chrono::Utc>, crate::BankError> {
+    ) -> Result<::chrono::DateTime<::chrono::Utc>, crate::BankCallError> {
         let request = pb::AdvanceTimeRequest::from_native(delta);
         let response = self
             .call(
@@ -1177,14 +1192,14 @@ impl crate::BankApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(crate::BankError::Transport)
+        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
     }
 
     async fn list_customers(
         &self,
         offset: u32,
         limit: u32,
-    ) -> Result<Vec<crate::Customer>, crate::BankError> {
+    ) -> Result<Vec<crate::Customer>, crate::BankCallError> {
         let request = pb::ListCustomersRequest::from_native(offset, limit);
         let response = self
             .call(
@@ -1198,14 +1213,14 @@ impl crate::BankApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(crate::BankError::Transport)
+        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
     }
 
     async fn list_accounts(
         &self,
         offset: u32,
         limit: u32,
-    ) -> Result<Vec<crate::Account>, crate::BankError> {
+    ) -> Result<Vec<crate::Account>, crate::BankCallError> {
         let request = pb::ListAccountsRequest::from_native(offset, limit);
         let response = self
             .call(
@@ -1219,13 +1234,13 @@ impl crate::BankApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(crate::BankError::Transport)
+        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
     }
 
     async fn get_accounts(
         &self,
         customer_id: u64,
-    ) -> Result<Vec<u64>, crate::BankError> {
+    ) -> Result<Vec<u64>, crate::BankCallError> {
         let request = pb::GetAccountsRequest::from_native(customer_id);
         let response = self
             .call(
@@ -1237,13 +1252,13 @@ impl crate::BankApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(crate::BankError::Transport)
+        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
     }
 
     async fn list_statements(
         &self,
         account_id: u64,
-    ) -> Result<Vec<::chrono::NaiveDate>, crate::BankError> {
+    ) -> Result<Vec<::chrono::NaiveDate>, crate::BankCallError> {
         let request = pb::ListStatementsRequest::from_native(account_id);
         let response = self
             .call(
@@ -1257,14 +1272,14 @@ impl crate::BankApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(crate::BankError::Transport)
+        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
     }
 
     async fn get_statement(
         &self,
         account_id: u64,
         statement_date: ::chrono::NaiveDate,
-    ) -> Result<crate::Statement, crate::BankError> {
+    ) -> Result<crate::Statement, crate::BankCallError> {
         let request = pb::GetStatementRequest::from_native(account_id, statement_date);
         let response = self
             .call(
@@ -1278,10 +1293,10 @@ impl crate::BankApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(crate::BankError::Transport)
+        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
     }
 
-    async fn get_customer_count(&self) -> Result<u64, crate::BankError> {
+    async fn get_customer_count(&self) -> Result<u64, crate::BankCallError> {
         let request = pb::GetCustomerCountRequest::from_native();
         let response = self
             .call(
@@ -1295,10 +1310,10 @@ impl crate::BankApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(crate::BankError::Transport)
+        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
     }
 
-    async fn get_account_count(&self) -> Result<u64, crate::BankError> {
+    async fn get_account_count(&self) -> Result<u64, crate::BankCallError> {
         let request = pb::GetAccountCountRequest::from_native();
         let response = self
             .call(
@@ -1312,7 +1327,7 @@ impl crate::BankApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(crate::BankError::Transport)
+        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
     }
 }
 
@@ -1324,7 +1339,7 @@ pub async fn serve<A: crate::BankApi + 'static>(
     api: Arc<A>,
     max_message_size: usize,
     shutdown: impl ::std::future::Future<Output = ()> + Send,
-) -> Result<(), crate::BankError> {
+) -> Result<(), runtime::server::ServeError> {
     runtime::server::serve_grpc(
             listener,
             GrpcService::new(api).into_server(max_message_size),
@@ -1332,5 +1347,4 @@ pub async fn serve<A: crate::BankApi + 'static>(
             shutdown,
         )
         .await
-        .map_err(|e| crate::BankError::Transport(e.to_string()))
 }

@@ -141,17 +141,8 @@ pub struct TransferResult {
     pub to_balance: ::rust_decimal::Decimal,
 }
 
-/// Every error a `Bank` operation can return, on every transport. The schema's kinds come first; `Transport`, `Redirect` and `Internal` are built in.
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    thiserror::Error,
-    serde::Serialize,
-    serde::Deserialize
-)]
-#[serde(tag = "kind", content = "message")]
+/// The refusals a `Bank` operation can answer: the schema's error kinds. A service method fails with a [`BankServiceError`] (one of these, or a fault of the machine); a call fails with a [`BankCallError`] (one of these, or a call failure).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BankError {
     /// Unknown customer or account id.
     #[error("NotFound: {0}")]
@@ -162,28 +153,15 @@ pub enum BankError {
     /// An argument is out of range (amount, name, duration, limit, same account).
     #[error("InvalidArgument: {0}")]
     InvalidArgument(String),
-    /// The call did not reach the service, or its answer was lost or malformed.
-    #[error("Transport: {0}")]
-    Transport(String),
-    /// This node does not take the call; retry at the leader. The message lists its
-    /// addresses as `grpc=HOST:PORT jsonrpc=HOST:PORT` (see [`Self::redirect_to`]).
-    #[error("Redirect: {0}")]
-    Redirect(String),
-    /// The service failed in a way the schema does not describe.
-    #[error("Internal: {0}")]
-    Internal(String),
 }
 
 impl BankError {
-    /// The kind's name, as written in the schema (`Transport` / `Internal` for the built-ins).
+    /// The kind's name, as written in the schema.
     pub fn kind(&self) -> &'static str {
         match self {
             BankError::NotFound(_) => "NotFound",
             BankError::InsufficientFunds(_) => "InsufficientFunds",
             BankError::InvalidArgument(_) => "InvalidArgument",
-            BankError::Transport(_) => "Transport",
-            BankError::Redirect(_) => "Redirect",
-            BankError::Internal(_) => "Internal",
         }
     }
 
@@ -192,74 +170,48 @@ impl BankError {
         match self {
             BankError::NotFound(m)
             | BankError::InsufficientFunds(m)
-            | BankError::InvalidArgument(m)
-            | BankError::Transport(m)
-            | BankError::Redirect(m)
-            | BankError::Internal(m) => m,
+            | BankError::InvalidArgument(m) => m,
         }
     }
 
-    /// The schema tag of the kind; `None` for the built-in kinds.
-    pub fn tag(&self) -> Option<u32> {
+    /// The kind's stable tag in the schema.
+    pub fn tag(&self) -> u32 {
         match self {
-            BankError::NotFound(_) => Some(1),
-            BankError::InsufficientFunds(_) => Some(2),
-            BankError::InvalidArgument(_) => Some(3),
-            BankError::Transport(_) | BankError::Redirect(_) | BankError::Internal(_) => {
-                None
-            }
+            BankError::NotFound(_) => 1,
+            BankError::InsufficientFunds(_) => 2,
+            BankError::InvalidArgument(_) => 3,
         }
     }
+}
 
-    /// For a `Redirect`, the leader's address for a protocol (`"grpc"` or `"jsonrpc"`).
-    pub fn redirect_to(&self, protocol: &str) -> Option<&str> {
-        match self {
-            BankError::Redirect(m) => {
-                m.split_whitespace()
-                    .find_map(|w| {
-                        w.strip_prefix(protocol).and_then(|rest| rest.strip_prefix('='))
-                    })
-                    .filter(|addr| !addr.is_empty())
-            }
-            _ => None,
-        }
+impl runtime::error::DomainError for BankError {
+    fn kind(&self) -> &'static str {
+        BankError::kind(self)
     }
 
-    /// How the client policy treats this error on `protocol`: a redirect to follow, a
-    /// transport failure that may be resent, or an answer.
-    pub fn into_attempt<T>(self, protocol: &str) -> runtime::client::Attempt<T, Self> {
-        if let Some(addr) = self.redirect_to(protocol).map(str::to_string) {
-            return runtime::client::Attempt::Redirect(addr, self);
-        }
-        match self {
-            BankError::Transport(_) => runtime::client::Attempt::Transport(self),
-            other => runtime::client::Attempt::Done(Err(other)),
-        }
+    fn message(&self) -> &str {
+        BankError::message(self)
     }
 
-    /// Rebuilds an error from its kind name and message (what transports carry).
-    pub fn from_kind(kind: &str, message: String) -> Option<Self> {
+    fn from_kind(kind: &str, message: String) -> Option<Self> {
         match kind {
             "NotFound" => Some(BankError::NotFound(message)),
             "InsufficientFunds" => Some(BankError::InsufficientFunds(message)),
             "InvalidArgument" => Some(BankError::InvalidArgument(message)),
-            "Transport" => Some(BankError::Transport(message)),
-            "Redirect" => Some(BankError::Redirect(message)),
-            "Internal" => Some(BankError::Internal(message)),
             _ => None,
         }
     }
 }
 
-impl From<runtime::sink::SinkError> for BankError {
-    fn from(e: runtime::sink::SinkError) -> Self {
-        match e {
-            runtime::sink::SinkError::Transport(m) => BankError::Transport(m),
-            runtime::sink::SinkError::Redirect(leader) => {
-                BankError::Redirect(leader.api_words())
-            }
-            runtime::sink::SinkError::Internal(m) => BankError::Internal(m),
-        }
+/// How a call to a `Bank` operation fails: the service refused it with a [`BankError`], or the call failed on its way (transport, redirect, deadline, internal).
+pub type BankCallError = runtime::error::CallError<BankError>;
+
+/// How a `BankService` method fails: a [`BankError`] (rolled back and answered), or a fault of the machine (the replica stops rather than diverge).
+pub type BankServiceError = runtime::error::ServiceError<BankError>;
+
+impl From<BankError> for BankCallError {
+    fn from(e: BankError) -> Self {
+        runtime::error::CallError::Domain(e)
     }
 }
 

@@ -15,7 +15,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::CallKind;
 use crate::call::{self, CallContext, ReadLevel, Session};
-use crate::sink::SinkError;
+use crate::error::{CallError, Failure};
 
 /// How one attempt of a call ended, as the policy sees it.
 #[derive(Debug)]
@@ -125,20 +125,40 @@ impl Policy {
     }
 }
 
+impl<E> CallError<E> {
+    /// How the client policy treats this error on `protocol`: a redirect to follow, a transport
+    /// failure that may be resent, or an answer.
+    pub fn into_attempt<T>(self, protocol: &str) -> Attempt<T, Self> {
+        match self {
+            CallError::Failure(Failure::Redirect(leader)) => match leader.addr(protocol) {
+                Some(addr) => Attempt::Redirect(
+                    addr.to_string(),
+                    CallError::Failure(Failure::Redirect(leader.clone())),
+                ),
+                None => Attempt::Done(Err(CallError::Failure(Failure::Redirect(leader)))),
+            },
+            CallError::Failure(Failure::Transport(m)) => {
+                Attempt::Transport(CallError::Failure(Failure::Transport(m)))
+            }
+            other => Attempt::Done(Err(other)),
+        }
+    }
+}
+
 /// Connects a gRPC channel to `addr` (`host:port` or `http://host:port`), with TCP_NODELAY.
-pub async fn connect_channel(addr: &str) -> Result<Channel, SinkError> {
+pub async fn connect_channel(addr: &str) -> Result<Channel, Failure> {
     let uri = if addr.contains("://") {
         addr.to_string()
     } else {
         format!("http://{addr}")
     };
     Endpoint::from_shared(uri)
-        .map_err(|e| SinkError::Transport(format!("bad address `{addr}`: {e}")))?
+        .map_err(|e| Failure::Transport(format!("bad address `{addr}`: {e}")))?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await
-        .map_err(|e| SinkError::Transport(format!("cannot connect to {addr}: {e}")))
+        .map_err(|e| Failure::Transport(format!("cannot connect to {addr}: {e}")))
 }
 
 /// A gRPC client of any generated service. Cloning is cheap and shares the connection.
@@ -167,7 +187,7 @@ impl GrpcClient {
     }
 
     /// Connects to `addr` (`host:port` or `http://host:port`).
-    pub async fn connect(addr: &str) -> Result<Self, SinkError> {
+    pub async fn connect(addr: &str) -> Result<Self, Failure> {
         Ok(Self::new(connect_channel(addr).await?))
     }
 
@@ -202,7 +222,7 @@ impl GrpcClient {
     ) -> Result<Resp, E>
     where
         Req: Clone,
-        E: From<SinkError>,
+        E: From<Failure>,
         Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
     {
         let context = CallContext {
@@ -227,7 +247,7 @@ impl GrpcClient {
                 context.request.is_some(),
                 attempt,
                 |addr| async move { connect_channel(&addr).await.map_err(E::from) },
-                |n| E::from(SinkError::Transport(format!("more than {n} redirects"))),
+                |n| E::from(Failure::Transport(format!("more than {n} redirects"))),
             )
             .await
     }
@@ -235,7 +255,7 @@ impl GrpcClient {
 
 type Http = Arc<jsonrpsee_http_client::HttpClient>;
 
-fn http(addr: &str) -> Result<Http, SinkError> {
+fn http(addr: &str) -> Result<Http, Failure> {
     let url = if addr.contains("://") {
         addr.to_string()
     } else {
@@ -244,7 +264,7 @@ fn http(addr: &str) -> Result<Http, SinkError> {
     let client = jsonrpsee_http_client::HttpClient::builder()
         .max_response_size(u32::MAX)
         .build(&url)
-        .map_err(|e| SinkError::Transport(format!("bad address `{addr}`: {e}")))?;
+        .map_err(|e| Failure::Transport(format!("bad address `{addr}`: {e}")))?;
     Ok(Arc::new(client))
 }
 
@@ -258,7 +278,7 @@ pub struct JsonRpcClient {
 
 impl JsonRpcClient {
     /// A client for the server at `addr` (`host:port` or an `http://` URL).
-    pub fn new(addr: &str) -> Result<Self, SinkError> {
+    pub fn new(addr: &str) -> Result<Self, Failure> {
         Ok(JsonRpcClient {
             target: Arc::new(Target::new(http(addr)?)),
             policy: Policy::default(),
@@ -273,7 +293,7 @@ impl JsonRpcClient {
 
     /// Calls `method` with named `params` under the policy; `classify` says what an error
     /// object from the server means.
-    pub async fn call<E: From<SinkError>>(
+    pub async fn call<E: From<Failure>>(
         &self,
         method: &str,
         params: &serde_json::Map<String, serde_json::Value>,
@@ -284,7 +304,7 @@ impl JsonRpcClient {
             let encoded = params.iter().try_for_each(|(key, value)| {
                 named
                     .insert(key, value)
-                    .map_err(|e| SinkError::Internal(format!("cannot encode `{key}`: {e}")))
+                    .map_err(|e| Failure::Internal(format!("cannot encode `{key}`: {e}")))
             });
             let classify = &classify;
             async move {
@@ -294,9 +314,9 @@ impl JsonRpcClient {
                 match client.request::<serde_json::Value, _>(method, named).await {
                     Ok(value) => Attempt::Done(Ok(value)),
                     Err(jsonrpsee::core::ClientError::Call(e)) => classify(&e),
-                    Err(e) => Attempt::Transport(E::from(SinkError::Transport(format!(
-                        "`{method}`: {e}"
-                    )))),
+                    Err(e) => {
+                        Attempt::Transport(E::from(Failure::Transport(format!("`{method}`: {e}"))))
+                    }
                 }
             }
         };
@@ -306,7 +326,7 @@ impl JsonRpcClient {
                 false,
                 attempt,
                 |addr| async move { http(&addr).map_err(E::from) },
-                |n| E::from(SinkError::Transport(format!("more than {n} redirects"))),
+                |n| E::from(Failure::Transport(format!("more than {n} redirects"))),
             )
             .await
     }
@@ -324,6 +344,21 @@ mod tests {
             backoff: Duration::from_millis(1),
             ..Policy::default()
         }
+    }
+
+    #[test]
+    fn a_redirect_is_followed_only_when_it_names_the_protocol() {
+        let redirect = |words: &str| {
+            CallError::<String>::Failure(Failure::Redirect(crate::error::Leader::parse(words)))
+        };
+        assert!(matches!(
+            redirect("grpc=a:1").into_attempt::<()>("grpc"),
+            Attempt::Redirect(addr, _) if addr == "a:1"
+        ));
+        assert!(matches!(
+            redirect("grpc=a:1").into_attempt::<()>("jsonrpc"),
+            Attempt::Done(Err(_))
+        ));
     }
 
     #[tokio::test]

@@ -61,6 +61,7 @@ use std::time::Duration;
 pub mod call;
 pub mod client;
 pub mod cluster;
+pub mod error;
 pub mod frame;
 pub mod host;
 pub mod local;
@@ -75,9 +76,10 @@ mod util;
 pub mod wire;
 pub mod zmq;
 
+pub use error::{CallError, DomainError, Failure, Leader, ServiceError};
 /// The SQLite binding the runtime and the applications' stores share.
 pub use rusqlite;
-pub use sink::{CommandSink, SinkError};
+pub use sink::CommandSink;
 pub use tcp::{TcpClient, serve_tcp};
 pub use zmq::{ZmqClient, serve_zmq};
 

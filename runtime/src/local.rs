@@ -11,9 +11,10 @@ use chrono::Utc;
 use rusqlite::{Connection, TransactionBehavior};
 
 use crate::CallKind;
+use crate::error::{CallError, Failure, ServiceError};
 use crate::raft::state_machine::Application;
 use crate::service::ApplyContext;
-use crate::sink::{CommandSink, SinkError};
+use crate::sink::CommandSink;
 
 /// One SQLite database and the command counter of the process that owns it.
 #[derive(Debug)]
@@ -147,25 +148,32 @@ impl<St> Direct<St> {
         &self.store
     }
 
-    /// Runs `f` as one command, in its own transaction (committed when `f` succeeds).
-    pub fn command<R, E: From<SinkError>>(
+    /// Runs `f` as one command, in its own transaction (committed when `f` succeeds). A fault
+    /// of the service reaches the caller as an `Internal` failure.
+    pub fn command<R, E>(
         &self,
-        f: impl FnOnce(&Connection, &St, &ApplyContext) -> Result<R, E>,
-    ) -> Result<R, E> {
+        f: impl FnOnce(&Connection, &St, &ApplyContext) -> Result<R, ServiceError<E>>,
+    ) -> Result<R, CallError<E>> {
         self.db
             .command(|conn, ctx| f(conn, &self.store, ctx))
-            .map_err(|e| E::from(SinkError::Internal(format!("sqlite: {e}"))))?
+            .map_err(sqlite)?
+            .map_err(CallError::from)
     }
 
     /// Runs `f` as one query, on a read transaction.
-    pub fn query<R, E: From<SinkError>>(
+    pub fn query<R, E>(
         &self,
-        f: impl FnOnce(&Connection, &St) -> Result<R, E>,
-    ) -> Result<R, E> {
+        f: impl FnOnce(&Connection, &St) -> Result<R, ServiceError<E>>,
+    ) -> Result<R, CallError<E>> {
         self.db
             .query(|conn| f(conn, &self.store))
-            .map_err(|e| E::from(SinkError::Internal(format!("sqlite: {e}"))))?
+            .map_err(sqlite)?
+            .map_err(CallError::from)
     }
+}
+
+fn sqlite(e: rusqlite::Error) -> Failure {
+    Failure::Internal(format!("sqlite: {e}"))
 }
 
 /// A [`CommandSink`] that applies serialized calls to a [`LocalDb`] through an
@@ -195,8 +203,7 @@ impl<A: Application> LocalSink<A> {
 }
 
 impl<A: Application> CommandSink for LocalSink<A> {
-    async fn submit(&self, kind: CallKind, command: Vec<u8>) -> Result<Vec<u8>, SinkError> {
-        let sqlite = |e: rusqlite::Error| SinkError::Internal(format!("sqlite: {e}"));
+    async fn submit(&self, kind: CallKind, command: Vec<u8>) -> Result<Vec<u8>, Failure> {
         match kind {
             CallKind::Command => {
                 let applied = self
@@ -204,7 +211,7 @@ impl<A: Application> CommandSink for LocalSink<A> {
                     .command(|conn, ctx| match self.app.apply(conn, ctx, &command) {
                         Ok(applied) if applied.ok => Ok(applied.reply),
                         Ok(refused) => Err(Ok(refused.reply)),
-                        Err(failure) => Err(Err(SinkError::Internal(failure))),
+                        Err(failure) => Err(Err(Failure::Internal(failure))),
                     })
                     .map_err(sqlite)?;
                 match applied {

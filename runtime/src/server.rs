@@ -11,6 +11,8 @@ use tonic::codegen::Service;
 use tonic::codegen::http::{Request, Response};
 use tonic::server::NamedService;
 
+use crate::error::Failure;
+
 /// Why an API server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -142,4 +144,40 @@ where
         .register_method("rpc.discover", move |_, _, _| openrpc.clone())
         .map_err(|e| ServeError::JsonRpc(format!("registering `rpc.discover`: {e}")))?;
     Ok(module)
+}
+
+/// JSON-RPC code of a [`Failure::Transport`].
+pub const TRANSPORT_CODE: i32 = -32050;
+/// JSON-RPC code of a [`Failure::Redirect`].
+pub const REDIRECT_CODE: i32 = -32051;
+/// JSON-RPC code of a [`Failure::Deadline`].
+pub const DEADLINE_CODE: i32 = -32052;
+/// JSON-RPC code of a [`Failure::Internal`] (JSON-RPC's standard "internal error").
+pub const INTERNAL_CODE: i32 = -32603;
+
+/// The JSON-RPC code a failure travels as.
+pub fn failure_code(failure: &Failure) -> i32 {
+    match failure {
+        Failure::Transport(_) => TRANSPORT_CODE,
+        Failure::Redirect(_) => REDIRECT_CODE,
+        Failure::Deadline(_) => DEADLINE_CODE,
+        Failure::Internal(_) => INTERNAL_CODE,
+    }
+}
+
+/// The failure an error object stands for when its `data` names no kind (an error the server
+/// library produced itself, or a peer that sends codes only).
+pub fn failure_from_code(code: i32, message: String) -> Failure {
+    match code {
+        REDIRECT_CODE => Failure::Redirect(crate::error::Leader::parse(&message)),
+        DEADLINE_CODE => Failure::Deadline(message),
+        INTERNAL_CODE => Failure::Internal(message),
+        code => Failure::Transport(format!("JSON-RPC error {code}: {message}")),
+    }
+}
+
+/// The error kind an error object's `data` carries (`{"kind": ...}`), if any.
+pub fn error_kind(e: &jsonrpsee::types::ErrorObject<'_>) -> Option<String> {
+    let data: serde_json::Value = serde_json::from_str(e.data()?.get()).ok()?;
+    data.get("kind")?.as_str().map(str::to_string)
 }

@@ -6,36 +6,25 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::call::{self, ReadLevel};
+use crate::error::{Failure, Leader};
 use crate::raft::node::{NodeError, RaftNode};
-use crate::raft::types::NodeAddr;
 use crate::{CallKind, Handler, TcpClient, TransportError, ZmqClient};
 
-/// Why a sink could not deliver a call or bring its reply back. Generated error types convert
-/// from it (`Transport`, `Redirect`, `Internal`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SinkError {
-    /// The call did not reach the service, or its answer was lost or malformed.
-    #[error("{0}")]
-    Transport(String),
-    /// This node does not take the call; the leader is at this address.
-    #[error("not the leader; the leader is at {0}")]
-    Redirect(NodeAddr),
-    /// The service or the node failed in a way the schema does not describe.
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl From<TransportError> for SinkError {
+impl From<TransportError> for Failure {
     fn from(e: TransportError) -> Self {
-        SinkError::Transport(e.to_string())
+        match e {
+            TransportError::Timeout => Failure::Deadline(e.to_string()),
+            other => Failure::Transport(other.to_string()),
+        }
     }
 }
 
-impl From<NodeError> for SinkError {
+impl From<NodeError> for Failure {
     fn from(e: NodeError) -> Self {
         match e {
-            NodeError::NotLeader(Some(leader)) => SinkError::Redirect(leader),
-            other => SinkError::Transport(other.to_string()),
+            NodeError::NotLeader(Some(leader)) => Failure::Redirect(Leader { api: leader.api }),
+            NodeError::NoLeader(_) => Failure::Deadline(e.to_string()),
+            other => Failure::Transport(other.to_string()),
         }
     }
 }
@@ -48,7 +37,7 @@ pub trait CommandSink: Send + Sync {
         &self,
         kind: CallKind,
         command: Vec<u8>,
-    ) -> impl Future<Output = Result<Vec<u8>, SinkError>> + Send;
+    ) -> impl Future<Output = Result<Vec<u8>, Failure>> + Send;
 }
 
 impl<S: CommandSink + ?Sized> CommandSink for Arc<S> {
@@ -56,7 +45,7 @@ impl<S: CommandSink + ?Sized> CommandSink for Arc<S> {
         &self,
         kind: CallKind,
         command: Vec<u8>,
-    ) -> impl Future<Output = Result<Vec<u8>, SinkError>> + Send {
+    ) -> impl Future<Output = Result<Vec<u8>, Failure>> + Send {
         (**self).submit(kind, command)
     }
 }
@@ -83,7 +72,7 @@ impl<S> Collector<S> {
 
 /// Encodes a failure as the service's own serialized `Err` reply (generated:
 /// `encode_failure`), so that a transport can answer a refused frame in the schema's format.
-pub type EncodeFailure = fn(&SinkError) -> Vec<u8>;
+pub type EncodeFailure = fn(&Failure) -> Vec<u8>;
 
 /// Serves frames from any sink: each payload goes to the sink, its reply goes back; a failure
 /// is answered in the schema's reply format.
@@ -112,7 +101,7 @@ impl<S: CommandSink + 'static> Handler for SinkHandler<S> {
     }
 
     fn refuse(&self, reason: &str) -> Vec<u8> {
-        (self.encode_failure)(&SinkError::Transport(reason.to_string()))
+        (self.encode_failure)(&Failure::Transport(reason.to_string()))
     }
 }
 
@@ -121,7 +110,7 @@ impl<S: CommandSink + 'static> Handler for SinkHandler<S> {
 pub struct TcpSink(pub TcpClient);
 
 impl CommandSink for TcpSink {
-    async fn submit(&self, kind: CallKind, command: Vec<u8>) -> Result<Vec<u8>, SinkError> {
+    async fn submit(&self, kind: CallKind, command: Vec<u8>) -> Result<Vec<u8>, Failure> {
         Ok(self.0.call(kind, command).await?)
     }
 }
@@ -131,7 +120,7 @@ impl CommandSink for TcpSink {
 pub struct ZmqSink(pub ZmqClient);
 
 impl CommandSink for ZmqSink {
-    async fn submit(&self, kind: CallKind, command: Vec<u8>) -> Result<Vec<u8>, SinkError> {
+    async fn submit(&self, kind: CallKind, command: Vec<u8>) -> Result<Vec<u8>, Failure> {
         Ok(self.0.call(kind, command).await?)
     }
 }
@@ -158,7 +147,7 @@ impl RaftSink {
 }
 
 impl CommandSink for RaftSink {
-    async fn submit(&self, kind: CallKind, command: Vec<u8>) -> Result<Vec<u8>, SinkError> {
+    async fn submit(&self, kind: CallKind, command: Vec<u8>) -> Result<Vec<u8>, Failure> {
         Ok(match kind {
             CallKind::Command => {
                 self.node

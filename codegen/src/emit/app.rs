@@ -11,8 +11,10 @@ use super::{doc_str, ident, return_ty, service_ident};
 use crate::model::{Api, OpKind};
 
 pub fn module(api: &Api) -> TokenStream {
-    let error = service_ident(api, "Error");
+    let call_error = service_ident(api, "CallError");
+    let service_error = service_ident(api, "ServiceError");
     let command = service_ident(api, "Command");
+    let reply = service_ident(api, "Reply");
     let api_trait = service_ident(api, "Api");
     let service_trait = service_ident(api, "Service");
     let store = service_ident(api, "Store");
@@ -45,12 +47,12 @@ pub fn module(api: &Api) -> TokenStream {
         let ret = return_ty(op.returns.as_ref());
         match op.kind {
             OpKind::Command => quote! {
-                async fn #name(&self, #(#ps),*) -> Result<#ret, crate::#error> {
+                async fn #name(&self, #(#ps),*) -> Result<#ret, crate::#call_error> {
                     self.command(|conn, store, ctx| store.command(conn, ctx, |s| s.#name(ctx, #(#names),*)))
                 }
             },
             OpKind::Query => quote! {
-                async fn #name(&self, #(#ps),*) -> Result<#ret, crate::#error> {
+                async fn #name(&self, #(#ps),*) -> Result<#ret, crate::#call_error> {
                     self.query(|conn, store| store.query(conn, |s| s.#name(#(#names),*)))
                 }
             },
@@ -75,15 +77,15 @@ pub fn module(api: &Api) -> TokenStream {
                 &self,
                 conn: &Connection,
                 ctx: &crate::ApplyContext,
-                f: impl FnOnce(&mut dyn crate::#service_trait) -> Result<R, crate::#error>,
-            ) -> Result<R, crate::#error>;
+                f: impl FnOnce(&mut dyn crate::#service_trait) -> Result<R, crate::#service_error>,
+            ) -> Result<R, crate::#service_error>;
 
             /// Runs `f` on the service for one query, read-only.
             fn query<R>(
                 &self,
                 conn: &Connection,
-                f: impl FnOnce(&dyn crate::#service_trait) -> Result<R, crate::#error>,
-            ) -> Result<R, crate::#error>;
+                f: impl FnOnce(&dyn crate::#service_trait) -> Result<R, crate::#service_error>,
+            ) -> Result<R, crate::#service_error>;
 
             /// A digest of the application's state: equal on replicas that hold equal state.
             fn digest(&self, conn: &Connection) -> Result<String, String>;
@@ -104,29 +106,37 @@ pub fn module(api: &Api) -> TokenStream {
                 ctx: &crate::ApplyContext,
                 command: &[u8],
             ) -> Result<runtime::raft::types::Applied, String> {
-                let result = crate::#command::decode(command).and_then(|command| {
-                    // Refused alike on every replica: queries never enter the log.
-                    if command.kind() == runtime::CallKind::Query {
-                        return Err(crate::#error::Transport(format!(
-                            "`{}` is a query; it cannot be applied as a command",
-                            command.name()
-                        )));
-                    }
-                    self.0.command(conn, ctx, |service| crate::Dispatcher::execute(service, ctx, command))
-                });
-                match result {
-                    Err(crate::#error::Internal(e)) => Err(e),
-                    result => Ok(runtime::raft::types::Applied {
-                        ok: result.is_ok(),
-                        reply: crate::encode_reply(&result),
-                    }),
-                }
+                // Refusals are alike on every replica: answered, and the command's changes rolled
+                // back. A fault of the machine is not answered: the runtime stops instead.
+                let result: Result<crate::#reply, crate::#call_error> = match crate::#command::decode(command) {
+                    Err(malformed) => Err(malformed.into()),
+                    Ok(query) if query.kind() == runtime::CallKind::Query => Err(runtime::error::Failure::Transport(format!(
+                        "`{}` is a query; it cannot be applied as a command",
+                        query.name()
+                    ))
+                    .into()),
+                    Ok(command) => match self.0.command(conn, ctx, |service| crate::Dispatcher::execute(service, ctx, command)) {
+                        Ok(reply) => Ok(reply),
+                        Err(runtime::error::ServiceError::Domain(e)) => Err(e.into()),
+                        Err(runtime::error::ServiceError::Fault(fault)) => return Err(fault),
+                    },
+                };
+                Ok(runtime::raft::types::Applied {
+                    ok: result.is_ok(),
+                    reply: crate::encode_reply(&result),
+                })
             }
 
             fn query(&self, conn: &Connection, query: &[u8]) -> Vec<u8> {
-                let result = crate::#command::decode(query).and_then(|query| {
-                    self.0.query(conn, |service| crate::Dispatcher::query(service, query))
-                });
+                let result: Result<crate::#reply, crate::#call_error> = match crate::#command::decode(query) {
+                    Err(malformed) => Err(malformed.into()),
+                    Ok(command) if command.kind() == runtime::CallKind::Command => Err(runtime::error::Failure::Transport(format!(
+                        "`{}` is a command; it cannot run as a query",
+                        command.name()
+                    ))
+                    .into()),
+                    Ok(query) => self.0.query(conn, |service| crate::Dispatcher::query(service, query)).map_err(Into::into),
+                };
                 crate::encode_reply(&result)
             }
 

@@ -94,10 +94,23 @@ pub(super) fn types(api: &Api) -> TokenStream {
         .collect();
     let edocs = api.errors.iter().map(|e| doc(e.doc.as_deref()));
     let efmt = ekinds.iter().map(|k| format!("{k}: {{0}}"));
+    let call_error = service_ident(api, "CallError");
+    let service_error = service_ident(api, "ServiceError");
     let error_doc = doc_str(&format!(
-        "Every error a `{}` operation can return, on every transport. The schema's kinds come first; \
-         `Transport`, `Redirect` and `Internal` are built in.",
-        api.service
+        "The refusals a `{s}` operation can answer: the schema's error kinds. A service method \
+         fails with a [`{s}ServiceError`] (one of these, or a fault of the machine); a call fails \
+         with a [`{s}CallError`] (one of these, or a call failure).",
+        s = api.service
+    ));
+    let call_error_doc = doc_str(&format!(
+        "How a call to a `{s}` operation fails: the service refused it with a [`{s}Error`], or \
+         the call failed on its way (transport, redirect, deadline, internal).",
+        s = api.service
+    ));
+    let service_error_doc = doc_str(&format!(
+        "How a `{s}Service` method fails: a [`{s}Error`] (rolled back and answered), or a fault \
+         of the machine (the replica stops rather than diverge).",
+        s = api.service
     ));
     let defaults = api.operations.iter().flat_map(|o| {
         o.params.iter().filter_map(move |p| {
@@ -116,89 +129,60 @@ pub(super) fn types(api: &Api) -> TokenStream {
         #(#decls)*
 
         #error_doc
-        #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
-        #[serde(tag = "kind", content = "message")]
+        #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
         pub enum #error {
             #( #edocs #[error(#efmt)] #enames(String), )*
-            /// The call did not reach the service, or its answer was lost or malformed.
-            #[error("Transport: {0}")]
-            Transport(String),
-            /// This node does not take the call; retry at the leader. The message lists its
-            /// addresses as `grpc=HOST:PORT jsonrpc=HOST:PORT` (see [`Self::redirect_to`]).
-            #[error("Redirect: {0}")]
-            Redirect(String),
-            /// The service failed in a way the schema does not describe.
-            #[error("Internal: {0}")]
-            Internal(String),
         }
 
         impl #error {
-            /// The kind's name, as written in the schema (`Transport` / `Internal` for the built-ins).
+            /// The kind's name, as written in the schema.
             pub fn kind(&self) -> &'static str {
                 match self {
                     #( #error::#enames(_) => #ekinds, )*
-                    #error::Transport(_) => "Transport",
-                    #error::Redirect(_) => "Redirect",
-                    #error::Internal(_) => "Internal",
                 }
             }
 
             /// The human-readable message.
             pub fn message(&self) -> &str {
                 match self {
-                    #( #error::#enames(m) )|* | #error::Transport(m) | #error::Redirect(m) | #error::Internal(m) => m,
+                    #( #error::#enames(m) )|* => m,
                 }
             }
 
-            /// The schema tag of the kind; `None` for the built-in kinds.
-            pub fn tag(&self) -> Option<u32> {
+            /// The kind's stable tag in the schema.
+            pub fn tag(&self) -> u32 {
                 match self {
-                    #( #error::#enames(_) => Some(#etags), )*
-                    #error::Transport(_) | #error::Redirect(_) | #error::Internal(_) => None,
+                    #( #error::#enames(_) => #etags, )*
                 }
             }
+        }
 
-            /// For a `Redirect`, the leader's address for a protocol (`"grpc"` or `"jsonrpc"`).
-            pub fn redirect_to(&self, protocol: &str) -> Option<&str> {
-                match self {
-                    #error::Redirect(m) => m.split_whitespace().find_map(|w| {
-                        w.strip_prefix(protocol).and_then(|rest| rest.strip_prefix('='))
-                    }).filter(|addr| !addr.is_empty()),
-                    _ => None,
-                }
+        impl runtime::error::DomainError for #error {
+            fn kind(&self) -> &'static str {
+                #error::kind(self)
             }
 
-            /// How the client policy treats this error on `protocol`: a redirect to follow, a
-            /// transport failure that may be resent, or an answer.
-            pub fn into_attempt<T>(self, protocol: &str) -> runtime::client::Attempt<T, Self> {
-                if let Some(addr) = self.redirect_to(protocol).map(str::to_string) {
-                    return runtime::client::Attempt::Redirect(addr, self);
-                }
-                match self {
-                    #error::Transport(_) => runtime::client::Attempt::Transport(self),
-                    other => runtime::client::Attempt::Done(Err(other)),
-                }
+            fn message(&self) -> &str {
+                #error::message(self)
             }
 
-            /// Rebuilds an error from its kind name and message (what transports carry).
-            pub fn from_kind(kind: &str, message: String) -> Option<Self> {
+            fn from_kind(kind: &str, message: String) -> Option<Self> {
                 match kind {
                     #( #ekinds => Some(#error::#enames(message)), )*
-                    "Transport" => Some(#error::Transport(message)),
-                    "Redirect" => Some(#error::Redirect(message)),
-                    "Internal" => Some(#error::Internal(message)),
                     _ => None,
                 }
             }
         }
 
-        impl From<runtime::sink::SinkError> for #error {
-            fn from(e: runtime::sink::SinkError) -> Self {
-                match e {
-                    runtime::sink::SinkError::Transport(m) => #error::Transport(m),
-                    runtime::sink::SinkError::Redirect(leader) => #error::Redirect(leader.api_words()),
-                    runtime::sink::SinkError::Internal(m) => #error::Internal(m),
-                }
+        #call_error_doc
+        pub type #call_error = runtime::error::CallError<#error>;
+
+        #service_error_doc
+        pub type #service_error = runtime::error::ServiceError<#error>;
+
+        impl From<#error> for #call_error {
+            fn from(e: #error) -> Self {
+                runtime::error::CallError::Domain(e)
             }
         }
 
@@ -246,7 +230,8 @@ fn op_doc(op: &Operation) -> TokenStream {
 pub(super) fn traits(api: &Api) -> TokenStream {
     let api_trait = service_ident(api, "Api");
     let service_trait = service_ident(api, "Service");
-    let error = service_ident(api, "Error");
+    let call_error = service_ident(api, "CallError");
+    let service_error = service_ident(api, "ServiceError");
     let client_methods = api.operations.iter().map(|op| {
         let name = ident(&op.name);
         let ps = params(op);
@@ -254,7 +239,7 @@ pub(super) fn traits(api: &Api) -> TokenStream {
         let d = op_doc(op);
         quote! {
             #d
-            fn #name(&self, #(#ps),*) -> impl ::std::future::Future<Output = Result<#ret, crate::#error>> + Send;
+            fn #name(&self, #(#ps),*) -> impl ::std::future::Future<Output = Result<#ret, crate::#call_error>> + Send;
         }
     });
     let server_methods = api.operations.iter().map(|op| {
@@ -265,11 +250,11 @@ pub(super) fn traits(api: &Api) -> TokenStream {
         match op.kind {
             OpKind::Command => quote! {
                 #d
-                fn #name(&mut self, ctx: &crate::ApplyContext, #(#ps),*) -> Result<#ret, crate::#error>;
+                fn #name(&mut self, ctx: &crate::ApplyContext, #(#ps),*) -> Result<#ret, crate::#service_error>;
             },
             OpKind::Query => quote! {
                 #d
-                fn #name(&self, #(#ps),*) -> Result<#ret, crate::#error>;
+                fn #name(&self, #(#ps),*) -> Result<#ret, crate::#service_error>;
             },
         }
     });
@@ -279,7 +264,7 @@ pub(super) fn traits(api: &Api) -> TokenStream {
         let names = param_names(op);
         let ret = return_ty(op.returns.as_ref());
         quote! {
-            fn #name(&self, #(#ps),*) -> impl ::std::future::Future<Output = Result<#ret, crate::#error>> + Send {
+            fn #name(&self, #(#ps),*) -> impl ::std::future::Future<Output = Result<#ret, crate::#call_error>> + Send {
                 (**self).#name(#(#names),*)
             }
         }
@@ -319,7 +304,7 @@ pub(super) fn traits(api: &Api) -> TokenStream {
 pub(super) fn command(api: &Api) -> TokenStream {
     let command = service_ident(api, "Command");
     let reply = service_ident(api, "Reply");
-    let error = service_ident(api, "Error");
+    let call_error = service_ident(api, "CallError");
     let variants: Vec<_> = api.operations.iter().map(|o| ident(&o.variant())).collect();
     let wire: Vec<&str> = api.operations.iter().map(|o| o.name.as_str()).collect();
     let tags: Vec<Literal> = api
@@ -428,13 +413,13 @@ pub(super) fn command(api: &Api) -> TokenStream {
             }
 
             /// The serialized form (see the type's documentation).
-            pub fn encode(&self) -> Result<Vec<u8>, crate::#error> {
-                serde_json::to_vec(self).map_err(|e| crate::#error::Internal(format!("cannot encode command: {e}")))
+            pub fn encode(&self) -> Result<Vec<u8>, runtime::error::Failure> {
+                serde_json::to_vec(self).map_err(|e| runtime::error::Failure::Internal(format!("cannot encode command: {e}")))
             }
 
             /// Parses the serialized form; a malformed command is a `Transport` error.
-            pub fn decode(bytes: &[u8]) -> Result<Self, crate::#error> {
-                serde_json::from_slice(bytes).map_err(|e| crate::#error::Transport(format!("malformed command: {e}")))
+            pub fn decode(bytes: &[u8]) -> Result<Self, runtime::error::Failure> {
+                serde_json::from_slice(bytes).map_err(|e| runtime::error::Failure::Transport(format!("malformed command: {e}")))
             }
         }
 
@@ -451,17 +436,17 @@ pub(super) fn command(api: &Api) -> TokenStream {
             }
 
             /// The result value alone, as JSON (what JSON-RPC returns).
-            pub fn into_value(self) -> Result<serde_json::Value, crate::#error> {
+            pub fn into_value(self) -> Result<serde_json::Value, runtime::error::Failure> {
                 match self { #(#value_arms)* }
-                    .map_err(|e| crate::#error::Internal(format!("cannot encode result: {e}")))
+                    .map_err(|e| runtime::error::Failure::Internal(format!("cannot encode result: {e}")))
             }
 
             /// Rebuilds a reply from the operation's name and its result value.
-            pub fn from_value(name: &str, value: serde_json::Value) -> Result<Self, crate::#error> {
+            pub fn from_value(name: &str, value: serde_json::Value) -> Result<Self, runtime::error::Failure> {
                 let mut object = serde_json::Map::new();
                 object.insert(name.to_string(), value);
                 serde_json::from_value(serde_json::Value::Object(object))
-                    .map_err(|e| crate::#error::Transport(format!("malformed result of `{name}`: {e}")))
+                    .map_err(|e| runtime::error::Failure::Transport(format!("malformed result of `{name}`: {e}")))
             }
         }
 
@@ -488,47 +473,47 @@ pub(super) fn command(api: &Api) -> TokenStream {
             }
 
             /// The named arguments as a JSON object (what a JSON-RPC client sends).
-            pub fn into_params(self) -> Result<serde_json::Map<String, serde_json::Value>, crate::#error> {
+            pub fn into_params(self) -> Result<serde_json::Map<String, serde_json::Value>, runtime::error::Failure> {
                 match serde_json::to_value(self) {
                     Ok(serde_json::Value::Object(outer)) => match outer.into_iter().next() {
                         Some((_, serde_json::Value::Object(args))) => Ok(args),
                         _ => Ok(serde_json::Map::new()),
                     },
                     Ok(_) => Ok(serde_json::Map::new()),
-                    Err(e) => Err(crate::#error::Internal(format!("cannot encode arguments: {e}"))),
+                    Err(e) => Err(runtime::error::Failure::Internal(format!("cannot encode arguments: {e}"))),
                 }
             }
         }
 
         /// Calls the operation a command names on any API implementation (how servers that
         /// receive commands or their parameters reach the service).
-        pub async fn invoke<A: crate::#api_trait + ?Sized>(api: &A, command: #command) -> Result<#reply, crate::#error> {
+        pub async fn invoke<A: crate::#api_trait + ?Sized>(api: &A, command: #command) -> Result<#reply, crate::#call_error> {
             match command {
                 #(#invoke_arms)*
             }
         }
 
         #encode_doc
-        pub fn encode_reply(reply: &Result<#reply, crate::#error>) -> Vec<u8> {
+        pub fn encode_reply(reply: &Result<#reply, crate::#call_error>) -> Vec<u8> {
             match serde_json::to_vec(reply) {
                 Ok(bytes) => bytes,
                 Err(e) => {
-                    let fallback: Result<#reply, crate::#error> =
-                        Err(crate::#error::Internal(format!("cannot encode reply: {e}")));
+                    let fallback: Result<#reply, crate::#call_error> =
+                        Err(runtime::error::Failure::Internal(format!("cannot encode reply: {e}")).into());
                     serde_json::to_vec(&fallback).unwrap_or_default()
                 }
             }
         }
 
         /// A failure of the runtime (transport, redirect, node) as a serialized `Err` reply.
-        pub fn encode_failure(failure: &runtime::sink::SinkError) -> Vec<u8> {
-            encode_reply(&Err(crate::#error::from(failure.clone())))
+        pub fn encode_failure(failure: &runtime::error::Failure) -> Vec<u8> {
+            encode_reply(&Err(failure.clone().into()))
         }
 
         /// Parses the outcome of a call; a malformed reply is a `Transport` error.
-        pub fn decode_reply(bytes: &[u8]) -> Result<#reply, crate::#error> {
-            serde_json::from_slice::<Result<#reply, crate::#error>>(bytes)
-                .map_err(|e| crate::#error::Transport(format!("malformed reply: {e}")))?
+        pub fn decode_reply(bytes: &[u8]) -> Result<#reply, crate::#call_error> {
+            serde_json::from_slice::<Result<#reply, crate::#call_error>>(bytes)
+                .map_err(|e| runtime::error::Failure::Transport(format!("malformed reply: {e}")))?
         }
     }
 }
@@ -539,7 +524,7 @@ pub(super) fn command(api: &Api) -> TokenStream {
 pub(super) fn methods_via_call(api: &Api) -> Vec<TokenStream> {
     let command = service_ident(api, "Command");
     let reply = service_ident(api, "Reply");
-    let error = service_ident(api, "Error");
+    let call_error = service_ident(api, "CallError");
     api.operations
         .iter()
         .map(|op| {
@@ -550,10 +535,10 @@ pub(super) fn methods_via_call(api: &Api) -> Vec<TokenStream> {
             let ret = return_ty(op.returns.as_ref());
             let wire = &op.name;
             quote! {
-                async fn #name(&self, #(#ps),*) -> Result<#ret, crate::#error> {
+                async fn #name(&self, #(#ps),*) -> Result<#ret, crate::#call_error> {
                     match crate::collector::CallCommand::call_command(self, crate::#command::#v { #(#names),* }).await? {
                         crate::#reply::#v(value) => Ok(value),
-                        other => Err(crate::#error::Transport(format!("reply to `{}` answers `{}`", #wire, other.name()))),
+                        other => Err(runtime::error::Failure::Transport(format!("reply to `{}` answers `{}`", #wire, other.name())).into()),
                     }
                 }
             }
@@ -565,7 +550,7 @@ pub(super) fn collector(api: &Api) -> TokenStream {
     let api_trait = service_ident(api, "Api");
     let command = service_ident(api, "Command");
     let reply = service_ident(api, "Reply");
-    let error = service_ident(api, "Error");
+    let call_error = service_ident(api, "CallError");
     let methods = methods_via_call(api);
     quote! {
         //! The Collector: calls in, serialized commands out, for any sink.
@@ -576,11 +561,11 @@ pub(super) fn collector(api: &Api) -> TokenStream {
         pub(crate) trait CallCommand {
             /// Sends one command and returns its reply.
             fn call_command(&self, command: crate::#command)
-                -> impl ::std::future::Future<Output = Result<crate::#reply, crate::#error>> + Send;
+                -> impl ::std::future::Future<Output = Result<crate::#reply, crate::#call_error>> + Send;
         }
 
         impl<S: runtime::sink::CommandSink> CallCommand for Collector<S> {
-            async fn call_command(&self, command: crate::#command) -> Result<crate::#reply, crate::#error> {
+            async fn call_command(&self, command: crate::#command) -> Result<crate::#reply, crate::#call_error> {
                 let bytes = command.encode()?;
                 let reply = self.sink().submit(command.kind(), bytes).await?;
                 crate::decode_reply(&reply)
@@ -598,7 +583,7 @@ pub(super) fn dispatcher(api: &Api) -> TokenStream {
     let service_trait = service_ident(api, "Service");
     let command = service_ident(api, "Command");
     let reply = service_ident(api, "Reply");
-    let error = service_ident(api, "Error");
+    let service_error = service_ident(api, "ServiceError");
     let arm = |op: &Operation, receiver: TokenStream| {
         let name = ident(&op.name);
         let v = ident(&op.variant());
@@ -620,23 +605,15 @@ pub(super) fn dispatcher(api: &Api) -> TokenStream {
     let has_commands = api.commands().next().is_some();
     let command_arm = has_commands.then(|| {
         quote! {
-            other => Err(crate::#error::Transport(format!("`{}` is a command; it cannot run as a query", other.name()))),
+            // Callers check the kind first (`{S}App` answers a command sent as a query with a
+            // `Transport` failure); reaching this arm is a bug of the caller.
+            other => Err(runtime::error::ServiceError::Fault(format!("`{}` is a command; it cannot run as a query", other.name()))),
         }
     });
     let unused =
         (api.operations.iter().all(|o| o.kind == OpKind::Query)).then(|| quote!(let _ = ctx;));
     quote! {
         //! The Dispatcher: serialized commands in, calls on the service out.
-
-        /// The result of dispatching one serialized command.
-        #[derive(Debug, Clone, PartialEq, Eq)]
-        pub struct Outcome {
-            /// Whether the operation succeeded; when it did not, the caller must roll back
-            /// whatever the command changed.
-            pub ok: bool,
-            /// The serialized `Result` to send back to the caller.
-            pub reply: Vec<u8>,
-        }
 
         /// Decodes commands and calls the matching service method; the seed's step 3.
         #[derive(Debug, Clone, Copy, Default)]
@@ -648,33 +625,22 @@ pub(super) fn dispatcher(api: &Api) -> TokenStream {
                 service: &mut S,
                 ctx: &crate::ApplyContext,
                 command: crate::#command,
-            ) -> Result<crate::#reply, crate::#error> {
+            ) -> Result<crate::#reply, crate::#service_error> {
                 #unused
                 match command {
                     #(#execute_arms)*
                 }
             }
 
-            /// Runs a query against read-only state; a command is refused.
+            /// Runs a query against read-only state; a command is refused as a fault.
             pub fn query<S: crate::#service_trait + ?Sized>(
                 service: &S,
                 command: crate::#command,
-            ) -> Result<crate::#reply, crate::#error> {
+            ) -> Result<crate::#reply, crate::#service_error> {
                 match command {
                     #(#query_arms)*
                     #command_arm
                 }
-            }
-
-            /// Decodes `bytes`, runs the operation and serializes its result.
-            pub fn dispatch<S: crate::#service_trait + ?Sized>(
-                service: &mut S,
-                ctx: &crate::ApplyContext,
-                bytes: &[u8],
-            ) -> Outcome {
-                let result = crate::#command::decode(bytes)
-                    .and_then(|command| Self::execute(service, ctx, command));
-                Outcome { ok: result.is_ok(), reply: crate::encode_reply(&result) }
             }
         }
     }

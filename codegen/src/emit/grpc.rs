@@ -340,6 +340,7 @@ fn default_of(op: &str, p: &Field) -> Option<TokenStream> {
 pub fn adapters(api: &Api) -> TokenStream {
     let api_trait = service_ident(api, "Api");
     let error = service_ident(api, "Error");
+    let call_error = service_ident(api, "CallError");
     let service = ident(&api.service);
     let server_mod = format_ident!("{}_server", api.service.to_snake_case());
     let client_mod = format_ident!("{}_client", api.service.to_snake_case());
@@ -506,7 +507,7 @@ pub fn adapters(api: &Api) -> TokenStream {
             }
         });
         client_methods.push(quote! {
-            async fn #method(&self, #( #names: #arg_types ),*) -> Result<#ret, crate::#error> {
+            async fn #method(&self, #( #names: #arg_types ),*) -> Result<#ret, crate::#call_error> {
                 let request = pb::#req::from_native(#(#names),*);
                 let response = self
                     .call(
@@ -516,7 +517,7 @@ pub fn adapters(api: &Api) -> TokenStream {
                         classify,
                     )
                     .await?;
-                response.into_native().map_err(crate::#error::Transport)
+                response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
             }
         });
     }
@@ -579,12 +580,17 @@ pub fn adapters(api: &Api) -> TokenStream {
 
         #(#items)*
 
-        /// The status a service error travels as.
-        pub fn status_from_error(e: crate::#error) -> tonic::Status {
+        /// The status an error travels as: its code, its message and its kind in metadata.
+        pub fn status_from_error(e: crate::#call_error) -> tonic::Status {
             let code = match &e {
-                #( crate::#error::#enames(_) => tonic::Code::#ecodes, )*
-                crate::#error::Transport(_) | crate::#error::Redirect(_) => tonic::Code::Unavailable,
-                crate::#error::Internal(_) => tonic::Code::Internal,
+                runtime::error::CallError::Domain(domain) => match domain {
+                    #( crate::#error::#enames(_) => tonic::Code::#ecodes, )*
+                },
+                runtime::error::CallError::Failure(failure) => match failure {
+                    runtime::error::Failure::Transport(_) | runtime::error::Failure::Redirect(_) => tonic::Code::Unavailable,
+                    runtime::error::Failure::Deadline(_) => tonic::Code::DeadlineExceeded,
+                    runtime::error::Failure::Internal(_) => tonic::Code::Internal,
+                },
             };
             let mut status = tonic::Status::new(code, e.message());
             if let Ok(kind) = e.kind().parse() {
@@ -593,18 +599,19 @@ pub fn adapters(api: &Api) -> TokenStream {
             status
         }
 
-        /// Rebuilds the service error from a status: the kind from metadata when present, else
-        /// from the code (a status the transport itself produced, such as a malformed argument).
-        pub fn error_from_status(status: tonic::Status) -> crate::#error {
+        /// Rebuilds an error from a status: the kind from metadata when present, else from the
+        /// code (a status the transport itself produced, such as a malformed argument).
+        pub fn error_from_status(status: tonic::Status) -> crate::#call_error {
             let message = status.message().to_string();
             let kind = status.metadata().get(ERROR_KIND_KEY).and_then(|v| v.to_str().ok());
-            if let Some(e) = kind.and_then(|k| crate::#error::from_kind(k, message.clone())) {
+            if let Some(e) = kind.and_then(|k| runtime::error::CallError::from_kind(k, message.clone())) {
                 return e;
             }
             match status.code() {
-                #( tonic::Code::#canon_codes => crate::#error::#canon_names(message), )*
-                tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss => crate::#error::Internal(message),
-                code => crate::#error::Transport(format!("{code:?}: {message}")),
+                #( tonic::Code::#canon_codes => crate::#error::#canon_names(message).into(), )*
+                tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss => runtime::error::Failure::Internal(message).into(),
+                tonic::Code::DeadlineExceeded => runtime::error::Failure::Deadline(message).into(),
+                code => runtime::error::Failure::Transport(format!("{code:?}: {message}")).into(),
             }
         }
 
@@ -638,7 +645,7 @@ pub fn adapters(api: &Api) -> TokenStream {
         pub use runtime::client::GrpcClient;
 
         /// What a failed status means to the client policy.
-        fn classify<T>(status: tonic::Status) -> runtime::client::Attempt<T, crate::#error> {
+        fn classify<T>(status: tonic::Status) -> runtime::client::Attempt<T, crate::#call_error> {
             error_from_status(status).into_attempt("grpc")
         }
 
@@ -654,7 +661,7 @@ pub fn adapters(api: &Api) -> TokenStream {
             api: Arc<A>,
             max_message_size: usize,
             shutdown: impl ::std::future::Future<Output = ()> + Send,
-        ) -> Result<(), crate::#error> {
+        ) -> Result<(), runtime::server::ServeError> {
             runtime::server::serve_grpc(
                 listener,
                 GrpcService::new(api).into_server(max_message_size),
@@ -662,7 +669,6 @@ pub fn adapters(api: &Api) -> TokenStream {
                 shutdown,
             )
             .await
-            .map_err(|e| crate::#error::Transport(e.to_string()))
         }
     }
 }

@@ -34,6 +34,7 @@ pub fn module(api: &Api) -> TokenStream {
     let command = service_ident(api, "Command");
     let reply = service_ident(api, "Reply");
     let error = service_ident(api, "Error");
+    let call_error = service_ident(api, "CallError");
     let etags: Vec<_> = api.errors.iter().map(|e| code_literal(e.tag)).collect();
     let enames: Vec<_> = api.errors.iter().map(|e| ident(&e.name)).collect();
     quote! {
@@ -48,54 +49,43 @@ pub fn module(api: &Api) -> TokenStream {
         /// The OpenRPC document of the service (also served by `rpc.discover`).
         pub const OPENRPC: &str = include_str!("../openrpc.json");
 
-        /// Code of the built-in `Transport` error.
-        pub const TRANSPORT_CODE: i32 = -32050;
-        /// Code of the built-in `Redirect` error.
-        pub const REDIRECT_CODE: i32 = -32051;
-        /// Code of the built-in `Internal` error (JSON-RPC's standard "internal error").
-        pub const INTERNAL_CODE: i32 = -32603;
+        pub use runtime::server::{DEADLINE_CODE, INTERNAL_CODE, REDIRECT_CODE, TRANSPORT_CODE};
 
-        /// The application error code of an error: `-32000 - tag` for the schema's kinds.
-        pub fn error_code(e: &crate::#error) -> i32 {
+        /// The JSON-RPC code of an error: `-32000 - tag` for the schema's kinds, the runtime's
+        /// codes for call failures.
+        pub fn error_code(e: &crate::#call_error) -> i32 {
             match e {
-                #( crate::#error::#enames(_) => #etags, )*
-                crate::#error::Transport(_) => TRANSPORT_CODE,
-                crate::#error::Redirect(_) => REDIRECT_CODE,
-                crate::#error::Internal(_) => INTERNAL_CODE,
+                runtime::error::CallError::Domain(domain) => match domain {
+                    #( crate::#error::#enames(_) => #etags, )*
+                },
+                runtime::error::CallError::Failure(failure) => runtime::server::failure_code(failure),
             }
         }
 
-        /// The JSON-RPC error object of a service error (`data` carries the kind).
-        pub fn error_object(e: &crate::#error) -> ErrorObjectOwned {
-            ErrorObjectOwned::owned(error_code(e), e.message().to_string(), Some(serde_json::json!({ "kind": e.kind() })))
+        /// The JSON-RPC error object of an error (`data` carries the kind).
+        pub fn error_object(e: &crate::#call_error) -> ErrorObjectOwned {
+            ErrorObjectOwned::owned(error_code(e), e.message(), Some(serde_json::json!({ "kind": e.kind() })))
         }
 
-        /// Rebuilds a service error from a JSON-RPC error object.
-        pub fn error_from_object(e: &jsonrpsee::types::ErrorObject<'_>) -> crate::#error {
+        /// Rebuilds an error from a JSON-RPC error object: by the kind in `data`, else by code.
+        pub fn error_from_object(e: &jsonrpsee::types::ErrorObject<'_>) -> crate::#call_error {
             let message = e.message().to_string();
-            let kind = e
-                .data()
-                .and_then(|d| serde_json::from_str::<serde_json::Value>(d.get()).ok())
-                .and_then(|d| d.get("kind").and_then(|k| k.as_str()).map(str::to_string));
-            if let Some(err) = kind.and_then(|k| crate::#error::from_kind(&k, message.clone())) {
+            if let Some(err) = runtime::server::error_kind(e).and_then(|k| runtime::error::CallError::from_kind(&k, message.clone())) {
                 return err;
             }
             match e.code() {
-                #( #etags => crate::#error::#enames(message), )*
-                INTERNAL_CODE => crate::#error::Internal(message),
-                REDIRECT_CODE => crate::#error::Redirect(message),
-                code => crate::#error::Transport(format!("JSON-RPC error {code}: {message}")),
+                #( #etags => crate::#error::#enames(message).into(), )*
+                code => runtime::server::failure_from_code(code, message).into(),
             }
         }
 
         /// The jsonrpsee module serving every operation of `api`, plus `rpc.discover`.
-        pub fn rpc_module<A: crate::#api_trait + 'static>(api: Arc<A>) -> Result<jsonrpsee::RpcModule<A>, crate::#error> {
+        pub fn rpc_module<A: crate::#api_trait + 'static>(api: Arc<A>) -> Result<jsonrpsee::RpcModule<A>, runtime::server::ServeError> {
             runtime::server::rpc_module(api, crate::OPERATIONS, OPENRPC, |api, name, args| async move {
                 let command = crate::#command::from_params(name, args).map_err(runtime::server::invalid_params)?;
                 let reply = crate::invoke(&*api, command).await.map_err(|e| error_object(&e))?;
-                reply.into_value().map_err(|e| error_object(&e))
+                reply.into_value().map_err(|e| error_object(&e.into()))
             })
-            .map_err(|e| crate::#error::Internal(e.to_string()))
         }
 
         /// Serves `api` over JSON-RPC 2.0 on HTTP at `listener` until `shutdown` resolves.
@@ -105,23 +95,21 @@ pub fn module(api: &Api) -> TokenStream {
             api: Arc<A>,
             max_request_size: usize,
             shutdown: impl ::std::future::Future<Output = ()> + Send,
-        ) -> Result<(), crate::#error> {
+        ) -> Result<(), runtime::server::ServeError> {
             let module = rpc_module(api)?;
-            runtime::server::serve_jsonrpc(listener, module, max_request_size, shutdown)
-                .await
-                .map_err(|e| crate::#error::Transport(e.to_string()))
+            runtime::server::serve_jsonrpc(listener, module, max_request_size, shutdown).await
         }
 
         pub use runtime::client::JsonRpcClient;
 
         impl crate::collector::CallCommand for JsonRpcClient {
-            async fn call_command(&self, command: crate::#command) -> Result<crate::#reply, crate::#error> {
+            async fn call_command(&self, command: crate::#command) -> Result<crate::#reply, crate::#call_error> {
                 let name = command.name();
                 let params = command.into_params()?;
                 let value = self
                     .call(name, &params, |e| error_from_object(e).into_attempt("jsonrpc"))
                     .await?;
-                crate::#reply::from_value(name, value)
+                Ok(crate::#reply::from_value(name, value)?)
             }
         }
 

@@ -7,7 +7,7 @@
 
 #![warn(missing_docs)]
 
-use kv_generated::{ApplyContext, Entry, KvError, KvService, KvStore};
+use kv_generated::{ApplyContext, Entry, KvError, KvService, KvServiceError, KvStore};
 use runtime::rusqlite::{self, Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
@@ -40,16 +40,16 @@ impl KvStore for KvTables {
         &self,
         conn: &Connection,
         _ctx: &ApplyContext,
-        f: impl FnOnce(&mut dyn KvService) -> Result<R, KvError>,
-    ) -> Result<R, KvError> {
+        f: impl FnOnce(&mut dyn KvService) -> Result<R, KvServiceError>,
+    ) -> Result<R, KvServiceError> {
         f(&mut KvState { conn })
     }
 
     fn query<R>(
         &self,
         conn: &Connection,
-        f: impl FnOnce(&dyn KvService) -> Result<R, KvError>,
-    ) -> Result<R, KvError> {
+        f: impl FnOnce(&dyn KvService) -> Result<R, KvServiceError>,
+    ) -> Result<R, KvServiceError> {
         f(&KvState { conn })
     }
 
@@ -83,20 +83,20 @@ pub struct KvState<'c> {
     conn: &'c Connection,
 }
 
-/// SQLite failing is a machine failure, not a refusal: `Internal` stops the replica.
-fn internal(e: rusqlite::Error) -> KvError {
-    KvError::Internal(format!("sqlite: {e}"))
+/// SQLite failing is a fault of the machine, not a refusal: it stops the replica.
+fn internal(e: rusqlite::Error) -> KvServiceError {
+    KvServiceError::Fault(format!("sqlite: {e}"))
 }
 
-fn non_empty(key: &str) -> Result<(), KvError> {
+fn non_empty(key: &str) -> Result<(), KvServiceError> {
     if key.is_empty() {
-        return Err(KvError::InvalidArgument("the key must not be empty".into()));
+        return Err(KvError::InvalidArgument("the key must not be empty".into()).into());
     }
     Ok(())
 }
 
 impl KvState<'_> {
-    fn revision(&self) -> Result<u64, KvError> {
+    fn revision(&self) -> Result<u64, KvServiceError> {
         self.conn
             .prepare_cached("SELECT revision FROM kv_meta WHERE id = 1")
             .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
@@ -104,7 +104,7 @@ impl KvState<'_> {
             .map_err(internal)
     }
 
-    fn entry_revision(&self, key: &str) -> Result<Option<u64>, KvError> {
+    fn entry_revision(&self, key: &str) -> Result<Option<u64>, KvServiceError> {
         self.conn
             .prepare_cached("SELECT revision FROM kv WHERE key = ?1")
             .and_then(|mut s| s.query_row([key], |r| r.get::<_, i64>(0)).optional())
@@ -113,7 +113,7 @@ impl KvState<'_> {
     }
 
     /// Takes the next store revision.
-    fn next_revision(&mut self) -> Result<u64, KvError> {
+    fn next_revision(&mut self) -> Result<u64, KvServiceError> {
         let next = self.revision()? + 1;
         self.conn
             .prepare_cached("UPDATE kv_meta SET revision = ?1 WHERE id = 1")
@@ -122,7 +122,7 @@ impl KvState<'_> {
         Ok(next)
     }
 
-    fn write(&mut self, key: &str, value: &str) -> Result<u64, KvError> {
+    fn write(&mut self, key: &str, value: &str) -> Result<u64, KvServiceError> {
         let revision = self.next_revision()?;
         self.conn
             .prepare_cached(
@@ -144,12 +144,17 @@ fn entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
 }
 
 impl KvService for KvState<'_> {
-    fn put(&mut self, _ctx: &ApplyContext, key: String, value: String) -> Result<u64, KvError> {
+    fn put(
+        &mut self,
+        _ctx: &ApplyContext,
+        key: String,
+        value: String,
+    ) -> Result<u64, KvServiceError> {
         non_empty(&key)?;
         self.write(&key, &value)
     }
 
-    fn delete(&mut self, _ctx: &ApplyContext, key: String) -> Result<bool, KvError> {
+    fn delete(&mut self, _ctx: &ApplyContext, key: String) -> Result<bool, KvServiceError> {
         if self.entry_revision(&key)?.is_none() {
             return Ok(false);
         }
@@ -167,29 +172,31 @@ impl KvService for KvState<'_> {
         key: String,
         expected_revision: u64,
         value: String,
-    ) -> Result<u64, KvError> {
+    ) -> Result<u64, KvServiceError> {
         non_empty(&key)?;
         let found = self.entry_revision(&key)?.unwrap_or(0);
         if found != expected_revision {
             return Err(KvError::Conflict(format!(
                 "`{key}` is at revision {found}, not {expected_revision}"
-            )));
+            ))
+            .into());
         }
         self.write(&key, &value)
     }
 
-    fn get(&self, key: String) -> Result<Option<Entry>, KvError> {
+    fn get(&self, key: String) -> Result<Option<Entry>, KvServiceError> {
         self.conn
             .prepare_cached("SELECT key, value, revision FROM kv WHERE key = ?1")
             .and_then(|mut s| s.query_row([key], entry).optional())
             .map_err(internal)
     }
 
-    fn range(&self, prefix: String, limit: u32) -> Result<Vec<Entry>, KvError> {
+    fn range(&self, prefix: String, limit: u32) -> Result<Vec<Entry>, KvServiceError> {
         if !(1..=MAX_RANGE).contains(&limit) {
             return Err(KvError::InvalidArgument(format!(
                 "limit must be 1 to {MAX_RANGE}, not {limit}"
-            )));
+            ))
+            .into());
         }
         // Keys in [prefix, prefix + U+10FFFF): every key that starts with `prefix`.
         let end = format!("{prefix}\u{10FFFF}");

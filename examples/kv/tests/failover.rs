@@ -9,6 +9,7 @@ use std::time::Duration;
 use kv_generated::grpc::GrpcClient;
 use kv_generated::jsonrpc::JsonRpcClient;
 use kv_generated::{KvApi, KvError};
+use runtime::CallError;
 use runtime::call::ReadLevel;
 use runtime::cluster::LocalCluster;
 
@@ -63,7 +64,7 @@ async fn every_acknowledged_write_survives_killing_the_leader() {
         .compare_and_swap("cas".into(), 0, "second".into())
         .await
     {
-        Err(KvError::Conflict(_)) => {}
+        Err(CallError::Domain(KvError::Conflict(_))) => {}
         other => panic!("expected a Conflict, got {other:?}"),
     }
     acked.insert("cas".into(), "first".into());

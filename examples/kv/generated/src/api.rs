@@ -10,13 +10,13 @@ pub trait KvApi: Send + Sync {
         &self,
         key: String,
         value: String,
-    ) -> impl ::std::future::Future<Output = Result<u64, crate::KvError>> + Send;
+    ) -> impl ::std::future::Future<Output = Result<u64, crate::KvCallError>> + Send;
 
     /// Remove a key; returns whether it existed.
     fn delete(
         &self,
         key: String,
-    ) -> impl ::std::future::Future<Output = Result<bool, crate::KvError>> + Send;
+    ) -> impl ::std::future::Future<Output = Result<bool, crate::KvCallError>> + Send;
 
     /// Set a key's value only if its revision is `expected_revision` (0 = the key must not exist); returns the new store revision.
     ///
@@ -26,14 +26,14 @@ pub trait KvApi: Send + Sync {
         key: String,
         expected_revision: u64,
         value: String,
-    ) -> impl ::std::future::Future<Output = Result<u64, crate::KvError>> + Send;
+    ) -> impl ::std::future::Future<Output = Result<u64, crate::KvCallError>> + Send;
 
     /// A key's entry, if it exists.
     fn get(
         &self,
         key: String,
     ) -> impl ::std::future::Future<
-        Output = Result<Option<crate::Entry>, crate::KvError>,
+        Output = Result<Option<crate::Entry>, crate::KvCallError>,
     > + Send;
 
     /// The entries whose keys start with `prefix`, in key order.
@@ -44,7 +44,7 @@ pub trait KvApi: Send + Sync {
         prefix: String,
         limit: u32,
     ) -> impl ::std::future::Future<
-        Output = Result<Vec<crate::Entry>, crate::KvError>,
+        Output = Result<Vec<crate::Entry>, crate::KvCallError>,
     > + Send;
 }
 
@@ -54,14 +54,14 @@ impl<T: KvApi + ?Sized> KvApi for ::std::sync::Arc<T> {
         &self,
         key: String,
         value: String,
-    ) -> impl ::std::future::Future<Output = Result<u64, crate::KvError>> + Send {
+    ) -> impl ::std::future::Future<Output = Result<u64, crate::KvCallError>> + Send {
         (**self).put(key, value)
     }
 
     fn delete(
         &self,
         key: String,
-    ) -> impl ::std::future::Future<Output = Result<bool, crate::KvError>> + Send {
+    ) -> impl ::std::future::Future<Output = Result<bool, crate::KvCallError>> + Send {
         (**self).delete(key)
     }
 
@@ -70,7 +70,7 @@ impl<T: KvApi + ?Sized> KvApi for ::std::sync::Arc<T> {
         key: String,
         expected_revision: u64,
         value: String,
-    ) -> impl ::std::future::Future<Output = Result<u64, crate::KvError>> + Send {
+    ) -> impl ::std::future::Future<Output = Result<u64, crate::KvCallError>> + Send {
         (**self).compare_and_swap(key, expected_revision, value)
     }
 
@@ -78,7 +78,7 @@ impl<T: KvApi + ?Sized> KvApi for ::std::sync::Arc<T> {
         &self,
         key: String,
     ) -> impl ::std::future::Future<
-        Output = Result<Option<crate::Entry>, crate::KvError>,
+        Output = Result<Option<crate::Entry>, crate::KvCallError>,
     > + Send {
         (**self).get(key)
     }
@@ -88,7 +88,7 @@ impl<T: KvApi + ?Sized> KvApi for ::std::sync::Arc<T> {
         prefix: String,
         limit: u32,
     ) -> impl ::std::future::Future<
-        Output = Result<Vec<crate::Entry>, crate::KvError>,
+        Output = Result<Vec<crate::Entry>, crate::KvCallError>,
     > + Send {
         (**self).range(prefix, limit)
     }
@@ -104,14 +104,14 @@ pub trait KvService {
         ctx: &crate::ApplyContext,
         key: String,
         value: String,
-    ) -> Result<u64, crate::KvError>;
+    ) -> Result<u64, crate::KvServiceError>;
 
     /// Remove a key; returns whether it existed.
     fn delete(
         &mut self,
         ctx: &crate::ApplyContext,
         key: String,
-    ) -> Result<bool, crate::KvError>;
+    ) -> Result<bool, crate::KvServiceError>;
 
     /// Set a key's value only if its revision is `expected_revision` (0 = the key must not exist); returns the new store revision.
     ///
@@ -122,10 +122,10 @@ pub trait KvService {
         key: String,
         expected_revision: u64,
         value: String,
-    ) -> Result<u64, crate::KvError>;
+    ) -> Result<u64, crate::KvServiceError>;
 
     /// A key's entry, if it exists.
-    fn get(&self, key: String) -> Result<Option<crate::Entry>, crate::KvError>;
+    fn get(&self, key: String) -> Result<Option<crate::Entry>, crate::KvServiceError>;
 
     /// The entries whose keys start with `prefix`, in key order.
     ///
@@ -134,5 +134,5 @@ pub trait KvService {
         &self,
         prefix: String,
         limit: u32,
-    ) -> Result<Vec<crate::Entry>, crate::KvError>;
+    ) -> Result<Vec<crate::Entry>, crate::KvServiceError>;
 }

@@ -16,15 +16,15 @@ pub trait KvStore: Send + Sync + 'static {
         &self,
         conn: &Connection,
         ctx: &crate::ApplyContext,
-        f: impl FnOnce(&mut dyn crate::KvService) -> Result<R, crate::KvError>,
-    ) -> Result<R, crate::KvError>;
+        f: impl FnOnce(&mut dyn crate::KvService) -> Result<R, crate::KvServiceError>,
+    ) -> Result<R, crate::KvServiceError>;
 
     /// Runs `f` on the service for one query, read-only.
     fn query<R>(
         &self,
         conn: &Connection,
-        f: impl FnOnce(&dyn crate::KvService) -> Result<R, crate::KvError>,
-    ) -> Result<R, crate::KvError>;
+        f: impl FnOnce(&dyn crate::KvService) -> Result<R, crate::KvServiceError>,
+    ) -> Result<R, crate::KvServiceError>;
 
     /// A digest of the application's state: equal on replicas that hold equal state.
     fn digest(&self, conn: &Connection) -> Result<String, String>;
@@ -45,41 +45,64 @@ impl<St: KvStore> runtime::raft::state_machine::Application for KvApp<St> {
         ctx: &crate::ApplyContext,
         command: &[u8],
     ) -> Result<runtime::raft::types::Applied, String> {
-        let result = crate::KvCommand::decode(command)
-            .and_then(|command| {
-                if command.kind() == runtime::CallKind::Query {
-                    return Err(
-                        crate::KvError::Transport(
+        let result: Result<crate::KvReply, crate::KvCallError> = match crate::KvCommand::decode(
+            command,
+        ) {
+            Err(malformed) => Err(malformed.into()),
+            Ok(query) if query.kind() == runtime::CallKind::Query => {
+                Err(
+                    runtime::error::Failure::Transport(
                             format!(
-                                "`{}` is a query; it cannot be applied as a command",
-                                command.name()
+                                "`{}` is a query; it cannot be applied as a command", query
+                                .name()
                             ),
-                        ),
-                    );
-                }
-                self.0
+                        )
+                        .into(),
+                )
+            }
+            Ok(command) => {
+                match self
+                    .0
                     .command(
                         conn,
                         ctx,
                         |service| crate::Dispatcher::execute(service, ctx, command),
                     )
-            });
-        match result {
-            Err(crate::KvError::Internal(e)) => Err(e),
-            result => {
-                Ok(runtime::raft::types::Applied {
-                    ok: result.is_ok(),
-                    reply: crate::encode_reply(&result),
-                })
+                {
+                    Ok(reply) => Ok(reply),
+                    Err(runtime::error::ServiceError::Domain(e)) => Err(e.into()),
+                    Err(runtime::error::ServiceError::Fault(fault)) => return Err(fault),
+                }
             }
-        }
+        };
+        Ok(runtime::raft::types::Applied {
+            ok: result.is_ok(),
+            reply: crate::encode_reply(&result),
+        })
     }
 
     fn query(&self, conn: &Connection, query: &[u8]) -> Vec<u8> {
-        let result = crate::KvCommand::decode(query)
-            .and_then(|query| {
-                self.0.query(conn, |service| crate::Dispatcher::query(service, query))
-            });
+        let result: Result<crate::KvReply, crate::KvCallError> = match crate::KvCommand::decode(
+            query,
+        ) {
+            Err(malformed) => Err(malformed.into()),
+            Ok(command) if command.kind() == runtime::CallKind::Command => {
+                Err(
+                    runtime::error::Failure::Transport(
+                            format!(
+                                "`{}` is a command; it cannot run as a query", command
+                                .name()
+                            ),
+                        )
+                        .into(),
+                )
+            }
+            Ok(query) => {
+                self.0
+                    .query(conn, |service| crate::Dispatcher::query(service, query))
+                    .map_err(Into::into)
+            }
+        };
         crate::encode_reply(&result)
     }
 
@@ -92,13 +115,13 @@ impl<St: KvStore> runtime::raft::state_machine::Application for KvApp<St> {
 pub type Direct<St> = runtime::local::Direct<St>;
 
 impl<St: KvStore> crate::KvApi for runtime::local::Direct<St> {
-    async fn put(&self, key: String, value: String) -> Result<u64, crate::KvError> {
+    async fn put(&self, key: String, value: String) -> Result<u64, crate::KvCallError> {
         self.command(|conn, store, ctx| {
             store.command(conn, ctx, |s| s.put(ctx, key, value))
         })
     }
 
-    async fn delete(&self, key: String) -> Result<bool, crate::KvError> {
+    async fn delete(&self, key: String) -> Result<bool, crate::KvCallError> {
         self.command(|conn, store, ctx| store.command(conn, ctx, |s| s.delete(ctx, key)))
     }
 
@@ -107,7 +130,7 @@ impl<St: KvStore> crate::KvApi for runtime::local::Direct<St> {
         key: String,
         expected_revision: u64,
         value: String,
-    ) -> Result<u64, crate::KvError> {
+    ) -> Result<u64, crate::KvCallError> {
         self.command(|conn, store, ctx| {
             store
                 .command(
@@ -118,7 +141,10 @@ impl<St: KvStore> crate::KvApi for runtime::local::Direct<St> {
         })
     }
 
-    async fn get(&self, key: String) -> Result<Option<crate::Entry>, crate::KvError> {
+    async fn get(
+        &self,
+        key: String,
+    ) -> Result<Option<crate::Entry>, crate::KvCallError> {
         self.query(|conn, store| store.query(conn, |s| s.get(key)))
     }
 
@@ -126,7 +152,7 @@ impl<St: KvStore> crate::KvApi for runtime::local::Direct<St> {
         &self,
         prefix: String,
         limit: u32,
-    ) -> Result<Vec<crate::Entry>, crate::KvError> {
+    ) -> Result<Vec<crate::Entry>, crate::KvCallError> {
         self.query(|conn, store| store.query(conn, |s| s.range(prefix, limit)))
     }
 }

@@ -10,7 +10,7 @@ pub(crate) trait CallCommand {
         &self,
         command: crate::KvCommand,
     ) -> impl ::std::future::Future<
-        Output = Result<crate::KvReply, crate::KvError>,
+        Output = Result<crate::KvReply, crate::KvCallError>,
     > + Send;
 }
 
@@ -18,7 +18,7 @@ impl<S: runtime::sink::CommandSink> CallCommand for Collector<S> {
     async fn call_command(
         &self,
         command: crate::KvCommand,
-    ) -> Result<crate::KvReply, crate::KvError> {
+    ) -> Result<crate::KvReply, crate::KvCallError> {
         let bytes = command.encode()?;
         let reply = self.sink().submit(command.kind(), bytes).await?;
         crate::decode_reply(&reply)
@@ -27,7 +27,7 @@ impl<S: runtime::sink::CommandSink> CallCommand for Collector<S> {
 
 /// Every client that carries whole commands implements the API the same way.
 impl<C: CallCommand + Send + Sync> crate::KvApi for C {
-    async fn put(&self, key: String, value: String) -> Result<u64, crate::KvError> {
+    async fn put(&self, key: String, value: String) -> Result<u64, crate::KvCallError> {
         match crate::collector::CallCommand::call_command(
                 self,
                 crate::KvCommand::Put {
@@ -40,15 +40,16 @@ impl<C: CallCommand + Send + Sync> crate::KvApi for C {
             crate::KvReply::Put(value) => Ok(value),
             other => {
                 Err(
-                    crate::KvError::Transport(
-                        format!("reply to `{}` answers `{}`", "put", other.name()),
-                    ),
+                    runtime::error::Failure::Transport(
+                            format!("reply to `{}` answers `{}`", "put", other.name()),
+                        )
+                        .into(),
                 )
             }
         }
     }
 
-    async fn delete(&self, key: String) -> Result<bool, crate::KvError> {
+    async fn delete(&self, key: String) -> Result<bool, crate::KvCallError> {
         match crate::collector::CallCommand::call_command(
                 self,
                 crate::KvCommand::Delete { key },
@@ -58,9 +59,10 @@ impl<C: CallCommand + Send + Sync> crate::KvApi for C {
             crate::KvReply::Delete(value) => Ok(value),
             other => {
                 Err(
-                    crate::KvError::Transport(
-                        format!("reply to `{}` answers `{}`", "delete", other.name()),
-                    ),
+                    runtime::error::Failure::Transport(
+                            format!("reply to `{}` answers `{}`", "delete", other.name()),
+                        )
+                        .into(),
                 )
             }
         }
@@ -71,7 +73,7 @@ impl<C: CallCommand + Send + Sync> crate::KvApi for C {
         key: String,
         expected_revision: u64,
         value: String,
-    ) -> Result<u64, crate::KvError> {
+    ) -> Result<u64, crate::KvCallError> {
         match crate::collector::CallCommand::call_command(
                 self,
                 crate::KvCommand::CompareAndSwap {
@@ -85,18 +87,22 @@ impl<C: CallCommand + Send + Sync> crate::KvApi for C {
             crate::KvReply::CompareAndSwap(value) => Ok(value),
             other => {
                 Err(
-                    crate::KvError::Transport(
-                        format!(
-                            "reply to `{}` answers `{}`", "compare_and_swap", other
-                            .name()
-                        ),
-                    ),
+                    runtime::error::Failure::Transport(
+                            format!(
+                                "reply to `{}` answers `{}`", "compare_and_swap", other
+                                .name()
+                            ),
+                        )
+                        .into(),
                 )
             }
         }
     }
 
-    async fn get(&self, key: String) -> Result<Option<crate::Entry>, crate::KvError> {
+    async fn get(
+        &self,
+        key: String,
+    ) -> Result<Option<crate::Entry>, crate::KvCallError> {
         match crate::collector::CallCommand::call_command(
                 self,
                 crate::KvCommand::Get { key },
@@ -106,9 +112,10 @@ impl<C: CallCommand + Send + Sync> crate::KvApi for C {
             crate::KvReply::Get(value) => Ok(value),
             other => {
                 Err(
-                    crate::KvError::Transport(
-                        format!("reply to `{}` answers `{}`", "get", other.name()),
-                    ),
+                    runtime::error::Failure::Transport(
+                            format!("reply to `{}` answers `{}`", "get", other.name()),
+                        )
+                        .into(),
                 )
             }
         }
@@ -118,7 +125,7 @@ impl<C: CallCommand + Send + Sync> crate::KvApi for C {
         &self,
         prefix: String,
         limit: u32,
-    ) -> Result<Vec<crate::Entry>, crate::KvError> {
+    ) -> Result<Vec<crate::Entry>, crate::KvCallError> {
         match crate::collector::CallCommand::call_command(
                 self,
                 crate::KvCommand::Range {
@@ -131,9 +138,10 @@ impl<C: CallCommand + Send + Sync> crate::KvApi for C {
             crate::KvReply::Range(value) => Ok(value),
             other => {
                 Err(
-                    crate::KvError::Transport(
-                        format!("reply to `{}` answers `{}`", "range", other.name()),
-                    ),
+                    runtime::error::Failure::Transport(
+                            format!("reply to `{}` answers `{}`", "range", other.name()),
+                        )
+                        .into(),
                 )
             }
         }

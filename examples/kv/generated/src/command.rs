@@ -98,15 +98,19 @@ impl KvCommand {
     }
 
     /// The serialized form (see the type's documentation).
-    pub fn encode(&self) -> Result<Vec<u8>, crate::KvError> {
+    pub fn encode(&self) -> Result<Vec<u8>, runtime::error::Failure> {
         serde_json::to_vec(self)
-            .map_err(|e| crate::KvError::Internal(format!("cannot encode command: {e}")))
+            .map_err(|e| runtime::error::Failure::Internal(
+                format!("cannot encode command: {e}"),
+            ))
     }
 
     /// Parses the serialized form; a malformed command is a `Transport` error.
-    pub fn decode(bytes: &[u8]) -> Result<Self, crate::KvError> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, runtime::error::Failure> {
         serde_json::from_slice(bytes)
-            .map_err(|e| crate::KvError::Transport(format!("malformed command: {e}")))
+            .map_err(|e| runtime::error::Failure::Transport(
+                format!("malformed command: {e}"),
+            ))
     }
 }
 
@@ -138,7 +142,7 @@ impl KvReply {
     }
 
     /// The result value alone, as JSON (what JSON-RPC returns).
-    pub fn into_value(self) -> Result<serde_json::Value, crate::KvError> {
+    pub fn into_value(self) -> Result<serde_json::Value, runtime::error::Failure> {
         match self {
             KvReply::Put(v) => serde_json::to_value(v),
             KvReply::Delete(v) => serde_json::to_value(v),
@@ -146,18 +150,20 @@ impl KvReply {
             KvReply::Get(v) => serde_json::to_value(v),
             KvReply::Range(v) => serde_json::to_value(v),
         }
-            .map_err(|e| crate::KvError::Internal(format!("cannot encode result: {e}")))
+            .map_err(|e| runtime::error::Failure::Internal(
+                format!("cannot encode result: {e}"),
+            ))
     }
 
     /// Rebuilds a reply from the operation's name and its result value.
     pub fn from_value(
         name: &str,
         value: serde_json::Value,
-    ) -> Result<Self, crate::KvError> {
+    ) -> Result<Self, runtime::error::Failure> {
         let mut object = serde_json::Map::new();
         object.insert(name.to_string(), value);
         serde_json::from_value(serde_json::Value::Object(object))
-            .map_err(|e| crate::KvError::Transport(
+            .map_err(|e| runtime::error::Failure::Transport(
                 format!("malformed result of `{name}`: {e}"),
             ))
     }
@@ -204,7 +210,7 @@ impl KvCommand {
     /// The named arguments as a JSON object (what a JSON-RPC client sends).
     pub fn into_params(
         self,
-    ) -> Result<serde_json::Map<String, serde_json::Value>, crate::KvError> {
+    ) -> Result<serde_json::Map<String, serde_json::Value>, runtime::error::Failure> {
         match serde_json::to_value(self) {
             Ok(serde_json::Value::Object(outer)) => {
                 match outer.into_iter().next() {
@@ -214,7 +220,11 @@ impl KvCommand {
             }
             Ok(_) => Ok(serde_json::Map::new()),
             Err(e) => {
-                Err(crate::KvError::Internal(format!("cannot encode arguments: {e}")))
+                Err(
+                    runtime::error::Failure::Internal(
+                        format!("cannot encode arguments: {e}"),
+                    ),
+                )
             }
         }
     }
@@ -225,7 +235,7 @@ impl KvCommand {
 pub async fn invoke<A: crate::KvApi + ?Sized>(
     api: &A,
     command: KvCommand,
-) -> Result<KvReply, crate::KvError> {
+) -> Result<KvReply, crate::KvCallError> {
     match command {
         KvCommand::Put { key, value } => api.put(key, value).await.map(KvReply::Put),
         KvCommand::Delete { key } => api.delete(key).await.map(KvReply::Delete),
@@ -242,12 +252,13 @@ pub async fn invoke<A: crate::KvApi + ?Sized>(
 }
 
 /// Serializes the outcome of a call (see [`KvReply`]).
-pub fn encode_reply(reply: &Result<KvReply, crate::KvError>) -> Vec<u8> {
+pub fn encode_reply(reply: &Result<KvReply, crate::KvCallError>) -> Vec<u8> {
     match serde_json::to_vec(reply) {
         Ok(bytes) => bytes,
         Err(e) => {
-            let fallback: Result<KvReply, crate::KvError> = Err(
-                crate::KvError::Internal(format!("cannot encode reply: {e}")),
+            let fallback: Result<KvReply, crate::KvCallError> = Err(
+                runtime::error::Failure::Internal(format!("cannot encode reply: {e}"))
+                    .into(),
             );
             serde_json::to_vec(&fallback).unwrap_or_default()
         }
@@ -255,12 +266,14 @@ pub fn encode_reply(reply: &Result<KvReply, crate::KvError>) -> Vec<u8> {
 }
 
 /// A failure of the runtime (transport, redirect, node) as a serialized `Err` reply.
-pub fn encode_failure(failure: &runtime::sink::SinkError) -> Vec<u8> {
-    encode_reply(&Err(crate::KvError::from(failure.clone())))
+pub fn encode_failure(failure: &runtime::error::Failure) -> Vec<u8> {
+    encode_reply(&Err(failure.clone().into()))
 }
 
 /// Parses the outcome of a call; a malformed reply is a `Transport` error.
-pub fn decode_reply(bytes: &[u8]) -> Result<KvReply, crate::KvError> {
-    serde_json::from_slice::<Result<KvReply, crate::KvError>>(bytes)
-        .map_err(|e| crate::KvError::Transport(format!("malformed reply: {e}")))?
+pub fn decode_reply(bytes: &[u8]) -> Result<KvReply, crate::KvCallError> {
+    serde_json::from_slice::<Result<KvReply, crate::KvCallError>>(bytes)
+        .map_err(|e| runtime::error::Failure::Transport(
+            format!("malformed reply: {e}"),
+        ))?
 }

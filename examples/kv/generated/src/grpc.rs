@@ -204,15 +204,23 @@ impl pb::RangeResponse {
     }
 }
 
-/// The status a service error travels as.
-pub fn status_from_error(e: crate::KvError) -> tonic::Status {
+/// The status an error travels as: its code, its message and its kind in metadata.
+pub fn status_from_error(e: crate::KvCallError) -> tonic::Status {
     let code = match &e {
-        crate::KvError::Conflict(_) => tonic::Code::FailedPrecondition,
-        crate::KvError::InvalidArgument(_) => tonic::Code::InvalidArgument,
-        crate::KvError::Transport(_) | crate::KvError::Redirect(_) => {
-            tonic::Code::Unavailable
+        runtime::error::CallError::Domain(domain) => {
+            match domain {
+                crate::KvError::Conflict(_) => tonic::Code::FailedPrecondition,
+                crate::KvError::InvalidArgument(_) => tonic::Code::InvalidArgument,
+            }
         }
-        crate::KvError::Internal(_) => tonic::Code::Internal,
+        runtime::error::CallError::Failure(failure) => {
+            match failure {
+                runtime::error::Failure::Transport(_)
+                | runtime::error::Failure::Redirect(_) => tonic::Code::Unavailable,
+                runtime::error::Failure::Deadline(_) => tonic::Code::DeadlineExceeded,
+                runtime::error::Failure::Internal(_) => tonic::Code::Internal,
+            }
+        }
     };
     let mut status = tonic::Status::new(code, e.message());
     if let Ok(kind) = e.kind().parse() {
@@ -221,20 +229,25 @@ pub fn status_from_error(e: crate::KvError) -> tonic::Status {
     status
 }
 
-/// Rebuilds the service error from a status: the kind from metadata when present, else
-/// from the code (a status the transport itself produced, such as a malformed argument).
-pub fn error_from_status(status: tonic::Status) -> crate::KvError {
+/// Rebuilds an error from a status: the kind from metadata when present, else from the
+/// code (a status the transport itself produced, such as a malformed argument).
+pub fn error_from_status(status: tonic::Status) -> crate::KvCallError {
     let message = status.message().to_string();
     let kind = status.metadata().get(ERROR_KIND_KEY).and_then(|v| v.to_str().ok());
-    if let Some(e) = kind.and_then(|k| crate::KvError::from_kind(k, message.clone())) {
+    if let Some(e) = kind
+        .and_then(|k| runtime::error::CallError::from_kind(k, message.clone()))
+    {
         return e;
     }
     match status.code() {
-        tonic::Code::InvalidArgument => crate::KvError::InvalidArgument(message),
+        tonic::Code::InvalidArgument => crate::KvError::InvalidArgument(message).into(),
         tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss => {
-            crate::KvError::Internal(message)
+            runtime::error::Failure::Internal(message).into()
         }
-        code => crate::KvError::Transport(format!("{code:?}: {message}")),
+        tonic::Code::DeadlineExceeded => {
+            runtime::error::Failure::Deadline(message).into()
+        }
+        code => runtime::error::Failure::Transport(format!("{code:?}: {message}")).into(),
     }
 }
 
@@ -344,12 +357,14 @@ impl<A: crate::KvApi + 'static> pb::kv_server::Kv for GrpcService<A> {
 pub use runtime::client::GrpcClient;
 
 /// What a failed status means to the client policy.
-fn classify<T>(status: tonic::Status) -> runtime::client::Attempt<T, crate::KvError> {
+fn classify<T>(
+    status: tonic::Status,
+) -> runtime::client::Attempt<T, crate::KvCallError> {
     error_from_status(status).into_attempt("grpc")
 }
 
 impl crate::KvApi for GrpcClient {
-    async fn put(&self, key: String, value: String) -> Result<u64, crate::KvError> {
+    async fn put(&self, key: String, value: String) -> Result<u64, crate::KvCallError> {
         let request = pb::PutRequest::from_native(key, value);
         let response = self
             .call(
@@ -361,10 +376,10 @@ impl crate::KvApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(crate::KvError::Transport)
+        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
     }
 
-    async fn delete(&self, key: String) -> Result<bool, crate::KvError> {
+    async fn delete(&self, key: String) -> Result<bool, crate::KvCallError> {
         let request = pb::DeleteRequest::from_native(key);
         let response = self
             .call(
@@ -376,7 +391,7 @@ impl crate::KvApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(crate::KvError::Transport)
+        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
     }
 
     async fn compare_and_swap(
@@ -384,7 +399,7 @@ impl crate::KvApi for GrpcClient {
         key: String,
         expected_revision: u64,
         value: String,
-    ) -> Result<u64, crate::KvError> {
+    ) -> Result<u64, crate::KvCallError> {
         let request = pb::CompareAndSwapRequest::from_native(
             key,
             expected_revision,
@@ -400,10 +415,13 @@ impl crate::KvApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(crate::KvError::Transport)
+        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
     }
 
-    async fn get(&self, key: String) -> Result<Option<crate::Entry>, crate::KvError> {
+    async fn get(
+        &self,
+        key: String,
+    ) -> Result<Option<crate::Entry>, crate::KvCallError> {
         let request = pb::GetRequest::from_native(key);
         let response = self
             .call(
@@ -415,14 +433,14 @@ impl crate::KvApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(crate::KvError::Transport)
+        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
     }
 
     async fn range(
         &self,
         prefix: String,
         limit: u32,
-    ) -> Result<Vec<crate::Entry>, crate::KvError> {
+    ) -> Result<Vec<crate::Entry>, crate::KvCallError> {
         let request = pb::RangeRequest::from_native(prefix, limit);
         let response = self
             .call(
@@ -434,7 +452,7 @@ impl crate::KvApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(crate::KvError::Transport)
+        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
     }
 }
 
@@ -446,7 +464,7 @@ pub async fn serve<A: crate::KvApi + 'static>(
     api: Arc<A>,
     max_message_size: usize,
     shutdown: impl ::std::future::Future<Output = ()> + Send,
-) -> Result<(), crate::KvError> {
+) -> Result<(), runtime::server::ServeError> {
     runtime::server::serve_grpc(
             listener,
             GrpcService::new(api).into_server(max_message_size),
@@ -454,5 +472,4 @@ pub async fn serve<A: crate::KvApi + 'static>(
             shutdown,
         )
         .await
-        .map_err(|e| crate::KvError::Transport(e.to_string()))
 }

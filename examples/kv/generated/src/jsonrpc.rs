@@ -9,73 +9,65 @@ use jsonrpsee::types::ErrorObjectOwned;
 /// The OpenRPC document of the service (also served by `rpc.discover`).
 pub const OPENRPC: &str = include_str!("../openrpc.json");
 
-/// Code of the built-in `Transport` error.
-pub const TRANSPORT_CODE: i32 = -32050;
+pub use runtime::server::{DEADLINE_CODE, INTERNAL_CODE, REDIRECT_CODE, TRANSPORT_CODE};
 
-/// Code of the built-in `Redirect` error.
-pub const REDIRECT_CODE: i32 = -32051;
-
-/// Code of the built-in `Internal` error (JSON-RPC's standard "internal error").
-pub const INTERNAL_CODE: i32 = -32603;
-
-/// The application error code of an error: `-32000 - tag` for the schema's kinds.
-pub fn error_code(e: &crate::KvError) -> i32 {
+/// The JSON-RPC code of an error: `-32000 - tag` for the schema's kinds, the runtime's
+/// codes for call failures.
+pub fn error_code(e: &crate::KvCallError) -> i32 {
     match e {
-        crate::KvError::Conflict(_) => -32001,
-        crate::KvError::InvalidArgument(_) => -32002,
-        crate::KvError::Transport(_) => TRANSPORT_CODE,
-        crate::KvError::Redirect(_) => REDIRECT_CODE,
-        crate::KvError::Internal(_) => INTERNAL_CODE,
+        runtime::error::CallError::Domain(domain) => {
+            match domain {
+                crate::KvError::Conflict(_) => -32001,
+                crate::KvError::InvalidArgument(_) => -32002,
+            }
+        }
+        runtime::error::CallError::Failure(failure) => {
+            runtime::server::failure_code(failure)
+        }
     }
 }
 
-/// The JSON-RPC error object of a service error (`data` carries the kind).
-pub fn error_object(e: &crate::KvError) -> ErrorObjectOwned {
+/// The JSON-RPC error object of an error (`data` carries the kind).
+pub fn error_object(e: &crate::KvCallError) -> ErrorObjectOwned {
     ErrorObjectOwned::owned(
         error_code(e),
-        e.message().to_string(),
+        e.message(),
         Some(serde_json::json!({ "kind" : e.kind() })),
     )
 }
 
-/// Rebuilds a service error from a JSON-RPC error object.
-pub fn error_from_object(e: &jsonrpsee::types::ErrorObject<'_>) -> crate::KvError {
+/// Rebuilds an error from a JSON-RPC error object: by the kind in `data`, else by code.
+pub fn error_from_object(e: &jsonrpsee::types::ErrorObject<'_>) -> crate::KvCallError {
     let message = e.message().to_string();
-    let kind = e
-        .data()
-        .and_then(|d| serde_json::from_str::<serde_json::Value>(d.get()).ok())
-        .and_then(|d| d.get("kind").and_then(|k| k.as_str()).map(str::to_string));
-    if let Some(err) = kind.and_then(|k| crate::KvError::from_kind(&k, message.clone()))
+    if let Some(err) = runtime::server::error_kind(e)
+        .and_then(|k| runtime::error::CallError::from_kind(&k, message.clone()))
     {
         return err;
     }
     match e.code() {
-        -32001 => crate::KvError::Conflict(message),
-        -32002 => crate::KvError::InvalidArgument(message),
-        INTERNAL_CODE => crate::KvError::Internal(message),
-        REDIRECT_CODE => crate::KvError::Redirect(message),
-        code => crate::KvError::Transport(format!("JSON-RPC error {code}: {message}")),
+        -32001 => crate::KvError::Conflict(message).into(),
+        -32002 => crate::KvError::InvalidArgument(message).into(),
+        code => runtime::server::failure_from_code(code, message).into(),
     }
 }
 
 /// The jsonrpsee module serving every operation of `api`, plus `rpc.discover`.
 pub fn rpc_module<A: crate::KvApi + 'static>(
     api: Arc<A>,
-) -> Result<jsonrpsee::RpcModule<A>, crate::KvError> {
+) -> Result<jsonrpsee::RpcModule<A>, runtime::server::ServeError> {
     runtime::server::rpc_module(
-            api,
-            crate::OPERATIONS,
-            OPENRPC,
-            |api, name, args| async move {
-                let command = crate::KvCommand::from_params(name, args)
-                    .map_err(runtime::server::invalid_params)?;
-                let reply = crate::invoke(&*api, command)
-                    .await
-                    .map_err(|e| error_object(&e))?;
-                reply.into_value().map_err(|e| error_object(&e))
-            },
-        )
-        .map_err(|e| crate::KvError::Internal(e.to_string()))
+        api,
+        crate::OPERATIONS,
+        OPENRPC,
+        |api, name, args| async move {
+            let command = crate::KvCommand::from_params(name, args)
+                .map_err(runtime::server::invalid_params)?;
+            let reply = crate::invoke(&*api, command)
+                .await
+                .map_err(|e| error_object(&e))?;
+            reply.into_value().map_err(|e| error_object(&e.into()))
+        },
+    )
 }
 
 /// Serves `api` over JSON-RPC 2.0 on HTTP at `listener` until `shutdown` resolves.
@@ -85,11 +77,9 @@ pub async fn serve<A: crate::KvApi + 'static>(
     api: Arc<A>,
     max_request_size: usize,
     shutdown: impl ::std::future::Future<Output = ()> + Send,
-) -> Result<(), crate::KvError> {
+) -> Result<(), runtime::server::ServeError> {
     let module = rpc_module(api)?;
-    runtime::server::serve_jsonrpc(listener, module, max_request_size, shutdown)
-        .await
-        .map_err(|e| crate::KvError::Transport(e.to_string()))
+    runtime::server::serve_jsonrpc(listener, module, max_request_size, shutdown).await
 }
 
 pub use runtime::client::JsonRpcClient;
@@ -98,12 +88,12 @@ impl crate::collector::CallCommand for JsonRpcClient {
     async fn call_command(
         &self,
         command: crate::KvCommand,
-    ) -> Result<crate::KvReply, crate::KvError> {
+    ) -> Result<crate::KvReply, crate::KvCallError> {
         let name = command.name();
         let params = command.into_params()?;
         let value = self
             .call(name, &params, |e| error_from_object(e).into_attempt("jsonrpc"))
             .await?;
-        crate::KvReply::from_value(name, value)
+        Ok(crate::KvReply::from_value(name, value)?)
     }
 }

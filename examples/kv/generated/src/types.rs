@@ -10,17 +10,8 @@ pub struct Entry {
     pub revision: u64,
 }
 
-/// Every error a `Kv` operation can return, on every transport. The schema's kinds come first; `Transport`, `Redirect` and `Internal` are built in.
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    thiserror::Error,
-    serde::Serialize,
-    serde::Deserialize
-)]
-#[serde(tag = "kind", content = "message")]
+/// The refusals a `Kv` operation can answer: the schema's error kinds. A service method fails with a [`KvServiceError`] (one of these, or a fault of the machine); a call fails with a [`KvCallError`] (one of these, or a call failure).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KvError {
     /// compare_and_swap found another revision than the one expected.
     #[error("Conflict: {0}")]
@@ -28,98 +19,60 @@ pub enum KvError {
     /// An empty key, or a limit out of range.
     #[error("InvalidArgument: {0}")]
     InvalidArgument(String),
-    /// The call did not reach the service, or its answer was lost or malformed.
-    #[error("Transport: {0}")]
-    Transport(String),
-    /// This node does not take the call; retry at the leader. The message lists its
-    /// addresses as `grpc=HOST:PORT jsonrpc=HOST:PORT` (see [`Self::redirect_to`]).
-    #[error("Redirect: {0}")]
-    Redirect(String),
-    /// The service failed in a way the schema does not describe.
-    #[error("Internal: {0}")]
-    Internal(String),
 }
 
 impl KvError {
-    /// The kind's name, as written in the schema (`Transport` / `Internal` for the built-ins).
+    /// The kind's name, as written in the schema.
     pub fn kind(&self) -> &'static str {
         match self {
             KvError::Conflict(_) => "Conflict",
             KvError::InvalidArgument(_) => "InvalidArgument",
-            KvError::Transport(_) => "Transport",
-            KvError::Redirect(_) => "Redirect",
-            KvError::Internal(_) => "Internal",
         }
     }
 
     /// The human-readable message.
     pub fn message(&self) -> &str {
         match self {
-            KvError::Conflict(m)
-            | KvError::InvalidArgument(m)
-            | KvError::Transport(m)
-            | KvError::Redirect(m)
-            | KvError::Internal(m) => m,
+            KvError::Conflict(m) | KvError::InvalidArgument(m) => m,
         }
     }
 
-    /// The schema tag of the kind; `None` for the built-in kinds.
-    pub fn tag(&self) -> Option<u32> {
+    /// The kind's stable tag in the schema.
+    pub fn tag(&self) -> u32 {
         match self {
-            KvError::Conflict(_) => Some(1),
-            KvError::InvalidArgument(_) => Some(2),
-            KvError::Transport(_) | KvError::Redirect(_) | KvError::Internal(_) => None,
+            KvError::Conflict(_) => 1,
+            KvError::InvalidArgument(_) => 2,
         }
     }
+}
 
-    /// For a `Redirect`, the leader's address for a protocol (`"grpc"` or `"jsonrpc"`).
-    pub fn redirect_to(&self, protocol: &str) -> Option<&str> {
-        match self {
-            KvError::Redirect(m) => {
-                m.split_whitespace()
-                    .find_map(|w| {
-                        w.strip_prefix(protocol).and_then(|rest| rest.strip_prefix('='))
-                    })
-                    .filter(|addr| !addr.is_empty())
-            }
-            _ => None,
-        }
+impl runtime::error::DomainError for KvError {
+    fn kind(&self) -> &'static str {
+        KvError::kind(self)
     }
 
-    /// How the client policy treats this error on `protocol`: a redirect to follow, a
-    /// transport failure that may be resent, or an answer.
-    pub fn into_attempt<T>(self, protocol: &str) -> runtime::client::Attempt<T, Self> {
-        if let Some(addr) = self.redirect_to(protocol).map(str::to_string) {
-            return runtime::client::Attempt::Redirect(addr, self);
-        }
-        match self {
-            KvError::Transport(_) => runtime::client::Attempt::Transport(self),
-            other => runtime::client::Attempt::Done(Err(other)),
-        }
+    fn message(&self) -> &str {
+        KvError::message(self)
     }
 
-    /// Rebuilds an error from its kind name and message (what transports carry).
-    pub fn from_kind(kind: &str, message: String) -> Option<Self> {
+    fn from_kind(kind: &str, message: String) -> Option<Self> {
         match kind {
             "Conflict" => Some(KvError::Conflict(message)),
             "InvalidArgument" => Some(KvError::InvalidArgument(message)),
-            "Transport" => Some(KvError::Transport(message)),
-            "Redirect" => Some(KvError::Redirect(message)),
-            "Internal" => Some(KvError::Internal(message)),
             _ => None,
         }
     }
 }
 
-impl From<runtime::sink::SinkError> for KvError {
-    fn from(e: runtime::sink::SinkError) -> Self {
-        match e {
-            runtime::sink::SinkError::Transport(m) => KvError::Transport(m),
-            runtime::sink::SinkError::Redirect(leader) => {
-                KvError::Redirect(leader.api_words())
-            }
-            runtime::sink::SinkError::Internal(m) => KvError::Internal(m),
-        }
+/// How a call to a `Kv` operation fails: the service refused it with a [`KvError`], or the call failed on its way (transport, redirect, deadline, internal).
+pub type KvCallError = runtime::error::CallError<KvError>;
+
+/// How a `KvService` method fails: a [`KvError`] (rolled back and answered), or a fault of the machine (the replica stops rather than diverge).
+pub type KvServiceError = runtime::error::ServiceError<KvError>;
+
+impl From<KvError> for KvCallError {
+    fn from(e: KvError) -> Self {
+        runtime::error::CallError::Domain(e)
     }
 }
 

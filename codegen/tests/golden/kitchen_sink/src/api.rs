@@ -10,13 +10,15 @@ pub trait KitchenSinkApi: Send + Sync {
         &self,
         value: crate::Everything,
     ) -> impl ::std::future::Future<
-        Output = Result<crate::Everything, crate::KitchenSinkError>,
+        Output = Result<crate::Everything, crate::KitchenSinkCallError>,
     > + Send;
 
     /// A command with no parameters and no result.
     fn reset(
         &self,
-    ) -> impl ::std::future::Future<Output = Result<(), crate::KitchenSinkError>> + Send;
+    ) -> impl ::std::future::Future<
+        Output = Result<(), crate::KitchenSinkCallError>,
+    > + Send;
 
     /// Errors: `Nope`.
     fn find(
@@ -29,7 +31,7 @@ pub trait KitchenSinkApi: Send + Sync {
         level: crate::Level,
         maybe: Option<u64>,
     ) -> impl ::std::future::Future<
-        Output = Result<Vec<crate::Everything>, crate::KitchenSinkError>,
+        Output = Result<Vec<crate::Everything>, crate::KitchenSinkCallError>,
     > + Send;
 }
 
@@ -39,7 +41,7 @@ impl<T: KitchenSinkApi + ?Sized> KitchenSinkApi for ::std::sync::Arc<T> {
         &self,
         value: crate::Everything,
     ) -> impl ::std::future::Future<
-        Output = Result<crate::Everything, crate::KitchenSinkError>,
+        Output = Result<crate::Everything, crate::KitchenSinkCallError>,
     > + Send {
         (**self).put_everything(value)
     }
@@ -47,7 +49,7 @@ impl<T: KitchenSinkApi + ?Sized> KitchenSinkApi for ::std::sync::Arc<T> {
     fn reset(
         &self,
     ) -> impl ::std::future::Future<
-        Output = Result<(), crate::KitchenSinkError>,
+        Output = Result<(), crate::KitchenSinkCallError>,
     > + Send {
         (**self).reset()
     }
@@ -62,7 +64,7 @@ impl<T: KitchenSinkApi + ?Sized> KitchenSinkApi for ::std::sync::Arc<T> {
         level: crate::Level,
         maybe: Option<u64>,
     ) -> impl ::std::future::Future<
-        Output = Result<Vec<crate::Everything>, crate::KitchenSinkError>,
+        Output = Result<Vec<crate::Everything>, crate::KitchenSinkCallError>,
     > + Send {
         (**self).find(flag, small, ratio, label, money, level, maybe)
     }
@@ -77,13 +79,13 @@ pub trait KitchenSinkService {
         &mut self,
         ctx: &crate::ApplyContext,
         value: crate::Everything,
-    ) -> Result<crate::Everything, crate::KitchenSinkError>;
+    ) -> Result<crate::Everything, crate::KitchenSinkServiceError>;
 
     /// A command with no parameters and no result.
     fn reset(
         &mut self,
         ctx: &crate::ApplyContext,
-    ) -> Result<(), crate::KitchenSinkError>;
+    ) -> Result<(), crate::KitchenSinkServiceError>;
 
     /// Errors: `Nope`.
     fn find(
@@ -95,5 +97,5 @@ pub trait KitchenSinkService {
         money: ::rust_decimal::Decimal,
         level: crate::Level,
         maybe: Option<u64>,
-    ) -> Result<Vec<crate::Everything>, crate::KitchenSinkError>;
+    ) -> Result<Vec<crate::Everything>, crate::KitchenSinkServiceError>;
 }

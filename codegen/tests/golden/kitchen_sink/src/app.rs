@@ -18,8 +18,8 @@ pub trait KitchenSinkStore: Send + Sync + 'static {
         ctx: &crate::ApplyContext,
         f: impl FnOnce(
             &mut dyn crate::KitchenSinkService,
-        ) -> Result<R, crate::KitchenSinkError>,
-    ) -> Result<R, crate::KitchenSinkError>;
+        ) -> Result<R, crate::KitchenSinkServiceError>,
+    ) -> Result<R, crate::KitchenSinkServiceError>;
 
     /// Runs `f` on the service for one query, read-only.
     fn query<R>(
@@ -27,8 +27,8 @@ pub trait KitchenSinkStore: Send + Sync + 'static {
         conn: &Connection,
         f: impl FnOnce(
             &dyn crate::KitchenSinkService,
-        ) -> Result<R, crate::KitchenSinkError>,
-    ) -> Result<R, crate::KitchenSinkError>;
+        ) -> Result<R, crate::KitchenSinkServiceError>,
+    ) -> Result<R, crate::KitchenSinkServiceError>;
 
     /// A digest of the application's state: equal on replicas that hold equal state.
     fn digest(&self, conn: &Connection) -> Result<String, String>;
@@ -50,41 +50,64 @@ for KitchenSinkApp<St> {
         ctx: &crate::ApplyContext,
         command: &[u8],
     ) -> Result<runtime::raft::types::Applied, String> {
-        let result = crate::KitchenSinkCommand::decode(command)
-            .and_then(|command| {
-                if command.kind() == runtime::CallKind::Query {
-                    return Err(
-                        crate::KitchenSinkError::Transport(
+        let result: Result<crate::KitchenSinkReply, crate::KitchenSinkCallError> = match crate::KitchenSinkCommand::decode(
+            command,
+        ) {
+            Err(malformed) => Err(malformed.into()),
+            Ok(query) if query.kind() == runtime::CallKind::Query => {
+                Err(
+                    runtime::error::Failure::Transport(
                             format!(
-                                "`{}` is a query; it cannot be applied as a command",
-                                command.name()
+                                "`{}` is a query; it cannot be applied as a command", query
+                                .name()
                             ),
-                        ),
-                    );
-                }
-                self.0
+                        )
+                        .into(),
+                )
+            }
+            Ok(command) => {
+                match self
+                    .0
                     .command(
                         conn,
                         ctx,
                         |service| crate::Dispatcher::execute(service, ctx, command),
                     )
-            });
-        match result {
-            Err(crate::KitchenSinkError::Internal(e)) => Err(e),
-            result => {
-                Ok(runtime::raft::types::Applied {
-                    ok: result.is_ok(),
-                    reply: crate::encode_reply(&result),
-                })
+                {
+                    Ok(reply) => Ok(reply),
+                    Err(runtime::error::ServiceError::Domain(e)) => Err(e.into()),
+                    Err(runtime::error::ServiceError::Fault(fault)) => return Err(fault),
+                }
             }
-        }
+        };
+        Ok(runtime::raft::types::Applied {
+            ok: result.is_ok(),
+            reply: crate::encode_reply(&result),
+        })
     }
 
     fn query(&self, conn: &Connection, query: &[u8]) -> Vec<u8> {
-        let result = crate::KitchenSinkCommand::decode(query)
-            .and_then(|query| {
-                self.0.query(conn, |service| crate::Dispatcher::query(service, query))
-            });
+        let result: Result<crate::KitchenSinkReply, crate::KitchenSinkCallError> = match crate::KitchenSinkCommand::decode(
+            query,
+        ) {
+            Err(malformed) => Err(malformed.into()),
+            Ok(command) if command.kind() == runtime::CallKind::Command => {
+                Err(
+                    runtime::error::Failure::Transport(
+                            format!(
+                                "`{}` is a command; it cannot run as a query", command
+                                .name()
+                            ),
+                        )
+                        .into(),
+                )
+            }
+            Ok(query) => {
+                self.0
+                    .query(conn, |service| crate::Dispatcher::query(service, query))
+                    .map_err(Into::into)
+            }
+        };
         crate::encode_reply(&result)
     }
 
@@ -100,13 +123,13 @@ impl<St: KitchenSinkStore> crate::KitchenSinkApi for runtime::local::Direct<St> 
     async fn put_everything(
         &self,
         value: crate::Everything,
-    ) -> Result<crate::Everything, crate::KitchenSinkError> {
+    ) -> Result<crate::Everything, crate::KitchenSinkCallError> {
         self.command(|conn, store, ctx| {
             store.command(conn, ctx, |s| s.put_everything(ctx, value))
         })
     }
 
-    async fn reset(&self) -> Result<(), crate::KitchenSinkError> {
+    async fn reset(&self) -> Result<(), crate::KitchenSinkCallError> {
         self.command(|conn, store, ctx| store.command(conn, ctx, |s| s.reset(ctx)))
     }
 
@@ -119,7 +142,7 @@ impl<St: KitchenSinkStore> crate::KitchenSinkApi for runtime::local::Direct<St> 
         money: ::rust_decimal::Decimal,
         level: crate::Level,
         maybe: Option<u64>,
-    ) -> Result<Vec<crate::Everything>, crate::KitchenSinkError> {
+    ) -> Result<Vec<crate::Everything>, crate::KitchenSinkCallError> {
         self.query(|conn, store| {
             store.query(conn, |s| s.find(flag, small, ratio, label, money, level, maybe))
         })

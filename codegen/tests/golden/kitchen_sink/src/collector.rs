@@ -10,7 +10,7 @@ pub(crate) trait CallCommand {
         &self,
         command: crate::KitchenSinkCommand,
     ) -> impl ::std::future::Future<
-        Output = Result<crate::KitchenSinkReply, crate::KitchenSinkError>,
+        Output = Result<crate::KitchenSinkReply, crate::KitchenSinkCallError>,
     > + Send;
 }
 
@@ -18,7 +18,7 @@ impl<S: runtime::sink::CommandSink> CallCommand for Collector<S> {
     async fn call_command(
         &self,
         command: crate::KitchenSinkCommand,
-    ) -> Result<crate::KitchenSinkReply, crate::KitchenSinkError> {
+    ) -> Result<crate::KitchenSinkReply, crate::KitchenSinkCallError> {
         let bytes = command.encode()?;
         let reply = self.sink().submit(command.kind(), bytes).await?;
         crate::decode_reply(&reply)
@@ -30,7 +30,7 @@ impl<C: CallCommand + Send + Sync> crate::KitchenSinkApi for C {
     async fn put_everything(
         &self,
         value: crate::Everything,
-    ) -> Result<crate::Everything, crate::KitchenSinkError> {
+    ) -> Result<crate::Everything, crate::KitchenSinkCallError> {
         match crate::collector::CallCommand::call_command(
                 self,
                 crate::KitchenSinkCommand::PutEverything {
@@ -42,17 +42,18 @@ impl<C: CallCommand + Send + Sync> crate::KitchenSinkApi for C {
             crate::KitchenSinkReply::PutEverything(value) => Ok(value),
             other => {
                 Err(
-                    crate::KitchenSinkError::Transport(
-                        format!(
-                            "reply to `{}` answers `{}`", "put_everything", other.name()
-                        ),
-                    ),
+                    runtime::error::Failure::Transport(
+                            format!(
+                                "reply to `{}` answers `{}`", "put_everything", other.name()
+                            ),
+                        )
+                        .into(),
                 )
             }
         }
     }
 
-    async fn reset(&self) -> Result<(), crate::KitchenSinkError> {
+    async fn reset(&self) -> Result<(), crate::KitchenSinkCallError> {
         match crate::collector::CallCommand::call_command(
                 self,
                 crate::KitchenSinkCommand::Reset {
@@ -63,9 +64,10 @@ impl<C: CallCommand + Send + Sync> crate::KitchenSinkApi for C {
             crate::KitchenSinkReply::Reset(value) => Ok(value),
             other => {
                 Err(
-                    crate::KitchenSinkError::Transport(
-                        format!("reply to `{}` answers `{}`", "reset", other.name()),
-                    ),
+                    runtime::error::Failure::Transport(
+                            format!("reply to `{}` answers `{}`", "reset", other.name()),
+                        )
+                        .into(),
                 )
             }
         }
@@ -80,7 +82,7 @@ impl<C: CallCommand + Send + Sync> crate::KitchenSinkApi for C {
         money: ::rust_decimal::Decimal,
         level: crate::Level,
         maybe: Option<u64>,
-    ) -> Result<Vec<crate::Everything>, crate::KitchenSinkError> {
+    ) -> Result<Vec<crate::Everything>, crate::KitchenSinkCallError> {
         match crate::collector::CallCommand::call_command(
                 self,
                 crate::KitchenSinkCommand::Find {
@@ -98,9 +100,10 @@ impl<C: CallCommand + Send + Sync> crate::KitchenSinkApi for C {
             crate::KitchenSinkReply::Find(value) => Ok(value),
             other => {
                 Err(
-                    crate::KitchenSinkError::Transport(
-                        format!("reply to `{}` answers `{}`", "find", other.name()),
-                    ),
+                    runtime::error::Failure::Transport(
+                            format!("reply to `{}` answers `{}`", "find", other.name()),
+                        )
+                        .into(),
                 )
             }
         }

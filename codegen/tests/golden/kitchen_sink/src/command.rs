@@ -83,17 +83,17 @@ impl KitchenSinkCommand {
     }
 
     /// The serialized form (see the type's documentation).
-    pub fn encode(&self) -> Result<Vec<u8>, crate::KitchenSinkError> {
+    pub fn encode(&self) -> Result<Vec<u8>, runtime::error::Failure> {
         serde_json::to_vec(self)
-            .map_err(|e| crate::KitchenSinkError::Internal(
+            .map_err(|e| runtime::error::Failure::Internal(
                 format!("cannot encode command: {e}"),
             ))
     }
 
     /// Parses the serialized form; a malformed command is a `Transport` error.
-    pub fn decode(bytes: &[u8]) -> Result<Self, crate::KitchenSinkError> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, runtime::error::Failure> {
         serde_json::from_slice(bytes)
-            .map_err(|e| crate::KitchenSinkError::Transport(
+            .map_err(|e| runtime::error::Failure::Transport(
                 format!("malformed command: {e}"),
             ))
     }
@@ -121,13 +121,13 @@ impl KitchenSinkReply {
     }
 
     /// The result value alone, as JSON (what JSON-RPC returns).
-    pub fn into_value(self) -> Result<serde_json::Value, crate::KitchenSinkError> {
+    pub fn into_value(self) -> Result<serde_json::Value, runtime::error::Failure> {
         match self {
             KitchenSinkReply::PutEverything(v) => serde_json::to_value(v),
             KitchenSinkReply::Reset(v) => serde_json::to_value(v),
             KitchenSinkReply::Find(v) => serde_json::to_value(v),
         }
-            .map_err(|e| crate::KitchenSinkError::Internal(
+            .map_err(|e| runtime::error::Failure::Internal(
                 format!("cannot encode result: {e}"),
             ))
     }
@@ -136,11 +136,11 @@ impl KitchenSinkReply {
     pub fn from_value(
         name: &str,
         value: serde_json::Value,
-    ) -> Result<Self, crate::KitchenSinkError> {
+    ) -> Result<Self, runtime::error::Failure> {
         let mut object = serde_json::Map::new();
         object.insert(name.to_string(), value);
         serde_json::from_value(serde_json::Value::Object(object))
-            .map_err(|e| crate::KitchenSinkError::Transport(
+            .map_err(|e| runtime::error::Failure::Transport(
                 format!("malformed result of `{name}`: {e}"),
             ))
     }
@@ -187,7 +187,7 @@ impl KitchenSinkCommand {
     /// The named arguments as a JSON object (what a JSON-RPC client sends).
     pub fn into_params(
         self,
-    ) -> Result<serde_json::Map<String, serde_json::Value>, crate::KitchenSinkError> {
+    ) -> Result<serde_json::Map<String, serde_json::Value>, runtime::error::Failure> {
         match serde_json::to_value(self) {
             Ok(serde_json::Value::Object(outer)) => {
                 match outer.into_iter().next() {
@@ -198,7 +198,7 @@ impl KitchenSinkCommand {
             Ok(_) => Ok(serde_json::Map::new()),
             Err(e) => {
                 Err(
-                    crate::KitchenSinkError::Internal(
+                    runtime::error::Failure::Internal(
                         format!("cannot encode arguments: {e}"),
                     ),
                 )
@@ -212,7 +212,7 @@ impl KitchenSinkCommand {
 pub async fn invoke<A: crate::KitchenSinkApi + ?Sized>(
     api: &A,
     command: KitchenSinkCommand,
-) -> Result<KitchenSinkReply, crate::KitchenSinkError> {
+) -> Result<KitchenSinkReply, crate::KitchenSinkCallError> {
     match command {
         KitchenSinkCommand::PutEverything { value } => {
             api.put_everything(value).await.map(KitchenSinkReply::PutEverything)
@@ -228,13 +228,14 @@ pub async fn invoke<A: crate::KitchenSinkApi + ?Sized>(
 
 /// Serializes the outcome of a call (see [`KitchenSinkReply`]).
 pub fn encode_reply(
-    reply: &Result<KitchenSinkReply, crate::KitchenSinkError>,
+    reply: &Result<KitchenSinkReply, crate::KitchenSinkCallError>,
 ) -> Vec<u8> {
     match serde_json::to_vec(reply) {
         Ok(bytes) => bytes,
         Err(e) => {
-            let fallback: Result<KitchenSinkReply, crate::KitchenSinkError> = Err(
-                crate::KitchenSinkError::Internal(format!("cannot encode reply: {e}")),
+            let fallback: Result<KitchenSinkReply, crate::KitchenSinkCallError> = Err(
+                runtime::error::Failure::Internal(format!("cannot encode reply: {e}"))
+                    .into(),
             );
             serde_json::to_vec(&fallback).unwrap_or_default()
         }
@@ -242,14 +243,18 @@ pub fn encode_reply(
 }
 
 /// A failure of the runtime (transport, redirect, node) as a serialized `Err` reply.
-pub fn encode_failure(failure: &runtime::sink::SinkError) -> Vec<u8> {
-    encode_reply(&Err(crate::KitchenSinkError::from(failure.clone())))
+pub fn encode_failure(failure: &runtime::error::Failure) -> Vec<u8> {
+    encode_reply(&Err(failure.clone().into()))
 }
 
 /// Parses the outcome of a call; a malformed reply is a `Transport` error.
-pub fn decode_reply(bytes: &[u8]) -> Result<KitchenSinkReply, crate::KitchenSinkError> {
-    serde_json::from_slice::<Result<KitchenSinkReply, crate::KitchenSinkError>>(bytes)
-        .map_err(|e| crate::KitchenSinkError::Transport(
+pub fn decode_reply(
+    bytes: &[u8],
+) -> Result<KitchenSinkReply, crate::KitchenSinkCallError> {
+    serde_json::from_slice::<
+        Result<KitchenSinkReply, crate::KitchenSinkCallError>,
+    >(bytes)
+        .map_err(|e| runtime::error::Failure::Transport(
             format!("malformed reply: {e}"),
         ))?
 }

@@ -248,15 +248,23 @@ impl pb::FindResponse {
     }
 }
 
-/// The status a service error travels as.
-pub fn status_from_error(e: crate::KitchenSinkError) -> tonic::Status {
+/// The status an error travels as: its code, its message and its kind in metadata.
+pub fn status_from_error(e: crate::KitchenSinkCallError) -> tonic::Status {
     let code = match &e {
-        crate::KitchenSinkError::Nope(_) => tonic::Code::FailedPrecondition,
-        crate::KitchenSinkError::TooMuch(_) => tonic::Code::FailedPrecondition,
-        crate::KitchenSinkError::Transport(_) | crate::KitchenSinkError::Redirect(_) => {
-            tonic::Code::Unavailable
+        runtime::error::CallError::Domain(domain) => {
+            match domain {
+                crate::KitchenSinkError::Nope(_) => tonic::Code::FailedPrecondition,
+                crate::KitchenSinkError::TooMuch(_) => tonic::Code::FailedPrecondition,
+            }
         }
-        crate::KitchenSinkError::Internal(_) => tonic::Code::Internal,
+        runtime::error::CallError::Failure(failure) => {
+            match failure {
+                runtime::error::Failure::Transport(_)
+                | runtime::error::Failure::Redirect(_) => tonic::Code::Unavailable,
+                runtime::error::Failure::Deadline(_) => tonic::Code::DeadlineExceeded,
+                runtime::error::Failure::Internal(_) => tonic::Code::Internal,
+            }
+        }
     };
     let mut status = tonic::Status::new(code, e.message());
     if let Ok(kind) = e.kind().parse() {
@@ -265,21 +273,24 @@ pub fn status_from_error(e: crate::KitchenSinkError) -> tonic::Status {
     status
 }
 
-/// Rebuilds the service error from a status: the kind from metadata when present, else
-/// from the code (a status the transport itself produced, such as a malformed argument).
-pub fn error_from_status(status: tonic::Status) -> crate::KitchenSinkError {
+/// Rebuilds an error from a status: the kind from metadata when present, else from the
+/// code (a status the transport itself produced, such as a malformed argument).
+pub fn error_from_status(status: tonic::Status) -> crate::KitchenSinkCallError {
     let message = status.message().to_string();
     let kind = status.metadata().get(ERROR_KIND_KEY).and_then(|v| v.to_str().ok());
     if let Some(e) = kind
-        .and_then(|k| crate::KitchenSinkError::from_kind(k, message.clone()))
+        .and_then(|k| runtime::error::CallError::from_kind(k, message.clone()))
     {
         return e;
     }
     match status.code() {
         tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss => {
-            crate::KitchenSinkError::Internal(message)
+            runtime::error::Failure::Internal(message).into()
         }
-        code => crate::KitchenSinkError::Transport(format!("{code:?}: {message}")),
+        tonic::Code::DeadlineExceeded => {
+            runtime::error::Failure::Deadline(message).into()
+        }
+        code => runtime::error::Failure::Transport(format!("{code:?}: {message}")).into(),
     }
 }
 
@@ -365,7 +376,7 @@ pub use runtime::client::GrpcClient;
 /// What a failed status means to the client policy.
 fn classify<T>(
     status: tonic::Status,
-) -> runtime::client::Attempt<T, crate::KitchenSinkError> {
+) -> runtime::client::Attempt<T, crate::KitchenSinkCallError> {
     error_from_status(status).into_attempt("grpc")
 }
 
@@ -373,7 +384,7 @@ impl crate::KitchenSinkApi for GrpcClient {
     async fn put_everything(
         &self,
         value: crate::Everything,
-    ) -> Result<crate::Everything, crate::KitchenSinkError> {
+    ) -> Result<crate::Everything, crate::KitchenSinkCallError> {
         let request = pb::PutEverythingRequest::from_native(value);
         let response = self
             .call(
@@ -387,10 +398,10 @@ impl crate::KitchenSinkApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(crate::KitchenSinkError::Transport)
+        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
     }
 
-    async fn reset(&self) -> Result<(), crate::KitchenSinkError> {
+    async fn reset(&self) -> Result<(), crate::KitchenSinkCallError> {
         let request = pb::ResetRequest::from_native();
         let response = self
             .call(
@@ -404,7 +415,7 @@ impl crate::KitchenSinkApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(crate::KitchenSinkError::Transport)
+        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
     }
 
     async fn find(
@@ -416,7 +427,7 @@ impl crate::KitchenSinkApi for GrpcClient {
         money: ::rust_decimal::Decimal,
         level: crate::Level,
         maybe: Option<u64>,
-    ) -> Result<Vec<crate::Everything>, crate::KitchenSinkError> {
+    ) -> Result<Vec<crate::Everything>, crate::KitchenSinkCallError> {
         let request = pb::FindRequest::from_native(
             flag,
             small,
@@ -438,7 +449,7 @@ impl crate::KitchenSinkApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(crate::KitchenSinkError::Transport)
+        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
     }
 }
 
@@ -450,7 +461,7 @@ pub async fn serve<A: crate::KitchenSinkApi + 'static>(
     api: Arc<A>,
     max_message_size: usize,
     shutdown: impl ::std::future::Future<Output = ()> + Send,
-) -> Result<(), crate::KitchenSinkError> {
+) -> Result<(), runtime::server::ServeError> {
     runtime::server::serve_grpc(
             listener,
             GrpcService::new(api).into_server(max_message_size),
@@ -458,5 +469,4 @@ pub async fn serve<A: crate::KitchenSinkApi + 'static>(
             shutdown,
         )
         .await
-        .map_err(|e| crate::KitchenSinkError::Transport(e.to_string()))
 }

@@ -100,117 +100,68 @@ pub struct Everything {
     pub nested: Option<crate::Level>,
 }
 
-/// Every error a `KitchenSink` operation can return, on every transport. The schema's kinds come first; `Transport`, `Redirect` and `Internal` are built in.
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    thiserror::Error,
-    serde::Serialize,
-    serde::Deserialize
-)]
-#[serde(tag = "kind", content = "message")]
+/// The refusals a `KitchenSink` operation can answer: the schema's error kinds. A service method fails with a [`KitchenSinkServiceError`] (one of these, or a fault of the machine); a call fails with a [`KitchenSinkCallError`] (one of these, or a call failure).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KitchenSinkError {
     /// A domain error.
     #[error("Nope: {0}")]
     Nope(String),
     #[error("TooMuch: {0}")]
     TooMuch(String),
-    /// The call did not reach the service, or its answer was lost or malformed.
-    #[error("Transport: {0}")]
-    Transport(String),
-    /// This node does not take the call; retry at the leader. The message lists its
-    /// addresses as `grpc=HOST:PORT jsonrpc=HOST:PORT` (see [`Self::redirect_to`]).
-    #[error("Redirect: {0}")]
-    Redirect(String),
-    /// The service failed in a way the schema does not describe.
-    #[error("Internal: {0}")]
-    Internal(String),
 }
 
 impl KitchenSinkError {
-    /// The kind's name, as written in the schema (`Transport` / `Internal` for the built-ins).
+    /// The kind's name, as written in the schema.
     pub fn kind(&self) -> &'static str {
         match self {
             KitchenSinkError::Nope(_) => "Nope",
             KitchenSinkError::TooMuch(_) => "TooMuch",
-            KitchenSinkError::Transport(_) => "Transport",
-            KitchenSinkError::Redirect(_) => "Redirect",
-            KitchenSinkError::Internal(_) => "Internal",
         }
     }
 
     /// The human-readable message.
     pub fn message(&self) -> &str {
         match self {
-            KitchenSinkError::Nope(m)
-            | KitchenSinkError::TooMuch(m)
-            | KitchenSinkError::Transport(m)
-            | KitchenSinkError::Redirect(m)
-            | KitchenSinkError::Internal(m) => m,
+            KitchenSinkError::Nope(m) | KitchenSinkError::TooMuch(m) => m,
         }
     }
 
-    /// The schema tag of the kind; `None` for the built-in kinds.
-    pub fn tag(&self) -> Option<u32> {
+    /// The kind's stable tag in the schema.
+    pub fn tag(&self) -> u32 {
         match self {
-            KitchenSinkError::Nope(_) => Some(1),
-            KitchenSinkError::TooMuch(_) => Some(7),
-            KitchenSinkError::Transport(_)
-            | KitchenSinkError::Redirect(_)
-            | KitchenSinkError::Internal(_) => None,
+            KitchenSinkError::Nope(_) => 1,
+            KitchenSinkError::TooMuch(_) => 7,
         }
     }
+}
 
-    /// For a `Redirect`, the leader's address for a protocol (`"grpc"` or `"jsonrpc"`).
-    pub fn redirect_to(&self, protocol: &str) -> Option<&str> {
-        match self {
-            KitchenSinkError::Redirect(m) => {
-                m.split_whitespace()
-                    .find_map(|w| {
-                        w.strip_prefix(protocol).and_then(|rest| rest.strip_prefix('='))
-                    })
-                    .filter(|addr| !addr.is_empty())
-            }
-            _ => None,
-        }
+impl runtime::error::DomainError for KitchenSinkError {
+    fn kind(&self) -> &'static str {
+        KitchenSinkError::kind(self)
     }
 
-    /// How the client policy treats this error on `protocol`: a redirect to follow, a
-    /// transport failure that may be resent, or an answer.
-    pub fn into_attempt<T>(self, protocol: &str) -> runtime::client::Attempt<T, Self> {
-        if let Some(addr) = self.redirect_to(protocol).map(str::to_string) {
-            return runtime::client::Attempt::Redirect(addr, self);
-        }
-        match self {
-            KitchenSinkError::Transport(_) => runtime::client::Attempt::Transport(self),
-            other => runtime::client::Attempt::Done(Err(other)),
-        }
+    fn message(&self) -> &str {
+        KitchenSinkError::message(self)
     }
 
-    /// Rebuilds an error from its kind name and message (what transports carry).
-    pub fn from_kind(kind: &str, message: String) -> Option<Self> {
+    fn from_kind(kind: &str, message: String) -> Option<Self> {
         match kind {
             "Nope" => Some(KitchenSinkError::Nope(message)),
             "TooMuch" => Some(KitchenSinkError::TooMuch(message)),
-            "Transport" => Some(KitchenSinkError::Transport(message)),
-            "Redirect" => Some(KitchenSinkError::Redirect(message)),
-            "Internal" => Some(KitchenSinkError::Internal(message)),
             _ => None,
         }
     }
 }
 
-impl From<runtime::sink::SinkError> for KitchenSinkError {
-    fn from(e: runtime::sink::SinkError) -> Self {
-        match e {
-            runtime::sink::SinkError::Transport(m) => KitchenSinkError::Transport(m),
-            runtime::sink::SinkError::Redirect(leader) => {
-                KitchenSinkError::Redirect(leader.api_words())
-            }
-            runtime::sink::SinkError::Internal(m) => KitchenSinkError::Internal(m),
-        }
+/// How a call to a `KitchenSink` operation fails: the service refused it with a [`KitchenSinkError`], or the call failed on its way (transport, redirect, deadline, internal).
+pub type KitchenSinkCallError = runtime::error::CallError<KitchenSinkError>;
+
+/// How a `KitchenSinkService` method fails: a [`KitchenSinkError`] (rolled back and answered), or a fault of the machine (the replica stops rather than diverge).
+pub type KitchenSinkServiceError = runtime::error::ServiceError<KitchenSinkError>;
+
+impl From<KitchenSinkError> for KitchenSinkCallError {
+    fn from(e: KitchenSinkError) -> Self {
+        runtime::error::CallError::Domain(e)
     }
 }
 
