@@ -37,11 +37,17 @@ pub struct Policy {
     pub retries: u32,
     /// The wait before the first resend; it doubles with each one (at most 32 times).
     pub backoff: Duration,
+    /// How long one call may take in all, redirects and resends included; past it the call
+    /// fails with [`Failure::Deadline`]. `None` waits as long as the transport does.
+    pub deadline: Option<Duration>,
 }
 
 impl Policy {
     /// Default for [`Policy::max_redirects`]: 3.
     pub const DEFAULT_MAX_REDIRECTS: usize = 3;
+    /// Default for [`Policy::deadline`]: 60 s, longer than a node's own 20 s window for
+    /// finding a leader, so a node's answer arrives before the client gives up.
+    pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
 }
 
 impl Default for Policy {
@@ -50,6 +56,7 @@ impl Default for Policy {
             max_redirects: Self::DEFAULT_MAX_REDIRECTS,
             retries: 0,
             backoff: Duration::from_millis(100),
+            deadline: Some(Self::DEFAULT_DEADLINE),
         }
     }
 }
@@ -91,7 +98,35 @@ impl Policy {
     /// most [`Policy::max_redirects`] times, after which the call fails with `too_many`; a
     /// [`Attempt::Transport`] failure is resent after a backoff when `resend` is true (the call
     /// carries a request id, so the server applies it once), at most [`Policy::retries`] times.
+    /// All of it within [`Policy::deadline`].
     pub async fn call<C, T, E, AF, KF>(
+        &self,
+        target: &Target<C>,
+        resend: bool,
+        attempt: impl Fn(C) -> AF,
+        connect: impl Fn(String) -> KF,
+        too_many: impl FnOnce(usize) -> E,
+    ) -> Result<T, E>
+    where
+        C: Clone,
+        E: From<Failure>,
+        AF: Future<Output = Attempt<T, E>>,
+        KF: Future<Output = Result<C, E>>,
+    {
+        let run = self.run(target, resend, attempt, connect, too_many);
+        match self.deadline {
+            None => run.await,
+            Some(deadline) => tokio::time::timeout(deadline, run)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(E::from(Failure::Deadline(format!(
+                        "no answer within {deadline:?}"
+                    ))))
+                }),
+        }
+    }
+
+    async fn run<C, T, E, AF, KF>(
         &self,
         target: &Target<C>,
         resend: bool,
@@ -346,6 +381,40 @@ mod tests {
         }
     }
 
+    /// Errors of the tests: a message, or the failure the policy made.
+    #[derive(Debug, PartialEq)]
+    enum E {
+        Said(String),
+        Failed(Failure),
+    }
+
+    impl From<Failure> for E {
+        fn from(f: Failure) -> Self {
+            E::Failed(f)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_past_its_deadline_fails_with_deadline() {
+        let policy = Policy {
+            deadline: Some(Duration::from_millis(50)),
+            ..Policy::default()
+        };
+        let answer: Result<(), E> = policy
+            .call(
+                &Target::new(()),
+                false,
+                |()| async { std::future::pending::<Attempt<(), E>>().await },
+                |_| async { Ok(()) },
+                |_| E::Said(String::new()),
+            )
+            .await;
+        assert!(
+            matches!(answer, Err(E::Failed(Failure::Deadline(_)))),
+            "{answer:?}"
+        );
+    }
+
     #[test]
     fn a_redirect_is_followed_only_when_it_names_the_protocol() {
         let redirect = |words: &str| {
@@ -370,12 +439,12 @@ mod tests {
                 false,
                 |conn: String| async move {
                     match conn.as_str() {
-                        "leader" => Attempt::Done(Ok::<_, String>("done")),
-                        _ => Attempt::Redirect("leader".into(), "redirect".into()),
+                        "leader" => Attempt::Done(Ok::<_, E>("done")),
+                        _ => Attempt::Redirect("leader".into(), E::Said("redirect".into())),
                     }
                 },
                 |addr| async move { Ok(addr) },
-                |n| format!("more than {n} redirects"),
+                |n| E::Said(format!("more than {n} redirects")),
             )
             .await;
         assert_eq!(answer, Ok("done"));
@@ -385,16 +454,19 @@ mod tests {
     #[tokio::test]
     async fn redirects_are_bounded() {
         let target = Target::new(0u32);
-        let answer: Result<(), String> = policy(0)
-            .call(
-                &target,
-                false,
-                |n: u32| async move { Attempt::Redirect(format!("{}", n + 1), String::new()) },
-                |addr| async move { addr.parse::<u32>().map_err(|e| e.to_string()) },
-                |n| format!("more than {n} redirects"),
-            )
-            .await;
-        assert_eq!(answer, Err("more than 3 redirects".into()));
+        let answer: Result<(), E> =
+            policy(0)
+                .call(
+                    &target,
+                    false,
+                    |n: u32| async move {
+                        Attempt::Redirect(format!("{}", n + 1), E::Said(String::new()))
+                    },
+                    |addr| async move { addr.parse::<u32>().map_err(|e| E::Said(e.to_string())) },
+                    |n| E::Said(format!("more than {n} redirects")),
+                )
+                .await;
+        assert_eq!(answer, Err(E::Said("more than 3 redirects".into())));
         assert_eq!(target.current(), 3);
     }
 
@@ -402,19 +474,19 @@ mod tests {
     async fn transport_failures_are_resent_only_with_an_id() {
         for (resend, expected_sends) in [(true, 3), (false, 1)] {
             let sends = AtomicU32::new(0);
-            let answer: Result<(), String> = policy(2)
+            let answer: Result<(), E> = policy(2)
                 .call(
                     &Target::new(()),
                     resend,
                     |()| {
                         sends.fetch_add(1, Ordering::Relaxed);
-                        async { Attempt::Transport("down".to_string()) }
+                        async { Attempt::Transport(E::Said("down".into())) }
                     },
                     |_| async { Ok(()) },
-                    |_| String::new(),
+                    |_| E::Said(String::new()),
                 )
                 .await;
-            assert_eq!(answer, Err("down".into()));
+            assert_eq!(answer, Err(E::Said("down".into())));
             assert_eq!(
                 sends.load(Ordering::Relaxed),
                 expected_sends,

@@ -46,7 +46,7 @@ pub enum Message {
     Admin(AdminRequest),
 }
 
-/// Administrative requests (also what `bank admin` sends).
+/// Administrative requests (what an `admin` command of a service binary sends).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum AdminRequest {
     /// Role, term, leader, indexes, members and lag.
