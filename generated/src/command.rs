@@ -91,7 +91,7 @@ pub const OPERATIONS: &[crate::OpInfo] = &[
 
 /// One call of a `Bank` operation with its arguments: the payload of a Raft log entry.
 ///
-/// Serialized form (stable, documented): UTF-8 JSON of an object with one key, the operation name, whose value is an object of the named arguments; e.g. `{"deposit":{"account_id":1,"amount":"10.00"}}`. Decimals, dates, datetimes (RFC 3339, UTC) and durations (`"86400s"`) are strings. Adding an operation, or a parameter with a default, keeps every existing entry decodable.
+/// Serialized form (stable, documented): UTF-8 JSON of an object with one key, the operation name, whose value is an object of the named arguments; e.g. `{"create_customer":{"first_name":…,"last_name":…,"address":…}}`. Decimals, dates, datetimes (RFC 3339, UTC) and durations (`"86400s"`) are strings. Adding an operation, or a parameter with a default, keeps every existing entry decodable.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub enum BankCommand {
@@ -231,7 +231,7 @@ impl BankCommand {
     }
 }
 
-/// The successful answer to a `BankCommand`: one variant per operation. On the wire a reply is `Result<BankReply, BankError>` as JSON: `{"Ok":{"deposit":"10.00"}}` or `{"Err":{"kind":"NotFound","message":"…"}}`.
+/// The successful answer to a `BankCommand`: one variant per operation. On the wire a reply is `Result<BankReply, BankCallError>` as JSON: `{"Ok":{"create_customer":…}}` or `{"Err":{"kind":"NotFound","message":"…"}}`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum BankReply {
     #[serde(rename = "create_customer")]
@@ -330,56 +330,14 @@ impl BankCommand {
         name: &str,
         params: Option<serde_json::Value>,
     ) -> Result<Self, String> {
-        let op = OPERATIONS
-            .iter()
-            .find(|o| o.name == name)
-            .ok_or_else(|| format!("unknown operation `{name}`"))?;
-        let args = match params {
-            None | Some(serde_json::Value::Null) => serde_json::Map::new(),
-            Some(serde_json::Value::Object(map)) => map,
-            Some(serde_json::Value::Array(items)) => {
-                if items.len() > op.params.len() {
-                    return Err(
-                        format!(
-                            "`{name}` takes {} parameters, {} given", op.params.len(),
-                            items.len()
-                        ),
-                    );
-                }
-                op.params.iter().map(|p| p.to_string()).zip(items).collect()
-            }
-            Some(other) => {
-                return Err(
-                    format!("parameters must be an object or an array, not {other}"),
-                );
-            }
-        };
-        let mut object = serde_json::Map::new();
-        object.insert(name.to_string(), serde_json::Value::Object(args));
-        serde_json::from_value(serde_json::Value::Object(object))
-            .map_err(|e| e.to_string())
+        runtime::service::command_from_params(OPERATIONS, name, params)
     }
 
     /// The named arguments as a JSON object (what a JSON-RPC client sends).
     pub fn into_params(
         self,
     ) -> Result<serde_json::Map<String, serde_json::Value>, runtime::error::Failure> {
-        match serde_json::to_value(self) {
-            Ok(serde_json::Value::Object(outer)) => {
-                match outer.into_iter().next() {
-                    Some((_, serde_json::Value::Object(args))) => Ok(args),
-                    _ => Ok(serde_json::Map::new()),
-                }
-            }
-            Ok(_) => Ok(serde_json::Map::new()),
-            Err(e) => {
-                Err(
-                    runtime::error::Failure::Internal(
-                        format!("cannot encode arguments: {e}"),
-                    ),
-                )
-            }
-        }
+        runtime::service::command_params(&self)
     }
 }
 
@@ -445,16 +403,7 @@ pub async fn invoke<A: crate::BankApi + ?Sized>(
 
 /// Serializes the outcome of a call (see [`BankReply`]).
 pub fn encode_reply(reply: &Result<BankReply, crate::BankCallError>) -> Vec<u8> {
-    match serde_json::to_vec(reply) {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            let fallback: Result<BankReply, crate::BankCallError> = Err(
-                runtime::error::Failure::Internal(format!("cannot encode reply: {e}"))
-                    .into(),
-            );
-            serde_json::to_vec(&fallback).unwrap_or_default()
-        }
-    }
+    runtime::service::encode_reply(reply)
 }
 
 /// A failure of the runtime (transport, redirect, node) as a serialized `Err` reply.
@@ -464,8 +413,5 @@ pub fn encode_failure(failure: &runtime::error::Failure) -> Vec<u8> {
 
 /// Parses the outcome of a call; a malformed reply is a `Transport` error.
 pub fn decode_reply(bytes: &[u8]) -> Result<BankReply, crate::BankCallError> {
-    serde_json::from_slice::<Result<BankReply, crate::BankCallError>>(bytes)
-        .map_err(|e| runtime::error::Failure::Transport(
-            format!("malformed reply: {e}"),
-        ))?
+    runtime::service::decode_reply(bytes)
 }

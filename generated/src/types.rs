@@ -201,6 +201,19 @@ impl runtime::error::DomainError for BankError {
             _ => None,
         }
     }
+
+    fn tag(&self) -> u32 {
+        BankError::tag(self)
+    }
+
+    fn from_tag(tag: u32, message: String) -> Option<Self> {
+        match tag {
+            1 => Some(BankError::NotFound(message)),
+            2 => Some(BankError::InsufficientFunds(message)),
+            3 => Some(BankError::InvalidArgument(message)),
+            _ => None,
+        }
+    }
 }
 
 /// How a call to a `Bank` operation fails: the service refused it with a [`BankError`], or the call failed on its way (transport, redirect, deadline, internal).

@@ -22,6 +22,10 @@ pub trait DomainError: Sized + fmt::Debug + fmt::Display {
     fn message(&self) -> &str;
     /// The error of this kind name with `message`, or `None` if the schema has no such kind.
     fn from_kind(kind: &str, message: String) -> Option<Self>;
+    /// The kind's stable tag in the schema.
+    fn tag(&self) -> u32;
+    /// The error of the kind with this tag, or `None` if the schema has no such kind.
+    fn from_tag(tag: u32, message: String) -> Option<Self>;
 }
 
 /// Where a redirect sends a client: the leader's API listeners by protocol.
@@ -226,6 +230,12 @@ mod tests {
         }
         fn from_kind(kind: &str, message: String) -> Option<Self> {
             (kind == "NotFound").then_some(NotFound(message))
+        }
+        fn tag(&self) -> u32 {
+            1
+        }
+        fn from_tag(tag: u32, message: String) -> Option<Self> {
+            (tag == 1).then_some(NotFound(message))
         }
     }
 

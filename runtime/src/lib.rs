@@ -61,6 +61,7 @@ use std::time::Duration;
 pub mod call;
 pub mod client;
 pub mod cluster;
+pub mod codes;
 pub mod error;
 pub mod frame;
 pub mod host;

@@ -11,8 +11,6 @@ use tonic::codegen::Service;
 use tonic::codegen::http::{Request, Response};
 use tonic::server::NamedService;
 
-use crate::error::Failure;
-
 /// Why an API server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -88,18 +86,6 @@ pub async fn serve_jsonrpc<Ctx: Send + Sync + 'static>(
     Ok(())
 }
 
-/// JSON-RPC's standard "invalid params" code.
-pub const INVALID_PARAMS_CODE: i32 = -32602;
-
-/// An "invalid params" error object.
-pub fn invalid_params(reason: impl std::fmt::Display) -> jsonrpsee::types::ErrorObjectOwned {
-    jsonrpsee::types::ErrorObjectOwned::owned(
-        INVALID_PARAMS_CODE,
-        format!("invalid params: {reason}"),
-        None::<()>,
-    )
-}
-
 /// A jsonrpsee module with one method per operation, each answered by `handle` (given the API,
 /// the operation's name and its parameters as JSON, absent when the call sent none), plus
 /// `rpc.discover`, which answers the OpenRPC document `openrpc`.
@@ -134,7 +120,7 @@ where
                         .as_str()
                         .map(serde_json::from_str::<serde_json::Value>)
                         .transpose()
-                        .map_err(invalid_params)?;
+                        .map_err(crate::codes::invalid_params)?;
                     handle(api, name, args).await
                 }
             })
@@ -144,40 +130,4 @@ where
         .register_method("rpc.discover", move |_, _, _| openrpc.clone())
         .map_err(|e| ServeError::JsonRpc(format!("registering `rpc.discover`: {e}")))?;
     Ok(module)
-}
-
-/// JSON-RPC code of a [`Failure::Transport`].
-pub const TRANSPORT_CODE: i32 = -32050;
-/// JSON-RPC code of a [`Failure::Redirect`].
-pub const REDIRECT_CODE: i32 = -32051;
-/// JSON-RPC code of a [`Failure::Deadline`].
-pub const DEADLINE_CODE: i32 = -32052;
-/// JSON-RPC code of a [`Failure::Internal`] (JSON-RPC's standard "internal error").
-pub const INTERNAL_CODE: i32 = -32603;
-
-/// The JSON-RPC code a failure travels as.
-pub fn failure_code(failure: &Failure) -> i32 {
-    match failure {
-        Failure::Transport(_) => TRANSPORT_CODE,
-        Failure::Redirect(_) => REDIRECT_CODE,
-        Failure::Deadline(_) => DEADLINE_CODE,
-        Failure::Internal(_) => INTERNAL_CODE,
-    }
-}
-
-/// The failure an error object stands for when its `data` names no kind (an error the server
-/// library produced itself, or a peer that sends codes only).
-pub fn failure_from_code(code: i32, message: String) -> Failure {
-    match code {
-        REDIRECT_CODE => Failure::Redirect(crate::error::Leader::parse(&message)),
-        DEADLINE_CODE => Failure::Deadline(message),
-        INTERNAL_CODE => Failure::Internal(message),
-        code => Failure::Transport(format!("JSON-RPC error {code}: {message}")),
-    }
-}
-
-/// The error kind an error object's `data` carries (`{"kind": ...}`), if any.
-pub fn error_kind(e: &jsonrpsee::types::ErrorObject<'_>) -> Option<String> {
-    let data: serde_json::Value = serde_json::from_str(e.data()?.get()).ok()?;
-    data.get("kind")?.as_str().map(str::to_string)
 }

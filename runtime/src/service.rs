@@ -122,3 +122,77 @@ pub struct UnknownVariant {
     /// The accepted spellings, comma separated.
     pub expected: &'static str,
 }
+
+/// Serializes the outcome of a call: `{"Ok": {"<operation>": value}}` or
+/// `{"Err": {"kind": ..., "message": ...}}`.
+pub fn encode_reply<R: serde::Serialize, E: crate::error::DomainError>(
+    reply: &Result<R, crate::error::CallError<E>>,
+) -> Vec<u8> {
+    serde_json::to_vec(reply).unwrap_or_else(|e| {
+        let fallback: Result<(), crate::error::CallError<E>> =
+            Err(crate::error::Failure::Internal(format!("cannot encode reply: {e}")).into());
+        serde_json::to_vec(&fallback).unwrap_or_default()
+    })
+}
+
+/// Parses the outcome of a call; a malformed reply is a `Transport` failure.
+pub fn decode_reply<R: serde::de::DeserializeOwned, E: crate::error::DomainError>(
+    bytes: &[u8],
+) -> Result<R, crate::error::CallError<E>> {
+    serde_json::from_slice::<Result<R, crate::error::CallError<E>>>(bytes)
+        .map_err(|e| crate::error::Failure::Transport(format!("malformed reply: {e}")))?
+}
+
+/// Builds the command `{"<name>": {<arguments>}}` of an operation from JSON-RPC style
+/// parameters: an object of named arguments, an array of positional ones, or nothing. Omitted
+/// parameters take their defaults (the command type's serde defaults). The error says what is
+/// wrong with the parameters.
+pub fn command_from_params<C: serde::de::DeserializeOwned>(
+    operations: &[OpInfo],
+    name: &str,
+    params: Option<serde_json::Value>,
+) -> Result<C, String> {
+    use serde_json::Value;
+    let op = operations
+        .iter()
+        .find(|o| o.name == name)
+        .ok_or_else(|| format!("unknown operation `{name}`"))?;
+    let args = match params {
+        None | Some(Value::Null) => serde_json::Map::new(),
+        Some(Value::Object(map)) => map,
+        Some(Value::Array(items)) => {
+            if items.len() > op.params.len() {
+                return Err(format!(
+                    "`{name}` takes {} parameters, {} given",
+                    op.params.len(),
+                    items.len()
+                ));
+            }
+            op.params.iter().map(|p| p.to_string()).zip(items).collect()
+        }
+        Some(other) => {
+            return Err(format!(
+                "parameters must be an object or an array, not {other}"
+            ));
+        }
+    };
+    let mut object = serde_json::Map::new();
+    object.insert(name.to_string(), Value::Object(args));
+    serde_json::from_value(Value::Object(object)).map_err(|e| e.to_string())
+}
+
+/// The named arguments of a command `{"<name>": {<arguments>}}` (what a JSON-RPC client sends).
+pub fn command_params<C: serde::Serialize>(
+    command: &C,
+) -> Result<serde_json::Map<String, serde_json::Value>, crate::error::Failure> {
+    match serde_json::to_value(command) {
+        Ok(serde_json::Value::Object(outer)) => match outer.into_iter().next() {
+            Some((_, serde_json::Value::Object(args))) => Ok(args),
+            _ => Ok(serde_json::Map::new()),
+        },
+        Ok(_) => Ok(serde_json::Map::new()),
+        Err(e) => Err(crate::error::Failure::Internal(format!(
+            "cannot encode arguments: {e}"
+        ))),
+    }
+}

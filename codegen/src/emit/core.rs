@@ -172,6 +172,17 @@ pub(super) fn types(api: &Api) -> TokenStream {
                     _ => None,
                 }
             }
+
+            fn tag(&self) -> u32 {
+                #error::tag(self)
+            }
+
+            fn from_tag(tag: u32, message: String) -> Option<Self> {
+                match tag {
+                    #( #etags => Some(#error::#enames(message)), )*
+                    _ => None,
+                }
+            }
         }
 
         #call_error_doc
@@ -362,19 +373,32 @@ pub(super) fn command(api: &Api) -> TokenStream {
         let t = return_ty(op.returns.as_ref());
         quote! { #[serde(rename = #w)] #v(#t) }
     });
+    // Examples from the schema itself: its first operation, its first error kind.
+    let example_op = api.operations.first();
+    let example_name = example_op.map_or("operation", |o| o.name.as_str());
+    let example_args = example_op
+        .map(|o| {
+            o.params
+                .iter()
+                .map(|p| format!("\"{}\":…", p.name))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let example_kind = api.errors.first().map_or("Transport", |e| e.name.as_str());
     let command_doc = doc_str(&format!(
         "One call of a `{s}` operation with its arguments: the payload of a Raft log entry.\n\n\
          Serialized form (stable, documented): UTF-8 JSON of an object with one key, the operation \
          name, whose value is an object of the named arguments; e.g. \
-         `{{\"deposit\":{{\"account_id\":1,\"amount\":\"10.00\"}}}}`. Decimals, dates, datetimes \
+         `{{\"{example_name}\":{{{example_args}}}}}`. Decimals, dates, datetimes \
          (RFC 3339, UTC) and durations (`\"86400s\"`) are strings. Adding an operation, or a parameter \
          with a default, keeps every existing entry decodable.",
         s = api.service
     ));
     let reply_doc = doc_str(&format!(
         "The successful answer to a `{s}Command`: one variant per operation. On the wire a reply is \
-         `Result<{s}Reply, {s}Error>` as JSON: `{{\"Ok\":{{\"deposit\":\"10.00\"}}}}` or \
-         `{{\"Err\":{{\"kind\":\"NotFound\",\"message\":\"…\"}}}}`.",
+         `Result<{s}Reply, {s}CallError>` as JSON: `{{\"Ok\":{{\"{example_name}\":…}}}}` or \
+         `{{\"Err\":{{\"kind\":\"{example_kind}\",\"message\":\"…\"}}}}`.",
         s = api.service
     ));
     let encode_doc = doc_str(&format!(
@@ -455,33 +479,12 @@ pub(super) fn command(api: &Api) -> TokenStream {
             /// named arguments, an array of positional ones, or nothing. Omitted parameters take
             /// their defaults. The error says what is wrong with the parameters.
             pub fn from_params(name: &str, params: Option<serde_json::Value>) -> Result<Self, String> {
-                let op = OPERATIONS.iter().find(|o| o.name == name).ok_or_else(|| format!("unknown operation `{name}`"))?;
-                let args = match params {
-                    None | Some(serde_json::Value::Null) => serde_json::Map::new(),
-                    Some(serde_json::Value::Object(map)) => map,
-                    Some(serde_json::Value::Array(items)) => {
-                        if items.len() > op.params.len() {
-                            return Err(format!("`{name}` takes {} parameters, {} given", op.params.len(), items.len()));
-                        }
-                        op.params.iter().map(|p| p.to_string()).zip(items).collect()
-                    }
-                    Some(other) => return Err(format!("parameters must be an object or an array, not {other}")),
-                };
-                let mut object = serde_json::Map::new();
-                object.insert(name.to_string(), serde_json::Value::Object(args));
-                serde_json::from_value(serde_json::Value::Object(object)).map_err(|e| e.to_string())
+                runtime::service::command_from_params(OPERATIONS, name, params)
             }
 
             /// The named arguments as a JSON object (what a JSON-RPC client sends).
             pub fn into_params(self) -> Result<serde_json::Map<String, serde_json::Value>, runtime::error::Failure> {
-                match serde_json::to_value(self) {
-                    Ok(serde_json::Value::Object(outer)) => match outer.into_iter().next() {
-                        Some((_, serde_json::Value::Object(args))) => Ok(args),
-                        _ => Ok(serde_json::Map::new()),
-                    },
-                    Ok(_) => Ok(serde_json::Map::new()),
-                    Err(e) => Err(runtime::error::Failure::Internal(format!("cannot encode arguments: {e}"))),
-                }
+                runtime::service::command_params(&self)
             }
         }
 
@@ -495,14 +498,7 @@ pub(super) fn command(api: &Api) -> TokenStream {
 
         #encode_doc
         pub fn encode_reply(reply: &Result<#reply, crate::#call_error>) -> Vec<u8> {
-            match serde_json::to_vec(reply) {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    let fallback: Result<#reply, crate::#call_error> =
-                        Err(runtime::error::Failure::Internal(format!("cannot encode reply: {e}")).into());
-                    serde_json::to_vec(&fallback).unwrap_or_default()
-                }
-            }
+            runtime::service::encode_reply(reply)
         }
 
         /// A failure of the runtime (transport, redirect, node) as a serialized `Err` reply.
@@ -512,8 +508,7 @@ pub(super) fn command(api: &Api) -> TokenStream {
 
         /// Parses the outcome of a call; a malformed reply is a `Transport` error.
         pub fn decode_reply(bytes: &[u8]) -> Result<#reply, crate::#call_error> {
-            serde_json::from_slice::<Result<#reply, crate::#call_error>>(bytes)
-                .map_err(|e| runtime::error::Failure::Transport(format!("malformed reply: {e}")))?
+            runtime::service::decode_reply(bytes)
         }
     }
 }
@@ -615,7 +610,7 @@ pub(super) fn dispatcher(api: &Api) -> TokenStream {
     quote! {
         //! The Dispatcher: serialized commands in, calls on the service out.
 
-        /// Decodes commands and calls the matching service method; the seed's step 3.
+        /// Decodes commands and calls the matching service method.
         #[derive(Debug, Clone, Copy, Default)]
         pub struct Dispatcher;
 

@@ -339,7 +339,6 @@ fn default_of(op: &str, p: &Field) -> Option<TokenStream> {
 /// The Rust adapters, server and client (everything but the tonic/prost output).
 pub fn adapters(api: &Api) -> TokenStream {
     let api_trait = service_ident(api, "Api");
-    let error = service_ident(api, "Error");
     let call_error = service_ident(api, "CallError");
     let service = ident(&api.service);
     let server_mod = format_ident!("{}_server", api.service.to_snake_case());
@@ -524,28 +523,6 @@ pub fn adapters(api: &Api) -> TokenStream {
 
     // Status codes: canonical names map to their gRPC codes, other domain errors are
     // FAILED_PRECONDITION; the kind itself travels in metadata.
-    let code_of = |name: &str| match name {
-        "NotFound" => quote!(NotFound),
-        "InvalidArgument" => quote!(InvalidArgument),
-        "AlreadyExists" => quote!(AlreadyExists),
-        "PermissionDenied" => quote!(PermissionDenied),
-        "Unauthenticated" => quote!(Unauthenticated),
-        "ResourceExhausted" => quote!(ResourceExhausted),
-        "Aborted" => quote!(Aborted),
-        "OutOfRange" => quote!(OutOfRange),
-        "Unimplemented" => quote!(Unimplemented),
-        _ => quote!(FailedPrecondition),
-    };
-    let enames: Vec<_> = api.errors.iter().map(|e| ident(&e.name)).collect();
-    let ecodes: Vec<_> = api.errors.iter().map(|e| code_of(&e.name)).collect();
-    let canonical: Vec<_> = api
-        .errors
-        .iter()
-        .filter(|e| !matches!(code_of(&e.name).to_string().as_str(), "FailedPrecondition"))
-        .map(|e| (ident(&e.name), code_of(&e.name)))
-        .collect();
-    let canon_names = canonical.iter().map(|(n, _)| n);
-    let canon_codes = canonical.iter().map(|(_, c)| c);
     let service_name = format!("{}.{}", package(api), api.service);
 
     quote! {
@@ -575,44 +552,18 @@ pub fn adapters(api: &Api) -> TokenStream {
         /// The fully qualified gRPC service name.
         pub const SERVICE_NAME: &str = #service_name;
 
-        /// The metadata key that carries the error kind.
-        pub const ERROR_KIND_KEY: &str = "x-error-kind";
+        pub use runtime::codes::ERROR_KIND_KEY;
 
         #(#items)*
 
         /// The status an error travels as: its code, its message and its kind in metadata.
         pub fn status_from_error(e: crate::#call_error) -> tonic::Status {
-            let code = match &e {
-                runtime::error::CallError::Domain(domain) => match domain {
-                    #( crate::#error::#enames(_) => tonic::Code::#ecodes, )*
-                },
-                runtime::error::CallError::Failure(failure) => match failure {
-                    runtime::error::Failure::Transport(_) | runtime::error::Failure::Redirect(_) => tonic::Code::Unavailable,
-                    runtime::error::Failure::Deadline(_) => tonic::Code::DeadlineExceeded,
-                    runtime::error::Failure::Internal(_) => tonic::Code::Internal,
-                },
-            };
-            let mut status = tonic::Status::new(code, e.message());
-            if let Ok(kind) = e.kind().parse() {
-                status.metadata_mut().insert(ERROR_KIND_KEY, kind);
-            }
-            status
+            runtime::codes::to_status(&e)
         }
 
-        /// Rebuilds an error from a status: the kind from metadata when present, else from the
-        /// code (a status the transport itself produced, such as a malformed argument).
+        /// Rebuilds an error from a status.
         pub fn error_from_status(status: tonic::Status) -> crate::#call_error {
-            let message = status.message().to_string();
-            let kind = status.metadata().get(ERROR_KIND_KEY).and_then(|v| v.to_str().ok());
-            if let Some(e) = kind.and_then(|k| runtime::error::CallError::from_kind(k, message.clone())) {
-                return e;
-            }
-            match status.code() {
-                #( tonic::Code::#canon_codes => crate::#error::#canon_names(message).into(), )*
-                tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss => runtime::error::Failure::Internal(message).into(),
-                tonic::Code::DeadlineExceeded => runtime::error::Failure::Deadline(message).into(),
-                code => runtime::error::Failure::Transport(format!("{code:?}: {message}")).into(),
-            }
+            runtime::codes::from_status(&status)
         }
 
         /// Serves any API implementation over gRPC.

@@ -12,7 +12,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 use serde_json::{Value, json};
 
-use super::{ident, service_ident};
+use super::service_ident;
 use crate::model::{Api, OpKind, Ty, TypeBody, ty_text};
 
 /// The JSON-RPC error code of a schema error kind.
@@ -20,27 +20,15 @@ pub fn error_code(tag: u32) -> i64 {
     -32000 - i64::from(tag)
 }
 
-fn code_literal(tag: u32) -> proc_macro2::Literal {
-    proc_macro2::Literal::i64_unsuffixed(error_code(tag))
-}
-
-/// Code of the built-in `Transport` error.
-pub const TRANSPORT_CODE: i64 = -32050;
-/// Code of the built-in `Internal` error (JSON-RPC's "internal error").
-pub const INTERNAL_CODE: i64 = -32603;
-
 pub fn module(api: &Api) -> TokenStream {
     let api_trait = service_ident(api, "Api");
     let command = service_ident(api, "Command");
     let reply = service_ident(api, "Reply");
-    let error = service_ident(api, "Error");
     let call_error = service_ident(api, "CallError");
-    let etags: Vec<_> = api.errors.iter().map(|e| code_literal(e.tag)).collect();
-    let enames: Vec<_> = api.errors.iter().map(|e| ident(&e.name)).collect();
     quote! {
         //! JSON-RPC 2.0 over HTTP: a server over any API implementation and a client implementing
         //! the API. Method names are operation names; parameters are named or positional; each
-        //! error kind has its own application code (see [`error_code`]).
+        //! error kind has its own application code (`runtime::codes`).
 
         use std::sync::Arc;
 
@@ -49,40 +37,22 @@ pub fn module(api: &Api) -> TokenStream {
         /// The OpenRPC document of the service (also served by `rpc.discover`).
         pub const OPENRPC: &str = include_str!("../openrpc.json");
 
-        pub use runtime::server::{DEADLINE_CODE, INTERNAL_CODE, REDIRECT_CODE, TRANSPORT_CODE};
-
-        /// The JSON-RPC code of an error: `-32000 - tag` for the schema's kinds, the runtime's
-        /// codes for call failures.
-        pub fn error_code(e: &crate::#call_error) -> i32 {
-            match e {
-                runtime::error::CallError::Domain(domain) => match domain {
-                    #( crate::#error::#enames(_) => #etags, )*
-                },
-                runtime::error::CallError::Failure(failure) => runtime::server::failure_code(failure),
-            }
-        }
+        pub use runtime::codes::{DEADLINE_CODE, INTERNAL_CODE, REDIRECT_CODE, TRANSPORT_CODE};
 
         /// The JSON-RPC error object of an error (`data` carries the kind).
         pub fn error_object(e: &crate::#call_error) -> ErrorObjectOwned {
-            ErrorObjectOwned::owned(error_code(e), e.message(), Some(serde_json::json!({ "kind": e.kind() })))
+            runtime::codes::to_error_object(e)
         }
 
-        /// Rebuilds an error from a JSON-RPC error object: by the kind in `data`, else by code.
+        /// Rebuilds an error from a JSON-RPC error object.
         pub fn error_from_object(e: &jsonrpsee::types::ErrorObject<'_>) -> crate::#call_error {
-            let message = e.message().to_string();
-            if let Some(err) = runtime::server::error_kind(e).and_then(|k| runtime::error::CallError::from_kind(&k, message.clone())) {
-                return err;
-            }
-            match e.code() {
-                #( #etags => crate::#error::#enames(message).into(), )*
-                code => runtime::server::failure_from_code(code, message).into(),
-            }
+            runtime::codes::from_error_object(e)
         }
 
         /// The jsonrpsee module serving every operation of `api`, plus `rpc.discover`.
         pub fn rpc_module<A: crate::#api_trait + 'static>(api: Arc<A>) -> Result<jsonrpsee::RpcModule<A>, runtime::server::ServeError> {
             runtime::server::rpc_module(api, crate::OPERATIONS, OPENRPC, |api, name, args| async move {
-                let command = crate::#command::from_params(name, args).map_err(runtime::server::invalid_params)?;
+                let command = crate::#command::from_params(name, args).map_err(runtime::codes::invalid_params)?;
                 let reply = crate::invoke(&*api, command).await.map_err(|e| error_object(&e))?;
                 reply.into_value().map_err(|e| error_object(&e.into()))
             })

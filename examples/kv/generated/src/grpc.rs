@@ -27,8 +27,7 @@ pub use descriptor::FILE_DESCRIPTOR_SET;
 /// The fully qualified gRPC service name.
 pub const SERVICE_NAME: &str = "kv.v1.Kv";
 
-/// The metadata key that carries the error kind.
-pub const ERROR_KIND_KEY: &str = "x-error-kind";
+pub use runtime::codes::ERROR_KIND_KEY;
 
 impl From<crate::Entry> for pb::Entry {
     fn from(v: crate::Entry) -> Self {
@@ -206,49 +205,12 @@ impl pb::RangeResponse {
 
 /// The status an error travels as: its code, its message and its kind in metadata.
 pub fn status_from_error(e: crate::KvCallError) -> tonic::Status {
-    let code = match &e {
-        runtime::error::CallError::Domain(domain) => {
-            match domain {
-                crate::KvError::Conflict(_) => tonic::Code::FailedPrecondition,
-                crate::KvError::InvalidArgument(_) => tonic::Code::InvalidArgument,
-            }
-        }
-        runtime::error::CallError::Failure(failure) => {
-            match failure {
-                runtime::error::Failure::Transport(_)
-                | runtime::error::Failure::Redirect(_) => tonic::Code::Unavailable,
-                runtime::error::Failure::Deadline(_) => tonic::Code::DeadlineExceeded,
-                runtime::error::Failure::Internal(_) => tonic::Code::Internal,
-            }
-        }
-    };
-    let mut status = tonic::Status::new(code, e.message());
-    if let Ok(kind) = e.kind().parse() {
-        status.metadata_mut().insert(ERROR_KIND_KEY, kind);
-    }
-    status
+    runtime::codes::to_status(&e)
 }
 
-/// Rebuilds an error from a status: the kind from metadata when present, else from the
-/// code (a status the transport itself produced, such as a malformed argument).
+/// Rebuilds an error from a status.
 pub fn error_from_status(status: tonic::Status) -> crate::KvCallError {
-    let message = status.message().to_string();
-    let kind = status.metadata().get(ERROR_KIND_KEY).and_then(|v| v.to_str().ok());
-    if let Some(e) = kind
-        .and_then(|k| runtime::error::CallError::from_kind(k, message.clone()))
-    {
-        return e;
-    }
-    match status.code() {
-        tonic::Code::InvalidArgument => crate::KvError::InvalidArgument(message).into(),
-        tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss => {
-            runtime::error::Failure::Internal(message).into()
-        }
-        tonic::Code::DeadlineExceeded => {
-            runtime::error::Failure::Deadline(message).into()
-        }
-        code => runtime::error::Failure::Transport(format!("{code:?}: {message}")).into(),
-    }
+    runtime::codes::from_status(&status)
 }
 
 /// Serves any API implementation over gRPC.

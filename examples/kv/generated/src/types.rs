@@ -62,6 +62,18 @@ impl runtime::error::DomainError for KvError {
             _ => None,
         }
     }
+
+    fn tag(&self) -> u32 {
+        KvError::tag(self)
+    }
+
+    fn from_tag(tag: u32, message: String) -> Option<Self> {
+        match tag {
+            1 => Some(KvError::Conflict(message)),
+            2 => Some(KvError::InvalidArgument(message)),
+            _ => None,
+        }
+    }
 }
 
 /// How a call to a `Kv` operation fails: the service refused it with a [`KvError`], or the call failed on its way (transport, redirect, deadline, internal).

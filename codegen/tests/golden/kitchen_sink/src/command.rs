@@ -25,7 +25,7 @@ pub const OPERATIONS: &[crate::OpInfo] = &[
 
 /// One call of a `KitchenSink` operation with its arguments: the payload of a Raft log entry.
 ///
-/// Serialized form (stable, documented): UTF-8 JSON of an object with one key, the operation name, whose value is an object of the named arguments; e.g. `{"deposit":{"account_id":1,"amount":"10.00"}}`. Decimals, dates, datetimes (RFC 3339, UTC) and durations (`"86400s"`) are strings. Adding an operation, or a parameter with a default, keeps every existing entry decodable.
+/// Serialized form (stable, documented): UTF-8 JSON of an object with one key, the operation name, whose value is an object of the named arguments; e.g. `{"put_everything":{"value":…}}`. Decimals, dates, datetimes (RFC 3339, UTC) and durations (`"86400s"`) are strings. Adding an operation, or a parameter with a default, keeps every existing entry decodable.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub enum KitchenSinkCommand {
@@ -99,7 +99,7 @@ impl KitchenSinkCommand {
     }
 }
 
-/// The successful answer to a `KitchenSinkCommand`: one variant per operation. On the wire a reply is `Result<KitchenSinkReply, KitchenSinkError>` as JSON: `{"Ok":{"deposit":"10.00"}}` or `{"Err":{"kind":"NotFound","message":"…"}}`.
+/// The successful answer to a `KitchenSinkCommand`: one variant per operation. On the wire a reply is `Result<KitchenSinkReply, KitchenSinkCallError>` as JSON: `{"Ok":{"put_everything":…}}` or `{"Err":{"kind":"Nope","message":"…"}}`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum KitchenSinkReply {
     #[serde(rename = "put_everything")]
@@ -154,56 +154,14 @@ impl KitchenSinkCommand {
         name: &str,
         params: Option<serde_json::Value>,
     ) -> Result<Self, String> {
-        let op = OPERATIONS
-            .iter()
-            .find(|o| o.name == name)
-            .ok_or_else(|| format!("unknown operation `{name}`"))?;
-        let args = match params {
-            None | Some(serde_json::Value::Null) => serde_json::Map::new(),
-            Some(serde_json::Value::Object(map)) => map,
-            Some(serde_json::Value::Array(items)) => {
-                if items.len() > op.params.len() {
-                    return Err(
-                        format!(
-                            "`{name}` takes {} parameters, {} given", op.params.len(),
-                            items.len()
-                        ),
-                    );
-                }
-                op.params.iter().map(|p| p.to_string()).zip(items).collect()
-            }
-            Some(other) => {
-                return Err(
-                    format!("parameters must be an object or an array, not {other}"),
-                );
-            }
-        };
-        let mut object = serde_json::Map::new();
-        object.insert(name.to_string(), serde_json::Value::Object(args));
-        serde_json::from_value(serde_json::Value::Object(object))
-            .map_err(|e| e.to_string())
+        runtime::service::command_from_params(OPERATIONS, name, params)
     }
 
     /// The named arguments as a JSON object (what a JSON-RPC client sends).
     pub fn into_params(
         self,
     ) -> Result<serde_json::Map<String, serde_json::Value>, runtime::error::Failure> {
-        match serde_json::to_value(self) {
-            Ok(serde_json::Value::Object(outer)) => {
-                match outer.into_iter().next() {
-                    Some((_, serde_json::Value::Object(args))) => Ok(args),
-                    _ => Ok(serde_json::Map::new()),
-                }
-            }
-            Ok(_) => Ok(serde_json::Map::new()),
-            Err(e) => {
-                Err(
-                    runtime::error::Failure::Internal(
-                        format!("cannot encode arguments: {e}"),
-                    ),
-                )
-            }
-        }
+        runtime::service::command_params(&self)
     }
 }
 
@@ -230,16 +188,7 @@ pub async fn invoke<A: crate::KitchenSinkApi + ?Sized>(
 pub fn encode_reply(
     reply: &Result<KitchenSinkReply, crate::KitchenSinkCallError>,
 ) -> Vec<u8> {
-    match serde_json::to_vec(reply) {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            let fallback: Result<KitchenSinkReply, crate::KitchenSinkCallError> = Err(
-                runtime::error::Failure::Internal(format!("cannot encode reply: {e}"))
-                    .into(),
-            );
-            serde_json::to_vec(&fallback).unwrap_or_default()
-        }
-    }
+    runtime::service::encode_reply(reply)
 }
 
 /// A failure of the runtime (transport, redirect, node) as a serialized `Err` reply.
@@ -251,10 +200,5 @@ pub fn encode_failure(failure: &runtime::error::Failure) -> Vec<u8> {
 pub fn decode_reply(
     bytes: &[u8],
 ) -> Result<KitchenSinkReply, crate::KitchenSinkCallError> {
-    serde_json::from_slice::<
-        Result<KitchenSinkReply, crate::KitchenSinkCallError>,
-    >(bytes)
-        .map_err(|e| runtime::error::Failure::Transport(
-            format!("malformed reply: {e}"),
-        ))?
+    runtime::service::decode_reply(bytes)
 }

@@ -2,55 +2,25 @@
 
 //! JSON-RPC 2.0 over HTTP: a server over any API implementation and a client implementing
 //! the API. Method names are operation names; parameters are named or positional; each
-//! error kind has its own application code (see [`error_code`]).
+//! error kind has its own application code (`runtime::codes`).
 use std::sync::Arc;
 use jsonrpsee::types::ErrorObjectOwned;
 
 /// The OpenRPC document of the service (also served by `rpc.discover`).
 pub const OPENRPC: &str = include_str!("../openrpc.json");
 
-pub use runtime::server::{DEADLINE_CODE, INTERNAL_CODE, REDIRECT_CODE, TRANSPORT_CODE};
-
-/// The JSON-RPC code of an error: `-32000 - tag` for the schema's kinds, the runtime's
-/// codes for call failures.
-pub fn error_code(e: &crate::KitchenSinkCallError) -> i32 {
-    match e {
-        runtime::error::CallError::Domain(domain) => {
-            match domain {
-                crate::KitchenSinkError::Nope(_) => -32001,
-                crate::KitchenSinkError::TooMuch(_) => -32007,
-            }
-        }
-        runtime::error::CallError::Failure(failure) => {
-            runtime::server::failure_code(failure)
-        }
-    }
-}
+pub use runtime::codes::{DEADLINE_CODE, INTERNAL_CODE, REDIRECT_CODE, TRANSPORT_CODE};
 
 /// The JSON-RPC error object of an error (`data` carries the kind).
 pub fn error_object(e: &crate::KitchenSinkCallError) -> ErrorObjectOwned {
-    ErrorObjectOwned::owned(
-        error_code(e),
-        e.message(),
-        Some(serde_json::json!({ "kind" : e.kind() })),
-    )
+    runtime::codes::to_error_object(e)
 }
 
-/// Rebuilds an error from a JSON-RPC error object: by the kind in `data`, else by code.
+/// Rebuilds an error from a JSON-RPC error object.
 pub fn error_from_object(
     e: &jsonrpsee::types::ErrorObject<'_>,
 ) -> crate::KitchenSinkCallError {
-    let message = e.message().to_string();
-    if let Some(err) = runtime::server::error_kind(e)
-        .and_then(|k| runtime::error::CallError::from_kind(&k, message.clone()))
-    {
-        return err;
-    }
-    match e.code() {
-        -32001 => crate::KitchenSinkError::Nope(message).into(),
-        -32007 => crate::KitchenSinkError::TooMuch(message).into(),
-        code => runtime::server::failure_from_code(code, message).into(),
-    }
+    runtime::codes::from_error_object(e)
 }
 
 /// The jsonrpsee module serving every operation of `api`, plus `rpc.discover`.
@@ -63,7 +33,7 @@ pub fn rpc_module<A: crate::KitchenSinkApi + 'static>(
         OPENRPC,
         |api, name, args| async move {
             let command = crate::KitchenSinkCommand::from_params(name, args)
-                .map_err(runtime::server::invalid_params)?;
+                .map_err(runtime::codes::invalid_params)?;
             let reply = crate::invoke(&*api, command)
                 .await
                 .map_err(|e| error_object(&e))?;

@@ -151,6 +151,18 @@ impl runtime::error::DomainError for KitchenSinkError {
             _ => None,
         }
     }
+
+    fn tag(&self) -> u32 {
+        KitchenSinkError::tag(self)
+    }
+
+    fn from_tag(tag: u32, message: String) -> Option<Self> {
+        match tag {
+            1 => Some(KitchenSinkError::Nope(message)),
+            7 => Some(KitchenSinkError::TooMuch(message)),
+            _ => None,
+        }
+    }
 }
 
 /// How a call to a `KitchenSink` operation fails: the service refused it with a [`KitchenSinkError`], or the call failed on its way (transport, redirect, deadline, internal).

@@ -1,0 +1,136 @@
+//! How errors travel, the same for every service: a gRPC status (its code, the message and the
+//! kind in `x-error-kind` metadata) and a JSON-RPC error object (its code, the message and
+//! `data: {"kind": ...}`). Domain errors whose name is a gRPC code's (`NotFound`,
+//! `InvalidArgument`, ...) travel as that code, other domain errors as `FAILED_PRECONDITION`;
+//! their JSON-RPC code is `-32000 - tag`.
+
+use jsonrpsee::types::{ErrorObject, ErrorObjectOwned};
+use tonic::Code;
+
+use crate::error::{CallError, DomainError, Failure, Leader};
+
+/// The gRPC metadata key that carries the error kind.
+pub const ERROR_KIND_KEY: &str = "x-error-kind";
+
+/// JSON-RPC code of a [`Failure::Transport`].
+pub const TRANSPORT_CODE: i32 = -32050;
+/// JSON-RPC code of a [`Failure::Redirect`].
+pub const REDIRECT_CODE: i32 = -32051;
+/// JSON-RPC code of a [`Failure::Deadline`].
+pub const DEADLINE_CODE: i32 = -32052;
+/// JSON-RPC code of a [`Failure::Internal`] (JSON-RPC's standard "internal error").
+pub const INTERNAL_CODE: i32 = -32603;
+/// JSON-RPC's standard "invalid params" code.
+pub const INVALID_PARAMS_CODE: i32 = -32602;
+
+/// Domain error names that are gRPC codes, with their code.
+const CANONICAL: &[(&str, Code)] = &[
+    ("NotFound", Code::NotFound),
+    ("InvalidArgument", Code::InvalidArgument),
+    ("AlreadyExists", Code::AlreadyExists),
+    ("PermissionDenied", Code::PermissionDenied),
+    ("Unauthenticated", Code::Unauthenticated),
+    ("ResourceExhausted", Code::ResourceExhausted),
+    ("Aborted", Code::Aborted),
+    ("OutOfRange", Code::OutOfRange),
+    ("Unimplemented", Code::Unimplemented),
+];
+
+/// The gRPC code a domain error kind travels as.
+pub fn grpc_code(kind: &str) -> Code {
+    CANONICAL
+        .iter()
+        .find_map(|(name, code)| (*name == kind).then_some(*code))
+        .unwrap_or(Code::FailedPrecondition)
+}
+
+/// The status an error travels as.
+pub fn to_status<E: DomainError>(e: &CallError<E>) -> tonic::Status {
+    let code = match e {
+        CallError::Domain(domain) => grpc_code(domain.kind()),
+        CallError::Failure(Failure::Transport(_) | Failure::Redirect(_)) => Code::Unavailable,
+        CallError::Failure(Failure::Deadline(_)) => Code::DeadlineExceeded,
+        CallError::Failure(Failure::Internal(_)) => Code::Internal,
+    };
+    let mut status = tonic::Status::new(code, e.message());
+    if let Ok(kind) = e.kind().parse() {
+        status.metadata_mut().insert(ERROR_KIND_KEY, kind);
+    }
+    status
+}
+
+/// Rebuilds an error from a status: by the kind in metadata when present, else by the code (a
+/// status the transport itself produced, such as a malformed argument).
+pub fn from_status<E: DomainError>(status: &tonic::Status) -> CallError<E> {
+    let message = status.message().to_string();
+    let kind = status
+        .metadata()
+        .get(ERROR_KIND_KEY)
+        .and_then(|v| v.to_str().ok());
+    if let Some(e) = kind.and_then(|k| CallError::from_kind(k, message.clone())) {
+        return e;
+    }
+    let canonical = CANONICAL
+        .iter()
+        .find_map(|(name, code)| (*code == status.code()).then_some(*name));
+    if let Some(e) = canonical.and_then(|name| E::from_kind(name, message.clone())) {
+        return CallError::Domain(e);
+    }
+    CallError::Failure(match status.code() {
+        Code::Internal | Code::Unknown | Code::DataLoss => Failure::Internal(message),
+        Code::DeadlineExceeded => Failure::Deadline(message),
+        code => Failure::Transport(format!("{code:?}: {message}")),
+    })
+}
+
+/// The JSON-RPC code of an error: `-32000 - tag` for domain errors, the codes above for
+/// failures.
+pub fn jsonrpc_code<E: DomainError>(e: &CallError<E>) -> i32 {
+    match e {
+        CallError::Domain(domain) => -32000 - i32::try_from(domain.tag()).unwrap_or(i32::MAX / 2),
+        CallError::Failure(Failure::Transport(_)) => TRANSPORT_CODE,
+        CallError::Failure(Failure::Redirect(_)) => REDIRECT_CODE,
+        CallError::Failure(Failure::Deadline(_)) => DEADLINE_CODE,
+        CallError::Failure(Failure::Internal(_)) => INTERNAL_CODE,
+    }
+}
+
+/// The JSON-RPC error object of an error (`data` carries the kind).
+pub fn to_error_object<E: DomainError>(e: &CallError<E>) -> ErrorObjectOwned {
+    ErrorObjectOwned::owned(
+        jsonrpc_code(e),
+        e.message(),
+        Some(serde_json::json!({ "kind": e.kind() })),
+    )
+}
+
+/// Rebuilds an error from a JSON-RPC error object: by the kind in `data`, else by its code.
+pub fn from_error_object<E: DomainError>(e: &ErrorObject<'_>) -> CallError<E> {
+    let message = e.message().to_string();
+    let kind = e
+        .data()
+        .and_then(|d| serde_json::from_str::<serde_json::Value>(d.get()).ok())
+        .and_then(|d| d.get("kind")?.as_str().map(str::to_string));
+    if let Some(err) = kind.and_then(|k| CallError::from_kind(&k, message.clone())) {
+        return err;
+    }
+    let tag = u32::try_from(-32000 - i64::from(e.code())).ok();
+    if let Some(domain) = tag.and_then(|t| E::from_tag(t, message.clone())) {
+        return CallError::Domain(domain);
+    }
+    CallError::Failure(match e.code() {
+        REDIRECT_CODE => Failure::Redirect(Leader::parse(&message)),
+        DEADLINE_CODE => Failure::Deadline(message),
+        INTERNAL_CODE => Failure::Internal(message),
+        code => Failure::Transport(format!("JSON-RPC error {code}: {message}")),
+    })
+}
+
+/// An "invalid params" error object.
+pub fn invalid_params(reason: impl std::fmt::Display) -> ErrorObjectOwned {
+    ErrorObjectOwned::owned(
+        INVALID_PARAMS_CODE,
+        format!("invalid params: {reason}"),
+        None::<()>,
+    )
+}
