@@ -113,7 +113,26 @@ impl Policy {
         AF: Future<Output = Attempt<T, E>>,
         KF: Future<Output = Result<C, E>>,
     {
-        let run = self.run(target, resend, attempt, connect, too_many);
+        let run = async {
+            let mut conn = target.current();
+            let (mut redirects, mut retries) = (0, 0);
+            loop {
+                match attempt(conn.clone()).await {
+                    Attempt::Done(result) => return result,
+                    Attempt::Redirect(addr, _) if redirects < self.max_redirects => {
+                        redirects += 1;
+                        conn = connect(addr).await?;
+                        target.redirect(conn.clone());
+                    }
+                    Attempt::Redirect(..) => return Err(too_many(self.max_redirects)),
+                    Attempt::Transport(_) if resend && retries < self.retries => {
+                        retries += 1;
+                        tokio::time::sleep(self.backoff * (1 << retries.min(5))).await;
+                    }
+                    Attempt::Transport(e) => return Err(e),
+                }
+            }
+        };
         match self.deadline {
             None => run.await,
             Some(deadline) => tokio::time::timeout(deadline, run)
@@ -123,39 +142,6 @@ impl Policy {
                         "no answer within {deadline:?}"
                     ))))
                 }),
-        }
-    }
-
-    async fn run<C, T, E, AF, KF>(
-        &self,
-        target: &Target<C>,
-        resend: bool,
-        attempt: impl Fn(C) -> AF,
-        connect: impl Fn(String) -> KF,
-        too_many: impl FnOnce(usize) -> E,
-    ) -> Result<T, E>
-    where
-        C: Clone,
-        AF: Future<Output = Attempt<T, E>>,
-        KF: Future<Output = Result<C, E>>,
-    {
-        let mut conn = target.current();
-        let (mut redirects, mut retries) = (0, 0);
-        loop {
-            match attempt(conn.clone()).await {
-                Attempt::Done(result) => return result,
-                Attempt::Redirect(addr, _) if redirects < self.max_redirects => {
-                    redirects += 1;
-                    conn = connect(addr).await?;
-                    target.redirect(conn.clone());
-                }
-                Attempt::Redirect(..) => return Err(too_many(self.max_redirects)),
-                Attempt::Transport(_) if resend && retries < self.retries => {
-                    retries += 1;
-                    tokio::time::sleep(self.backoff * (1 << retries.min(5))).await;
-                }
-                Attempt::Transport(e) => return Err(e),
-            }
         }
     }
 }
