@@ -487,7 +487,6 @@ pub async fn run_target(
     progress: bool,
 ) -> Result<BenchReport, BenchError> {
     use crate::net::{self, NetVariant, ServerLimits};
-    use bank_generated::{grpc::GrpcClient, jsonrpc::JsonRpcClient};
     let name = target.name();
     let dir = tempfile::tempdir().map_err(setup)?;
     let db = dir.path().join("bench.db");
@@ -537,53 +536,15 @@ pub async fn run_target(
                 (None, Some(s)) => s.addr.to_string(),
                 (None, None) => return Err(BenchError::Setup("no address".into())),
             };
-            let limits = runtime::Limits::default();
-            let report = match variant {
-                NetVariant::Tcp => {
-                    run(
-                        &name,
-                        |_| net::connect_tcp(&addr, limits),
-                        clients,
-                        workload,
-                        stop,
-                        progress,
-                    )
-                    .await
-                }
-                NetVariant::Zmq => {
-                    run(
-                        &name,
-                        |_| net::connect_zmq(&addr, limits),
-                        clients,
-                        workload,
-                        stop,
-                        progress,
-                    )
-                    .await
-                }
-                NetVariant::Grpc | NetVariant::GrpcFacade => {
-                    run(
-                        &name,
-                        |_| GrpcClient::connect(&addr),
-                        clients,
-                        workload,
-                        stop,
-                        progress,
-                    )
-                    .await
-                }
-                NetVariant::Jsonrpc | NetVariant::JsonrpcFacade => {
-                    run(
-                        &name,
-                        |_| std::future::ready(JsonRpcClient::new(&addr)),
-                        clients,
-                        workload,
-                        stop,
-                        progress,
-                    )
-                    .await
-                }
-            };
+            let report = run(
+                &name,
+                |_| net::connect(*variant, &addr),
+                clients,
+                workload,
+                stop,
+                progress,
+            )
+            .await;
             if let Some(server) = server {
                 server.shutdown().await.map_err(setup)?;
             }
@@ -592,7 +553,7 @@ pub async fn run_target(
         Target::Raft(Some(addr)) => {
             run(
                 &name,
-                |_| GrpcClient::connect(addr),
+                |_| net::connect(NetVariant::Grpc, addr),
                 clients,
                 workload,
                 stop,
@@ -612,7 +573,7 @@ pub async fn run_target(
             let addr = cluster.node(leader).map_err(setup)?.api.clone();
             let report = run(
                 &name,
-                |_| GrpcClient::connect(&addr),
+                |_| net::connect(NetVariant::Grpc, &addr),
                 clients,
                 workload,
                 stop,

@@ -11,7 +11,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bank_generated::{BankApi, BankApp, BankCallError, Collector, encode_failure, grpc, jsonrpc};
+use bank_generated::{
+    BankApi, BankApp, BankCallError, Collector, DynBankApi, encode_failure, grpc, jsonrpc,
+};
 use clap::ValueEnum;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -353,25 +355,24 @@ pub async fn serve_raft_echo(listen: &str, secret: String) -> Result<RunningServ
 
 /// Connects a client for `variant` to `addr` and runs the validator walk-through through it.
 pub async fn validate(variant: NetVariant, addr: &str) -> Result<Report, NetError> {
+    run(connect(variant, addr).await, addr).await
+}
+
+/// A client of `variant` connected to the server (or node) at `addr`: the one place a networked
+/// variant picks its client.
+pub async fn connect(
+    variant: NetVariant,
+    addr: &str,
+) -> Result<Arc<dyn DynBankApi>, BankCallError> {
     let limits = runtime::Limits::default();
-    match variant {
-        NetVariant::Tcp => run(connect_tcp(addr, limits).await, addr).await,
-        NetVariant::Zmq => run(connect_zmq(addr, limits).await, addr).await,
+    Ok(match variant {
+        NetVariant::Tcp => Arc::new(connect_tcp(addr, limits).await?),
+        NetVariant::Zmq => Arc::new(connect_zmq(addr, limits).await?),
         NetVariant::Grpc | NetVariant::GrpcFacade => {
-            run(
-                grpc::GrpcClient::connect(addr)
-                    .await
-                    .map_err(BankCallError::from),
-                addr,
-            )
-            .await
+            Arc::new(grpc::GrpcClient::connect(addr).await?)
         }
         NetVariant::Jsonrpc | NetVariant::JsonrpcFacade => {
-            run(
-                jsonrpc::JsonRpcClient::new(addr).map_err(BankCallError::from),
-                addr,
-            )
-            .await
+            Arc::new(jsonrpc::JsonRpcClient::new(addr)?)
         }
-    }
+    })
 }

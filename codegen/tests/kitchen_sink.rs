@@ -9,8 +9,8 @@ use jsonrpsee::core::client::ClientT;
 use kitchen_sink_generated::grpc::{GrpcClient, pb};
 use kitchen_sink_generated::jsonrpc::JsonRpcClient;
 use kitchen_sink_generated::{
-    ApplyContext, Direct, Duration, Everything, KitchenSinkApi, KitchenSinkError,
-    KitchenSinkService, KitchenSinkServiceError, KitchenSinkStore, Level, local,
+    ApplyContext, Direct, Duration, DynKitchenSinkApi, Everything, KitchenSinkApi,
+    KitchenSinkError, KitchenSinkService, KitchenSinkServiceError, KitchenSinkStore, Level, local,
 };
 use runtime::CallError;
 use runtime::local::LocalDb;
@@ -192,6 +192,9 @@ async fn round_trips(api: &impl KitchenSinkApi, path: &str) {
 async fn every_form_round_trips_through_the_command_bytes() {
     round_trips(&local(db(), EchoStore), "command bytes").await;
     round_trips(&Direct::new(db(), EchoStore), "direct").await;
+    // A client picked at run time, as a trait object.
+    let picked: Arc<dyn DynKitchenSinkApi> = Arc::new(local(db(), EchoStore));
+    round_trips(&picked, "dyn").await;
     // Omitted parameters take their defaults when a command is built from JSON-RPC params.
     let command = kitchen_sink_generated::KitchenSinkCommand::from_params("find", None)
         .expect("all parameters have defaults");

@@ -279,6 +279,536 @@ impl<T: BankApi + ?Sized> BankApi for ::std::sync::Arc<T> {
     }
 }
 
+/// `BankApi` as a trait object, for code that picks a client at run time: every `BankApi` is one, and `dyn DynBankApi` (so `Arc<dyn DynBankApi>`) is a `BankApi` again.
+pub trait DynBankApi: Send + Sync {
+    /// Create a customer with no accounts.
+    ///
+    /// Errors: `InvalidArgument`.
+    fn create_customer(
+        &self,
+        first_name: String,
+        last_name: String,
+        address: String,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<crate::Customer, crate::BankCallError>,
+            > + Send + '_,
+        >,
+    >;
+
+    /// Open an account with a zero balance for a customer.
+    ///
+    /// Errors: `NotFound`.
+    fn create_account(
+        &self,
+        customer_id: u64,
+        account_type: crate::AccountType,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<crate::Account, crate::BankCallError>,
+            > + Send + '_,
+        >,
+    >;
+
+    /// Add money to an account; returns the new balance.
+    ///
+    /// Errors: `NotFound`, `InvalidArgument`.
+    fn deposit(
+        &self,
+        account_id: u64,
+        amount: ::rust_decimal::Decimal,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<::rust_decimal::Decimal, crate::BankCallError>,
+            > + Send + '_,
+        >,
+    >;
+
+    /// Take money from an account; returns the new balance.
+    ///
+    /// Errors: `NotFound`, `InsufficientFunds`, `InvalidArgument`.
+    fn withdraw(
+        &self,
+        account_id: u64,
+        amount: ::rust_decimal::Decimal,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<::rust_decimal::Decimal, crate::BankCallError>,
+            > + Send + '_,
+        >,
+    >;
+
+    /// Move money between two different accounts, both legs or neither.
+    ///
+    /// Errors: `NotFound`, `InsufficientFunds`, `InvalidArgument`.
+    fn transfer(
+        &self,
+        from_account_id: u64,
+        to_account_id: u64,
+        amount: ::rust_decimal::Decimal,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<crate::TransferResult, crate::BankCallError>,
+            > + Send + '_,
+        >,
+    >;
+
+    /// Cash a check against an account (the rules of withdraw); returns the new balance.
+    ///
+    /// Errors: `NotFound`, `InsufficientFunds`, `InvalidArgument`.
+    fn cash_check(
+        &self,
+        account_id: u64,
+        amount: ::rust_decimal::Decimal,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<::rust_decimal::Decimal, crate::BankCallError>,
+            > + Send + '_,
+        >,
+    >;
+
+    /// Move the simulated clock forward; returns the new simulated time.
+    ///
+    /// Errors: `InvalidArgument`.
+    fn advance_time(
+        &self,
+        delta: crate::Duration,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<::chrono::DateTime<::chrono::Utc>, crate::BankCallError>,
+            > + Send + '_,
+        >,
+    >;
+
+    /// Customers ordered by id.
+    ///
+    /// Errors: `InvalidArgument`.
+    fn list_customers(
+        &self,
+        offset: u32,
+        limit: u32,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<Vec<crate::Customer>, crate::BankCallError>,
+            > + Send + '_,
+        >,
+    >;
+
+    /// Accounts ordered by id.
+    ///
+    /// Errors: `InvalidArgument`.
+    fn list_accounts(
+        &self,
+        offset: u32,
+        limit: u32,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<Vec<crate::Account>, crate::BankCallError>,
+            > + Send + '_,
+        >,
+    >;
+
+    /// The account ids of one customer, ascending.
+    ///
+    /// Errors: `NotFound`.
+    fn get_accounts(
+        &self,
+        customer_id: u64,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<Vec<u64>, crate::BankCallError>,
+            > + Send + '_,
+        >,
+    >;
+
+    /// The statement dates of one account, ascending.
+    ///
+    /// Errors: `NotFound`.
+    fn list_statements(
+        &self,
+        account_id: u64,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<Vec<::chrono::NaiveDate>, crate::BankCallError>,
+            > + Send + '_,
+        >,
+    >;
+
+    /// One monthly statement of an account.
+    ///
+    /// Errors: `NotFound`.
+    fn get_statement(
+        &self,
+        account_id: u64,
+        statement_date: ::chrono::NaiveDate,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<crate::Statement, crate::BankCallError>,
+            > + Send + '_,
+        >,
+    >;
+
+    /// The number of customers.
+    fn get_customer_count(
+        &self,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<u64, crate::BankCallError>,
+            > + Send + '_,
+        >,
+    >;
+
+    /// The number of accounts.
+    fn get_account_count(
+        &self,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<u64, crate::BankCallError>,
+            > + Send + '_,
+        >,
+    >;
+}
+
+impl<T: BankApi> DynBankApi for T {
+    fn create_customer(
+        &self,
+        first_name: String,
+        last_name: String,
+        address: String,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<crate::Customer, crate::BankCallError>,
+            > + Send + '_,
+        >,
+    > {
+        Box::pin(BankApi::create_customer(self, first_name, last_name, address))
+    }
+
+    fn create_account(
+        &self,
+        customer_id: u64,
+        account_type: crate::AccountType,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<crate::Account, crate::BankCallError>,
+            > + Send + '_,
+        >,
+    > {
+        Box::pin(BankApi::create_account(self, customer_id, account_type))
+    }
+
+    fn deposit(
+        &self,
+        account_id: u64,
+        amount: ::rust_decimal::Decimal,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<::rust_decimal::Decimal, crate::BankCallError>,
+            > + Send + '_,
+        >,
+    > {
+        Box::pin(BankApi::deposit(self, account_id, amount))
+    }
+
+    fn withdraw(
+        &self,
+        account_id: u64,
+        amount: ::rust_decimal::Decimal,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<::rust_decimal::Decimal, crate::BankCallError>,
+            > + Send + '_,
+        >,
+    > {
+        Box::pin(BankApi::withdraw(self, account_id, amount))
+    }
+
+    fn transfer(
+        &self,
+        from_account_id: u64,
+        to_account_id: u64,
+        amount: ::rust_decimal::Decimal,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<crate::TransferResult, crate::BankCallError>,
+            > + Send + '_,
+        >,
+    > {
+        Box::pin(BankApi::transfer(self, from_account_id, to_account_id, amount))
+    }
+
+    fn cash_check(
+        &self,
+        account_id: u64,
+        amount: ::rust_decimal::Decimal,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<::rust_decimal::Decimal, crate::BankCallError>,
+            > + Send + '_,
+        >,
+    > {
+        Box::pin(BankApi::cash_check(self, account_id, amount))
+    }
+
+    fn advance_time(
+        &self,
+        delta: crate::Duration,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<::chrono::DateTime<::chrono::Utc>, crate::BankCallError>,
+            > + Send + '_,
+        >,
+    > {
+        Box::pin(BankApi::advance_time(self, delta))
+    }
+
+    fn list_customers(
+        &self,
+        offset: u32,
+        limit: u32,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<Vec<crate::Customer>, crate::BankCallError>,
+            > + Send + '_,
+        >,
+    > {
+        Box::pin(BankApi::list_customers(self, offset, limit))
+    }
+
+    fn list_accounts(
+        &self,
+        offset: u32,
+        limit: u32,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<Vec<crate::Account>, crate::BankCallError>,
+            > + Send + '_,
+        >,
+    > {
+        Box::pin(BankApi::list_accounts(self, offset, limit))
+    }
+
+    fn get_accounts(
+        &self,
+        customer_id: u64,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<Vec<u64>, crate::BankCallError>,
+            > + Send + '_,
+        >,
+    > {
+        Box::pin(BankApi::get_accounts(self, customer_id))
+    }
+
+    fn list_statements(
+        &self,
+        account_id: u64,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<Vec<::chrono::NaiveDate>, crate::BankCallError>,
+            > + Send + '_,
+        >,
+    > {
+        Box::pin(BankApi::list_statements(self, account_id))
+    }
+
+    fn get_statement(
+        &self,
+        account_id: u64,
+        statement_date: ::chrono::NaiveDate,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<crate::Statement, crate::BankCallError>,
+            > + Send + '_,
+        >,
+    > {
+        Box::pin(BankApi::get_statement(self, account_id, statement_date))
+    }
+
+    fn get_customer_count(
+        &self,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<u64, crate::BankCallError>,
+            > + Send + '_,
+        >,
+    > {
+        Box::pin(BankApi::get_customer_count(self))
+    }
+
+    fn get_account_count(
+        &self,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<u64, crate::BankCallError>,
+            > + Send + '_,
+        >,
+    > {
+        Box::pin(BankApi::get_account_count(self))
+    }
+}
+
+impl BankApi for dyn DynBankApi {
+    fn create_customer(
+        &self,
+        first_name: String,
+        last_name: String,
+        address: String,
+    ) -> impl ::std::future::Future<
+        Output = Result<crate::Customer, crate::BankCallError>,
+    > + Send {
+        DynBankApi::create_customer(self, first_name, last_name, address)
+    }
+
+    fn create_account(
+        &self,
+        customer_id: u64,
+        account_type: crate::AccountType,
+    ) -> impl ::std::future::Future<
+        Output = Result<crate::Account, crate::BankCallError>,
+    > + Send {
+        DynBankApi::create_account(self, customer_id, account_type)
+    }
+
+    fn deposit(
+        &self,
+        account_id: u64,
+        amount: ::rust_decimal::Decimal,
+    ) -> impl ::std::future::Future<
+        Output = Result<::rust_decimal::Decimal, crate::BankCallError>,
+    > + Send {
+        DynBankApi::deposit(self, account_id, amount)
+    }
+
+    fn withdraw(
+        &self,
+        account_id: u64,
+        amount: ::rust_decimal::Decimal,
+    ) -> impl ::std::future::Future<
+        Output = Result<::rust_decimal::Decimal, crate::BankCallError>,
+    > + Send {
+        DynBankApi::withdraw(self, account_id, amount)
+    }
+
+    fn transfer(
+        &self,
+        from_account_id: u64,
+        to_account_id: u64,
+        amount: ::rust_decimal::Decimal,
+    ) -> impl ::std::future::Future<
+        Output = Result<crate::TransferResult, crate::BankCallError>,
+    > + Send {
+        DynBankApi::transfer(self, from_account_id, to_account_id, amount)
+    }
+
+    fn cash_check(
+        &self,
+        account_id: u64,
+        amount: ::rust_decimal::Decimal,
+    ) -> impl ::std::future::Future<
+        Output = Result<::rust_decimal::Decimal, crate::BankCallError>,
+    > + Send {
+        DynBankApi::cash_check(self, account_id, amount)
+    }
+
+    fn advance_time(
+        &self,
+        delta: crate::Duration,
+    ) -> impl ::std::future::Future<
+        Output = Result<::chrono::DateTime<::chrono::Utc>, crate::BankCallError>,
+    > + Send {
+        DynBankApi::advance_time(self, delta)
+    }
+
+    fn list_customers(
+        &self,
+        offset: u32,
+        limit: u32,
+    ) -> impl ::std::future::Future<
+        Output = Result<Vec<crate::Customer>, crate::BankCallError>,
+    > + Send {
+        DynBankApi::list_customers(self, offset, limit)
+    }
+
+    fn list_accounts(
+        &self,
+        offset: u32,
+        limit: u32,
+    ) -> impl ::std::future::Future<
+        Output = Result<Vec<crate::Account>, crate::BankCallError>,
+    > + Send {
+        DynBankApi::list_accounts(self, offset, limit)
+    }
+
+    fn get_accounts(
+        &self,
+        customer_id: u64,
+    ) -> impl ::std::future::Future<
+        Output = Result<Vec<u64>, crate::BankCallError>,
+    > + Send {
+        DynBankApi::get_accounts(self, customer_id)
+    }
+
+    fn list_statements(
+        &self,
+        account_id: u64,
+    ) -> impl ::std::future::Future<
+        Output = Result<Vec<::chrono::NaiveDate>, crate::BankCallError>,
+    > + Send {
+        DynBankApi::list_statements(self, account_id)
+    }
+
+    fn get_statement(
+        &self,
+        account_id: u64,
+        statement_date: ::chrono::NaiveDate,
+    ) -> impl ::std::future::Future<
+        Output = Result<crate::Statement, crate::BankCallError>,
+    > + Send {
+        DynBankApi::get_statement(self, account_id, statement_date)
+    }
+
+    fn get_customer_count(
+        &self,
+    ) -> impl ::std::future::Future<Output = Result<u64, crate::BankCallError>> + Send {
+        DynBankApi::get_customer_count(self)
+    }
+
+    fn get_account_count(
+        &self,
+    ) -> impl ::std::future::Future<Output = Result<u64, crate::BankCallError>> + Send {
+        DynBankApi::get_account_count(self)
+    }
+}
+
 /// The `Bank` service as the application implements it. Commands get mutable state and an [`ApplyContext`](crate::ApplyContext) and must be deterministic: same state + same command + same context = same result on every replica. Queries get read-only state. A command that returns an error must leave the state unchanged (the caller rolls back its transaction).
 pub trait BankService {
     /// Create a customer with no accounts.

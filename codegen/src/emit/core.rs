@@ -280,6 +280,45 @@ pub(super) fn traits(api: &Api) -> TokenStream {
             }
         }
     });
+    let dyn_trait = format_ident!("Dyn{}Api", api.service);
+    let dyn_methods = api.operations.iter().map(|op| {
+        let name = ident(&op.name);
+        let ps = params(op);
+        let ret = return_ty(op.returns.as_ref());
+        let d = op_doc(op);
+        quote! {
+            #d
+            fn #name(&self, #(#ps),*) -> ::std::pin::Pin<Box<dyn ::std::future::Future<Output = Result<#ret, crate::#call_error>> + Send + '_>>;
+        }
+    });
+    let boxing_methods = api.operations.iter().map(|op| {
+        let name = ident(&op.name);
+        let ps = params(op);
+        let names = param_names(op);
+        let ret = return_ty(op.returns.as_ref());
+        quote! {
+            fn #name(&self, #(#ps),*) -> ::std::pin::Pin<Box<dyn ::std::future::Future<Output = Result<#ret, crate::#call_error>> + Send + '_>> {
+                Box::pin(#api_trait::#name(self, #(#names),*))
+            }
+        }
+    });
+    let unboxing_methods = api.operations.iter().map(|op| {
+        let name = ident(&op.name);
+        let ps = params(op);
+        let names = param_names(op);
+        let ret = return_ty(op.returns.as_ref());
+        quote! {
+            fn #name(&self, #(#ps),*) -> impl ::std::future::Future<Output = Result<#ret, crate::#call_error>> + Send {
+                #dyn_trait::#name(self, #(#names),*)
+            }
+        }
+    });
+    let dyn_doc = doc_str(&format!(
+        "`{s}Api` as a trait object, for code that picks a client at run time: every `{s}Api` is \
+         one, and `dyn {dyn}` (so `Arc<dyn {dyn}>`) is a `{s}Api` again.",
+        s = api.service,
+        dyn = dyn_trait
+    ));
     let api_doc = doc_str(&format!(
         "The `{s}` API as a client sees it: one async method per operation. Implemented in-process, \
          by the `Collector`, and by every transport's client, so one validator can drive them all.",
@@ -303,6 +342,19 @@ pub(super) fn traits(api: &Api) -> TokenStream {
         /// A shared API is an API: clients can share one implementation.
         impl<T: #api_trait + ?Sized> #api_trait for ::std::sync::Arc<T> {
             #(#forward_methods)*
+        }
+
+        #dyn_doc
+        pub trait #dyn_trait: Send + Sync {
+            #(#dyn_methods)*
+        }
+
+        impl<T: #api_trait> #dyn_trait for T {
+            #(#boxing_methods)*
+        }
+
+        impl #api_trait for dyn #dyn_trait {
+            #(#unboxing_methods)*
         }
 
         #service_doc

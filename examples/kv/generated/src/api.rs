@@ -94,6 +94,195 @@ impl<T: KvApi + ?Sized> KvApi for ::std::sync::Arc<T> {
     }
 }
 
+/// `KvApi` as a trait object, for code that picks a client at run time: every `KvApi` is one, and `dyn DynKvApi` (so `Arc<dyn DynKvApi>`) is a `KvApi` again.
+pub trait DynKvApi: Send + Sync {
+    /// Set a key's value; returns the new store revision.
+    ///
+    /// Errors: `InvalidArgument`.
+    fn put(
+        &self,
+        key: String,
+        value: String,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<u64, crate::KvCallError>,
+            > + Send + '_,
+        >,
+    >;
+
+    /// Remove a key; returns whether it existed.
+    fn delete(
+        &self,
+        key: String,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<bool, crate::KvCallError>,
+            > + Send + '_,
+        >,
+    >;
+
+    /// Set a key's value only if its revision is `expected_revision` (0 = the key must not exist); returns the new store revision.
+    ///
+    /// Errors: `Conflict`, `InvalidArgument`.
+    fn compare_and_swap(
+        &self,
+        key: String,
+        expected_revision: u64,
+        value: String,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<u64, crate::KvCallError>,
+            > + Send + '_,
+        >,
+    >;
+
+    /// A key's entry, if it exists.
+    fn get(
+        &self,
+        key: String,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<Option<crate::Entry>, crate::KvCallError>,
+            > + Send + '_,
+        >,
+    >;
+
+    /// The entries whose keys start with `prefix`, in key order.
+    ///
+    /// Errors: `InvalidArgument`.
+    fn range(
+        &self,
+        prefix: String,
+        limit: u32,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<Vec<crate::Entry>, crate::KvCallError>,
+            > + Send + '_,
+        >,
+    >;
+}
+
+impl<T: KvApi> DynKvApi for T {
+    fn put(
+        &self,
+        key: String,
+        value: String,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<u64, crate::KvCallError>,
+            > + Send + '_,
+        >,
+    > {
+        Box::pin(KvApi::put(self, key, value))
+    }
+
+    fn delete(
+        &self,
+        key: String,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<bool, crate::KvCallError>,
+            > + Send + '_,
+        >,
+    > {
+        Box::pin(KvApi::delete(self, key))
+    }
+
+    fn compare_and_swap(
+        &self,
+        key: String,
+        expected_revision: u64,
+        value: String,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<u64, crate::KvCallError>,
+            > + Send + '_,
+        >,
+    > {
+        Box::pin(KvApi::compare_and_swap(self, key, expected_revision, value))
+    }
+
+    fn get(
+        &self,
+        key: String,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<Option<crate::Entry>, crate::KvCallError>,
+            > + Send + '_,
+        >,
+    > {
+        Box::pin(KvApi::get(self, key))
+    }
+
+    fn range(
+        &self,
+        prefix: String,
+        limit: u32,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<Vec<crate::Entry>, crate::KvCallError>,
+            > + Send + '_,
+        >,
+    > {
+        Box::pin(KvApi::range(self, prefix, limit))
+    }
+}
+
+impl KvApi for dyn DynKvApi {
+    fn put(
+        &self,
+        key: String,
+        value: String,
+    ) -> impl ::std::future::Future<Output = Result<u64, crate::KvCallError>> + Send {
+        DynKvApi::put(self, key, value)
+    }
+
+    fn delete(
+        &self,
+        key: String,
+    ) -> impl ::std::future::Future<Output = Result<bool, crate::KvCallError>> + Send {
+        DynKvApi::delete(self, key)
+    }
+
+    fn compare_and_swap(
+        &self,
+        key: String,
+        expected_revision: u64,
+        value: String,
+    ) -> impl ::std::future::Future<Output = Result<u64, crate::KvCallError>> + Send {
+        DynKvApi::compare_and_swap(self, key, expected_revision, value)
+    }
+
+    fn get(
+        &self,
+        key: String,
+    ) -> impl ::std::future::Future<
+        Output = Result<Option<crate::Entry>, crate::KvCallError>,
+    > + Send {
+        DynKvApi::get(self, key)
+    }
+
+    fn range(
+        &self,
+        prefix: String,
+        limit: u32,
+    ) -> impl ::std::future::Future<
+        Output = Result<Vec<crate::Entry>, crate::KvCallError>,
+    > + Send {
+        DynKvApi::range(self, prefix, limit)
+    }
+}
+
 /// The `Kv` service as the application implements it. Commands get mutable state and an [`ApplyContext`](crate::ApplyContext) and must be deterministic: same state + same command + same context = same result on every replica. Queries get read-only state. A command that returns an error must leave the state unchanged (the caller rolls back its transaction).
 pub trait KvService {
     /// Set a key's value; returns the new store revision.

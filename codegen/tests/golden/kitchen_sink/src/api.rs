@@ -70,6 +70,134 @@ impl<T: KitchenSinkApi + ?Sized> KitchenSinkApi for ::std::sync::Arc<T> {
     }
 }
 
+/// `KitchenSinkApi` as a trait object, for code that picks a client at run time: every `KitchenSinkApi` is one, and `dyn DynKitchenSinkApi` (so `Arc<dyn DynKitchenSinkApi>`) is a `KitchenSinkApi` again.
+pub trait DynKitchenSinkApi: Send + Sync {
+    /// A command taking a struct.
+    ///
+    /// Errors: `Nope`, `TooMuch`.
+    fn put_everything(
+        &self,
+        value: crate::Everything,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<crate::Everything, crate::KitchenSinkCallError>,
+            > + Send + '_,
+        >,
+    >;
+
+    /// A command with no parameters and no result.
+    fn reset(
+        &self,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<(), crate::KitchenSinkCallError>,
+            > + Send + '_,
+        >,
+    >;
+
+    /// Errors: `Nope`.
+    fn find(
+        &self,
+        flag: bool,
+        small: i32,
+        ratio: f64,
+        label: String,
+        money: ::rust_decimal::Decimal,
+        level: crate::Level,
+        maybe: Option<u64>,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<Vec<crate::Everything>, crate::KitchenSinkCallError>,
+            > + Send + '_,
+        >,
+    >;
+}
+
+impl<T: KitchenSinkApi> DynKitchenSinkApi for T {
+    fn put_everything(
+        &self,
+        value: crate::Everything,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<crate::Everything, crate::KitchenSinkCallError>,
+            > + Send + '_,
+        >,
+    > {
+        Box::pin(KitchenSinkApi::put_everything(self, value))
+    }
+
+    fn reset(
+        &self,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<(), crate::KitchenSinkCallError>,
+            > + Send + '_,
+        >,
+    > {
+        Box::pin(KitchenSinkApi::reset(self))
+    }
+
+    fn find(
+        &self,
+        flag: bool,
+        small: i32,
+        ratio: f64,
+        label: String,
+        money: ::rust_decimal::Decimal,
+        level: crate::Level,
+        maybe: Option<u64>,
+    ) -> ::std::pin::Pin<
+        Box<
+            dyn ::std::future::Future<
+                Output = Result<Vec<crate::Everything>, crate::KitchenSinkCallError>,
+            > + Send + '_,
+        >,
+    > {
+        Box::pin(
+            KitchenSinkApi::find(self, flag, small, ratio, label, money, level, maybe),
+        )
+    }
+}
+
+impl KitchenSinkApi for dyn DynKitchenSinkApi {
+    fn put_everything(
+        &self,
+        value: crate::Everything,
+    ) -> impl ::std::future::Future<
+        Output = Result<crate::Everything, crate::KitchenSinkCallError>,
+    > + Send {
+        DynKitchenSinkApi::put_everything(self, value)
+    }
+
+    fn reset(
+        &self,
+    ) -> impl ::std::future::Future<
+        Output = Result<(), crate::KitchenSinkCallError>,
+    > + Send {
+        DynKitchenSinkApi::reset(self)
+    }
+
+    fn find(
+        &self,
+        flag: bool,
+        small: i32,
+        ratio: f64,
+        label: String,
+        money: ::rust_decimal::Decimal,
+        level: crate::Level,
+        maybe: Option<u64>,
+    ) -> impl ::std::future::Future<
+        Output = Result<Vec<crate::Everything>, crate::KitchenSinkCallError>,
+    > + Send {
+        DynKitchenSinkApi::find(self, flag, small, ratio, label, money, level, maybe)
+    }
+}
+
 /// The `KitchenSink` service as the application implements it. Commands get mutable state and an [`ApplyContext`](crate::ApplyContext) and must be deterministic: same state + same command + same context = same result on every replica. Queries get read-only state. A command that returns an error must leave the state unchanged (the caller rolls back its transaction).
 pub trait KitchenSinkService {
     /// A command taking a struct.
