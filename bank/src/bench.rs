@@ -17,6 +17,8 @@ use hdrhistogram::Histogram;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
+use crate::net::Variant;
+
 /// What each client does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -437,29 +439,29 @@ pub fn render(report: &BenchReport) -> String {
     out
 }
 
-/// What a benchmark runs against.
+/// What a benchmark runs against: a variant at an address, or started for the run (in process
+/// on a temporary database, a server in this process, or for `raft` a local 3-node cluster of
+/// processes with durable settings, torn down after).
 #[derive(Debug, Clone)]
-pub enum Target {
-    /// In process, straight to the service (temporary SQLite file).
-    Direct,
-    /// In process through the Collector and Dispatcher (temporary SQLite file).
-    Collector,
-    /// A networked variant: at an address, or started in this process on a temporary database.
-    Net(crate::net::NetVariant, Option<String>),
-    /// The replicated bank over gRPC: at a node's API address, or a local 3-node cluster of
-    /// processes (durable settings) started for the run and torn down after.
-    Raft(Option<String>),
+pub struct Target {
+    /// The variant.
+    pub variant: Variant,
+    /// A running server or node; `None` starts one for the run.
+    pub connect: Option<String>,
 }
 
 impl Target {
+    /// `variant`, started for the run.
+    pub fn started(variant: Variant) -> Self {
+        Target {
+            variant,
+            connect: None,
+        }
+    }
+
     /// The name in reports.
     pub fn name(&self) -> String {
-        match self {
-            Target::Direct => "direct".into(),
-            Target::Collector => "collector".into(),
-            Target::Net(v, _) => v.name().into(),
-            Target::Raft(_) => "raft".into(),
-        }
+        self.variant.name().into()
     }
 }
 
@@ -486,122 +488,81 @@ pub async fn run_target(
     stop: Stop,
     progress: bool,
 ) -> Result<BenchReport, BenchError> {
-    use crate::net::{self, NetVariant, ServerLimits};
+    use crate::net::{self, Endpoint, ServerLimits};
     let name = target.name();
+    let variant = target.variant;
     let dir = tempfile::tempdir().map_err(setup)?;
     let db = dir.path().join("bench.db");
     let open = || crate::Bank::open(&db).map_err(setup);
-    let report = match target {
-        Target::Direct => {
-            let api = Arc::new(crate::direct(open()?));
-            run(
-                &name,
-                |_| {
-                    let api = api.clone();
-                    async move { Ok::<_, BankCallError>(api) }
-                },
-                clients,
-                workload,
-                stop,
-                progress,
-            )
-            .await?
-        }
-        Target::Collector => {
-            let api = Arc::new(crate::collector(open()?));
-            run(
-                &name,
-                |_| {
-                    let api = api.clone();
-                    async move { Ok::<_, BankCallError>(api) }
-                },
-                clients,
-                workload,
-                stop,
-                progress,
-            )
-            .await?
-        }
-        Target::Net(variant, addr) => {
-            let server = match addr {
-                Some(_) => None,
-                None => Some(
-                    net::serve(*variant, "127.0.0.1:0", open()?, ServerLimits::default())
-                        .await
-                        .map_err(setup)?,
-                ),
-            };
-            let addr = match (addr, &server) {
-                (Some(a), _) => a.clone(),
-                (None, Some(s)) => s.addr.to_string(),
-                (None, None) => return Err(BenchError::Setup("no address".into())),
-            };
-            let report = run(
-                &name,
-                |_| net::connect(*variant, &addr),
-                clients,
-                workload,
-                stop,
-                progress,
-            )
-            .await;
-            if let Some(server) = server {
-                server.shutdown().await.map_err(setup)?;
-            }
-            report?
-        }
-        Target::Raft(Some(addr)) => {
-            run(
-                &name,
-                |_| net::connect(NetVariant::Grpc, addr),
-                clients,
-                workload,
-                stop,
-                progress,
-            )
-            .await?
-        }
-        Target::Raft(None) => {
+    // What the run starts for itself, kept until it ends.
+    let mut server = None;
+    let mut cluster = None;
+    let addr = match (&target.connect, variant) {
+        (Some(addr), _) => Some(addr.clone()),
+        (None, v) if v.in_process() => None,
+        (None, Variant::Raft) => {
             let exe = std::env::current_exe().map_err(setup)?;
-            let cluster = runtime::cluster::LocalCluster::start(&exe, dir.path(), 3, Vec::new())
+            let started = runtime::cluster::LocalCluster::start(&exe, dir.path(), 3, Vec::new())
                 .await
                 .map_err(setup)?;
-            let leader = cluster
+            let leader = started
                 .wait_for_leader(Duration::from_secs(60))
                 .await
                 .map_err(setup)?;
-            let addr = cluster.node(leader).map_err(setup)?.api.clone();
-            let report = run(
-                &name,
-                |_| net::connect(NetVariant::Grpc, &addr),
-                clients,
-                workload,
-                stop,
-                progress,
-            )
-            .await;
-            drop(cluster);
-            report?
+            let addr = started.node(leader).map_err(setup)?.api.clone();
+            cluster = Some(started);
+            Some(addr)
+        }
+        (None, v) => {
+            let started = net::serve(v, "127.0.0.1:0", open()?, ServerLimits::default())
+                .await
+                .map_err(setup)?;
+            let addr = started.addr.to_string();
+            server = Some(started);
+            Some(addr)
         }
     };
-    Ok(report)
+    let report = match &addr {
+        // In process: every client shares the one bank.
+        None => {
+            let api = net::connect(variant, Endpoint::Local(open()?))
+                .await
+                .map_err(setup)?;
+            let shared = |_| std::future::ready(Ok::<_, BankCallError>(api.clone()));
+            run(&name, shared, clients, workload, stop, progress).await
+        }
+        Some(addr) => {
+            let connect = |_| async move {
+                net::connect(variant, Endpoint::Remote(addr))
+                    .await
+                    .map_err(|e| BankCallError::transport(e.to_string()))
+            };
+            run(&name, connect, clients, workload, stop, progress).await
+        }
+    };
+    if let Some(server) = server {
+        server.shutdown().await.map_err(setup)?;
+    }
+    drop(cluster);
+    Ok(report?)
 }
 
 /// `bank bench layers`: the seed's table, one client running the walk-through over each layer.
 pub async fn layers(ops: u64, progress: bool) -> Result<(String, Vec<BenchReport>), BenchError> {
-    use crate::net::NetVariant;
-    let targets = [
-        Target::Direct,
-        Target::Collector,
-        Target::Net(NetVariant::Tcp, None),
-        Target::Net(NetVariant::Grpc, None),
-        Target::Net(NetVariant::Jsonrpc, None),
-        Target::Net(NetVariant::GrpcFacade, None),
-        Target::Raft(None),
+    let variants = [
+        Variant::Direct,
+        Variant::Collector,
+        Variant::Tcp,
+        Variant::Grpc,
+        Variant::Jsonrpc,
+        Variant::GrpcFacade,
+        Variant::Raft,
     ];
     let mut reports = Vec::new();
-    for target in &targets {
-        reports.push(run_target(target, 1, Workload::Walkthrough, Stop::Ops(ops), progress).await?);
+    for variant in variants {
+        let target = Target::started(variant);
+        reports
+            .push(run_target(&target, 1, Workload::Walkthrough, Stop::Ops(ops), progress).await?);
     }
     let base = reports
         .first()

@@ -7,9 +7,9 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use bank::net::{self, NetError, NetVariant, ServerLimits};
-use bank::{Bank, Report, StoreError, ValidationError, collector, direct, validator};
-use clap::{Parser, Subcommand, ValueEnum};
+use bank::net::{self, Endpoint, NetError, ServerLimits, Variant};
+use bank::{Bank, Report, StoreError, ValidationError};
+use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 /// The bank: customers, accounts, a simulated clock and monthly statements.
@@ -67,7 +67,7 @@ enum Command {
     Serve {
         /// The transport (and server-side path) to serve.
         #[arg(long, value_enum)]
-        variant: NetVariant,
+        variant: Variant,
         /// Where to listen, e.g. 127.0.0.1:50051 (port 0 picks a free port).
         #[arg(long, value_name = "ADDR")]
         listen: String,
@@ -173,53 +173,6 @@ enum AdminVerb {
     Digest,
 }
 
-/// The ways to reach the bank.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Variant {
-    /// Call the store's service methods in process.
-    Direct,
-    /// The generated Collector client over encoded commands to a local sink.
-    Collector,
-    /// Serialized commands in TCP frames (needs --connect).
-    Tcp,
-    /// gRPC straight to the service (needs --connect).
-    Grpc,
-    /// JSON-RPC 2.0 over HTTP straight to the service (needs --connect).
-    Jsonrpc,
-    /// Serialized commands over ZeroMQ (needs --connect).
-    Zmq,
-    /// gRPC through a server-side Collector and Dispatcher (needs --connect).
-    GrpcFacade,
-    /// JSON-RPC through a server-side Collector and Dispatcher (needs --connect).
-    JsonrpcFacade,
-    /// A node of the replicated bank, over gRPC (needs --connect: any node's API address).
-    Raft,
-}
-
-impl Variant {
-    fn name(self) -> &'static str {
-        match (self, self.networked()) {
-            (Variant::Raft, _) => "raft",
-            (_, Some(net)) => net.name(),
-            (Variant::Collector, None) => "collector",
-            _ => "direct",
-        }
-    }
-
-    fn networked(self) -> Option<NetVariant> {
-        match self {
-            Variant::Direct | Variant::Collector => None,
-            Variant::Tcp => Some(NetVariant::Tcp),
-            Variant::Grpc => Some(NetVariant::Grpc),
-            Variant::Jsonrpc => Some(NetVariant::Jsonrpc),
-            Variant::Zmq => Some(NetVariant::Zmq),
-            Variant::GrpcFacade => Some(NetVariant::GrpcFacade),
-            Variant::JsonrpcFacade => Some(NetVariant::JsonrpcFacade),
-            Variant::Raft => Some(NetVariant::Grpc),
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 enum CliError {
     #[error("cannot open the database: {0}")]
@@ -271,32 +224,11 @@ fn run(cli: Cli) -> Result<String, CliError> {
             db,
             connect,
         } => {
-            let report = match (variant.networked(), connect) {
-                (None, None) => {
-                    let bank = open(db.as_ref())?;
-                    runtime.block_on(async {
-                        match variant {
-                            Variant::Collector => validator::run(&collector(bank)).await,
-                            _ => validator::run(&direct(bank)).await,
-                        }
-                    })?
-                }
-                (Some(net_variant), Some(addr)) => {
-                    runtime.block_on(net::validate(net_variant, &addr))?
-                }
-                (None, Some(_)) => {
-                    return Err(CliError::Usage(format!(
-                        "variant `{}` runs in process; drop --connect",
-                        variant.name()
-                    )));
-                }
-                (Some(_), None) => {
-                    return Err(CliError::Usage(format!(
-                        "variant `{}` needs --connect ADDR (start one with `bank serve`)",
-                        variant.name()
-                    )));
-                }
+            let endpoint = match &connect {
+                Some(addr) => Endpoint::Remote(addr),
+                None => Endpoint::Local(open(db.as_ref())?),
             };
+            let report = runtime.block_on(net::validate(variant, endpoint))?;
             Ok(summary(variant.name(), &report))
         }
         Command::Node(args) => runtime.block_on(run_node(args)),
@@ -360,7 +292,7 @@ fn run(cli: Cli) -> Result<String, CliError> {
             raft_listen,
             raft_secret,
         } => {
-            let facade = matches!(variant, NetVariant::GrpcFacade | NetVariant::JsonrpcFacade);
+            let facade = matches!(variant, Variant::GrpcFacade | Variant::JsonrpcFacade);
             if raft_listen.is_some() && !facade {
                 return Err(CliError::Usage(
                     "--raft-listen is for the facade variants (grpc-facade, jsonrpc-facade)".into(),
@@ -428,12 +360,9 @@ async fn run_bench(layers: Option<BenchSub>, args: BenchArgs) -> Result<String, 
         (None, Some(n)) => Stop::Ops(n),
         (None, None) => Stop::Duration(std::time::Duration::from_secs(10)),
     };
-    let target = match (args.variant, args.variant.networked()) {
-        (Variant::Direct, _) => Target::Direct,
-        (Variant::Collector, _) => Target::Collector,
-        (Variant::Raft, _) => Target::Raft(args.connect.clone()),
-        (_, Some(net)) => Target::Net(net, args.connect.clone()),
-        (_, None) => Target::Direct,
+    let target = Target {
+        variant: args.variant,
+        connect: args.connect.clone(),
     };
     let report = bench::run_target(&target, args.clients, args.workload, stop, progress)
         .await

@@ -1,5 +1,6 @@
-//! The networked variants of the seed's stepwise process: start a server for one of them, or
-//! connect a client to one. Every client implements [`BankApi`], so the validator runs unchanged.
+//! The variants of the seed's stepwise process ([`Variant`]): [`connect`] gives a client of
+//! any of them (in process, or at an address), [`serve`] starts a server for the networked ones.
+//! Every client implements [`BankApi`], so the validator runs unchanged.
 //!
 //! | variant | server side |
 //! |---|---|
@@ -29,9 +30,13 @@ use runtime::sink::{SinkHandler, TcpSink, ZmqSink};
 /// The largest request a server accepts by default (bytes).
 pub const DEFAULT_MAX_REQUEST: usize = 4 << 20;
 
-/// A variant reached over the network.
+/// Every way to reach the bank: one per stage of the seed's stepwise process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum NetVariant {
+pub enum Variant {
+    /// In process: the store's service methods, called directly.
+    Direct,
+    /// In process: the generated Collector, encoded commands to a local sink.
+    Collector,
     /// Serialized commands in length-prefixed TCP frames (the seed's "astream").
     Tcp,
     /// gRPC (tonic) straight to the service.
@@ -44,30 +49,49 @@ pub enum NetVariant {
     GrpcFacade,
     /// JSON-RPC through a server-side Collector and Dispatcher.
     JsonrpcFacade,
+    /// A node of the replicated bank, over gRPC (any node: leader or follower).
+    Raft,
 }
 
-impl NetVariant {
-    /// Every networked variant.
-    pub const ALL: &'static [NetVariant] = &[
-        NetVariant::Tcp,
-        NetVariant::Grpc,
-        NetVariant::Jsonrpc,
-        NetVariant::Zmq,
-        NetVariant::GrpcFacade,
-        NetVariant::JsonrpcFacade,
+impl Variant {
+    /// The variants `bank serve` starts a server for.
+    pub const SERVED: &'static [Variant] = &[
+        Variant::Tcp,
+        Variant::Grpc,
+        Variant::Jsonrpc,
+        Variant::Zmq,
+        Variant::GrpcFacade,
+        Variant::JsonrpcFacade,
     ];
 
     /// The variant's name on the command line.
     pub fn name(self) -> &'static str {
         match self {
-            NetVariant::Tcp => "tcp",
-            NetVariant::Grpc => "grpc",
-            NetVariant::Jsonrpc => "jsonrpc",
-            NetVariant::Zmq => "zmq",
-            NetVariant::GrpcFacade => "grpc-facade",
-            NetVariant::JsonrpcFacade => "jsonrpc-facade",
+            Variant::Direct => "direct",
+            Variant::Collector => "collector",
+            Variant::Tcp => "tcp",
+            Variant::Grpc => "grpc",
+            Variant::Jsonrpc => "jsonrpc",
+            Variant::Zmq => "zmq",
+            Variant::GrpcFacade => "grpc-facade",
+            Variant::JsonrpcFacade => "jsonrpc-facade",
+            Variant::Raft => "raft",
         }
     }
+
+    /// Whether the variant runs in this process (on a local database) rather than at an address.
+    pub fn in_process(self) -> bool {
+        matches!(self, Variant::Direct | Variant::Collector)
+    }
+}
+
+/// Where a client reaches the bank: a local database (in-process variants) or an address.
+#[derive(Debug)]
+pub enum Endpoint<'a> {
+    /// A bank in this process.
+    Local(Bank),
+    /// A server or a node, e.g. `127.0.0.1:50051`.
+    Remote(&'a str),
 }
 
 /// Why a server could not start or a client could not connect.
@@ -103,6 +127,9 @@ pub enum NetError {
     /// The validator failed.
     #[error(transparent)]
     Validation(#[from] ValidationError),
+    /// The variant does not go with what was asked of it.
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// Limits a server enforces.
@@ -179,14 +206,14 @@ fn stop_signal() -> (
 
 /// Starts a server for `variant` on `listen` (use port 0 for any free port) over `bank`.
 pub async fn serve(
-    variant: NetVariant,
+    variant: Variant,
     listen: &str,
     bank: Bank,
     limits: ServerLimits,
 ) -> Result<RunningServer, NetError> {
     let (stop, shutdown) = stop_signal();
     let max = limits.max_request;
-    if variant == NetVariant::Zmq {
+    if variant == Variant::Zmq {
         let (addr, task) = serve_zmq(listen, bank, limits, shutdown).await?;
         return Ok(RunningServer {
             addr,
@@ -196,11 +223,11 @@ pub async fn serve(
     }
     let (listener, addr) = bind(listen).await?;
     let (addr, task) = match variant {
-        NetVariant::Grpc => (
+        Variant::Grpc => (
             addr,
             spawn(grpc::serve(listener, Arc::new(direct(bank)), max, shutdown)),
         ),
-        NetVariant::GrpcFacade => (
+        Variant::GrpcFacade => (
             addr,
             spawn(grpc::serve(
                 listener,
@@ -209,7 +236,7 @@ pub async fn serve(
                 shutdown,
             )),
         ),
-        NetVariant::Jsonrpc => (
+        Variant::Jsonrpc => (
             addr,
             spawn(jsonrpc::serve(
                 listener,
@@ -218,7 +245,7 @@ pub async fn serve(
                 shutdown,
             )),
         ),
-        NetVariant::JsonrpcFacade => (
+        Variant::JsonrpcFacade => (
             addr,
             spawn(jsonrpc::serve(
                 listener,
@@ -227,7 +254,7 @@ pub async fn serve(
                 shutdown,
             )),
         ),
-        NetVariant::Tcp => {
+        Variant::Tcp => {
             let serving = runtime::serve_tcp(
                 listener,
                 Arc::new(sink_handler(bank)),
@@ -236,11 +263,13 @@ pub async fn serve(
             );
             (addr, spawn(serving))
         }
-        NetVariant::Zmq => {
-            return Err(NetError::BadAddress {
-                addr: listen.to_string(),
-                reason: "ZeroMQ binds its own socket".into(),
-            });
+        Variant::Zmq | Variant::Direct | Variant::Collector | Variant::Raft => {
+            let served: Vec<&str> = Variant::SERVED.iter().map(|v| v.name()).collect();
+            return Err(NetError::Usage(format!(
+                "variant `{}` has no server of its own; `bank serve` serves {}",
+                variant.name(),
+                served.join(", ")
+            )));
         }
     };
     tracing::info!(variant = variant.name(), %addr, "serving");
@@ -324,11 +353,8 @@ pub async fn connect_zmq(
 }
 
 /// Runs the validator through any client.
-async fn run<A: BankApi>(client: Result<A, BankCallError>, addr: &str) -> Result<Report, NetError> {
-    let client = client.map_err(|source| NetError::Connect {
-        addr: addr.to_string(),
-        source,
-    })?;
+async fn run<A: BankApi>(client: A, addr: &str) -> Result<Report, NetError> {
+    tracing::debug!(%addr, "validating");
     Ok(validator::run(&client).await?)
 }
 
@@ -354,25 +380,53 @@ pub async fn serve_raft_echo(listen: &str, secret: String) -> Result<RunningServ
 }
 
 /// Connects a client for `variant` to `addr` and runs the validator walk-through through it.
-pub async fn validate(variant: NetVariant, addr: &str) -> Result<Report, NetError> {
-    run(connect(variant, addr).await, addr).await
+pub async fn validate(variant: Variant, endpoint: Endpoint<'_>) -> Result<Report, NetError> {
+    let addr = match &endpoint {
+        Endpoint::Remote(addr) => addr.to_string(),
+        Endpoint::Local(_) => "this process".to_string(),
+    };
+    let client = connect(variant, endpoint).await?;
+    run(client, &addr).await
 }
 
-/// A client of `variant` connected to the server (or node) at `addr`: the one place a networked
-/// variant picks its client.
+/// A client of `variant` at `endpoint`: the one place a variant picks its client.
 pub async fn connect(
-    variant: NetVariant,
-    addr: &str,
-) -> Result<Arc<dyn DynBankApi>, BankCallError> {
+    variant: Variant,
+    endpoint: Endpoint<'_>,
+) -> Result<Arc<dyn DynBankApi>, NetError> {
     let limits = runtime::Limits::default();
-    Ok(match variant {
-        NetVariant::Tcp => Arc::new(connect_tcp(addr, limits).await?),
-        NetVariant::Zmq => Arc::new(connect_zmq(addr, limits).await?),
-        NetVariant::Grpc | NetVariant::GrpcFacade => {
-            Arc::new(grpc::GrpcClient::connect(addr).await?)
+    let connected = |addr: &str| {
+        let addr = addr.to_string();
+        move |source: BankCallError| NetError::Connect { addr, source }
+    };
+    Ok(match (variant, endpoint) {
+        (Variant::Direct, Endpoint::Local(bank)) => Arc::new(direct(bank)),
+        (Variant::Collector, Endpoint::Local(bank)) => Arc::new(collector(bank)),
+        (Variant::Tcp, Endpoint::Remote(addr)) => {
+            Arc::new(connect_tcp(addr, limits).await.map_err(connected(addr))?)
         }
-        NetVariant::Jsonrpc | NetVariant::JsonrpcFacade => {
-            Arc::new(jsonrpc::JsonRpcClient::new(addr)?)
+        (Variant::Zmq, Endpoint::Remote(addr)) => {
+            Arc::new(connect_zmq(addr, limits).await.map_err(connected(addr))?)
+        }
+        (Variant::Grpc | Variant::GrpcFacade | Variant::Raft, Endpoint::Remote(addr)) => {
+            let client = grpc::GrpcClient::connect(addr).await;
+            Arc::new(client.map_err(|e| connected(addr)(e.into()))?)
+        }
+        (Variant::Jsonrpc | Variant::JsonrpcFacade, Endpoint::Remote(addr)) => {
+            let client = jsonrpc::JsonRpcClient::new(addr);
+            Arc::new(client.map_err(|e| connected(addr)(e.into()))?)
+        }
+        (variant, Endpoint::Remote(_)) => {
+            return Err(NetError::Usage(format!(
+                "variant `{}` runs in process; drop --connect",
+                variant.name()
+            )));
+        }
+        (variant, Endpoint::Local(_)) => {
+            return Err(NetError::Usage(format!(
+                "variant `{}` needs --connect ADDR (start one with `bank serve`)",
+                variant.name()
+            )));
         }
     })
 }

@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bank::Bank;
-use bank::net::{self, NetVariant, RunningServer, ServerLimits};
+use bank::net::{self, RunningServer, ServerLimits, Variant};
 use bank_generated::BankApi;
 use bank_generated::grpc::GrpcClient;
 use rust_decimal::Decimal;
@@ -56,7 +56,7 @@ struct Server {
 }
 
 impl Server {
-    async fn start(variant: NetVariant) -> Server {
+    async fn start(variant: Variant) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let bank = Bank::open(dir.path().join("bank.db")).expect("open bank");
         let inner = net::serve(variant, "127.0.0.1:0", bank, ServerLimits::default())
@@ -164,7 +164,7 @@ fn result_ids(stdout: &str) -> (u64, u64, u64) {
     )
 }
 
-async fn python_walkthrough(variant: NetVariant) {
+async fn python_walkthrough(variant: Variant) {
     require_python_grpc();
     let server = Server::start(variant).await;
     let addr = server.addr();
@@ -207,10 +207,10 @@ async fn python_walkthrough(variant: NetVariant) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_grpc_client_runs_the_walkthrough_against_grpc() {
-    python_walkthrough(NetVariant::Grpc).await;
+    python_walkthrough(Variant::Grpc).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_grpc_client_runs_the_walkthrough_against_grpc_facade() {
-    python_walkthrough(NetVariant::GrpcFacade).await;
+    python_walkthrough(Variant::GrpcFacade).await;
 }

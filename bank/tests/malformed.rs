@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bank::Bank;
-use bank::net::{self, NetVariant, RunningServer, ServerLimits};
+use bank::net::{self, RunningServer, ServerLimits, Variant};
 use bank::validator;
 use bank_generated::grpc::{ERROR_KIND_KEY, GrpcClient, pb};
 use bank_generated::jsonrpc::JsonRpcClient;
@@ -48,7 +48,7 @@ struct Server {
 }
 
 impl Server {
-    async fn start(variant: NetVariant, max_request: usize) -> Server {
+    async fn start(variant: Variant, max_request: usize) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let bank = Bank::open(dir.path().join("bank.db")).expect("open bank");
         let inner = net::serve(variant, "127.0.0.1:0", bank, ServerLimits { max_request })
@@ -195,7 +195,7 @@ fn assert_status(what: &str, status: &tonic::Status, code: tonic::Code, kind: Op
     }
 }
 
-async fn grpc_rejects_malformed_fields(variant: NetVariant) {
+async fn grpc_rejects_malformed_fields(variant: Variant) {
     let server = Server::start(variant, net::DEFAULT_MAX_REQUEST).await;
     let client = GrpcClient::connect(&server.addr.to_string())
         .await
@@ -390,15 +390,15 @@ async fn grpc_rejects_malformed_fields(variant: NetVariant) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_malformed_fields_get_typed_statuses() {
-    grpc_rejects_malformed_fields(NetVariant::Grpc).await;
+    grpc_rejects_malformed_fields(Variant::Grpc).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_facade_malformed_fields_get_typed_statuses() {
-    grpc_rejects_malformed_fields(NetVariant::GrpcFacade).await;
+    grpc_rejects_malformed_fields(Variant::GrpcFacade).await;
 }
 
-async fn grpc_refuses_an_oversized_request(variant: NetVariant) {
+async fn grpc_refuses_an_oversized_request(variant: Variant) {
     let server = Server::start(variant, SMALL_LIMIT).await;
     let client = GrpcClient::connect(&server.addr.to_string())
         .await
@@ -438,12 +438,12 @@ async fn grpc_refuses_an_oversized_request(variant: NetVariant) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_oversized_request_is_refused_and_not_applied() {
-    grpc_refuses_an_oversized_request(NetVariant::Grpc).await;
+    grpc_refuses_an_oversized_request(Variant::Grpc).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_facade_oversized_request_is_refused_and_not_applied() {
-    grpc_refuses_an_oversized_request(NetVariant::GrpcFacade).await;
+    grpc_refuses_an_oversized_request(Variant::GrpcFacade).await;
 }
 
 /// A codec for calls whose messages do not matter: it sends an empty message, and treats any
@@ -495,7 +495,7 @@ impl tonic::codec::Decoder for EmptyMessages {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_unknown_method_is_unimplemented() {
-    for variant in [NetVariant::Grpc, NetVariant::GrpcFacade] {
+    for variant in [Variant::Grpc, Variant::GrpcFacade] {
         let server = Server::start(variant, net::DEFAULT_MAX_REQUEST).await;
         let client = GrpcClient::connect(&server.addr.to_string())
             .await
@@ -660,7 +660,7 @@ fn assert_rpc_error(what: &str, response: &Json, code: i64, kind: Option<&str>) 
 }
 
 async fn jsonrpc_setup(
-    variant: NetVariant,
+    variant: Variant,
     max_request: usize,
 ) -> (Server, JsonRpcClient, Seeded, Snapshot) {
     let server = Server::start(variant, max_request).await;
@@ -670,7 +670,7 @@ async fn jsonrpc_setup(
     (server, client, seeded, before)
 }
 
-const JSONRPC_VARIANTS: [NetVariant; 2] = [NetVariant::Jsonrpc, NetVariant::JsonrpcFacade];
+const JSONRPC_VARIANTS: [Variant; 2] = [Variant::Jsonrpc, Variant::JsonrpcFacade];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jsonrpc_protocol_errors_have_standard_codes() {
@@ -994,7 +994,7 @@ async fn jsonrpc_body_over_the_limit_is_refused_and_not_applied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jsonrpc_rpc_discover_returns_the_openrpc_document() {
-    let (server, client, _, _) = jsonrpc_setup(NetVariant::Jsonrpc, net::DEFAULT_MAX_REQUEST).await;
+    let (server, client, _, _) = jsonrpc_setup(Variant::Jsonrpc, net::DEFAULT_MAX_REQUEST).await;
     let doc = ok(server.addr, "rpc.discover", "[]").await;
     let version = doc["openrpc"]
         .as_str()
@@ -1221,7 +1221,7 @@ fn command_frame() -> FrameKind {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_bad_payloads_get_transport_errors_and_the_connection_stays_open() {
-    let server = Server::start(NetVariant::Tcp, net::DEFAULT_MAX_REQUEST).await;
+    let server = Server::start(Variant::Tcp, net::DEFAULT_MAX_REQUEST).await;
     let client = net::connect_tcp(&server.addr.to_string(), Limits::default())
         .await
         .expect("connect");
@@ -1318,7 +1318,7 @@ async fn tcp_bad_payloads_get_transport_errors_and_the_connection_stays_open() {
 /// is a float on the wire and must be refused like any malformed command.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_amount_as_a_json_number_is_refused() {
-    let server = Server::start(NetVariant::Tcp, net::DEFAULT_MAX_REQUEST).await;
+    let server = Server::start(Variant::Tcp, net::DEFAULT_MAX_REQUEST).await;
     let client = net::connect_tcp(&server.addr.to_string(), Limits::default())
         .await
         .expect("connect");
@@ -1337,7 +1337,7 @@ async fn tcp_amount_as_a_json_number_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_refused_and_broken_frames_close_only_their_connection() {
-    let server = Server::start(NetVariant::Tcp, SMALL_LIMIT).await;
+    let server = Server::start(Variant::Tcp, SMALL_LIMIT).await;
     let client = net::connect_tcp(&server.addr.to_string(), Limits::default())
         .await
         .expect("connect");
@@ -1418,7 +1418,7 @@ async fn tcp_refused_and_broken_frames_close_only_their_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zmq_bad_and_oversized_payloads_get_transport_errors() {
-    let server = Server::start(NetVariant::Zmq, SMALL_LIMIT).await;
+    let server = Server::start(Variant::Zmq, SMALL_LIMIT).await;
     let client = net::connect_zmq(&server.addr.to_string(), Limits::default())
         .await
         .expect("connect");

@@ -2,9 +2,9 @@
 //! in its own task, a real client, and a SQLite file per server.
 
 use bank::Bank;
-use bank::net::{self, NetVariant, ServerLimits};
+use bank::net::{self, Endpoint, ServerLimits, Variant};
 
-async fn validate_over(variant: NetVariant) {
+async fn validate_over(variant: Variant) {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("bank.db");
     let bank = Bank::open(&db).expect("open bank");
@@ -13,8 +13,8 @@ async fn validate_over(variant: NetVariant) {
         .unwrap_or_else(|e| panic!("{}: cannot serve: {e}", variant.name()));
     let addr = server.addr.to_string();
     // Twice: the second run meets the first run's customers and must use its own ids.
-    let first = net::validate(variant, &addr).await;
-    let second = net::validate(variant, &addr).await;
+    let first = net::validate(variant, Endpoint::Remote(&addr)).await;
+    let second = net::validate(variant, Endpoint::Remote(&addr)).await;
     server.shutdown().await.expect("clean shutdown");
     let first = first.unwrap_or_else(|e| panic!("{}: {e}", variant.name()));
     let second = second.unwrap_or_else(|e| panic!("{}: second run: {e}", variant.name()));
@@ -30,30 +30,30 @@ async fn validate_over(variant: NetVariant) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp() {
-    validate_over(NetVariant::Tcp).await;
+    validate_over(Variant::Tcp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc() {
-    validate_over(NetVariant::Grpc).await;
+    validate_over(Variant::Grpc).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jsonrpc() {
-    validate_over(NetVariant::Jsonrpc).await;
+    validate_over(Variant::Jsonrpc).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zmq() {
-    validate_over(NetVariant::Zmq).await;
+    validate_over(Variant::Zmq).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_facade() {
-    validate_over(NetVariant::GrpcFacade).await;
+    validate_over(Variant::GrpcFacade).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jsonrpc_facade() {
-    validate_over(NetVariant::JsonrpcFacade).await;
+    validate_over(Variant::JsonrpcFacade).await;
 }

@@ -2,7 +2,7 @@
 //! the API listener.
 
 use bank::Bank;
-use bank::net::{self, NetVariant, ServerLimits};
+use bank::net::{self, ServerLimits, Variant};
 use runtime::raft_rpc::RaftClient;
 use tonic::Code;
 
@@ -10,7 +10,7 @@ use tonic::Code;
 async fn raft_messages_need_the_secret_and_their_own_listener() {
     let bank = Bank::open_in_memory().expect("bank");
     let api = net::serve(
-        NetVariant::GrpcFacade,
+        Variant::GrpcFacade,
         "127.0.0.1:0",
         bank,
         ServerLimits::default(),
