@@ -1,4 +1,6 @@
-//! The TCP transport over real sockets on 127.0.0.1.
+//! The TCP transport over real sockets on 127.0.0.1: what only frames have (raw, oversized,
+//! truncated and malformed frames, timeouts, client limits). What TCP and ZeroMQ share is in
+//! `transports.rs`.
 
 mod common;
 
@@ -7,13 +9,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{HOLD, TestHandler, call_number, expected_reply, refusal, within};
+use common::{HOLD, TestHandler, expected_reply, refusal, within};
 use runtime::frame::{self, Frame, FrameKind};
 use runtime::{CallKind, Limits, TcpClient, TransportError, serve_tcp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 /// A server running in a task, stopped by [`Server::stop`].
 struct Server {
@@ -87,76 +89,6 @@ async fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
         Err(e) => panic!("reading until close: {e}"),
     }
     rest
-}
-
-async fn many_calls(client: TcpClient, name: &'static str, count: usize) -> JoinSet<()> {
-    let mut calls = JoinSet::new();
-    for i in 0..count {
-        let client = client.clone();
-        calls.spawn(async move {
-            let (kind, payload) = call_number(name, i);
-            let reply = client.call(kind, payload.clone()).await.expect("call");
-            assert_eq!(
-                reply,
-                expected_reply(kind, &payload),
-                "reply to {name} call {i}"
-            );
-        });
-    }
-    calls
-}
-
-async fn join_all(mut calls: JoinSet<()>) {
-    within("all calls", async {
-        while let Some(done) = calls.join_next().await {
-            done.expect("call task");
-        }
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_calls_on_one_connection_each_get_their_own_reply() {
-    let server = start(Limits::default()).await;
-    let first = server.client().await;
-    let second = server.client().await;
-
-    let first_calls = many_calls(first.clone(), "first", 200).await;
-    let second_calls = many_calls(second.clone(), "second", 100).await;
-    join_all(first_calls).await;
-    join_all(second_calls).await;
-    assert_eq!(server.handler.handled(), 300);
-
-    drop((first, second));
-    server.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_held_call_does_not_block_later_calls_on_the_same_connection() {
-    let server = start(Limits::default()).await;
-    let client = server.client().await;
-
-    let held = tokio::spawn({
-        let client = client.clone();
-        async move { client.call(CallKind::Command, HOLD.to_vec()).await }
-    });
-    server.handler.wait_until_held().await;
-    // Sent after the held call, answered before it: replies come back out of order.
-    ping(&client, "overtaking").await;
-    assert!(
-        !held.is_finished(),
-        "the held call cannot finish before the gate opens"
-    );
-
-    server.handler.open_gate();
-    let reply = within("held call", held)
-        .await
-        .expect("task")
-        .expect("held call");
-    assert_eq!(reply, expected_reply(CallKind::Command, HOLD));
-
-    drop(client);
-    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -329,47 +261,6 @@ async fn connecting_to_a_closed_port_names_the_address() {
         other => panic!("expected Connect, got {other:?}"),
     }
     assert!(error.to_string().contains(&addr.to_string()), "{error}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_shutdown_fails_pending_and_later_calls() {
-    let server = start(Limits::default()).await;
-    let client = server.client().await;
-    ping(&client, "warm up").await;
-
-    let held = tokio::spawn({
-        let client = client.clone();
-        async move { client.call(CallKind::Command, HOLD.to_vec()).await }
-    });
-    server.handler.wait_until_held().await;
-    let addr = server.addr;
-    server.stop().await;
-
-    let pending = within("pending call after shutdown", held)
-        .await
-        .expect("task");
-    assert!(
-        matches!(pending, Err(TransportError::Closed)),
-        "expected Closed, got {pending:?}"
-    );
-    let later = within(
-        "call after shutdown",
-        client.call(CallKind::Query, b"x".to_vec()),
-    )
-    .await;
-    assert!(
-        matches!(later, Err(TransportError::Closed)),
-        "expected Closed, got {later:?}"
-    );
-    let reconnect = within(
-        "connect after shutdown",
-        TcpClient::connect(addr, Limits::default()),
-    )
-    .await;
-    assert!(
-        matches!(reconnect, Err(TransportError::Connect { .. })),
-        "expected Connect, got {reconnect:?}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
