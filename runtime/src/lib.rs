@@ -1,10 +1,24 @@
-//! Schema-agnostic transports for request/reply services.
+//! The runtime of every generated service: everything that does not change when a schema does.
+//! A generated crate (from `cargo xtask gen` or `codegen::Generator`) holds what does; an
+//! application holds its store. By concern:
 //!
-//! This crate moves opaque byte payloads between a client and a server. It knows nothing about
-//! any particular service: on the client side, generated code (a `Collector`) turns API calls into
-//! command or query bytes and hands them to [`tcp::TcpClient::call`] or
-//! [`zmq::ZmqClient::call`]; on the server side, generated code (a `Dispatcher`) implements
-//! [`Handler`] and turns each request payload into a reply payload.
+//! - what services share: [`service`] (apply context, durations, operation facts, reply and
+//!   parameter encodings), [`error`] (domain errors, call failures, service faults), [`codes`]
+//!   (how errors travel on gRPC and JSON-RPC), [`wire`] (scalar forms on typed wires), [`call`]
+//!   (request ids and read levels of a call);
+//! - clients: [`client`] (gRPC and JSON-RPC clients of any service, and the redirect, resend and
+//!   deadline policy they share), [`sink`] (the `Collector` and where it sends command bytes);
+//! - in process: [`local`] (a SQLite database, the `Direct` client, the local sink);
+//! - servers: [`server`] (gRPC with health and reflection, JSON-RPC), [`tcp`] and [`zmq`]
+//!   (command bytes in frames);
+//! - replication: [`raft`] (the SQLite log and state machine on openraft, the network, the
+//!   node), [`raft_rpc`] (the raft message service), [`host`] (a node with its listeners, the
+//!   `node` command line), [`cluster`] (local clusters of node processes).
+//!
+//! The frame transports move opaque byte payloads: on the client side a `Collector` turns API
+//! calls into command or query bytes and hands them to [`tcp::TcpClient::call`] or
+//! [`zmq::ZmqClient::call`]; on the server side a [`Handler`] (a [`sink::SinkHandler`] over the
+//! service's dispatcher) turns each request payload into a reply payload.
 //!
 //! Two transports share the same request model:
 //!
