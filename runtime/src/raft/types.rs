@@ -17,19 +17,6 @@ pub struct NodeAddr {
     pub api: BTreeMap<String, String>,
 }
 
-impl NodeAddr {
-    /// The API address for `protocol`, if the node serves it.
-    pub fn api(&self, protocol: &str) -> Option<&str> {
-        self.api.get(protocol).map(String::as_str)
-    }
-
-    /// The API listeners as `protocol=ADDR` words (how a redirect names the leader).
-    pub fn api_words(&self) -> String {
-        let words: Vec<String> = self.api.iter().map(|(p, a)| format!("{p}={a}")).collect();
-        words.join(" ")
-    }
-}
-
 impl fmt::Display for NodeAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "raft={}", self.raft)?;
