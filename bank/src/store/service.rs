@@ -67,31 +67,33 @@ impl BankState<'_> {
 
     /// The SQLite key of an existing account, or `NotFound`.
     fn account_key(&self, account_id: u64) -> Result<i64, BankServiceError> {
-        let not_found = || BankError::NotFound(format!("account {account_id}"));
-        let id = i64::try_from(account_id).map_err(|_| not_found())?;
-        let exists = self
-            .conn
-            .prepare_cached("SELECT 1 FROM accounts WHERE account_id = ?1")
-            .and_then(|mut stmt| stmt.exists([id]))
-            .map_err(internal)?;
-        if exists {
-            Ok(id)
-        } else {
-            Err(not_found().into())
-        }
+        self.existing_key(
+            "SELECT 1 FROM accounts WHERE account_id = ?1",
+            "account",
+            account_id,
+        )
     }
 
     /// The SQLite key of an existing customer, or `NotFound`.
     fn customer_key(&self, customer_id: u64) -> Result<i64, BankServiceError> {
-        let not_found = || BankError::NotFound(format!("customer {customer_id}"));
-        let id = i64::try_from(customer_id).map_err(|_| not_found())?;
-        let exists = self
+        self.existing_key(
+            "SELECT 1 FROM customers WHERE customer_id = ?1",
+            "customer",
+            customer_id,
+        )
+    }
+
+    /// `id` as an SQLite key if `exists` (a query on it) finds a row, else `NotFound` naming `what`.
+    fn existing_key(&self, exists: &str, what: &str, id: u64) -> Result<i64, BankServiceError> {
+        let not_found = || BankError::NotFound(format!("{what} {id}"));
+        let key = i64::try_from(id).map_err(|_| not_found())?;
+        let found = self
             .conn
-            .prepare_cached("SELECT 1 FROM customers WHERE customer_id = ?1")
-            .and_then(|mut stmt| stmt.exists([id]))
+            .prepare_cached(exists)
+            .and_then(|mut stmt| stmt.exists([key]))
             .map_err(internal)?;
-        if exists {
-            Ok(id)
+        if found {
+            Ok(key)
         } else {
             Err(not_found().into())
         }
