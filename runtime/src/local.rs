@@ -123,6 +123,44 @@ impl LocalDb {
     }
 }
 
+/// A SHA-256 (lowercase hex) over the schema version (`PRAGMA user_version`) and every row of
+/// `tables`, each `(name, primary-key order)`, in that order: two replicas hold the same data
+/// exactly when their digests are equal. What an application's `digest` hook usually returns.
+pub fn digest_tables(conn: &Connection, tables: &[(&str, &str)]) -> rusqlite::Result<String> {
+    use rusqlite::types::ValueRef;
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    hasher.update(format!("user_version {version}\n"));
+    for (table, order) in tables {
+        hasher.update(format!("table {table}\n"));
+        let mut stmt = conn.prepare(&format!("SELECT * FROM {table} ORDER BY {order}"))?;
+        let columns = stmt.column_count();
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            for i in 0..columns {
+                match row.get_ref(i)? {
+                    ValueRef::Null => hasher.update(b"N;"),
+                    ValueRef::Integer(v) => hasher.update(format!("I{v};")),
+                    ValueRef::Real(v) => hasher.update(format!("R{:016x};", v.to_bits())),
+                    ValueRef::Text(t) => {
+                        hasher.update(format!("T{}:", t.len()));
+                        hasher.update(t);
+                        hasher.update(b";");
+                    }
+                    ValueRef::Blob(b) => {
+                        hasher.update(format!("B{}:", b.len()));
+                        hasher.update(b);
+                        hasher.update(b";");
+                    }
+                }
+            }
+            hasher.update(b"\n");
+        }
+    }
+    Ok(format!("{:x}", hasher.finalize()))
+}
+
 /// A generated service's API in process, over an application's store on a [`LocalDb`]: the
 /// generated crate implements its API trait for it, each call going straight to the store's
 /// service (the seed's step 1), each command in its own transaction.

@@ -2,8 +2,6 @@
 
 use bank_generated::BankServiceError;
 use rusqlite::Connection;
-use rusqlite::types::ValueRef;
-use sha2::{Digest, Sha256};
 
 use super::rows::*;
 use super::{SCHEMA_VERSION, StoreError};
@@ -81,38 +79,5 @@ pub fn init_schema(conn: &Connection) -> Result<(), StoreError> {
 
 /// The digest of [`Bank::digest`] computed on any connection to a bank database.
 pub fn digest_of(conn: &Connection) -> Result<String, BankServiceError> {
-    let mut hasher = Sha256::new();
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(internal)?;
-    hasher.update(format!("user_version {version}\n"));
-    for (table, order) in TABLES {
-        hasher.update(format!("table {table}\n"));
-        let mut stmt = conn
-            .prepare(&format!("SELECT * FROM {table} ORDER BY {order}"))
-            .map_err(internal)?;
-        let columns = stmt.column_count();
-        let mut rows = stmt.query([]).map_err(internal)?;
-        while let Some(row) = rows.next().map_err(internal)? {
-            for i in 0..columns {
-                match row.get_ref(i).map_err(internal)? {
-                    ValueRef::Null => hasher.update(b"N;"),
-                    ValueRef::Integer(v) => hasher.update(format!("I{v};")),
-                    ValueRef::Real(v) => hasher.update(format!("R{:016x};", v.to_bits())),
-                    ValueRef::Text(t) => {
-                        hasher.update(format!("T{}:", t.len()));
-                        hasher.update(t);
-                        hasher.update(b";");
-                    }
-                    ValueRef::Blob(b) => {
-                        hasher.update(format!("B{}:", b.len()));
-                        hasher.update(b);
-                        hasher.update(b";");
-                    }
-                }
-            }
-            hasher.update(b"\n");
-        }
-    }
-    Ok(format!("{:x}", hasher.finalize()))
+    runtime::local::digest_tables(conn, &TABLES).map_err(internal)
 }

@@ -9,7 +9,6 @@
 
 use kv_generated::{ApplyContext, Entry, KvError, KvService, KvServiceError, KvStore};
 use runtime::rusqlite::{self, Connection, OptionalExtension, params};
-use sha2::{Digest, Sha256};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS kv (
@@ -54,26 +53,8 @@ impl KvStore for KvTables {
     }
 
     fn digest(&self, conn: &Connection) -> Result<String, String> {
-        let mut hasher = Sha256::new();
-        let mut stmt = conn
-            .prepare("SELECT key, value, revision FROM kv ORDER BY key")
-            .map_err(|e| e.to_string())?;
-        let mut rows = stmt.query([]).map_err(|e| e.to_string())?;
-        while let Some(row) = rows.next().map_err(|e| e.to_string())? {
-            let (key, value, revision): (String, String, i64) = (
-                row.get(0).map_err(|e| e.to_string())?,
-                row.get(1).map_err(|e| e.to_string())?,
-                row.get(2).map_err(|e| e.to_string())?,
-            );
-            hasher.update(format!(
-                "{}:{key}{}:{value}{revision};",
-                key.len(),
-                value.len()
-            ));
-        }
-        let revision = KvState { conn }.revision().map_err(|e| e.to_string())?;
-        hasher.update(format!("revision {revision}"));
-        Ok(format!("{:x}", hasher.finalize()))
+        runtime::local::digest_tables(conn, &[("kv", "key"), ("kv_meta", "id")])
+            .map_err(|e| e.to_string())
     }
 }
 
