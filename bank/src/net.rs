@@ -106,13 +106,8 @@ pub enum NetError {
         reason: String,
     },
     /// Binding failed (address in use, permission).
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: String,
-        /// The OS error.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] runtime::server::BindError),
     /// The client could not reach the server.
     #[error("cannot connect to {addr}: {source}")]
     Connect {
@@ -173,17 +168,11 @@ impl RunningServer {
     }
 }
 
-/// Binds `listen`; returns the listener and the address it actually got (port 0 is resolved).
+/// Binds `listen` (an IP:PORT; port 0 picks a free port); returns the listener and the address
+/// it actually got.
 async fn bind(listen: &str) -> Result<(TcpListener, SocketAddr), NetError> {
-    let bind_error = |source| NetError::Bind {
-        addr: listen.to_string(),
-        source,
-    };
-    let listener = TcpListener::bind(parse_addr(listen)?)
-        .await
-        .map_err(bind_error)?;
-    let local = listener.local_addr().map_err(bind_error)?;
-    Ok((listener, local))
+    parse_addr(listen)?;
+    Ok(runtime::server::bind(listen).await?)
 }
 
 fn parse_addr(listen: &str) -> Result<SocketAddr, NetError> {
@@ -213,57 +202,51 @@ pub async fn serve(
 ) -> Result<RunningServer, NetError> {
     let (stop, shutdown) = stop_signal();
     let max = limits.max_request;
-    if variant == Variant::Zmq {
-        let (addr, task) = serve_zmq(listen, bank, limits, shutdown).await?;
-        return Ok(RunningServer {
-            addr,
-            stop: Some(stop),
-            task,
-        });
-    }
-    let (listener, addr) = bind(listen).await?;
     let (addr, task) = match variant {
-        Variant::Grpc => (
-            addr,
-            spawn(grpc::serve(listener, Arc::new(direct(bank)), max, shutdown)),
-        ),
-        Variant::GrpcFacade => (
-            addr,
-            spawn(grpc::serve(
-                listener,
-                Arc::new(collector(bank)),
-                max,
-                shutdown,
-            )),
-        ),
-        Variant::Jsonrpc => (
-            addr,
-            spawn(jsonrpc::serve(
-                listener,
-                Arc::new(direct(bank)),
-                max,
-                shutdown,
-            )),
-        ),
-        Variant::JsonrpcFacade => (
-            addr,
-            spawn(jsonrpc::serve(
-                listener,
-                Arc::new(collector(bank)),
-                max,
-                shutdown,
-            )),
-        ),
+        Variant::Zmq => serve_zmq(listen, bank, limits, shutdown).await?,
         Variant::Tcp => {
-            let serving = runtime::serve_tcp(
-                listener,
-                Arc::new(sink_handler(bank)),
-                frame_limits(limits),
-                shutdown,
-            );
-            (addr, spawn(serving))
+            let (listener, addr) = bind(listen).await?;
+            let handler = Arc::new(sink_handler(bank));
+            let limits = frame_limits(limits);
+            (
+                addr,
+                spawn(runtime::serve_tcp(listener, handler, limits, shutdown)),
+            )
         }
-        Variant::Zmq | Variant::Direct | Variant::Collector | Variant::Raft => {
+        Variant::Grpc | Variant::GrpcFacade => {
+            let (listener, addr) = bind(listen).await?;
+            let task = if variant == Variant::Grpc {
+                spawn(grpc::serve(listener, Arc::new(direct(bank)), max, shutdown))
+            } else {
+                spawn(grpc::serve(
+                    listener,
+                    Arc::new(collector(bank)),
+                    max,
+                    shutdown,
+                ))
+            };
+            (addr, task)
+        }
+        Variant::Jsonrpc | Variant::JsonrpcFacade => {
+            let (listener, addr) = bind(listen).await?;
+            let task = if variant == Variant::Jsonrpc {
+                spawn(jsonrpc::serve(
+                    listener,
+                    Arc::new(direct(bank)),
+                    max,
+                    shutdown,
+                ))
+            } else {
+                spawn(jsonrpc::serve(
+                    listener,
+                    Arc::new(collector(bank)),
+                    max,
+                    shutdown,
+                ))
+            };
+            (addr, task)
+        }
+        Variant::Direct | Variant::Collector | Variant::Raft => {
             let served: Vec<&str> = Variant::SERVED.iter().map(|v| v.name()).collect();
             return Err(NetError::Usage(format!(
                 "variant `{}` has no server of its own; `bank serve` serves {}",
@@ -303,7 +286,6 @@ async fn serve_zmq(
             addr: bound.clone(),
             reason: format!("{e}"),
         })?;
-    tracing::info!(variant = "zmq", %addr, "serving");
     let task = tokio::spawn(async move {
         serving
             .await

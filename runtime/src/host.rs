@@ -20,6 +20,7 @@ use crate::raft::node::{NodeConfig, NodeError, RaftNode};
 use crate::raft::state_machine::Application;
 use crate::raft::types::{NodeAddr, NodeId};
 use crate::raft_rpc::RaftClient;
+use crate::server::bind;
 
 /// The environment variable a node reads its cluster secret from when `--secret` is not given.
 pub const SECRET_ENV: &str = "RAFT_SECRET";
@@ -78,13 +79,8 @@ pub trait HostedService: Send + Sync + 'static {
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
     /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: String,
-        /// The OS error.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] crate::server::BindError),
     /// The node failed.
     #[error("node: {0}")]
     Node(#[from] NodeError),
@@ -154,16 +150,6 @@ pub struct RunningNode {
     pub raft: SocketAddr,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-}
-
-async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr), HostError> {
-    let bind_err = |source| HostError::Bind {
-        addr: addr.to_string(),
-        source,
-    };
-    let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
-    let local = listener.local_addr().map_err(bind_err)?;
-    Ok((listener, local))
 }
 
 /// Starts a node: binds its listeners, opens its storage, serves raft and the API, then

@@ -11,6 +11,29 @@ use tonic::codegen::Service;
 use tonic::codegen::http::{Request, Response};
 use tonic::server::NamedService;
 
+/// A listener could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    /// The address asked for.
+    pub addr: String,
+    /// The OS error.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Binds `addr` (`HOST:PORT`; port 0 picks a free port); returns the listener and the address
+/// it actually got.
+pub async fn bind(addr: &str) -> Result<(TcpListener, std::net::SocketAddr), BindError> {
+    let bind_error = |source| BindError {
+        addr: addr.to_string(),
+        source,
+    };
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let local = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, local))
+}
+
 /// Why an API server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
