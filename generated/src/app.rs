@@ -112,7 +112,7 @@ impl<St: BankStore> runtime::raft::state_machine::Application for BankApp<St> {
 }
 
 /// `BankApi` in process (`runtime::local::Direct` over a [`BankStore`]): every call goes straight to the store's `BankService`, each command in its own transaction.
-pub type Direct<St> = runtime::local::Direct<St>;
+pub use runtime::local::Direct;
 
 impl<St: BankStore> crate::BankApi for runtime::local::Direct<St> {
     async fn create_customer(

@@ -83,11 +83,22 @@ pub fn from_status<E: DomainError>(status: &tonic::Status) -> CallError<E> {
     })
 }
 
+/// The JSON-RPC code of the domain error with `tag`: `-32000 - tag` (schema tags are at most
+/// 2^29 - 1, so it never saturates in practice).
+fn domain_code(tag: u32) -> i32 {
+    i32::try_from(-32000 - i64::from(tag)).unwrap_or(i32::MIN)
+}
+
+/// The tag of the domain error a JSON-RPC code stands for, if it can stand for one.
+fn domain_tag(code: i32) -> Option<u32> {
+    u32::try_from(-32000 - i64::from(code)).ok()
+}
+
 /// The JSON-RPC code of an error: `-32000 - tag` for domain errors, the codes above for
 /// failures.
 pub fn jsonrpc_code<E: DomainError>(e: &CallError<E>) -> i32 {
     match e {
-        CallError::Domain(domain) => -32000 - i32::try_from(domain.tag()).unwrap_or(i32::MAX / 2),
+        CallError::Domain(domain) => domain_code(domain.tag()),
         CallError::Failure(Failure::Transport(_)) => TRANSPORT_CODE,
         CallError::Failure(Failure::Redirect(_)) => REDIRECT_CODE,
         CallError::Failure(Failure::Deadline(_)) => DEADLINE_CODE,
@@ -114,7 +125,7 @@ pub fn from_error_object<E: DomainError>(e: &ErrorObject<'_>) -> CallError<E> {
     if let Some(err) = kind.and_then(|k| CallError::from_kind(&k, message.clone())) {
         return err;
     }
-    let tag = u32::try_from(-32000 - i64::from(e.code())).ok();
+    let tag = domain_tag(e.code());
     if let Some(domain) = tag.and_then(|t| E::from_tag(t, message.clone())) {
         return CallError::Domain(domain);
     }

@@ -150,14 +150,6 @@ impl<E> CallError<E> {
     pub fn internal(message: impl Into<String>) -> Self {
         CallError::Failure(Failure::Internal(message.into()))
     }
-
-    /// The domain error, if the service refused the call.
-    pub fn domain(&self) -> Option<&E> {
-        match self {
-            CallError::Domain(e) => Some(e),
-            CallError::Failure(_) => None,
-        }
-    }
 }
 
 /// The form of an error in a serialized reply: `{"kind": ..., "message": ...}`.

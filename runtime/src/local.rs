@@ -176,16 +176,6 @@ impl<St> Direct<St> {
         Direct { db, store }
     }
 
-    /// The database behind this client.
-    pub fn db(&self) -> &LocalDb {
-        &self.db
-    }
-
-    /// The store behind this client.
-    pub fn store(&self) -> &St {
-        &self.store
-    }
-
     /// Runs `f` as one command, in its own transaction (committed when `f` succeeds). A fault
     /// of the service reaches the caller as an `Internal` failure.
     pub fn command<R, E>(
@@ -227,16 +217,6 @@ impl<A: Application> LocalSink<A> {
     /// The sink applying `app` to `db`.
     pub fn new(db: LocalDb, app: A) -> Self {
         LocalSink { db, app }
-    }
-
-    /// The database behind this sink.
-    pub fn db(&self) -> &LocalDb {
-        &self.db
-    }
-
-    /// The application behind this sink.
-    pub fn app(&self) -> &A {
-        &self.app
     }
 }
 

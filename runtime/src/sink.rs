@@ -40,16 +40,6 @@ pub trait CommandSink: Send + Sync {
     ) -> impl Future<Output = Result<Vec<u8>, Failure>> + Send;
 }
 
-impl<S: CommandSink + ?Sized> CommandSink for Arc<S> {
-    fn submit(
-        &self,
-        kind: CallKind,
-        command: Vec<u8>,
-    ) -> impl Future<Output = Result<Vec<u8>, Failure>> + Send {
-        (**self).submit(kind, command)
-    }
-}
-
 /// A client of any generated service that turns each call into command bytes and hands them to
 /// a [`CommandSink`]: in process, over a socket, or into the Raft log (the seed's step 3). The
 /// generated crate implements its API trait for it; the bytes are exactly a log entry's.
@@ -138,11 +128,6 @@ impl RaftSink {
     /// A sink over `node` reading at `level` unless a call asks for another.
     pub fn new(node: Arc<RaftNode>, level: ReadLevel) -> Self {
         RaftSink { node, level }
-    }
-
-    /// The node.
-    pub fn node(&self) -> &Arc<RaftNode> {
-        &self.node
     }
 }
 

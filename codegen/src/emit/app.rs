@@ -146,7 +146,7 @@ pub fn module(api: &Api) -> TokenStream {
         }
 
         #direct_doc
-        pub type Direct<St> = runtime::local::Direct<St>;
+        pub use runtime::local::Direct;
 
         impl<St: #store> crate::#api_trait for runtime::local::Direct<St> {
             #(#methods)*

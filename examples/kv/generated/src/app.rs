@@ -112,7 +112,7 @@ impl<St: KvStore> runtime::raft::state_machine::Application for KvApp<St> {
 }
 
 /// `KvApi` in process (`runtime::local::Direct` over a [`KvStore`]): every call goes straight to the store's `KvService`, each command in its own transaction.
-pub type Direct<St> = runtime::local::Direct<St>;
+pub use runtime::local::Direct;
 
 impl<St: KvStore> crate::KvApi for runtime::local::Direct<St> {
     async fn put(&self, key: String, value: String) -> Result<u64, crate::KvCallError> {

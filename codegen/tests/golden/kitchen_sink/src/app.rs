@@ -117,7 +117,7 @@ for KitchenSinkApp<St> {
 }
 
 /// `KitchenSinkApi` in process (`runtime::local::Direct` over a [`KitchenSinkStore`]): every call goes straight to the store's `KitchenSinkService`, each command in its own transaction.
-pub type Direct<St> = runtime::local::Direct<St>;
+pub use runtime::local::Direct;
 
 impl<St: KitchenSinkStore> crate::KitchenSinkApi for runtime::local::Direct<St> {
     async fn put_everything(
