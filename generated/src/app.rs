@@ -45,21 +45,11 @@ impl<St: BankStore> runtime::raft::state_machine::Application for BankApp<St> {
         ctx: &crate::ApplyContext,
         command: &[u8],
     ) -> Result<runtime::raft::types::Applied, String> {
-        let result: Result<crate::BankReply, crate::BankCallError> = match crate::BankCommand::decode(
+        let result: Result<crate::BankReply, crate::BankCallError> = match crate::BankCommand::decode_as(
             command,
+            runtime::CallKind::Command,
         ) {
-            Err(malformed) => Err(malformed.into()),
-            Ok(query) if query.kind() == runtime::CallKind::Query => {
-                Err(
-                    runtime::error::Failure::Transport(
-                            format!(
-                                "`{}` is a query; it cannot be applied as a command", query
-                                .name()
-                            ),
-                        )
-                        .into(),
-                )
-            }
+            Err(refused) => Err(refused.into()),
             Ok(command) => {
                 match self
                     .0
@@ -82,21 +72,11 @@ impl<St: BankStore> runtime::raft::state_machine::Application for BankApp<St> {
     }
 
     fn query(&self, conn: &Connection, query: &[u8]) -> Vec<u8> {
-        let result: Result<crate::BankReply, crate::BankCallError> = match crate::BankCommand::decode(
+        let result: Result<crate::BankReply, crate::BankCallError> = match crate::BankCommand::decode_as(
             query,
+            runtime::CallKind::Query,
         ) {
-            Err(malformed) => Err(malformed.into()),
-            Ok(command) if command.kind() == runtime::CallKind::Command => {
-                Err(
-                    runtime::error::Failure::Transport(
-                            format!(
-                                "`{}` is a command; it cannot run as a query", command
-                                .name()
-                            ),
-                        )
-                        .into(),
-                )
-            }
+            Err(refused) => Err(refused.into()),
             Ok(query) => {
                 self.0
                     .query(conn, |service| crate::Dispatcher::query(service, query))

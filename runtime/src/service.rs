@@ -196,3 +196,25 @@ pub fn command_params<C: serde::Serialize>(
         ))),
     }
 }
+
+/// Refuses an operation submitted as the other kind (a query cannot enter the log, a command
+/// cannot run as a query): a `Transport` failure naming it, the same on every replica.
+pub fn check_kind(
+    name: &str,
+    actual: crate::CallKind,
+    submitted: crate::CallKind,
+) -> Result<(), crate::error::Failure> {
+    let word = |kind| match kind {
+        crate::CallKind::Command => "command",
+        crate::CallKind::Query => "query",
+    };
+    if actual == submitted {
+        Ok(())
+    } else {
+        Err(crate::error::Failure::Transport(format!(
+            "`{name}` is a {}; it cannot run as a {}",
+            word(actual),
+            word(submitted)
+        )))
+    }
+}

@@ -108,13 +108,8 @@ pub fn module(api: &Api) -> TokenStream {
             ) -> Result<runtime::raft::types::Applied, String> {
                 // Refusals are alike on every replica: answered, and the command's changes rolled
                 // back. A fault of the machine is not answered: the runtime stops instead.
-                let result: Result<crate::#reply, crate::#call_error> = match crate::#command::decode(command) {
-                    Err(malformed) => Err(malformed.into()),
-                    Ok(query) if query.kind() == runtime::CallKind::Query => Err(runtime::error::Failure::Transport(format!(
-                        "`{}` is a query; it cannot be applied as a command",
-                        query.name()
-                    ))
-                    .into()),
+                let result: Result<crate::#reply, crate::#call_error> = match crate::#command::decode_as(command, runtime::CallKind::Command) {
+                    Err(refused) => Err(refused.into()),
                     Ok(command) => match self.0.command(conn, ctx, |service| crate::Dispatcher::execute(service, ctx, command)) {
                         Ok(reply) => Ok(reply),
                         Err(runtime::error::ServiceError::Domain(e)) => Err(e.into()),
@@ -128,13 +123,8 @@ pub fn module(api: &Api) -> TokenStream {
             }
 
             fn query(&self, conn: &Connection, query: &[u8]) -> Vec<u8> {
-                let result: Result<crate::#reply, crate::#call_error> = match crate::#command::decode(query) {
-                    Err(malformed) => Err(malformed.into()),
-                    Ok(command) if command.kind() == runtime::CallKind::Command => Err(runtime::error::Failure::Transport(format!(
-                        "`{}` is a command; it cannot run as a query",
-                        command.name()
-                    ))
-                    .into()),
+                let result: Result<crate::#reply, crate::#call_error> = match crate::#command::decode_as(query, runtime::CallKind::Query) {
+                    Err(refused) => Err(refused.into()),
                     Ok(query) => self.0.query(conn, |service| crate::Dispatcher::query(service, query)).map_err(Into::into),
                 };
                 crate::encode_reply(&result)

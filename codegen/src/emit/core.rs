@@ -493,6 +493,14 @@ pub(super) fn command(api: &Api) -> TokenStream {
                 serde_json::to_vec(self).map_err(|e| runtime::error::Failure::Internal(format!("cannot encode command: {e}")))
             }
 
+            /// Parses a call submitted as `kind`; a malformed command, or one of the other kind,
+            /// is a `Transport` failure.
+            pub fn decode_as(bytes: &[u8], kind: runtime::CallKind) -> Result<Self, runtime::error::Failure> {
+                let command = Self::decode(bytes)?;
+                runtime::service::check_kind(command.name(), command.kind(), kind)?;
+                Ok(command)
+            }
+
             /// Parses the serialized form; a malformed command is a `Transport` error.
             pub fn decode(bytes: &[u8]) -> Result<Self, runtime::error::Failure> {
                 serde_json::from_slice(bytes).map_err(|e| runtime::error::Failure::Transport(format!("malformed command: {e}")))

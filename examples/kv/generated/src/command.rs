@@ -105,6 +105,17 @@ impl KvCommand {
             ))
     }
 
+    /// Parses a call submitted as `kind`; a malformed command, or one of the other kind,
+    /// is a `Transport` failure.
+    pub fn decode_as(
+        bytes: &[u8],
+        kind: runtime::CallKind,
+    ) -> Result<Self, runtime::error::Failure> {
+        let command = Self::decode(bytes)?;
+        runtime::service::check_kind(command.name(), command.kind(), kind)?;
+        Ok(command)
+    }
+
     /// Parses the serialized form; a malformed command is a `Transport` error.
     pub fn decode(bytes: &[u8]) -> Result<Self, runtime::error::Failure> {
         serde_json::from_slice(bytes)

@@ -50,21 +50,11 @@ for KitchenSinkApp<St> {
         ctx: &crate::ApplyContext,
         command: &[u8],
     ) -> Result<runtime::raft::types::Applied, String> {
-        let result: Result<crate::KitchenSinkReply, crate::KitchenSinkCallError> = match crate::KitchenSinkCommand::decode(
+        let result: Result<crate::KitchenSinkReply, crate::KitchenSinkCallError> = match crate::KitchenSinkCommand::decode_as(
             command,
+            runtime::CallKind::Command,
         ) {
-            Err(malformed) => Err(malformed.into()),
-            Ok(query) if query.kind() == runtime::CallKind::Query => {
-                Err(
-                    runtime::error::Failure::Transport(
-                            format!(
-                                "`{}` is a query; it cannot be applied as a command", query
-                                .name()
-                            ),
-                        )
-                        .into(),
-                )
-            }
+            Err(refused) => Err(refused.into()),
             Ok(command) => {
                 match self
                     .0
@@ -87,21 +77,11 @@ for KitchenSinkApp<St> {
     }
 
     fn query(&self, conn: &Connection, query: &[u8]) -> Vec<u8> {
-        let result: Result<crate::KitchenSinkReply, crate::KitchenSinkCallError> = match crate::KitchenSinkCommand::decode(
+        let result: Result<crate::KitchenSinkReply, crate::KitchenSinkCallError> = match crate::KitchenSinkCommand::decode_as(
             query,
+            runtime::CallKind::Query,
         ) {
-            Err(malformed) => Err(malformed.into()),
-            Ok(command) if command.kind() == runtime::CallKind::Command => {
-                Err(
-                    runtime::error::Failure::Transport(
-                            format!(
-                                "`{}` is a command; it cannot run as a query", command
-                                .name()
-                            ),
-                        )
-                        .into(),
-                )
-            }
+            Err(refused) => Err(refused.into()),
             Ok(query) => {
                 self.0
                     .query(conn, |service| crate::Dispatcher::query(service, query))
