@@ -12,6 +12,7 @@
 pub mod bench;
 pub mod demo;
 pub mod net;
+pub mod peers;
 pub mod store;
 pub mod validator;
 

@@ -99,6 +99,29 @@ enum BenchSub {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
+    /// etcd, the kv example and the bank, each a 3-member durable cluster on 127.0.0.1, under
+    /// the same load generator in one run: write latency, write and read throughput, CPU per
+    /// write, and the ratios to etcd.
+    Peers {
+        /// Seconds per measured phase.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Clients in the concurrent phases.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// The kv binary (default: `kv` next to this binary).
+        #[arg(long, value_name = "PATH")]
+        kv_bin: Option<PathBuf>,
+        /// The etcd binary.
+        #[arg(long, value_name = "PATH", default_value = "etcd")]
+        etcd_bin: PathBuf,
+        /// Measure only these systems (repeatable; default: all three).
+        #[arg(long = "only", value_enum)]
+        only: Vec<bank::peers::System>,
+        /// Also write the figures as JSON.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -336,14 +359,25 @@ fn run(cli: Cli) -> Result<String, CliError> {
 async fn run_bench(layers: Option<BenchSub>, args: BenchArgs) -> Result<String, CliError> {
     use bank::bench::{self, Stop, Target};
     let progress = std::io::stderr().is_terminal();
-    if let Some(BenchSub::Layers { ops, json }) = layers {
-        let (table, reports) = bench::layers(ops, progress)
-            .await
-            .map_err(|e| CliError::Usage(e.to_string()))?;
-        if let Some(path) = &json {
-            write_json(path, &reports)?;
+    match layers {
+        Some(BenchSub::Layers { ops, json }) => {
+            let (table, reports) = bench::layers(ops, progress)
+                .await
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            if let Some(path) = &json {
+                write_json(path, &reports)?;
+            }
+            return Ok(table);
         }
-        return Ok(table);
+        Some(BenchSub::Peers {
+            seconds,
+            clients,
+            kv_bin,
+            etcd_bin,
+            only,
+            json,
+        }) => return run_peers(seconds, clients, kv_bin, etcd_bin, only, json).await,
+        None => {}
     }
     if args.clients == 0 {
         return Err(CliError::Usage("--clients must be at least 1".into()));
@@ -371,6 +405,48 @@ async fn run_bench(layers: Option<BenchSub>, args: BenchArgs) -> Result<String, 
         write_json(path, &report)?;
     }
     Ok(bench::render(&report))
+}
+
+async fn run_peers(
+    seconds: f64,
+    clients: usize,
+    kv_bin: Option<PathBuf>,
+    etcd_bin: PathBuf,
+    only: Vec<bank::peers::System>,
+    json: Option<PathBuf>,
+) -> Result<String, CliError> {
+    use bank::peers::{self, PeersConfig, System};
+    if clients == 0 {
+        return Err(CliError::Usage("--clients must be at least 1".into()));
+    }
+    if !(seconds > 0.0 && seconds.is_finite()) {
+        return Err(CliError::Usage(
+            "--seconds must be a positive number".into(),
+        ));
+    }
+    let kv_bin = match kv_bin {
+        Some(path) => path,
+        None => std::env::current_exe()?.with_file_name("kv"),
+    };
+    let systems = if only.is_empty() {
+        vec![System::Etcd, System::Kv, System::Bank]
+    } else {
+        only
+    };
+    let config = PeersConfig {
+        seconds,
+        clients,
+        kv_bin,
+        etcd_bin,
+        systems,
+    };
+    let report = peers::run(&config)
+        .await
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    if let Some(path) = &json {
+        write_json(path, &report)?;
+    }
+    Ok(peers::render(&report))
 }
 
 fn write_json<T: serde::Serialize>(path: &PathBuf, value: &T) -> Result<(), CliError> {
