@@ -118,6 +118,10 @@ enum BenchSub {
         /// Measure only these systems (repeatable; default: all three).
         #[arg(long = "only", value_enum)]
         only: Vec<bank::peers::System>,
+        /// An extra argument for every kv and bank node (repeatable), e.g.
+        /// `--node-arg=--worker-threads=2`.
+        #[arg(long = "node-arg", value_name = "ARG", allow_hyphen_values = true)]
+        node_args: Vec<String>,
         /// Also write the figures as JSON.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
@@ -238,10 +242,15 @@ fn open(db: Option<&PathBuf>) -> Result<Bank, StoreError> {
 }
 
 fn run(cli: Cli) -> Result<String, CliError> {
+    // A node sizes its own runtime (`--worker-threads`); everything else shares this one.
+    let command = match cli.command {
+        Command::Node(args) => return run_node(args),
+        other => other,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    match cli.command {
+    match command {
         Command::Validate {
             variant,
             db,
@@ -254,7 +263,7 @@ fn run(cli: Cli) -> Result<String, CliError> {
             let report = runtime.block_on(net::validate(variant, endpoint))?;
             Ok(summary(variant.name(), &report))
         }
-        Command::Node(args) => runtime.block_on(run_node(args)),
+        Command::Node(args) => run_node(args),
         Command::Cluster {
             command: ClusterCommand::Up { nodes, dir },
         } => runtime.block_on(async {
@@ -375,8 +384,30 @@ async fn run_bench(layers: Option<BenchSub>, args: BenchArgs) -> Result<String, 
             kv_bin,
             etcd_bin,
             only,
+            node_args,
             json,
-        }) => return run_peers(seconds, clients, kv_bin, etcd_bin, only, json).await,
+        }) => {
+            let config = bank::peers::PeersConfig {
+                seconds,
+                clients,
+                kv_bin: match kv_bin {
+                    Some(path) => path,
+                    None => std::env::current_exe()?.with_file_name("kv"),
+                },
+                etcd_bin,
+                systems: if only.is_empty() {
+                    vec![
+                        bank::peers::System::Etcd,
+                        bank::peers::System::Kv,
+                        bank::peers::System::Bank,
+                    ]
+                } else {
+                    only
+                },
+                node_args,
+            };
+            return run_peers(config, json).await;
+        }
         None => {}
     }
     if args.clients == 0 {
@@ -408,38 +439,18 @@ async fn run_bench(layers: Option<BenchSub>, args: BenchArgs) -> Result<String, 
 }
 
 async fn run_peers(
-    seconds: f64,
-    clients: usize,
-    kv_bin: Option<PathBuf>,
-    etcd_bin: PathBuf,
-    only: Vec<bank::peers::System>,
+    config: bank::peers::PeersConfig,
     json: Option<PathBuf>,
 ) -> Result<String, CliError> {
-    use bank::peers::{self, PeersConfig, System};
-    if clients == 0 {
+    use bank::peers;
+    if config.clients == 0 {
         return Err(CliError::Usage("--clients must be at least 1".into()));
     }
-    if !(seconds > 0.0 && seconds.is_finite()) {
+    if !(config.seconds > 0.0 && config.seconds.is_finite()) {
         return Err(CliError::Usage(
             "--seconds must be a positive number".into(),
         ));
     }
-    let kv_bin = match kv_bin {
-        Some(path) => path,
-        None => std::env::current_exe()?.with_file_name("kv"),
-    };
-    let systems = if only.is_empty() {
-        vec![System::Etcd, System::Kv, System::Bank]
-    } else {
-        only
-    };
-    let config = PeersConfig {
-        seconds,
-        clients,
-        kv_bin,
-        etcd_bin,
-        systems,
-    };
     let report = peers::run(&config)
         .await
         .map_err(|e| CliError::Usage(e.to_string()))?;
@@ -449,16 +460,15 @@ async fn run_peers(
     Ok(peers::render(&report))
 }
 
+fn run_node(args: runtime::host::NodeArgs) -> Result<String, CliError> {
+    runtime::host::run_blocking(args, &bank_generated::BankNode(bank::BankTables))
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    Ok("node stopped".into())
+}
+
 fn write_json<T: serde::Serialize>(path: &PathBuf, value: &T) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(value).map_err(|e| CliError::Usage(e.to_string()))?;
     std::fs::write(path, text).map_err(CliError::Runtime)
-}
-
-async fn run_node(args: runtime::host::NodeArgs) -> Result<String, CliError> {
-    runtime::host::run(args, &bank_generated::BankNode(bank::BankTables))
-        .await
-        .map_err(|e| CliError::Usage(e.to_string()))?;
-    Ok("node stopped".into())
 }
 
 fn summary(name: &str, report: &Report) -> String {

@@ -43,6 +43,8 @@ pub struct PeersConfig {
     pub etcd_bin: PathBuf,
     /// Which systems to measure (all three by default).
     pub systems: Vec<System>,
+    /// Extra arguments for every kv and bank node (e.g. `--worker-threads=2`).
+    pub node_args: Vec<String>,
 }
 
 /// One of the measured systems.
@@ -431,8 +433,9 @@ async fn run_etcd(
 async fn start_cluster(
     exe: &Path,
     dir: &Path,
+    node_args: &[String],
 ) -> Result<(runtime::cluster::LocalCluster, String, Vec<u32>), String> {
-    let cluster = runtime::cluster::LocalCluster::start(exe, dir, 3, Vec::new())
+    let cluster = runtime::cluster::LocalCluster::start(exe, dir, 3, node_args.to_vec())
         .await
         .map_err(|e| e.to_string())?;
     let leader = cluster
@@ -449,7 +452,7 @@ async fn run_kv(
     dir: &Path,
     samples: &mut Vec<String>,
 ) -> Result<Figures, String> {
-    let (_cluster, leader, pids) = start_cluster(&config.kv_bin, dir).await?;
+    let (_cluster, leader, pids) = start_cluster(&config.kv_bin, dir, &config.node_args).await?;
     let mut clients = Vec::with_capacity(config.clients);
     for client in 0..config.clients {
         let api = kv_generated::grpc::GrpcClient::connect(&leader)
@@ -466,7 +469,7 @@ async fn run_bank(
     samples: &mut Vec<String>,
 ) -> Result<Figures, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let (_cluster, leader, pids) = start_cluster(&exe, dir).await?;
+    let (_cluster, leader, pids) = start_cluster(&exe, dir, &config.node_args).await?;
     let mut clients = Vec::with_capacity(config.clients);
     for client in 0..config.clients {
         let api = bank_generated::grpc::GrpcClient::connect(&leader)

@@ -263,10 +263,7 @@ fn deposit_envelope(account: u64, seq: u64) -> Envelope {
         seq,
         ack: 0,
         time_us: 0,
-        command: serde_json::value::RawValue::from_string(
-            String::from_utf8(command).expect("utf8"),
-        )
-        .expect("json"),
+        command,
     }
 }
 

@@ -8,7 +8,8 @@ use std::future::Future;
 pub const CLIENT_ID_KEY: &str = "x-client-id";
 /// The metadata key (gRPC) that carries the request's sequence number.
 pub const REQUEST_SEQ_KEY: &str = "x-request-seq";
-/// The metadata key (gRPC) that carries a query's read level: `linearizable` or `stale`.
+/// The metadata key (gRPC) that carries a query's read level: `linearizable`, `lease` or
+/// `stale`.
 pub const READ_LEVEL_KEY: &str = "x-read-level";
 
 /// The consistency of a read.
@@ -17,6 +18,10 @@ pub enum ReadLevel {
     /// Sees every write acknowledged before the read started (read index on the leader).
     #[default]
     Linearizable,
+    /// Linearizable while the leader's lease holds, without a round of messages: assumes the
+    /// nodes' clocks advance at about the same rate (no pause or clock jump longer than the
+    /// election timeout). Falls back to a read index when the lease has lapsed.
+    Lease,
     /// The local replica's state, possibly behind the leader.
     Stale,
 }
@@ -26,6 +31,7 @@ impl ReadLevel {
     pub fn as_str(self) -> &'static str {
         match self {
             ReadLevel::Linearizable => "linearizable",
+            ReadLevel::Lease => "lease",
             ReadLevel::Stale => "stale",
         }
     }
@@ -34,6 +40,7 @@ impl ReadLevel {
     pub fn parse(text: &str) -> Option<ReadLevel> {
         match text {
             "linearizable" => Some(ReadLevel::Linearizable),
+            "lease" => Some(ReadLevel::Lease),
             "stale" => Some(ReadLevel::Stale),
             _ => None,
         }

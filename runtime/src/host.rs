@@ -125,9 +125,11 @@ pub struct NodeArgs {
     /// Join the cluster through this node's raft address.
     #[arg(long, value_name = "ADDR")]
     pub join: Option<String>,
-    /// Serve queries from the local replica without a read index (stale reads).
-    #[arg(long)]
-    pub stale_reads: bool,
+    /// The read level of queries that do not ask for one: `linearizable` (a read index),
+    /// `lease` (the leader's lease; assumes clocks advance at about the same rate) or `stale`
+    /// (the local replica as it is).
+    #[arg(long, default_value = "linearizable", value_parser = parse_read_level)]
+    pub read_level: ReadLevel,
     /// Build a snapshot after this many log entries.
     #[arg(long, default_value_t = 10_000)]
     pub snapshot_every: u64,
@@ -138,6 +140,32 @@ pub struct NodeArgs {
     /// forwarding them to the leader.
     #[arg(long)]
     pub redirect_writes: bool,
+    /// Threads of the node's async runtime: 1 runs everything on one thread (the least
+    /// hand-offs; SQLite work has threads of its own), more makes a work-stealing pool.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub worker_threads: u16,
+}
+
+/// Builds the async runtime `args` ask for and runs the node on it until SIGINT or SIGTERM:
+/// the whole `main` of a node binary ([`run`] on a runtime of the right shape).
+pub fn run_blocking(args: NodeArgs, service: &dyn HostedService) -> Result<(), HostError> {
+    let built = if args.worker_threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(args.worker_threads))
+            .enable_all()
+            .build()
+    };
+    let runtime = built.map_err(|e| HostError::Config(format!("cannot start a runtime: {e}")))?;
+    runtime.block_on(run(args, service))
+}
+
+/// Parses `--read-level`.
+fn parse_read_level(text: &str) -> Result<ReadLevel, String> {
+    ReadLevel::parse(text).ok_or_else(|| format!("`{text}`: expected linearizable, lease or stale"))
 }
 
 /// A running node with its listeners.
@@ -201,11 +229,7 @@ pub async fn start(args: NodeArgs, service: &dyn HostedService) -> Result<Runnin
             tracing::error!(error = %e, "raft service stopped");
         }
     }));
-    let level = if args.stale_reads {
-        ReadLevel::Stale
-    } else {
-        ReadLevel::Linearizable
-    };
+    let level = args.read_level;
     let mut api = Vec::new();
     for (protocol, (listener, local)) in listeners {
         api.push((protocol, local));
@@ -304,7 +328,10 @@ pub async fn admin(
             .await
             .map_err(|s| HostError::Admin(format!("{target}: {}", s.message())))?
         {
-            Answer::Admin(v) => return Ok(v),
+            Answer::Admin(json) => {
+                return serde_json::from_str(&json)
+                    .map_err(|e| HostError::Admin(format!("{target}: malformed report: {e}")));
+            }
             Answer::NotLeader(Some((_, leader))) => target = leader.raft,
             Answer::NotLeader(None) => {
                 return Err(HostError::Admin("no leader elected yet".into()));

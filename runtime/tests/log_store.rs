@@ -14,7 +14,6 @@ use openraft::type_config::TypeConfigExt;
 use openraft::{EntryPayload, RaftLogReader};
 use runtime::raft::log_store::LogStore;
 use runtime::raft::types::{C, Entry, Envelope, LogId, Vote};
-use serde_json::value::RawValue;
 
 /// How long any single step may take before the test fails instead of hanging.
 const STEP: Duration = Duration::from_secs(20);
@@ -42,8 +41,7 @@ fn lid(term: u64, index: u64) -> LogId {
 
 /// A normal entry whose command is `{"op": "deposit", "n": <index>}`, spacing kept verbatim.
 fn normal(term: u64, index: u64) -> Entry {
-    let command = RawValue::from_string(format!(r#"{{"op": "deposit",  "n": {index}}}"#))
-        .expect("valid JSON");
+    let command = format!(r#"{{"op": "deposit",  "n": {index}}}"#).into_bytes();
     Entry::new_normal(
         lid(term, index),
         Envelope {
@@ -130,8 +128,7 @@ async fn append_reads_back_with_log_state() {
             assert_eq!(env.seq, 4);
             assert_eq!(env.time_us, 1_700_000_000_000_004);
             assert_eq!(
-                env.command.get(),
-                r#"{"op": "deposit",  "n": 4}"#,
+                env.command, br#"{"op": "deposit",  "n": 4}"#,
                 "kept verbatim"
             );
         }
@@ -225,7 +222,7 @@ async fn everything_survives_a_reopen() {
     );
     match &all[7].payload {
         EntryPayload::Normal(env) => {
-            assert_eq!(env.command.get(), r#"{"op": "deposit",  "n": 8}"#);
+            assert_eq!(env.command, br#"{"op": "deposit",  "n": 8}"#);
         }
         other => panic!("expected a normal entry, got {other:?}"),
     }
@@ -270,7 +267,7 @@ async fn everything_survives_a_reopen() {
         .expect("query")
         .collect::<Result<_, _>>()
         .expect("meta keys");
-    assert_eq!(keys, vec!["vote".to_string()]);
+    assert_eq!(keys, vec!["format".to_string(), "vote".to_string()]);
 }
 
 #[tokio::test]
@@ -434,4 +431,81 @@ async fn appends_queued_together_share_commits() {
     let sequential = store.commit_count() - before;
     eprintln!("sequential: 5 awaited appends after {sequential} commits");
     assert_eq!(sequential, 5);
+}
+
+#[tokio::test]
+async fn a_log_of_another_format_is_refused() {
+    use runtime::raft::log_store::LogStoreError;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(dir.path());
+    {
+        let mut store = LogStore::open(&path).expect("open a new log");
+        append_durable(&mut store, normals(1, 1, 3)).await;
+    }
+    // Reopened as it was: fine.
+    drop(LogStore::open(&path).expect("reopen"));
+
+    // A log recorded as another format.
+    let conn = rusqlite::Connection::open(&path).expect("sqlite");
+    conn.execute("UPDATE meta SET value = '9' WHERE key = 'format'", [])
+        .expect("edit");
+    drop(conn);
+    match LogStore::open(&path) {
+        Err(LogStoreError::Format { found, .. }) => assert_eq!(found, "9"),
+        other => panic!("expected a format error, got {other:?}"),
+    }
+
+    // A log from before formats were recorded (JSON entries, no `format` key).
+    let conn = rusqlite::Connection::open(&path).expect("sqlite");
+    conn.execute("DELETE FROM meta WHERE key = 'format'", [])
+        .expect("edit");
+    drop(conn);
+    let err = LogStore::open(&path).expect_err("an unversioned log is refused");
+    assert!(matches!(err, LogStoreError::Format { .. }), "{err:?}");
+    assert!(err.to_string().contains("format 1"), "{err}");
+}
+
+#[tokio::test]
+async fn a_failed_write_leaves_no_hole_and_stops_later_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(dir.path());
+    let mut store = LogStore::open(&path).expect("open");
+    append_durable(&mut store, normals(1, 1, 4)).await;
+
+    // The disk "fails" on entry 5 (a trigger stands in for ENOSPC at that row).
+    let conn = rusqlite::Connection::open(&path).expect("sqlite");
+    conn.execute_batch(
+        "CREATE TRIGGER fail_5 BEFORE INSERT ON log WHEN NEW.idx = 5
+         BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+    )
+    .expect("trigger");
+    drop(conn);
+
+    // Entries 5 and 6 queued back to back, as openraft does without waiting.
+    let mut pending = Vec::new();
+    for i in 5..=6 {
+        let (cb, done) = flushed();
+        store.append(vec![normal(1, i)], cb).await.expect("queued");
+        pending.push(done);
+    }
+    for done in pending {
+        let outcome = within("flush", done).await.expect("callback completed");
+        assert!(outcome.is_err(), "an append after the failure was stored");
+    }
+    let (cb, done) = flushed();
+    store.append(vec![normal(1, 7)], cb).await.expect("queued");
+    assert!(within("flush", done).await.expect("completed").is_err());
+    drop(store);
+
+    // Reopened: exactly 1..=4, no hole.
+    let conn = rusqlite::Connection::open(&path).expect("sqlite");
+    let stored: Vec<i64> = conn
+        .prepare("SELECT idx FROM log ORDER BY idx")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(stored, vec![1, 2, 3, 4]);
 }

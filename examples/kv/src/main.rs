@@ -19,14 +19,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let Cli::Node(args) = Cli::parse();
-    let served = tokio::runtime::Runtime::new()
-        .map_err(|e| e.to_string())
-        .and_then(|rt| {
-            let service = kv_generated::KvNode(kv::KvTables);
-            rt.block_on(runtime::host::run(args, &service))
-                .map_err(|e| e.to_string())
-        });
-    match served {
+    match runtime::host::run_blocking(args, &kv_generated::KvNode(kv::KvTables)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kv: {e}");

@@ -5,9 +5,11 @@
 //! database. Schema:
 //!
 //! - `log(idx INTEGER PRIMARY KEY, term INTEGER NOT NULL, entry BLOB NOT NULL)`: one row per
-//!   entry; `entry` is the whole [`Entry`] as JSON (the command stays readable).
+//!   entry; `entry` is the whole [`Entry`], encoded by [`encode`](super::types::encode).
 //! - `meta(key TEXT PRIMARY KEY, value BLOB NOT NULL)`: `vote`, `committed` and `last_purged`,
-//!   each as JSON.
+//!   encoded the same way, and `format`, the [`FORMAT_VERSION`] the log was written with. A log
+//!   of another format (or one from before the format was recorded) is refused at open with
+//!   [`LogStoreError::Format`], never misread.
 //!
 //! # Threading and group commit
 //!
@@ -16,14 +18,23 @@
 //! already queued, runs them in order inside one SQLite transaction and commits once (one
 //! fsync). Only after that commit does it complete the [`IOFlushed`] callbacks of the appends of
 //! that batch and answer the writes that must be durable (`save_vote`, `truncate_after`,
-//! `purge`; `save_committed` is queued in order but not waited for). Appends that arrive
-//! together are therefore made durable by one fsync, which [`LogStore::commit_count`] makes
-//! observable.
+//! `purge`). Appends that arrive together are therefore made durable by one fsync, which
+//! [`LogStore::commit_count`] makes observable. A batch is all or nothing: if one write of it
+//! fails (a full disk), the transaction is rolled back and every write of the batch gets the
+//! error, so the log never has a hole.
 //!
-//! Reads are answered as soon as the thread reaches them, from the same connection and inside
-//! the open transaction, so they see every earlier request, including appends that are not
-//! committed yet (openraft may read what it has just appended, e.g. to replicate it). If a
-//! commit fails, every callback and durable reply of the batch gets the error.
+//! `save_committed` costs no fsync of its own: the committed id only lets a restart re-apply
+//! sooner (the state machine persists what it applied), so it is held by the writer and written
+//! with the next batch that commits anyway.
+//!
+//! # The tail cache
+//!
+//! Every appended entry is also kept in memory (the newest [`TAIL_CAPACITY`] entries, trimmed on
+//! truncate and purge). Replication and apply read the tail, so a read of recent entries
+//! neither decodes a row nor waits behind the writer's fsync; only older entries are read from
+//! SQLite, through the writer thread, inside its open transaction (so they see every earlier
+//! request, including appends not committed yet). Both paths see the appends in the order
+//! openraft made them.
 //!
 //! The thread exits, closing the database, when the last clone is dropped; that drop waits for
 //! it, so the file can be reopened right away.
@@ -40,12 +51,55 @@ use std::time::Duration;
 
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
-use super::types::{C, Entry, LogId, Vote};
+use super::types::{C, Entry, FORMAT_VERSION, LogId, Vote};
+
+/// How many of the newest entries the tail cache holds.
+pub const TAIL_CAPACITY: usize = 16_384;
+
+/// `meta` key of the log's format version.
+const KEY_FORMAT: &str = "format";
+
+/// Why a log cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum LogStoreError {
+    /// The file could not be opened or set up.
+    #[error("{path}: {source}")]
+    Io {
+        /// The log file.
+        path: String,
+        /// What failed.
+        source: io::Error,
+    },
+    /// The log was written in another format than this build reads.
+    #[error(
+        "{path}: the raft log is in format {found}, this build reads format {FORMAT_VERSION}; \
+         start the node on a new data directory and let it rejoin (it receives a snapshot), \
+         or run the build that wrote it"
+    )]
+    Format {
+        /// The log file.
+        path: String,
+        /// The format found (`1 (JSON, unversioned)` for logs from before versions).
+        found: String,
+    },
+}
+
+impl From<LogStoreError> for io::Error {
+    fn from(e: LogStoreError) -> Self {
+        match e {
+            LogStoreError::Io { source, .. } => source,
+            other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
+        }
+    }
+}
 
 /// `meta` key of the vote.
 const KEY_VOTE: &str = "vote";
@@ -61,6 +115,7 @@ const KEY_LAST_PURGED: &str = "last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     shared: Arc<Shared>,
+    tail: Arc<Mutex<BTreeMap<u64, Entry>>>,
 }
 
 impl Debug for LogStore {
@@ -114,6 +169,8 @@ enum Request {
     },
     /// A read, answered as soon as the writer reaches it.
     Read(ReadOp),
+    /// The committed log id (encoded; `None` forgets it), written with the next batch.
+    Committed(Option<Vec<u8>>),
 }
 
 /// A change to the database.
@@ -122,15 +179,13 @@ enum WriteOp {
     Append(Vec<Row>),
     /// Save the vote.
     SaveVote(Vec<u8>),
-    /// Save the committed log id, or forget it.
-    SaveCommitted(Option<Vec<u8>>),
     /// Delete entries with `idx > after` (all when `None`).
     TruncateAfter(Option<i64>),
     /// Delete entries with `idx <= upto` and record `last_purged`.
     Purge {
         /// The last index to delete.
         upto: i64,
-        /// The purged log id, as JSON.
+        /// The purged log id, encoded.
         log_id: Vec<u8>,
     },
 }
@@ -160,6 +215,7 @@ impl Request {
             Request::Read(ReadOp::LogState(reply)) => drop(reply.send(Err(err))),
             Request::Read(ReadOp::Vote(reply)) => drop(reply.send(Err(err))),
             Request::Read(ReadOp::Committed(reply)) => drop(reply.send(Err(err))),
+            Request::Committed(_) => {}
         }
     }
 }
@@ -171,6 +227,9 @@ enum Pending {
     /// A durable write's reply.
     Done(Reply<()>),
 }
+
+/// The committed log id to write with the next batch (`None`: nothing new).
+type HeldCommitted = Option<Option<Vec<u8>>>;
 
 impl Pending {
     /// Delivers the outcome.
@@ -188,7 +247,40 @@ impl LogStore {
     ///
     /// Creates missing parent directories. Blocks briefly while it opens the file and sets the
     /// schema up, so call it before starting raft (or from `spawn_blocking`).
-    pub fn open(path: &Path) -> Result<Self, io::Error> {
+    pub fn open(path: &Path) -> Result<Self, LogStoreError> {
+        let located = |source: io::Error| LogStoreError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let conn = Self::open_db(path).map_err(located)?;
+        check_format(&conn).map_err(|found| match found {
+            Ok(found) => LogStoreError::Format {
+                path: path.display().to_string(),
+                found,
+            },
+            Err(e) => located(e),
+        })?;
+
+        let (tx, rx) = mpsc::channel();
+        let commits = Arc::new(AtomicU64::new(0));
+        let thread_commits = Arc::clone(&commits);
+        let thread = thread::Builder::new()
+            .name("raft-log-writer".into())
+            .spawn(move || writer_loop(conn, rx, &thread_commits))
+            .map_err(located)?;
+
+        Ok(Self {
+            shared: Arc::new(Shared {
+                tx: Some(tx),
+                thread: Some(thread),
+                commits,
+            }),
+            tail: Arc::new(Mutex::new(BTreeMap::new())),
+        })
+    }
+
+    /// Opens the database and sets the schema up.
+    fn open_db(path: &Path) -> Result<Connection, io::Error> {
         if let Some(parent) = path.parent()
             && !parent.as_os_str().is_empty()
         {
@@ -220,21 +312,7 @@ impl LogStore {
              );",
         )
         .map_err(io::Error::other)?;
-
-        let (tx, rx) = mpsc::channel();
-        let commits = Arc::new(AtomicU64::new(0));
-        let thread_commits = Arc::clone(&commits);
-        let thread = thread::Builder::new()
-            .name("raft-log-writer".into())
-            .spawn(move || writer_loop(conn, rx, &thread_commits))?;
-
-        Ok(Self {
-            shared: Arc::new(Shared {
-                tx: Some(tx),
-                thread: Some(thread),
-                commits,
-            }),
-        })
+        Ok(conn)
     }
 
     /// How many SQLite transactions that changed the log have been committed (each one fsync)
@@ -242,6 +320,23 @@ impl LogStore {
     /// appends when appends arrive faster than the disk syncs.
     pub fn commit_count(&self) -> u64 {
         self.shared.commits.load(Ordering::Acquire)
+    }
+
+    /// Runs `f` on the tail cache.
+    fn with_tail<T>(&self, f: impl FnOnce(&mut BTreeMap<u64, Entry>) -> T) -> Result<T, io::Error> {
+        let mut tail = self
+            .tail
+            .lock()
+            .map_err(|_| io::Error::other("the raft log tail cache lock is poisoned"))?;
+        Ok(f(&mut tail))
+    }
+
+    /// The entries `lo..=hi` from the tail cache, if it holds every entry of the log from `lo`
+    /// on (the cache is the newest part of the log, without gaps).
+    fn from_tail(&self, lo: u64, hi: u64) -> Option<Vec<Entry>> {
+        let tail = self.tail.lock().ok()?;
+        let (&first, _) = tail.first_key_value()?;
+        (lo >= first).then(|| tail.range(lo..=hi).map(|(_, e)| e.clone()).collect())
     }
 
     /// Sends a request to the writer thread.
@@ -275,14 +370,45 @@ fn writer_gone() -> io::Error {
     io::Error::other("the raft log writer thread has stopped")
 }
 
-/// Serializes a value as JSON.
-fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, io::Error> {
-    serde_json::to_vec(value).map_err(io::Error::other)
+/// Encodes a value for a row.
+fn to_row<T: Serialize>(value: &T) -> Result<Vec<u8>, io::Error> {
+    super::types::encode(value).map_err(io::Error::other)
 }
 
-/// Deserializes a value from JSON.
-fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, io::Error> {
-    serde_json::from_slice(bytes).map_err(io::Error::other)
+/// Decodes a row's value.
+fn from_row<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, io::Error> {
+    super::types::decode(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Checks the log's format version, recording the current one in a new log. `Err(Ok(found))`
+/// names the format of a log this build cannot read.
+fn check_format(conn: &Connection) -> Result<(), Result<String, io::Error>> {
+    let stored: Option<String> = conn
+        .query_row(
+            "SELECT CAST(value AS TEXT) FROM meta WHERE key = ?1",
+            [KEY_FORMAT],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| Err(io::Error::other(e)))?;
+    let current = FORMAT_VERSION.to_string();
+    match stored {
+        Some(found) if found == current => Ok(()),
+        Some(found) => Err(Ok(found)),
+        None => {
+            let used: i64 = conn
+                .query_row(
+                    "SELECT (SELECT count(*) FROM log) + (SELECT count(*) FROM meta)",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(|e| Err(io::Error::other(e)))?;
+            if used > 0 {
+                return Err(Ok("1 (JSON, unversioned)".into()));
+            }
+            put_meta(conn, KEY_FORMAT, current.as_bytes()).map_err(Err)
+        }
+    }
 }
 
 /// A log index as SQLite stores it.
@@ -310,17 +436,50 @@ fn sql_range<RB: RangeBounds<u64>>(range: &RB) -> Option<(i64, i64)> {
 
 /// The writer thread: one batch (one transaction, one commit) per wake-up.
 fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Request>, commits: &AtomicU64) {
+    let mut committed: HeldCommitted = None;
+    let mut broken: Option<String> = None;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
-        run_batch(&mut conn, batch, commits);
+        if let Some(why) = &broken {
+            // After a failed write nothing more is written: a later append would leave a hole.
+            for req in batch {
+                req.fail(io::Error::other(format!(
+                    "raft log: refused after an earlier write failed ({why}); restart the node"
+                )));
+            }
+            continue;
+        }
+        broken = run_batch(&mut conn, batch, &mut committed, commits);
+    }
+    // Last chance for the held committed id (a clean shutdown keeps it).
+    if let Some(value) = committed.take() {
+        let _ = write_committed(&conn, value.as_deref());
     }
     tracing::debug!("raft log writer thread stops: every LogStore was dropped");
 }
 
-/// Runs `batch` in order inside one transaction, commits once, then completes the writes.
-fn run_batch(conn: &mut Connection, batch: Vec<Request>, commits: &AtomicU64) {
-    let mut tx = match conn.transaction() {
+/// Writes (or forgets) the committed log id.
+fn write_committed(conn: &Connection, value: Option<&[u8]>) -> Result<(), io::Error> {
+    match value {
+        Some(value) => put_meta(conn, KEY_COMMITTED, value),
+        None => conn
+            .execute("DELETE FROM meta WHERE key = ?1", [KEY_COMMITTED])
+            .map(drop)
+            .map_err(io::Error::other),
+    }
+}
+
+/// Runs `batch` in order inside one transaction, commits once, then completes the writes. A
+/// held committed id is written with the first batch that has other writes to commit. Returns
+/// why the batch failed, if it did: the writer then refuses every later request.
+fn run_batch(
+    conn: &mut Connection,
+    batch: Vec<Request>,
+    committed: &mut HeldCommitted,
+    commits: &AtomicU64,
+) -> Option<String> {
+    let tx = match conn.transaction() {
         Ok(tx) => tx,
         Err(e) => {
             tracing::error!("raft log: cannot begin a transaction: {e}");
@@ -329,32 +488,58 @@ fn run_batch(conn: &mut Connection, batch: Vec<Request>, commits: &AtomicU64) {
                     "raft log: cannot begin a transaction: {e}"
                 )));
             }
-            return;
+            return Some(e.to_string());
         }
     };
 
     let mut pending = Vec::new();
-    for req in batch {
+    let mut requests = batch.into_iter();
+    let mut failed = None;
+    for req in requests.by_ref() {
         match req {
-            Request::Write { op, done } => match run_write(&mut tx, op) {
+            Request::Write { op, done } => match run_write(&tx, op) {
                 Ok(()) => pending.push(done),
                 Err(e) => {
-                    tracing::error!("raft log: write failed: {e}");
-                    done.complete(Err(e));
+                    failed = Some((e, done));
+                    break;
                 }
             },
-            Request::Read(op) => run_read(&tx, op),
+            Request::Read(op) => run_read(&tx, op, committed),
+            Request::Committed(value) => *committed = Some(value),
         }
+    }
+    if let Some((e, done)) = failed {
+        // All or nothing: nothing of this batch stays, every write of it hears why.
+        tracing::error!("raft log: write failed, the batch is rolled back: {e}");
+        drop(tx.rollback());
+        let message = format!("raft log: a write of this batch failed: {e}");
+        done.complete(Err(e));
+        for p in pending {
+            p.complete(Err(io::Error::other(message.clone())));
+        }
+        for req in requests {
+            req.fail(io::Error::other(message.clone()));
+        }
+        return Some(message);
+    }
+    if pending.is_empty() {
+        // Only reads (and perhaps a committed id, which waits for a real commit).
+        drop(tx.rollback());
+        return None;
+    }
+    if let Some(value) = committed.take()
+        && let Err(e) = write_committed(&tx, value.as_deref())
+    {
+        tracing::warn!("raft log: cannot record the committed log id: {e}");
     }
 
     match tx.commit() {
         Ok(()) => {
-            if !pending.is_empty() {
-                commits.fetch_add(1, Ordering::AcqRel);
-            }
+            commits.fetch_add(1, Ordering::AcqRel);
             for p in pending {
                 p.complete(Ok(()));
             }
+            None
         }
         Err(e) => {
             tracing::error!("raft log: commit failed: {e}");
@@ -363,14 +548,13 @@ fn run_batch(conn: &mut Connection, batch: Vec<Request>, commits: &AtomicU64) {
                     "raft log: commit failed: {e}"
                 ))));
             }
+            Some(format!("commit failed: {e}"))
         }
     }
 }
 
-/// Runs one write inside its own savepoint of `tx`, so a failing write leaves the other writes
-/// of the batch intact.
-fn run_write(tx: &mut Transaction<'_>, op: WriteOp) -> Result<(), io::Error> {
-    let sp = tx.savepoint().map_err(io::Error::other)?;
+/// Runs one write inside the batch's transaction.
+fn run_write(sp: &Transaction<'_>, op: WriteOp) -> Result<(), io::Error> {
     match op {
         WriteOp::Append(rows) => {
             let mut stmt = sp
@@ -381,12 +565,7 @@ fn run_write(tx: &mut Transaction<'_>, op: WriteOp) -> Result<(), io::Error> {
                     .map_err(io::Error::other)?;
             }
         }
-        WriteOp::SaveVote(vote) => put_meta(&sp, KEY_VOTE, &vote)?,
-        WriteOp::SaveCommitted(Some(committed)) => put_meta(&sp, KEY_COMMITTED, &committed)?,
-        WriteOp::SaveCommitted(None) => {
-            sp.execute("DELETE FROM meta WHERE key = ?1", [KEY_COMMITTED])
-                .map_err(io::Error::other)?;
-        }
+        WriteOp::SaveVote(vote) => put_meta(sp, KEY_VOTE, &vote)?,
         WriteOp::TruncateAfter(Some(after)) => {
             sp.execute("DELETE FROM log WHERE idx > ?1", [after])
                 .map_err(io::Error::other)?;
@@ -398,29 +577,35 @@ fn run_write(tx: &mut Transaction<'_>, op: WriteOp) -> Result<(), io::Error> {
         WriteOp::Purge { upto, log_id } => {
             sp.execute("DELETE FROM log WHERE idx <= ?1", [upto])
                 .map_err(io::Error::other)?;
-            put_meta(&sp, KEY_LAST_PURGED, &log_id)?;
+            put_meta(sp, KEY_LAST_PURGED, &log_id)?;
         }
     }
-    sp.commit().map_err(io::Error::other)
+    Ok(())
 }
 
-/// Answers one read from inside the open transaction.
-fn run_read(conn: &Connection, op: ReadOp) {
+/// Answers one read from inside the open transaction (the committed id may still be held).
+fn run_read(conn: &Connection, op: ReadOp, committed: &HeldCommitted) {
     match op {
         ReadOp::Entries { lo, hi, reply } => drop(reply.send(read_entries(conn, lo, hi))),
         ReadOp::LogState(reply) => drop(reply.send(read_log_state(conn))),
         ReadOp::Vote(reply) => drop(reply.send(get_meta(conn, KEY_VOTE))),
-        ReadOp::Committed(reply) => drop(reply.send(get_meta(conn, KEY_COMMITTED))),
+        ReadOp::Committed(reply) => {
+            let answer = match committed {
+                Some(held) => held.as_deref().map(from_row).transpose(),
+                None => get_meta(conn, KEY_COMMITTED),
+            };
+            drop(reply.send(answer))
+        }
     }
 }
 
 /// Sets one `meta` value.
 fn put_meta(conn: &Connection, key: &str, value: &[u8]) -> Result<(), io::Error> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO meta (key, value) VALUES (?1, ?2)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        params![key, value],
     )
+    .and_then(|mut stmt| stmt.execute(params![key, value]))
     .map_err(io::Error::other)?;
     Ok(())
 }
@@ -433,7 +618,7 @@ fn get_meta<T: DeserializeOwned>(conn: &Connection, key: &str) -> Result<Option<
         })
         .optional()
         .map_err(io::Error::other)?;
-    bytes.map(|b| from_json(&b)).transpose()
+    bytes.map(|b| from_row(&b)).transpose()
 }
 
 /// Reads the entries with `lo <= idx <= hi`, in index order.
@@ -447,19 +632,13 @@ fn read_entries(conn: &Connection, lo: i64, hi: i64) -> Result<Vec<Entry>, io::E
     let mut entries = Vec::new();
     for bytes in rows {
         let bytes = bytes.map_err(io::Error::other)?;
-        entries.push(from_json(&bytes)?);
+        entries.push(from_row(&bytes)?);
     }
     Ok(entries)
 }
 
 /// Reads the last purged log id and the last log id.
 fn read_log_state(conn: &Connection) -> Result<LogState<C>, io::Error> {
-    /// Just the log id of a stored entry; the payload is skipped, not decoded.
-    #[derive(serde::Deserialize)]
-    struct EntryHead {
-        log_id: LogId,
-    }
-
     let last_purged: Option<LogId> = get_meta(conn, KEY_LAST_PURGED)?;
     let last: Option<Vec<u8>> = conn
         .query_row(
@@ -470,7 +649,7 @@ fn read_log_state(conn: &Connection) -> Result<LogState<C>, io::Error> {
         .optional()
         .map_err(io::Error::other)?;
     let last_log_id = match last {
-        Some(bytes) => Some(from_json::<EntryHead>(&bytes)?.log_id),
+        Some(bytes) => Some(from_row::<Entry>(&bytes)?.log_id),
         None => last_purged,
     };
     Ok(LogState {
@@ -487,6 +666,9 @@ impl RaftLogReader<C> for LogStore {
         let Some((lo, hi)) = sql_range(&range) else {
             return Ok(Vec::new());
         };
+        if let Some(entries) = self.from_tail(lo as u64, hi as u64) {
+            return Ok(entries);
+        }
         self.read(|reply| ReadOp::Entries { lo, hi, reply }).await
     }
 
@@ -507,19 +689,15 @@ impl RaftLogStorage<C> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        self.write(WriteOp::SaveVote(to_json(vote)?)).await
+        self.write(WriteOp::SaveVote(to_row(vote)?)).await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         // The committed id only lets a restart re-apply sooner: a lost update leaves an older id
-        // that was committed too. So it is not waited for: it is written in order with the next
-        // batch, and the raft core goes on to apply without an fsync on its path.
-        let committed = committed.as_ref().map(to_json).transpose()?;
-        let (reply, _unwatched) = oneshot::channel();
-        self.send(Request::Write {
-            op: WriteOp::SaveCommitted(committed),
-            done: Pending::Done(reply),
-        })
+        // that was committed too. So it is not waited for, and costs no commit of its own: the
+        // writer holds it and writes it with the next batch.
+        let committed = committed.as_ref().map(to_row).transpose()?;
+        self.send(Request::Committed(committed))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
@@ -531,8 +709,9 @@ impl RaftLogStorage<C> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
         let rows = entries
-            .into_iter()
+            .iter()
             .map(|entry| {
                 let term = entry.log_id.leader_id.term;
                 Ok(Row {
@@ -540,10 +719,18 @@ impl RaftLogStorage<C> for LogStore {
                     term: i64::try_from(term).map_err(|_| {
                         io::Error::other(format!("term {term} does not fit in SQLite"))
                     })?,
-                    entry: to_json(&entry)?,
+                    entry: to_row(entry)?,
                 })
             })
             .collect::<Result<Vec<_>, io::Error>>()?;
+        self.with_tail(|tail| {
+            for entry in entries {
+                tail.insert(entry.log_id.index, entry);
+            }
+            while tail.len() > TAIL_CAPACITY {
+                tail.pop_first();
+            }
+        })?;
         // Returns at once; the writer completes `callback` after the commit.
         self.send(Request::Write {
             op: WriteOp::Append(rows),
@@ -553,12 +740,19 @@ impl RaftLogStorage<C> for LogStore {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let after = last_log_id.map(|id| sql_index(id.index)).transpose()?;
+        let keep = last_log_id.map(|id| id.index);
+        self.with_tail(|tail| match keep {
+            Some(index) => drop(tail.split_off(&index.saturating_add(1))),
+            None => tail.clear(),
+        })?;
         self.write(WriteOp::TruncateAfter(after)).await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         let upto = sql_index(log_id.index)?;
-        let log_id = to_json(&log_id)?;
+        let index = log_id.index;
+        self.with_tail(|tail| *tail = tail.split_off(&index.saturating_add(1)))?;
+        let log_id = to_row(&log_id)?;
         self.write(WriteOp::Purge { upto, log_id }).await
     }
 }

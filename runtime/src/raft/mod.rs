@@ -5,5 +5,6 @@
 pub mod log_store;
 pub mod network;
 pub mod node;
+mod read_index;
 pub mod state_machine;
 pub mod types;

@@ -1,9 +1,9 @@
 //! Raft traffic between nodes, over the raft gRPC service ([`crate::raft_rpc`]): the messages,
 //! their encoding, and openraft's `RaftNetworkV2` on top.
 //!
-//! Encoding of a message payload: first byte `0` = a JSON [`Message`]; first byte `1` = a
-//! snapshot chunk, then the transfer id (u64 BE), the offset (u64 BE) and the raw bytes. Answers
-//! are JSON [`Answer`]s.
+//! Encoding of a message payload: first byte `0` = a [`Message`] encoded by
+//! [`encode`](super::types::encode); first byte `1` = a snapshot chunk, then the transfer id
+//! (u64 BE), the offset (u64 BE) and the raw bytes. Answers are encoded [`Answer`]s.
 
 use std::future::Future;
 
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
 use super::state_machine::SnapshotFile;
-use super::types::{Applied, C, Envelope, NodeAddr, NodeId, SnapshotMeta, Vote};
+use super::types::{Applied, C, Envelope, NodeAddr, NodeId, SnapshotMeta, Vote, encode};
 use crate::raft_rpc::RaftClient;
 
 /// Bytes per snapshot chunk.
@@ -103,16 +103,16 @@ pub enum Answer {
     ReadIndex(u64),
     /// This node is not the leader; the leader, if known.
     NotLeader(Option<(NodeId, NodeAddr)>),
-    /// To an admin request: a JSON report.
-    Admin(serde_json::Value),
+    /// To an admin request: a report, as JSON text.
+    Admin(String),
     /// The request failed.
     Failed(String),
 }
 
-/// Encodes a JSON message.
-pub fn encode_message(m: &Message) -> Result<Vec<u8>, serde_json::Error> {
+/// Encodes a message.
+pub fn encode_message(m: &Message) -> Result<Vec<u8>, postcard::Error> {
     let mut out = vec![0u8];
-    serde_json::to_writer(&mut out, m)?;
+    out.extend(encode(m)?);
     Ok(out)
 }
 
@@ -128,7 +128,7 @@ pub fn encode_chunk(id: u64, offset: u64, data: &[u8]) -> Vec<u8> {
 
 /// A decoded payload.
 pub enum Incoming {
-    /// A JSON message.
+    /// A message.
     Message(Message),
     /// A snapshot chunk.
     Chunk {
@@ -144,7 +144,7 @@ pub enum Incoming {
 /// Decodes a payload.
 pub fn decode(payload: &[u8]) -> Result<Incoming, String> {
     match payload.split_first() {
-        Some((0, rest)) => serde_json::from_slice(rest)
+        Some((0, rest)) => super::types::decode(rest)
             .map(Incoming::Message)
             .map_err(|e| format!("malformed raft message: {e}")),
         Some((1, rest)) if rest.len() >= 16 => {
@@ -164,7 +164,7 @@ pub fn decode(payload: &[u8]) -> Result<Incoming, String> {
 pub async fn call(client: &RaftClient, message: &Message) -> Result<Answer, tonic::Status> {
     let bytes = encode_message(message).map_err(|e| tonic::Status::internal(e.to_string()))?;
     let answer = client.send(bytes).await?;
-    serde_json::from_slice(&answer)
+    super::types::decode(&answer)
         .map_err(|e| tonic::Status::internal(format!("malformed raft answer: {e}")))
 }
 

@@ -18,12 +18,12 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, InitializeError};
 use openraft::{Config, ReadPolicy, ServerState, SnapshotPolicy};
 use serde_json::json;
-use serde_json::value::RawValue;
 use tokio::io::AsyncWriteExt;
 use tonic::Status;
 
-use super::log_store::LogStore;
+use super::log_store::{LogStore, LogStoreError};
 use super::network::{self, AdminRequest, Answer, Incoming, Message, Network};
+use super::read_index::ReadIndexRounds;
 use super::state_machine::{Application, SnapshotFile, StateMachine};
 use super::types::{Applied, C, Envelope, NodeAddr, NodeId};
 use crate::raft_rpc::{RaftClient, RaftHandler};
@@ -86,15 +86,15 @@ pub enum NodeError {
     /// Storage could not be opened or written.
     #[error("storage: {0}")]
     Storage(#[from] std::io::Error),
+    /// The raft log could not be opened (or is in a format this build does not read).
+    #[error(transparent)]
+    Log(#[from] LogStoreError),
     /// The raft configuration is invalid.
     #[error("configuration: {0}")]
     Config(String),
     /// No leader could be reached in the allotted attempts.
     #[error("no leader available: {0}")]
     NoLeader(String),
-    /// The command is not valid JSON (generated services always send JSON).
-    #[error("malformed command: {0}")]
-    Malformed(String),
     /// Raft refused or failed.
     #[error("raft: {0}")]
     Raft(String),
@@ -119,6 +119,8 @@ pub struct RaftNode {
     /// below the smallest is answered, so its session record can go (`Envelope::ack`).
     in_flight: Mutex<BTreeSet<u64>>,
     peers: Mutex<HashMap<String, RaftClient>>,
+    /// Read-index rounds shared by concurrent linearizable reads (on the leader).
+    read_rounds: Arc<ReadIndexRounds>,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -157,6 +159,9 @@ impl RaftNode {
             election_timeout_max: config.election_timeout.1.as_millis() as u64,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
             max_in_snapshot_log_to_keep: config.keep_logs,
+            // Replicate what is appended at once, without waiting for the leader's own fsync:
+            // the follower's write overlaps the leader's.
+            broadcast_submitted_on_append: Some(true),
             ..Default::default()
         }
         .validate()
@@ -180,6 +185,7 @@ impl RaftNode {
             seq: AtomicU64::new(1),
             in_flight: Mutex::new(BTreeSet::new()),
             peers: Mutex::new(HashMap::new()),
+            read_rounds: Arc::default(),
         }))
     }
 
@@ -289,9 +295,6 @@ impl RaftNode {
         if self.redirect_writes && !self.is_leader() {
             return Err(NodeError::NotLeader(self.leader().map(|(_, addr)| addr)));
         }
-        let text = String::from_utf8(command).map_err(|e| NodeError::Malformed(e.to_string()))?;
-        let command =
-            RawValue::from_string(text).map_err(|e| NodeError::Malformed(e.to_string()))?;
         if let Some(id) = request {
             let envelope = Envelope {
                 client: id.client,
@@ -378,8 +381,19 @@ impl RaftNode {
 
     /// Answers a serialized query at the given consistency level.
     pub async fn read(&self, query: Vec<u8>, level: ReadLevel) -> Result<Vec<u8>, NodeError> {
-        if level == ReadLevel::Linearizable {
-            let index = self.read_index().await?;
+        let index = match level {
+            ReadLevel::Linearizable => Some(self.read_index().await?),
+            ReadLevel::Lease => Some(self.lease_index().await?),
+            ReadLevel::Stale => None,
+        };
+        if let Some(index) = index
+            && self
+                .raft
+                .metrics()
+                .borrow_watched()
+                .last_applied
+                .is_none_or(|applied| applied.index < index)
+        {
             self.raft
                 .wait(Some(Duration::from_secs(10)))
                 .applied_index_at_least(Some(index), "linearizable read")
@@ -389,6 +403,19 @@ impl RaftNode {
         Ok(self.sm.query(query).await?)
     }
 
+    /// A read index from the leader's lease, without a round of messages: valid while the
+    /// leader's lease holds, which assumes the nodes' clocks advance at about the same rate
+    /// (no clock jumps longer than the lease). Falls back to a read-index round when this node
+    /// is not the leader or its lease has lapsed.
+    async fn lease_index(&self) -> Result<u64, NodeError> {
+        if self.is_leader()
+            && let Ok(read_log_id) = self.raft.ensure_linearizable(ReadPolicy::LeaseRead).await
+        {
+            return Ok(read_log_id.index());
+        }
+        self.read_index().await
+    }
+
     /// A log index that a linearizable read must wait for.
     async fn read_index(&self) -> Result<u64, NodeError> {
         let mut last_error = String::from("no attempt made");
@@ -396,15 +423,10 @@ impl RaftNode {
         let deadline = retry.deadline;
         while retry.next().await {
             if self.is_leader() {
-                let linearized = tokio::time::timeout_at(
-                    deadline,
-                    self.raft.ensure_linearizable(ReadPolicy::ReadIndex),
-                )
-                .await;
-                match linearized {
-                    Ok(Ok(read_log_id)) => return Ok(read_log_id.index()),
-                    Ok(Err(e)) => last_error = e.to_string(),
-                    Err(_) => last_error = "no quorum before the deadline".into(),
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                match self.read_rounds.index(&self.raft, left).await {
+                    Ok(index) => return Ok(index),
+                    Err(e) => last_error = e,
                 }
             } else if let Some((_, leader)) = self.leader() {
                 match self.send_to(&leader.raft, &Message::ReadIndex).await {
@@ -551,7 +573,7 @@ impl RaftNode {
                 .map_err(|e| e.to_string()),
         };
         match result {
-            Ok(v) => Answer::Admin(v),
+            Ok(v) => Answer::Admin(v.to_string()),
             Err(e) => Answer::Failed(e),
         }
     }
@@ -590,15 +612,9 @@ impl RaftNode {
                 if !self.is_leader() {
                     return Answer::NotLeader(self.leader());
                 }
-                let linearized = tokio::time::timeout(
-                    HANDLER_TIMEOUT,
-                    self.raft.ensure_linearizable(ReadPolicy::ReadIndex),
-                )
-                .await;
-                match linearized {
-                    Ok(Ok(read_log_id)) => Answer::ReadIndex(read_log_id.index()),
-                    Ok(Err(e)) => Answer::Failed(e.to_string()),
-                    Err(_) => Answer::Failed("no quorum for a read index".into()),
+                match self.read_rounds.index(&self.raft, HANDLER_TIMEOUT).await {
+                    Ok(index) => Answer::ReadIndex(index),
+                    Err(e) => Answer::Failed(e),
                 }
             }
             Message::Admin(request) => {
@@ -679,6 +695,6 @@ impl RaftHandler for RaftNode {
                 Err(e) => Answer::Failed(e.to_string()),
             },
         };
-        serde_json::to_vec(&answer).map_err(|e| Status::internal(e.to_string()))
+        super::types::encode(&answer).map_err(|e| Status::internal(e.to_string()))
     }
 }

@@ -18,7 +18,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use futures_util::StreamExt;
 use openraft::storage::{EntryResponder, RaftStateMachine};
@@ -31,6 +31,9 @@ use chrono::DateTime;
 
 /// How long (in log time) a client's session records outlive its last request.
 pub const SESSION_TTL_US: i64 = 3_600_000_000;
+
+/// How often (in log time) expired session records are deleted.
+const EXPIRE_EVERY_US: i64 = 1_000_000;
 
 /// What the runtime needs from the application: apply a serialized command, answer a serialized
 /// query, all on a SQLite connection the runtime manages.
@@ -89,23 +92,52 @@ fn open_db(path: &Path) -> io::Result<Connection> {
         .map_err(io_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(io_err)?;
+    // Room for every statement of the runtime and the application: none is parsed twice.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
 
-/// One connection behind its own lock. Applies and snapshots use the writer; queries use the
-/// reader, so they run while an apply batch is in progress (WAL gives them the last commit).
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 256;
+
+/// Runs one parameterless statement, prepared once per connection.
+fn run_cached(conn: &Connection, sql: &str) -> io::Result<()> {
+    conn.prepare_cached(sql)
+        .and_then(|mut stmt| stmt.execute([]))
+        .map(drop)
+        .map_err(io_err)
+}
+
+/// The writer connection behind its lock: applies, snapshot builds and installs use it.
 type Db = Mutex<Option<Connection>>;
+
+/// How many queries run at once, each on a read connection of its own. Queries run while an
+/// apply batch is in progress (WAL gives them the last commit).
+const READERS: usize = 4;
 
 struct Shared {
     app: Arc<dyn Application>,
     db_path: PathBuf,
     snapshot_dir: PathBuf,
     writer: Db,
-    reader: Db,
+    /// Idle read connections (opened on demand, at most [`READERS`]).
+    readers: Mutex<Vec<Connection>>,
+    /// Held shared by every running query, exclusively by a snapshot install, which replaces
+    /// the file under the read connections.
+    read_gate: RwLock<()>,
+    /// Bounds the queries running at once.
+    read_slots: tokio::sync::Semaphore,
 }
 
 fn lock(db: &Db) -> io::Result<MutexGuard<'_, Option<Connection>>> {
     db.lock()
+        .map_err(|_| io::Error::other("state machine lock poisoned"))
+}
+
+fn lock_readers(shared: &Shared) -> io::Result<MutexGuard<'_, Vec<Connection>>> {
+    shared
+        .readers
+        .lock()
         .map_err(|_| io::Error::other("state machine lock poisoned"))
 }
 
@@ -132,35 +164,35 @@ impl StateMachine {
         snapshot_dir: &Path,
     ) -> io::Result<Self> {
         std::fs::create_dir_all(snapshot_dir)?;
-        let (writer, reader) = Self::open_dbs(app.as_ref(), db_path)?;
+        let writer = Self::open_writer(app.as_ref(), db_path)?;
         Ok(StateMachine {
             shared: Arc::new(Shared {
                 app,
                 db_path: db_path.to_path_buf(),
                 snapshot_dir: snapshot_dir.to_path_buf(),
                 writer: Mutex::new(Some(writer)),
-                reader: Mutex::new(Some(reader)),
+                readers: Mutex::new(Vec::new()),
+                read_gate: RwLock::new(()),
+                read_slots: tokio::sync::Semaphore::new(READERS),
             }),
         })
     }
 
-    fn open_dbs(app: &dyn Application, db_path: &Path) -> io::Result<(Connection, Connection)> {
+    fn open_writer(app: &dyn Application, db_path: &Path) -> io::Result<Connection> {
         let writer = open_db(db_path)?;
         writer.execute_batch(RUNTIME_SCHEMA).map_err(io_err)?;
         app.init(&writer).map_err(io::Error::other)?;
-        let reader = open_db(db_path)?;
-        Ok((writer, reader))
+        Ok(writer)
     }
 
-    /// Runs `f` on a blocking thread with one of the connections (`pick` chooses which).
+    /// Runs `f` on a blocking thread with the writer connection.
     async fn blocking<T: Send + 'static>(
         &self,
-        pick: fn(&Shared) -> &Db,
         f: impl FnOnce(&Shared, &mut Connection) -> io::Result<T> + Send + 'static,
     ) -> io::Result<T> {
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = lock(pick(&shared))?;
+            let mut guard = lock(&shared.writer)?;
             let conn = guard
                 .as_mut()
                 .ok_or_else(|| io::Error::other("state machine database is closed"))?;
@@ -170,35 +202,63 @@ impl StateMachine {
         .map_err(io_err)?
     }
 
+    /// Runs `f` on a blocking thread with an idle read connection (at most [`READERS`] at once).
+    async fn reading<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Shared, &mut Connection) -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        let permit = self
+            .shared
+            .read_slots
+            .acquire()
+            .await
+            .map_err(|_| io::Error::other("state machine closed"))?;
+        let shared = self.shared.clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            let _gate = shared
+                .read_gate
+                .read()
+                .map_err(|_| io::Error::other("state machine lock poisoned"))?;
+            let idle = lock_readers(&shared)?.pop();
+            let mut conn = match idle {
+                Some(conn) => conn,
+                None => open_db(&shared.db_path)?,
+            };
+            let answer = f(&shared, &mut conn);
+            if let Ok(mut readers) = shared.readers.lock() {
+                readers.push(conn);
+            }
+            answer
+        })
+        .await
+        .map_err(io_err)?;
+        drop(permit);
+        answer
+    }
+
     /// Answers a serialized query from the local state (no consistency check here: the node
     /// decides the read level before calling this).
     pub async fn query(&self, query: Vec<u8>) -> io::Result<Vec<u8>> {
-        self.blocking(
-            |s| &s.reader,
-            move |shared, reader| {
-                // One read transaction: the query sees one consistent state.
-                let tx = reader.unchecked_transaction().map_err(io_err)?;
-                let answer = shared.app.query(&tx, &query);
-                tx.rollback().map_err(io_err)?;
-                Ok(answer)
-            },
-        )
+        self.reading(move |shared, reader| {
+            // One read transaction: the query sees one consistent state.
+            run_cached(reader, "BEGIN")?;
+            let answer = shared.app.query(reader, &query);
+            run_cached(reader, "ROLLBACK")?;
+            Ok(answer)
+        })
         .await
     }
 
     /// The application's digest of the local state, with the index it reflects (both read in
     /// one transaction).
     pub async fn digest(&self) -> io::Result<(String, Option<u64>)> {
-        self.blocking(
-            |s| &s.reader,
-            |shared, reader| {
-                let tx = reader.unchecked_transaction().map_err(io_err)?;
-                let applied: Option<LogId> = read_meta(&tx, "last_applied")?;
-                let digest = shared.app.digest(&tx).map_err(io::Error::other)?;
-                tx.rollback().map_err(io_err)?;
-                Ok((digest, applied.map(|l| l.index)))
-            },
-        )
+        self.reading(|shared, reader| {
+            let tx = reader.unchecked_transaction().map_err(io_err)?;
+            let applied: Option<LogId> = read_meta(&tx, "last_applied")?;
+            let digest = shared.app.digest(&tx).map_err(io::Error::other)?;
+            tx.rollback().map_err(io_err)?;
+            Ok((digest, applied.map(|l| l.index)))
+        })
         .await
     }
 
@@ -216,10 +276,8 @@ fn read_meta<T: serde::de::DeserializeOwned>(
     key: &str,
 ) -> io::Result<Option<T>> {
     let text: Option<String> = conn
-        .query_row("SELECT value FROM _raft_meta WHERE key = ?1", [key], |r| {
-            r.get(0)
-        })
-        .optional()
+        .prepare_cached("SELECT value FROM _raft_meta WHERE key = ?1")
+        .and_then(|mut stmt| stmt.query_row([key], |r| r.get(0)).optional())
         .map_err(io_err)?;
     match text {
         Some(t) => serde_json::from_str(&t).map(Some).map_err(io_err),
@@ -258,20 +316,18 @@ fn apply_envelope(
         // A retry of a request already applied: the original answer, no second application.
         return Ok(Applied { ok, reply });
     }
-    conn.execute_batch("SAVEPOINT command").map_err(io_err)?;
+    run_cached(conn, "SAVEPOINT command")?;
     let ctx = ApplyContext {
         index,
         time: DateTime::from_timestamp_micros(env.time_us).unwrap_or(DateTime::UNIX_EPOCH),
     };
     let applied = app
-        .apply(conn, &ctx, env.command.get().as_bytes())
+        .apply(conn, &ctx, &env.command)
         .map_err(|e| io::Error::other(format!("applying entry {index}: {e}")))?;
-    let end = if applied.ok {
-        "RELEASE command"
-    } else {
-        "ROLLBACK TO command; RELEASE command"
-    };
-    conn.execute_batch(end).map_err(io_err)?;
+    if !applied.ok {
+        run_cached(conn, "ROLLBACK TO command")?;
+    }
+    run_cached(conn, "RELEASE command")?;
     conn.prepare_cached(
         "INSERT INTO _raft_sessions (client, seq, ok, reply, time_us) VALUES (?1, ?2, ?3, ?4, ?5)",
     )
@@ -292,14 +348,11 @@ impl RaftStateMachine<C> for StateMachine {
     type SnapshotBuilder = StateMachine;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
-        self.blocking(
-            |s| &s.writer,
-            |_, writer| {
-                let applied: Option<LogId> = read_meta(writer, "last_applied")?;
-                let membership: Option<StoredMembership> = read_meta(writer, "membership")?;
-                Ok((applied, membership.unwrap_or_default()))
-            },
-        )
+        self.blocking(|_, writer| {
+            let applied: Option<LogId> = read_meta(writer, "last_applied")?;
+            let membership: Option<StoredMembership> = read_meta(writer, "membership")?;
+            Ok((applied, membership.unwrap_or_default()))
+        })
         .await
     }
 
@@ -316,66 +369,68 @@ impl RaftStateMachine<C> for StateMachine {
         }
         let (entries, responders): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
         let outcomes = self
-            .blocking(
-                |s| &s.writer,
-                move |shared, writer| {
-                    let tx = writer
-                        .transaction_with_behavior(TransactionBehavior::Immediate)
-                        .map_err(io_err)?;
-                    let mut outcomes = Vec::with_capacity(entries.len());
-                    let mut last = None;
-                    let mut membership = None;
-                    // Log time never goes back, whatever the leaders' clocks do.
-                    let mut log_time: i64 = read_meta(&tx, "log_time")?.unwrap_or(i64::MIN);
-                    for entry in &entries {
-                        let outcome = match &entry.payload {
-                            EntryPayload::Blank => Applied {
+            .blocking(move |shared, writer| {
+                let tx = writer
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(io_err)?;
+                let mut outcomes = Vec::with_capacity(entries.len());
+                let mut last = None;
+                let mut membership = None;
+                // Log time never goes back, whatever the leaders' clocks do.
+                let mut log_time: i64 = read_meta(&tx, "log_time")?.unwrap_or(i64::MIN);
+                let mut expired_at: i64 = read_meta(&tx, "expired_at")?.unwrap_or(i64::MIN);
+                for entry in &entries {
+                    let outcome = match &entry.payload {
+                        EntryPayload::Blank => Applied {
+                            ok: true,
+                            reply: Vec::new(),
+                        },
+                        EntryPayload::Normal(env) => {
+                            // Expiry is decided per entry, so every replica expires at the
+                            // same entry however its batches are cut; it runs once per
+                            // EXPIRE_EVERY_US of log time, not on every entry.
+                            log_time = log_time.max(env.time_us);
+                            if log_time >= expired_at.saturating_add(EXPIRE_EVERY_US) {
+                                expired_at = log_time;
+                                tx.prepare_cached("DELETE FROM _raft_sessions WHERE time_us < ?1")
+                                    .and_then(|mut stmt| {
+                                        stmt.execute([log_time.saturating_sub(SESSION_TTL_US)])
+                                    })
+                                    .map_err(io_err)?;
+                            }
+                            if env.ack > 0 {
+                                tx.prepare_cached(
+                                    "DELETE FROM _raft_sessions WHERE client = ?1 AND seq < ?2",
+                                )
+                                .and_then(|mut stmt| {
+                                    stmt.execute(params![env.client, env.ack as i64])
+                                })
+                                .map_err(io_err)?;
+                            }
+                            apply_envelope(shared.app.as_ref(), &tx, entry.log_id.index, env)?
+                        }
+                        EntryPayload::Membership(m) => {
+                            membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
+                            Applied {
                                 ok: true,
                                 reply: Vec::new(),
-                            },
-                            EntryPayload::Normal(env) => {
-                                // Expire per entry, so every replica expires at the same entry
-                                // however its batches are cut.
-                                if env.time_us > log_time {
-                                    log_time = env.time_us;
-                                    tx.execute(
-                                        "DELETE FROM _raft_sessions WHERE time_us < ?1",
-                                        [log_time.saturating_sub(SESSION_TTL_US)],
-                                    )
-                                    .map_err(io_err)?;
-                                }
-                                if env.ack > 0 {
-                                    tx.execute(
-                                        "DELETE FROM _raft_sessions WHERE client = ?1 AND seq < ?2",
-                                        params![env.client, env.ack as i64],
-                                    )
-                                    .map_err(io_err)?;
-                                }
-                                apply_envelope(shared.app.as_ref(), &tx, entry.log_id.index, env)?
                             }
-                            EntryPayload::Membership(m) => {
-                                membership =
-                                    Some(StoredMembership::new(Some(entry.log_id), m.clone()));
-                                Applied {
-                                    ok: true,
-                                    reply: Vec::new(),
-                                }
-                            }
-                        };
-                        last = Some(entry.log_id);
-                        outcomes.push(outcome);
-                    }
-                    if log_time > i64::MIN {
-                        write_meta(&tx, "log_time", &log_time)?;
-                    }
-                    write_meta(&tx, "last_applied", &last)?;
-                    if let Some(m) = &membership {
-                        write_meta(&tx, "membership", m)?;
-                    }
-                    tx.commit().map_err(io_err)?;
-                    Ok(outcomes)
-                },
-            )
+                        }
+                    };
+                    last = Some(entry.log_id);
+                    outcomes.push(outcome);
+                }
+                if log_time > i64::MIN {
+                    write_meta(&tx, "log_time", &log_time)?;
+                    write_meta(&tx, "expired_at", &expired_at)?;
+                }
+                write_meta(&tx, "last_applied", &last)?;
+                if let Some(m) = &membership {
+                    write_meta(&tx, "membership", m)?;
+                }
+                tx.commit().map_err(io_err)?;
+                Ok(outcomes)
+            })
             .await?;
         for (responder, outcome) in responders.into_iter().zip(outcomes) {
             if let Some(responder) = responder {
@@ -399,10 +454,13 @@ impl RaftStateMachine<C> for StateMachine {
         let meta = meta.clone();
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
-            // Hold both locks throughout (writer first, as everywhere): no apply, query,
-            // snapshot build or prune runs while we swap.
+            // Hold the writer and the read gate throughout (writer first, as everywhere): no
+            // apply, query, snapshot build or prune runs while we swap.
             let mut writer = lock(&shared.writer)?;
-            let mut reader = lock(&shared.reader)?;
+            let _gate = shared
+                .read_gate
+                .write()
+                .map_err(|_| io::Error::other("state machine lock poisoned"))?;
             // Keep the received file as the current snapshot, then install a copy of it.
             if snapshot.path != db_copy {
                 std::fs::rename(&snapshot.path, &db_copy)?;
@@ -410,9 +468,9 @@ impl RaftStateMachine<C> for StateMachine {
             let staged = shared.db_path.with_extension("installing");
             std::fs::copy(&db_copy, &staged)?;
             std::fs::File::open(&staged)?.sync_all()?;
-            // Close both connections before the swap.
+            // Close every connection before the swap.
             writer.take();
-            reader.take();
+            lock_readers(&shared)?.clear();
             for suffix in ["-wal", "-shm"] {
                 let side = PathBuf::from(format!("{}{suffix}", shared.db_path.display()));
                 if side.exists() {
@@ -421,10 +479,10 @@ impl RaftStateMachine<C> for StateMachine {
             }
             std::fs::rename(&staged, &shared.db_path)?;
             sync_dir(&shared.db_path)?;
-            let (new_writer, new_reader) =
-                StateMachine::open_dbs(shared.app.as_ref(), &shared.db_path)?;
-            *writer = Some(new_writer);
-            *reader = Some(new_reader);
+            *writer = Some(StateMachine::open_writer(
+                shared.app.as_ref(),
+                &shared.db_path,
+            )?);
             // The metadata last: a snapshot without it is not considered complete.
             std::fs::write(&meta_path, serde_json::to_vec(&meta).map_err(io_err)?)?;
             prune_snapshots(&shared.snapshot_dir, &name);
@@ -500,48 +558,45 @@ impl RaftSnapshotBuilder<C> for StateMachine {
         &mut self,
     ) -> Result<openraft::alias::SnapshotOf<C, SnapshotFile>, io::Error> {
         let dir = self.shared.snapshot_dir.clone();
-        self.blocking(
-            |s| &s.writer,
-            move |_, writer| {
-                let applied: Option<LogId> = read_meta(writer, "last_applied")?;
-                let membership: Option<StoredMembership> = read_meta(writer, "membership")?;
-                let meta = SnapshotMeta {
-                    last_log_id: applied,
-                    last_membership: membership.unwrap_or_default(),
-                };
-                let name = snapshot_name(&meta);
-                let tmp = dir.join(format!("{name}.tmp"));
-                if tmp.exists() {
-                    std::fs::remove_file(&tmp)?;
-                }
-                // Make everything applied so far durable in the database itself (the log it came
-                // from may be purged after this snapshot), then copy it consistently (the writer is
-                // locked by us).
-                let busy: i64 = writer
-                    .query_row("PRAGMA wal_checkpoint(FULL)", [], |r| r.get(0))
-                    .map_err(io_err)?;
-                if busy != 0 {
-                    return Err(io::Error::other(
-                        "the WAL checkpoint before a snapshot did not finish",
-                    ));
-                }
-                writer
-                    .execute("VACUUM INTO ?1", [tmp.to_string_lossy()])
-                    .map_err(io_err)?;
-                std::fs::File::open(&tmp)?.sync_all()?;
-                let db = dir.join(format!("{name}.db"));
-                std::fs::rename(&tmp, &db)?;
-                std::fs::write(
-                    dir.join(format!("{name}.json")),
-                    serde_json::to_vec(&meta).map_err(io_err)?,
-                )?;
-                prune_snapshots(&dir, &name);
-                Ok(openraft::alias::SnapshotOf::<C, SnapshotFile> {
-                    meta,
-                    snapshot: SnapshotFile { path: db },
-                })
-            },
-        )
+        self.blocking(move |_, writer| {
+            let applied: Option<LogId> = read_meta(writer, "last_applied")?;
+            let membership: Option<StoredMembership> = read_meta(writer, "membership")?;
+            let meta = SnapshotMeta {
+                last_log_id: applied,
+                last_membership: membership.unwrap_or_default(),
+            };
+            let name = snapshot_name(&meta);
+            let tmp = dir.join(format!("{name}.tmp"));
+            if tmp.exists() {
+                std::fs::remove_file(&tmp)?;
+            }
+            // Make everything applied so far durable in the database itself (the log it came
+            // from may be purged after this snapshot), then copy it consistently (the writer is
+            // locked by us).
+            let busy: i64 = writer
+                .query_row("PRAGMA wal_checkpoint(FULL)", [], |r| r.get(0))
+                .map_err(io_err)?;
+            if busy != 0 {
+                return Err(io::Error::other(
+                    "the WAL checkpoint before a snapshot did not finish",
+                ));
+            }
+            writer
+                .execute("VACUUM INTO ?1", [tmp.to_string_lossy()])
+                .map_err(io_err)?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            let db = dir.join(format!("{name}.db"));
+            std::fs::rename(&tmp, &db)?;
+            std::fs::write(
+                dir.join(format!("{name}.json")),
+                serde_json::to_vec(&meta).map_err(io_err)?,
+            )?;
+            prune_snapshots(&dir, &name);
+            Ok(openraft::alias::SnapshotOf::<C, SnapshotFile> {
+                meta,
+                snapshot: SnapshotFile { path: db },
+            })
+        })
         .await
     }
 }

@@ -1,11 +1,15 @@
 //! The openraft type configuration shared by every service: the log carries opaque, already
 //! serialized commands in an [`Envelope`], so the runtime needs to know nothing about any schema.
+//!
+//! Log entries and raft messages are encoded with [`postcard`] (see [`encode`] and [`decode`]):
+//! compact, no field names, and one encoding for the log rows and the raft wire, so an entry
+//! read from the log goes out without being re-encoded into another format.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
 /// Where a node can be reached: its raft listener, and each API listener by protocol name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,17 +46,35 @@ pub struct Envelope {
     /// The leader's wall-clock time when it accepted the command, in microseconds since the Unix
     /// epoch. Apply uses this and never its own clock.
     pub time_us: i64,
-    /// The service's serialized command. Generated services serialize commands as JSON, which
-    /// the log keeps verbatim (readable in the SQLite log, no re-encoding).
-    pub command: Box<RawValue>,
+    /// The service's serialized command, kept verbatim.
+    pub command: Vec<u8>,
 }
 
 impl fmt::Display for Envelope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = self.command.get();
-        let short: String = text.chars().take(48).collect();
-        write!(f, "{}#{} {}", self.client, self.seq, short)
+        let head = &self.command[..self.command.len().min(48)];
+        write!(
+            f,
+            "{}#{} {}",
+            self.client,
+            self.seq,
+            String::from_utf8_lossy(head)
+        )
     }
+}
+
+/// The version of the encoding of log entries (and raft messages). Stored in every log; a node
+/// refuses a log of another version instead of misreading it. Version 1 was JSON.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Encodes a log entry or raft message.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_allocvec(value)
+}
+
+/// Decodes what [`encode`] wrote.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, postcard::Error> {
+    postcard::from_bytes(bytes)
 }
 
 /// What applying one entry produced, handed back to the proposer.
