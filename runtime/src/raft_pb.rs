@@ -112,6 +112,31 @@ pub mod raft_client {
             req.extensions_mut().insert(GrpcMethod::new("raft.v1.Raft", "RaftMessage"));
             self.inner.unary(req, path, codec).await
         }
+        /// Replication to one follower: a stream of append-entries requests, answered in order on the
+        /// returned stream, so the leader sends the next batch without waiting for the last answer.
+        pub async fn append_stream(
+            &mut self,
+            request: impl tonic::IntoStreamingRequest<Message = super::RaftRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::RaftReply>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/raft.v1.Raft/AppendStream",
+            );
+            let mut req = request.into_streaming_request();
+            req.extensions_mut().insert(GrpcMethod::new("raft.v1.Raft", "AppendStream"));
+            self.inner.streaming(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -132,6 +157,21 @@ pub mod raft_server {
             &self,
             request: tonic::Request<super::RaftRequest>,
         ) -> std::result::Result<tonic::Response<super::RaftReply>, tonic::Status>;
+        /// Server streaming response type for the AppendStream method.
+        type AppendStreamStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::RaftReply, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// Replication to one follower: a stream of append-entries requests, answered in order on the
+        /// returned stream, so the leader sends the next batch without waiting for the last answer.
+        async fn append_stream(
+            &self,
+            request: tonic::Request<tonic::Streaming<super::RaftRequest>>,
+        ) -> std::result::Result<
+            tonic::Response<Self::AppendStreamStream>,
+            tonic::Status,
+        >;
     }
     #[derive(Debug)]
     pub struct RaftServer<T> {
@@ -248,6 +288,50 @@ pub mod raft_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/raft.v1.Raft/AppendStream" => {
+                    #[allow(non_camel_case_types)]
+                    struct AppendStreamSvc<T: Raft>(pub Arc<T>);
+                    impl<T: Raft> tonic::server::StreamingService<super::RaftRequest>
+                    for AppendStreamSvc<T> {
+                        type Response = super::RaftReply;
+                        type ResponseStream = T::AppendStreamStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<tonic::Streaming<super::RaftRequest>>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Raft>::append_stream(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = AppendStreamSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)

@@ -5,8 +5,10 @@
 //! without it (or with another) is refused with `UNAUTHENTICATED` before any handler runs.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
+use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 /// The tonic/prost code generated from `runtime/proto/raft.proto`.
@@ -18,10 +20,22 @@ pub mod pb {
 /// The metadata key that carries the cluster's shared secret.
 pub const SECRET_KEY: &str = "x-raft-secret";
 
-/// What a node does with one raft message.
+/// A stream of serialized messages or answers.
+pub type PayloadStream = Pin<Box<dyn Stream<Item = Result<Vec<u8>, Status>> + Send>>;
+
+/// What a node does with raft messages.
 pub trait RaftHandler: Send + Sync + 'static {
     /// Handles one serialized raft message and returns the serialized answer.
     fn handle(&self, payload: Vec<u8>) -> impl Future<Output = Result<Vec<u8>, Status>> + Send;
+
+    /// Handles a replication stream: serialized append-entries requests in, their serialized
+    /// answers out, in order. Without an implementation, the stream is refused.
+    fn append_stream(&self, requests: PayloadStream) -> Result<PayloadStream, Status> {
+        drop(requests);
+        Err(Status::unimplemented(
+            "this node takes no replication streams",
+        ))
+    }
 }
 
 /// Answers every message with itself: the step-4 facade's stand-in for a raft node.
@@ -46,6 +60,19 @@ impl<H: RaftHandler> pb::raft_server::Raft for Service<H> {
     ) -> Result<Response<pb::RaftReply>, Status> {
         let payload = self.handler.handle(request.into_inner().payload).await?;
         Ok(Response::new(pb::RaftReply { payload }))
+    }
+
+    type AppendStreamStream = Pin<Box<dyn Stream<Item = Result<pb::RaftReply, Status>> + Send>>;
+
+    async fn append_stream(
+        &self,
+        request: Request<tonic::Streaming<pb::RaftRequest>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        let requests = request.into_inner().map(|r| r.map(|r| r.payload));
+        let answers = self.handler.append_stream(Box::pin(requests))?;
+        Ok(Response::new(Box::pin(
+            answers.map(|a| a.map(|payload| pb::RaftReply { payload })),
+        )))
     }
 }
 
@@ -118,6 +145,22 @@ impl RaftClient {
             inner: pb::raft_client::RaftClient::new(channel),
             secret,
         })
+    }
+
+    /// Opens a replication stream: `requests` go out as they come, the answers come back in
+    /// order.
+    pub async fn append_stream(
+        &self,
+        requests: impl Stream<Item = Vec<u8>> + Send + 'static,
+    ) -> Result<PayloadStream, Status> {
+        let mut request = Request::new(requests.map(|payload| pb::RaftRequest { payload }));
+        request
+            .metadata_mut()
+            .insert(SECRET_KEY, self.secret.clone());
+        let answers = self.inner.clone().append_stream(request).await?;
+        Ok(Box::pin(
+            answers.into_inner().map(|a| a.map(|reply| reply.payload)),
+        ))
     }
 
     /// Sends one raft message and returns the answer.

@@ -333,7 +333,7 @@ impl LogStore {
 
     /// The entries `lo..=hi` from the tail cache, if it holds every entry of the log from `lo`
     /// on (the cache is the newest part of the log, without gaps).
-    fn from_tail(&self, lo: u64, hi: u64) -> Option<Vec<Entry>> {
+    fn read_tail(&self, lo: u64, hi: u64) -> Option<Vec<Entry>> {
         let tail = self.tail.lock().ok()?;
         let (&first, _) = tail.first_key_value()?;
         (lo >= first).then(|| tail.range(lo..=hi).map(|(_, e)| e.clone()).collect())
@@ -666,7 +666,7 @@ impl RaftLogReader<C> for LogStore {
         let Some((lo, hi)) = sql_range(&range) else {
             return Ok(Vec::new());
         };
-        if let Some(entries) = self.from_tail(lo as u64, hi as u64) {
+        if let Some(entries) = self.read_tail(lo as u64, hi as u64) {
             return Ok(entries);
         }
         self.read(|reply| ReadOp::Entries { lo, hi, reply }).await

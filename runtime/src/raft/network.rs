@@ -7,14 +7,19 @@
 
 use std::future::Future;
 
+use futures_util::{Stream, StreamExt};
+use openraft::OptionalSend;
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, VoteRequest,
+    VoteResponse,
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
+use super::node::StreamAnswer;
 use super::state_machine::SnapshotFile;
 use super::types::{Applied, C, Envelope, NodeAddr, NodeId, SnapshotMeta, Vote, encode};
 use crate::raft_rpc::RaftClient;
@@ -215,10 +220,7 @@ impl Peer {
             Ok(answer) => Ok(answer),
             Err(status) => {
                 self.client = None;
-                Err(match status.code() {
-                    tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&status)),
-                    _ => RPCError::Network(NetworkError::new(&status)),
-                })
+                Err(status_error(status))
             }
         }
     }
@@ -233,6 +235,65 @@ impl Peer {
 
 impl RaftNetworkV2<C> for Peer {
     type SnapshotData = SnapshotFile;
+
+    /// Pipelined replication: one gRPC stream per replication session; requests go out as
+    /// openraft produces them and the answers come back in order. Each answer must arrive within
+    /// the option's soft TTL, or the stream fails with a timeout (and openraft starts another).
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, Result<StreamAppendResult<C>, RPCError<C>>>, RPCError<C>>>
+    where
+        S: Stream<Item = AppendEntriesRequest<C>> + OptionalSend + Unpin + 'static,
+    {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let target = self.target;
+            let requests = input.filter_map(move |request| {
+                let encoded = encode(&request);
+                if let Err(e) = &encoded {
+                    tracing::error!(target, error = %e, "cannot encode an append request");
+                }
+                std::future::ready(encoded.ok())
+            });
+            let answers = match client.append_stream(requests).await {
+                Ok(answers) => answers,
+                Err(status) => {
+                    self.client = None;
+                    return Err(status_error(status));
+                }
+            };
+            let ttl = option.soft_ttl();
+            let answers = futures_util::stream::unfold(Some(answers), move |answers| async move {
+                let mut answers = answers?;
+                let next = match tokio::time::timeout(ttl, answers.next()).await {
+                    Err(_) => Err(RPCError::Timeout(openraft::errors::Timeout {
+                        action: openraft::network::RPCTypes::AppendEntries,
+                        id: target,
+                        target,
+                        timeout: ttl,
+                    })),
+                    Ok(None) => return None,
+                    Ok(Some(Err(status))) => Err(status_error(status)),
+                    Ok(Some(Ok(payload))) => match super::types::decode::<StreamAnswer>(&payload) {
+                        Ok(Ok(result)) => Ok(result),
+                        Ok(Err(fatal)) => Err(RPCError::Network(NetworkError::from_string(
+                            format!("node {target}: {fatal}"),
+                        ))),
+                        Err(e) => Err(RPCError::Network(NetworkError::from_string(format!(
+                            "node {target}: malformed append answer: {e}"
+                        )))),
+                    },
+                };
+                // An error ends the stream.
+                let more = next.is_ok().then_some(answers);
+                Some((next, more))
+            });
+            let answers: BoxStream<'s, _> = Box::pin(answers);
+            Ok(answers)
+        })
+    }
 
     async fn append_entries(
         &mut self,
@@ -315,6 +376,14 @@ impl RaftNetworkV2<C> for Peer {
                 self.target
             )))),
         }
+    }
+}
+
+/// What a failed call means to openraft.
+fn status_error(status: tonic::Status) -> RPCError<C> {
+    match status.code() {
+        tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&status)),
+        _ => RPCError::Network(NetworkError::new(&status)),
     }
 }
 

@@ -31,6 +31,10 @@ use crate::raft_rpc::{RaftClient, RaftHandler};
 /// The raft handle of a node.
 pub type Raft = openraft::Raft<C, StateMachine>;
 
+/// One answer on a replication stream: openraft's result, or the fatal error that stopped the
+/// follower's raft.
+pub type StreamAnswer = Result<openraft::raft::StreamAppendResult<C>, String>;
+
 /// How long a write or read keeps retrying across a leader change before it gives up (several
 /// election timeouts: a failover on a loaded machine fits well inside it).
 const RETRY_FOR: Duration = Duration::from_secs(20);
@@ -686,6 +690,40 @@ impl Retry {
 }
 
 impl RaftHandler for RaftNode {
+    fn append_stream(
+        &self,
+        requests: crate::raft_rpc::PayloadStream,
+    ) -> Result<crate::raft_rpc::PayloadStream, Status> {
+        use futures_util::StreamExt;
+        // A request that does not decode ends the input; its error then ends the answers.
+        let malformed = Arc::new(Mutex::new(None::<Status>));
+        let seen = malformed.clone();
+        let input = requests.scan((), move |_, payload| {
+            let decoded = payload.and_then(|p| {
+                super::types::decode::<openraft::raft::AppendEntriesRequest<C>>(&p)
+                    .map_err(|e| Status::invalid_argument(format!("malformed append: {e}")))
+            });
+            std::future::ready(match decoded {
+                Ok(request) => Some(request),
+                Err(status) => {
+                    if let Ok(mut slot) = seen.lock() {
+                        *slot = Some(status);
+                    }
+                    None
+                }
+            })
+        });
+        let answers = self.raft.stream_append(Box::pin(input)).map(|result| {
+            let result: StreamAnswer = result.map_err(|fatal| fatal.to_string());
+            super::types::encode(&result).map_err(|e| Status::internal(e.to_string()))
+        });
+        let trailer = futures_util::stream::once(async move {
+            malformed.lock().ok().and_then(|mut slot| slot.take())
+        })
+        .filter_map(|status| std::future::ready(status.map(Err)));
+        Ok(Box::pin(answers.chain(trailer)))
+    }
+
     async fn handle(&self, payload: Vec<u8>) -> Result<Vec<u8>, Status> {
         let answer = match network::decode(&payload).map_err(Status::invalid_argument)? {
             Incoming::Message(message) => self.handle_message(message).await,
