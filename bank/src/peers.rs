@@ -836,3 +836,49 @@ pub mod etcd {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_of_a_process_is_read_from_proc() {
+        let pid = std::process::id();
+        let before = cpu_ms(pid).expect("own stat");
+        // Burn a little CPU so the counter moves (10 ms ticks).
+        let start = Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(60) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let after = cpu_ms(pid).expect("own stat");
+        assert!(after > before, "{before} -> {after}");
+        assert!(cpu_ms(u32::MAX).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_missing_etcd_names_the_package_to_install() {
+        let config = PeersConfig {
+            seconds: 1.0,
+            clients: 1,
+            kv_bin: PathBuf::from("/nonexistent/kv"),
+            etcd_bin: PathBuf::from("/nonexistent/etcd"),
+            systems: vec![System::Etcd, System::Kv],
+            node_args: Vec::new(),
+        };
+        let err = run(&config).await.expect_err("no etcd here");
+        assert!(matches!(err, PeersError::NoEtcd(_)), "{err}");
+        assert!(err.to_string().contains("etcd-server"), "{err}");
+
+        let config = PeersConfig {
+            systems: vec![System::Kv],
+            ..config
+        };
+        let err = run(&config).await.expect_err("no kv here");
+        assert!(
+            err.to_string()
+                .contains("cargo build --release -p bank -p kv"),
+            "{err}"
+        );
+    }
+}
