@@ -49,11 +49,11 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
-use openraft::{OptionalSend, RaftLogReader};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -554,10 +554,10 @@ fn run_batch(
 }
 
 /// Runs one write inside the batch's transaction.
-fn run_write(sp: &Transaction<'_>, op: WriteOp) -> Result<(), io::Error> {
+fn run_write(tx: &Transaction<'_>, op: WriteOp) -> Result<(), io::Error> {
     match op {
         WriteOp::Append(rows) => {
-            let mut stmt = sp
+            let mut stmt = tx
                 .prepare_cached("INSERT OR REPLACE INTO log (idx, term, entry) VALUES (?1, ?2, ?3)")
                 .map_err(io::Error::other)?;
             for row in rows {
@@ -565,19 +565,19 @@ fn run_write(sp: &Transaction<'_>, op: WriteOp) -> Result<(), io::Error> {
                     .map_err(io::Error::other)?;
             }
         }
-        WriteOp::SaveVote(vote) => put_meta(sp, KEY_VOTE, &vote)?,
+        WriteOp::SaveVote(vote) => put_meta(tx, KEY_VOTE, &vote)?,
         WriteOp::TruncateAfter(Some(after)) => {
-            sp.execute("DELETE FROM log WHERE idx > ?1", [after])
+            tx.execute("DELETE FROM log WHERE idx > ?1", [after])
                 .map_err(io::Error::other)?;
         }
         WriteOp::TruncateAfter(None) => {
-            sp.execute("DELETE FROM log", [])
+            tx.execute("DELETE FROM log", [])
                 .map_err(io::Error::other)?;
         }
         WriteOp::Purge { upto, log_id } => {
-            sp.execute("DELETE FROM log WHERE idx <= ?1", [upto])
+            tx.execute("DELETE FROM log WHERE idx <= ?1", [upto])
                 .map_err(io::Error::other)?;
-            put_meta(sp, KEY_LAST_PURGED, &log_id)?;
+            put_meta(tx, KEY_LAST_PURGED, &log_id)?;
         }
     }
     Ok(())

@@ -225,7 +225,10 @@ impl StateMachine {
                 None => open_db(&shared.db_path)?,
             };
             let answer = f(&shared, &mut conn);
-            if let Ok(mut readers) = shared.readers.lock() {
+            // A connection whose query failed may be left mid-transaction: it is not reused.
+            if answer.is_ok()
+                && let Ok(mut readers) = shared.readers.lock()
+            {
                 readers.push(conn);
             }
             answer
