@@ -555,3 +555,64 @@ async fn stale_reads_are_a_per_call_choice() {
         "a lease read without a leader must fail: {lease:?}"
     );
 }
+
+/// Session records (deduplication rows) per client in a node's state database.
+fn session_rows(state_db: &Path) -> Vec<(String, i64)> {
+    let conn =
+        rusqlite::Connection::open_with_flags(state_db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open the state database");
+    conn.prepare("SELECT client, count(*) FROM _raft_sessions GROUP BY client")
+        .expect("prepare")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_requests_leave_no_session_records_behind() {
+    const WRITES: u64 = 40;
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let c = cluster(dir.path(), 3, &[]).await;
+    let leader = c
+        .wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("leader");
+    let node = c.node(leader).expect("leader node");
+    // gRPC sends its own request ids (and now its acknowledgement); JSON-RPC sends none, so the
+    // node's session numbers those writes.
+    let grpc = GrpcClient::connect(&node.api).await.expect("gRPC");
+    let jsonrpc = bank_generated::jsonrpc::JsonRpcClient::new(&node.jsonrpc).expect("JSON-RPC");
+    let customer = grpc
+        .create_customer("Ack".into(), "Session".into(), "6 Lane".into())
+        .await
+        .expect("customer")
+        .customer_id;
+    let account = grpc
+        .create_account(customer, AccountType::Checking)
+        .await
+        .expect("account")
+        .account_id;
+    for _ in 0..WRITES {
+        grpc.deposit(account, dec("1.00"))
+            .await
+            .expect("gRPC deposit");
+        jsonrpc
+            .deposit(account, dec("1.00"))
+            .await
+            .expect("JSON-RPC deposit");
+    }
+    c.converged(Duration::from_secs(60))
+        .await
+        .expect("converged");
+    let rows = session_rows(&node.data_dir.join("state.db"));
+    assert_eq!(rows.len(), 2, "one session per client: {rows:?}");
+    for (client, count) in rows {
+        // Each write acknowledges every earlier one: only the last write's record stays.
+        assert!(
+            count <= 2,
+            "{client} left {count} session records for {WRITES} writes"
+        );
+    }
+}

@@ -8,6 +8,9 @@ use std::future::Future;
 pub const CLIENT_ID_KEY: &str = "x-client-id";
 /// The metadata key (gRPC) that carries the request's sequence number.
 pub const REQUEST_SEQ_KEY: &str = "x-request-seq";
+/// The metadata key (gRPC) that carries the client's acknowledgement: every request of its
+/// session below this sequence number has been answered, so their records can go.
+pub const REQUEST_ACK_KEY: &str = "x-request-ack";
 /// The metadata key (gRPC) that carries a query's read level: `linearizable`, `lease` or
 /// `stale`.
 pub const READ_LEVEL_KEY: &str = "x-read-level";
@@ -63,6 +66,9 @@ pub struct RequestId {
     pub client: String,
     /// The request's sequence number within the session.
     pub seq: u64,
+    /// Every request of the session below this number has been answered (0: none is known to
+    /// be), so the service may drop their deduplication records.
+    pub ack: u64,
 }
 
 tokio::task_local! {
@@ -109,30 +115,75 @@ pub fn new_client_id() -> String {
     )
 }
 
-/// A client's session: its id and the sequence numbers of its requests. Cloning shares it.
+/// A client's session: its id, and the sequence numbers of its requests still waiting for an
+/// answer (which bound its acknowledgement). Cloning shares it.
 #[derive(Debug, Clone)]
 pub struct Session {
-    inner: std::sync::Arc<(String, std::sync::atomic::AtomicU64)>,
+    inner: std::sync::Arc<SessionState>,
+}
+
+#[derive(Debug)]
+struct SessionState {
+    id: String,
+    /// The next sequence number, and the ones handed out and not yet finished.
+    numbers: std::sync::Mutex<(u64, std::collections::BTreeSet<u64>)>,
 }
 
 impl Default for Session {
     fn default() -> Self {
         Session {
-            inner: std::sync::Arc::new((new_client_id(), std::sync::atomic::AtomicU64::new(1))),
+            inner: std::sync::Arc::new(SessionState {
+                id: new_client_id(),
+                numbers: std::sync::Mutex::new((1, std::collections::BTreeSet::new())),
+            }),
+        }
+    }
+}
+
+/// A request of a [`Session`] in flight: dropping it (answered, failed for good, or cancelled)
+/// lets the session's acknowledgement move past it.
+#[derive(Debug)]
+pub struct InFlight {
+    /// The request's id, with the session's acknowledgement when it was issued.
+    pub id: RequestId,
+    session: Session,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Ok(mut numbers) = self.session.inner.numbers.lock() {
+            numbers.1.remove(&self.id.seq);
         }
     }
 }
 
 impl Session {
-    /// The id of the next request.
-    pub fn next(&self) -> RequestId {
-        let seq = self
-            .inner
-            .1
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        RequestId {
-            client: self.inner.0.clone(),
-            seq,
+    /// Issues the next request id. Its `ack` is the oldest request still in flight (this one
+    /// included), taken under the same lock that numbers it, so no acknowledgement ever passes
+    /// a request that has not been answered.
+    pub fn begin(&self) -> InFlight {
+        let (seq, ack) = match self.inner.numbers.lock() {
+            Ok(mut numbers) => {
+                let seq = numbers.0;
+                numbers.0 += 1;
+                numbers.1.insert(seq);
+                (seq, numbers.1.first().copied().unwrap_or(seq))
+            }
+            // Poisoned only by a panic elsewhere: numbering goes on without acknowledging.
+            Err(poisoned) => {
+                let mut numbers = poisoned.into_inner();
+                let seq = numbers.0;
+                numbers.0 += 1;
+                (seq, 0)
+            }
+        };
+        InFlight {
+            id: RequestId {
+                client: self.inner.id.clone(),
+                seq,
+                ack,
+            },
+            session: self.clone(),
         }
     }
 }
@@ -147,6 +198,10 @@ pub fn context_from_metadata(metadata: &tonic::metadata::MetadataMap) -> CallCon
             Some(RequestId {
                 client: client.to_string(),
                 seq: seq.parse().ok()?,
+                ack: match text(REQUEST_ACK_KEY) {
+                    Some(ack) => ack.parse().ok()?,
+                    None => 0,
+                },
             })
         });
     let read_level = text(READ_LEVEL_KEY).and_then(ReadLevel::parse);
@@ -163,6 +218,11 @@ pub fn context_to_metadata(context: &CallContext, metadata: &mut tonic::metadata
     {
         metadata.insert(CLIENT_ID_KEY, client);
         metadata.insert(REQUEST_SEQ_KEY, seq);
+        if id.ack > 0
+            && let Ok(ack) = id.ack.to_string().parse()
+        {
+            metadata.insert(REQUEST_ACK_KEY, ack);
+        }
     }
     if let Some(level) = context.read_level {
         metadata.insert(
@@ -179,8 +239,29 @@ mod tests {
     #[test]
     fn a_context_survives_metadata() {
         let session = Session::default();
-        let (first, second) = (session.next(), session.next());
-        assert_eq!((first.seq, second.seq), (1, 2));
+        let (first, second) = (session.begin(), session.begin());
+        assert_eq!((first.id.seq, second.id.seq), (1, 2));
+        // The first is still in flight: the second acknowledges nothing past it.
+        assert_eq!((first.id.ack, second.id.ack), (1, 1));
+        drop(first);
+        let third = session.begin();
+        assert_eq!(
+            (third.id.seq, third.id.ack),
+            (3, 2),
+            "the answered first is acknowledged"
+        );
+        drop(second);
+        drop(third);
+        assert_eq!(
+            session.begin().id.ack,
+            4,
+            "nothing in flight but the new one"
+        );
+        let second = RequestId {
+            client: "c".into(),
+            seq: 2,
+            ack: 1,
+        };
         let context = CallContext {
             request: Some(second),
             read_level: Some(ReadLevel::Stale),

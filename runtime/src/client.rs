@@ -246,8 +246,11 @@ impl GrpcClient {
         E: From<Failure>,
         Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
     {
+        // Held until the call has its outcome (or is cancelled): until then the session's
+        // acknowledgement stays below this request.
+        let in_flight = (kind == CallKind::Command).then(|| self.session.begin());
         let context = CallContext {
-            request: (kind == CallKind::Command).then(|| self.session.next()),
+            request: in_flight.as_ref().map(|f| f.id.clone()),
             read_level: self.read_level.filter(|_| kind == CallKind::Query),
         };
         let attempt = |channel: Channel| {
@@ -262,7 +265,8 @@ impl GrpcClient {
                 }
             }
         };
-        self.policy
+        let outcome = self
+            .policy
             .call(
                 &self.target,
                 context.request.is_some(),
@@ -270,7 +274,9 @@ impl GrpcClient {
                 |addr| async move { connect_channel(&addr).await.map_err(E::from) },
                 |n| E::from(Failure::Transport(format!("more than {n} redirects"))),
             )
-            .await
+            .await;
+        drop(in_flight);
+        outcome
     }
 }
 

@@ -9,11 +9,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use crate::call::ReadLevel;
+use crate::call::Session;
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, InitializeError};
 use openraft::{Config, ReadPolicy, ServerState, SnapshotPolicy};
@@ -116,12 +116,9 @@ pub struct RaftNode {
     raft: Raft,
     sm: StateMachine,
     snapshot_dir: PathBuf,
-    /// This node's client session for the writes it proposes on behalf of its API callers.
-    session: String,
-    seq: AtomicU64,
-    /// Sequence numbers of this node's writes still waiting for their outcome: everything
-    /// below the smallest is answered, so its session record can go (`Envelope::ack`).
-    in_flight: Mutex<BTreeSet<u64>>,
+    /// This node's client session (a random id) for the writes it proposes on behalf of API
+    /// callers that send no request id; it acknowledges what has been answered.
+    session: Session,
     peers: Mutex<HashMap<String, RaftClient>>,
     /// Read-index rounds shared by concurrent linearizable reads (on the leader).
     read_rounds: Arc<ReadIndexRounds>,
@@ -176,7 +173,6 @@ impl RaftNode {
         let raft = Raft::new(config.id, Arc::new(raft_config), network, log, sm.clone())
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
-        let session = format!("node{}-{:x}", config.id, now_us());
         Ok(Arc::new(RaftNode {
             id: config.id,
             addr,
@@ -185,9 +181,7 @@ impl RaftNode {
             raft,
             sm,
             snapshot_dir,
-            session,
-            seq: AtomicU64::new(1),
-            in_flight: Mutex::new(BTreeSet::new()),
+            session: Session::default(),
             peers: Mutex::new(HashMap::new()),
             read_rounds: Arc::default(),
         }))
@@ -299,35 +293,24 @@ impl RaftNode {
         if self.redirect_writes && !self.is_leader() {
             return Err(NodeError::NotLeader(self.leader().map(|(_, addr)| addr)));
         }
-        if let Some(id) = request {
-            let envelope = Envelope {
-                client: id.client,
-                seq: id.seq,
-                ack: 0,
-                time_us: now_us(),
-                command,
-            };
-            return self.propose(envelope).await;
-        }
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let ack = match self.in_flight.lock() {
-            Ok(mut in_flight) => {
-                in_flight.insert(seq);
-                in_flight.first().copied().unwrap_or(seq)
+        // Without the caller's id, this node's session numbers the write; the guard keeps its
+        // acknowledgement below the write until the outcome is in (or the call is dropped).
+        let (id, in_flight) = match request {
+            Some(id) => (id, None),
+            None => {
+                let in_flight = self.session.begin();
+                (in_flight.id.clone(), Some(in_flight))
             }
-            Err(_) => 0,
         };
         let envelope = Envelope {
-            client: self.session.clone(),
-            seq,
-            ack,
+            client: id.client,
+            seq: id.seq,
+            ack: id.ack.min(id.seq),
             time_us: now_us(),
             command,
         };
         let outcome = self.propose(envelope).await;
-        if let Ok(mut in_flight) = self.in_flight.lock() {
-            in_flight.remove(&seq);
-        }
+        drop(in_flight);
         outcome
     }
 
