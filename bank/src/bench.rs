@@ -133,7 +133,7 @@ impl Recorder {
 }
 
 /// 1 µs .. 1 h at 3 significant digits.
-fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     // Constant, valid bounds: this cannot fail.
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }

@@ -396,11 +396,7 @@ async fn run_bench(layers: Option<BenchSub>, args: BenchArgs) -> Result<String, 
                 },
                 etcd_bin,
                 systems: if only.is_empty() {
-                    vec![
-                        bank::peers::System::Etcd,
-                        bank::peers::System::Kv,
-                        bank::peers::System::Bank,
-                    ]
+                    <bank::peers::System as clap::ValueEnum>::value_variants().to_vec()
                 } else {
                     only
                 },

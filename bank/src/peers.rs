@@ -18,6 +18,7 @@
 //! would compile etcd's protos at build time and so needs `protoc` on every machine that builds
 //! the bank; the three calls used here are declared below instead ([`etcd`]).
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,6 +30,8 @@ use hdrhistogram::Histogram;
 use kv_generated::KvApi;
 use rust_decimal::Decimal;
 use serde::Serialize;
+
+use crate::bench::new_histogram;
 
 /// Settings of a run.
 #[derive(Debug, Clone)]
@@ -48,7 +51,7 @@ pub struct PeersConfig {
 }
 
 /// One of the measured systems.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum System {
     /// etcd, from the `etcd` binary.
@@ -92,15 +95,9 @@ pub struct Figures {
 /// The result of a run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PeersReport {
-    /// etcd's figures.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub etcd: Option<Figures>,
-    /// The kv example's figures.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kv: Option<Figures>,
-    /// The bank's figures.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bank: Option<Figures>,
+    /// Each measured system's figures, under its name (`etcd`, `kv`, `bank`).
+    #[serde(flatten)]
+    pub systems: BTreeMap<System, Figures>,
     /// `/proc/loadavg` before the run.
     pub load_before: String,
     /// `/proc/loadavg` after the run.
@@ -165,12 +162,6 @@ impl Phase {
     }
 }
 
-/// 1 µs .. 1 h at 3 significant digits.
-fn histogram() -> Histogram<u64> {
-    // Constant, valid bounds: this cannot fail.
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
-}
-
 /// Runs every client for `length`, writes or reads, and merges what they measured.
 async fn phase<L: Load>(clients: &[Arc<L>], length: Duration, writes: bool) -> Phase {
     let started = Instant::now();
@@ -180,7 +171,7 @@ async fn phase<L: Load>(clients: &[Arc<L>], length: Duration, writes: bool) -> P
         .cloned()
         .map(|client| {
             tokio::spawn(async move {
-                let mut hist = histogram();
+                let mut hist = new_histogram();
                 let mut errors = Vec::new();
                 let mut failed = 0u64;
                 let mut i = 0u64;
@@ -209,7 +200,7 @@ async fn phase<L: Load>(clients: &[Arc<L>], length: Duration, writes: bool) -> P
         })
         .collect();
     let mut out = Phase {
-        hist: histogram(),
+        hist: new_histogram(),
         seconds: 0.0,
         errors: 0,
         sample_errors: Vec::new(),
@@ -398,11 +389,7 @@ pub async fn run(config: &PeersConfig) -> Result<PeersReport, PeersError> {
             System::Bank => run_bank(config, dir.path(), samples).await,
         }
         .map_err(setup(system))?;
-        match system {
-            System::Etcd => report.etcd = Some(figures),
-            System::Kv => report.kv = Some(figures),
-            System::Bank => report.bank = Some(figures),
-        }
+        report.systems.insert(system, figures);
     }
     report.load_after = loadavg();
     Ok(report)
@@ -504,59 +491,37 @@ async fn run_bank(
 pub fn render(report: &PeersReport) -> String {
     use std::fmt::Write;
     type Get = fn(&Figures) -> f64;
-    let rows: [(&str, Get, bool); 6] = [
-        (
-            "1-client write p50 (µs)",
-            |f| f.write_1_p50_us as f64,
-            false,
-        ),
-        (
-            "1-client write p99 (µs)",
-            |f| f.write_1_p99_us as f64,
-            false,
-        ),
-        ("64-client writes/s", |f| f.write_64_ops_per_sec, true),
-        (
-            "64-client write p99 (µs)",
-            |f| f.write_64_p99_us as f64,
-            false,
-        ),
-        ("64-client lin. reads/s", |f| f.read_64_ops_per_sec, true),
-        ("CPU ms / 1000 writes", |f| f.cpu_ms_per_1000_writes, false),
+    let rows: [(&str, Get); 6] = [
+        ("1-client write p50 (µs)", |f| f.write_1_p50_us as f64),
+        ("1-client write p99 (µs)", |f| f.write_1_p99_us as f64),
+        ("64-client writes/s", |f| f.write_64_ops_per_sec),
+        ("64-client write p99 (µs)", |f| f.write_64_p99_us as f64),
+        ("64-client lin. reads/s", |f| f.read_64_ops_per_sec),
+        ("CPU ms / 1000 writes", |f| f.cpu_ms_per_1000_writes),
     ];
-    let systems = [
-        ("etcd", &report.etcd),
-        ("kv", &report.kv),
-        ("bank", &report.bank),
-    ];
+    let etcd = report.systems.get(&System::Etcd);
+    // A ratio column after every system but etcd, when etcd was measured.
+    let ratio = |system: System| (system != System::Etcd).then_some(etcd).flatten();
     let mut out = String::new();
     let _ = write!(out, "{:<26}", "measure");
-    for (name, figures) in &systems {
-        if figures.is_some() {
-            let _ = write!(out, " {name:>10}");
-            if *name != "etcd" && report.etcd.is_some() {
-                let _ = write!(out, " {:>7}", "×etcd");
-            }
+    for &system in report.systems.keys() {
+        let _ = write!(out, " {:>10}", system.name());
+        if ratio(system).is_some() {
+            let _ = write!(out, " {:>7}", "×etcd");
         }
     }
     out.push('\n');
-    for (label, get, _higher_is_better) in rows {
+    for (label, get) in rows {
         let _ = write!(out, "{label:<26}");
-        for (name, figures) in &systems {
-            let Some(f) = figures else { continue };
+        for (&system, f) in &report.systems {
             let _ = write!(out, " {:>10.0}", get(f));
-            if *name != "etcd"
-                && let Some(etcd) = &report.etcd
-            {
+            if let Some(etcd) = ratio(system) {
                 let _ = write!(out, " {:>7.2}", get(f) / get(etcd).max(1e-9));
             }
         }
         out.push('\n');
     }
-    let errors: u64 = systems
-        .iter()
-        .filter_map(|(_, f)| f.as_ref().map(|f| f.errors))
-        .sum();
+    let errors: u64 = report.systems.values().map(|f| f.errors).sum();
     let _ = writeln!(
         out,
         "{} s per phase, {} clients in the concurrent phases, all at the leader; \
