@@ -151,9 +151,13 @@ pub struct InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Ok(mut numbers) = self.session.inner.numbers.lock() {
-            numbers.1.remove(&self.id.seq);
-        }
+        self.session
+            .inner
+            .numbers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1
+            .remove(&self.id.seq);
     }
 }
 
@@ -162,21 +166,17 @@ impl Session {
     /// included), taken under the same lock that numbers it, so no acknowledgement ever passes
     /// a request that has not been answered.
     pub fn begin(&self) -> InFlight {
-        let (seq, ack) = match self.inner.numbers.lock() {
-            Ok(mut numbers) => {
-                let seq = numbers.0;
-                numbers.0 += 1;
-                numbers.1.insert(seq);
-                (seq, numbers.1.first().copied().unwrap_or(seq))
-            }
-            // Poisoned only by a panic elsewhere: numbering goes on without acknowledging.
-            Err(poisoned) => {
-                let mut numbers = poisoned.into_inner();
-                let seq = numbers.0;
-                numbers.0 += 1;
-                (seq, 0)
-            }
-        };
+        // The numbers stay consistent whatever panicked while holding the lock.
+        let mut numbers = self
+            .inner
+            .numbers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let seq = numbers.0;
+        numbers.0 += 1;
+        numbers.1.insert(seq);
+        let ack = numbers.1.first().copied().unwrap_or(seq);
+        drop(numbers);
         InFlight {
             id: RequestId {
                 client: self.inner.id.clone(),
@@ -214,14 +214,12 @@ pub fn context_from_metadata(metadata: &tonic::metadata::MetadataMap) -> CallCon
 /// Writes a call's context into gRPC metadata (what [`context_from_metadata`] reads back).
 pub fn context_to_metadata(context: &CallContext, metadata: &mut tonic::metadata::MetadataMap) {
     if let Some(id) = &context.request
-        && let (Ok(client), Ok(seq)) = (id.client.parse(), id.seq.to_string().parse())
+        && let Ok(client) = id.client.parse()
     {
         metadata.insert(CLIENT_ID_KEY, client);
-        metadata.insert(REQUEST_SEQ_KEY, seq);
-        if id.ack > 0
-            && let Ok(ack) = id.ack.to_string().parse()
-        {
-            metadata.insert(REQUEST_ACK_KEY, ack);
+        metadata.insert(REQUEST_SEQ_KEY, id.seq.into());
+        if id.ack > 0 {
+            metadata.insert(REQUEST_ACK_KEY, id.ack.into());
         }
     }
     if let Some(level) = context.read_level {

@@ -23,7 +23,7 @@ pub enum Attempt<T, E> {
     /// An answer to return as it is: a value or an error.
     Done(Result<T, E>),
     /// The node sends the call to its leader at this address (for the client's protocol).
-    Redirect(String, E),
+    Redirect(String),
     /// The call may not have reached the service: resent when the policy allows it.
     Transport(E),
 }
@@ -95,7 +95,8 @@ impl<C: Clone> Target<C> {
 impl Policy {
     /// Runs one call. `attempt` sends it to a connection; a [`Attempt::Redirect`] connects to
     /// the named leader with `connect` (which later calls keep using) and sends it there, at
-    /// most [`Policy::max_redirects`] times, after which the call fails with `too_many`; a
+    /// most [`Policy::max_redirects`] times, after which the call fails with a
+    /// [`Failure::Transport`]; a
     /// [`Attempt::Transport`] failure is resent after a backoff when `resend` is true (the call
     /// carries a request id, so the server applies it once), at most [`Policy::retries`] times.
     /// All of it within [`Policy::deadline`].
@@ -105,7 +106,6 @@ impl Policy {
         resend: bool,
         attempt: impl Fn(C) -> AF,
         connect: impl Fn(String) -> KF,
-        too_many: impl FnOnce(usize) -> E,
     ) -> Result<T, E>
     where
         C: Clone,
@@ -119,12 +119,17 @@ impl Policy {
             loop {
                 match attempt(conn.clone()).await {
                     Attempt::Done(result) => return result,
-                    Attempt::Redirect(addr, _) if redirects < self.max_redirects => {
+                    Attempt::Redirect(addr) if redirects < self.max_redirects => {
                         redirects += 1;
                         conn = connect(addr).await?;
                         target.redirect(conn.clone());
                     }
-                    Attempt::Redirect(..) => return Err(too_many(self.max_redirects)),
+                    Attempt::Redirect(_) => {
+                        return Err(E::from(Failure::Transport(format!(
+                            "more than {} redirects",
+                            self.max_redirects
+                        ))));
+                    }
                     Attempt::Transport(_) if resend && retries < self.retries => {
                         retries += 1;
                         tokio::time::sleep(self.backoff * (1 << retries.min(5))).await;
@@ -152,10 +157,7 @@ impl<E> CallError<E> {
     pub fn into_attempt<T>(self, protocol: &str) -> Attempt<T, Self> {
         match self {
             CallError::Failure(Failure::Redirect(leader)) => match leader.addr(protocol) {
-                Some(addr) => Attempt::Redirect(
-                    addr.to_string(),
-                    CallError::Failure(Failure::Redirect(leader.clone())),
-                ),
+                Some(addr) => Attempt::Redirect(addr.to_string()),
                 None => Attempt::Done(Err(CallError::Failure(Failure::Redirect(leader)))),
             },
             CallError::Failure(Failure::Transport(m)) => {
@@ -226,12 +228,6 @@ impl GrpcClient {
         self
     }
 
-    /// Follows this redirect and resend policy.
-    pub fn with_policy(mut self, policy: Policy) -> Self {
-        self.policy = policy;
-        self
-    }
-
     /// Makes one call under the policy: commands get a request id, queries the client's read
     /// level. `send` makes the call on a channel; `classify` says what a failed status means.
     pub async fn call<Req, Resp, E, Fut>(
@@ -272,7 +268,6 @@ impl GrpcClient {
                 context.request.is_some(),
                 attempt,
                 |addr| async move { connect_channel(&addr).await.map_err(E::from) },
-                |n| E::from(Failure::Transport(format!("more than {n} redirects"))),
             )
             .await;
         drop(in_flight);
@@ -312,12 +307,6 @@ impl JsonRpcClient {
         })
     }
 
-    /// Follows this redirect policy.
-    pub fn with_policy(mut self, policy: Policy) -> Self {
-        self.policy = policy;
-        self
-    }
-
     /// Calls `method` with named `params` under the policy; `classify` says what an error
     /// object from the server means.
     pub async fn call<E: From<Failure>>(
@@ -327,18 +316,12 @@ impl JsonRpcClient {
         classify: impl Fn(&jsonrpsee::types::ErrorObject<'_>) -> Attempt<serde_json::Value, E>,
     ) -> Result<serde_json::Value, E> {
         let attempt = |client: Http| {
-            let mut named = jsonrpsee::core::params::ObjectParams::new();
-            let encoded = params.iter().try_for_each(|(key, value)| {
-                named
-                    .insert(key, value)
-                    .map_err(|e| Failure::Internal(format!("cannot encode `{key}`: {e}")))
-            });
             let classify = &classify;
             async move {
-                if let Err(e) = encoded {
-                    return Attempt::Done(Err(E::from(e)));
-                }
-                match client.request::<serde_json::Value, _>(method, named).await {
+                match client
+                    .request::<serde_json::Value, _>(method, params.clone())
+                    .await
+                {
                     Ok(value) => Attempt::Done(Ok(value)),
                     Err(jsonrpsee::core::ClientError::Call(e)) => classify(&e),
                     Err(e) => {
@@ -348,13 +331,9 @@ impl JsonRpcClient {
             }
         };
         self.policy
-            .call(
-                &self.target,
-                false,
-                attempt,
-                |addr| async move { http(&addr).map_err(E::from) },
-                |n| E::from(Failure::Transport(format!("more than {n} redirects"))),
-            )
+            .call(&self.target, false, attempt, |addr| async move {
+                http(&addr).map_err(E::from)
+            })
             .await
     }
 }
@@ -398,7 +377,6 @@ mod tests {
                 false,
                 |()| async { std::future::pending::<Attempt<(), E>>().await },
                 |_| async { Ok(()) },
-                |_| E::Said(String::new()),
             )
             .await;
         assert!(
@@ -414,7 +392,7 @@ mod tests {
         };
         assert!(matches!(
             redirect("grpc=a:1").into_attempt::<()>("grpc"),
-            Attempt::Redirect(addr, _) if addr == "a:1"
+            Attempt::Redirect(addr) if addr == "a:1"
         ));
         assert!(matches!(
             redirect("grpc=a:1").into_attempt::<()>("jsonrpc"),
@@ -432,11 +410,10 @@ mod tests {
                 |conn: String| async move {
                     match conn.as_str() {
                         "leader" => Attempt::Done(Ok::<_, E>("done")),
-                        _ => Attempt::Redirect("leader".into(), E::Said("redirect".into())),
+                        _ => Attempt::Redirect("leader".into()),
                     }
                 },
                 |addr| async move { Ok(addr) },
-                |n| E::Said(format!("more than {n} redirects")),
             )
             .await;
         assert_eq!(answer, Ok("done"));
@@ -446,19 +423,20 @@ mod tests {
     #[tokio::test]
     async fn redirects_are_bounded() {
         let target = Target::new(0u32);
-        let answer: Result<(), E> =
-            policy(0)
-                .call(
-                    &target,
-                    false,
-                    |n: u32| async move {
-                        Attempt::Redirect(format!("{}", n + 1), E::Said(String::new()))
-                    },
-                    |addr| async move { addr.parse::<u32>().map_err(|e| E::Said(e.to_string())) },
-                    |n| E::Said(format!("more than {n} redirects")),
-                )
-                .await;
-        assert_eq!(answer, Err(E::Said("more than 3 redirects".into())));
+        let answer: Result<(), E> = policy(0)
+            .call(
+                &target,
+                false,
+                |n: u32| async move { Attempt::Redirect(format!("{}", n + 1)) },
+                |addr| async move { addr.parse::<u32>().map_err(|e| E::Said(e.to_string())) },
+            )
+            .await;
+        assert_eq!(
+            answer,
+            Err(E::Failed(Failure::Transport(
+                "more than 3 redirects".into()
+            )))
+        );
         assert_eq!(target.current(), 3);
     }
 
@@ -475,7 +453,6 @@ mod tests {
                         async { Attempt::Transport(E::Said("down".into())) }
                     },
                     |_| async { Ok(()) },
-                    |_| E::Said(String::new()),
                 )
                 .await;
             assert_eq!(answer, Err(E::Said("down".into())));

@@ -53,9 +53,10 @@ pub fn to_status<E: DomainError>(e: &CallError<E>) -> tonic::Status {
         CallError::Failure(Failure::Internal(_)) => Code::Internal,
     };
     let mut status = tonic::Status::new(code, e.message());
-    if let Ok(kind) = e.kind().parse() {
-        status.metadata_mut().insert(ERROR_KIND_KEY, kind);
-    }
+    status.metadata_mut().insert(
+        ERROR_KIND_KEY,
+        tonic::metadata::MetadataValue::from_static(e.kind()),
+    );
     status
 }
 

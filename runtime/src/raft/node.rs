@@ -373,14 +373,7 @@ impl RaftNode {
             ReadLevel::Lease => Some(self.lease_index().await?),
             ReadLevel::Stale => None,
         };
-        if let Some(index) = index
-            && self
-                .raft
-                .metrics()
-                .borrow_watched()
-                .last_applied
-                .is_none_or(|applied| applied.index < index)
-        {
+        if let Some(index) = index {
             self.raft
                 .wait(Some(Duration::from_secs(10)))
                 .applied_index_at_least(Some(index), "linearizable read")
