@@ -77,14 +77,6 @@ fn non_empty(key: &str) -> Result<(), KvServiceError> {
 }
 
 impl KvState<'_> {
-    fn revision(&self) -> Result<u64, KvServiceError> {
-        self.conn
-            .prepare_cached("SELECT revision FROM kv_meta WHERE id = 1")
-            .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
-            .map(|r| r as u64)
-            .map_err(internal)
-    }
-
     fn entry_revision(&self, key: &str) -> Result<Option<u64>, KvServiceError> {
         self.conn
             .prepare_cached("SELECT revision FROM kv WHERE key = ?1")
@@ -95,12 +87,13 @@ impl KvState<'_> {
 
     /// Takes the next store revision.
     fn next_revision(&mut self) -> Result<u64, KvServiceError> {
-        let next = self.revision()? + 1;
         self.conn
-            .prepare_cached("UPDATE kv_meta SET revision = ?1 WHERE id = 1")
-            .and_then(|mut s| s.execute([next as i64]))
-            .map_err(internal)?;
-        Ok(next)
+            .prepare_cached(
+                "UPDATE kv_meta SET revision = revision + 1 WHERE id = 1 RETURNING revision",
+            )
+            .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
+            .map(|r| r as u64)
+            .map_err(internal)
     }
 
     fn write(&mut self, key: &str, value: &str) -> Result<u64, KvServiceError> {
