@@ -181,12 +181,15 @@ impl Budget {
 }
 
 /// Per-client state prepared before the clock starts.
-struct Fixture {
-    customer: u64,
-    accounts: Vec<u64>,
+pub(crate) struct Fixture {
+    /// The client's own customer.
+    pub(crate) customer: u64,
+    /// Its funded checking and savings accounts (none for the walk-through).
+    pub(crate) accounts: Vec<u64>,
 }
 
-async fn prepare<A: BankApi>(
+/// Creates client `client`'s customer and, except for the walk-through, two funded accounts.
+pub(crate) async fn prepare<A: BankApi>(
     api: &A,
     workload: Workload,
     client: usize,
@@ -502,14 +505,7 @@ pub async fn run_target(
         (None, v) if v.in_process() => None,
         (None, Variant::Raft) => {
             let exe = std::env::current_exe().map_err(setup)?;
-            let started = runtime::cluster::LocalCluster::start(&exe, dir.path(), 3, Vec::new())
-                .await
-                .map_err(setup)?;
-            let leader = started
-                .wait_for_leader(Duration::from_secs(60))
-                .await
-                .map_err(setup)?;
-            let addr = started.node(leader).map_err(setup)?.api.clone();
+            let (started, addr) = start_cluster(&exe, dir.path(), &[]).await.map_err(setup)?;
             cluster = Some(started);
             Some(addr)
         }
@@ -545,6 +541,19 @@ pub async fn run_target(
     }
     drop(cluster);
     Ok(report?)
+}
+
+/// Starts a 3-node cluster of `exe` under `dir` with `node_args` on every node; returns it with
+/// its leader's gRPC address.
+pub(crate) async fn start_cluster(
+    exe: &std::path::Path,
+    dir: &std::path::Path,
+    node_args: &[String],
+) -> Result<(runtime::cluster::LocalCluster, String), runtime::host::HostError> {
+    let cluster = runtime::cluster::LocalCluster::start(exe, dir, 3, node_args.to_vec()).await?;
+    let leader = cluster.wait_for_leader(Duration::from_secs(60)).await?;
+    let api = cluster.node(leader)?.api.clone();
+    Ok((cluster, api))
 }
 
 /// `bank bench layers`: the seed's table, one client running the walk-through over each layer.

@@ -25,7 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bank_generated::{AccountType, BankApi};
+use bank_generated::BankApi;
 use hdrhistogram::Histogram;
 use kv_generated::KvApi;
 use rust_decimal::Decimal;
@@ -416,20 +416,15 @@ async fn run_etcd(
     measure(clients, &cluster.pids(), config.seconds, samples).await
 }
 
-/// Starts a 3-node cluster of `exe` under `dir`; returns it with its leader's gRPC address.
+/// Starts a 3-node cluster of `exe`; returns it, its leader's gRPC address and its processes.
 async fn start_cluster(
     exe: &Path,
     dir: &Path,
     node_args: &[String],
 ) -> Result<(runtime::cluster::LocalCluster, String, Vec<u32>), String> {
-    let cluster = runtime::cluster::LocalCluster::start(exe, dir, 3, node_args.to_vec())
+    let (cluster, api) = crate::bench::start_cluster(exe, dir, node_args)
         .await
         .map_err(|e| e.to_string())?;
-    let leader = cluster
-        .wait_for_leader(Duration::from_secs(60))
-        .await
-        .map_err(|e| e.to_string())?;
-    let api = cluster.node(leader).map_err(|e| e.to_string())?.api.clone();
     let pids = cluster.nodes.iter().filter_map(|n| n.pid()).collect();
     Ok((cluster, api, pids))
 }
@@ -462,26 +457,16 @@ async fn run_bank(
         let api = bank_generated::grpc::GrpcClient::connect(&leader)
             .await
             .map_err(|e| e.to_string())?;
-        let prepare = async {
-            let customer = api
-                .create_customer(format!("Peer{client}"), "Bench".into(), "1 Road".into())
-                .await?
-                .customer_id;
-            let mut accounts = [0; 2];
-            for (slot, kind) in accounts
-                .iter_mut()
-                .zip([AccountType::Checking, AccountType::Savings])
-            {
-                *slot = api.create_account(customer, kind).await?.account_id;
-                api.deposit(*slot, Decimal::new(100_000_000, 2)).await?;
-            }
-            Ok::<_, bank_generated::BankCallError>((customer, accounts))
+        let fixture = crate::bench::prepare(&api, crate::bench::Workload::Writes, client)
+            .await
+            .map_err(|e| e.to_string())?;
+        let [a, b] = fixture.accounts[..] else {
+            return Err(format!("client {client} got no two accounts"));
         };
-        let (customer, accounts) = prepare.await.map_err(|e| e.to_string())?;
         clients.push(Arc::new(BankLoad {
             api,
-            customer,
-            accounts,
+            customer: fixture.customer,
+            accounts: [a, b],
         }));
     }
     measure(clients, &pids, config.seconds, samples).await
