@@ -450,7 +450,7 @@ impl Checker<'_> {
                             format!(
                                 "error `{}` would have JSON-RPC code {}, which is taken",
                                 e.name.value,
-                                -32000 - i64::from(tag)
+                                crate::emit::jsonrpc::error_code(tag)
                             ),
                         )
                         .hint(
@@ -807,7 +807,9 @@ impl Checker<'_> {
 
 /// Error tags whose JSON-RPC code (`-32000 - tag`) is taken: `Transport` (-32050), `Redirect`
 /// (-32051), `Deadline` (-32052) and JSON-RPC's standard codes (-32600..=-32603, -32700).
-const JSONRPC_TAKEN_TAGS: &[u32] = &[50, 51, 52, 600, 601, 602, 603, 700];
+/// `runtime::codes::RESERVED_CODES` as tags; codegen does not link the runtime, so a test
+/// (`codegen/tests/validation.rs`) holds the two lists equal.
+pub const JSONRPC_TAKEN_TAGS: &[u32] = &[50, 51, 52, 600, 601, 602, 603, 700];
 
 /// Assigns checked tags for one list (operations, fields of a struct, …).
 struct TagSet {

@@ -23,6 +23,19 @@ pub const INTERNAL_CODE: i32 = -32603;
 /// JSON-RPC's standard "invalid params" code.
 pub const INVALID_PARAMS_CODE: i32 = -32602;
 
+/// The JSON-RPC codes no domain error may take: the failures' codes and JSON-RPC's standard
+/// ones (parse error, invalid request, method not found, invalid params, internal error).
+pub const RESERVED_CODES: [i32; 8] = [
+    TRANSPORT_CODE,
+    REDIRECT_CODE,
+    DEADLINE_CODE,
+    -32700,
+    -32600,
+    -32601,
+    INVALID_PARAMS_CODE,
+    INTERNAL_CODE,
+];
+
 /// Domain error names that are gRPC codes, with their code.
 const CANONICAL: &[(&str, Code)] = &[
     ("NotFound", Code::NotFound),
@@ -86,7 +99,7 @@ pub fn from_status<E: DomainError>(status: &tonic::Status) -> CallError<E> {
 
 /// The JSON-RPC code of the domain error with `tag`: `-32000 - tag` (schema tags are at most
 /// 2^29 - 1, so it never saturates in practice).
-fn domain_code(tag: u32) -> i32 {
+pub fn domain_code(tag: u32) -> i32 {
     i32::try_from(-32000 - i64::from(tag)).unwrap_or(i32::MIN)
 }
 
