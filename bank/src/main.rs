@@ -48,7 +48,7 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         connect: String,
         /// The cluster's shared secret (default: $RAFT_SECRET).
-        #[arg(long, env = "RAFT_SECRET", hide_env_values = true)]
+        #[arg(long, env = runtime::host::SECRET_ENV, hide_env_values = true)]
         secret: String,
         #[command(subcommand)]
         verb: AdminVerb,
@@ -82,7 +82,7 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         raft_listen: Option<String>,
         /// The shared secret every raft message must carry (default: $RAFT_SECRET).
-        #[arg(long, env = "RAFT_SECRET", hide_env_values = true, default_value = "")]
+        #[arg(long, env = runtime::host::SECRET_ENV, hide_env_values = true, default_value = "")]
         raft_secret: String,
     },
 }
@@ -242,15 +242,13 @@ fn open(db: Option<&PathBuf>) -> Result<Bank, StoreError> {
 }
 
 fn run(cli: Cli) -> Result<String, CliError> {
-    // A node sizes its own runtime (`--worker-threads`); everything else shares this one.
-    let command = match cli.command {
-        Command::Node(args) => return run_node(args),
-        other => other,
+    // A node sizes its own runtime (`--worker-threads`); every other command builds this one.
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    match command {
+    match cli.command {
         Command::Validate {
             variant,
             db,
@@ -260,13 +258,13 @@ fn run(cli: Cli) -> Result<String, CliError> {
                 Some(addr) => Endpoint::Remote(addr),
                 None => Endpoint::Local(open(db.as_ref())?),
             };
-            let report = runtime.block_on(net::validate(variant, endpoint))?;
+            let report = runtime()?.block_on(net::validate(variant, endpoint))?;
             Ok(summary(variant.name(), &report))
         }
         Command::Node(args) => run_node(args),
         Command::Cluster {
             command: ClusterCommand::Up { nodes, dir },
-        } => runtime.block_on(async {
+        } => runtime()?.block_on(async {
             let exe = std::env::current_exe()?;
             let cluster = runtime::cluster::LocalCluster::start(&exe, &dir, nodes, Vec::new())
                 .await
@@ -304,13 +302,13 @@ fn run(cli: Cli) -> Result<String, CliError> {
                 AdminVerb::Snapshot => AdminRequest::Snapshot,
                 AdminVerb::Digest => AdminRequest::Digest,
             };
-            let value = runtime
+            let value = runtime()?
                 .block_on(runtime::host::admin(&connect, &secret, request))
                 .map_err(|e| CliError::Usage(e.to_string()))?;
             Ok(serde_json::to_string_pretty(&value).unwrap_or_default())
         }
-        Command::Bench { layers, args } => runtime.block_on(run_bench(layers, args)),
-        Command::Demo => runtime.block_on(async {
+        Command::Bench { layers, args } => runtime()?.block_on(run_bench(layers, args)),
+        Command::Demo => runtime()?.block_on(async {
             let exe = std::env::current_exe()?;
             bank::demo::run(&exe)
                 .await
@@ -336,7 +334,7 @@ fn run(cli: Cli) -> Result<String, CliError> {
                 ));
             }
             let bank = open(db.as_ref())?;
-            runtime.block_on(async {
+            runtime()?.block_on(async {
                 let mut server =
                     net::serve(variant, &listen, bank, ServerLimits { max_request }).await?;
                 let raft = match &raft_listen {
