@@ -491,7 +491,7 @@ pub async fn run_target(
     stop: Stop,
     progress: bool,
 ) -> Result<BenchReport, BenchError> {
-    use crate::net::{self, Endpoint, ServerLimits};
+    use crate::net::{self, Endpoint};
     let name = target.name();
     let variant = target.variant;
     let dir = tempfile::tempdir().map_err(setup)?;
@@ -510,7 +510,7 @@ pub async fn run_target(
             Some(addr)
         }
         (None, v) => {
-            let started = net::serve(v, "127.0.0.1:0", open()?, ServerLimits::default())
+            let started = net::serve(v, "127.0.0.1:0", open()?, runtime::Limits::default())
                 .await
                 .map_err(setup)?;
             let addr = started.addr.to_string();

@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use bank::net::{self, Endpoint, NetError, ServerLimits, Variant};
+use bank::net::{self, Endpoint, NetError, Variant};
 use bank::{Bank, Report, StoreError, ValidationError};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -75,7 +75,7 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         db: Option<PathBuf>,
         /// The largest request accepted, in bytes.
-        #[arg(long, default_value_t = net::DEFAULT_MAX_REQUEST)]
+        #[arg(long, default_value_t = runtime::host::MAX_API_MESSAGE)]
         max_request: usize,
         /// Also serve the raft message service here (facade variants; it only echoes until the
         /// raft runtime is in place). Never the same address as --listen.
@@ -335,8 +335,16 @@ fn run(cli: Cli) -> Result<String, CliError> {
             }
             let bank = open(db.as_ref())?;
             runtime()?.block_on(async {
-                let mut server =
-                    net::serve(variant, &listen, bank, ServerLimits { max_request }).await?;
+                let mut server = net::serve(
+                    variant,
+                    &listen,
+                    bank,
+                    runtime::Limits {
+                        max_frame: max_request,
+                        ..runtime::Limits::default()
+                    },
+                )
+                .await?;
                 let raft = match &raft_listen {
                     Some(addr) => Some(net::serve_raft_echo(addr, raft_secret).await?),
                     None => None,

@@ -27,9 +27,6 @@ use runtime::Failure;
 use runtime::local::LocalSink;
 use runtime::sink::{SinkHandler, TcpSink, ZmqSink};
 
-/// The largest request a server accepts by default (bytes).
-pub const DEFAULT_MAX_REQUEST: usize = 4 << 20;
-
 /// Every way to reach the bank: one per stage of the seed's stepwise process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Variant {
@@ -127,21 +124,6 @@ pub enum NetError {
     Usage(String),
 }
 
-/// Limits a server enforces.
-#[derive(Debug, Clone, Copy)]
-pub struct ServerLimits {
-    /// The largest request accepted, in bytes.
-    pub max_request: usize,
-}
-
-impl Default for ServerLimits {
-    fn default() -> Self {
-        ServerLimits {
-            max_request: DEFAULT_MAX_REQUEST,
-        }
-    }
-}
-
 /// A running server: its address, and the means to stop it.
 pub struct RunningServer {
     /// Where clients connect.
@@ -198,16 +180,15 @@ pub async fn serve(
     variant: Variant,
     listen: &str,
     bank: Bank,
-    limits: ServerLimits,
+    limits: runtime::Limits,
 ) -> Result<RunningServer, NetError> {
     let (stop, shutdown) = stop_signal();
-    let max = limits.max_request;
+    let max = limits.max_frame;
     let (addr, task) = match variant {
         Variant::Zmq => serve_zmq(listen, bank, limits, shutdown).await?,
         Variant::Tcp => {
             let (listener, addr) = bind(listen).await?;
             let handler = Arc::new(sink_handler(bank));
-            let limits = frame_limits(limits);
             (
                 addr,
                 spawn(runtime::serve_tcp(listener, handler, limits, shutdown)),
@@ -267,18 +248,14 @@ pub async fn serve(
 async fn serve_zmq(
     listen: &str,
     bank: Bank,
-    limits: ServerLimits,
+    limits: runtime::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, JoinHandle<Result<(), String>>), NetError> {
     let endpoint = format!("tcp://{}", parse_addr(listen)?);
-    let (bound, serving) = runtime::serve_zmq(
-        &endpoint,
-        Arc::new(sink_handler(bank)),
-        frame_limits(limits),
-        shutdown,
-    )
-    .await
-    .map_err(|e| NetError::Server(e.to_string()))?;
+    let (bound, serving) =
+        runtime::serve_zmq(&endpoint, Arc::new(sink_handler(bank)), limits, shutdown)
+            .await
+            .map_err(|e| NetError::Server(e.to_string()))?;
     let addr = bound
         .trim_start_matches("tcp://")
         .parse()
@@ -307,13 +284,6 @@ fn sink_handler(bank: Bank) -> SinkHandler<LocalSink<BankApp<BankTables>>> {
         LocalSink::new(bank.into_db(), BankApp(BankTables)),
         encode_failure,
     )
-}
-
-fn frame_limits(limits: ServerLimits) -> runtime::Limits {
-    runtime::Limits {
-        max_frame: limits.max_request,
-        ..runtime::Limits::default()
-    }
 }
 
 /// The generated `Collector` over TCP frames to a server at `addr`.
@@ -350,7 +320,7 @@ pub async fn serve_raft_echo(listen: &str, secret: String) -> Result<RunningServ
         listener,
         echo,
         secret,
-        DEFAULT_MAX_REQUEST,
+        runtime::host::MAX_API_MESSAGE,
         shutdown,
     ));
     tracing::info!(%addr, "serving the raft message service");

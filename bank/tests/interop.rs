@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bank::Bank;
-use bank::net::{self, RunningServer, ServerLimits, Variant};
+use bank::net::{self, RunningServer, Variant};
 use bank_generated::BankApi;
 use bank_generated::grpc::GrpcClient;
 use rust_decimal::Decimal;
@@ -113,7 +113,7 @@ impl Server {
     async fn start(variant: Variant) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let bank = Bank::open(dir.path().join("bank.db")).expect("open bank");
-        let inner = net::serve(variant, "127.0.0.1:0", bank, ServerLimits::default())
+        let inner = net::serve(variant, "127.0.0.1:0", bank, runtime::Limits::default())
             .await
             .unwrap_or_else(|e| panic!("{}: cannot serve: {e}", variant.name()));
         Server {

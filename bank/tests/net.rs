@@ -2,13 +2,13 @@
 //! in its own task, a real client, and a SQLite file per server.
 
 use bank::Bank;
-use bank::net::{self, Endpoint, ServerLimits, Variant};
+use bank::net::{self, Endpoint, Variant};
 
 async fn validate_over(variant: Variant) {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("bank.db");
     let bank = Bank::open(&db).expect("open bank");
-    let server = net::serve(variant, "127.0.0.1:0", bank, ServerLimits::default())
+    let server = net::serve(variant, "127.0.0.1:0", bank, runtime::Limits::default())
         .await
         .unwrap_or_else(|e| panic!("{}: cannot serve: {e}", variant.name()));
     let addr = server.addr.to_string();

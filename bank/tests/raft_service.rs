@@ -2,7 +2,7 @@
 //! the API listener.
 
 use bank::Bank;
-use bank::net::{self, ServerLimits, Variant};
+use bank::net::{self, Variant};
 use runtime::raft_rpc::RaftClient;
 use tonic::Code;
 
@@ -13,7 +13,7 @@ async fn raft_messages_need_the_secret_and_their_own_listener() {
         Variant::GrpcFacade,
         "127.0.0.1:0",
         bank,
-        ServerLimits::default(),
+        runtime::Limits::default(),
     )
     .await
     .expect("api server");

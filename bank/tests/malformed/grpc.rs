@@ -46,7 +46,7 @@ fn assert_status(what: &str, status: &tonic::Status, code: tonic::Code, kind: Op
 }
 
 async fn grpc_rejects_malformed_fields(variant: Variant) {
-    let server = Server::start(variant, net::DEFAULT_MAX_REQUEST).await;
+    let server = Server::start(variant, runtime::host::MAX_API_MESSAGE).await;
     let client = GrpcClient::connect(&server.addr.to_string())
         .await
         .expect("connect");
@@ -346,7 +346,7 @@ impl tonic::codec::Decoder for EmptyMessages {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_unknown_method_is_unimplemented() {
     for variant in [Variant::Grpc, Variant::GrpcFacade] {
-        let server = Server::start(variant, net::DEFAULT_MAX_REQUEST).await;
+        let server = Server::start(variant, runtime::host::MAX_API_MESSAGE).await;
         let client = GrpcClient::connect(&server.addr.to_string())
             .await
             .expect("connect");

@@ -103,7 +103,7 @@ const JSONRPC_VARIANTS: [Variant; 2] = [Variant::Jsonrpc, Variant::JsonrpcFacade
 async fn jsonrpc_protocol_errors_have_standard_codes() {
     for variant in JSONRPC_VARIANTS {
         let (server, client, seeded, before) =
-            jsonrpc_setup(variant, net::DEFAULT_MAX_REQUEST).await;
+            jsonrpc_setup(variant, runtime::host::MAX_API_MESSAGE).await;
         let addr = server.addr;
         let v = variant.name();
 
@@ -163,7 +163,7 @@ async fn jsonrpc_protocol_errors_have_standard_codes() {
 async fn jsonrpc_bad_params_are_invalid_params_and_not_applied() {
     for variant in JSONRPC_VARIANTS {
         let (server, client, seeded, before) =
-            jsonrpc_setup(variant, net::DEFAULT_MAX_REQUEST).await;
+            jsonrpc_setup(variant, runtime::host::MAX_API_MESSAGE).await;
         let addr = server.addr;
         let v = variant.name();
         let id = seeded.account_id;
@@ -290,7 +290,7 @@ async fn jsonrpc_bad_params_are_invalid_params_and_not_applied() {
 async fn jsonrpc_amount_as_a_json_number_is_refused() {
     for variant in JSONRPC_VARIANTS {
         let (server, client, seeded, before) =
-            jsonrpc_setup(variant, net::DEFAULT_MAX_REQUEST).await;
+            jsonrpc_setup(variant, runtime::host::MAX_API_MESSAGE).await;
         let addr = server.addr;
         let v = variant.name();
         let id = seeded.account_id;
@@ -311,7 +311,8 @@ async fn jsonrpc_amount_as_a_json_number_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jsonrpc_positional_params_and_defaults_work() {
     for variant in JSONRPC_VARIANTS {
-        let (server, client, seeded, _) = jsonrpc_setup(variant, net::DEFAULT_MAX_REQUEST).await;
+        let (server, client, seeded, _) =
+            jsonrpc_setup(variant, runtime::host::MAX_API_MESSAGE).await;
         let addr = server.addr;
         let id = seeded.account_id;
 
@@ -361,7 +362,7 @@ async fn jsonrpc_positional_params_and_defaults_work() {
 async fn jsonrpc_batch_answers_each_request_by_id() {
     for variant in JSONRPC_VARIANTS {
         let (server, client, seeded, before) =
-            jsonrpc_setup(variant, net::DEFAULT_MAX_REQUEST).await;
+            jsonrpc_setup(variant, runtime::host::MAX_API_MESSAGE).await;
         let addr = server.addr;
         let v = variant.name();
         let id = seeded.account_id;
@@ -422,7 +423,8 @@ async fn jsonrpc_body_over_the_limit_is_refused_and_not_applied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jsonrpc_rpc_discover_returns_the_openrpc_document() {
-    let (server, client, _, _) = jsonrpc_setup(Variant::Jsonrpc, net::DEFAULT_MAX_REQUEST).await;
+    let (server, client, _, _) =
+        jsonrpc_setup(Variant::Jsonrpc, runtime::host::MAX_API_MESSAGE).await;
     let doc = ok(server.addr, "rpc.discover", "[]").await;
     let version = doc["openrpc"]
         .as_str()
@@ -461,7 +463,7 @@ async fn jsonrpc_rpc_discover_returns_the_openrpc_document() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jsonrpc_walkthrough_with_plain_http_posts() {
     for variant in JSONRPC_VARIANTS {
-        let server = Server::start(variant, net::DEFAULT_MAX_REQUEST).await;
+        let server = Server::start(variant, runtime::host::MAX_API_MESSAGE).await;
         let addr = server.addr;
 
         // 1.

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bank::Bank;
-use bank::net::{self, RunningServer, ServerLimits, Variant};
+use bank::net::{self, RunningServer, Variant};
 use bank::validator;
 use bank_generated::{Account, AccountType, BankApi, Customer};
 use rust_decimal::Decimal;
@@ -47,9 +47,17 @@ impl Server {
     async fn start(variant: Variant, max_request: usize) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let bank = Bank::open(dir.path().join("bank.db")).expect("open bank");
-        let inner = net::serve(variant, "127.0.0.1:0", bank, ServerLimits { max_request })
-            .await
-            .unwrap_or_else(|e| panic!("{}: cannot serve: {e}", variant.name()));
+        let inner = net::serve(
+            variant,
+            "127.0.0.1:0",
+            bank,
+            runtime::Limits {
+                max_frame: max_request,
+                ..runtime::Limits::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}: cannot serve: {e}", variant.name()));
         Server {
             addr: inner.addr,
             inner: Some(inner),
