@@ -168,14 +168,18 @@ impl<E> CallError<E> {
     }
 }
 
-/// Connects a gRPC channel to `addr` (`host:port` or `http://host:port`), with TCP_NODELAY.
-pub async fn connect_channel(addr: &str) -> Result<Channel, Failure> {
-    let uri = if addr.contains("://") {
+/// `addr` as a URL: `host:port` gets `http://`, a URL stays as it is.
+fn http_url(addr: &str) -> String {
+    if addr.contains("://") {
         addr.to_string()
     } else {
         format!("http://{addr}")
-    };
-    Endpoint::from_shared(uri)
+    }
+}
+
+/// Connects a gRPC channel to `addr` (`host:port` or `http://host:port`), with TCP_NODELAY.
+pub async fn connect_channel(addr: &str) -> Result<Channel, Failure> {
+    Endpoint::from_shared(http_url(addr))
         .map_err(|e| Failure::Transport(format!("bad address `{addr}`: {e}")))?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))
@@ -278,11 +282,7 @@ impl GrpcClient {
 type Http = Arc<jsonrpsee_http_client::HttpClient>;
 
 fn http(addr: &str) -> Result<Http, Failure> {
-    let url = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
+    let url = http_url(addr);
     let client = jsonrpsee_http_client::HttpClient::builder()
         .max_response_size(u32::MAX)
         .build(&url)

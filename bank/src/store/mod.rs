@@ -165,7 +165,7 @@ impl BankStore for BankTables {
 /// Applies one command on a connection whose transaction (or savepoint) the caller manages:
 /// moves the simulated clock for `ctx` (writing the statements due), then runs `f`. On `Err` the
 /// caller must roll back.
-pub fn apply_on<T>(
+pub(crate) fn apply_on<T>(
     conn: &Connection,
     ctx: &ApplyContext,
     f: impl FnOnce(&mut BankState<'_>) -> Result<T, BankServiceError>,
@@ -175,7 +175,7 @@ pub fn apply_on<T>(
 }
 
 /// Runs a read-only `f` on `conn` (the caller provides the read transaction if it wants one).
-pub fn query_on<T>(
+pub(crate) fn query_on<T>(
     conn: &Connection,
     f: impl FnOnce(&BankState<'_>) -> Result<T, BankServiceError>,
 ) -> Result<T, BankServiceError> {
