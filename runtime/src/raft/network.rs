@@ -17,6 +17,7 @@ use openraft::raft::{
     VoteResponse,
 };
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use super::node::StreamAnswer;
@@ -34,7 +35,8 @@ pub enum Message {
     Append(AppendEntriesRequest<C>),
     /// openraft vote.
     Vote(VoteRequest<C>),
-    /// The chunks of transfer `id` have all been sent: install them as this snapshot.
+    /// The chunks of transfer `id` have all been sent: install them as this snapshot, once the
+    /// received file is exactly `len` bytes with this SHA-256.
     InstallSnapshot {
         /// The transfer.
         id: u64,
@@ -42,6 +44,10 @@ pub enum Message {
         vote: Vote,
         /// What the snapshot holds.
         meta: SnapshotMeta,
+        /// The snapshot file's length in bytes.
+        len: u64,
+        /// The snapshot file's SHA-256.
+        sha256: [u8; 32],
     },
     /// A write a follower forwards to the leader.
     Forward(Envelope),
@@ -338,6 +344,7 @@ impl RaftNetworkV2<C> for Peer {
             .map_err(io)?;
         let mut cancel = std::pin::pin!(cancel);
         let mut offset = 0u64;
+        let mut hasher = Sha256::new();
         let mut buf = vec![0u8; SNAPSHOT_CHUNK];
         loop {
             // Fill a whole chunk (a short read is not the end of the file).
@@ -352,11 +359,20 @@ impl RaftNetworkV2<C> for Peer {
             if n == 0 && offset > 0 {
                 break;
             }
+            hasher.update(&buf[..n]);
             let send = client.send(encode_chunk(id, offset, &buf[..n]));
-            tokio::select! {
+            let answer = tokio::select! {
                 closed = &mut cancel => return Err(StreamingError::Closed(closed)),
-                sent = send => {
-                    sent.map_err(|s| StreamingError::Network(NetworkError::new(&s)))?;
+                sent = send => sent.map_err(|s| StreamingError::Network(NetworkError::new(&s)))?,
+            };
+            // A chunk the follower could not store ends the transfer here.
+            match super::types::decode::<Answer>(&answer) {
+                Ok(Answer::ChunkStored) => {}
+                other => {
+                    return Err(StreamingError::Network(NetworkError::from_string(format!(
+                        "node {} did not store snapshot chunk at {offset}: {other:?}",
+                        self.target
+                    ))));
                 }
             }
             offset += n as u64;
@@ -368,6 +384,8 @@ impl RaftNetworkV2<C> for Peer {
             id,
             vote,
             meta: snapshot.meta,
+            len: offset,
+            sha256: hasher.finalize().into(),
         };
         match self.rpc(&message).await.map_err(to_streaming)? {
             Answer::Snapshot(r) => Ok(r),

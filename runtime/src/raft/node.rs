@@ -568,8 +568,20 @@ impl RaftNode {
                 Ok(r) => Answer::Vote(r),
                 Err(e) => Answer::Failed(e.to_string()),
             },
-            Message::InstallSnapshot { id, vote, meta } => {
+            Message::InstallSnapshot {
+                id,
+                vote,
+                meta,
+                len,
+                sha256,
+            } => {
                 let path = self.incoming_path(id);
+                // Only the whole file, exactly as sent, may replace the state.
+                if let Err(e) = verify_transfer(&path, len, &sha256).await {
+                    let _ = tokio::fs::remove_file(&path).await;
+                    tracing::warn!(error = %e, transfer = id, "snapshot transfer refused");
+                    return Answer::Failed(format!("snapshot transfer {id:016x}: {e}"));
+                }
                 let snapshot = openraft::alias::SnapshotOf::<super::types::C, SnapshotFile> {
                     meta,
                     snapshot: SnapshotFile { path },
@@ -637,6 +649,38 @@ impl RaftNode {
             tracing::warn!(error = %e, "raft shutdown");
         }
     }
+}
+
+/// Checks that the received snapshot file at `path` is `len` bytes with this SHA-256.
+async fn verify_transfer(
+    path: &std::path::Path,
+    len: u64,
+    sha256: &[u8; 32],
+) -> std::io::Result<()> {
+    use sha2::{Digest, Sha256};
+    use tokio::io::AsyncReadExt;
+    let mut file = tokio::fs::File::open(path).await?;
+    let received = file.metadata().await?.len();
+    if received != len {
+        return Err(std::io::Error::other(format!(
+            "{received} bytes received, {len} sent"
+        )));
+    }
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; network::SNAPSHOT_CHUNK];
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    if hasher.finalize().as_slice() != sha256 {
+        return Err(std::io::Error::other(
+            "the received bytes do not match the sender's SHA-256",
+        ));
+    }
+    Ok(())
 }
 
 /// Paces a retry loop: attempts until [`RETRY_FOR`] has passed, waiting 50 ms doubling up to

@@ -487,7 +487,7 @@ impl RaftStateMachine<C> for StateMachine {
                 &shared.db_path,
             )?);
             // The metadata last: a snapshot without it is not considered complete.
-            std::fs::write(&meta_path, serde_json::to_vec(&meta).map_err(io_err)?)?;
+            write_durably(&meta_path, &serde_json::to_vec(&meta).map_err(io_err)?)?;
             prune_snapshots(&shared.snapshot_dir, &name);
             Ok(())
         })
@@ -540,7 +540,25 @@ fn sync_dir(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Removes every snapshot but `keep`, and leftovers of interrupted transfers.
+/// Writes `bytes` to `path` so that it survives a crash whole or not at all: a temporary file,
+/// fsync, rename, fsync of the directory.
+fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
+    {
+        let mut file = std::fs::File::create(&tmp)?;
+        io::Write::write_all(&mut file, bytes)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    sync_dir(path)
+}
+
+/// How long a partly received snapshot (`incoming-*`) may sit untouched before it counts as the
+/// leftover of an interrupted transfer. A transfer in progress writes a chunk far more often.
+pub const INCOMING_STALE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Removes every snapshot but `keep`, and leftovers of interrupted transfers (never a transfer
+/// still arriving).
 fn prune_snapshots(dir: &Path, keep: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -548,7 +566,14 @@ fn prune_snapshots(dir: &Path, keep: &str) {
     for entry in entries.filter_map(|e| e.ok()) {
         let name = entry.file_name().to_string_lossy().into_owned();
         let stale_snapshot = name.starts_with("snapshot-") && !name.starts_with(keep);
-        if stale_snapshot || name.starts_with("incoming-") {
+        let abandoned = name.starts_with("incoming-")
+            && entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > INCOMING_STALE);
+        if stale_snapshot || abandoned {
             let _ = std::fs::remove_file(entry.path());
         }
     }
@@ -590,9 +615,11 @@ impl RaftSnapshotBuilder<C> for StateMachine {
             std::fs::File::open(&tmp)?.sync_all()?;
             let db = dir.join(format!("{name}.db"));
             std::fs::rename(&tmp, &db)?;
-            std::fs::write(
-                dir.join(format!("{name}.json")),
-                serde_json::to_vec(&meta).map_err(io_err)?,
+            // The metadata makes the snapshot count: durable (after the file it names) before
+            // any older snapshot goes.
+            write_durably(
+                &dir.join(format!("{name}.json")),
+                &serde_json::to_vec(&meta).map_err(io_err)?,
             )?;
             prune_snapshots(&dir, &name);
             Ok(openraft::alias::SnapshotOf::<C, SnapshotFile> {
