@@ -434,10 +434,12 @@ async fn clients_follow_redirects_to_the_leader() {
     assert_eq!(replicas.len(), 3);
 }
 
-/// The generated gRPC client's request id reaches the log: the same id sent twice (a reply lost
-/// on the way back) is applied once and answered with the original reply, on any node.
+/// A request id reaches the log from both wires: the same id sent twice (a reply lost on the way
+/// back) is applied once and answered with the original reply, on any node; the same id with
+/// another command is rejected (kind `Rejected`) and applies nothing. gRPC carries the id in
+/// metadata, JSON-RPC among the named parameters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_grpc_request_id_makes_a_resent_write_idempotent() {
+async fn a_request_id_makes_a_resent_write_idempotent_and_cannot_be_reused() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let c = cluster(dir.path(), 3, &[]).await;
@@ -445,14 +447,8 @@ async fn a_grpc_request_id_makes_a_resent_write_idempotent() {
         .wait_for_leader(Duration::from_secs(60))
         .await
         .expect("leader");
-    let follower = c
-        .nodes
-        .iter()
-        .find(|n| n.id != leader)
-        .expect("follower")
-        .api
-        .clone();
-    let api = GrpcClient::connect(&follower).await.expect("connect");
+    let follower = c.nodes.iter().find(|n| n.id != leader).expect("follower");
+    let api = GrpcClient::connect(&follower.api).await.expect("connect");
     let customer = api
         .create_customer("Id".into(), "Em".into(), "3 Path".into())
         .await
@@ -462,17 +458,17 @@ async fn a_grpc_request_id_makes_a_resent_write_idempotent() {
         .await
         .expect("account");
 
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{follower}"))
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", follower.api))
         .expect("uri")
         .connect()
         .await
         .expect("channel");
     let stub = bank_generated::grpc::pb::bank_client::BankClient::new(channel);
-    let deposit = |seq: &'static str| {
+    let deposit = |seq: &'static str, amount: &'static str| {
         let mut stub = stub.clone();
         let mut request = tonic::Request::new(bank_generated::grpc::pb::DepositRequest {
             account_id: account.account_id,
-            amount: "10.00".into(),
+            amount: amount.into(),
         });
         request.metadata_mut().insert(
             runtime::call::CLIENT_ID_KEY,
@@ -483,13 +479,70 @@ async fn a_grpc_request_id_makes_a_resent_write_idempotent() {
             .insert(runtime::call::REQUEST_SEQ_KEY, seq.parse().expect("ascii"));
         async move { stub.deposit(request).await.map(|r| r.into_inner().value) }
     };
-    let first = deposit("7").await.expect("first");
-    let resent = deposit("7").await.expect("resent");
-    let next = deposit("8").await.expect("next");
+    let first = deposit("7", "10.00").await.expect("first");
+    let resent = deposit("7", "10.00").await.expect("resent");
+    let reused = deposit("7", "99.00").await;
+    let next = deposit("8", "10.00").await.expect("next");
     assert_eq!(
         (first.as_str(), resent.as_str(), next.as_str()),
         ("10.00", "10.00", "20.00")
     );
+    let reused = reused.expect_err("an id reused with another command");
+    assert_eq!(reused.code(), tonic::Code::InvalidArgument, "{reused:?}");
+    assert_eq!(
+        reused
+            .metadata()
+            .get(runtime::codes::ERROR_KIND_KEY)
+            .and_then(|v| v.to_str().ok()),
+        Some("Rejected")
+    );
+
+    // The same over JSON-RPC, through the raw wire: the id is among the parameters.
+    let jsonrpc = |seq: u64, amount: &str| {
+        let body = serde_json::json!({
+            "jsonrpc": "2.0", "id": 1, "method": "deposit",
+            "params": {
+                "account_id": account.account_id, "amount": amount,
+                "x-client-id": "test-client-2", "x-request-seq": seq,
+            },
+        });
+        post_json(&follower.jsonrpc, body)
+    };
+    let first = jsonrpc(1, "5.00").await;
+    let resent = jsonrpc(1, "5.00").await;
+    let reused = jsonrpc(1, "7.00").await;
+    assert_eq!(first["result"], "25.00", "{first}");
+    assert_eq!(resent["result"], "25.00", "{resent}");
+    assert_eq!(reused["error"]["code"], -32602, "{reused}");
+    assert_eq!(reused["error"]["data"]["kind"], "Rejected", "{reused}");
+    // The rejected reuse applied nothing: the next deposit starts from 25.00.
+    let next = jsonrpc(2, "1.00").await;
+    assert_eq!(next["result"], "26.00", "{next}");
+}
+
+/// POSTs one JSON-RPC request to `addr` and returns the answer.
+async fn post_json(addr: &str, body: serde_json::Value) -> serde_json::Value {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
+    let request = hyper::Request::post(format!("http://{addr}/"))
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(bytes::Bytes::from(body.to_string())))
+        .expect("an HTTP request");
+    let answer = async {
+        let response = client.request(request).await.expect("an HTTP answer");
+        response
+            .into_body()
+            .collect()
+            .await
+            .expect("the HTTP body")
+            .to_bytes()
+    };
+    let bytes = tokio::time::timeout(Duration::from_secs(30), answer)
+        .await
+        .expect("no JSON-RPC answer within 30 s");
+    serde_json::from_slice(&bytes).expect("a JSON answer")
 }
 
 /// The read level is per call: with two of three nodes gone, a linearizable read on the
@@ -561,7 +614,7 @@ fn session_rows(state_db: &Path) -> Vec<(String, i64)> {
     let conn =
         rusqlite::Connection::open_with_flags(state_db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .expect("open the state database");
-    conn.prepare("SELECT client, count(*) FROM _raft_sessions GROUP BY client")
+    conn.prepare("SELECT client, count(*) FROM _raft_requests GROUP BY client")
         .expect("prepare")
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .expect("query")
@@ -580,8 +633,7 @@ async fn acknowledged_requests_leave_no_session_records_behind() {
         .await
         .expect("leader");
     let node = c.node(leader).expect("leader node");
-    // gRPC sends its own request ids (and now its acknowledgement); JSON-RPC sends none, so the
-    // node's session numbers those writes.
+    // Both clients send their own request ids and acknowledgements.
     let grpc = GrpcClient::connect(&node.api).await.expect("gRPC");
     let jsonrpc = bank_generated::jsonrpc::JsonRpcClient::new(&node.jsonrpc).expect("JSON-RPC");
     let customer = grpc

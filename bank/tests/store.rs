@@ -254,7 +254,7 @@ fn advance_time_rejects_bad_durations_and_changes_nothing() {
     for delta in [
         TimeDelta::zero(),
         TimeDelta::seconds(-1),
-        TimeDelta::days(36_501),
+        TimeDelta::days(367),
     ] {
         // This command's leader time crosses a month end, but the failure rolls that back too.
         let got = f.at("2024-02-01T12:00:00Z", |s, c| {
@@ -270,6 +270,37 @@ fn advance_time_rejects_bad_durations_and_changes_nothing() {
     }
     assert_eq!(f.bank.digest().unwrap(), digest);
     assert_eq!(f.bank.query(|s| s.list_statements(1)).unwrap(), vec![]);
+}
+
+/// No client can stop the bank by moving its clock: each call moves it at most a year, the sum
+/// of all calls at most 100 years, and once there every other command still works.
+#[test]
+fn advance_time_is_bounded_in_total_and_the_bank_keeps_working() {
+    let mut f = Fixture::new();
+    let (chk, _) = f.jane("2024-01-10T00:00:00Z");
+    let year = Duration::from(TimeDelta::days(bank::store::MAX_ADVANCE_DAYS));
+    let mut calls = 0;
+    let refused = loop {
+        match f.at("2024-01-10T00:00:01Z", |s, c| s.advance_time(c, year)) {
+            Ok(_) => calls += 1,
+            Err(e) => break e,
+        }
+        assert!(calls <= 100, "the clock never stopped advancing");
+    };
+    assert!(
+        matches!(refused, ServiceError::Domain(BankError::InvalidArgument(_))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        calls,
+        bank::store::MAX_TOTAL_ADVANCE_DAYS / bank::store::MAX_ADVANCE_DAYS
+    );
+    let balance = f
+        .at("2024-01-10T00:00:02Z", |s, c| {
+            s.deposit(c, chk, dec("1.00"))
+        })
+        .expect("a deposit after the clock reached its bound");
+    assert_eq!(balance, dec("1.00"));
 }
 
 #[test]

@@ -71,7 +71,7 @@ pub trait BankApi: Send + Sync {
         Output = Result<::rust_decimal::Decimal, crate::BankCallError>,
     > + Send;
 
-    /// Move the simulated clock forward; returns the new simulated time.
+    /// Move the simulated clock forward, producing the statements of every month end crossed; returns the new simulated time. The clock runs at most 36525 days (100 years) ahead of the leaders' time in total, summed over every call.
     ///
     /// Errors: `InvalidArgument`.
     fn advance_time(
@@ -373,7 +373,7 @@ pub trait DynBankApi: Send + Sync {
         >,
     >;
 
-    /// Move the simulated clock forward; returns the new simulated time.
+    /// Move the simulated clock forward, producing the statements of every month end crossed; returns the new simulated time. The clock runs at most 36525 days (100 years) ahead of the leaders' time in total, summed over every call.
     ///
     /// Errors: `InvalidArgument`.
     fn advance_time(
@@ -873,7 +873,7 @@ pub trait BankService {
         amount: ::rust_decimal::Decimal,
     ) -> Result<::rust_decimal::Decimal, crate::BankServiceError>;
 
-    /// Move the simulated clock forward; returns the new simulated time.
+    /// Move the simulated clock forward, producing the statements of every month end crossed; returns the new simulated time. The clock runs at most 36525 days (100 years) ahead of the leaders' time in total, summed over every call.
     ///
     /// Errors: `InvalidArgument`.
     fn advance_time(

@@ -759,7 +759,7 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::CreateCustomerRequest>,
     ) -> Result<tonic::Response<pb::CreateCustomerResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata());
+        let context = runtime::call::context_from_metadata(request.metadata())?;
         let (first_name, last_name, address) = request
             .into_inner()
             .into_native()
@@ -777,7 +777,7 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::CreateAccountRequest>,
     ) -> Result<tonic::Response<pb::CreateAccountResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata());
+        let context = runtime::call::context_from_metadata(request.metadata())?;
         let (customer_id, account_type) = request
             .into_inner()
             .into_native()
@@ -795,7 +795,7 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::DepositRequest>,
     ) -> Result<tonic::Response<pb::DepositResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata());
+        let context = runtime::call::context_from_metadata(request.metadata())?;
         let (account_id, amount) = request
             .into_inner()
             .into_native()
@@ -813,7 +813,7 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::WithdrawRequest>,
     ) -> Result<tonic::Response<pb::WithdrawResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata());
+        let context = runtime::call::context_from_metadata(request.metadata())?;
         let (account_id, amount) = request
             .into_inner()
             .into_native()
@@ -831,7 +831,7 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::TransferRequest>,
     ) -> Result<tonic::Response<pb::TransferResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata());
+        let context = runtime::call::context_from_metadata(request.metadata())?;
         let (from_account_id, to_account_id, amount) = request
             .into_inner()
             .into_native()
@@ -849,7 +849,7 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::CashCheckRequest>,
     ) -> Result<tonic::Response<pb::CashCheckResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata());
+        let context = runtime::call::context_from_metadata(request.metadata())?;
         let (account_id, amount) = request
             .into_inner()
             .into_native()
@@ -867,7 +867,7 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::AdvanceTimeRequest>,
     ) -> Result<tonic::Response<pb::AdvanceTimeResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata());
+        let context = runtime::call::context_from_metadata(request.metadata())?;
         let (delta,) = request
             .into_inner()
             .into_native()
@@ -882,7 +882,7 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::ListCustomersRequest>,
     ) -> Result<tonic::Response<pb::ListCustomersResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata());
+        let context = runtime::call::context_from_metadata(request.metadata())?;
         let (offset, limit) = request
             .into_inner()
             .into_native()
@@ -900,7 +900,7 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::ListAccountsRequest>,
     ) -> Result<tonic::Response<pb::ListAccountsResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata());
+        let context = runtime::call::context_from_metadata(request.metadata())?;
         let (offset, limit) = request
             .into_inner()
             .into_native()
@@ -918,7 +918,7 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::GetAccountsRequest>,
     ) -> Result<tonic::Response<pb::GetAccountsResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata());
+        let context = runtime::call::context_from_metadata(request.metadata())?;
         let (customer_id,) = request
             .into_inner()
             .into_native()
@@ -936,7 +936,7 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::ListStatementsRequest>,
     ) -> Result<tonic::Response<pb::ListStatementsResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata());
+        let context = runtime::call::context_from_metadata(request.metadata())?;
         let (account_id,) = request
             .into_inner()
             .into_native()
@@ -954,7 +954,7 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::GetStatementRequest>,
     ) -> Result<tonic::Response<pb::GetStatementResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata());
+        let context = runtime::call::context_from_metadata(request.metadata())?;
         let (account_id, statement_date) = request
             .into_inner()
             .into_native()
@@ -972,7 +972,7 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::GetCustomerCountRequest>,
     ) -> Result<tonic::Response<pb::GetCustomerCountResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata());
+        let context = runtime::call::context_from_metadata(request.metadata())?;
         let () = request
             .into_inner()
             .into_native()
@@ -987,7 +987,7 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::GetAccountCountRequest>,
     ) -> Result<tonic::Response<pb::GetAccountCountResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata());
+        let context = runtime::call::context_from_metadata(request.metadata())?;
         let () = request
             .into_inner()
             .into_native()

@@ -59,10 +59,10 @@ impl crate::collector::CallCommand for JsonRpcClient {
         &self,
         command: crate::BankCommand,
     ) -> Result<crate::BankReply, crate::BankCallError> {
-        let name = command.name();
+        let (name, kind) = (command.name(), command.kind());
         let params = command.into_params()?;
         let value = self
-            .call(name, &params, |e| error_from_object(e).into_attempt("jsonrpc"))
+            .call(kind, name, params, |e| error_from_object(e).into_attempt("jsonrpc"))
             .await?;
         Ok(crate::BankReply::from_value(name, value)?)
     }

@@ -188,27 +188,62 @@ impl Session {
     }
 }
 
-/// The context a gRPC caller sent in metadata (request id, read level); what is missing or
-/// malformed is left out.
-pub fn context_from_metadata(metadata: &tonic::metadata::MetadataMap) -> CallContext {
-    let text = |key: &str| metadata.get(key).and_then(|v| v.to_str().ok());
-    let request = text(CLIENT_ID_KEY)
-        .zip(text(REQUEST_SEQ_KEY))
-        .and_then(|(client, seq)| {
+/// Reads a call's context from named values (gRPC metadata, or the same names among a JSON-RPC
+/// call's parameters): `get` returns a name's value if the call sent it. Nothing sent is the
+/// default context; a malformed request id or an unknown read level is an error, never a
+/// silent fallback.
+pub fn parse_context<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Result<CallContext, String> {
+    let number = |key: &str| -> Result<Option<u64>, String> {
+        get(key)
+            .map(|text| {
+                text.parse()
+                    .map_err(|_| format!("`{key}` must be an unsigned integer, not `{text}`"))
+            })
+            .transpose()
+    };
+    let request = match (get(CLIENT_ID_KEY), number(REQUEST_SEQ_KEY)?) {
+        (Some(client), Some(seq)) => {
+            if client.is_empty() || client.len() > MAX_CLIENT_ID {
+                return Err(format!(
+                    "`{CLIENT_ID_KEY}` must be 1 to {MAX_CLIENT_ID} bytes"
+                ));
+            }
             Some(RequestId {
                 client: client.to_string(),
-                seq: seq.parse().ok()?,
-                ack: match text(REQUEST_ACK_KEY) {
-                    Some(ack) => ack.parse().ok()?,
-                    None => 0,
-                },
+                seq,
+                ack: number(REQUEST_ACK_KEY)?.unwrap_or(0),
             })
-        });
-    let read_level = text(READ_LEVEL_KEY).and_then(ReadLevel::parse);
-    CallContext {
+        }
+        (None, None) => None,
+        _ => {
+            return Err(format!(
+                "`{CLIENT_ID_KEY}` and `{REQUEST_SEQ_KEY}` go together"
+            ));
+        }
+    };
+    let read_level = get(READ_LEVEL_KEY)
+        .map(|text| {
+            ReadLevel::parse(text).ok_or_else(|| {
+                format!("`{READ_LEVEL_KEY}` is `linearizable`, `lease` or `stale`, not `{text}`")
+            })
+        })
+        .transpose()?;
+    Ok(CallContext {
         request,
         read_level,
-    }
+    })
+}
+
+/// The longest client id a caller may send.
+pub const MAX_CLIENT_ID: usize = 128;
+
+/// The context a gRPC caller sent in metadata (request id, read level); a malformed one is
+/// `INVALID_ARGUMENT`.
+pub fn context_from_metadata(
+    metadata: &tonic::metadata::MetadataMap,
+) -> Result<CallContext, tonic::Status> {
+    parse_context(|key| metadata.get(key).and_then(|v| v.to_str().ok()))
+        .map_err(crate::codes::rejected_status)
 }
 
 /// Writes a call's context into gRPC metadata (what [`context_from_metadata`] reads back).
@@ -266,8 +301,33 @@ mod tests {
         };
         let mut metadata = tonic::metadata::MetadataMap::new();
         context_to_metadata(&context, &mut metadata);
-        assert_eq!(context_from_metadata(&metadata), context);
+        assert_eq!(context_from_metadata(&metadata).ok(), Some(context));
         metadata.insert(REQUEST_SEQ_KEY, "not a number".parse().unwrap());
-        assert_eq!(context_from_metadata(&metadata).request, None);
+        assert!(context_from_metadata(&metadata).is_err());
+    }
+
+    #[test]
+    fn an_unknown_read_level_or_half_a_request_id_is_refused() {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        metadata.insert(READ_LEVEL_KEY, "eventual".parse().unwrap());
+        let refused = context_from_metadata(&metadata).expect_err("unknown level");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(refused.message().contains("eventual"), "{refused:?}");
+
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        metadata.insert(CLIENT_ID_KEY, "c".parse().unwrap());
+        assert!(
+            context_from_metadata(&metadata).is_err(),
+            "an id without a seq"
+        );
+        metadata.insert(
+            CLIENT_ID_KEY,
+            "c".repeat(MAX_CLIENT_ID + 1).parse().unwrap(),
+        );
+        metadata.insert(REQUEST_SEQ_KEY, 1.into());
+        assert!(
+            context_from_metadata(&metadata).is_err(),
+            "a client id too long"
+        );
     }
 }

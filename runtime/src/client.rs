@@ -284,18 +284,23 @@ type Http = Arc<jsonrpsee_http_client::HttpClient>;
 fn http(addr: &str) -> Result<Http, Failure> {
     let url = http_url(addr);
     let client = jsonrpsee_http_client::HttpClient::builder()
-        .max_response_size(u32::MAX)
+        .max_response_size(u32::try_from(crate::host::MAX_API_MESSAGE).unwrap_or(u32::MAX))
         .build(&url)
         .map_err(|e| Failure::Transport(format!("bad address `{addr}`: {e}")))?;
     Ok(Arc::new(client))
 }
 
-/// A JSON-RPC 2.0 client (over HTTP) of any generated service. Cloning is cheap. It sends no
-/// request ids, so it never resends a call.
+/// A JSON-RPC 2.0 client (over HTTP) of any generated service. Cloning is cheap and shares the
+/// session. Like [`GrpcClient`], it gives every command a request id (sent among the named
+/// parameters under the gRPC metadata names, `x-client-id`, `x-request-seq`, `x-request-ack`),
+/// so with [`JsonRpcClient::retrying`] a command that failed on its way is resent and applied
+/// once; a query carries the client's read level as `x-read-level`.
 #[derive(Debug, Clone)]
 pub struct JsonRpcClient {
     target: Arc<Target<Http>>,
+    session: Session,
     policy: Policy,
+    read_level: Option<ReadLevel>,
 }
 
 impl JsonRpcClient {
@@ -303,18 +308,48 @@ impl JsonRpcClient {
     pub fn new(addr: &str) -> Result<Self, Failure> {
         Ok(JsonRpcClient {
             target: Arc::new(Target::new(http(addr)?)),
+            session: Session::default(),
             policy: Policy::default(),
+            read_level: None,
         })
     }
 
-    /// Calls `method` with named `params` under the policy; `classify` says what an error
-    /// object from the server means.
+    /// Asks for this read level on every query.
+    pub fn with_read_level(mut self, level: ReadLevel) -> Self {
+        self.read_level = Some(level);
+        self
+    }
+
+    /// Resends a command that failed with a transport error up to `retries` times (with
+    /// backoff), under the same request id. For servers that deduplicate.
+    pub fn retrying(mut self, retries: u32) -> Self {
+        self.policy.retries = retries;
+        self
+    }
+
+    /// Calls `method` (a `kind` call) with named `params` under the policy; `classify` says
+    /// what an error object from the server means.
     pub async fn call<E: From<Failure>>(
         &self,
+        kind: CallKind,
         method: &str,
-        params: &serde_json::Map<String, serde_json::Value>,
+        mut params: serde_json::Map<String, serde_json::Value>,
         classify: impl Fn(&jsonrpsee::types::ErrorObject<'_>) -> Attempt<serde_json::Value, E>,
     ) -> Result<serde_json::Value, E> {
+        // Held until the call has its outcome: until then the session's acknowledgement stays
+        // below this request.
+        let in_flight = (kind == CallKind::Command).then(|| self.session.begin());
+        if let Some(f) = &in_flight {
+            params.insert(call::CLIENT_ID_KEY.into(), f.id.client.clone().into());
+            params.insert(call::REQUEST_SEQ_KEY.into(), f.id.seq.into());
+            if f.id.ack > 0 {
+                params.insert(call::REQUEST_ACK_KEY.into(), f.id.ack.into());
+            }
+        }
+        if let Some(level) = self.read_level.filter(|_| kind == CallKind::Query) {
+            params.insert(call::READ_LEVEL_KEY.into(), level.as_str().into());
+        }
+        let params = &params;
         let attempt = |client: Http| {
             let classify = &classify;
             async move {
@@ -330,11 +365,17 @@ impl JsonRpcClient {
                 }
             }
         };
-        self.policy
-            .call(&self.target, false, attempt, |addr| async move {
-                http(&addr).map_err(E::from)
-            })
-            .await
+        let outcome = self
+            .policy
+            .call(
+                &self.target,
+                in_flight.is_some(),
+                attempt,
+                |addr| async move { http(&addr).map_err(E::from) },
+            )
+            .await;
+        drop(in_flight);
+        outcome
     }
 }
 

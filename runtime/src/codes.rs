@@ -20,12 +20,20 @@ pub const REDIRECT_CODE: i32 = -32051;
 pub const DEADLINE_CODE: i32 = -32052;
 /// JSON-RPC code of a [`Failure::Internal`] (JSON-RPC's standard "internal error").
 pub const INTERNAL_CODE: i32 = -32603;
-/// JSON-RPC's standard "invalid params" code.
+/// JSON-RPC's standard "invalid params" code, also the code of a [`Failure::Rejected`].
 pub const INVALID_PARAMS_CODE: i32 = -32602;
 
-/// The JSON-RPC codes no domain error may take: the failures' codes and JSON-RPC's standard
-/// ones (parse error, invalid request, method not found, invalid params, internal error).
-pub const RESERVED_CODES: [i32; 8] = [
+/// JSON-RPC code of a batch with more calls than the server takes.
+pub const BATCH_TOO_LARGE_CODE: i32 = jsonrpsee::types::error::TOO_BIG_BATCH_REQUEST_CODE;
+/// JSON-RPC code of a batch whose answers are larger than the server sends.
+pub const BATCH_RESPONSE_TOO_LARGE_CODE: i32 = jsonrpsee::types::error::TOO_BIG_BATCH_RESPONSE_CODE;
+
+/// The JSON-RPC codes no domain error may take: the failures' codes, JSON-RPC's standard ones
+/// (parse error, invalid request, method not found, invalid params, internal error) and the
+/// server's batch limits.
+pub const RESERVED_CODES: [i32; 10] = [
+    BATCH_TOO_LARGE_CODE,
+    BATCH_RESPONSE_TOO_LARGE_CODE,
     TRANSPORT_CODE,
     REDIRECT_CODE,
     DEADLINE_CODE,
@@ -64,6 +72,7 @@ pub fn to_status<E: DomainError>(e: &CallError<E>) -> tonic::Status {
         CallError::Failure(Failure::Transport(_) | Failure::Redirect(_)) => Code::Unavailable,
         CallError::Failure(Failure::Deadline(_)) => Code::DeadlineExceeded,
         CallError::Failure(Failure::Internal(_)) => Code::Internal,
+        CallError::Failure(Failure::Rejected(_)) => Code::InvalidArgument,
     };
     let mut status = tonic::Status::new(code, e.message());
     status.metadata_mut().insert(
@@ -93,6 +102,7 @@ pub fn from_status<E: DomainError>(status: &tonic::Status) -> CallError<E> {
     CallError::Failure(match status.code() {
         Code::Internal | Code::Unknown | Code::DataLoss => Failure::Internal(message),
         Code::DeadlineExceeded => Failure::Deadline(message),
+        Code::InvalidArgument => Failure::Rejected(message),
         code => Failure::Transport(format!("{code:?}: {message}")),
     })
 }
@@ -117,6 +127,7 @@ pub fn jsonrpc_code<E: DomainError>(e: &CallError<E>) -> i32 {
         CallError::Failure(Failure::Redirect(_)) => REDIRECT_CODE,
         CallError::Failure(Failure::Deadline(_)) => DEADLINE_CODE,
         CallError::Failure(Failure::Internal(_)) => INTERNAL_CODE,
+        CallError::Failure(Failure::Rejected(_)) => INVALID_PARAMS_CODE,
     }
 }
 
@@ -147,6 +158,7 @@ pub fn from_error_object<E: DomainError>(e: &ErrorObject<'_>) -> CallError<E> {
         REDIRECT_CODE => Failure::Redirect(Leader::parse(&message)),
         DEADLINE_CODE => Failure::Deadline(message),
         INTERNAL_CODE => Failure::Internal(message),
+        INVALID_PARAMS_CODE => Failure::Rejected(message),
         code => Failure::Transport(format!("JSON-RPC error {code}: {message}")),
     })
 }
@@ -157,5 +169,25 @@ pub fn invalid_params(reason: impl std::fmt::Display) -> ErrorObjectOwned {
         INVALID_PARAMS_CODE,
         format!("invalid params: {reason}"),
         None::<()>,
+    )
+}
+
+/// The status of a [`Failure::Rejected`] a server produces before any service is called.
+pub fn rejected_status(message: impl Into<String>) -> tonic::Status {
+    let mut status = tonic::Status::invalid_argument(message);
+    status.metadata_mut().insert(
+        ERROR_KIND_KEY,
+        tonic::metadata::MetadataValue::from_static("Rejected"),
+    );
+    status
+}
+
+/// The JSON-RPC error object of a [`Failure::Rejected`] a server produces before any service is
+/// called.
+pub fn rejected_error_object(message: impl Into<String>) -> ErrorObjectOwned {
+    ErrorObjectOwned::owned(
+        INVALID_PARAMS_CODE,
+        message.into(),
+        Some(serde_json::json!({ "kind": "Rejected" })),
     )
 }

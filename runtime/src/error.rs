@@ -78,6 +78,11 @@ pub enum Failure {
     /// The service or the node failed in a way the schema does not describe.
     #[error("{0}")]
     Internal(String),
+    /// The node refused the call as sent, before or instead of applying it: a request id reused
+    /// with another command, a malformed request id, an unknown read level. Sending the same
+    /// call again fails the same way.
+    #[error("{0}")]
+    Rejected(String),
 }
 
 impl Failure {
@@ -88,6 +93,7 @@ impl Failure {
             Failure::Redirect(_) => "Redirect",
             Failure::Deadline(_) => "Deadline",
             Failure::Internal(_) => "Internal",
+            Failure::Rejected(_) => "Rejected",
         }
     }
 
@@ -98,6 +104,7 @@ impl Failure {
             "Redirect" => Failure::Redirect(Leader::parse(&message)),
             "Deadline" => Failure::Deadline(message),
             "Internal" => Failure::Internal(message),
+            "Rejected" => Failure::Rejected(message),
             _ => return None,
         })
     }

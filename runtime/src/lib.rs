@@ -157,6 +157,9 @@ pub struct Limits {
     /// Server side: how many requests one TCP connection (or the whole ZeroMQ server) handles at
     /// once; further requests wait to be read until one finishes. Default 1024.
     pub max_in_flight: usize,
+    /// Server side (TCP): how many connections are served at once; a connection over the limit
+    /// is closed as soon as it is accepted. Default 1024.
+    pub max_connections: usize,
 }
 
 impl Limits {
@@ -168,6 +171,8 @@ impl Limits {
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
     /// Default for [`Limits::max_in_flight`]: 1024.
     pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+    /// Default for [`Limits::max_connections`]: 1024.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 }
 
 impl Default for Limits {
@@ -177,6 +182,7 @@ impl Default for Limits {
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             max_in_flight: Self::DEFAULT_MAX_IN_FLIGHT,
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }

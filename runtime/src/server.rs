@@ -81,8 +81,14 @@ where
     Ok(())
 }
 
+/// The most calls one JSON-RPC batch may hold.
+pub const MAX_BATCH: u32 = 64;
+/// The most connections a JSON-RPC listener serves at once.
+pub const MAX_CONNECTIONS: u32 = 1024;
+
 /// Serves a jsonrpsee module over HTTP on `listener` until `shutdown`. Request bodies larger
-/// than `max_request_size` bytes are refused.
+/// than `max_request_size` bytes are refused, and so are answers larger than that (a batch, at
+/// most [`MAX_BATCH`] calls, is answered as one body).
 pub async fn serve_jsonrpc<Ctx: Send + Sync + 'static>(
     listener: TcpListener,
     module: jsonrpsee::RpcModule<Ctx>,
@@ -95,7 +101,9 @@ pub async fn serve_jsonrpc<Ctx: Send + Sync + 'static>(
     let limit = u32::try_from(max_request_size).unwrap_or(u32::MAX);
     let config = jsonrpsee::server::ServerConfig::builder()
         .max_request_body_size(limit)
-        .max_response_body_size(u32::MAX)
+        .max_response_body_size(limit)
+        .set_batch_request_config(jsonrpsee::server::BatchRequestConfig::Limit(MAX_BATCH))
+        .max_connections(MAX_CONNECTIONS)
         .http_only()
         .build();
     let server = jsonrpsee::server::Server::builder()
@@ -107,6 +115,41 @@ pub async fn serve_jsonrpc<Ctx: Send + Sync + 'static>(
     let _ = handle.stop();
     handle.stopped().await;
     Ok(())
+}
+
+/// The names among a JSON-RPC call's named parameters that carry its context, the same as the
+/// gRPC metadata keys (no schema parameter can take them: they are not identifiers).
+const CONTEXT_PARAMS: [&str; 4] = [
+    crate::call::CLIENT_ID_KEY,
+    crate::call::REQUEST_SEQ_KEY,
+    crate::call::REQUEST_ACK_KEY,
+    crate::call::READ_LEVEL_KEY,
+];
+
+/// Takes the call context (request id, read level) out of a call's named parameters, leaving
+/// the operation's own.
+fn take_call_context(
+    args: &mut Option<serde_json::Value>,
+) -> Result<crate::call::CallContext, String> {
+    let Some(serde_json::Value::Object(map)) = args else {
+        return Ok(crate::call::CallContext::default());
+    };
+    let mut sent = std::collections::HashMap::new();
+    for key in CONTEXT_PARAMS {
+        match map.remove(key) {
+            None => {}
+            Some(serde_json::Value::String(text)) => {
+                sent.insert(key, text);
+            }
+            Some(serde_json::Value::Number(n)) => {
+                sent.insert(key, n.to_string());
+            }
+            Some(other) => {
+                return Err(format!("`{key}` must be a string or a number, not {other}"));
+            }
+        }
+    }
+    crate::call::parse_context(|key| sent.get(key).map(String::as_str))
 }
 
 /// A jsonrpsee module with one method per operation, each answered by `handle` (given the API,
@@ -139,12 +182,14 @@ where
             .register_async_method(name, move |params, api, _| {
                 let handle = handle.clone();
                 async move {
-                    let args = params
+                    let mut args = params
                         .as_str()
                         .map(serde_json::from_str::<serde_json::Value>)
                         .transpose()
                         .map_err(crate::codes::invalid_params)?;
-                    handle(api, name, args).await
+                    let context = take_call_context(&mut args)
+                        .map_err(crate::codes::rejected_error_object)?;
+                    crate::call::with_context(context, handle(api, name, args)).await
                 }
             })
             .map_err(|e| ServeError::JsonRpc(format!("registering `{name}`: {e}")))?;

@@ -24,6 +24,7 @@ impl From<NodeError> for Failure {
         match e {
             NodeError::NotLeader(Some(leader)) => Failure::Redirect(Leader { api: leader.api }),
             NodeError::NoLeader(_) => Failure::Deadline(e.to_string()),
+            NodeError::Rejected(r) => Failure::Rejected(r.0),
             other => Failure::Transport(other.to_string()),
         }
     }

@@ -4,7 +4,8 @@
 //! server handles requests concurrently and tags each reply with its request's id, so replies may
 //! come back in any order.
 //!
-//! - Server: [`serve_tcp`] accepts connections until its shutdown future resolves. Per connection,
+//! - Server: [`serve_tcp`] accepts connections until its shutdown future resolves, at most
+//!   [`Limits::max_connections`] open at once (one more is closed on accept). Per connection,
 //!   a reader reads frames and spawns one task per request; the replies go through a channel to a
 //!   single writer task. A frame larger than [`Limits::max_frame`], or with a kind byte that is
 //!   not a command or a query, gets the [`Handler::refuse`] reply under its id and then the
@@ -63,6 +64,10 @@ pub async fn serve_tcp<H: Handler>(
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) if connections.len() >= limits.max_connections => {
+                    tracing::warn!(%peer, limit = limits.max_connections, "too many connections; closing the new one");
+                    drop(stream);
+                }
                 Ok((stream, peer)) => {
                     connections.spawn(serve_connection(stream, peer, handler.clone(), limits));
                 }

@@ -11,48 +11,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use common::within;
+use common::{Rows, within};
 use openraft::RaftSnapshotBuilder;
 use openraft::testing::log_id;
 use runtime::raft::network::{self, Answer, Message};
 use runtime::raft::node::{NodeConfig, RaftNode};
-use runtime::raft::state_machine::{Application, StateMachine};
-use runtime::raft::types::{Applied, C, NodeAddr, SnapshotMeta, StoredMembership, Vote};
+use runtime::raft::state_machine::StateMachine;
+use runtime::raft::types::{C, NodeAddr, SnapshotMeta, StoredMembership, Vote};
 use runtime::raft_rpc::RaftClient;
 use runtime::rusqlite::Connection;
-use runtime::service::ApplyContext;
 use sha2::{Digest, Sha256};
 
 const SECRET: &str = "snapshot-test-secret";
-
-/// A one-table application: every command adds a row.
-struct Rows;
-
-impl Application for Rows {
-    fn init(&self, conn: &Connection) -> Result<(), String> {
-        conn.execute_batch("CREATE TABLE IF NOT EXISTS rows (n INTEGER NOT NULL)")
-            .map_err(|e| e.to_string())
-    }
-
-    fn apply(&self, conn: &Connection, ctx: &ApplyContext, _: &[u8]) -> Result<Applied, String> {
-        conn.execute("INSERT INTO rows (n) VALUES (?1)", [ctx.index as i64])
-            .map_err(|e| e.to_string())?;
-        Ok(Applied {
-            ok: true,
-            reply: Vec::new(),
-        })
-    }
-
-    fn query(&self, _: &Connection, _: &[u8]) -> Vec<u8> {
-        Vec::new()
-    }
-
-    fn digest(&self, conn: &Connection) -> Result<String, String> {
-        conn.query_row("SELECT count(*) FROM rows", [], |r| r.get::<_, i64>(0))
-            .map(|n| n.to_string())
-            .map_err(|e| e.to_string())
-    }
-}
 
 /// A real snapshot file of a database holding `rows` rows, applied up to [`meta`]'s log id.
 async fn snapshot_bytes(dir: &Path, rows: i64) -> Vec<u8> {

@@ -318,3 +318,43 @@ async fn a_request_over_the_client_limit_is_not_sent() {
     drop(client);
     server.stop().await;
 }
+
+/// A connection over the server's limit is closed at once, and the ones within it keep working;
+/// once one closes, a new one is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_are_closed_and_the_others_served() {
+    let limits = Limits {
+        max_connections: 1,
+        ..Limits::default()
+    };
+    let server = start(limits).await;
+    let first = server.client().await;
+    ping(&first, "first").await;
+    let second = server.client().await;
+    let refused = within(
+        "a call over the connection limit",
+        second.call(CallKind::Query, b"second".to_vec()),
+    )
+    .await;
+    assert!(
+        refused.is_err(),
+        "a second connection was served: {refused:?}"
+    );
+    ping(&first, "still served").await;
+    drop(first);
+    drop(second);
+    // The first connection's task ends shortly after its client goes: retry until it has.
+    let deadline = tokio::time::Instant::now() + common::STEP;
+    loop {
+        let third = server.client().await;
+        match third.call(CallKind::Query, b"third".to_vec()).await {
+            Ok(_) => break,
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "no connection served after the first closed: {e}"
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    server.stop().await;
+}

@@ -43,8 +43,14 @@ pub const SCHEMA_VERSION: i64 = 1;
 /// The largest `limit` accepted by `list_customers` and `list_accounts`.
 pub const MAX_LIST_LIMIT: u32 = 1000;
 
-/// The largest single `advance_time` delta, in days (about 100 years).
-pub const MAX_ADVANCE_DAYS: i64 = 36_500;
+/// The largest single `advance_time` delta, in days: one call crosses at most 13 month ends,
+/// so it writes at most 13 statements per account in one apply.
+pub const MAX_ADVANCE_DAYS: i64 = 366;
+
+/// The furthest the simulated clock may run ahead of the leaders' time, summed over every
+/// `advance_time`, in days (100 years): no client can push the clock to the end of the
+/// representable years and stop every later command.
+pub const MAX_TOTAL_ADVANCE_DAYS: i64 = 36_525;
 
 /// The largest amount and the largest balance, in whole currency units (10^18).
 pub const MAX_MONEY_UNITS: i64 = 1_000_000_000_000_000_000;

@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 
 use super::clock::*;
 use super::rows::*;
-use super::{MAX_ADVANCE_DAYS, MAX_LIST_LIMIT};
+use super::{MAX_ADVANCE_DAYS, MAX_LIST_LIMIT, MAX_TOTAL_ADVANCE_DAYS};
 
 /// The database as seen by one command (inside its transaction) or one query.
 ///
@@ -392,6 +392,14 @@ impl BankService for BankState<'_> {
             .filter(|t| t.year() <= MAX_YEAR)
             .ok_or_else(out_of_range)?;
         let offset = clock.offset.checked_add(&delta).ok_or_else(out_of_range)?;
+        if offset > TimeDelta::days(MAX_TOTAL_ADVANCE_DAYS) {
+            return Err(BankError::InvalidArgument(format!(
+                "the clock may run at most {MAX_TOTAL_ADVANCE_DAYS} days ahead in total; it is \
+                 {} days ahead",
+                clock.offset.num_days()
+            ))
+            .into());
+        }
         produce_statements(self.conn, self.now, now)?;
         write_clock(self.conn, &Clock { now, offset })?;
         self.now = now;

@@ -381,3 +381,61 @@ async fn grpc_unknown_method_is_unimplemented() {
         server.stop().await;
     }
 }
+
+/// The call context in metadata is checked like the arguments: an unknown read level, half a
+/// request id or a sequence that is not a number is INVALID_ARGUMENT (kind `Rejected`), never
+/// a silent fallback to the node's default, and the call is not made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_a_malformed_call_context_is_rejected() {
+    let server = Server::start(Variant::Grpc, runtime::host::MAX_API_MESSAGE).await;
+    let client = GrpcClient::connect(&server.addr.to_string())
+        .await
+        .expect("connect");
+    let seeded = seed(&client).await;
+    let before = snapshot(&client).await;
+    let mut raw = raw_grpc(server.addr).await;
+    let contexts: [(&str, &[(&str, &str)]); 4] = [
+        (
+            "an unknown read level",
+            &[(runtime::call::READ_LEVEL_KEY, "eventual")],
+        ),
+        ("a client id alone", &[(runtime::call::CLIENT_ID_KEY, "c1")]),
+        (
+            "a sequence that is not a number",
+            &[
+                (runtime::call::CLIENT_ID_KEY, "c1"),
+                (runtime::call::REQUEST_SEQ_KEY, "seven"),
+            ],
+        ),
+        (
+            "an acknowledgement that is not a number",
+            &[
+                (runtime::call::CLIENT_ID_KEY, "c1"),
+                (runtime::call::REQUEST_SEQ_KEY, "7"),
+                (runtime::call::REQUEST_ACK_KEY, "-1"),
+            ],
+        ),
+    ];
+    for (what, pairs) in contexts {
+        let mut deposit = tonic::Request::new(pb::DepositRequest {
+            account_id: seeded.account_id,
+            amount: "5.00".into(),
+        });
+        let mut list = tonic::Request::new(pb::ListAccountsRequest::default());
+        for (key, value) in pairs {
+            let value: tonic::metadata::MetadataValue<_> = value.parse().expect("ascii");
+            deposit.metadata_mut().insert(*key, value.clone());
+            list.metadata_mut().insert(*key, value);
+        }
+        let s = status_of(what, raw.deposit(deposit).await);
+        assert_status(what, &s, tonic::Code::InvalidArgument, Some("Rejected"));
+        let s = status_of(what, raw.list_accounts(list).await);
+        assert_status(what, &s, tonic::Code::InvalidArgument, Some("Rejected"));
+    }
+    assert_eq!(
+        snapshot(&client).await,
+        before,
+        "a rejected call changed the bank"
+    );
+    server.stop().await;
+}

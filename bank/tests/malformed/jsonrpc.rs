@@ -565,3 +565,62 @@ async fn jsonrpc_walkthrough_with_plain_http_posts() {
         server.stop().await;
     }
 }
+
+/// The call context among the named parameters is checked like the parameters: an unknown read
+/// level or a malformed request id is -32602 with kind `Rejected`, and nothing is applied.
+/// A batch is bounded too: one call over `runtime::server::MAX_BATCH` and the whole batch is
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jsonrpc_a_malformed_call_context_or_an_oversized_batch_is_refused() {
+    let (server, client, seeded, before) =
+        jsonrpc_setup(Variant::Jsonrpc, runtime::host::MAX_API_MESSAGE).await;
+    let addr = server.addr;
+    let id = seeded.account_id;
+    for (what, context) in [
+        ("an unknown read level", r#""x-read-level":"eventual""#),
+        (
+            "a read level that is not a string",
+            r#""x-read-level":["stale"]"#,
+        ),
+        ("a client id alone", r#""x-client-id":"c1""#),
+        (
+            "a sequence that is not a number",
+            r#""x-client-id":"c1","x-request-seq":"seven""#,
+        ),
+    ] {
+        let deposit = call(
+            addr,
+            "deposit",
+            &format!(r#"{{"account_id":{id},"amount":"5.00",{context}}}"#),
+        )
+        .await;
+        assert_rpc_error(what, &deposit, -32602, Some("Rejected"));
+        let list = call(addr, "list_accounts", &format!("{{{context}}}")).await;
+        assert_rpc_error(what, &list, -32602, Some("Rejected"));
+    }
+    // A well-formed context is taken out before the operation sees its parameters.
+    ok(
+        addr,
+        "list_accounts",
+        r#"{"x-read-level":"stale","x-client-id":"c1","x-request-seq":1}"#,
+    )
+    .await;
+
+    let one = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"deposit","params":{{"account_id":{id},"amount":"1.00"}}}}"#
+    );
+    let batch = format!(
+        "[{}]",
+        vec![one.as_str(); runtime::server::MAX_BATCH as usize + 1].join(",")
+    );
+    let response = rpc(addr, &batch).await;
+    assert_rpc_error(
+        "an oversized batch",
+        &response,
+        runtime::codes::BATCH_TOO_LARGE_CODE.into(),
+        None,
+    );
+    assert_unchanged_then_validate("jsonrpc", &client, &before, seeded).await;
+    drop(client);
+    server.stop().await;
+}

@@ -497,7 +497,7 @@ pub fn adapters(api: &Api) -> TokenStream {
                 &self,
                 request: tonic::Request<pb::#req>,
             ) -> Result<tonic::Response<pb::#resp>, tonic::Status> {
-                let context = runtime::call::context_from_metadata(request.metadata());
+                let context = runtime::call::context_from_metadata(request.metadata())?;
                 let ( #(#names,)* ) = request.into_inner().into_native().map_err(tonic::Status::invalid_argument)?;
                 let value = runtime::call::with_context(context, self.api.#method(#(#names),*))
                     .await

@@ -74,10 +74,10 @@ pub fn module(api: &Api) -> TokenStream {
 
         impl crate::collector::CallCommand for JsonRpcClient {
             async fn call_command(&self, command: crate::#command) -> Result<crate::#reply, crate::#call_error> {
-                let name = command.name();
+                let (name, kind) = (command.name(), command.kind());
                 let params = command.into_params()?;
                 let value = self
-                    .call(name, &params, |e| error_from_object(e).into_attempt("jsonrpc"))
+                    .call(kind, name, params, |e| error_from_object(e).into_attempt("jsonrpc"))
                     .await?;
                 Ok(crate::#reply::from_value(name, value)?)
             }

@@ -165,7 +165,7 @@ pub struct CashCheckResponse {
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct AdvanceTimeRequest {
-    /// Greater than zero.
+    /// Greater than zero and at most 366 days.
     #[prost(string, tag = "1")]
     pub delta: ::prost::alloc::string::String,
 }
@@ -497,7 +497,7 @@ pub mod bank_client {
             req.extensions_mut().insert(GrpcMethod::new("bank.v1.Bank", "CashCheck"));
             self.inner.unary(req, path, codec).await
         }
-        /// Move the simulated clock forward; returns the new simulated time.
+        /// Move the simulated clock forward, producing the statements of every month end crossed; returns the new simulated time. The clock runs at most 36525 days (100 years) ahead of the leaders' time in total, summed over every call.
         pub async fn advance_time(
             &mut self,
             request: impl tonic::IntoRequest<super::AdvanceTimeRequest>,
@@ -749,7 +749,7 @@ pub mod bank_server {
             tonic::Response<super::CashCheckResponse>,
             tonic::Status,
         >;
-        /// Move the simulated clock forward; returns the new simulated time.
+        /// Move the simulated clock forward, producing the statements of every month end crossed; returns the new simulated time. The clock runs at most 36525 days (100 years) ahead of the leaders' time in total, summed over every call.
         async fn advance_time(
             &self,
             request: tonic::Request<super::AdvanceTimeRequest>,

@@ -110,6 +110,8 @@ pub enum Answer {
     ChunkStored,
     /// To [`Message::Forward`]: the outcome of the write.
     Applied(Applied),
+    /// To [`Message::Forward`]: the write's request id was used before for another command.
+    Rejected(String),
     /// To [`Message::ReadIndex`].
     ReadIndex(u64),
     /// This node is not the leader; the leader, if known.

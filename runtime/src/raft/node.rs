@@ -25,7 +25,7 @@ use super::log_store::{LogStore, LogStoreError};
 use super::network::{self, AdminRequest, Answer, Incoming, Message, Network};
 use super::read_index::ReadIndexRounds;
 use super::state_machine::{Application, SnapshotFile, StateMachine};
-use super::types::{Applied, C, Envelope, NodeAddr, NodeId};
+use super::types::{Applied, C, Envelope, NodeAddr, NodeId, Rejected};
 use crate::raft_rpc::{RaftClient, RaftHandler};
 
 /// The raft handle of a node.
@@ -102,6 +102,9 @@ pub enum NodeError {
     /// Raft refused or failed.
     #[error("raft: {0}")]
     Raft(String),
+    /// The request id was used before for another command; nothing was applied.
+    #[error("rejected: {0}")]
+    Rejected(#[from] Rejected),
     /// This node redirects writes: send them to the leader (if one is known).
     #[error("not the leader; the leader is {}", .0.as_ref().map_or("unknown".to_string(), |a| a.to_string()))]
     NotLeader(Option<NodeAddr>),
@@ -295,15 +298,21 @@ impl RaftNode {
         }
         // Without the caller's id, this node's session numbers the write; the guard keeps its
         // acknowledgement below the write until the outcome is in (or the call is dropped).
-        let (id, in_flight) = match request {
-            Some(id) => (id, None),
+        // The caller's ids and this node's session live in separate namespaces: no caller can
+        // pick an id that collides with the node's.
+        let (id, client, in_flight) = match request {
+            Some(id) => {
+                let client = format!("c:{}", id.client);
+                (id, client, None)
+            }
             None => {
                 let in_flight = self.session.begin();
-                (in_flight.id.clone(), Some(in_flight))
+                let client = format!("n:{}", in_flight.id.client);
+                (in_flight.id.clone(), client, Some(in_flight))
             }
         };
         let envelope = Envelope {
-            client: id.client,
+            client,
             seq: id.seq,
             ack: id.ack.min(id.seq),
             time_us: now_us(),
@@ -330,7 +339,7 @@ impl RaftNode {
                     break;
                 };
                 match written {
-                    Ok(response) => return Ok(response.data),
+                    Ok(response) => return Ok(response.data?),
                     Err(e) => match e.api_error() {
                         Some(ClientWriteError::ForwardToLeader(_)) => {
                             last_error = "leadership moved".into();
@@ -348,6 +357,7 @@ impl RaftNode {
                     .await
                 {
                     Ok(Answer::Applied(applied)) => return Ok(applied),
+                    Ok(Answer::Rejected(reason)) => return Err(Rejected(reason).into()),
                     Ok(Answer::NotLeader(_)) => {
                         last_error = format!("node {leader_id} is no longer leader")
                     }
@@ -597,6 +607,7 @@ impl RaftNode {
                 }
                 match self.propose(envelope).await {
                     Ok(applied) => Answer::Applied(applied),
+                    Err(NodeError::Rejected(Rejected(reason))) => Answer::Rejected(reason),
                     Err(e) => Answer::Failed(e.to_string()),
                 }
             }

@@ -10,9 +10,10 @@
 //! - Each command runs in a savepoint: a failed command (domain error) rolls back only itself,
 //!   and its typed error is the reply. It never stops the node.
 //! - A request already applied (same client + sequence) is not applied again; the stored reply is
-//!   returned. Session records travel with snapshots (they live in the same database) and expire
-//!   deterministically: when the client acknowledges them, or an hour of log time after their
-//!   client's last request.
+//!   returned. The record keeps a hash of the command: the same id with another command is
+//!   [`Rejected`], not answered with the other command's reply. Records travel with snapshots
+//!   (they live in the same database) and expire by log position, never by a clock: when the
+//!   client acknowledges them, or [`REQUEST_TTL_ENTRIES`] entries after they were applied.
 //! - Apply reads no clock: time comes from the envelope, stamped by the leader.
 //! - A snapshot is a consistent copy of the database (`VACUUM INTO`), installed by atomic rename.
 
@@ -25,15 +26,21 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, RaftSnapshotBuilder};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::types::{Applied, C, Envelope, LogId, SnapshotMeta, StoredMembership};
+use super::types::{
+    Applied, C, Envelope, LogId, Outcome, Rejected, SnapshotMeta, StoredMembership,
+};
 use crate::service::ApplyContext;
 use chrono::DateTime;
+use sha2::{Digest, Sha256};
 
-/// How long (in log time) a client's session records outlive its last request.
-pub const SESSION_TTL_US: i64 = 3_600_000_000;
+/// How many log entries a request's record outlives the request by, unless its client
+/// acknowledges it sooner: a resend arriving later is applied again. At this machine's peak
+/// write rate (~5,000 entries/s) that is over three minutes; our clients give up after 20 s.
+pub const REQUEST_TTL_ENTRIES: u64 = 1_000_000;
 
-/// How often (in log time) expired session records are deleted.
-const EXPIRE_EVERY_US: i64 = 1_000_000;
+/// Expired request records are deleted at every log index that is a multiple of this (the same
+/// entries on every replica, however their batches are cut).
+const EXPIRE_EVERY_ENTRIES: u64 = 1_024;
 
 /// What the runtime needs from the application: apply a serialized command, answer a serialized
 /// query, all on a SQLite connection the runtime manages.
@@ -66,15 +73,26 @@ pub struct SnapshotFile {
 
 const RUNTIME_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS _raft_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS _raft_sessions (
+CREATE TABLE IF NOT EXISTS _raft_requests (
     client TEXT NOT NULL,
     seq INTEGER NOT NULL,
+    command_hash BLOB,
     ok INTEGER NOT NULL,
     reply BLOB NOT NULL,
-    time_us INTEGER NOT NULL,
+    log_index INTEGER NOT NULL,
     PRIMARY KEY (client, seq)
 );
-CREATE INDEX IF NOT EXISTS _raft_sessions_by_time ON _raft_sessions (time_us);
+CREATE INDEX IF NOT EXISTS _raft_requests_by_index ON _raft_requests (log_index);
+";
+
+/// Moves the request records of a database from before command hashes (expiring by the
+/// leader's clock) into `_raft_requests`: no hash to compare, and expired at the first
+/// expiry pass (as if applied at index 0).
+const MIGRATE_SESSIONS: &str = "
+INSERT OR IGNORE INTO _raft_requests (client, seq, command_hash, ok, reply, log_index)
+    SELECT client, seq, NULL, ok, reply, 0 FROM _raft_sessions;
+DROP TABLE _raft_sessions;
+DELETE FROM _raft_meta WHERE key IN ('log_time', 'expired_at');
 ";
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
@@ -179,8 +197,20 @@ impl StateMachine {
     }
 
     fn open_writer(app: &dyn Application, db_path: &Path) -> io::Result<Connection> {
-        let writer = open_db(db_path)?;
-        writer.execute_batch(RUNTIME_SCHEMA).map_err(io_err)?;
+        let mut writer = open_db(db_path)?;
+        let tx = writer.transaction().map_err(io_err)?;
+        tx.execute_batch(RUNTIME_SCHEMA).map_err(io_err)?;
+        let old_sessions: i64 = tx
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = '_raft_sessions'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(io_err)?;
+        if old_sessions > 0 {
+            tx.execute_batch(MIGRATE_SESSIONS).map_err(io_err)?;
+        }
+        tx.commit().map_err(io_err)?;
         app.init(&writer).map_err(io::Error::other)?;
         Ok(writer)
     }
@@ -306,18 +336,27 @@ fn apply_envelope(
     conn: &Connection,
     index: u64,
     env: &Envelope,
-) -> io::Result<Applied> {
-    let seen: Option<(bool, Vec<u8>)> = conn
-        .prepare_cached("SELECT ok, reply FROM _raft_sessions WHERE client = ?1 AND seq = ?2")
+) -> io::Result<Outcome> {
+    let hash: [u8; 32] = Sha256::digest(&env.command).into();
+    let seen: Option<(Option<Vec<u8>>, bool, Vec<u8>)> = conn
+        .prepare_cached(
+            "SELECT command_hash, ok, reply FROM _raft_requests WHERE client = ?1 AND seq = ?2",
+        )
         .map_err(io_err)?
         .query_row(params![env.client, env.seq as i64], |r| {
-            Ok((r.get::<_, i64>(0)? != 0, r.get(1)?))
+            Ok((r.get(0)?, r.get::<_, i64>(1)? != 0, r.get(2)?))
         })
         .optional()
         .map_err(io_err)?;
-    if let Some((ok, reply)) = seen {
+    if let Some((stored, ok, reply)) = seen {
+        if stored.is_some_and(|stored| stored != hash) {
+            return Ok(Err(Rejected(format!(
+                "request id {}#{} was already used for another command",
+                env.client, env.seq
+            ))));
+        }
         // A retry of a request already applied: the original answer, no second application.
-        return Ok(Applied { ok, reply });
+        return Ok(Ok(Applied { ok, reply }));
     }
     run_cached(conn, "SAVEPOINT command")?;
     let ctx = ApplyContext {
@@ -332,18 +371,31 @@ fn apply_envelope(
     }
     run_cached(conn, "RELEASE command")?;
     conn.prepare_cached(
-        "INSERT INTO _raft_sessions (client, seq, ok, reply, time_us) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO _raft_requests (client, seq, command_hash, ok, reply, log_index)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )
     .map_err(io_err)?
     .execute(params![
         env.client,
         env.seq as i64,
+        &hash[..],
         applied.ok as i64,
         applied.reply,
-        env.time_us
+        index as i64
     ])
     .map_err(io_err)?;
-    Ok(applied)
+    Ok(Ok(applied))
+}
+
+/// Deletes the request records that expire at entry `index` (see [`REQUEST_TTL_ENTRIES`]).
+fn expire_requests(conn: &Connection, index: u64) -> io::Result<()> {
+    if !index.is_multiple_of(EXPIRE_EVERY_ENTRIES) || index <= REQUEST_TTL_ENTRIES {
+        return Ok(());
+    }
+    conn.prepare_cached("DELETE FROM _raft_requests WHERE log_index < ?1")
+        .and_then(|mut stmt| stmt.execute([(index - REQUEST_TTL_ENTRIES) as i64]))
+        .map(drop)
+        .map_err(io_err)
 }
 
 impl RaftStateMachine<C> for StateMachine {
@@ -379,53 +431,36 @@ impl RaftStateMachine<C> for StateMachine {
                 let mut outcomes = Vec::with_capacity(entries.len());
                 let mut last = None;
                 let mut membership = None;
-                // Log time never goes back, whatever the leaders' clocks do.
-                let mut log_time: i64 = read_meta(&tx, "log_time")?.unwrap_or(i64::MIN);
-                let mut expired_at: i64 = read_meta(&tx, "expired_at")?.unwrap_or(i64::MIN);
+                let done = || {
+                    Ok(Applied {
+                        ok: true,
+                        reply: Vec::new(),
+                    })
+                };
                 for entry in &entries {
+                    let index = entry.log_id.index;
+                    expire_requests(&tx, index)?;
                     let outcome = match &entry.payload {
-                        EntryPayload::Blank => Applied {
-                            ok: true,
-                            reply: Vec::new(),
-                        },
+                        EntryPayload::Blank => done(),
                         EntryPayload::Normal(env) => {
-                            // Expiry is decided per entry, so every replica expires at the
-                            // same entry however its batches are cut; it runs once per
-                            // EXPIRE_EVERY_US of log time, not on every entry.
-                            log_time = log_time.max(env.time_us);
-                            if log_time >= expired_at.saturating_add(EXPIRE_EVERY_US) {
-                                expired_at = log_time;
-                                tx.prepare_cached("DELETE FROM _raft_sessions WHERE time_us < ?1")
-                                    .and_then(|mut stmt| {
-                                        stmt.execute([log_time.saturating_sub(SESSION_TTL_US)])
-                                    })
-                                    .map_err(io_err)?;
-                            }
                             if env.ack > 0 {
                                 tx.prepare_cached(
-                                    "DELETE FROM _raft_sessions WHERE client = ?1 AND seq < ?2",
+                                    "DELETE FROM _raft_requests WHERE client = ?1 AND seq < ?2",
                                 )
                                 .and_then(|mut stmt| {
                                     stmt.execute(params![env.client, env.ack as i64])
                                 })
                                 .map_err(io_err)?;
                             }
-                            apply_envelope(shared.app.as_ref(), &tx, entry.log_id.index, env)?
+                            apply_envelope(shared.app.as_ref(), &tx, index, env)?
                         }
                         EntryPayload::Membership(m) => {
                             membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
-                            Applied {
-                                ok: true,
-                                reply: Vec::new(),
-                            }
+                            done()
                         }
                     };
                     last = Some(entry.log_id);
                     outcomes.push(outcome);
-                }
-                if log_time > i64::MIN {
-                    write_meta(&tx, "log_time", &log_time)?;
-                    write_meta(&tx, "expired_at", &expired_at)?;
                 }
                 write_meta(&tx, "last_applied", &last)?;
                 if let Some(m) = &membership {

@@ -86,11 +86,20 @@ pub struct Applied {
     pub reply: Vec<u8>,
 }
 
+/// Why the runtime refused to apply a proposal: its request id was used before for another
+/// command. Every replica refuses it alike; nothing was applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejected(pub String);
+
+/// What a proposal came to: the service's outcome, or the runtime's refusal.
+pub type Outcome = Result<Applied, Rejected>;
+
 openraft::declare_raft_types!(
     /// The type configuration of every node.
     pub TypeConfig:
         D = Envelope,
-        R = Applied,
+        R = Outcome,
         Node = NodeAddr,
 );
 

@@ -111,3 +111,37 @@ pub fn call_number(client: &str, i: usize) -> (CallKind, Vec<u8>) {
     };
     (kind, format!("{client}-call-{i}").into_bytes())
 }
+
+/// A one-table application: every command adds a row.
+pub struct Rows;
+
+impl runtime::raft::state_machine::Application for Rows {
+    fn init(&self, conn: &runtime::rusqlite::Connection) -> Result<(), String> {
+        conn.execute_batch("CREATE TABLE IF NOT EXISTS rows (n INTEGER NOT NULL)")
+            .map_err(|e| e.to_string())
+    }
+
+    fn apply(
+        &self,
+        conn: &runtime::rusqlite::Connection,
+        ctx: &runtime::service::ApplyContext,
+        _: &[u8],
+    ) -> Result<runtime::raft::types::Applied, String> {
+        conn.execute("INSERT INTO rows (n) VALUES (?1)", [ctx.index as i64])
+            .map_err(|e| e.to_string())?;
+        Ok(runtime::raft::types::Applied {
+            ok: true,
+            reply: Vec::new(),
+        })
+    }
+
+    fn query(&self, _: &runtime::rusqlite::Connection, _: &[u8]) -> Vec<u8> {
+        Vec::new()
+    }
+
+    fn digest(&self, conn: &runtime::rusqlite::Connection) -> Result<String, String> {
+        conn.query_row("SELECT count(*) FROM rows", [], |r| r.get::<_, i64>(0))
+            .map(|n| n.to_string())
+            .map_err(|e| e.to_string())
+    }
+}

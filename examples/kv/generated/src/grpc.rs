@@ -241,7 +241,7 @@ impl<A: crate::KvApi + 'static> pb::kv_server::Kv for GrpcService<A> {
         &self,
         request: tonic::Request<pb::PutRequest>,
     ) -> Result<tonic::Response<pb::PutResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata());
+        let context = runtime::call::context_from_metadata(request.metadata())?;
         let (key, value) = request
             .into_inner()
             .into_native()
@@ -256,7 +256,7 @@ impl<A: crate::KvApi + 'static> pb::kv_server::Kv for GrpcService<A> {
         &self,
         request: tonic::Request<pb::DeleteRequest>,
     ) -> Result<tonic::Response<pb::DeleteResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata());
+        let context = runtime::call::context_from_metadata(request.metadata())?;
         let (key,) = request
             .into_inner()
             .into_native()
@@ -271,7 +271,7 @@ impl<A: crate::KvApi + 'static> pb::kv_server::Kv for GrpcService<A> {
         &self,
         request: tonic::Request<pb::CompareAndSwapRequest>,
     ) -> Result<tonic::Response<pb::CompareAndSwapResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata());
+        let context = runtime::call::context_from_metadata(request.metadata())?;
         let (key, expected_revision, value) = request
             .into_inner()
             .into_native()
@@ -289,7 +289,7 @@ impl<A: crate::KvApi + 'static> pb::kv_server::Kv for GrpcService<A> {
         &self,
         request: tonic::Request<pb::GetRequest>,
     ) -> Result<tonic::Response<pb::GetResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata());
+        let context = runtime::call::context_from_metadata(request.metadata())?;
         let (key,) = request
             .into_inner()
             .into_native()
@@ -304,7 +304,7 @@ impl<A: crate::KvApi + 'static> pb::kv_server::Kv for GrpcService<A> {
         &self,
         request: tonic::Request<pb::RangeRequest>,
     ) -> Result<tonic::Response<pb::RangeResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata());
+        let context = runtime::call::context_from_metadata(request.metadata())?;
         let (prefix, limit) = request
             .into_inner()
             .into_native()

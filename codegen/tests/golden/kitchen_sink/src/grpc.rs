@@ -289,7 +289,7 @@ for GrpcService<A> {
         &self,
         request: tonic::Request<pb::PutEverythingRequest>,
     ) -> Result<tonic::Response<pb::PutEverythingResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata());
+        let context = runtime::call::context_from_metadata(request.metadata())?;
         let (value,) = request
             .into_inner()
             .into_native()
@@ -304,7 +304,7 @@ for GrpcService<A> {
         &self,
         request: tonic::Request<pb::ResetRequest>,
     ) -> Result<tonic::Response<pb::ResetResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata());
+        let context = runtime::call::context_from_metadata(request.metadata())?;
         let () = request
             .into_inner()
             .into_native()
@@ -319,7 +319,7 @@ for GrpcService<A> {
         &self,
         request: tonic::Request<pb::FindRequest>,
     ) -> Result<tonic::Response<pb::FindResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata());
+        let context = runtime::call::context_from_metadata(request.metadata())?;
         let (flag, small, ratio, label, money, level, maybe) = request
             .into_inner()
             .into_native()

@@ -61,10 +61,10 @@ impl crate::collector::CallCommand for JsonRpcClient {
         &self,
         command: crate::KitchenSinkCommand,
     ) -> Result<crate::KitchenSinkReply, crate::KitchenSinkCallError> {
-        let name = command.name();
+        let (name, kind) = (command.name(), command.kind());
         let params = command.into_params()?;
         let value = self
-            .call(name, &params, |e| error_from_object(e).into_attempt("jsonrpc"))
+            .call(kind, name, params, |e| error_from_object(e).into_attempt("jsonrpc"))
             .await?;
         Ok(crate::KitchenSinkReply::from_value(name, value)?)
     }

@@ -1,0 +1,66 @@
+//! Exactly-once in the state machine: request records expire by log position, never by a
+//! leader's clock. (A request id reused with another command: `bank/tests/cluster.rs`.)
+
+mod common;
+
+use std::sync::Arc;
+
+use common::Rows;
+use openraft::entry::RaftEntry;
+use openraft::storage::RaftStateMachine;
+use openraft::testing::log_id;
+use runtime::raft::state_machine::StateMachine;
+use runtime::raft::types::{C, Entry, Envelope};
+
+const HOUR_US: i64 = 3_600_000_000;
+
+fn entry(index: u64, client: &str, seq: u64, time_us: i64, command: &[u8]) -> Entry {
+    Entry::new_normal(
+        log_id::<C>(1, 1, index),
+        Envelope {
+            client: client.into(),
+            seq,
+            ack: 0,
+            time_us,
+            command: command.to_vec(),
+        },
+    )
+}
+
+async fn apply(sm: &mut StateMachine, entries: Vec<Entry>) {
+    let stream = futures_util::stream::iter(entries.into_iter().map(|e| Ok((e, None))));
+    sm.apply(stream).await.expect("apply");
+}
+
+/// How many commands the application has applied.
+async fn applied(sm: &StateMachine) -> String {
+    sm.digest().await.expect("digest").0
+}
+
+#[tokio::test]
+async fn a_leader_clock_hours_ahead_does_not_expire_a_request_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = StateMachine::open(
+        Arc::new(Rows),
+        &dir.path().join("state.db"),
+        &dir.path().join("snapshots"),
+    )
+    .expect("state machine");
+    let t = 1_800_000_000_000_000;
+    apply(&mut sm, vec![entry(1, "c:a", 1, t, b"deposit 1")]).await;
+    // A new leader whose clock runs two hours ahead stamps the next entries.
+    apply(
+        &mut sm,
+        vec![
+            entry(2, "c:b", 1, t + 2 * HOUR_US, b"deposit 2"),
+            // The first request's resend, carried by that leader: answered, not applied.
+            entry(3, "c:a", 1, t + 2 * HOUR_US, b"deposit 1"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        applied(&sm).await,
+        "2",
+        "a resend was applied a second time"
+    );
+}
