@@ -312,8 +312,13 @@ pub async fn run(args: NodeArgs, service: &dyn HostedService) -> Result<(), Host
     Ok(())
 }
 
+/// How long an admin call may take: the node's own bound on an admin request, and a margin.
+const ADMIN_CALL_TIMEOUT: std::time::Duration =
+    crate::raft::node::ADMIN_TIMEOUT.saturating_add(std::time::Duration::from_secs(5));
+
 /// Sends an admin request to the node at `raft_addr`, following redirects to the leader for
-/// requests only the leader can run.
+/// requests only the leader can run. A call may take up to the node's admin bound
+/// ([`crate::raft::node::ADMIN_TIMEOUT`]): a join waits for the learner to catch up.
 pub async fn admin(
     raft_addr: &str,
     secret: &str,
@@ -321,7 +326,7 @@ pub async fn admin(
 ) -> Result<serde_json::Value, HostError> {
     let mut target = raft_addr.to_string();
     for _ in 0..5 {
-        let client = RaftClient::connect(&target, secret)
+        let client = RaftClient::connect_for(&target, secret, ADMIN_CALL_TIMEOUT)
             .await
             .map_err(|s| HostError::Admin(format!("{target}: {}", s.message())))?;
         match call(&client, &Message::Admin(request.clone()))

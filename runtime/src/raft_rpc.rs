@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
@@ -116,6 +117,9 @@ pub async fn serve_raft<H: RaftHandler>(
         .await
 }
 
+/// How long a raft call may take on a client made by [`RaftClient::connect`].
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A client of a node's raft message service. Cloning is cheap and shares the connection.
 #[derive(Debug, Clone)]
 pub struct RaftClient {
@@ -124,14 +128,21 @@ pub struct RaftClient {
 }
 
 impl RaftClient {
-    /// Connects to the raft listener at `addr` (`host:port`), presenting `secret`.
+    /// Connects to the raft listener at `addr` (`host:port`), presenting `secret`; every call
+    /// times out after [`RPC_TIMEOUT`].
     pub async fn connect(addr: &str, secret: &str) -> Result<Self, Status> {
+        Self::connect_for(addr, secret, RPC_TIMEOUT).await
+    }
+
+    /// Like [`RaftClient::connect`], with calls that may take up to `timeout` (administration,
+    /// such as a join that waits for a learner to catch up).
+    pub async fn connect_for(addr: &str, secret: &str, timeout: Duration) -> Result<Self, Status> {
         let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| Status::invalid_argument(format!("bad address `{addr}`: {e}")))?
             .tcp_nodelay(true)
             .connect_timeout(std::time::Duration::from_secs(5))
             // No call waits forever on a peer that stopped answering.
-            .timeout(std::time::Duration::from_secs(10))
+            .timeout(timeout)
             .http2_keep_alive_interval(std::time::Duration::from_secs(2))
             .keep_alive_timeout(std::time::Duration::from_secs(5));
         let channel = endpoint

@@ -41,7 +41,7 @@ const RETRY_FOR: Duration = Duration::from_secs(20);
 /// The longest a read-index request from a follower is served.
 const HANDLER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest an admin request (e.g. adding a learner that must catch up) may take.
-const ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
+pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Settings of one node.
 #[derive(Debug, Clone)]
@@ -232,7 +232,13 @@ impl RaftNode {
         let mut target = seed.to_string();
         let mut retry = Retry::new();
         while retry.next().await {
-            match self.send_to(&target, &request).await {
+            // Not the cached peer client: a join may take as long as the learner's catch-up.
+            let timeout = ADMIN_TIMEOUT.saturating_add(Duration::from_secs(5));
+            let answer = match RaftClient::connect_for(&target, &self.secret, timeout).await {
+                Ok(client) => network::call(&client, &request).await,
+                Err(status) => Err(status),
+            };
+            match answer {
                 Ok(Answer::Admin(_)) => return Ok(()),
                 Ok(Answer::NotLeader(Some((_, leader)))) => target = leader.raft,
                 Ok(other) => tracing::warn!(?other, "join refused"),
@@ -352,10 +358,16 @@ impl RaftNode {
                     },
                 }
             } else if let Some((leader_id, leader)) = self.leader() {
-                match self
-                    .send_to(&leader.raft, &Message::Forward(envelope.clone()))
-                    .await
-                {
+                let forwarded = tokio::time::timeout_at(
+                    deadline,
+                    self.send_to(&leader.raft, &Message::Forward(envelope.clone())),
+                )
+                .await;
+                let Ok(forwarded) = forwarded else {
+                    last_error = format!("node {leader_id} did not answer before the deadline");
+                    break;
+                };
+                match forwarded {
                     Ok(Answer::Applied(applied)) => return Ok(applied),
                     Ok(Answer::Rejected(reason)) => return Err(Rejected(reason).into()),
                     Ok(Answer::NotLeader(_)) => {
@@ -377,18 +389,21 @@ impl RaftNode {
     }
 
     /// Answers a serialized query at the given consistency level.
+    /// Every wait in it ends by one deadline, [`RETRY_FOR`] after the call.
     pub async fn read(&self, query: Vec<u8>, level: ReadLevel) -> Result<Vec<u8>, NodeError> {
+        let deadline = tokio::time::Instant::now() + RETRY_FOR;
         let index = match level {
-            ReadLevel::Linearizable => Some(self.read_index().await?),
-            ReadLevel::Lease => Some(self.lease_index().await?),
+            ReadLevel::Linearizable => Some(self.read_index(deadline).await?),
+            ReadLevel::Lease => Some(self.lease_index(deadline).await?),
             ReadLevel::Stale => None,
         };
         if let Some(index) = index {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             self.raft
-                .wait(Some(Duration::from_secs(10)))
+                .wait(Some(left))
                 .applied_index_at_least(Some(index), "linearizable read")
                 .await
-                .map_err(|e| NodeError::Raft(e.to_string()))?;
+                .map_err(|e| NodeError::NoLeader(format!("read index {index} not applied: {e}")))?;
         }
         Ok(self.sm.query(query).await?)
     }
@@ -397,20 +412,19 @@ impl RaftNode {
     /// leader's lease holds, which assumes the nodes' clocks advance at about the same rate
     /// (no clock jumps longer than the lease). Falls back to a read-index round when this node
     /// is not the leader or its lease has lapsed.
-    async fn lease_index(&self) -> Result<u64, NodeError> {
+    async fn lease_index(&self, deadline: tokio::time::Instant) -> Result<u64, NodeError> {
         if self.is_leader()
             && let Ok(read_log_id) = self.raft.ensure_linearizable(ReadPolicy::LeaseRead).await
         {
             return Ok(read_log_id.index());
         }
-        self.read_index().await
+        self.read_index(deadline).await
     }
 
-    /// A log index that a linearizable read must wait for.
-    async fn read_index(&self) -> Result<u64, NodeError> {
+    /// A log index that a linearizable read must wait for, asked until `deadline`.
+    async fn read_index(&self, deadline: tokio::time::Instant) -> Result<u64, NodeError> {
         let mut last_error = String::from("no attempt made");
-        let mut retry = Retry::new();
-        let deadline = retry.deadline;
+        let mut retry = Retry::until(deadline);
         while retry.next().await {
             if self.is_leader() {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -419,10 +433,16 @@ impl RaftNode {
                     Err(e) => last_error = e,
                 }
             } else if let Some((_, leader)) = self.leader() {
-                match self.send_to(&leader.raft, &Message::ReadIndex).await {
-                    Ok(Answer::ReadIndex(index)) => return Ok(index),
-                    Ok(other) => last_error = format!("{other:?}"),
-                    Err(status) => last_error = status.to_string(),
+                let asked = tokio::time::timeout_at(
+                    deadline,
+                    self.send_to(&leader.raft, &Message::ReadIndex),
+                )
+                .await;
+                match asked {
+                    Ok(Ok(Answer::ReadIndex(index))) => return Ok(index),
+                    Ok(Ok(other)) => last_error = format!("{other:?}"),
+                    Ok(Err(status)) => last_error = status.to_string(),
+                    Err(_) => last_error = "the leader did not answer before the deadline".into(),
                 }
             } else {
                 last_error = "no leader elected".into();
@@ -703,8 +723,12 @@ struct Retry {
 
 impl Retry {
     fn new() -> Self {
+        Self::until(tokio::time::Instant::now() + RETRY_FOR)
+    }
+
+    fn until(deadline: tokio::time::Instant) -> Self {
         Retry {
-            deadline: tokio::time::Instant::now() + RETRY_FOR,
+            deadline,
             attempt: 0,
         }
     }
