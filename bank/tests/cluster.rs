@@ -668,3 +668,76 @@ async fn acknowledged_requests_leave_no_session_records_behind() {
         );
     }
 }
+
+/// Sends SIGSTOP or SIGCONT to a node process: a real stall (a long GC or VM pause, a frozen
+/// disk) that its peers see as a node cut off.
+fn signal(node: &runtime::cluster::NodeProcess, sig: &str) {
+    let pid = node.pid().expect("a running node");
+    let status = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+/// A leader cut off from both followers stops taking writes within its lease and says so at
+/// once (UNAVAILABLE, kind `Transport`: try another node), instead of holding the call for the
+/// whole retry window; once the followers are back, the cluster takes writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_its_quorum_answers_at_once() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let c = cluster(dir.path(), 3, &[]).await;
+    let leader = c
+        .wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("leader");
+    let api = GrpcClient::connect(&c.node(leader).expect("leader").api)
+        .await
+        .expect("connect");
+    api.create_customer("Cut".into(), "Off".into(), "2 Island".into())
+        .await
+        .expect("customer");
+    let followers: Vec<_> = c.nodes.iter().filter(|n| n.id != leader).collect();
+    for f in &followers {
+        signal(f, "-STOP");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = c.status(leader).await.expect("leader status");
+        if status["quorum_lost"] == true {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the leader never noticed it was cut off: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let write = api
+        .create_customer("No".into(), "Quorum".into(), "3 Island".into())
+        .await;
+    let read = api.get_customer_count().await;
+    for f in &followers {
+        signal(f, "-CONT");
+    }
+    for (what, outcome) in [("write", write.map(drop)), ("read", read.map(drop))] {
+        match outcome {
+            Err(CallError::Failure(Failure::Transport(message))) => {
+                assert!(message.contains("cut off"), "{what}: {message}")
+            }
+            other => panic!("{what} on a cut-off leader: {other:?}"),
+        }
+    }
+    // Healed: some leader takes writes again.
+    let leader = c
+        .wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("a leader after the heal");
+    let api = GrpcClient::connect(&c.node(leader).expect("leader").api)
+        .await
+        .expect("connect");
+    api.create_customer("Back".into(), "Again".into(), "4 Mainland".into())
+        .await
+        .expect("a write after the heal");
+}

@@ -1,7 +1,7 @@
 //! A local cluster of node processes for tests, demos and benchmarks: any service binary whose
 //! `node` subcommand takes [`NodeArgs`](crate::host::NodeArgs) and prints the host's ready line.
-//! Processes get ephemeral ports on 127.0.0.1 and their own data directories; dropping the
-//! cluster kills every process.
+//! Processes get ephemeral ports on 127.0.0.1 (or on their address in a [`crate::netns`] lab)
+//! and their own data directories; dropping the cluster kills every process.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::host::{HostError, SECRET_ENV, admin};
+use crate::netns::NetHost;
 use crate::raft::network::AdminRequest;
 use crate::raft::types::NodeId;
 
@@ -79,6 +80,8 @@ pub struct LocalCluster {
     dir: PathBuf,
     /// Extra arguments for every node (e.g. snapshot settings).
     pub node_args: Vec<String>,
+    /// Where each node runs (node 1 first); empty: every node on 127.0.0.1 here.
+    hosts: Vec<NetHost>,
 }
 
 impl LocalCluster {
@@ -90,6 +93,27 @@ impl LocalCluster {
         n: usize,
         node_args: Vec<String>,
     ) -> Result<LocalCluster, HostError> {
+        Self::start_on(exe, dir, n, node_args, Vec::new()).await
+    }
+
+    /// Like [`LocalCluster::start`], with node `i` in the network namespace `hosts[i - 1]`
+    /// (listening on its address there), one node per host.
+    pub async fn start_in(
+        exe: &Path,
+        dir: &Path,
+        hosts: Vec<NetHost>,
+        node_args: Vec<String>,
+    ) -> Result<LocalCluster, HostError> {
+        Self::start_on(exe, dir, hosts.len(), node_args, hosts).await
+    }
+
+    async fn start_on(
+        exe: &Path,
+        dir: &Path,
+        n: usize,
+        node_args: Vec<String>,
+        hosts: Vec<NetHost>,
+    ) -> Result<LocalCluster, HostError> {
         let secret = random_secret()?;
         let mut cluster = LocalCluster {
             nodes: Vec::new(),
@@ -97,6 +121,7 @@ impl LocalCluster {
             exe: exe.to_path_buf(),
             dir: dir.to_path_buf(),
             node_args,
+            hosts,
         };
         for id in 1..=n as NodeId {
             let process = cluster.spawn(id, id == 1).await?;
@@ -124,12 +149,12 @@ impl LocalCluster {
         addrs: Option<(String, String, String)>,
     ) -> Result<NodeProcess, HostError> {
         let data_dir = self.dir.join(format!("node{id}"));
+        let host = usize::try_from(id)
+            .ok()
+            .and_then(|i| self.hosts.get(i.wrapping_sub(1)));
         let (api, jsonrpc, raft) = addrs.unwrap_or_else(|| {
-            (
-                "127.0.0.1:0".into(),
-                "127.0.0.1:0".into(),
-                "127.0.0.1:0".into(),
-            )
+            let any = format!("{}:0", host.map_or("127.0.0.1", |h| h.ip.as_str()));
+            (any.clone(), any.clone(), any)
         });
         std::fs::create_dir_all(&data_dir)
             .map_err(|e| HostError::Process(format!("{}: {e}", data_dir.display())))?;
@@ -139,7 +164,15 @@ impl LocalCluster {
             .append(true)
             .open(data_dir.join("node.log"))
             .map_err(|e| HostError::Process(format!("node log: {e}")))?;
-        let mut cmd = Command::new(&self.exe);
+        let mut cmd = match host {
+            // `ip netns exec` execs the binary: the child is the node itself.
+            Some(host) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", &host.netns]).arg(&self.exe);
+                cmd
+            }
+            None => Command::new(&self.exe),
+        };
         cmd.arg("node")
             .arg("--id")
             .arg(id.to_string())

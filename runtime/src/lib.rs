@@ -80,6 +80,7 @@ pub mod error;
 pub mod frame;
 pub mod host;
 pub mod local;
+pub mod netns;
 mod pending;
 pub mod raft;
 pub mod raft_rpc;

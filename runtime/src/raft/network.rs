@@ -5,7 +5,9 @@
 //! [`encode`](super::types::encode); first byte `1` = a snapshot chunk, then the transfer id
 //! (u64 BE), the offset (u64 BE) and the raw bytes. Answers are encoded [`Answer`]s.
 
+use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 
 use futures_util::{Stream, StreamExt};
 use openraft::OptionalSend;
@@ -55,6 +57,8 @@ pub enum Message {
     ReadIndex,
     /// Cluster administration.
     Admin(AdminRequest),
+    /// openraft pre-vote: would the receiver vote for this candidate? (Nothing is persisted.)
+    PreVote(VoteRequest<C>),
 }
 
 /// Administrative requests (what an `admin` command of a service binary sends).
@@ -97,6 +101,18 @@ pub enum AdminRequest {
     Digest,
 }
 
+impl AdminRequest {
+    /// How long a caller waits for the answer: a report comes at once (a node that does not
+    /// answer within the RPC timeout is down for this purpose); a membership change or a
+    /// snapshot may take as long as the node's admin bound allows (a learner's catch-up).
+    pub fn timeout(&self) -> std::time::Duration {
+        match self {
+            AdminRequest::Status | AdminRequest::Digest => crate::raft_rpc::RPC_TIMEOUT,
+            _ => super::node::ADMIN_TIMEOUT.saturating_add(std::time::Duration::from_secs(5)),
+        }
+    }
+}
+
 /// The answer to a [`Message`].
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Answer {
@@ -110,8 +126,6 @@ pub enum Answer {
     ChunkStored,
     /// To [`Message::Forward`]: the outcome of the write.
     Applied(Applied),
-    /// To [`Message::Forward`]: the write's request id was used before for another command.
-    Rejected(String),
     /// To [`Message::ReadIndex`].
     ReadIndex(u64),
     /// This node is not the leader; the leader, if known.
@@ -120,6 +134,8 @@ pub enum Answer {
     Admin(String),
     /// The request failed.
     Failed(String),
+    /// To [`Message::Forward`]: the write's request id was used before for another command.
+    Rejected(String),
 }
 
 /// Encodes a message.
@@ -258,10 +274,21 @@ impl RaftNetworkV2<C> for Peer {
         Box::pin(async move {
             let client = self.client().await?;
             let target = self.target;
+            // When each request still waiting for its answer went out, oldest first: only those
+            // are timed (an idle stream waits as long as openraft sends nothing).
+            let waiting = Arc::new(Mutex::new(VecDeque::<tokio::time::Instant>::new()));
+            let sent = waiting.clone();
             let requests = input.filter_map(move |request| {
                 let encoded = encode(&request);
-                if let Err(e) = &encoded {
-                    tracing::error!(target, error = %e, "cannot encode an append request");
+                match &encoded {
+                    Ok(_) => {
+                        if let Ok(mut sent) = sent.lock() {
+                            sent.push_back(tokio::time::Instant::now());
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(target, error = %e, "cannot encode an append request")
+                    }
                 }
                 std::future::ready(encoded.ok())
             });
@@ -273,30 +300,35 @@ impl RaftNetworkV2<C> for Peer {
                 }
             };
             let ttl = option.soft_ttl();
-            let answers = futures_util::stream::unfold(Some(answers), move |answers| async move {
-                let mut answers = answers?;
-                let next = match tokio::time::timeout(ttl, answers.next()).await {
-                    Err(_) => Err(RPCError::Timeout(openraft::errors::Timeout {
-                        action: openraft::network::RPCTypes::AppendEntries,
-                        id: target,
-                        target,
-                        timeout: ttl,
-                    })),
-                    Ok(None) => return None,
-                    Ok(Some(Err(status))) => Err(status_error(status)),
-                    Ok(Some(Ok(payload))) => match super::types::decode::<StreamAnswer>(&payload) {
-                        Ok(Ok(result)) => Ok(result),
-                        Ok(Err(fatal)) => Err(RPCError::Network(NetworkError::from_string(
-                            format!("node {target}: {fatal}"),
-                        ))),
-                        Err(e) => Err(RPCError::Network(NetworkError::from_string(format!(
-                            "node {target}: malformed append answer: {e}"
-                        )))),
-                    },
-                };
-                // An error ends the stream.
-                let more = next.is_ok().then_some(answers);
-                Some((next, more))
+            let answers = futures_util::stream::unfold(Some(answers), move |answers| {
+                let waiting = waiting.clone();
+                async move {
+                    let mut answers = answers?;
+                    let next = match answer_within(&mut answers, &waiting, ttl).await {
+                        Err(_) => Err(RPCError::Timeout(openraft::errors::Timeout {
+                            action: openraft::network::RPCTypes::AppendEntries,
+                            id: target,
+                            target,
+                            timeout: ttl,
+                        })),
+                        Ok(None) => return None,
+                        Ok(Some(Err(status))) => Err(status_error(status)),
+                        Ok(Some(Ok(payload))) => {
+                            match super::types::decode::<StreamAnswer>(&payload) {
+                                Ok(Ok(result)) => Ok(result),
+                                Ok(Err(fatal)) => Err(RPCError::Network(
+                                    NetworkError::from_string(format!("node {target}: {fatal}")),
+                                )),
+                                Err(e) => Err(RPCError::Network(NetworkError::from_string(
+                                    format!("node {target}: malformed append answer: {e}"),
+                                ))),
+                            }
+                        }
+                    };
+                    // An error ends the stream.
+                    let more = next.is_ok().then_some(answers);
+                    Some((next, more))
+                }
             });
             let answers: BoxStream<'s, _> = Box::pin(answers);
             Ok(answers)
@@ -320,6 +352,17 @@ impl RaftNetworkV2<C> for Peer {
         _option: RPCOption,
     ) -> Result<VoteResponse<C>, RPCError<C>> {
         match self.rpc(&Message::Vote(rpc)).await? {
+            Answer::Vote(r) => Ok(r),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<C>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
+        match self.rpc(&Message::PreVote(rpc)).await? {
             Answer::Vote(r) => Ok(r),
             other => Err(self.unexpected(other)),
         }
@@ -395,6 +438,37 @@ impl RaftNetworkV2<C> for Peer {
                 "node {} answered {other:?}",
                 self.target
             )))),
+        }
+    }
+}
+
+/// The next answer of a replication stream, or `Err` when the oldest request in `waiting` has
+/// waited longer than `ttl` for it. With nothing waiting, no clock runs (the stream is idle);
+/// a request sent meanwhile is noticed within half a `ttl`.
+async fn answer_within<S: Stream + Unpin>(
+    answers: &mut S,
+    waiting: &Mutex<VecDeque<tokio::time::Instant>>,
+    ttl: std::time::Duration,
+) -> Result<Option<S::Item>, ()> {
+    let mut next = answers.next();
+    loop {
+        let oldest = waiting.lock().ok().and_then(|w| w.front().copied());
+        let wake = match oldest {
+            Some(sent) => sent + ttl,
+            None => tokio::time::Instant::now() + ttl / 2,
+        };
+        tokio::select! {
+            answer = &mut next => {
+                if let Ok(mut waiting) = waiting.lock() {
+                    waiting.pop_front();
+                }
+                return Ok(answer);
+            }
+            () = tokio::time::sleep_until(wake) => {
+                if oldest.is_some() {
+                    return Err(());
+                }
+            }
         }
     }
 }

@@ -102,6 +102,10 @@ pub enum NodeError {
     /// Raft refused or failed.
     #[error("raft: {0}")]
     Raft(String),
+    /// This node is the leader but has not heard from a quorum within its lease: it takes no
+    /// writes or reads until it does (or another leader is elected).
+    #[error("node {0} is cut off from a quorum of its cluster")]
+    NoQuorum(NodeId),
     /// The request id was used before for another command; nothing was applied.
     #[error("rejected: {0}")]
     Rejected(#[from] Rejected),
@@ -125,6 +129,8 @@ pub struct RaftNode {
     peers: Mutex<HashMap<String, RaftClient>>,
     /// Read-index rounds shared by concurrent linearizable reads (on the leader).
     read_rounds: Arc<ReadIndexRounds>,
+    /// The leader lease (openraft's: the election timeout's upper bound).
+    lease: Duration,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -166,6 +172,9 @@ impl RaftNode {
             // Replicate what is appended at once, without waiting for the leader's own fsync:
             // the follower's write overlaps the leader's.
             broadcast_submitted_on_append: Some(true),
+            // A node that cannot win (cut off, or behind) asks before it raises its term, so
+            // its return does not depose a healthy leader.
+            enable_pre_vote: Some(true),
             ..Default::default()
         }
         .validate()
@@ -187,6 +196,7 @@ impl RaftNode {
             session: Session::default(),
             peers: Mutex::new(HashMap::new()),
             read_rounds: Arc::default(),
+            lease: config.election_timeout.1,
         }))
     }
 
@@ -225,15 +235,16 @@ impl RaftNode {
 
     /// Asks the cluster reachable at `seed` (a raft address) to add this node as a voter.
     pub async fn join(&self, seed: &str) -> Result<(), NodeError> {
-        let request = Message::Admin(AdminRequest::Join {
+        let join = AdminRequest::Join {
             id: self.id,
             addr: self.addr.clone(),
-        });
+        };
+        // Not the cached peer client: a join may take as long as the learner's catch-up.
+        let timeout = join.timeout();
+        let request = Message::Admin(join);
         let mut target = seed.to_string();
         let mut retry = Retry::new();
         while retry.next().await {
-            // Not the cached peer client: a join may take as long as the learner's catch-up.
-            let timeout = ADMIN_TIMEOUT.saturating_add(Duration::from_secs(5));
             let answer = match RaftClient::connect_for(&target, &self.secret, timeout).await {
                 Ok(client) => network::call(&client, &request).await,
                 Err(status) => Err(status),
@@ -347,7 +358,12 @@ impl RaftNode {
                 match written {
                     Ok(response) => return Ok(response.data?),
                     Err(e) => match e.api_error() {
-                        Some(ClientWriteError::ForwardToLeader(_)) => {
+                        Some(ClientWriteError::ForwardToLeader(to)) => {
+                            if to.leader_id.is_none() && self.is_leader() {
+                                // Check-quorum: this leader has not heard from a quorum within
+                                // its lease. Say so now; the client can try another node.
+                                return Err(NodeError::NoQuorum(self.id));
+                            }
                             last_error = "leadership moved".into();
                         }
                         Some(ClientWriteError::LogEntryDiscarded(_)) => {
@@ -382,6 +398,22 @@ impl RaftNode {
             }
         }
         Err(NodeError::NoLeader(last_error))
+    }
+
+    /// Whether this node leads without having heard from a quorum within the leader lease
+    /// (the election timeout's upper bound): what openraft's check-quorum refuses writes for.
+    fn quorum_lost(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        m.state == ServerState::Leader
+            && m.membership_config
+                .membership()
+                .voter_ids()
+                .nth(1)
+                .is_some()
+            && m.last_quorum_acked
+                .as_ref()
+                .is_some_and(|acked| openraft::Instant::elapsed(&**acked) > self.lease)
     }
 
     fn is_leader(&self) -> bool {
@@ -427,6 +459,9 @@ impl RaftNode {
         let mut retry = Retry::until(deadline);
         while retry.next().await {
             if self.is_leader() {
+                if self.quorum_lost() {
+                    return Err(NodeError::NoQuorum(self.id));
+                }
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 match self.read_rounds.index(&self.raft, left).await {
                     Ok(index) => return Ok(index),
@@ -488,6 +523,7 @@ impl RaftNode {
             "role": format!("{:?}", m.state),
             "term": m.current_term,
             "leader": m.current_leader,
+            "quorum_lost": self.quorum_lost(),
             "last_log_index": m.last_log_index,
             "last_applied_index": m.last_applied.map(|l| l.index),
             "snapshot_index": m.snapshot.map(|l| l.index),
@@ -598,6 +634,10 @@ impl RaftNode {
                 Ok(r) => Answer::Vote(r),
                 Err(e) => Answer::Failed(e.to_string()),
             },
+            Message::PreVote(rpc) => match self.raft.pre_vote(rpc).await {
+                Ok(r) => Answer::Vote(r),
+                Err(e) => Answer::Failed(e.to_string()),
+            },
             Message::InstallSnapshot {
                 id,
                 vote,
@@ -634,6 +674,9 @@ impl RaftNode {
             Message::ReadIndex => {
                 if !self.is_leader() {
                     return Answer::NotLeader(self.leader());
+                }
+                if self.quorum_lost() {
+                    return Answer::Failed(NodeError::NoQuorum(self.id).to_string());
                 }
                 match self.read_rounds.index(&self.raft, HANDLER_TIMEOUT).await {
                     Ok(index) => Answer::ReadIndex(index),
