@@ -6,6 +6,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use bank::net::{self, Endpoint, NetError, Variant};
 use bank::{Bank, Report, StoreError, ValidationError};
@@ -62,6 +63,30 @@ enum Command {
         layers: Option<BenchSub>,
         #[command(flatten)]
         args: BenchArgs,
+    },
+    /// Faults on a 3-node cluster whose nodes each run in a network namespace (needs root and
+    /// iproute2): a workload of writes over gRPC and JSON-RPC while leaders and followers are
+    /// cut off and killed in turn; then heal, check the invariants, and report per fault.
+    Chaos {
+        /// Seconds of fault injection.
+        #[arg(long, default_value_t = 600.0)]
+        duration: f64,
+        /// The faults, injected in turn (repeatable; default: all).
+        #[arg(long = "nemesis", value_enum)]
+        nemeses: Vec<bank::chaos::Nemesis>,
+        /// Seconds each fault lasts.
+        #[arg(long, default_value_t = 6.0)]
+        hold: f64,
+        /// Where the nodes' data directories go (default: a new temporary directory).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// An extra argument for every node (repeatable), e.g.
+        /// `--node-arg=--election-timeout-ms=500-1000`.
+        #[arg(long = "node-arg", value_name = "ARG", allow_hyphen_values = true)]
+        node_args: Vec<String>,
+        /// Also write the report as JSON.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
     },
     /// Serve the bank over one of the networked variants until interrupted (Ctrl-C).
     Serve {
@@ -308,6 +333,45 @@ fn run(cli: Cli) -> Result<String, CliError> {
             Ok(serde_json::to_string_pretty(&value).unwrap_or_default())
         }
         Command::Bench { layers, args } => runtime()?.block_on(run_bench(layers, args)),
+        Command::Chaos {
+            duration,
+            nemeses,
+            hold,
+            dir,
+            node_args,
+            json,
+        } => runtime()?.block_on(async {
+            use bank::chaos::{self, ChaosConfig, Nemesis};
+            let seconds = |s: f64, what: &str| {
+                Duration::try_from_secs_f64(s)
+                    .map_err(|_| CliError::Usage(format!("--{what} must be a number of seconds")))
+            };
+            let temp = tempfile::Builder::new().prefix("bank-chaos-").tempdir()?;
+            let config = ChaosConfig {
+                exe: std::env::current_exe()?,
+                dir: dir.unwrap_or_else(|| temp.path().to_path_buf()),
+                duration: seconds(duration, "duration")?,
+                nemeses: if nemeses.is_empty() {
+                    vec![
+                        Nemesis::IsolateLeader,
+                        Nemesis::IsolateFollower,
+                        Nemesis::KillLeader,
+                    ]
+                } else {
+                    nemeses
+                },
+                hold: seconds(hold, "hold")?,
+                lab: ("bkc".into(), 200),
+                node_args,
+            };
+            let report = chaos::run(config)
+                .await
+                .map_err(|e| CliError::Usage(format!("chaos: {e}")))?;
+            if let Some(path) = &json {
+                write_json(path, &report)?;
+            }
+            Ok(chaos::render(&report))
+        }),
         Command::Demo => runtime()?.block_on(async {
             let exe = std::env::current_exe()?;
             bank::demo::run(&exe)

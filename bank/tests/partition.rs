@@ -165,3 +165,44 @@ async fn an_isolated_leader_is_replaced_and_rejoins_as_a_follower() {
     let accounts = api.get_accounts(customer).await.expect("accounts");
     assert!(accounts.contains(&account), "{accounts:?}");
 }
+
+/// A bounded `bank chaos` run: every nemesis at least once under a workload over gRPC and
+/// JSON-RPC, then the checks (converged digests, the pool's total, no negative balance, every
+/// acknowledged deposit present once). The longer run is `bank chaos --duration S`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_chaos_run_keeps_every_invariant() {
+    use bank::chaos::{self, ChaosConfig, Nemesis};
+    let _serial = ONE_AT_A_TIME.lock().await;
+    // The run builds its own lab; this one only finds out whether labs can be built here.
+    if lab("rgp", 3).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = ChaosConfig {
+        exe: EXE.into(),
+        dir: dir.path().to_path_buf(),
+        duration: Duration::from_secs(25),
+        nemeses: vec![
+            Nemesis::IsolateLeader,
+            Nemesis::IsolateFollower,
+            Nemesis::KillLeader,
+        ],
+        hold: Duration::from_secs(4),
+        lab: ("rgc".into(), 4),
+        node_args: Vec::new(),
+    };
+    let report = chaos::run(config)
+        .await
+        .unwrap_or_else(|e| panic!("chaos run: {e}"));
+    eprintln!("{}", chaos::render(&report));
+    assert!(report.acknowledged > 0, "{report:?}");
+    for name in ["isolate-leader", "isolate-follower", "kill-leader"] {
+        let figures = report
+            .faults
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} never ran"));
+        assert!(figures.injected > 0, "{name}: {figures:?}");
+        assert_eq!(figures.heal_leader_changes, 0, "{name}: {figures:?}");
+    }
+    assert_eq!(report.checks.len(), 4, "{:?}", report.checks);
+}

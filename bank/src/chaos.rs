@@ -1,0 +1,514 @@
+//! `bank chaos`: a 3-node bank cluster with every node in its own network namespace
+//! ([`runtime::netns`]), a workload of writes over gRPC and JSON-RPC with retries, and faults
+//! injected one after another (nemeses). At the end the faults are healed and the invariants
+//! checked:
+//!
+//! - replicas converge to equal digests;
+//! - the pool's transfers conserve its total and no balance is negative;
+//! - every worker's acknowledged deposits are in its account, and no deposit was applied twice
+//!   (`acknowledged <= balance <= acknowledged + indeterminate`, every deposit being 1.00).
+//!
+//! Figures per nemesis: how many were injected, the time until the majority had a new leader,
+//! and the leader changes a heal caused (goal 0). The longest write unavailability is the
+//! longest time no worker had a write acknowledged.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bank_generated::grpc::GrpcClient;
+use bank_generated::jsonrpc::JsonRpcClient;
+use bank_generated::{AccountType, BankApi, BankCallError};
+use runtime::cluster::LocalCluster;
+use runtime::netns::NetLab;
+use runtime::raft::types::NodeId;
+use runtime::{CallError, Failure};
+use rust_decimal::Decimal;
+
+/// A kind of fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Nemesis {
+    /// Take the leader's link down for the hold time, then bring it back.
+    IsolateLeader,
+    /// Take a follower's link down for the hold time, then bring it back.
+    IsolateFollower,
+    /// SIGKILL the leader, then restart it from its data directory.
+    KillLeader,
+}
+
+impl Nemesis {
+    fn name(self) -> &'static str {
+        match self {
+            Nemesis::IsolateLeader => "isolate-leader",
+            Nemesis::IsolateFollower => "isolate-follower",
+            Nemesis::KillLeader => "kill-leader",
+        }
+    }
+}
+
+/// What a chaos run does.
+#[derive(Debug, Clone)]
+pub struct ChaosConfig {
+    /// The node binary (`bank`).
+    pub exe: PathBuf,
+    /// Where the nodes' data directories go.
+    pub dir: PathBuf,
+    /// How long faults keep being injected (the run then heals and checks).
+    pub duration: Duration,
+    /// The faults, injected in turn.
+    pub nemeses: Vec<Nemesis>,
+    /// How long each fault lasts.
+    pub hold: Duration,
+    /// The lab's name tag (at most 6 characters) and subnet (`10.77.<subnet>.0/24`).
+    pub lab: (String, u8),
+    /// Extra arguments for every node (e.g. `--election-timeout-ms=500-1000`).
+    pub node_args: Vec<String>,
+}
+
+/// The figures of one nemesis.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FaultFigures {
+    /// How many times it was injected.
+    pub injected: u32,
+    /// Milliseconds from the fault to a new leader on the majority side (leader faults).
+    pub new_leader_ms: Vec<u64>,
+    /// Heals after which the leader or its term had changed (follower isolation; goal 0).
+    pub heal_leader_changes: u32,
+}
+
+/// What a chaos run saw.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ChaosReport {
+    /// Writes attempted.
+    pub ops: u64,
+    /// Writes acknowledged.
+    pub acknowledged: u64,
+    /// Writes refused by the bank (a definite no: nothing applied).
+    pub refused: u64,
+    /// Writes whose outcome is unknown (a transport failure or a deadline).
+    pub indeterminate: u64,
+    /// The longest time no worker had a write acknowledged, in milliseconds.
+    pub longest_unavailable_ms: u64,
+    /// Figures per nemesis.
+    pub faults: BTreeMap<String, FaultFigures>,
+    /// The checks, each with what it found.
+    pub checks: Vec<String>,
+}
+
+/// Why a chaos run could not run, or found a broken invariant.
+#[derive(Debug, thiserror::Error)]
+pub enum ChaosError {
+    /// The network lab could not be built (needs root and iproute2).
+    #[error("network namespaces: {0}")]
+    Lab(#[from] runtime::netns::NetLabError),
+    /// The cluster failed to start, elect or converge.
+    #[error("cluster: {0}")]
+    Cluster(#[from] runtime::host::HostError),
+    /// A call the run depends on failed.
+    #[error("{0}")]
+    Call(String),
+    /// An invariant does not hold.
+    #[error("invariant broken: {0}")]
+    Invariant(String),
+}
+
+/// Workers: gRPC clients, then JSON-RPC clients.
+const GRPC_WORKERS: usize = 4;
+const JSONRPC_WORKERS: usize = 2;
+/// Accounts the workers transfer between, and what each starts with.
+const POOL: usize = 4;
+const POOL_START: i64 = 1000;
+
+/// Tallies shared by the workers.
+#[derive(Default)]
+struct Tally {
+    ops: AtomicU64,
+    acknowledged: AtomicU64,
+    refused: AtomicU64,
+    indeterminate: AtomicU64,
+    /// When a write was last acknowledged, and the longest gap between two.
+    last_ack: Mutex<Option<(Instant, Duration)>>,
+}
+
+impl Tally {
+    fn acknowledged(&self) {
+        self.acknowledged.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        if let Ok(mut last) = self.last_ack.lock() {
+            let longest = match *last {
+                Some((at, longest)) => longest.max(now - at),
+                None => Duration::ZERO,
+            };
+            *last = Some((now, longest));
+        }
+    }
+}
+
+/// What happened to one write.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Acknowledged,
+    Refused,
+    Indeterminate,
+}
+
+fn outcome<T>(result: &Result<T, BankCallError>) -> Outcome {
+    match result {
+        Ok(_) => Outcome::Acknowledged,
+        Err(CallError::Domain(_)) | Err(CallError::Failure(Failure::Rejected(_))) => {
+            Outcome::Refused
+        }
+        Err(CallError::Failure(_)) => Outcome::Indeterminate,
+    }
+}
+
+/// A worker: deposits 1.00 into its own account and transfers between pool accounts, until
+/// `stop`. Returns (acknowledged, indeterminate) deposits.
+async fn work<A: BankApi>(
+    api: A,
+    own: u64,
+    pool: Vec<u64>,
+    seed: u64,
+    tally: Arc<Tally>,
+    stop: Arc<AtomicBool>,
+) -> (u64, u64) {
+    let (mut acked, mut unknown) = (0, 0);
+    let mut state = seed | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        tally.ops.fetch_add(1, Ordering::Relaxed);
+        let result = if i.is_multiple_of(2) {
+            let result = outcome(&api.deposit(own, Decimal::ONE).await);
+            acked += u64::from(result == Outcome::Acknowledged);
+            unknown += u64::from(result == Outcome::Indeterminate);
+            result
+        } else {
+            let from = pool[(next() % POOL as u64) as usize];
+            let to = pool[(next() % POOL as u64) as usize];
+            let to = if to == from {
+                pool[(pool.iter().position(|&p| p == from).unwrap_or(0) + 1) % POOL]
+            } else {
+                to
+            };
+            let amount = Decimal::from(1 + next() % 5);
+            outcome(&api.transfer(from, to, amount).await)
+        };
+        match result {
+            Outcome::Acknowledged => tally.acknowledged(),
+            Outcome::Refused => {
+                tally.refused.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Indeterminate => {
+                tally.indeterminate.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    (acked, unknown)
+}
+
+/// The leader as the first reachable node among `ids` that calls itself leader sees it.
+async fn leader_among(c: &LocalCluster, ids: &[NodeId], within: Duration) -> Option<NodeId> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        for &id in ids {
+            if let Ok(status) = c.status(id).await
+                && status["role"] == "Leader"
+            {
+                return Some(id);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// Waits until every node has applied what the leader had logged when this was called (the
+/// digests cannot be compared while the workload writes).
+async fn caught_up(c: &LocalCluster) -> Result<(), ChaosError> {
+    let all: Vec<NodeId> = c.nodes.iter().map(|n| n.id).collect();
+    let deadline = Instant::now() + ELECTION;
+    let leader = leader_among(c, &all, ELECTION)
+        .await
+        .ok_or_else(|| ChaosError::Call("no leader after the heal".into()))?;
+    let target = c.status(leader).await?["last_log_index"]
+        .as_u64()
+        .unwrap_or(0);
+    for &id in &all {
+        loop {
+            let applied = c
+                .status(id)
+                .await
+                .ok()
+                .and_then(|s| s["last_applied_index"].as_u64());
+            if applied.is_some_and(|a| a >= target) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(ChaosError::Call(format!(
+                    "node {id} did not catch up to index {target} after the heal"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+async fn term_of(c: &LocalCluster, id: NodeId) -> Option<u64> {
+    c.status(id).await.ok()?["term"].as_u64()
+}
+
+const ELECTION: Duration = Duration::from_secs(60);
+
+/// Injects one fault and heals it; records its figures.
+async fn inject(
+    nemesis: Nemesis,
+    c: &mut LocalCluster,
+    lab: &NetLab,
+    hold: Duration,
+    figures: &mut FaultFigures,
+) -> Result<(), ChaosError> {
+    let all: Vec<NodeId> = c.nodes.iter().map(|n| n.id).collect();
+    let leader = leader_among(c, &all, ELECTION)
+        .await
+        .ok_or_else(|| ChaosError::Call("no leader before the fault".into()))?;
+    let others: Vec<NodeId> = all.iter().copied().filter(|&id| id != leader).collect();
+    figures.injected += 1;
+    match nemesis {
+        Nemesis::IsolateLeader | Nemesis::KillLeader => {
+            let cut = Instant::now();
+            if nemesis == Nemesis::IsolateLeader {
+                lab.set_connected(leader as usize, false)?;
+            } else {
+                c.kill(leader)?;
+            }
+            let elected = leader_among(c, &others, ELECTION).await;
+            if elected.is_some() {
+                figures.new_leader_ms.push(cut.elapsed().as_millis() as u64);
+            }
+            tokio::time::sleep(hold.saturating_sub(cut.elapsed())).await;
+            if nemesis == Nemesis::IsolateLeader {
+                lab.set_connected(leader as usize, true)?;
+            } else {
+                c.restart(leader).await?;
+            }
+        }
+        Nemesis::IsolateFollower => {
+            let follower = others[0];
+            let term = term_of(c, leader).await;
+            lab.set_connected(follower as usize, false)?;
+            tokio::time::sleep(hold).await;
+            lab.set_connected(follower as usize, true)?;
+            caught_up(c).await?;
+            let after = leader_among(c, &all, ELECTION).await;
+            if after != Some(leader) || term_of(c, leader).await != term {
+                figures.heal_leader_changes += 1;
+            }
+        }
+    }
+    caught_up(c).await
+}
+
+/// Runs the workload and the nemeses, heals, checks; see the module docs.
+pub async fn run(config: ChaosConfig) -> Result<ChaosReport, ChaosError> {
+    let lab = NetLab::create(&config.lab.0, config.lab.1, 3)?;
+    let mut c =
+        LocalCluster::start_in(&config.exe, &config.dir, lab.hosts.clone(), Vec::new()).await?;
+    let leader = leader_among(&c, &[1, 2, 3], ELECTION)
+        .await
+        .ok_or_else(|| ChaosError::Call("no leader".into()))?;
+    let setup = GrpcClient::connect(&c.node(leader)?.api)
+        .await
+        .map_err(|e| ChaosError::Call(format!("connect: {e}")))?
+        .retrying(5);
+    let call =
+        |what: &'static str| move |e: BankCallError| ChaosError::Call(format!("{what}: {e}"));
+    let customer = setup
+        .create_customer("Chaos".into(), "Monkey".into(), "1 Fault Line".into())
+        .await
+        .map_err(call("customer"))?
+        .customer_id;
+    let mut pool = Vec::new();
+    for _ in 0..POOL {
+        let id = setup
+            .create_account(customer, AccountType::Checking)
+            .await
+            .map_err(call("pool account"))?
+            .account_id;
+        setup
+            .deposit(id, Decimal::from(POOL_START))
+            .await
+            .map_err(call("pool deposit"))?;
+        pool.push(id);
+    }
+    let tally = Arc::new(Tally::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..GRPC_WORKERS + JSONRPC_WORKERS {
+        let own = setup
+            .create_account(customer, AccountType::Savings)
+            .await
+            .map_err(call("worker account"))?
+            .account_id;
+        // Workers are spread over the nodes: a cut-off node's clients see the fault.
+        let node = &c.nodes[w % c.nodes.len()];
+        let (pool, tally, stop) = (pool.clone(), tally.clone(), stop.clone());
+        let seed = 0x9e37_79b9_7f4a_7c15 ^ (w as u64 + 1);
+        let task = if w < GRPC_WORKERS {
+            let api = GrpcClient::connect(&node.api)
+                .await
+                .map_err(|e| ChaosError::Call(format!("connect: {e}")))?
+                .retrying(3);
+            tokio::spawn(work(api, own, pool, seed, tally, stop))
+        } else {
+            let api = JsonRpcClient::new(&node.jsonrpc)
+                .map_err(|e| ChaosError::Call(format!("connect: {e}")))?
+                .retrying(3);
+            tokio::spawn(work(api, own, pool, seed, tally, stop))
+        };
+        workers.push((own, task));
+    }
+
+    let mut faults: BTreeMap<Nemesis, FaultFigures> = BTreeMap::new();
+    let started = Instant::now();
+    let mut turn = 0;
+    while started.elapsed() < config.duration && !config.nemeses.is_empty() {
+        let nemesis = config.nemeses[turn % config.nemeses.len()];
+        turn += 1;
+        let figures = faults.entry(nemesis).or_default();
+        inject(nemesis, &mut c, &lab, config.hold, figures).await?;
+        tracing::info!(nemesis = nemesis.name(), "fault healed");
+    }
+    if config.nemeses.is_empty() {
+        tokio::time::sleep(config.duration).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut deposits = Vec::new();
+    for (own, task) in workers {
+        let (acked, unknown) = task
+            .await
+            .map_err(|e| ChaosError::Call(format!("worker: {e}")))?;
+        deposits.push((own, acked, unknown));
+    }
+
+    // Checks, on the healed cluster.
+    let mut checks = Vec::new();
+    let replicas = c.converged(ELECTION).await?;
+    checks.push(format!(
+        "replicas converged: {} nodes at index {}, one digest",
+        replicas.len(),
+        replicas.first().map_or(0, |r| r.1)
+    ));
+    let leader = leader_among(&c, &[1, 2, 3], ELECTION)
+        .await
+        .ok_or_else(|| ChaosError::Call("no leader after the heal".into()))?;
+    let reader = GrpcClient::connect(&c.node(leader)?.api)
+        .await
+        .map_err(|e| ChaosError::Call(format!("connect: {e}")))?;
+    let accounts = reader
+        .list_accounts(0, 1000)
+        .await
+        .map_err(call("list accounts"))?;
+    let balance = |id: u64| {
+        accounts
+            .iter()
+            .find(|a| a.account_id == id)
+            .map(|a| a.balance)
+            .ok_or_else(|| ChaosError::Invariant(format!("account {id} is missing")))
+    };
+    if let Some(negative) = accounts.iter().find(|a| a.balance < Decimal::ZERO) {
+        return Err(ChaosError::Invariant(format!(
+            "account {} has a negative balance {}",
+            negative.account_id, negative.balance
+        )));
+    }
+    checks.push(format!(
+        "no negative balance among {} accounts",
+        accounts.len()
+    ));
+    let mut total = Decimal::ZERO;
+    for &id in &pool {
+        total += balance(id)?;
+    }
+    let expected = Decimal::from(POOL_START * POOL as i64);
+    if total != expected {
+        return Err(ChaosError::Invariant(format!(
+            "the pool holds {total}, not {expected}"
+        )));
+    }
+    checks.push(format!("transfers conserved the pool's {expected}"));
+    for (own, acked, unknown) in deposits {
+        let got = balance(own)?;
+        let (low, high) = (Decimal::from(acked), Decimal::from(acked + unknown));
+        if got < low || got > high {
+            return Err(ChaosError::Invariant(format!(
+                "account {own} holds {got}: {acked} deposits acknowledged, {unknown} \
+                 indeterminate (a write lost or applied twice)"
+            )));
+        }
+    }
+    checks.push(
+        "every acknowledged deposit present once, none applied twice (per worker account)".into(),
+    );
+
+    let longest = tally
+        .last_ack
+        .lock()
+        .ok()
+        .and_then(|l| l.map(|(_, longest)| longest))
+        .unwrap_or_default();
+    Ok(ChaosReport {
+        ops: tally.ops.load(Ordering::Relaxed),
+        acknowledged: tally.acknowledged.load(Ordering::Relaxed),
+        refused: tally.refused.load(Ordering::Relaxed),
+        indeterminate: tally.indeterminate.load(Ordering::Relaxed),
+        longest_unavailable_ms: longest.as_millis() as u64,
+        faults: faults
+            .into_iter()
+            .map(|(n, f)| (n.name().to_string(), f))
+            .collect(),
+        checks,
+    })
+}
+
+/// The report as a table.
+pub fn render(report: &ChaosReport) -> String {
+    let mut out = format!(
+        "writes: {} attempted, {} acknowledged, {} refused, {} indeterminate; longest write \
+         unavailability {} ms\n",
+        report.ops,
+        report.acknowledged,
+        report.refused,
+        report.indeterminate,
+        report.longest_unavailable_ms
+    );
+    out.push_str(
+        "nemesis            injected  new leader ms (min/median/max)  heal leader changes\n",
+    );
+    for (name, f) in &report.faults {
+        let mut ms = f.new_leader_ms.clone();
+        ms.sort_unstable();
+        let spread = match (ms.first(), ms.get(ms.len() / 2), ms.last()) {
+            (Some(min), Some(median), Some(max)) => format!("{min}/{median}/{max}"),
+            _ => "-".into(),
+        };
+        out.push_str(&format!(
+            "{name:<18} {:>8}  {spread:>30}  {:>19}\n",
+            f.injected, f.heal_leader_changes
+        ));
+    }
+    for check in &report.checks {
+        out.push_str(&format!("ok: {check}\n"));
+    }
+    out
+}
