@@ -451,6 +451,9 @@ pub struct Target {
     pub variant: Variant,
     /// A running server or node; `None` starts one for the run.
     pub connect: Option<String>,
+    /// For a `raft` cluster started for the run: a one-way delay on every link between its
+    /// nodes (a userspace proxy, [`runtime::delay`]).
+    pub link_delay: Option<Duration>,
 }
 
 impl Target {
@@ -459,6 +462,7 @@ impl Target {
         Target {
             variant,
             connect: None,
+            link_delay: None,
         }
     }
 
@@ -505,7 +509,9 @@ pub async fn run_target(
         (None, v) if v.in_process() => None,
         (None, Variant::Raft) => {
             let exe = std::env::current_exe().map_err(setup)?;
-            let (started, addr) = start_cluster(&exe, dir.path(), &[]).await.map_err(setup)?;
+            let (started, addr) = start_cluster(&exe, dir.path(), &[], target.link_delay)
+                .await
+                .map_err(setup)?;
             cluster = Some(started);
             Some(addr)
         }
@@ -543,14 +549,19 @@ pub async fn run_target(
     Ok(report?)
 }
 
-/// Starts a 3-node cluster of `exe` under `dir` with `node_args` on every node; returns it with
-/// its leader's gRPC address.
+/// Starts a 3-node cluster of `exe` under `dir` with `node_args` on every node (and `delay` on
+/// every link between nodes); returns it with its leader's gRPC address.
 pub(crate) async fn start_cluster(
     exe: &std::path::Path,
     dir: &std::path::Path,
     node_args: &[String],
+    delay: Option<Duration>,
 ) -> Result<(runtime::cluster::LocalCluster, String), runtime::host::HostError> {
-    let cluster = runtime::cluster::LocalCluster::start(exe, dir, 3, node_args.to_vec()).await?;
+    use runtime::cluster::LocalCluster;
+    let cluster = match delay {
+        Some(delay) => LocalCluster::start_delayed(exe, dir, 3, node_args.to_vec(), delay).await?,
+        None => LocalCluster::start(exe, dir, 3, node_args.to_vec()).await?,
+    };
     let leader = cluster.wait_for_leader(Duration::from_secs(60)).await?;
     let api = cluster.node(leader)?.api.clone();
     Ok((cluster, api))

@@ -173,6 +173,10 @@ struct BenchArgs {
     /// What the clients do.
     #[arg(long, value_enum, default_value = "writes")]
     workload: bank::bench::Workload,
+    /// A one-way delay in milliseconds on every link between the nodes of the raft cluster the
+    /// run starts (a userspace proxy): how the cluster does with its nodes apart.
+    #[arg(long, value_name = "MS")]
+    latency_ms: Option<u64>,
     /// Also write the report as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -491,9 +495,16 @@ async fn run_bench(layers: Option<BenchSub>, args: BenchArgs) -> Result<String, 
         (None, Some(n)) => Stop::Ops(n),
         (None, None) => Stop::Duration(std::time::Duration::from_secs(10)),
     };
+    if args.latency_ms.is_some() && (args.variant != Variant::Raft || args.connect.is_some()) {
+        return Err(CliError::Usage(
+            "--latency-ms is for a raft cluster started by the run (--variant raft, no --connect)"
+                .into(),
+        ));
+    }
     let target = Target {
         variant: args.variant,
         connect: args.connect.clone(),
+        link_delay: args.latency_ms.map(std::time::Duration::from_millis),
     };
     let report = bench::run_target(&target, args.clients, args.workload, stop, progress)
         .await

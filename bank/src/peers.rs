@@ -422,7 +422,7 @@ async fn start_cluster(
     dir: &Path,
     node_args: &[String],
 ) -> Result<(runtime::cluster::LocalCluster, String, Vec<u32>), String> {
-    let (cluster, api) = crate::bench::start_cluster(exe, dir, node_args)
+    let (cluster, api) = crate::bench::start_cluster(exe, dir, node_args, None)
         .await
         .map_err(|e| e.to_string())?;
     let pids = cluster.nodes.iter().filter_map(|n| n.pid()).collect();

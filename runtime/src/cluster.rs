@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::delay::DelayLink;
 use crate::host::{HostError, SECRET_ENV, admin};
 use crate::netns::NetHost;
 use crate::raft::network::AdminRequest;
@@ -26,6 +27,14 @@ fn random_secret() -> Result<String, HostError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// A port on 127.0.0.1 that was free a moment ago (bound, then released).
+fn free_port() -> Result<String, HostError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.to_string())
+        .map_err(|e| HostError::Process(format!("no free port: {e}")))
+}
+
 /// One node process of a [`LocalCluster`].
 #[derive(Debug)]
 pub struct NodeProcess {
@@ -40,6 +49,8 @@ pub struct NodeProcess {
     /// Its data directory.
     pub data_dir: PathBuf,
     child: Option<Child>,
+    /// The delayed link in front of its raft listener, if the cluster has one.
+    link: Option<DelayLink>,
 }
 
 impl NodeProcess {
@@ -82,6 +93,8 @@ pub struct LocalCluster {
     pub node_args: Vec<String>,
     /// Where each node runs (node 1 first); empty: every node on 127.0.0.1 here.
     hosts: Vec<NetHost>,
+    /// A one-way delay on every raft link (see [`LocalCluster::start_delayed`]).
+    delay: Option<Duration>,
 }
 
 impl LocalCluster {
@@ -93,7 +106,7 @@ impl LocalCluster {
         n: usize,
         node_args: Vec<String>,
     ) -> Result<LocalCluster, HostError> {
-        Self::start_on(exe, dir, n, node_args, Vec::new()).await
+        Self::start_on(exe, dir, n, node_args, Vec::new(), None).await
     }
 
     /// Like [`LocalCluster::start`], with node `i` in the network namespace `hosts[i - 1]`
@@ -104,7 +117,20 @@ impl LocalCluster {
         hosts: Vec<NetHost>,
         node_args: Vec<String>,
     ) -> Result<LocalCluster, HostError> {
-        Self::start_on(exe, dir, hosts.len(), node_args, hosts).await
+        Self::start_on(exe, dir, hosts.len(), node_args, hosts, None).await
+    }
+
+    /// Like [`LocalCluster::start`], with every node's raft traffic (replication, votes,
+    /// forwarded writes) reaching it through a [`DelayLink`] of one-way `delay`: a cluster
+    /// whose nodes are that far apart. API clients reach the nodes directly.
+    pub async fn start_delayed(
+        exe: &Path,
+        dir: &Path,
+        n: usize,
+        node_args: Vec<String>,
+        delay: Duration,
+    ) -> Result<LocalCluster, HostError> {
+        Self::start_on(exe, dir, n, node_args, Vec::new(), Some(delay)).await
     }
 
     async fn start_on(
@@ -113,6 +139,7 @@ impl LocalCluster {
         n: usize,
         node_args: Vec<String>,
         hosts: Vec<NetHost>,
+        delay: Option<Duration>,
     ) -> Result<LocalCluster, HostError> {
         let secret = random_secret()?;
         let mut cluster = LocalCluster {
@@ -122,6 +149,7 @@ impl LocalCluster {
             dir: dir.to_path_buf(),
             node_args,
             hosts,
+            delay,
         };
         for id in 1..=n as NodeId {
             let process = cluster.spawn(id, id == 1).await?;
@@ -137,7 +165,15 @@ impl LocalCluster {
     /// Starts node `id` (fresh or from its existing data dir). `init` starts a new cluster;
     /// otherwise it joins through the first other running node.
     pub async fn spawn(&self, id: NodeId, init: bool) -> Result<NodeProcess, HostError> {
-        self.spawn_at(id, init, None).await
+        let link = match self.delay {
+            Some(delay) => Some(
+                DelayLink::bind("127.0.0.1:0", delay)
+                    .await
+                    .map_err(|e| HostError::Process(format!("delay link: {e}")))?,
+            ),
+            None => None,
+        };
+        self.spawn_at(id, init, None, link).await
     }
 
     /// Like [`LocalCluster::spawn`], on the given (api, jsonrpc, raft) addresses: a restarted
@@ -147,15 +183,24 @@ impl LocalCluster {
         id: NodeId,
         init: bool,
         addrs: Option<(String, String, String)>,
+        link: Option<DelayLink>,
     ) -> Result<NodeProcess, HostError> {
         let data_dir = self.dir.join(format!("node{id}"));
         let host = usize::try_from(id)
             .ok()
             .and_then(|i| self.hosts.get(i.wrapping_sub(1)));
-        let (api, jsonrpc, raft) = addrs.unwrap_or_else(|| {
+        let (api, jsonrpc, mut raft) = addrs.unwrap_or_else(|| {
             let any = format!("{}:0", host.map_or("127.0.0.1", |h| h.ip.as_str()));
             (any.clone(), any.clone(), any)
         });
+        if let Some(link) = &link
+            && link.target().is_none()
+        {
+            // The link must lead to the node before it joins (the leader replicates to it
+            // through the link while it joins): give it a port known in advance.
+            raft = free_port()?;
+            link.connect_to(&raft);
+        }
         std::fs::create_dir_all(&data_dir)
             .map_err(|e| HostError::Process(format!("{}: {e}", data_dir.display())))?;
         // Each node logs to a file in its data directory (RUST_LOG picks the level).
@@ -187,6 +232,10 @@ impl LocalCluster {
                 &raft,
             ])
             .args(&self.node_args)
+            .args(
+                link.iter()
+                    .flat_map(|l| ["--advertise-raft".to_string(), l.addr().to_string()]),
+            )
             .env(SECRET_ENV, &self.secret)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -232,13 +281,18 @@ impl LocalCluster {
                 .find_map(|w| w.strip_prefix(&format!("{name}=")).map(str::to_string))
                 .ok_or_else(|| HostError::Process(format!("node {id} did not start: {line:?}")))
         };
+        let raft = match &link {
+            Some(link) => link.addr().to_string(),
+            None => field("raft")?,
+        };
         Ok(NodeProcess {
             id,
             api: field("api")?,
             jsonrpc: field("jsonrpc")?,
-            raft: field("raft")?,
+            raft,
             data_dir,
             child: Some(child),
+            link,
         })
     }
 
@@ -246,9 +300,15 @@ impl LocalCluster {
     pub async fn restart(&mut self, id: NodeId) -> Result<(), HostError> {
         let index = self.position(id)?;
         self.nodes[index].kill();
-        let old = &self.nodes[index];
-        let addrs = (old.api.clone(), old.jsonrpc.clone(), old.raft.clone());
-        let process = self.spawn_at(id, false, Some(addrs)).await?;
+        let old = &mut self.nodes[index];
+        // Behind a delay link, the node listens where the link leads; the link stays.
+        let link = old.link.take();
+        let raft = link
+            .as_ref()
+            .and_then(DelayLink::target)
+            .unwrap_or_else(|| old.raft.clone());
+        let addrs = (old.api.clone(), old.jsonrpc.clone(), raft);
+        let process = self.spawn_at(id, false, Some(addrs), link).await?;
         self.nodes[index] = process;
         Ok(())
     }

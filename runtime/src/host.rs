@@ -154,6 +154,10 @@ pub struct NodeArgs {
     /// host with its bound port.
     #[arg(long, value_name = "HOST")]
     pub advertise_host: Option<String>,
+    /// The raft address other nodes reach this node at, when it differs from the listener's
+    /// (a proxy, a port forward); overrides `--advertise-host` for raft traffic.
+    #[arg(long, value_name = "ADDR")]
+    pub advertise_raft: Option<String>,
     /// Threads of the node's async runtime: 1 runs everything on one thread (the least
     /// hand-offs; SQLite work has threads of its own), more makes a work-stealing pool.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -240,7 +244,10 @@ pub async fn start(args: NodeArgs, service: &dyn HostedService) -> Result<Runnin
         None => bound.to_string(),
     };
     let addr = NodeAddr {
-        raft: advertised(raft_addr),
+        raft: args
+            .advertise_raft
+            .clone()
+            .unwrap_or_else(|| advertised(raft_addr)),
         api: listeners
             .iter()
             .map(|(p, (_, a))| (p.name().to_string(), advertised(*a)))

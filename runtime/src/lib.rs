@@ -76,6 +76,7 @@ pub mod call;
 pub mod client;
 pub mod cluster;
 pub mod codes;
+pub mod delay;
 pub mod error;
 pub mod frame;
 pub mod host;
