@@ -322,8 +322,13 @@ async fn inject(
 /// Runs the workload and the nemeses, heals, checks; see the module docs.
 pub async fn run(config: ChaosConfig) -> Result<ChaosReport, ChaosError> {
     let lab = NetLab::create(&config.lab.0, config.lab.1, 3)?;
-    let mut c =
-        LocalCluster::start_in(&config.exe, &config.dir, lab.hosts.clone(), Vec::new()).await?;
+    let mut c = LocalCluster::start_in(
+        &config.exe,
+        &config.dir,
+        lab.hosts.clone(),
+        config.node_args.clone(),
+    )
+    .await?;
     let leader = leader_among(&c, &[1, 2, 3], ELECTION)
         .await
         .ok_or_else(|| ChaosError::Call("no leader".into()))?;
