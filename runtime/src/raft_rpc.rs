@@ -87,6 +87,9 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
             == 0
 }
 
+/// How many streams a peer may have reset before the raft server reads them.
+const MAX_RESET_STREAMS: usize = 4096;
+
 /// Serves the raft message service on `listener` until `shutdown` resolves; calls must carry
 /// `secret`.
 pub async fn serve_raft<H: RaftHandler>(
@@ -110,6 +113,9 @@ pub async fn serve_raft<H: RaftHandler>(
         .max_encoding_message_size(max_message_size);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
+        // After a partition heals, TCP delivers every call a peer gave up on during it (each a
+        // reset stream) at once; h2's default of 20 would close the connection for that.
+        .http2_max_pending_accept_reset_streams(Some(MAX_RESET_STREAMS))
         .add_service(tonic::service::interceptor::InterceptedService::new(
             service, check,
         ))

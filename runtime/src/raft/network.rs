@@ -27,6 +27,9 @@ use super::state_machine::SnapshotFile;
 use super::types::{Applied, C, Envelope, NodeAddr, NodeId, SnapshotMeta, Vote, encode};
 use crate::raft_rpc::RaftClient;
 
+/// The longest a replication stream waits for the answer to a request it sent.
+pub const STREAM_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Bytes per snapshot chunk.
 pub const SNAPSHOT_CHUNK: usize = 1 << 20;
 
@@ -299,7 +302,11 @@ impl RaftNetworkV2<C> for Peer {
                     return Err(status_error(status));
                 }
             };
-            let ttl = option.soft_ttl();
+            // openraft's budget for a stream is the heartbeat interval, too short for an append
+            // of hundreds of entries to a follower that is catching up (it then never catches
+            // up: every batch times out and the stream starts over). Dead peers are found by
+            // heartbeats and h2 keep-alives; this only bounds a stream that stopped answering.
+            let ttl = option.soft_ttl().max(STREAM_ANSWER_TIMEOUT);
             let answers = futures_util::stream::unfold(Some(answers), move |answers| {
                 let waiting = waiting.clone();
                 async move {
