@@ -139,6 +139,34 @@ fn serve_on_an_address_in_use_fails_naming_it() {
     drop(taken);
 }
 
+/// A raft secret anyone could guess is refused before anything is created, and so are
+/// election timeouts that make no sense.
+#[test]
+fn a_node_refuses_a_short_secret_and_a_bad_election_range() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("n1");
+    let data = data.to_str().expect("utf-8 path");
+    let out = run(&["node", "--id", "1", "--data-dir", data, "--secret", "short", "--init"]);
+    assert!(!out.status.success(), "{out}");
+    assert!(out.stderr.contains("at least 16 bytes"), "{out}");
+    assert!(!dir.path().join("n1").exists(), "a refused node created its data\n{out}");
+    for range in ["3000-1500", "0-10", "fast"] {
+        let out = run(&[
+            "node",
+            "--id",
+            "1",
+            "--data-dir",
+            data,
+            "--secret",
+            "0123456789abcdef",
+            "--election-timeout-ms",
+            range,
+        ]);
+        assert!(!out.status.success(), "{range}: {out}");
+        assert!(out.stderr.contains(range), "{range}: {out}");
+    }
+}
+
 #[test]
 fn serve_with_a_malformed_listen_address_fails() {
     let out = run(&["serve", "--variant", "tcp", "--listen", "not-an-address"]);
