@@ -146,10 +146,22 @@ fn a_node_refuses_a_short_secret_and_a_bad_election_range() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("n1");
     let data = data.to_str().expect("utf-8 path");
-    let out = run(&["node", "--id", "1", "--data-dir", data, "--secret", "short", "--init"]);
+    let out = run(&[
+        "node",
+        "--id",
+        "1",
+        "--data-dir",
+        data,
+        "--secret",
+        "short",
+        "--init",
+    ]);
     assert!(!out.status.success(), "{out}");
     assert!(out.stderr.contains("at least 16 bytes"), "{out}");
-    assert!(!dir.path().join("n1").exists(), "a refused node created its data\n{out}");
+    assert!(
+        !dir.path().join("n1").exists(),
+        "a refused node created its data\n{out}"
+    );
     for range in ["3000-1500", "0-10", "fast"] {
         let out = run(&[
             "node",
