@@ -303,6 +303,36 @@ fn advance_time_is_bounded_in_total_and_the_bank_keeps_working() {
     assert_eq!(balance, dec("1.00"));
 }
 
+/// Names and addresses are bounded (100 and 500 characters, counted after trimming): longer
+/// ones are refused and change nothing.
+#[test]
+fn overlong_names_and_addresses_are_refused() {
+    let mut f = Fixture::new();
+    let digest = f.bank.digest().unwrap();
+    let long = |n: usize| "é".repeat(n);
+    for (first, last, address) in [
+        (long(101), "Doe".to_string(), String::new()),
+        ("Jane".to_string(), long(101), String::new()),
+        ("Jane".to_string(), "Doe".to_string(), long(501)),
+    ] {
+        let got = f.at("2024-01-10T00:00:00Z", |s, c| {
+            s.create_customer(c, first, last, address)
+        });
+        assert!(
+            matches!(
+                got,
+                Err(ServiceError::Domain(BankError::InvalidArgument(_)))
+            ),
+            "{got:?}"
+        );
+    }
+    assert_eq!(f.bank.digest().unwrap(), digest);
+    let at_the_limit = f.at("2024-01-10T00:00:01Z", |s, c| {
+        s.create_customer(c, long(100), format!("  {}  ", long(100)), long(500))
+    });
+    assert!(at_the_limit.is_ok(), "{at_the_limit:?}");
+}
+
 #[test]
 fn insufficient_funds_change_nothing() {
     let mut f = Fixture::new();

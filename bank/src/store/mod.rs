@@ -40,6 +40,12 @@ pub use service::BankState;
 /// The schema version this build writes and understands (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = 1;
 
+/// The longest first or last name, in characters (after trimming).
+pub const MAX_NAME_CHARS: usize = 100;
+
+/// The longest address, in characters (after trimming).
+pub const MAX_ADDRESS_CHARS: usize = 500;
+
 /// The largest `limit` accepted by `list_customers` and `list_accounts`.
 pub const MAX_LIST_LIMIT: u32 = 1000;
 

@@ -11,7 +11,9 @@ use rust_decimal::Decimal;
 
 use super::clock::*;
 use super::rows::*;
-use super::{MAX_ADVANCE_DAYS, MAX_LIST_LIMIT, MAX_TOTAL_ADVANCE_DAYS};
+use super::{
+    MAX_ADDRESS_CHARS, MAX_ADVANCE_DAYS, MAX_LIST_LIMIT, MAX_NAME_CHARS, MAX_TOTAL_ADVANCE_DAYS,
+};
 
 /// The database as seen by one command (inside its transaction) or one query.
 ///
@@ -260,11 +262,25 @@ impl BankService for BankState<'_> {
     ) -> Result<Customer, BankServiceError> {
         let first_name = first_name.trim();
         let last_name = last_name.trim();
+        let address = address.trim();
         if first_name.is_empty() {
             return Err(BankError::InvalidArgument("first_name is empty".into()).into());
         }
         if last_name.is_empty() {
             return Err(BankError::InvalidArgument("last_name is empty".into()).into());
+        }
+        for (field, text, limit) in [
+            ("first_name", first_name, MAX_NAME_CHARS),
+            ("last_name", last_name, MAX_NAME_CHARS),
+            ("address", address, MAX_ADDRESS_CHARS),
+        ] {
+            let chars = text.chars().count();
+            if chars > limit {
+                return Err(BankError::InvalidArgument(format!(
+                    "{field} is {chars} characters; at most {limit}"
+                ))
+                .into());
+            }
         }
         let id = self.next_id("customers", "customer_id")?;
         let now = time_to_sql(self.now)?;
@@ -273,7 +289,7 @@ impl BankService for BankState<'_> {
                 "INSERT INTO customers (customer_id, first_name, last_name, address,
                      create_time, update_time)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                params![id, first_name, last_name, address.trim(), now],
+                params![id, first_name, last_name, address, now],
             )
             .map_err(internal)?;
         self.load_customer(id)

@@ -85,10 +85,13 @@ pub struct TransferResult {
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct CreateCustomerRequest {
+    /// Not empty; at most 100 characters.
     #[prost(string, tag = "1")]
     pub first_name: ::prost::alloc::string::String,
+    /// Not empty; at most 100 characters.
     #[prost(string, tag = "2")]
     pub last_name: ::prost::alloc::string::String,
+    /// At most 500 characters.
     #[prost(string, tag = "3")]
     pub address: ::prost::alloc::string::String,
 }
