@@ -359,9 +359,11 @@ impl RaftNode {
                     Ok(response) => return Ok(response.data?),
                     Err(e) => match e.api_error() {
                         Some(ClientWriteError::ForwardToLeader(to)) => {
-                            if to.leader_id.is_none() && self.is_leader() {
-                                // Check-quorum: this leader has not heard from a quorum within
-                                // its lease. Say so now; the client can try another node.
+                            // Check-quorum: a leader that has not heard from a quorum within
+                            // its lease says so now, and the client can try another node. (A
+                            // leader just elected may refuse the same way for a moment: that
+                            // one has heard from no quorum yet, and is retried.)
+                            if to.leader_id.is_none() && self.quorum_lost() {
                                 return Err(NodeError::NoQuorum(self.id));
                             }
                             last_error = "leadership moved".into();
