@@ -243,7 +243,7 @@ pub fn context_from_metadata(
     metadata: &tonic::metadata::MetadataMap,
 ) -> Result<CallContext, tonic::Status> {
     parse_context(|key| metadata.get(key).and_then(|v| v.to_str().ok()))
-        .map_err(crate::codes::rejected_status)
+        .map_err(|reason| crate::codes::failure_status(crate::Failure::Rejected(reason)))
 }
 
 /// Writes a call's context into gRPC metadata (what [`context_from_metadata`] reads back).
@@ -263,6 +263,58 @@ pub fn context_to_metadata(context: &CallContext, metadata: &mut tonic::metadata
             tonic::metadata::MetadataValue::from_static(level.as_str()),
         );
     }
+}
+
+/// The names a call's context travels under: gRPC metadata keys, and the same names among a
+/// JSON-RPC call's named parameters (where no schema parameter can take them: they are not
+/// identifiers).
+const CONTEXT_KEYS: [&str; 4] = [
+    CLIENT_ID_KEY,
+    REQUEST_SEQ_KEY,
+    REQUEST_ACK_KEY,
+    READ_LEVEL_KEY,
+];
+
+/// Writes a call's context among a JSON-RPC call's named parameters (what
+/// [`context_from_params`] takes back out).
+pub fn context_to_params(
+    context: &CallContext,
+    params: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    if let Some(id) = &context.request {
+        params.insert(CLIENT_ID_KEY.into(), id.client.clone().into());
+        params.insert(REQUEST_SEQ_KEY.into(), id.seq.into());
+        if id.ack > 0 {
+            params.insert(REQUEST_ACK_KEY.into(), id.ack.into());
+        }
+    }
+    if let Some(level) = context.read_level {
+        params.insert(READ_LEVEL_KEY.into(), level.as_str().into());
+    }
+}
+
+/// Takes a call's context (request id, read level) out of a JSON-RPC call's named parameters,
+/// leaving the operation's own; a malformed one is an error, as in [`parse_context`].
+pub fn context_from_params(args: &mut Option<serde_json::Value>) -> Result<CallContext, String> {
+    let Some(serde_json::Value::Object(map)) = args else {
+        return Ok(CallContext::default());
+    };
+    let mut sent = std::collections::HashMap::new();
+    for key in CONTEXT_KEYS {
+        match map.remove(key) {
+            None => {}
+            Some(serde_json::Value::String(text)) => {
+                sent.insert(key, text);
+            }
+            Some(serde_json::Value::Number(n)) => {
+                sent.insert(key, n.to_string());
+            }
+            Some(other) => {
+                return Err(format!("`{key}` must be a string or a number, not {other}"));
+            }
+        }
+    }
+    parse_context(|key| sent.get(key).map(String::as_str))
 }
 
 #[cfg(test)]
@@ -301,7 +353,17 @@ mod tests {
         };
         let mut metadata = tonic::metadata::MetadataMap::new();
         context_to_metadata(&context, &mut metadata);
-        assert_eq!(context_from_metadata(&metadata).ok(), Some(context));
+        assert_eq!(context_from_metadata(&metadata).ok(), Some(context.clone()));
+        let mut params = serde_json::Map::new();
+        context_to_params(&context, &mut params);
+        params.insert("amount".into(), "1.00".into());
+        let mut args = Some(serde_json::Value::Object(params));
+        assert_eq!(context_from_params(&mut args).ok(), Some(context));
+        assert_eq!(
+            args,
+            Some(serde_json::json!({"amount": "1.00"})),
+            "only the operation's own"
+        );
         metadata.insert(REQUEST_SEQ_KEY, "not a number".parse().unwrap());
         assert!(context_from_metadata(&metadata).is_err());
     }

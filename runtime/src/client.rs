@@ -14,7 +14,7 @@ use jsonrpsee::core::client::ClientT;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::CallKind;
-use crate::call::{self, CallContext, ReadLevel, Session};
+use crate::call::{self, CallContext, InFlight, ReadLevel, Session};
 use crate::error::{CallError, Failure};
 
 /// How one attempt of a call ended, as the policy sees it.
@@ -197,9 +197,30 @@ pub async fn connect_channel(addr: &str) -> Result<Channel, Failure> {
 #[derive(Debug, Clone)]
 pub struct GrpcClient {
     target: Arc<Target<Channel>>,
+    calls: Calls,
+}
+
+/// What both clients keep besides their connection: the session that numbers commands, the
+/// redirect and resend policy, and the read level of queries.
+#[derive(Debug, Clone, Default)]
+struct Calls {
     session: Session,
     policy: Policy,
     read_level: Option<ReadLevel>,
+}
+
+impl Calls {
+    /// The context of a `kind` call: a request id for a command, held in flight (which keeps
+    /// the session's acknowledgement below it) until the returned guard is dropped when the
+    /// call has its outcome or is cancelled; the read level for a query.
+    fn begin(&self, kind: CallKind) -> (Option<InFlight>, CallContext) {
+        let in_flight = (kind == CallKind::Command).then(|| self.session.begin());
+        let context = CallContext {
+            request: in_flight.as_ref().map(|f| f.id.clone()),
+            read_level: self.read_level.filter(|_| kind == CallKind::Query),
+        };
+        (in_flight, context)
+    }
 }
 
 impl GrpcClient {
@@ -207,9 +228,7 @@ impl GrpcClient {
     pub fn new(channel: Channel) -> Self {
         GrpcClient {
             target: Arc::new(Target::new(channel)),
-            session: Session::default(),
-            policy: Policy::default(),
-            read_level: None,
+            calls: Calls::default(),
         }
     }
 
@@ -221,14 +240,14 @@ impl GrpcClient {
     /// Asks for this read level on every query (on replicated nodes: `Stale` reads the node's
     /// local state without a read index).
     pub fn with_read_level(mut self, level: ReadLevel) -> Self {
-        self.read_level = Some(level);
+        self.calls.read_level = Some(level);
         self
     }
 
     /// Resends a command that failed with a transport error up to `retries` times (with
     /// backoff), under the same request id. For servers that deduplicate.
     pub fn retrying(mut self, retries: u32) -> Self {
-        self.policy.retries = retries;
+        self.calls.policy.retries = retries;
         self
     }
 
@@ -246,13 +265,7 @@ impl GrpcClient {
         E: From<Failure>,
         Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
     {
-        // Held until the call has its outcome (or is cancelled): until then the session's
-        // acknowledgement stays below this request.
-        let in_flight = (kind == CallKind::Command).then(|| self.session.begin());
-        let context = CallContext {
-            request: in_flight.as_ref().map(|f| f.id.clone()),
-            read_level: self.read_level.filter(|_| kind == CallKind::Query),
-        };
+        let (in_flight, context) = self.calls.begin(kind);
         let attempt = |channel: Channel| {
             let mut r = tonic::Request::new(request.clone());
             call::context_to_metadata(&context, r.metadata_mut());
@@ -266,10 +279,11 @@ impl GrpcClient {
             }
         };
         let outcome = self
+            .calls
             .policy
             .call(
                 &self.target,
-                context.request.is_some(),
+                in_flight.is_some(),
                 attempt,
                 |addr| async move { connect_channel(&addr).await.map_err(E::from) },
             )
@@ -298,9 +312,7 @@ fn http(addr: &str) -> Result<Http, Failure> {
 #[derive(Debug, Clone)]
 pub struct JsonRpcClient {
     target: Arc<Target<Http>>,
-    session: Session,
-    policy: Policy,
-    read_level: Option<ReadLevel>,
+    calls: Calls,
 }
 
 impl JsonRpcClient {
@@ -308,22 +320,20 @@ impl JsonRpcClient {
     pub fn new(addr: &str) -> Result<Self, Failure> {
         Ok(JsonRpcClient {
             target: Arc::new(Target::new(http(addr)?)),
-            session: Session::default(),
-            policy: Policy::default(),
-            read_level: None,
+            calls: Calls::default(),
         })
     }
 
     /// Asks for this read level on every query.
     pub fn with_read_level(mut self, level: ReadLevel) -> Self {
-        self.read_level = Some(level);
+        self.calls.read_level = Some(level);
         self
     }
 
     /// Resends a command that failed with a transport error up to `retries` times (with
     /// backoff), under the same request id. For servers that deduplicate.
     pub fn retrying(mut self, retries: u32) -> Self {
-        self.policy.retries = retries;
+        self.calls.policy.retries = retries;
         self
     }
 
@@ -336,19 +346,8 @@ impl JsonRpcClient {
         mut params: serde_json::Map<String, serde_json::Value>,
         classify: impl Fn(&jsonrpsee::types::ErrorObject<'_>) -> Attempt<serde_json::Value, E>,
     ) -> Result<serde_json::Value, E> {
-        // Held until the call has its outcome: until then the session's acknowledgement stays
-        // below this request.
-        let in_flight = (kind == CallKind::Command).then(|| self.session.begin());
-        if let Some(f) = &in_flight {
-            params.insert(call::CLIENT_ID_KEY.into(), f.id.client.clone().into());
-            params.insert(call::REQUEST_SEQ_KEY.into(), f.id.seq.into());
-            if f.id.ack > 0 {
-                params.insert(call::REQUEST_ACK_KEY.into(), f.id.ack.into());
-            }
-        }
-        if let Some(level) = self.read_level.filter(|_| kind == CallKind::Query) {
-            params.insert(call::READ_LEVEL_KEY.into(), level.as_str().into());
-        }
+        let (in_flight, context) = self.calls.begin(kind);
+        call::context_to_params(&context, &mut params);
         let params = &params;
         let attempt = |client: Http| {
             let classify = &classify;
@@ -366,6 +365,7 @@ impl JsonRpcClient {
             }
         };
         let outcome = self
+            .calls
             .policy
             .call(
                 &self.target,

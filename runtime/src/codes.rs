@@ -172,22 +172,13 @@ pub fn invalid_params(reason: impl std::fmt::Display) -> ErrorObjectOwned {
     )
 }
 
-/// The status of a [`Failure::Rejected`] a server produces before any service is called.
-pub fn rejected_status(message: impl Into<String>) -> tonic::Status {
-    let mut status = tonic::Status::invalid_argument(message);
-    status.metadata_mut().insert(
-        ERROR_KIND_KEY,
-        tonic::metadata::MetadataValue::from_static("Rejected"),
-    );
-    status
+/// The status of a failure a server answers before any service is called (a malformed call
+/// context): the same form as every other error's.
+pub fn failure_status(failure: Failure) -> tonic::Status {
+    to_status(&CallError::<std::convert::Infallible>::Failure(failure))
 }
 
-/// The JSON-RPC error object of a [`Failure::Rejected`] a server produces before any service is
-/// called.
-pub fn rejected_error_object(message: impl Into<String>) -> ErrorObjectOwned {
-    ErrorObjectOwned::owned(
-        INVALID_PARAMS_CODE,
-        message.into(),
-        Some(serde_json::json!({ "kind": "Rejected" })),
-    )
+/// The JSON-RPC error object of a failure a server answers before any service is called.
+pub fn failure_error_object(failure: Failure) -> ErrorObjectOwned {
+    to_error_object(&CallError::<std::convert::Infallible>::Failure(failure))
 }

@@ -28,6 +28,26 @@ pub trait DomainError: Sized + fmt::Debug + fmt::Display {
     fn from_tag(tag: u32, message: String) -> Option<Self>;
 }
 
+/// No domain errors at all: what a server answers before any service is called can only be a
+/// [`Failure`] (`CallError<Infallible>`).
+impl DomainError for std::convert::Infallible {
+    fn kind(&self) -> &'static str {
+        match *self {}
+    }
+    fn message(&self) -> &str {
+        match *self {}
+    }
+    fn from_kind(_: &str, _: String) -> Option<Self> {
+        None
+    }
+    fn tag(&self) -> u32 {
+        match *self {}
+    }
+    fn from_tag(_: u32, _: String) -> Option<Self> {
+        None
+    }
+}
+
 /// Where a redirect sends a client: the leader's API listeners by protocol.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Leader {

@@ -117,41 +117,6 @@ pub async fn serve_jsonrpc<Ctx: Send + Sync + 'static>(
     Ok(())
 }
 
-/// The names among a JSON-RPC call's named parameters that carry its context, the same as the
-/// gRPC metadata keys (no schema parameter can take them: they are not identifiers).
-const CONTEXT_PARAMS: [&str; 4] = [
-    crate::call::CLIENT_ID_KEY,
-    crate::call::REQUEST_SEQ_KEY,
-    crate::call::REQUEST_ACK_KEY,
-    crate::call::READ_LEVEL_KEY,
-];
-
-/// Takes the call context (request id, read level) out of a call's named parameters, leaving
-/// the operation's own.
-fn take_call_context(
-    args: &mut Option<serde_json::Value>,
-) -> Result<crate::call::CallContext, String> {
-    let Some(serde_json::Value::Object(map)) = args else {
-        return Ok(crate::call::CallContext::default());
-    };
-    let mut sent = std::collections::HashMap::new();
-    for key in CONTEXT_PARAMS {
-        match map.remove(key) {
-            None => {}
-            Some(serde_json::Value::String(text)) => {
-                sent.insert(key, text);
-            }
-            Some(serde_json::Value::Number(n)) => {
-                sent.insert(key, n.to_string());
-            }
-            Some(other) => {
-                return Err(format!("`{key}` must be a string or a number, not {other}"));
-            }
-        }
-    }
-    crate::call::parse_context(|key| sent.get(key).map(String::as_str))
-}
-
 /// A jsonrpsee module with one method per operation, each answered by `handle` (given the API,
 /// the operation's name and its parameters as JSON, absent when the call sent none), plus
 /// `rpc.discover`, which answers the OpenRPC document `openrpc`.
@@ -187,8 +152,10 @@ where
                         .map(serde_json::from_str::<serde_json::Value>)
                         .transpose()
                         .map_err(crate::codes::invalid_params)?;
-                    let context = take_call_context(&mut args)
-                        .map_err(crate::codes::rejected_error_object)?;
+                    let context =
+                        crate::call::context_from_params(&mut args).map_err(|reason| {
+                            crate::codes::failure_error_object(crate::Failure::Rejected(reason))
+                        })?;
                     crate::call::with_context(context, handle(api, name, args)).await
                 }
             })
