@@ -216,61 +216,13 @@ async fn work<A: BankApi>(
     (acked, unknown)
 }
 
-/// The leader as the first reachable node among `ids` that calls itself leader sees it.
-async fn leader_among(c: &LocalCluster, ids: &[NodeId], within: Duration) -> Option<NodeId> {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        for &id in ids {
-            if let Ok(status) = c.status(id).await
-                && status["role"] == "Leader"
-            {
-                return Some(id);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    None
-}
-
-/// Waits until every node has applied what the leader had logged when this was called (the
-/// digests cannot be compared while the workload writes).
-async fn caught_up(c: &LocalCluster) -> Result<(), ChaosError> {
-    let all: Vec<NodeId> = c.nodes.iter().map(|n| n.id).collect();
-    let deadline = Instant::now() + ELECTION;
-    let leader = leader_among(c, &all, ELECTION)
-        .await
-        .ok_or_else(|| ChaosError::Call("no leader after the heal".into()))?;
-    let target = c.status(leader).await?["last_log_index"]
-        .as_u64()
-        .unwrap_or(0);
-    for &id in &all {
-        loop {
-            let applied = c
-                .status(id)
-                .await
-                .ok()
-                .and_then(|s| s["last_applied_index"].as_u64());
-            if applied.is_some_and(|a| a >= target) {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(ChaosError::Call(format!(
-                    "node {id} did not catch up to index {target} after the heal"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    Ok(())
-}
-
 async fn term_of(c: &LocalCluster, id: NodeId) -> Option<u64> {
     c.status(id).await.ok()?["term"].as_u64()
 }
 
 const ELECTION: Duration = Duration::from_secs(60);
 
-/// Injects one fault and heals it; records its figures.
+/// Injects one fault, heals it and waits until every node has caught up; records its figures.
 async fn inject(
     nemesis: Nemesis,
     c: &mut LocalCluster,
@@ -278,45 +230,40 @@ async fn inject(
     hold: Duration,
     figures: &mut FaultFigures,
 ) -> Result<(), ChaosError> {
-    let all: Vec<NodeId> = c.nodes.iter().map(|n| n.id).collect();
-    let leader = leader_among(c, &all, ELECTION)
-        .await
-        .ok_or_else(|| ChaosError::Call("no leader before the fault".into()))?;
-    let others: Vec<NodeId> = all.iter().copied().filter(|&id| id != leader).collect();
+    let leader = c.wait_for_leader(ELECTION).await?;
+    let others: Vec<NodeId> = c
+        .nodes
+        .iter()
+        .map(|n| n.id)
+        .filter(|&id| id != leader)
+        .collect();
+    let term = term_of(c, leader).await;
     figures.injected += 1;
+    let cut = Instant::now();
     match nemesis {
-        Nemesis::IsolateLeader | Nemesis::KillLeader => {
-            let cut = Instant::now();
-            if nemesis == Nemesis::IsolateLeader {
-                lab.set_connected(leader as usize, false)?;
-            } else {
-                c.kill(leader)?;
-            }
-            let elected = leader_among(c, &others, ELECTION).await;
-            if elected.is_some() {
-                figures.new_leader_ms.push(cut.elapsed().as_millis() as u64);
-            }
-            tokio::time::sleep(hold.saturating_sub(cut.elapsed())).await;
-            if nemesis == Nemesis::IsolateLeader {
-                lab.set_connected(leader as usize, true)?;
-            } else {
-                c.restart(leader).await?;
-            }
-        }
-        Nemesis::IsolateFollower => {
-            let follower = others[0];
-            let term = term_of(c, leader).await;
-            lab.set_connected(follower as usize, false)?;
-            tokio::time::sleep(hold).await;
-            lab.set_connected(follower as usize, true)?;
-            caught_up(c).await?;
-            let after = leader_among(c, &all, ELECTION).await;
-            if after != Some(leader) || term_of(c, leader).await != term {
-                figures.heal_leader_changes += 1;
-            }
-        }
+        Nemesis::IsolateLeader => lab.set_connected(leader as usize, false)?,
+        Nemesis::KillLeader => c.kill(leader)?,
+        Nemesis::IsolateFollower => lab.set_connected(others[0] as usize, false)?,
     }
-    caught_up(c).await
+    if nemesis != Nemesis::IsolateFollower
+        && c.wait_for_leader_among(&others, ELECTION).await.is_ok()
+    {
+        figures.new_leader_ms.push(cut.elapsed().as_millis() as u64);
+    }
+    tokio::time::sleep(hold.saturating_sub(cut.elapsed())).await;
+    match nemesis {
+        Nemesis::IsolateLeader => lab.set_connected(leader as usize, true)?,
+        Nemesis::KillLeader => c.restart(leader).await?,
+        Nemesis::IsolateFollower => lab.set_connected(others[0] as usize, true)?,
+    }
+    c.wait_caught_up(ELECTION).await?;
+    if nemesis == Nemesis::IsolateFollower
+        && (c.wait_for_leader(ELECTION).await.ok() != Some(leader)
+            || term_of(c, leader).await != term)
+    {
+        figures.heal_leader_changes += 1;
+    }
+    Ok(())
 }
 
 /// Runs the workload and the nemeses, heals, checks; see the module docs.
@@ -329,9 +276,7 @@ pub async fn run(config: ChaosConfig) -> Result<ChaosReport, ChaosError> {
         config.node_args.clone(),
     )
     .await?;
-    let leader = leader_among(&c, &[1, 2, 3], ELECTION)
-        .await
-        .ok_or_else(|| ChaosError::Call("no leader".into()))?;
+    let leader = c.wait_for_leader(ELECTION).await?;
     let setup = GrpcClient::connect(&c.node(leader)?.api)
         .await
         .map_err(|e| ChaosError::Call(format!("connect: {e}")))?
@@ -414,9 +359,7 @@ pub async fn run(config: ChaosConfig) -> Result<ChaosReport, ChaosError> {
         replicas.len(),
         replicas.first().map_or(0, |r| r.1)
     ));
-    let leader = leader_among(&c, &[1, 2, 3], ELECTION)
-        .await
-        .ok_or_else(|| ChaosError::Call("no leader after the heal".into()))?;
+    let leader = c.wait_for_leader(ELECTION).await?;
     let reader = GrpcClient::connect(&c.node(leader)?.api)
         .await
         .map_err(|e| ChaosError::Call(format!("connect: {e}")))?;

@@ -122,24 +122,10 @@ async fn an_isolated_leader_is_replaced_and_rejoins_as_a_follower() {
         .map(|n| n.id)
         .filter(|&id| id != old)
         .collect();
-    let new = loop {
-        let mut elected = None;
-        for &id in &survivors {
-            if let Ok(status) = c.status(id).await
-                && status["role"] == "Leader"
-            {
-                elected = Some(id);
-            }
-        }
-        if let Some(id) = elected {
-            break id;
-        }
-        assert!(
-            cut.elapsed() < Duration::from_secs(60),
-            "the majority elected no leader"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let new = c
+        .wait_for_leader_among(&survivors, Duration::from_secs(60))
+        .await
+        .expect("the majority elects a leader");
     eprintln!("new leader {new} {:?} after the cut", cut.elapsed());
     let api = GrpcClient::connect(&c.node(new).expect("new leader").api)
         .await

@@ -337,23 +337,66 @@ impl LocalCluster {
         admin(&self.node(id)?.raft, &self.secret, AdminRequest::Status).await
     }
 
-    /// Waits until a running node reports a leader that is itself running; returns its id.
+    /// Waits until a running node reports itself the leader; returns its id.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, HostError> {
+        let running: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| n.id)
+            .collect();
+        self.wait_for_leader_among(&running, timeout).await
+    }
+
+    /// Waits until one of `ids` reports itself the leader; returns its id. Naming the nodes
+    /// leaves out one that is cut off (and may still think it leads).
+    pub async fn wait_for_leader_among(
+        &self,
+        ids: &[NodeId],
+        timeout: Duration,
+    ) -> Result<NodeId, HostError> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            for n in self.nodes.iter().filter(|n| n.is_running()) {
-                if let Ok(status) = self.status(n.id).await
-                    && let Some(leader) = status["leader"].as_u64()
-                    && self.nodes.iter().any(|m| m.id == leader && m.is_running())
-                    && let Ok(leader_status) = self.status(leader).await
-                    && leader_status["role"] == "Leader"
+            for &id in ids {
+                if let Ok(status) = self.status(id).await
+                    && status["role"] == "Leader"
                 {
-                    return Ok(leader);
+                    return Ok(id);
                 }
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Err(HostError::Timeout("a leader".into()))
+        Err(HostError::Timeout(format!("a leader among {ids:?}")))
+    }
+
+    /// Waits until every running node has applied what the leader had logged when this was
+    /// called. Unlike [`LocalCluster::converged`], it holds while writes go on.
+    pub async fn wait_caught_up(&self, timeout: Duration) -> Result<(), HostError> {
+        let deadline = Instant::now() + timeout;
+        let leader = self.wait_for_leader(timeout).await?;
+        let target = self.status(leader).await?["last_log_index"]
+            .as_u64()
+            .unwrap_or(0);
+        for n in self.nodes.iter().filter(|n| n.is_running()) {
+            loop {
+                let applied = self
+                    .status(n.id)
+                    .await
+                    .ok()
+                    .and_then(|s| s["last_applied_index"].as_u64());
+                if applied.is_some_and(|a| a >= target) {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(HostError::Timeout(format!(
+                        "node {} to apply index {target}",
+                        n.id
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
     }
 
     /// Waits until `ids` are all voters in the leader's membership.

@@ -65,7 +65,7 @@ impl Drop for DelayLink {
 
 async fn accept(
     listener: TcpListener,
-    mut targets: watch::Receiver<Option<String>>,
+    targets: watch::Receiver<Option<String>>,
     delay: Duration,
     pumps: Arc<Mutex<Vec<JoinHandle<()>>>>,
 ) {
@@ -73,24 +73,36 @@ async fn accept(
         let Ok((inbound, _)) = listener.accept().await else {
             continue;
         };
-        let target = match targets.wait_for(Option::is_some).await {
-            Ok(target) => target.clone().unwrap_or_default(),
-            Err(_) => return,
-        };
-        let Ok(outbound) = TcpStream::connect(&target).await else {
-            tracing::debug!(%target, "delay link: the far end refused");
-            continue;
-        };
-        let _ = inbound.set_nodelay(true);
-        let _ = outbound.set_nodelay(true);
-        let (in_read, in_write) = inbound.into_split();
-        let (out_read, out_write) = outbound.into_split();
+        let link = tokio::spawn(connect(inbound, targets.clone(), delay));
         if let Ok(mut pumps) = pumps.lock() {
             pumps.retain(|p| !p.is_finished());
-            pumps.push(tokio::spawn(pump(in_read, out_write, delay)));
-            pumps.push(tokio::spawn(pump(out_read, in_write, delay)));
+            pumps.push(link);
         }
     }
+}
+
+/// Joins one inbound connection to the far end (once it is known) through two delayed pumps.
+async fn connect(
+    inbound: TcpStream,
+    mut targets: watch::Receiver<Option<String>>,
+    delay: Duration,
+) {
+    let target = match targets.wait_for(Option::is_some).await {
+        Ok(target) => target.clone().unwrap_or_default(),
+        Err(_) => return,
+    };
+    let Ok(outbound) = TcpStream::connect(&target).await else {
+        tracing::debug!(%target, "delay link: the far end refused");
+        return;
+    };
+    let _ = inbound.set_nodelay(true);
+    let _ = outbound.set_nodelay(true);
+    let (in_read, in_write) = inbound.into_split();
+    let (out_read, out_write) = outbound.into_split();
+    tokio::join!(
+        pump(in_read, out_write, delay),
+        pump(out_read, in_write, delay)
+    );
 }
 
 /// Copies `from` to `to`, each chunk `delay` after it was read.

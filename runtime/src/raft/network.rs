@@ -264,8 +264,10 @@ impl RaftNetworkV2<C> for Peer {
     type SnapshotData = SnapshotFile;
 
     /// Pipelined replication: one gRPC stream per replication session; requests go out as
-    /// openraft produces them and the answers come back in order. Each answer must arrive within
-    /// the option's soft TTL, or the stream fails with a timeout (and openraft starts another).
+    /// openraft produces them and the answers come back in order. The oldest request still
+    /// waiting must be answered within [`STREAM_ANSWER_TIMEOUT`] (or the option's soft TTL, if
+    /// longer), or the stream fails with a timeout and openraft starts another; an idle stream
+    /// never times out.
     fn stream_append<'s, S>(
         &'s mut self,
         input: S,

@@ -129,8 +129,6 @@ pub struct RaftNode {
     peers: Mutex<HashMap<String, RaftClient>>,
     /// Read-index rounds shared by concurrent linearizable reads (on the leader).
     read_rounds: Arc<ReadIndexRounds>,
-    /// The leader lease (openraft's: the election timeout's upper bound).
-    lease: Duration,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -196,7 +194,6 @@ impl RaftNode {
             session: Session::default(),
             peers: Mutex::new(HashMap::new()),
             read_rounds: Arc::default(),
-            lease: config.election_timeout.1,
         }))
     }
 
@@ -405,6 +402,7 @@ impl RaftNode {
     /// Whether this node leads without having heard from a quorum within the leader lease
     /// (the election timeout's upper bound): what openraft's check-quorum refuses writes for.
     fn quorum_lost(&self) -> bool {
+        let lease = Duration::from_millis(self.raft.config().election_timeout_max);
         let metrics = self.raft.metrics();
         let m = metrics.borrow_watched();
         m.state == ServerState::Leader
@@ -415,7 +413,7 @@ impl RaftNode {
                 .is_some()
             && m.last_quorum_acked
                 .as_ref()
-                .is_some_and(|acked| openraft::Instant::elapsed(&**acked) > self.lease)
+                .is_some_and(|acked| openraft::Instant::elapsed(&**acked) > lease)
     }
 
     fn is_leader(&self) -> bool {
@@ -715,8 +713,9 @@ impl RaftNode {
             }
             file
         };
+        // Made durable once, when the whole file is verified.
         file.write_all(data).await?;
-        file.sync_all().await
+        file.flush().await
     }
 
     /// Stops openraft.
@@ -727,7 +726,8 @@ impl RaftNode {
     }
 }
 
-/// Checks that the received snapshot file at `path` is `len` bytes with this SHA-256.
+/// Checks that the received snapshot file at `path` is `len` bytes with this SHA-256, then makes
+/// it durable (one fsync for the whole transfer; the chunks are written without).
 async fn verify_transfer(
     path: &std::path::Path,
     len: u64,
@@ -756,7 +756,7 @@ async fn verify_transfer(
             "the received bytes do not match the sender's SHA-256",
         ));
     }
-    Ok(())
+    file.sync_all().await
 }
 
 /// Paces a retry loop: attempts until [`RETRY_FOR`] has passed, waiting 50 ms doubling up to
