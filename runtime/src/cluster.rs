@@ -337,7 +337,7 @@ impl LocalCluster {
         admin(&self.node(id)?.raft, &self.secret, AdminRequest::Status).await
     }
 
-    /// Waits until a running node reports itself the leader; returns its id.
+    /// Waits until the running nodes agree on a leader; returns its id.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, HostError> {
         let running: Vec<NodeId> = self
             .nodes
@@ -348,21 +348,33 @@ impl LocalCluster {
         self.wait_for_leader_among(&running, timeout).await
     }
 
-    /// Waits until one of `ids` reports itself the leader; returns its id. Naming the nodes
-    /// leaves out one that is cut off (and may still think it leads).
+    /// Waits until a node of `ids` calls itself the leader and a majority of the cluster, all
+    /// among `ids`, names it so; returns its id. Naming the nodes leaves out one that is cut
+    /// off, and the majority leaves out a deposed leader that has not heard of its successor.
     pub async fn wait_for_leader_among(
         &self,
         ids: &[NodeId],
         timeout: Duration,
     ) -> Result<NodeId, HostError> {
+        let majority = self.nodes.len() / 2 + 1;
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
+            let mut views = Vec::new();
             for &id in ids {
-                if let Ok(status) = self.status(id).await
-                    && status["role"] == "Leader"
-                {
-                    return Ok(id);
+                if let Ok(status) = self.status(id).await {
+                    views.push((id, status["role"] == "Leader", status["leader"].as_u64()));
                 }
+            }
+            let agreed = views.iter().find(|(id, leads, _)| {
+                *leads
+                    && views
+                        .iter()
+                        .filter(|(_, _, named)| *named == Some(*id))
+                        .count()
+                        >= majority
+            });
+            if let Some((id, _, _)) = agreed {
+                return Ok(*id);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
