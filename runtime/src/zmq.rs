@@ -10,7 +10,9 @@
 //! The size counted against [`Limits::max_frame`] is the same as on TCP: 9 bytes for the id and
 //! kind, plus the payload.
 //!
-//! - Server ([`serve_zmq`]): handles requests concurrently. A request whose payload is too large,
+//! - Server ([`serve_zmq`]): clients connect to a small relay ([`guard`]) that closes a connection
+//!   declaring a frame over [`Limits::max_frame`] + 64 KiB before zeromq's decoder allocates it,
+//!   and holds the connections to [`Limits::max_connections`]. The server handles requests concurrently. A request whose payload is too large,
 //!   whose kind is unknown, or that has the wrong number of parts gets the [`Handler::refuse`]
 //!   reply under its id; a message without a readable id is logged and dropped. The server keeps
 //!   serving either way.
@@ -19,11 +21,13 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use zeromq::{
@@ -31,12 +35,17 @@ use zeromq::{
     SocketRecv, SocketSend, ZmqError, ZmqMessage,
 };
 
+mod guard;
+
 use crate::frame::{FrameKind, ID_AND_KIND_LEN};
 use crate::pending::{self, Pending};
 use crate::tcp::checked_reply;
 use crate::util::{AbortOnDrop, handle_guarded};
 use crate::{CallKind, Handler, Limits, TransportError};
 
+/// How far over [`Limits::max_frame`] a declared frame may be and still reach zeromq, so a
+/// somewhat oversized request gets its typed refusal instead of a closed connection.
+const GUARD_SLACK: usize = 64 * 1024;
 /// How many messages may wait for the client's writer before callers wait.
 const OUTGOING_QUEUE: usize = 1024;
 const REPLY_KIND: [u8; 1] = [FrameKind::Reply.to_byte()];
@@ -53,21 +62,38 @@ pub async fn serve_zmq<H: Handler>(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(String, JoinHandle<()>), TransportError> {
+    let bind_error =
+        |e: &dyn std::fmt::Display| TransportError::Zmq(format!("cannot bind {endpoint}: {e}"));
+    let addr = endpoint
+        .strip_prefix("tcp://")
+        .ok_or_else(|| bind_error(&"only tcp:// endpoints are served"))?;
+    let listener = TcpListener::bind(addr).await.map_err(|e| bind_error(&e))?;
+    let public = listener.local_addr().map_err(|e| bind_error(&e))?;
     let mut socket = RouterSocket::new();
-    let bound = socket
-        .bind(endpoint)
+    let inner = socket
+        .bind("tcp://127.0.0.1:0")
         .await
-        .map_err(|e| TransportError::Zmq(format!("cannot bind {endpoint}: {e}")))?;
-    let bound = bound.to_string();
+        .map_err(|e| bind_error(&e))?;
+    let inner: SocketAddr = inner
+        .to_string()
+        .strip_prefix("tcp://")
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| bind_error(&format!("the ROUTER bound {inner}, not a tcp address")))?;
+    let frame_limit =
+        u64::try_from(limits.max_frame.saturating_add(GUARD_SLACK)).unwrap_or(u64::MAX);
+    let relay = AbortOnDrop(tokio::spawn(guard::relay(
+        listener,
+        inner,
+        frame_limit,
+        limits.max_connections,
+    )));
+    let bound = format!("tcp://{public}");
     let (sender, receiver) = socket.split();
-    let task = tokio::spawn(serve_loop(
-        receiver,
-        sender,
-        handler,
-        limits,
-        shutdown,
-        bound.clone(),
-    ));
+    let serve = serve_loop(receiver, sender, handler, limits, shutdown, bound.clone());
+    let task = tokio::spawn(async move {
+        serve.await;
+        drop(relay);
+    });
     Ok((bound, task))
 }
 

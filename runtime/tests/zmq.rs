@@ -101,6 +101,40 @@ async fn an_oversized_message_gets_the_refusal_and_the_server_keeps_serving() {
     server.stop().await;
 }
 
+/// zeromq's decoder reserves a frame's declared length before reading it: without the guard in
+/// front of the ROUTER, this declaration of a 2^46-byte frame aborts the whole process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_declaring_a_huge_frame_is_cut_off_and_the_server_keeps_serving() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let server = start(Limits::default()).await;
+    let addr = server.endpoint.trim_start_matches("tcp://").to_string();
+    let mut raw = within("raw connect", tokio::net::TcpStream::connect(&addr))
+        .await
+        .expect("raw connect");
+    let mut greeting = vec![0u8; 64];
+    greeting[0] = 0xff;
+    greeting[9] = 0x7f;
+    greeting[10] = 3;
+    greeting[12..16].copy_from_slice(b"NULL");
+    let mut attack = greeting;
+    attack.push(0x02); // a long message frame
+    attack.extend((1u64 << 46).to_be_bytes());
+    within("send", raw.write_all(&attack))
+        .await
+        .expect("send the declaration");
+    // The server answers with its own greeting, then closes the connection.
+    let mut sink = Vec::new();
+    within("closed by the server", raw.read_to_end(&mut sink))
+        .await
+        .expect("the connection ends cleanly");
+
+    let client = server.client().await;
+    ping(&client, "after the huge declaration").await;
+    drop(client);
+    server.stop().await;
+}
+
 fn message(parts: &[&[u8]]) -> ZmqMessage {
     let parts: Vec<Bytes> = parts
         .iter()

@@ -1,0 +1,221 @@
+//! A ZMTP-aware TCP relay in front of the ROUTER socket.
+//!
+//! zeromq 0.7's decoder reserves a frame's declared length before any byte of it arrives, so a
+//! peer that declares a 2^46-byte frame makes the server allocate 64 TiB and the process aborts;
+//! the crate has no option to bound it. The guard listens on the endpoint the caller asked for,
+//! relays each connection to the ROUTER (bound on 127.0.0.1, ephemeral port), and reads the ZMTP
+//! framing of what clients send: the 64-byte greeting, then per frame a flags byte, a 1- or 8-byte
+//! length and the body. A connection that declares a frame longer than its limit is closed before
+//! the declaration reaches zeromq. It also holds the number of connections to
+//! [`Limits::max_connections`](crate::Limits::max_connections), as the TCP transport does.
+
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+/// ZMTP 3's greeting length: every connection starts with it, before any frame.
+const GREETING_LEN: u64 = 64;
+/// Flag bit of a frame header: the length that follows is 8 bytes (else 1).
+const LONG_FLAG: u8 = 0b0000_0010;
+
+/// Why the guard closed a connection.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Oversized {
+    /// The length the peer declared.
+    pub(crate) declared: u64,
+}
+
+/// Reads the ZMTP framing of one direction of a connection, a chunk at a time.
+#[derive(Debug)]
+pub(crate) struct FrameScanner {
+    state: Scan,
+    limit: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Scan {
+    /// Bytes of the greeting still to come.
+    Greeting(u64),
+    /// The next byte is a frame's flags.
+    Flags,
+    /// Inside a long frame's 8-byte length: the bytes read so far and their value.
+    LongLen { read: u8, value: u64 },
+    /// The next byte is a short frame's length.
+    ShortLen,
+    /// Bytes of a frame's body still to come.
+    Body(u64),
+}
+
+impl FrameScanner {
+    /// A scanner for a new connection that refuses frames longer than `limit` bytes.
+    pub(crate) fn new(limit: u64) -> Self {
+        Self {
+            state: Scan::Greeting(GREETING_LEN),
+            limit,
+        }
+    }
+
+    /// Reads the next bytes of the stream; fails at the first frame declared over the limit.
+    pub(crate) fn feed(&mut self, mut bytes: &[u8]) -> Result<(), Oversized> {
+        while let Some((&byte, rest)) = bytes.split_first() {
+            self.state = match self.state {
+                Scan::Greeting(left) | Scan::Body(left) => {
+                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len());
+                    bytes = &bytes[take..];
+                    let left = left - take as u64;
+                    if left > 0 {
+                        match self.state {
+                            Scan::Greeting(_) => Scan::Greeting(left),
+                            _ => Scan::Body(left),
+                        }
+                    } else {
+                        Scan::Flags
+                    }
+                }
+                Scan::Flags => {
+                    bytes = rest;
+                    if byte & LONG_FLAG != 0 {
+                        Scan::LongLen { read: 0, value: 0 }
+                    } else {
+                        Scan::ShortLen
+                    }
+                }
+                Scan::ShortLen => {
+                    bytes = rest;
+                    self.body(u64::from(byte))?
+                }
+                Scan::LongLen { read, value } => {
+                    bytes = rest;
+                    let value = (value << 8) | u64::from(byte);
+                    if read == 7 {
+                        self.body(value)?
+                    } else {
+                        Scan::LongLen {
+                            read: read + 1,
+                            value,
+                        }
+                    }
+                }
+            };
+        }
+        Ok(())
+    }
+
+    fn body(&self, declared: u64) -> Result<Scan, Oversized> {
+        if declared > self.limit {
+            return Err(Oversized { declared });
+        }
+        Ok(if declared == 0 {
+            Scan::Flags
+        } else {
+            Scan::Body(declared)
+        })
+    }
+}
+
+/// Accepts connections on `listener` and relays each to `inner`, until the task is aborted; the
+/// relays still open end with it.
+pub(crate) async fn relay(
+    listener: TcpListener,
+    inner: SocketAddr,
+    frame_limit: u64,
+    max_connections: usize,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((_, peer)) if connections.len() >= max_connections => {
+                    tracing::warn!(%peer, limit = max_connections, "too many zmq connections; closing the new one");
+                }
+                Ok((stream, peer)) => {
+                    connections.spawn(async move {
+                        if let Err(e) = relay_one(stream, inner, frame_limit).await {
+                            tracing::debug!(%peer, error = %e, "zmq connection ended");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a zmq connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+async fn relay_one(client: TcpStream, inner: SocketAddr, frame_limit: u64) -> io::Result<()> {
+    let peer = client.peer_addr()?;
+    let server = TcpStream::connect(inner).await?;
+    client.set_nodelay(true)?;
+    server.set_nodelay(true)?;
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let inbound = async {
+        let mut scanner = FrameScanner::new(frame_limit);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = client_read.read(&mut buf).await?;
+            if n == 0 {
+                return server_write.shutdown().await;
+            }
+            if let Err(Oversized { declared }) = scanner.feed(&buf[..n]) {
+                tracing::warn!(%peer, declared, limit = frame_limit, "closing a zmq connection that declared an oversized frame");
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "oversized frame declared",
+                ));
+            }
+            server_write.write_all(&buf[..n]).await?;
+        }
+    };
+    let outbound = tokio::io::copy(&mut server_read, &mut client_write);
+    // Either direction ending ends the relay: dropping both halves closes both sockets.
+    tokio::select! {
+        result = inbound => result,
+        result = outbound => result.map(|_| ()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn greeting() -> Vec<u8> {
+        let mut g = vec![0u8; 64];
+        g[0] = 0xff;
+        g
+    }
+
+    #[test]
+    fn frames_within_the_limit_pass_in_any_chunking() {
+        let mut stream = greeting();
+        stream.extend([0x04, 3, b'a', b'b', b'c']); // short command frame
+        stream.extend([0x02, 0, 0, 0, 0, 0, 0, 1, 0]); // long frame of 256 bytes
+        stream.extend(vec![7u8; 256]);
+        stream.extend([0x00, 0]); // empty frame
+        for chunk in [1, 3, 7, 64, 1000] {
+            let mut scanner = FrameScanner::new(256);
+            for piece in stream.chunks(chunk) {
+                assert_eq!(scanner.feed(piece), Ok(()), "chunk size {chunk}");
+            }
+            assert!(matches!(scanner.state, Scan::Flags), "chunk size {chunk}");
+        }
+    }
+
+    #[test]
+    fn a_frame_over_the_limit_is_refused_in_its_header() {
+        let mut stream = greeting();
+        stream.extend([0x02, 0, 0, 0x40, 0, 0, 0, 0, 0]);
+        let mut scanner = FrameScanner::new(1 << 20);
+        assert_eq!(scanner.feed(&stream), Err(Oversized { declared: 1 << 46 }));
+        let mut short = FrameScanner::new(100);
+        let mut stream = greeting();
+        stream.extend([0x00, 200]);
+        assert_eq!(short.feed(&stream), Err(Oversized { declared: 200 }));
+    }
+}
