@@ -1,6 +1,7 @@
 //! `bank demo`: a 3-node cluster of separate processes in a temporary directory, the
 //! walk-through over gRPC via a follower and over JSON-RPC via the leader, the leader killed with
-//! SIGKILL, a new leader elected, the walk-through again, and a report.
+//! SIGKILL, a new leader elected, the walk-through again, and a report. With TLS, every
+//! listener speaks it and the clients check the nodes' certificates against the cluster's CA.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -11,6 +12,7 @@ use bank_generated::{grpc::GrpcClient, jsonrpc::JsonRpcClient};
 use crate::validator;
 use runtime::cluster::LocalCluster;
 use runtime::host::HostError as ClusterError;
+use runtime::tls::ServerCa;
 
 /// Why the demo failed.
 #[derive(Debug, thiserror::Error)]
@@ -29,17 +31,48 @@ pub enum DemoError {
     Io(#[from] std::io::Error),
 }
 
-/// Runs the demo with the `bank` binary `exe`; returns the report.
-pub async fn run(exe: &Path) -> Result<String, DemoError> {
+/// The clients of a demo cluster: plaintext, or TLS checked against the cluster's CA.
+struct Clients(Option<ServerCa>);
+
+impl Clients {
+    async fn grpc(&self, addr: &str) -> Result<GrpcClient, DemoError> {
+        match &self.0 {
+            Some(ca) => GrpcClient::connect_tls(addr, ca.clone()).await,
+            None => GrpcClient::connect(addr).await,
+        }
+        .map_err(DemoError::Client)
+    }
+
+    fn jsonrpc(&self, addr: &str) -> Result<JsonRpcClient, DemoError> {
+        match &self.0 {
+            Some(ca) => JsonRpcClient::with_tls(addr, ca.clone()),
+            None => JsonRpcClient::new(addr),
+        }
+        .map_err(DemoError::Client)
+    }
+}
+
+/// Runs the demo with the `bank` binary `exe` (`tls`: on every listener); returns the report.
+pub async fn run(exe: &Path, tls: bool) -> Result<String, DemoError> {
     let dir = tempfile::tempdir()?;
     let mut out = String::new();
-    let mut cluster = LocalCluster::start(exe, dir.path(), 3, Vec::new()).await?;
+    let mut cluster = if tls {
+        LocalCluster::start_with_tls(exe, dir.path(), 3, Vec::new()).await?
+    } else {
+        LocalCluster::start(exe, dir.path(), 3, Vec::new()).await?
+    };
+    let clients = Clients(cluster.credentials.tls.as_ref().map(|t| t.ca().clone()));
     let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
     let term = cluster.status(leader).await?["term"].clone();
     let _ = writeln!(
         out,
-        "cluster of 3 node processes up in {}",
-        dir.path().display()
+        "cluster of 3 node processes up in {}{}",
+        dir.path().display(),
+        if tls {
+            ", TLS on every listener (mutual between nodes)"
+        } else {
+            ""
+        }
     );
     for n in &cluster.nodes {
         let _ = writeln!(
@@ -56,9 +89,7 @@ pub async fn run(exe: &Path) -> Result<String, DemoError> {
         .find(|n| n.id != leader)
         .map(|n| (n.id, n.api.clone()))
         .ok_or_else(|| ClusterError::Process("no follower".into()))?;
-    let grpc = GrpcClient::connect(&follower.1)
-        .await
-        .map_err(DemoError::Client)?;
+    let grpc = clients.grpc(&follower.1).await?;
     let report = validator::run(&grpc).await?;
     let _ = writeln!(
         out,
@@ -66,7 +97,7 @@ pub async fn run(exe: &Path) -> Result<String, DemoError> {
         follower.0,
         report.elapsed()
     );
-    let jsonrpc = JsonRpcClient::new(&cluster.node(leader)?.jsonrpc).map_err(DemoError::Client)?;
+    let jsonrpc = clients.jsonrpc(&cluster.node(leader)?.jsonrpc)?;
     let report = validator::run(&jsonrpc).await?;
     let _ = writeln!(
         out,
@@ -85,9 +116,7 @@ pub async fn run(exe: &Path) -> Result<String, DemoError> {
         .find(|n| n.is_running())
         .map(|n| (n.id, n.api.clone()))
         .ok_or_else(|| ClusterError::Process("no survivor".into()))?;
-    let grpc = GrpcClient::connect(&survivor.1)
-        .await
-        .map_err(DemoError::Client)?;
+    let grpc = clients.grpc(&survivor.1).await?;
     let report = validator::run(&grpc).await?;
     let _ = writeln!(
         out,

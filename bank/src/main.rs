@@ -51,11 +51,20 @@ enum Command {
         /// The cluster's shared secret (default: $RAFT_SECRET).
         #[arg(long, env = runtime::host::SECRET_ENV, hide_env_values = true)]
         secret: String,
+        /// On a TLS cluster: the CA and a certificate it signed (`cluster up --tls` writes
+        /// `DIR/tls/admin.pem` and `admin.key`).
+        #[command(flatten)]
+        tls: runtime::tls::TlsArgs,
         #[command(subcommand)]
         verb: AdminVerb,
     },
     /// Start a 3-node cluster, run the walk-through, kill the leader, run it again, report.
-    Demo,
+    Demo {
+        /// TLS on every listener: a fresh CA signs each node's certificate; nodes authenticate
+        /// each other with them and the clients check the nodes'.
+        #[arg(long)]
+        tls: bool,
+    },
     /// Measure a variant under load (or `bench layers`: the seed's layer table).
     #[command(args_conflicts_with_subcommands = true)]
     Bench {
@@ -192,6 +201,10 @@ enum ClusterCommand {
         /// Where the nodes' data directories go.
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
+        /// TLS on every listener: a fresh CA (`DIR/tls/ca.pem`) signs each node's certificate
+        /// and an admin client's (`DIR/tls/admin.pem`, `admin.key`).
+        #[arg(long)]
+        tls: bool,
     },
 }
 
@@ -292,13 +305,26 @@ fn run(cli: Cli) -> Result<String, CliError> {
         }
         Command::Node(args) => run_node(args),
         Command::Cluster {
-            command: ClusterCommand::Up { nodes, dir },
+            command: ClusterCommand::Up { nodes, dir, tls },
         } => runtime()?.block_on(async {
+            use runtime::cluster::LocalCluster;
             let exe = std::env::current_exe()?;
-            let cluster = runtime::cluster::LocalCluster::start(&exe, &dir, nodes, Vec::new())
-                .await
-                .map_err(|e| CliError::Usage(e.to_string()))?;
-            println!("secret: {}", cluster.secret);
+            let started = if tls {
+                LocalCluster::start_with_tls(&exe, &dir, nodes, Vec::new()).await
+            } else {
+                LocalCluster::start(&exe, &dir, nodes, Vec::new()).await
+            };
+            let cluster = started.map_err(|e| CliError::Usage(e.to_string()))?;
+            println!("secret: {}", cluster.credentials.secret);
+            if tls {
+                let tls_dir = dir.join("tls");
+                println!(
+                    "tls: ca={} admin-cert={} admin-key={}",
+                    tls_dir.join("ca.pem").display(),
+                    tls_dir.join("admin.pem").display(),
+                    tls_dir.join("admin.key").display()
+                );
+            }
             for n in &cluster.nodes {
                 println!(
                     "node {} api={} jsonrpc={} raft={}",
@@ -312,6 +338,7 @@ fn run(cli: Cli) -> Result<String, CliError> {
         Command::Admin {
             connect,
             secret,
+            tls,
             verb,
         } => {
             use runtime::raft::network::AdminRequest;
@@ -331,8 +358,12 @@ fn run(cli: Cli) -> Result<String, CliError> {
                 AdminVerb::Snapshot => AdminRequest::Snapshot,
                 AdminVerb::Digest => AdminRequest::Digest,
             };
+            let credentials = runtime::raft_rpc::RaftCredentials {
+                secret,
+                tls: tls.load().map_err(|e| CliError::Usage(e.to_string()))?,
+            };
             let value = runtime()?
-                .block_on(runtime::host::admin(&connect, &secret, request))
+                .block_on(runtime::host::admin(&connect, &credentials, request))
                 .map_err(|e| CliError::Usage(e.to_string()))?;
             Ok(serde_json::to_string_pretty(&value).unwrap_or_default())
         }
@@ -376,9 +407,9 @@ fn run(cli: Cli) -> Result<String, CliError> {
             }
             Ok(chaos::render(&report))
         }),
-        Command::Demo => runtime()?.block_on(async {
+        Command::Demo { tls } => runtime()?.block_on(async {
             let exe = std::env::current_exe()?;
-            bank::demo::run(&exe)
+            bank::demo::run(&exe, tls)
                 .await
                 .map_err(|e| CliError::Usage(format!("demo failed: {e}")))
         }),

@@ -319,7 +319,7 @@ pub async fn serve_raft_echo(listen: &str, secret: String) -> Result<RunningServ
     let task = spawn(runtime::raft_rpc::serve_raft(
         listener,
         echo,
-        secret,
+        runtime::raft_rpc::RaftCredentials::plain(secret),
         runtime::host::MAX_API_MESSAGE,
         shutdown,
     ));

@@ -612,7 +612,7 @@ pub mod etcd {
     impl Client {
         /// Connects to a member's client URL (`host:port`).
         pub async fn connect(addr: &str) -> Result<Self, String> {
-            let channel = runtime::client::connect_channel(addr)
+            let channel = runtime::client::connect_channel(addr, None)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(Client {

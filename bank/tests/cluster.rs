@@ -16,7 +16,7 @@ use bank_generated::{
 use runtime::cluster::LocalCluster;
 use runtime::raft::network::{Answer, Message, call};
 use runtime::raft::types::Envelope;
-use runtime::raft_rpc::RaftClient;
+use runtime::raft_rpc::{RaftClient, RaftCredentials};
 use runtime::{CallError, Failure};
 use rust_decimal::Decimal;
 use tokio::sync::Mutex;
@@ -215,7 +215,7 @@ async fn a_new_learner_catches_up_from_a_snapshot_after_the_log_is_purged() {
     for n in &c.nodes {
         runtime::host::admin(
             &n.raft,
-            &c.secret,
+            &c.credentials,
             runtime::raft::network::AdminRequest::Snapshot,
         )
         .await
@@ -275,7 +275,7 @@ async fn send(
 ) -> Result<BankReply, BankCallError> {
     let mut target = raft_addr.to_string();
     for _ in 0..10 {
-        let client = RaftClient::connect(&target, &c.secret)
+        let client = RaftClient::connect(&target, &c.credentials)
             .await
             .expect("connect");
         match call(&client, &Message::Forward(env.clone()))
@@ -359,7 +359,7 @@ async fn raft_traffic_needs_the_secret_and_is_not_on_the_api_listener() {
     let node = &c.nodes[0];
     let status = Message::Admin(runtime::raft::network::AdminRequest::Status);
 
-    let without = RaftClient::connect(&node.raft, "not-the-secret")
+    let without = RaftClient::connect(&node.raft, &RaftCredentials::plain("not-the-secret"))
         .await
         .expect("connect");
     let refused = call(&without, &status)
@@ -367,7 +367,7 @@ async fn raft_traffic_needs_the_secret_and_is_not_on_the_api_listener() {
         .expect_err("a wrong secret must be refused");
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
 
-    let via_api = RaftClient::connect(&node.api, &c.secret)
+    let via_api = RaftClient::connect(&node.api, &c.credentials)
         .await
         .expect("connect");
     let absent = call(&via_api, &status)
@@ -375,7 +375,7 @@ async fn raft_traffic_needs_the_secret_and_is_not_on_the_api_listener() {
         .expect_err("no raft service on the API listener");
     assert_eq!(absent.code(), tonic::Code::Unimplemented);
 
-    let with = RaftClient::connect(&node.raft, &c.secret)
+    let with = RaftClient::connect(&node.raft, &c.credentials)
         .await
         .expect("connect");
     assert!(matches!(call(&with, &status).await, Ok(Answer::Admin(_))));

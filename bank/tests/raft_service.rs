@@ -23,20 +23,29 @@ async fn raft_messages_need_the_secret_and_their_own_listener() {
     let raft_addr = raft.addr.to_string();
     let api_addr = api.addr.to_string();
 
-    let good = RaftClient::connect(&raft_addr, "s3cret")
-        .await
-        .expect("connect");
+    let good = RaftClient::connect(
+        &raft_addr,
+        &runtime::raft_rpc::RaftCredentials::plain("s3cret"),
+    )
+    .await
+    .expect("connect");
     let echoed = good.send(b"append-entries".to_vec()).await;
 
-    let wrong = RaftClient::connect(&raft_addr, "guess")
-        .await
-        .expect("connect");
+    let wrong = RaftClient::connect(
+        &raft_addr,
+        &runtime::raft_rpc::RaftCredentials::plain("guess"),
+    )
+    .await
+    .expect("connect");
     let refused = wrong.send(b"vote".to_vec()).await;
 
     // The API listener does not serve raft traffic at all, secret or not.
-    let via_api = RaftClient::connect(&api_addr, "s3cret")
-        .await
-        .expect("connect");
+    let via_api = RaftClient::connect(
+        &api_addr,
+        &runtime::raft_rpc::RaftCredentials::plain("s3cret"),
+    )
+    .await
+    .expect("connect");
     let not_there = via_api.send(b"vote".to_vec()).await;
 
     raft.shutdown().await.expect("raft shutdown");

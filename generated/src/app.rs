@@ -251,7 +251,7 @@ impl<St: BankStore + Clone> runtime::host::HostedService for BankNode<St> {
     fn serve(
         &self,
         protocol: runtime::host::Protocol,
-        listener: tokio::net::TcpListener,
+        listener: runtime::server::Listener,
         node: Arc<runtime::raft::node::RaftNode>,
         level: runtime::call::ReadLevel,
         shutdown: runtime::host::Shutdown,

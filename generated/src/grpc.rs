@@ -1292,10 +1292,10 @@ impl crate::BankApi for GrpcClient {
 }
 
 /// Serves `api` on `listener` (with the standard health service and reflection, so
-/// `grpcurl` works) until `shutdown` resolves. Requests larger than `max_message_size`
-/// bytes are refused with `RESOURCE_EXHAUSTED`.
+/// `grpcurl` works; over TLS when the listener has it) until `shutdown` resolves.
+/// Requests larger than `max_message_size` bytes are refused with `RESOURCE_EXHAUSTED`.
 pub async fn serve<A: crate::BankApi + 'static>(
-    listener: tokio::net::TcpListener,
+    listener: impl Into<runtime::server::Listener>,
     api: Arc<A>,
     max_message_size: usize,
     shutdown: impl ::std::future::Future<Output = ()> + Send,

@@ -16,6 +16,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::CallKind;
 use crate::call::{self, CallContext, InFlight, ReadLevel, Session};
 use crate::error::{CallError, Failure};
+use crate::tls::ServerCa;
 
 /// How one attempt of a call ended, as the policy sees it.
 #[derive(Debug)]
@@ -168,21 +169,30 @@ impl<E> CallError<E> {
     }
 }
 
-/// `addr` as a URL: `host:port` gets `http://`, a URL stays as it is.
-fn http_url(addr: &str) -> String {
+/// `addr` as a URL: `host:port` gets `http://` (`https://` with TLS), a URL stays as it is.
+fn http_url(addr: &str, tls: Option<&ServerCa>) -> String {
     if addr.contains("://") {
         addr.to_string()
+    } else if tls.is_some() {
+        format!("https://{addr}")
     } else {
         format!("http://{addr}")
     }
 }
 
-/// Connects a gRPC channel to `addr` (`host:port` or `http://host:port`), with TCP_NODELAY.
-pub async fn connect_channel(addr: &str) -> Result<Channel, Failure> {
-    Endpoint::from_shared(http_url(addr))
+/// Connects a gRPC channel to `addr` (`host:port` or a URL), with TCP_NODELAY; with `tls`, over
+/// TLS to a server whose certificate that CA signed.
+pub async fn connect_channel(addr: &str, tls: Option<&ServerCa>) -> Result<Channel, Failure> {
+    let mut endpoint = Endpoint::from_shared(http_url(addr, tls))
         .map_err(|e| Failure::Transport(format!("bad address `{addr}`: {e}")))?
         .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(5));
+    if let Some(ca) = tls {
+        endpoint = endpoint
+            .tls_config(ca.grpc())
+            .map_err(|e| Failure::Transport(format!("TLS for {addr}: {e}")))?;
+    }
+    endpoint
         .connect()
         .await
         .map_err(|e| Failure::Transport(format!("cannot connect to {addr}: {e}")))
@@ -201,12 +211,14 @@ pub struct GrpcClient {
 }
 
 /// What both clients keep besides their connection: the session that numbers commands, the
-/// redirect and resend policy, and the read level of queries.
+/// redirect and resend policy, the read level of queries, and the CA of a TLS cluster (a
+/// redirect connects with it too).
 #[derive(Debug, Clone, Default)]
 struct Calls {
     session: Session,
     policy: Policy,
     read_level: Option<ReadLevel>,
+    tls: Option<ServerCa>,
 }
 
 impl Calls {
@@ -234,7 +246,15 @@ impl GrpcClient {
 
     /// Connects to `addr` (`host:port` or `http://host:port`).
     pub async fn connect(addr: &str) -> Result<Self, Failure> {
-        Ok(Self::new(connect_channel(addr).await?))
+        Ok(Self::new(connect_channel(addr, None).await?))
+    }
+
+    /// Connects to `addr` over TLS: the server (and any leader a redirect names) must present
+    /// a certificate `ca` signed.
+    pub async fn connect_tls(addr: &str, ca: ServerCa) -> Result<Self, Failure> {
+        let mut client = Self::new(connect_channel(addr, Some(&ca)).await?);
+        client.calls.tls = Some(ca);
+        Ok(client)
     }
 
     /// Asks for this read level on every query (on replicated nodes: `Stale` reads the node's
@@ -266,6 +286,7 @@ impl GrpcClient {
         Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
     {
         let (in_flight, context) = self.calls.begin(kind);
+        let tls = self.calls.tls.as_ref();
         let attempt = |channel: Channel| {
             let mut r = tonic::Request::new(request.clone());
             call::context_to_metadata(&context, r.metadata_mut());
@@ -285,7 +306,7 @@ impl GrpcClient {
                 &self.target,
                 in_flight.is_some(),
                 attempt,
-                |addr| async move { connect_channel(&addr).await.map_err(E::from) },
+                |addr| async move { connect_channel(&addr, tls).await.map_err(E::from) },
             )
             .await;
         drop(in_flight);
@@ -295,10 +316,17 @@ impl GrpcClient {
 
 type Http = Arc<jsonrpsee_http_client::HttpClient>;
 
-fn http(addr: &str) -> Result<Http, Failure> {
-    let url = http_url(addr);
-    let client = jsonrpsee_http_client::HttpClient::builder()
-        .max_response_size(u32::try_from(crate::host::MAX_API_MESSAGE).unwrap_or(u32::MAX))
+fn http(addr: &str, tls: Option<&ServerCa>) -> Result<Http, Failure> {
+    let url = http_url(addr, tls);
+    let mut builder = jsonrpsee_http_client::HttpClient::builder()
+        .max_response_size(u32::try_from(crate::host::MAX_API_MESSAGE).unwrap_or(u32::MAX));
+    if let Some(ca) = tls {
+        let config = ca
+            .rustls_client()
+            .map_err(|e| Failure::Transport(format!("TLS for {addr}: {e}")))?;
+        builder = builder.with_custom_cert_store(config);
+    }
+    let client = builder
         .build(&url)
         .map_err(|e| Failure::Transport(format!("bad address `{addr}`: {e}")))?;
     Ok(Arc::new(client))
@@ -319,8 +347,20 @@ impl JsonRpcClient {
     /// A client for the server at `addr` (`host:port` or an `http://` URL).
     pub fn new(addr: &str) -> Result<Self, Failure> {
         Ok(JsonRpcClient {
-            target: Arc::new(Target::new(http(addr)?)),
+            target: Arc::new(Target::new(http(addr, None)?)),
             calls: Calls::default(),
+        })
+    }
+
+    /// A client for the server at `addr` over TLS (HTTPS): the server (and any leader a
+    /// redirect names) must present a certificate `ca` signed.
+    pub fn with_tls(addr: &str, ca: ServerCa) -> Result<Self, Failure> {
+        Ok(JsonRpcClient {
+            target: Arc::new(Target::new(http(addr, Some(&ca))?)),
+            calls: Calls {
+                tls: Some(ca),
+                ..Calls::default()
+            },
         })
     }
 
@@ -349,6 +389,7 @@ impl JsonRpcClient {
         let (in_flight, context) = self.calls.begin(kind);
         call::context_to_params(&context, &mut params);
         let params = &params;
+        let tls = self.calls.tls.as_ref();
         let attempt = |client: Http| {
             let classify = &classify;
             async move {
@@ -371,7 +412,7 @@ impl JsonRpcClient {
                 &self.target,
                 in_flight.is_some(),
                 attempt,
-                |addr| async move { http(&addr).map_err(E::from) },
+                |addr| async move { http(&addr, tls).map_err(E::from) },
             )
             .await;
         drop(in_flight);

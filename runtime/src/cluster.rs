@@ -13,6 +13,8 @@ use crate::host::{HostError, SECRET_ENV, admin};
 use crate::netns::NetHost;
 use crate::raft::network::AdminRequest;
 use crate::raft::types::NodeId;
+use crate::raft_rpc::RaftCredentials;
+use crate::tls::{CertAuthority, TlsArgs, hosts_for};
 
 /// How long a node process may take to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -85,8 +87,11 @@ impl Drop for NodeProcess {
 pub struct LocalCluster {
     /// The nodes, by position (node id = position + 1).
     pub nodes: Vec<NodeProcess>,
-    /// The shared secret.
-    pub secret: String,
+    /// What an admin client of the cluster presents: the shared secret and, on a TLS cluster,
+    /// a client certificate.
+    pub credentials: RaftCredentials,
+    /// The CA that signs each node's certificate on a TLS cluster.
+    authority: Option<CertAuthority>,
     exe: PathBuf,
     dir: PathBuf,
     /// Extra arguments for every node (e.g. snapshot settings).
@@ -106,7 +111,19 @@ impl LocalCluster {
         n: usize,
         node_args: Vec<String>,
     ) -> Result<LocalCluster, HostError> {
-        Self::start_on(exe, dir, n, node_args, Vec::new(), None).await
+        Self::start_on(exe, dir, n, node_args, Vec::new(), None, false).await
+    }
+
+    /// Like [`LocalCluster::start`], with TLS on every listener: a new CA (its certificate in
+    /// `dir/tls/ca.pem`) signs a certificate for each node and one for the cluster's admin
+    /// client; nodes authenticate each other with them (mutual TLS).
+    pub async fn start_with_tls(
+        exe: &Path,
+        dir: &Path,
+        n: usize,
+        node_args: Vec<String>,
+    ) -> Result<LocalCluster, HostError> {
+        Self::start_on(exe, dir, n, node_args, Vec::new(), None, true).await
     }
 
     /// Like [`LocalCluster::start`], with node `i` in the network namespace `hosts[i - 1]`
@@ -117,7 +134,7 @@ impl LocalCluster {
         hosts: Vec<NetHost>,
         node_args: Vec<String>,
     ) -> Result<LocalCluster, HostError> {
-        Self::start_on(exe, dir, hosts.len(), node_args, hosts, None).await
+        Self::start_on(exe, dir, hosts.len(), node_args, hosts, None, false).await
     }
 
     /// Like [`LocalCluster::start`], with every node's raft traffic (replication, votes,
@@ -130,7 +147,7 @@ impl LocalCluster {
         node_args: Vec<String>,
         delay: Duration,
     ) -> Result<LocalCluster, HostError> {
-        Self::start_on(exe, dir, n, node_args, Vec::new(), Some(delay)).await
+        Self::start_on(exe, dir, n, node_args, Vec::new(), Some(delay), false).await
     }
 
     async fn start_on(
@@ -140,11 +157,21 @@ impl LocalCluster {
         node_args: Vec<String>,
         hosts: Vec<NetHost>,
         delay: Option<Duration>,
+        tls: bool,
     ) -> Result<LocalCluster, HostError> {
-        let secret = random_secret()?;
+        let mut credentials = RaftCredentials::plain(random_secret()?);
+        let authority = if tls {
+            let authority = CertAuthority::new("local")?;
+            let files = authority.write(&dir.join("tls"), "admin", &hosts_for("127.0.0.1"))?;
+            credentials.tls = files.load()?;
+            Some(authority)
+        } else {
+            None
+        };
         let mut cluster = LocalCluster {
             nodes: Vec::new(),
-            secret,
+            credentials,
+            authority,
             exe: exe.to_path_buf(),
             dir: dir.to_path_buf(),
             node_args,
@@ -203,6 +230,14 @@ impl LocalCluster {
         }
         std::fs::create_dir_all(&data_dir)
             .map_err(|e| HostError::Process(format!("{}: {e}", data_dir.display())))?;
+        let tls = match &self.authority {
+            Some(authority) => authority.write(
+                &data_dir.join("tls"),
+                &format!("node{id}"),
+                &hosts_for(host.map_or("127.0.0.1", |h| h.ip.as_str())),
+            )?,
+            None => TlsArgs::default(),
+        };
         // Each node logs to a file in its data directory (RUST_LOG picks the level).
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -232,11 +267,12 @@ impl LocalCluster {
                 &raft,
             ])
             .args(&self.node_args)
+            .args(tls.to_args())
             .args(
                 link.iter()
                     .flat_map(|l| ["--advertise-raft".to_string(), l.addr().to_string()]),
             )
-            .env(SECRET_ENV, &self.secret)
+            .env(SECRET_ENV, &self.credentials.secret)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
@@ -334,7 +370,12 @@ impl LocalCluster {
 
     /// Status of one node.
     pub async fn status(&self, id: NodeId) -> Result<serde_json::Value, HostError> {
-        admin(&self.node(id)?.raft, &self.secret, AdminRequest::Status).await
+        admin(
+            &self.node(id)?.raft,
+            &self.credentials,
+            AdminRequest::Status,
+        )
+        .await
     }
 
     /// Waits until the running nodes agree on a leader; returns its id.
@@ -450,7 +491,7 @@ impl LocalCluster {
                 .unwrap_or(0);
             let mut out = Vec::new();
             for n in self.nodes.iter().filter(|n| n.is_running()) {
-                let d = admin(&n.raft, &self.secret, AdminRequest::Digest).await?;
+                let d = admin(&n.raft, &self.credentials, AdminRequest::Digest).await?;
                 let applied = d["last_applied_index"].as_u64().unwrap_or(0);
                 out.push((
                     n.id,

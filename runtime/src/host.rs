@@ -11,7 +11,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -20,8 +19,9 @@ use crate::raft::network::{AdminRequest, Answer, Message, call};
 use crate::raft::node::{NodeConfig, NodeError, RaftNode};
 use crate::raft::state_machine::Application;
 use crate::raft::types::{NodeAddr, NodeId};
-use crate::raft_rpc::RaftClient;
-use crate::server::bind;
+use crate::raft_rpc::{RaftClient, RaftCredentials};
+use crate::server::{Listener, bind};
+use crate::tls::TlsArgs;
 
 /// The environment variable a node reads its cluster secret from when `--secret` is not given.
 pub const SECRET_ENV: &str = "RAFT_SECRET";
@@ -64,12 +64,13 @@ pub trait HostedService: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// The application the node's state machine applies.
     fn application(&self) -> Arc<dyn Application>;
-    /// Serves the replicated API of `node` over `protocol` on `listener`, queries at `level`
+    /// Serves the replicated API of `node` over `protocol` on `listener` (with TLS when the
+    /// listener has it), queries at `level`
     /// unless a call asks for another, until `shutdown` resolves.
     fn serve(
         &self,
         protocol: Protocol,
-        listener: TcpListener,
+        listener: Listener,
         node: Arc<RaftNode>,
         level: ReadLevel,
         shutdown: Shutdown,
@@ -88,6 +89,9 @@ pub enum HostError {
     /// The configuration is unusable.
     #[error("configuration: {0}")]
     Config(String),
+    /// TLS material could not be read or used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// A node process misbehaved.
     #[error("node process: {0}")]
     Process(String),
@@ -158,6 +162,9 @@ pub struct NodeArgs {
     /// (a proxy, a port forward); overrides `--advertise-host` for raft traffic.
     #[arg(long, value_name = "ADDR")]
     pub advertise_raft: Option<String>,
+    /// TLS on every listener (mutual TLS between nodes).
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Threads of the node's async runtime: 1 runs everything on one thread (the least
     /// hand-offs; SQLite work has threads of its own), more makes a work-stealing pool.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -224,12 +231,17 @@ pub async fn start(args: NodeArgs, service: &dyn HostedService) -> Result<Runnin
              change the membership)"
         )));
     }
+    let credentials = RaftCredentials {
+        secret: args.secret.clone(),
+        tls: args.tls.load()?,
+    };
     let (raft_listener, raft_addr) = bind(&args.raft_listen).await?;
     let mut listeners = vec![(Protocol::Grpc, bind(&args.listen).await?)];
     if let Some(addr) = &args.jsonrpc_listen {
         listeners.push((Protocol::JsonRpc, bind(addr).await?));
     }
-    let mut config = NodeConfig::new(args.id, args.data_dir.clone(), args.secret.clone());
+    let api_tls = credentials.tls.clone();
+    let mut config = NodeConfig::new(args.id, args.data_dir.clone(), credentials.clone());
     config.snapshot_every = args.snapshot_every;
     config.keep_logs = args.keep_logs;
     config.redirect_writes = args.redirect_writes;
@@ -263,13 +275,12 @@ pub async fn start(args: NodeArgs, service: &dyn HostedService) -> Result<Runnin
     };
     let mut tasks = Vec::new();
     let raft_node = node.clone();
-    let secret = args.secret.clone();
     let shutdown = until_stopped();
     tasks.push(tokio::spawn(async move {
         let served = crate::raft_rpc::serve_raft(
             raft_listener,
             raft_node,
-            secret,
+            credentials,
             MAX_RAFT_MESSAGE,
             shutdown,
         );
@@ -281,6 +292,10 @@ pub async fn start(args: NodeArgs, service: &dyn HostedService) -> Result<Runnin
     let mut api = Vec::new();
     for (protocol, (listener, local)) in listeners {
         api.push((protocol, local));
+        let listener = Listener {
+            tcp: listener,
+            tls: api_tls.clone(),
+        };
         let serving = service.serve(protocol, listener, node.clone(), level, until_stopped());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = serving.await {
@@ -365,12 +380,12 @@ pub async fn run(args: NodeArgs, service: &dyn HostedService) -> Result<(), Host
 /// waits for the learner to catch up.
 pub async fn admin(
     raft_addr: &str,
-    secret: &str,
+    credentials: &RaftCredentials,
     request: AdminRequest,
 ) -> Result<serde_json::Value, HostError> {
     let mut target = raft_addr.to_string();
     for _ in 0..5 {
-        let client = RaftClient::connect_for(&target, secret, request.timeout())
+        let client = RaftClient::connect_for(&target, credentials, request.timeout())
             .await
             .map_err(|s| HostError::Admin(format!("{target}: {}", s.message())))?;
         match call(&client, &Message::Admin(request.clone()))

@@ -89,6 +89,7 @@ pub mod server;
 pub mod service;
 pub mod sink;
 pub mod tcp;
+pub mod tls;
 mod util;
 pub mod wire;
 pub mod zmq;

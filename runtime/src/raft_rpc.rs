@@ -2,7 +2,9 @@
 //! separate from every API listener, so API clients cannot reach raft traffic.
 //!
 //! Every call must carry the cluster's shared secret in the [`SECRET_KEY`] metadata entry; a call
-//! without it (or with another) is refused with `UNAUTHENTICATED` before any handler runs.
+//! without it (or with another) is refused with `UNAUTHENTICATED` before any handler runs. On a
+//! TLS cluster the listener also takes only peers whose certificate the cluster's CA signed
+//! (mutual TLS, see [`crate::tls`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,6 +14,8 @@ use std::time::Duration;
 use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use crate::tls::Tls;
+
 /// The tonic/prost code generated from `runtime/proto/raft.proto`.
 #[allow(clippy::all, missing_docs)]
 pub mod pb {
@@ -20,6 +24,26 @@ pub mod pb {
 
 /// The metadata key that carries the cluster's shared secret.
 pub const SECRET_KEY: &str = "x-raft-secret";
+
+/// What a node or an admin client presents to a raft listener: the cluster's shared secret and,
+/// on a TLS cluster, its certificate (and the CA it checks the listener's certificate against).
+#[derive(Debug, Clone)]
+pub struct RaftCredentials {
+    /// The shared secret every message carries.
+    pub secret: String,
+    /// TLS material; `None` on a plaintext cluster.
+    pub tls: Option<Tls>,
+}
+
+impl RaftCredentials {
+    /// Credentials of a plaintext cluster.
+    pub fn plain(secret: impl Into<String>) -> Self {
+        RaftCredentials {
+            secret: secret.into(),
+            tls: None,
+        }
+    }
+}
 
 /// A stream of serialized messages or answers.
 pub type PayloadStream = Pin<Box<dyn Stream<Item = Result<Vec<u8>, Status>> + Send>>;
@@ -91,15 +115,15 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
 const MAX_RESET_STREAMS: usize = 4096;
 
 /// Serves the raft message service on `listener` until `shutdown` resolves; calls must carry
-/// `secret`.
+/// the credentials' secret, and with TLS come from a peer whose certificate the CA signed.
 pub async fn serve_raft<H: RaftHandler>(
     listener: tokio::net::TcpListener,
     handler: Arc<H>,
-    secret: String,
+    credentials: RaftCredentials,
     max_message_size: usize,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let expected = secret.into_bytes();
+    let expected = credentials.secret.into_bytes();
     let check = move |request: Request<()>| {
         let given = request.metadata().get(SECRET_KEY).map(|v| v.as_bytes());
         match given {
@@ -112,7 +136,11 @@ pub async fn serve_raft<H: RaftHandler>(
         .max_decoding_message_size(max_message_size)
         .max_encoding_message_size(max_message_size);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &credentials.tls {
+        server = server.tls_config(tls.raft_server())?;
+    }
+    server
         // After a partition heals, TCP delivers every call a peer gave up on during it (each a
         // reset stream) at once; h2's default of 20 would close the connection for that.
         .http2_max_pending_accept_reset_streams(Some(MAX_RESET_STREAMS))
@@ -134,16 +162,25 @@ pub struct RaftClient {
 }
 
 impl RaftClient {
-    /// Connects to the raft listener at `addr` (`host:port`), presenting `secret`; every call
-    /// times out after [`RPC_TIMEOUT`].
-    pub async fn connect(addr: &str, secret: &str) -> Result<Self, Status> {
-        Self::connect_for(addr, secret, RPC_TIMEOUT).await
+    /// Connects to the raft listener at `addr` (`host:port`), presenting `credentials`; every
+    /// call times out after [`RPC_TIMEOUT`].
+    pub async fn connect(addr: &str, credentials: &RaftCredentials) -> Result<Self, Status> {
+        Self::connect_for(addr, credentials, RPC_TIMEOUT).await
     }
 
     /// Like [`RaftClient::connect`], with calls that may take up to `timeout` (administration,
     /// such as a join that waits for a learner to catch up).
-    pub async fn connect_for(addr: &str, secret: &str, timeout: Duration) -> Result<Self, Status> {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+    pub async fn connect_for(
+        addr: &str,
+        credentials: &RaftCredentials,
+        timeout: Duration,
+    ) -> Result<Self, Status> {
+        let scheme = if credentials.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| Status::invalid_argument(format!("bad address `{addr}`: {e}")))?
             .tcp_nodelay(true)
             .connect_timeout(std::time::Duration::from_secs(5))
@@ -151,11 +188,17 @@ impl RaftClient {
             .timeout(timeout)
             .http2_keep_alive_interval(std::time::Duration::from_secs(2))
             .keep_alive_timeout(std::time::Duration::from_secs(5));
+        if let Some(tls) = &credentials.tls {
+            endpoint = endpoint
+                .tls_config(tls.raft_client())
+                .map_err(|e| Status::invalid_argument(format!("TLS for {addr}: {e}")))?;
+        }
         let channel = endpoint
             .connect()
             .await
             .map_err(|e| Status::unavailable(format!("cannot connect to {addr}: {e}")))?;
-        let secret = secret
+        let secret = credentials
+            .secret
             .parse()
             .map_err(|_| Status::invalid_argument("the raft secret must be printable ASCII"))?;
         Ok(RaftClient {

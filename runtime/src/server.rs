@@ -1,6 +1,6 @@
 //! Serving a generated service's API: gRPC with the standard health service and reflection (so
 //! `grpcurl` works without a `.proto`), and JSON-RPC 2.0 over HTTP. Both stop gracefully when
-//! their shutdown future resolves.
+//! their shutdown future resolves, and both speak TLS on a [`Listener`] that has it.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -10,6 +10,8 @@ use tonic::body::Body;
 use tonic::codegen::Service;
 use tonic::codegen::http::{Request, Response};
 use tonic::server::NamedService;
+
+use crate::tls::{Tls, TlsError};
 
 /// A listener could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +36,22 @@ pub async fn bind(addr: &str) -> Result<(TcpListener, std::net::SocketAddr), Bin
     Ok((listener, local))
 }
 
+/// An API listener: a bound socket and, on a TLS node, the node's TLS material (the server
+/// presents its certificate; clients need none).
+#[derive(Debug)]
+pub struct Listener {
+    /// The bound socket.
+    pub tcp: TcpListener,
+    /// TLS material; `None` serves plaintext.
+    pub tls: Option<Tls>,
+}
+
+impl From<TcpListener> for Listener {
+    fn from(tcp: TcpListener) -> Self {
+        Listener { tcp, tls: None }
+    }
+}
+
 /// Why an API server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -46,12 +64,15 @@ pub enum ServeError {
     /// The JSON-RPC server failed.
     #[error("JSON-RPC server: {0}")]
     JsonRpc(String),
+    /// The TLS material is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// Serves one generated tonic service on `listener`, with health (the service marked serving)
 /// and reflection over `descriptor` (the encoded `FileDescriptorSet`), until `shutdown`.
 pub async fn serve_grpc<S>(
-    listener: TcpListener,
+    listener: impl Into<Listener>,
     service: S,
     descriptor: &'static [u8],
     shutdown: impl Future<Output = ()> + Send,
@@ -71,8 +92,13 @@ where
         .register_encoded_file_descriptor_set(descriptor)
         .build_v1()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    let Listener { tcp, tls } = listener.into();
+    let incoming = tonic::transport::server::TcpIncoming::from(tcp).with_nodelay(Some(true));
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls.api_grpc())?;
+    }
+    server
         .add_service(service)
         .add_service(health)
         .add_service(reflection)
@@ -90,14 +116,12 @@ pub const MAX_CONNECTIONS: u32 = 1024;
 /// than `max_request_size` bytes are refused, and so are answers larger than that (a batch, at
 /// most [`MAX_BATCH`] calls, is answered as one body).
 pub async fn serve_jsonrpc<Ctx: Send + Sync + 'static>(
-    listener: TcpListener,
+    listener: impl Into<Listener>,
     module: jsonrpsee::RpcModule<Ctx>,
     max_request_size: usize,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let listener = listener
-        .into_std()
-        .map_err(|e| ServeError::JsonRpc(format!("listener: {e}")))?;
+    let Listener { tcp, tls } = listener.into();
     let limit = u32::try_from(max_request_size).unwrap_or(u32::MAX);
     let config = jsonrpsee::server::ServerConfig::builder()
         .max_request_body_size(limit)
@@ -106,6 +130,12 @@ pub async fn serve_jsonrpc<Ctx: Send + Sync + 'static>(
         .max_connections(MAX_CONNECTIONS)
         .http_only()
         .build();
+    if let Some(tls) = tls {
+        return serve_jsonrpc_tls(tcp, tls.rustls_server()?, module, config, shutdown).await;
+    }
+    let listener = tcp
+        .into_std()
+        .map_err(|e| ServeError::JsonRpc(format!("listener: {e}")))?;
     let server = jsonrpsee::server::Server::builder()
         .set_config(config)
         .build_from_tcp(listener)
@@ -116,6 +146,66 @@ pub async fn serve_jsonrpc<Ctx: Send + Sync + 'static>(
     handle.stopped().await;
     Ok(())
 }
+
+/// [`serve_jsonrpc`] over TLS: jsonrpsee serves plaintext only, so each accepted connection is
+/// taken through the TLS handshake here and then handed to jsonrpsee's per-connection service.
+async fn serve_jsonrpc_tls<Ctx: Send + Sync + 'static>(
+    tcp: TcpListener,
+    tls: std::sync::Arc<tokio_rustls::rustls::ServerConfig>,
+    module: jsonrpsee::RpcModule<Ctx>,
+    config: jsonrpsee::server::ServerConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let methods: jsonrpsee::Methods = module.into();
+    let (stop_handle, server_handle) = jsonrpsee::server::stop_channel();
+    let services = jsonrpsee::server::Server::builder()
+        .set_config(config)
+        .to_service_builder();
+    let mut connections = tokio::task::JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = tcp.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a JSON-RPC connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        if connections.len() >= MAX_CONNECTIONS as usize {
+            tracing::warn!(%peer, limit = MAX_CONNECTIONS, "too many JSON-RPC connections; closing the new one");
+            continue;
+        }
+        let acceptor = acceptor.clone();
+        let service = services.clone().build(methods.clone(), stop_handle.clone());
+        let stopped = stop_handle.clone().shutdown();
+        connections.spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let stream =
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                };
+            if let Err(e) =
+                jsonrpsee::server::serve_with_graceful_shutdown(stream, service, stopped).await
+            {
+                tracing::debug!(%peer, error = %e, "JSON-RPC connection ended");
+            }
+        });
+    }
+    let _ = server_handle.stop();
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// How long a client may take over the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A jsonrpsee module with one method per operation, each answered by `handle` (given the API,
 /// the operation's name and its parameters as JSON, absent when the call sent none), plus

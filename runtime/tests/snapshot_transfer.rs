@@ -18,7 +18,7 @@ use runtime::raft::network::{self, Answer, Message};
 use runtime::raft::node::{NodeConfig, RaftNode};
 use runtime::raft::state_machine::StateMachine;
 use runtime::raft::types::{C, NodeAddr, SnapshotMeta, StoredMembership, Vote};
-use runtime::raft_rpc::RaftClient;
+use runtime::raft_rpc::{RaftClient, RaftCredentials};
 use runtime::rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
@@ -94,7 +94,7 @@ async fn a_truncated_or_altered_snapshot_is_refused_and_the_whole_one_installed(
         raft: listener.local_addr().expect("addr").to_string(),
         api: BTreeMap::new(),
     };
-    let config = NodeConfig::new(2, dir.path().join("node2"), SECRET.into());
+    let config = NodeConfig::new(2, dir.path().join("node2"), RaftCredentials::plain(SECRET));
     let node = RaftNode::start(config, addr.clone(), Arc::new(Rows))
         .await
         .expect("node starts");
@@ -102,13 +102,13 @@ async fn a_truncated_or_altered_snapshot_is_refused_and_the_whole_one_installed(
     let server = tokio::spawn(runtime::raft_rpc::serve_raft(
         listener,
         node.clone(),
-        SECRET.into(),
+        RaftCredentials::plain(SECRET),
         16 << 20,
         async move {
             let _ = stopped.await;
         },
     ));
-    let client = RaftClient::connect(&addr.raft, SECRET)
+    let client = RaftClient::connect(&addr.raft, &RaftCredentials::plain(SECRET))
         .await
         .expect("connect");
 

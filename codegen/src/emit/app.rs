@@ -167,7 +167,7 @@ pub fn module(api: &Api) -> TokenStream {
             fn serve(
                 &self,
                 protocol: runtime::host::Protocol,
-                listener: tokio::net::TcpListener,
+                listener: runtime::server::Listener,
                 node: Arc<runtime::raft::node::RaftNode>,
                 level: runtime::call::ReadLevel,
                 shutdown: runtime::host::Shutdown,

@@ -25,7 +25,7 @@ use tokio::io::AsyncReadExt;
 use super::node::StreamAnswer;
 use super::state_machine::SnapshotFile;
 use super::types::{Applied, C, Envelope, NodeAddr, NodeId, SnapshotMeta, Vote, encode};
-use crate::raft_rpc::RaftClient;
+use crate::raft_rpc::{RaftClient, RaftCredentials};
 
 /// The longest a replication stream waits for the answer to a request it sent.
 pub const STREAM_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -203,8 +203,8 @@ pub async fn call(client: &RaftClient, message: &Message) -> Result<Answer, toni
 /// Makes connections to peers.
 #[derive(Debug, Clone)]
 pub struct Network {
-    /// The cluster's shared secret.
-    pub secret: String,
+    /// What this node presents to its peers.
+    pub credentials: RaftCredentials,
 }
 
 impl RaftNetworkFactory<C> for Network {
@@ -214,7 +214,7 @@ impl RaftNetworkFactory<C> for Network {
         Peer {
             target,
             addr: node.raft.clone(),
-            secret: self.secret.clone(),
+            credentials: self.credentials.clone(),
             client: None,
         }
     }
@@ -225,7 +225,7 @@ impl RaftNetworkFactory<C> for Network {
 pub struct Peer {
     target: NodeId,
     addr: String,
-    secret: String,
+    credentials: RaftCredentials,
     client: Option<RaftClient>,
 }
 
@@ -234,7 +234,7 @@ impl Peer {
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }
-        let c = RaftClient::connect(&self.addr, &self.secret)
+        let c = RaftClient::connect(&self.addr, &self.credentials)
             .await
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         self.client = Some(c.clone());

@@ -26,7 +26,7 @@ use super::network::{self, AdminRequest, Answer, Incoming, Message, Network};
 use super::read_index::ReadIndexRounds;
 use super::state_machine::{Application, SnapshotFile, StateMachine};
 use super::types::{Applied, C, Envelope, NodeAddr, NodeId, Rejected};
-use crate::raft_rpc::{RaftClient, RaftHandler};
+use crate::raft_rpc::{RaftClient, RaftCredentials, RaftHandler};
 
 /// The raft handle of a node.
 pub type Raft = openraft::Raft<C, StateMachine>;
@@ -50,8 +50,9 @@ pub struct NodeConfig {
     pub id: NodeId,
     /// Where the log, the database and snapshots live.
     pub data_dir: PathBuf,
-    /// The cluster's shared secret (every raft message carries it).
-    pub secret: String,
+    /// What the node presents to its peers (the secret every raft message carries, and TLS
+    /// material on a TLS cluster); its raft listener asks the same of them.
+    pub credentials: RaftCredentials,
     /// Leader heartbeat interval.
     pub heartbeat: Duration,
     /// Election timeout range (a follower waits a random time in it before campaigning).
@@ -69,11 +70,11 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     /// Defaults that tolerate a loaded 2-core machine: 250 ms heartbeats, 1.5–3 s elections.
-    pub fn new(id: NodeId, data_dir: PathBuf, secret: String) -> Self {
+    pub fn new(id: NodeId, data_dir: PathBuf, credentials: RaftCredentials) -> Self {
         NodeConfig {
             id,
             data_dir,
-            secret,
+            credentials,
             heartbeat: Duration::from_millis(250),
             election_timeout: (Duration::from_millis(1500), Duration::from_millis(3000)),
             snapshot_every: 10_000,
@@ -118,7 +119,7 @@ pub enum NodeError {
 pub struct RaftNode {
     id: NodeId,
     addr: NodeAddr,
-    secret: String,
+    credentials: RaftCredentials,
     redirect_writes: bool,
     raft: Raft,
     sm: StateMachine,
@@ -178,7 +179,7 @@ impl RaftNode {
         .validate()
         .map_err(|e| NodeError::Config(e.to_string()))?;
         let network = Network {
-            secret: config.secret.clone(),
+            credentials: config.credentials.clone(),
         };
         let raft = Raft::new(config.id, Arc::new(raft_config), network, log, sm.clone())
             .await
@@ -186,7 +187,7 @@ impl RaftNode {
         Ok(Arc::new(RaftNode {
             id: config.id,
             addr,
-            secret: config.secret,
+            credentials: config.credentials,
             redirect_writes: config.redirect_writes,
             raft,
             sm,
@@ -242,7 +243,7 @@ impl RaftNode {
         let mut target = seed.to_string();
         let mut retry = Retry::new();
         while retry.next().await {
-            let answer = match RaftClient::connect_for(&target, &self.secret, timeout).await {
+            let answer = match RaftClient::connect_for(&target, &self.credentials, timeout).await {
                 Ok(client) => network::call(&client, &request).await,
                 Err(status) => Err(status),
             };
@@ -278,7 +279,7 @@ impl RaftNode {
         {
             return Ok(c);
         }
-        let client = RaftClient::connect(raft_addr, &self.secret).await?;
+        let client = RaftClient::connect(raft_addr, &self.credentials).await?;
         if let Ok(mut peers) = self.peers.lock() {
             peers.insert(raft_addr.to_string(), client.clone());
         }

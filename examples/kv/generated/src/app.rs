@@ -162,7 +162,7 @@ impl<St: KvStore + Clone> runtime::host::HostedService for KvNode<St> {
     fn serve(
         &self,
         protocol: runtime::host::Protocol,
-        listener: tokio::net::TcpListener,
+        listener: runtime::server::Listener,
         node: Arc<runtime::raft::node::RaftNode>,
         level: runtime::call::ReadLevel,
         shutdown: runtime::host::Shutdown,

@@ -40,10 +40,11 @@ pub fn rpc_module<A: crate::KvApi + 'static>(
     )
 }
 
-/// Serves `api` over JSON-RPC 2.0 on HTTP at `listener` until `shutdown` resolves.
-/// Request bodies larger than `max_request_size` bytes are refused.
+/// Serves `api` over JSON-RPC 2.0 on HTTP at `listener` (HTTPS when the listener has
+/// TLS) until `shutdown` resolves. Request bodies larger than `max_request_size` bytes
+/// are refused.
 pub async fn serve<A: crate::KvApi + 'static>(
-    listener: tokio::net::TcpListener,
+    listener: impl Into<runtime::server::Listener>,
     api: Arc<A>,
     max_request_size: usize,
     shutdown: impl ::std::future::Future<Output = ()> + Send,

@@ -154,7 +154,7 @@ impl<St: KitchenSinkStore + Clone> runtime::host::HostedService for KitchenSinkN
     fn serve(
         &self,
         protocol: runtime::host::Protocol,
-        listener: tokio::net::TcpListener,
+        listener: runtime::server::Listener,
         node: Arc<runtime::raft::node::RaftNode>,
         level: runtime::call::ReadLevel,
         shutdown: runtime::host::Shutdown,
