@@ -240,6 +240,14 @@ enum AdminVerb {
     Snapshot,
     /// The digest of the node's state.
     Digest,
+    /// Set a failpoint on this node (a build with the `failpoints` feature; see
+    /// `runtime::failpoint` for the points), e.g. `raft_log::commit return`; `off` clears it.
+    Failpoint {
+        /// The point's name.
+        name: String,
+        /// Its actions, as the `fail` crate reads them.
+        actions: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -357,6 +365,7 @@ fn run(cli: Cli) -> Result<String, CliError> {
                 AdminVerb::TransferLeader { id } => AdminRequest::TransferLeader { to: id },
                 AdminVerb::Snapshot => AdminRequest::Snapshot,
                 AdminVerb::Digest => AdminRequest::Digest,
+                AdminVerb::Failpoint { name, actions } => AdminRequest::Failpoint { name, actions },
             };
             let credentials = runtime::raft_rpc::RaftCredentials {
                 secret,

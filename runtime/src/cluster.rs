@@ -73,6 +73,14 @@ impl NodeProcess {
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
+
+    /// The exit status, once the process has ended by itself (it then no longer counts as
+    /// running).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok().flatten()?;
+        self.child = None;
+        Some(status)
+    }
 }
 
 impl Drop for NodeProcess {

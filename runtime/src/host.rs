@@ -367,12 +367,20 @@ pub async fn run(args: NodeArgs, service: &dyn HostedService) -> Result<(), Host
     println!("{}", running.ready_line());
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| HostError::Config(format!("cannot watch SIGTERM: {e}")))?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
+    let fatal = tokio::select! {
+        _ = tokio::signal::ctrl_c() => None,
+        _ = terminate.recv() => None,
+        fatal = running.node.fatal() => Some(fatal),
+    };
     running.shutdown().await;
-    Ok(())
+    match fatal {
+        // Crash-only: a node whose storage failed stops, so a supervisor restarts it from what
+        // is durable instead of it serving errors.
+        Some(fatal) => Err(HostError::Node(NodeError::Raft(format!(
+            "stopped: {fatal}"
+        )))),
+        None => Ok(()),
+    }
 }
 
 /// Sends an admin request to the node at `raft_addr`, following redirects to the leader for

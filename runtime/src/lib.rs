@@ -78,6 +78,7 @@ pub mod cluster;
 pub mod codes;
 pub mod delay;
 pub mod error;
+pub mod failpoint;
 pub mod frame;
 pub mod host;
 pub mod local;

@@ -533,7 +533,17 @@ fn run_batch(
         tracing::warn!("raft log: cannot record the committed log id: {e}");
     }
 
-    match tx.commit() {
+    let commit = match crate::failpoint::fired("raft_log::commit") {
+        Some(_) => {
+            drop(tx.rollback());
+            Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR_FSYNC),
+                Some("failpoint raft_log::commit".into()),
+            ))
+        }
+        None => tx.commit(),
+    };
+    match commit {
         Ok(()) => {
             commits.fetch_add(1, Ordering::AcqRel);
             for p in pending {
@@ -555,6 +565,12 @@ fn run_batch(
 
 /// Runs one write inside the batch's transaction.
 fn run_write(tx: &Transaction<'_>, op: WriteOp) -> Result<(), io::Error> {
+    if crate::failpoint::fired("raft_log::write").is_some() {
+        return Err(io::Error::new(
+            io::ErrorKind::StorageFull,
+            "failpoint raft_log::write: no space left on device",
+        ));
+    }
     match op {
         WriteOp::Append(rows) => {
             let mut stmt = tx

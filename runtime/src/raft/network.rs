@@ -102,6 +102,14 @@ pub enum AdminRequest {
     Snapshot,
     /// The digest of this node's application state.
     Digest,
+    /// Set a failpoint on this node (see [`crate::failpoint`]; refused by a build without the
+    /// `failpoints` feature).
+    Failpoint {
+        /// The point's name.
+        name: String,
+        /// Its actions (`off` clears them).
+        actions: String,
+    },
 }
 
 impl AdminRequest {
@@ -110,7 +118,9 @@ impl AdminRequest {
     /// snapshot may take as long as the node's admin bound allows (a learner's catch-up).
     pub fn timeout(&self) -> std::time::Duration {
         match self {
-            AdminRequest::Status | AdminRequest::Digest => crate::raft_rpc::RPC_TIMEOUT,
+            AdminRequest::Status | AdminRequest::Digest | AdminRequest::Failpoint { .. } => {
+                crate::raft_rpc::RPC_TIMEOUT
+            }
             _ => super::node::ADMIN_TIMEOUT.saturating_add(std::time::Duration::from_secs(5)),
         }
     }
@@ -414,6 +424,11 @@ impl RaftNetworkV2<C> for Peer {
                 break;
             }
             hasher.update(&buf[..n]);
+            if n > 0 && crate::failpoint::fired("snapshot::drop_chunk").is_some() {
+                tracing::warn!(offset, "failpoint: dropping a snapshot chunk");
+                offset += n as u64;
+                continue;
+            }
             let send = client.send(encode_chunk(id, offset, &buf[..n]));
             let answer = tokio::select! {
                 closed = &mut cancel => return Err(StreamingError::Closed(closed)),

@@ -141,11 +141,18 @@ impl std::fmt::Debug for RaftNode {
     }
 }
 
+/// The node's wall clock, in microseconds since the Unix epoch (skewed by the failpoint
+/// `clock::offset_secs` in a build with failpoints).
 fn now_us() -> i64 {
-    std::time::SystemTime::now()
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let offset_secs = crate::failpoint::fired("clock::offset_secs")
+        .flatten()
+        .and_then(|secs| secs.parse::<i64>().ok())
+        .unwrap_or(0);
+    now.saturating_add(offset_secs.saturating_mul(1_000_000))
 }
 
 impl RaftNode {
@@ -534,17 +541,37 @@ impl RaftNode {
         })
     }
 
+    /// Resolves when raft stops on a fatal error (a storage failure, say), with the error.
+    pub async fn fatal(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow_and_update().running_state {
+                return fatal.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "raft stopped".to_string();
+            }
+        }
+    }
+
     /// Runs an admin request here (membership changes must run on the leader).
     pub async fn admin(&self, request: AdminRequest) -> Answer {
         let needs_leader = !matches!(
             request,
-            AdminRequest::Status | AdminRequest::Snapshot | AdminRequest::Digest
+            AdminRequest::Status
+                | AdminRequest::Snapshot
+                | AdminRequest::Digest
+                | AdminRequest::Failpoint { .. }
         );
         if needs_leader && !self.is_leader() {
             return Answer::NotLeader(self.leader());
         }
         let result: Result<serde_json::Value, String> = match request {
             AdminRequest::Status => Ok(self.status()),
+            AdminRequest::Failpoint { name, actions } => {
+                crate::failpoint::configure(&name, &actions)
+                    .map(|()| json!({"failpoint": name, "actions": actions}))
+            }
             AdminRequest::Digest => self
                 .sm
                 .digest()

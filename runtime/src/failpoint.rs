@@ -1,0 +1,44 @@
+//! Fault injection for tests and chaos runs, compiled in only with the cargo feature
+//! `failpoints` (the `fail` crate, from TiKV). Without the feature every point is inert and
+//! [`configure`] refuses.
+//!
+//! The points, configured on a running node with `AdminRequest::Failpoint` (`bank admin
+//! failpoint NAME ACTIONS`; actions as the `fail` crate reads them, e.g. `return`, `1*return`,
+//! `return(7200)`, `off`):
+//!
+//! | name | effect when it fires |
+//! |---|---|
+//! | `raft_log::write` | a raft log write fails as on a full disk; the batch is rolled back |
+//! | `raft_log::commit` | the raft log's commit (its fsync) fails |
+//! | `snapshot::drop_chunk` | a snapshot sender skips a chunk as if the follower had stored it |
+//! | `clock::offset_secs` | `return(N)`: the node's wall clock reads N seconds ahead (or behind) |
+
+/// Whether the point `name` fires now, with the argument its `return(...)` action carries.
+#[cfg(feature = "failpoints")]
+pub(crate) fn fired(name: &str) -> Option<Option<String>> {
+    fail::eval(name, |arg| arg)
+}
+
+/// Whether the point `name` fires now: never, in a build without the `failpoints` feature.
+#[cfg(not(feature = "failpoints"))]
+pub(crate) fn fired(_name: &str) -> Option<Option<String>> {
+    None
+}
+
+/// Sets the actions of the point `name` (`off` clears it).
+#[cfg(feature = "failpoints")]
+pub fn configure(name: &str, actions: &str) -> Result<(), String> {
+    if actions == "off" {
+        fail::remove(name);
+        return Ok(());
+    }
+    fail::cfg(name, actions)
+}
+
+/// Sets the actions of the point `name`: refused, in a build without the `failpoints` feature.
+#[cfg(not(feature = "failpoints"))]
+pub fn configure(name: &str, _actions: &str) -> Result<(), String> {
+    Err(format!(
+        "cannot set failpoint `{name}`: this node was built without the `failpoints` feature"
+    ))
+}
