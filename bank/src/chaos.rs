@@ -36,6 +36,13 @@ pub enum Nemesis {
     IsolateFollower,
     /// SIGKILL the leader, then restart it from its data directory.
     KillLeader,
+    /// The leader loses 30 % of the packets it sends and receives (`iptables` in its
+    /// namespace) for the hold time.
+    LossyLink,
+    /// The leader's clock runs two hours ahead for the hold time (a failpoint: needs a `bank`
+    /// built with the `failpoints` feature). Commands it stamps move the bank's clock, and no
+    /// request record may expire early: a retry must still be recognised.
+    ClockSkew,
 }
 
 impl Nemesis {
@@ -44,8 +51,48 @@ impl Nemesis {
             Nemesis::IsolateLeader => "isolate-leader",
             Nemesis::IsolateFollower => "isolate-follower",
             Nemesis::KillLeader => "kill-leader",
+            Nemesis::LossyLink => "lossy-link",
+            Nemesis::ClockSkew => "clock-skew",
         }
     }
+
+    /// Every nemesis this build can inject (clock skew needs failpoints).
+    pub fn available() -> Vec<Nemesis> {
+        let mut all = vec![
+            Nemesis::IsolateLeader,
+            Nemesis::IsolateFollower,
+            Nemesis::KillLeader,
+            Nemesis::LossyLink,
+        ];
+        if runtime::failpoint::ENABLED {
+            all.push(Nemesis::ClockSkew);
+        }
+        all
+    }
+}
+
+/// Packets the lossy link drops, in percent.
+const LOSS_PERCENT: u8 = 30;
+/// How far ahead the skewed clock runs, in seconds.
+const CLOCK_SKEW_SECS: i64 = 2 * 3600;
+
+async fn set_failpoint(
+    c: &LocalCluster,
+    id: NodeId,
+    name: &str,
+    actions: &str,
+) -> Result<(), ChaosError> {
+    runtime::host::admin(
+        &c.node(id)?.raft,
+        &c.credentials,
+        runtime::raft::network::AdminRequest::Failpoint {
+            name: name.into(),
+            actions: actions.into(),
+        },
+    )
+    .await
+    .map(drop)
+    .map_err(|e| ChaosError::Call(format!("failpoint {name} on node {id}: {e}")))
 }
 
 /// What a chaos run does.
@@ -244,10 +291,14 @@ async fn inject(
         Nemesis::IsolateLeader => lab.set_connected(leader as usize, false)?,
         Nemesis::KillLeader => c.kill(leader)?,
         Nemesis::IsolateFollower => lab.set_connected(others[0] as usize, false)?,
+        Nemesis::LossyLink => lab.set_loss(leader as usize, LOSS_PERCENT)?,
+        Nemesis::ClockSkew => {
+            let offset = format!("return({CLOCK_SKEW_SECS})");
+            set_failpoint(c, leader, "clock::offset_secs", &offset).await?;
+        }
     }
-    if nemesis != Nemesis::IsolateFollower
-        && c.wait_for_leader_among(&others, ELECTION).await.is_ok()
-    {
+    let deposes = matches!(nemesis, Nemesis::IsolateLeader | Nemesis::KillLeader);
+    if deposes && c.wait_for_leader_among(&others, ELECTION).await.is_ok() {
         figures.new_leader_ms.push(cut.elapsed().as_millis() as u64);
     }
     tokio::time::sleep(hold.saturating_sub(cut.elapsed())).await;
@@ -255,6 +306,8 @@ async fn inject(
         Nemesis::IsolateLeader => lab.set_connected(leader as usize, true)?,
         Nemesis::KillLeader => c.restart(leader).await?,
         Nemesis::IsolateFollower => lab.set_connected(others[0] as usize, true)?,
+        Nemesis::LossyLink => lab.set_loss(leader as usize, 0)?,
+        Nemesis::ClockSkew => set_failpoint(c, leader, "clock::offset_secs", "off").await?,
     }
     c.wait_caught_up(ELECTION).await?;
     if nemesis == Nemesis::IsolateFollower

@@ -167,12 +167,9 @@ async fn a_short_chaos_run_keeps_every_invariant() {
     let config = ChaosConfig {
         exe: EXE.into(),
         dir: dir.path().to_path_buf(),
-        duration: Duration::from_secs(25),
-        nemeses: vec![
-            Nemesis::IsolateLeader,
-            Nemesis::IsolateFollower,
-            Nemesis::KillLeader,
-        ],
+        duration: Duration::from_secs(35),
+        // The tests build `bank` with failpoints, so clock skew is among them.
+        nemeses: Nemesis::available(),
         hold: Duration::from_secs(4),
         lab: ("rgc".into(), 4),
         node_args: Vec::new(),
@@ -182,7 +179,13 @@ async fn a_short_chaos_run_keeps_every_invariant() {
         .unwrap_or_else(|e| panic!("chaos run: {e}"));
     eprintln!("{}", chaos::render(&report));
     assert!(report.acknowledged > 0, "{report:?}");
-    for name in ["isolate-leader", "isolate-follower", "kill-leader"] {
+    for name in [
+        "isolate-leader",
+        "isolate-follower",
+        "kill-leader",
+        "lossy-link",
+        "clock-skew",
+    ] {
         let figures = report
             .faults
             .get(name)

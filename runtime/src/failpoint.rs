@@ -13,6 +13,9 @@
 //! | `snapshot::drop_chunk` | a snapshot sender skips a chunk as if the follower had stored it |
 //! | `clock::offset_secs` | `return(N)`: the node's wall clock reads N seconds ahead (or behind) |
 
+/// Whether this build has failpoints (the `failpoints` feature).
+pub const ENABLED: bool = cfg!(feature = "failpoints");
+
 /// Whether the point `name` fires now, with the argument its `return(...)` action carries.
 #[cfg(feature = "failpoints")]
 pub(crate) fn fired(name: &str) -> Option<Option<String>> {

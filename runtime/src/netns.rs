@@ -3,7 +3,8 @@
 //! is taken down and its packets go nowhere) and the caller still reaches every node.
 //!
 //! Needs root (or `CAP_NET_ADMIN`) and `ip` from iproute2; [`NetLab::create`] says which is
-//! missing instead of half-building anything. Addresses are `10.77.<subnet>.<i>` inside the
+//! missing instead of half-building anything. Packet loss ([`NetLab::set_loss`]) needs
+//! `iptables` too (the kernel here has no `netem`; the `statistic` match drops at random). Addresses are `10.77.<subnet>.<i>` inside the
 //! lab, `.254` on the bridge. Dropping the lab deletes its namespaces and the bridge.
 
 use std::process::Command;
@@ -41,7 +42,11 @@ pub struct NetLab {
 }
 
 fn ip(args: &[&str]) -> Result<(), NetLabError> {
-    let output = Command::new("ip")
+    run("ip", args)
+}
+
+fn run(program: &str, args: &[&str]) -> Result<(), NetLabError> {
+    let output = Command::new(program)
         .args(args)
         .output()
         .map_err(|e| NetLabError::Ip {
@@ -106,17 +111,60 @@ impl NetLab {
         Ok(lab)
     }
 
-    /// Cuts node `id` (1-based) off the lab, or reconnects it.
-    pub fn set_connected(&self, id: usize, connected: bool) -> Result<(), NetLabError> {
-        let host = self
-            .hosts
+    fn host(&self, id: usize) -> Result<&NetHost, NetLabError> {
+        self.hosts
             .get(id.wrapping_sub(1))
             .ok_or_else(|| NetLabError::Ip {
                 args: format!("link of node {id}"),
                 message: "no such node".into(),
-            })?;
+            })
+    }
+
+    /// Cuts node `id` (1-based) off the lab, or reconnects it.
+    pub fn set_connected(&self, id: usize, connected: bool) -> Result<(), NetLabError> {
         let state = if connected { "up" } else { "down" };
-        ip(&["link", "set", &host.link, state])
+        ip(&["link", "set", &self.host(id)?.link, state])
+    }
+
+    /// Makes node `id` (1-based) lose `percent` of the packets it sends and of those it
+    /// receives, at random (`0` ends the loss), with `iptables` in its namespace.
+    pub fn set_loss(&self, id: usize, percent: u8) -> Result<(), NetLabError> {
+        let netns = &self.host(id)?.netns;
+        let iptables = if Command::new("iptables-legacy")
+            .arg("--version")
+            .output()
+            .is_ok()
+        {
+            "iptables-legacy"
+        } else {
+            "iptables"
+        };
+        let in_ns = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", netns, iptables];
+            all.extend_from_slice(args);
+            ip(&all)
+        };
+        for chain in ["INPUT", "OUTPUT"] {
+            in_ns(&["-F", chain])?;
+        }
+        if percent > 0 {
+            let probability = format!("{:.2}", f64::from(percent.min(100)) / 100.0);
+            for chain in ["INPUT", "OUTPUT"] {
+                in_ns(&[
+                    "-A",
+                    chain,
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "random",
+                    "--probability",
+                    &probability,
+                    "-j",
+                    "DROP",
+                ])?;
+            }
+        }
+        Ok(())
     }
 
     fn remove(&mut self) {
