@@ -1,6 +1,6 @@
 //! `bank chaos`: a 3-node bank cluster with every node in its own network namespace
 //! ([`runtime::netns`]), a workload of writes over gRPC and JSON-RPC with retries, and faults
-//! injected one after another (nemeses). At the end the faults are healed and the invariants
+//! injected one after another (nemeses: see [`Nemesis`]). At the end the faults are healed and the invariants
 //! checked:
 //!
 //! - replicas converge to equal digests;
