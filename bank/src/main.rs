@@ -18,7 +18,24 @@ use tracing_subscriber::EnvFilter;
 #[command(name = "bank", version)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Top,
+}
+
+/// `call` (the generated command line of the bank's API) and the rest.
+#[derive(Debug, Subcommand)]
+enum Top {
+    /// Call one operation on a server or node, e.g. `bank call deposit --account-id 1 --amount
+    /// 10.00 --connect ADDR` (`bank call --help` lists the operations; exit code 3 when the bank
+    /// refuses, 4 when the call fails).
+    #[command(disable_help_flag = true)]
+    Call {
+        /// The operation, its flags, and `--connect ADDR [--transport grpc|jsonrpc] [--json]
+        /// [--tls-ca FILE]`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
+    },
+    #[command(flatten)]
+    Other(Box<Command>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,9 +90,10 @@ enum Command {
         #[command(flatten)]
         args: BenchArgs,
     },
-    /// Faults on a 3-node cluster whose nodes each run in a network namespace (needs root and
-    /// iproute2): a workload of writes over gRPC and JSON-RPC while leaders and followers are
-    /// cut off and killed in turn; then heal, check the invariants, and report per fault.
+    /// Faults on a 3-node cluster whose nodes each run in a network namespace (needs root,
+    /// iproute2 and iptables): a workload of writes over gRPC and JSON-RPC while leaders and
+    /// followers are cut off, leaders killed, a leader's link made lossy and (with failpoints)
+    /// its clock skewed, in turn; then heal, check the invariants, and report per fault.
     Chaos {
         /// Seconds of fault injection.
         #[arg(long, default_value_t = 600.0)]
@@ -272,8 +290,11 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    match run(cli) {
+    let command = match Cli::parse().command {
+        Top::Call { args } => return bank_generated::cli::main("bank", args),
+        Top::Other(command) => *command,
+    };
+    match run(command) {
         Ok(summary) => {
             println!("{summary}");
             ExitCode::SUCCESS
@@ -292,14 +313,14 @@ fn open(db: Option<&PathBuf>) -> Result<Bank, StoreError> {
     }
 }
 
-fn run(cli: Cli) -> Result<String, CliError> {
+fn run(command: Command) -> Result<String, CliError> {
     // A node sizes its own runtime (`--worker-threads`); every other command builds this one.
     let runtime = || {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
     };
-    match cli.command {
+    match command {
         Command::Validate {
             variant,
             db,

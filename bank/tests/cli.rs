@@ -357,3 +357,87 @@ fn serve_and_validate_jsonrpc_in_two_processes() {
 fn serve_and_validate_zmq_in_two_processes() {
     end_to_end("zmq");
 }
+
+/// The JSON a successful `bank call` printed.
+fn answer(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "{out}");
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}"))
+}
+
+/// `bank call`, the generated command line of the bank's API: typed flags, the answer as JSON,
+/// a refusal with its kind and exit code 3, a bad flag with exit code 2, and `--json` in
+/// JSON-RPC's form, over gRPC and JSON-RPC.
+#[test]
+fn bank_call_runs_one_operation_and_says_how_it_ended() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let grpc = Server::start("grpc", &dir.path().join("grpc.db"));
+    let call = |args: &[&str]| {
+        let mut all = vec!["call"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--connect", &grpc.addr]);
+        run(&all)
+    };
+    let customer = answer(&call(&[
+        "create_customer",
+        "--first-name",
+        "Ada",
+        "--last-name",
+        "Lovelace",
+        "--address",
+        "12 St James's Square",
+    ]));
+    let customer_id = customer["customer_id"].to_string();
+    let account = answer(&call(&[
+        "create-account",
+        "--customer-id",
+        &customer_id,
+        "--account-type",
+        "checking",
+    ]));
+    let account_id = account["account_id"].to_string();
+    let balance = answer(&call(&[
+        "deposit",
+        "--account-id",
+        &account_id,
+        "--amount",
+        "10.00",
+    ]));
+    assert_eq!(balance, serde_json::json!("10.00"));
+
+    let refused = call(&["withdraw", "--account-id", &account_id, "--amount", "25.00"]);
+    assert_eq!(refused.status.code(), Some(3), "{refused}");
+    assert!(refused.stderr.contains("InsufficientFunds"), "{refused}");
+    let bad = call(&["deposit", "--account-id", "one", "--amount", "1.00"]);
+    assert_eq!(bad.status.code(), Some(2), "{bad}");
+    assert!(bad.stderr.contains("--account-id"), "{bad}");
+    let missing = call(&["deposit", "--amount", "1.00"]);
+    assert_eq!(missing.status.code(), Some(2), "{missing}");
+
+    let jsonrpc = Server::start("jsonrpc", &dir.path().join("jsonrpc.db"));
+    let json_call = |args: &[&str]| {
+        let mut all = vec!["call"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&[
+            "--connect",
+            &jsonrpc.addr,
+            "--transport",
+            "jsonrpc",
+            "--json",
+        ]);
+        run(&all)
+    };
+    assert_eq!(
+        answer(&json_call(&["get_customer_count"])),
+        serde_json::json!({"result": 0})
+    );
+    let not_found = json_call(&["deposit", "--account-id", "99", "--amount", "1.00"]);
+    assert_eq!(not_found.status.code(), Some(3), "{not_found}");
+    let error: serde_json::Value =
+        serde_json::from_str(&not_found.stdout).unwrap_or_else(|e| panic!("{e}: {not_found}"));
+    assert_eq!(error["error"]["data"]["kind"], "NotFound", "{not_found}");
+    assert!(error["error"]["code"].as_i64().is_some(), "{not_found}");
+
+    let help = run(&["call", "--help"]);
+    assert!(help.status.success(), "{help}");
+    assert!(help.stdout.contains("deposit"), "{help}");
+}

@@ -51,6 +51,24 @@ async fn walkthrough_passes_against_every_node() {
             .await
             .unwrap_or_else(|e| panic!("node {}: {e}", node.id));
     }
+    // `bank call` reaches a node as it reaches a single server (a follower forwards the write).
+    let leader = c
+        .wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("leader");
+    let follower = c.nodes.iter().find(|n| n.id != leader).expect("a follower");
+    let out = std::process::Command::new(EXE)
+        .args(["call", "deposit", "--account-id", "1", "--amount", "10.00"])
+        .args(["--connect", &follower.api])
+        .output()
+        .expect("bank call");
+    assert!(
+        out.status.success(),
+        "bank call: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let balance: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON answer");
+    assert!(balance.is_string(), "{balance}");
     let replicas = c
         .converged(Duration::from_secs(60))
         .await

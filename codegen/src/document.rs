@@ -84,6 +84,22 @@ pub struct Document {
     /// Operations of the service, in the order they are presented.
     #[serde(default)]
     pub operations: Vec<OperationDef>,
+    /// Tags of removed operations and errors: never used again (old log entries and clients
+    /// may still carry them).
+    #[serde(default)]
+    pub reserved: ReservedDef,
+}
+
+/// Tags of removed top-level items.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReservedDef {
+    /// Tags of removed operations.
+    #[serde(default)]
+    pub operations: Vec<Sp<u64>>,
+    /// Tags of removed errors.
+    #[serde(default)]
+    pub errors: Vec<Sp<u64>>,
 }
 
 /// A named type: a struct when it has `fields`, an enum when it has `variants`.
@@ -101,6 +117,9 @@ pub struct TypeDef {
     /// Enum variants (unit variants; the name is the wire name, snake_case).
     #[serde(default)]
     pub variants: Option<Sp<Vec<VariantDef>>>,
+    /// Tags of removed fields or variants: never used again.
+    #[serde(default)]
+    pub reserved: Vec<Sp<u64>>,
 }
 
 /// A struct field or an operation parameter.
@@ -181,6 +200,9 @@ pub struct OperationDef {
     /// Error kinds this operation may raise (names from `errors`).
     #[serde(default)]
     pub errors: Vec<Sp<String>>,
+    /// Tags of removed parameters: never used again.
+    #[serde(default)]
+    pub reserved: Vec<Sp<u64>>,
 }
 
 /// The JSON Schema (draft-07) of the description format, pretty-printed.

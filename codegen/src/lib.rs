@@ -3,10 +3,13 @@
 //! The pipeline is: [`load`] (parse + validate into the [`model::Api`], collecting every problem
 //! as a [`Diagnostics`] with file:line:col and a hint) → [`render`] (emit every file in memory) →
 //! [`write`] (swap the whole output directory in at once) or [`check`] (compare, write nothing).
+//! With a lock ([`Generator::lock`]), the schema is also checked against what it promised before
+//! ([`lock`]), and the new lock is rendered with the files.
 
 pub mod diag;
 pub mod document;
 pub mod emit;
+pub mod lock;
 pub mod model;
 
 use std::fs;
@@ -33,6 +36,14 @@ pub enum Error {
         /// The underlying error.
         source: io::Error,
     },
+    /// The lock file is unreadable.
+    #[error("{path}: {message}")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The emitted Rust did not parse (a bug in the generator).
     #[error("internal generator error in {file}: {source}")]
     Emit {
@@ -58,12 +69,31 @@ pub fn load(path: &Path) -> Result<Api, Error> {
 
 /// Parses and validates description text; `path` is only used in messages.
 pub fn parse(path: &Path, source: &str) -> Result<Api, Diagnostics> {
+    parse_document(path, source).map(|(_, api)| api)
+}
+
+/// Like [`parse`], keeping the document as written (with positions) beside the model.
+fn parse_document(path: &Path, source: &str) -> Result<(Document, Api), Diagnostics> {
     let doc: Document =
         serde_saphyr::from_str(source).map_err(|e| syntax_error(path, source, &e))?;
-    Api::from_document(&doc, source).map_err(|items| {
-        let items = items.into_iter().map(|d| fix_quoted(source, d)).collect();
-        Diagnostics::new(path, source, items)
-    })
+    let api = Api::from_document(&doc, source).map_err(|items| located(path, source, items))?;
+    Ok((doc, api))
+}
+
+fn located(path: &Path, source: &str, items: Vec<Diagnostic>) -> Diagnostics {
+    let items = items.into_iter().map(|d| fix_quoted(source, d)).collect();
+    Diagnostics::new(path, source, items)
+}
+
+/// Checks description text against a lock: every incompatible change, at its place in `source`.
+pub fn check_lock(path: &Path, source: &str, lock: &lock::Lock) -> Result<Api, Diagnostics> {
+    let (doc, api) = parse_document(path, source)?;
+    let items = lock::check(&doc, &api, lock);
+    if items.is_empty() {
+        Ok(api)
+    } else {
+        Err(located(path, source, items))
+    }
 }
 
 /// Positions of quoted scalars point at the quote; move them onto the token itself.
@@ -141,6 +171,19 @@ pub struct Generator {
     out: PathBuf,
     source_name: Option<String>,
     options: emit::Options,
+    lock: Option<PathBuf>,
+    accept_breaking: bool,
+}
+
+/// Everything one [`Generator`] renders.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// The generated crate's files.
+    pub files: Vec<GeneratedFile>,
+    /// The lock file and its new text, with [`Generator::lock`].
+    pub lock: Option<(PathBuf, String)>,
+    /// The breaking changes let through by [`Generator::accept_breaking`], one line each.
+    pub accepted: Vec<String>,
 }
 
 impl Generator {
@@ -152,7 +195,23 @@ impl Generator {
             out: out.into(),
             source_name: None,
             options: emit::Options::default(),
+            lock: None,
+            accept_breaking: false,
         }
+    }
+
+    /// Checks the schema against the lock file at `path` (when it exists) and renders its new
+    /// text: an incompatible change fails like any schema error, and nothing is written.
+    pub fn lock(mut self, path: impl Into<PathBuf>) -> Self {
+        self.lock = Some(path.into());
+        self
+    }
+
+    /// Lets incompatible changes through (they are listed in [`Rendered::accepted`]) and
+    /// rewrites the lock: for a deliberate break.
+    pub fn accept_breaking(mut self, accept: bool) -> Self {
+        self.accept_breaking = accept;
+        self
     }
 
     /// The generated package's name.
@@ -180,26 +239,77 @@ impl Generator {
 
     /// Loads and validates the description and emits every file in memory; writes nothing.
     pub fn render(&self) -> Result<Vec<GeneratedFile>, Error> {
-        let api = load(&self.schema)?;
+        Ok(self.render_all()?.files)
+    }
+
+    /// Like [`Generator::render`], with the lock checked and its new text rendered.
+    pub fn render_all(&self) -> Result<Rendered, Error> {
+        let source = fs::read_to_string(&self.schema).map_err(io_err(&self.schema))?;
+        let (doc, api) = parse_document(&self.schema, &source)?;
+        let mut accepted = Vec::new();
+        let lock = match &self.lock {
+            None => None,
+            Some(path) => {
+                if let Some(old) = read_lock(path)? {
+                    let items = lock::check(&doc, &api, &old);
+                    if !items.is_empty() {
+                        let found = located(&self.schema, &source, items);
+                        if !self.accept_breaking {
+                            return Err(Error::Schema(found));
+                        }
+                        accepted = found.summary();
+                    }
+                }
+                Some((path.clone(), lock::Lock::of(&api).to_json()))
+            }
+        };
         let source_name = self
             .source_name
             .clone()
             .unwrap_or_else(|| self.schema.to_string_lossy().replace('\\', "/"));
-        emit::crate_files(&api, &source_name, &self.options)
+        Ok(Rendered {
+            files: emit::crate_files(&api, &source_name, &self.options)?,
+            lock,
+            accepted,
+        })
     }
 
-    /// Renders and swaps the crate into the output directory: all files or none. A bad
-    /// description writes nothing.
-    pub fn generate(&self) -> Result<Vec<GeneratedFile>, Error> {
-        let files = self.render()?;
-        write(&self.out, &files)?;
-        Ok(files)
+    /// Renders and swaps the crate into the output directory (all files or none), then writes
+    /// the lock. A bad description writes nothing.
+    pub fn generate(&self) -> Result<Rendered, Error> {
+        let rendered = self.render_all()?;
+        write(&self.out, &rendered.files)?;
+        if let Some((path, text)) = &rendered.lock {
+            write_file(path, text)?;
+        }
+        Ok(rendered)
     }
 
-    /// Renders and compares with the output directory; returns what is stale (empty when up to
-    /// date). Writes nothing.
+    /// Renders and compares with the output directory and the lock; returns what is stale
+    /// (empty when up to date). Writes nothing.
     pub fn check(&self) -> Result<Vec<String>, Error> {
-        check(&self.out, &self.render()?)
+        let rendered = self.render_all()?;
+        let mut stale = check(&self.out, &rendered.files)?;
+        if let Some((path, text)) = &rendered.lock
+            && fs::read_to_string(path).ok().as_deref() != Some(text.as_str())
+        {
+            stale.push(format!("{} is out of date", path.display()));
+        }
+        Ok(stale)
+    }
+}
+
+/// The lock at `path`, or `None` when there is none yet.
+fn read_lock(path: &Path) -> Result<Option<lock::Lock>, Error> {
+    match fs::read_to_string(path) {
+        Ok(text) => lock::Lock::from_json(&text)
+            .map(Some)
+            .map_err(|message| Error::Lock {
+                path: path.to_path_buf(),
+                message,
+            }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(path)(e)),
     }
 }
 

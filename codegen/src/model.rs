@@ -375,7 +375,13 @@ impl Checker<'_> {
                                 .hint("add at least one field, or remove the type"),
                             );
                         }
-                        TypeBody::Struct(self.fields(&fields.value, &known, "field", false))
+                        TypeBody::Struct(self.fields(
+                            &fields.value,
+                            &t.reserved,
+                            &known,
+                            "field",
+                            false,
+                        ))
                     }
                     (None, Some(vs)) => {
                         if vs.value.is_empty() {
@@ -389,7 +395,7 @@ impl Checker<'_> {
                                 .hint("add at least one variant, or remove the type"),
                             );
                         }
-                        TypeBody::Enum(self.variants(&vs.value))
+                        TypeBody::Enum(self.variants(&vs.value, &t.reserved))
                     }
                     (Some(_), Some(_)) | (None, None) => {
                         self.push(
@@ -416,7 +422,10 @@ impl Checker<'_> {
             .collect();
 
         let mut error_names = BTreeMap::new();
-        let mut error_tags = TagSet::new(doc.errors.iter().map(|e| e.tag.as_ref()));
+        let mut error_tags = TagSet::new(
+            doc.errors.iter().map(|e| e.tag.as_ref()),
+            &doc.reserved.errors,
+        );
         let errors = doc
             .errors
             .iter()
@@ -469,7 +478,10 @@ impl Checker<'_> {
 
         let mut op_names = BTreeMap::new();
         let mut op_variants: BTreeMap<String, Sp<String>> = BTreeMap::new();
-        let mut op_tags = TagSet::new(doc.operations.iter().map(|o| o.tag.as_ref()));
+        let mut op_tags = TagSet::new(
+            doc.operations.iter().map(|o| o.tag.as_ref()),
+            &doc.reserved.operations,
+        );
         let operations = doc
             .operations
             .iter()
@@ -485,7 +497,7 @@ impl Checker<'_> {
                     );
                 }
                 let tag = op_tags.take(self, o.tag.as_ref(), &o.name, "operation");
-                let params = self.fields(&o.params, &known, "parameter", true);
+                let params = self.fields(&o.params, &o.reserved, &known, "parameter", true);
                 let returns = o.returns.as_ref().and_then(|r| self.ty(r, &known));
                 for e in &o.errors {
                     if !error_names.contains_key(&e.value) {
@@ -629,13 +641,14 @@ impl Checker<'_> {
     fn fields(
         &mut self,
         defs: &[FieldDef],
+        reserved: &[Sp<u64>],
         known: &KnownTypes,
         what: &str,
         defaults: bool,
     ) -> Vec<Field> {
         let mut names = BTreeMap::new();
         let mut camel = BTreeMap::new();
-        let mut tags = TagSet::new(defs.iter().map(|f| f.tag.as_ref()));
+        let mut tags = TagSet::new(defs.iter().map(|f| f.tag.as_ref()), reserved);
         defs.iter()
             .map(|f| {
                 if self.ident(&f.name, Case::Snake, what) && self.unique(&mut names, &f.name, what)
@@ -678,10 +691,14 @@ impl Checker<'_> {
             .collect()
     }
 
-    fn variants(&mut self, defs: &[crate::document::VariantDef]) -> Vec<Variant> {
+    fn variants(
+        &mut self,
+        defs: &[crate::document::VariantDef],
+        reserved: &[Sp<u64>],
+    ) -> Vec<Variant> {
         let mut names = BTreeMap::new();
         let mut camel = BTreeMap::new();
-        let mut tags = TagSet::new(defs.iter().map(|v| v.tag.as_ref()));
+        let mut tags = TagSet::new(defs.iter().map(|v| v.tag.as_ref()), reserved);
         defs.iter()
             .map(|v| {
                 if self.ident(&v.name, Case::Snake, "variant")
@@ -815,19 +832,23 @@ pub const JSONRPC_TAKEN_TAGS: &[u32] = &[10, 11, 50, 51, 52, 600, 601, 602, 603,
 /// Assigns checked tags for one list (operations, fields of a struct, …).
 struct TagSet {
     seen: BTreeMap<u64, Pos>,
+    /// Tags of removed items, where the schema reserves them.
+    reserved: BTreeMap<u64, Pos>,
     next_free: u64,
 }
 
 impl TagSet {
-    fn new<'a>(tags: impl Iterator<Item = Option<&'a Sp<u64>>>) -> Self {
+    fn new<'a>(tags: impl Iterator<Item = Option<&'a Sp<u64>>>, reserved: &'a [Sp<u64>]) -> Self {
         let max = tags
             .flatten()
+            .chain(reserved)
             .map(|t| t.value)
             .filter(|t| *t <= MAX_TAG)
             .max()
             .unwrap_or(0);
         TagSet {
             seen: BTreeMap::new(),
+            reserved: reserved.iter().map(|t| (t.value, t.pos)).collect(),
             next_free: max + 1,
         }
     }
@@ -871,6 +892,26 @@ impl TagSet {
                 )),
             );
             return 0;
+        }
+        if let Some(reserved) = self.reserved.get(&tag.value) {
+            cx.push(
+                Diagnostic::new(
+                    "schema::reserved_tag",
+                    tag.pos,
+                    tag.value.to_string(),
+                    format!(
+                        "tag {} of {what} `{}` is reserved: a removed {what} had it",
+                        tag.value, owner.value
+                    ),
+                )
+                .related(*reserved, "reserved")
+                .hint(format!(
+                    "old log entries, snapshots and clients may still carry it; use the next \
+                     free tag, {}",
+                    self.next_free
+                )),
+            );
+            return tag.value as u32;
         }
         if let Some(first) = self.seen.get(&tag.value) {
             cx.push(
@@ -1012,16 +1053,16 @@ impl TyParser<'_> {
                 if self.known.names.contains(word) {
                     return Ok(Ty::Named(word.to_string()));
                 }
-                let candidates: Vec<&String> = self.known.names.iter().collect();
+                // A misspelled primitive gets its "did you mean" as a misspelled name does.
+                let primitives: Vec<String> =
+                    PRIMITIVES.iter().map(|(n, _)| n.to_string()).collect();
+                let candidates: Vec<&String> = primitives.iter().chain(&self.known.names).collect();
                 Err(TyError {
                     offset: start,
                     token: word.to_string(),
                     code: "schema::unknown_type",
                     message: format!("unknown type `{word}`"),
-                    hint: suggest(word, candidates, "declared types").replace(
-                        "known",
-                        "primitives are bool, i32, i64, u32, u64, f64, string, bytes, decimal, date, datetime, duration; known",
-                    ),
+                    hint: suggest(word, candidates, "types (primitives, then declared)"),
                 })
             }
         }

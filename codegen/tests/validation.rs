@@ -121,6 +121,23 @@ fn unknown_type_hint_suggests_the_closest_name() {
 }
 
 #[test]
+fn a_misspelled_primitive_gets_a_did_you_mean() {
+    let err = codegen::parse(
+        Path::new("bad.yaml"),
+        &with(
+            "{ name: item_id, type: u64, tag: 1 }\n      - { name: color",
+            "{ name: item_id, type: decmal, tag: 1 }\n      - { name: color",
+        ),
+    )
+    .unwrap_err();
+    assert!(
+        err.render().contains("did you mean `decimal`?"),
+        "{}",
+        err.render()
+    );
+}
+
+#[test]
 fn duplicates() {
     assert_eq!(
         problems(&with("name: green, tag: 2", "name: red, tag: 2")),
@@ -289,7 +306,7 @@ fn structural_errors_have_positions() {
     assert_eq!(
         problems(&with("    returns: Item\n", "    return: Item\n")),
         [
-            "bad.yaml:20:5: schema::syntax: unknown field `return`, expected one of name, tag, kind, doc, params, returns, errors"
+            "bad.yaml:20:5: schema::syntax: unknown field `return`, expected one of name, tag, kind, doc, params, returns, errors, reserved"
         ]
     );
 }

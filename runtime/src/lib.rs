@@ -73,6 +73,7 @@ use std::io;
 use std::time::Duration;
 
 pub mod call;
+pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod codes;

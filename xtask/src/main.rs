@@ -1,7 +1,8 @@
 //! `cargo xtask gen [--check]`: regenerate (or verify) everything derived from a schema.
 //!
 //! - every generated crate in [`TARGETS`] (the bank, the kv example, the kitchen sink), each
-//!   swapped in whole;
+//!   swapped in whole, after its schema is checked against its lock (`<schema>.lock.json`,
+//!   rewritten with the crate);
 //! - `schema/service.schema.json`, the JSON Schema of the description format;
 //! - `runtime/src/raft_pb.rs`, the runtime's raft message service.
 //!
@@ -13,14 +14,19 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 const USAGE: &str = "\
-usage: cargo xtask gen [--check]
+usage: cargo xtask gen [--check | --accept-breaking]
 
 Regenerates every generated crate from its schema, the JSON Schema of the description format
-and the runtime's raft message service. Nothing is written when a schema has a problem.
+and the runtime's raft message service. Each schema is first checked against its lock
+(schema/<name>.lock.json: every operation, type, field, variant and error with its tag, kind
+and type); an incompatible change (a changed tag, type or kind, a removal whose tag is not
+reserved, a new parameter without a default) is an error at its line and column. Nothing is
+written when a schema has a problem.
 
 options:
-  --check   write nothing; list stale files and exit with 1 if any output is out of date
-  -h, --help  print this help";
+  --check            write nothing; list stale files and exit with 1 if any output is out of date
+  --accept-breaking  let incompatible changes through, list them, and rewrite the locks
+  -h, --help         print this help";
 
 /// One generated crate: its schema, its output directory and the path from that directory to
 /// the runtime crate (all relative to the project root).
@@ -61,7 +67,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &[String]) -> Result<ExitCode, String> {
-    let mut check = false;
+    let (mut check, mut accept_breaking) = (false, false);
     match args.first().map(String::as_str) {
         Some("gen") => {}
         Some("-h" | "--help" | "help") => {
@@ -73,6 +79,7 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
     for arg in &args[1..] {
         match arg.as_str() {
             "--check" => check = true,
+            "--accept-breaking" => accept_breaking = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(ExitCode::SUCCESS);
@@ -84,7 +91,12 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
     let root = project_root();
     std::env::set_current_dir(&root).map_err(|e| format!("{}: {e}", root.display()))?;
     let started = Instant::now();
-    let report = xtask_gen(Path::new("."), check).map_err(|e| e.to_string())?;
+    if check && accept_breaking {
+        return Err(format!(
+            "--check and --accept-breaking exclude each other\n\n{USAGE}"
+        ));
+    }
+    let report = xtask_gen(Path::new("."), check, accept_breaking).map_err(|e| e.to_string())?;
     let elapsed = started.elapsed().as_millis();
     if !check {
         let outs: Vec<&str> = TARGETS.iter().map(|t| t.out).collect();
@@ -102,16 +114,32 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
     Ok(ExitCode::FAILURE)
 }
 
+/// The lock file of a schema: `x.yaml` → `x.lock.json`.
+fn lock_path(schema: &Path) -> PathBuf {
+    schema.with_extension("lock.json")
+}
+
 /// Generates (or checks) every output; returns the stale-file report in check mode. Every
-/// schema is loaded and rendered before anything is written, so one bad schema writes nothing.
-fn xtask_gen(root: &Path, check: bool) -> Result<Vec<String>, codegen::Error> {
+/// schema is loaded, checked against its lock and rendered before anything is written, so one
+/// bad schema writes nothing.
+fn xtask_gen(
+    root: &Path,
+    check: bool,
+    accept_breaking: bool,
+) -> Result<Vec<String>, codegen::Error> {
     let mut crates = Vec::new();
     for target in TARGETS {
-        let generator = codegen::Generator::new(root.join(target.schema), root.join(target.out))
+        let schema = root.join(target.schema);
+        let generator = codegen::Generator::new(&schema, root.join(target.out))
             .source_name(target.schema)
-            .runtime(codegen::RuntimeDep::Path(target.runtime.into()));
-        let files = generator.render()?;
-        crates.push((generator, files));
+            .runtime(codegen::RuntimeDep::Path(target.runtime.into()))
+            .lock(lock_path(&schema))
+            .accept_breaking(accept_breaking);
+        let rendered = generator.render_all()?;
+        for line in &rendered.accepted {
+            eprintln!("accepted breaking change: {line}");
+        }
+        crates.push((generator, rendered));
     }
     // Single files outside the generated crates: the format's JSON Schema and the runtime's
     // raft message service.
@@ -129,22 +157,26 @@ fn xtask_gen(root: &Path, check: bool) -> Result<Vec<String>, codegen::Error> {
             )?,
         ),
     ];
+    let locks: Vec<(PathBuf, String)> = crates
+        .iter()
+        .filter_map(|(_, rendered)| rendered.lock.clone())
+        .collect();
     if check {
         let mut stale = Vec::new();
-        for (generator, files) in &crates {
-            stale.extend(codegen::check(generator.out_dir(), files)?);
+        for (generator, rendered) in &crates {
+            stale.extend(codegen::check(generator.out_dir(), &rendered.files)?);
         }
-        for (path, text) in &singles {
+        for (path, text) in singles.iter().chain(&locks) {
             if std::fs::read_to_string(path).ok().as_deref() != Some(text.as_str()) {
                 stale.push(format!("{} is out of date", path.display()));
             }
         }
         Ok(stale)
     } else {
-        for (generator, files) in &crates {
-            codegen::write(generator.out_dir(), files)?;
+        for (generator, rendered) in &crates {
+            codegen::write(generator.out_dir(), &rendered.files)?;
         }
-        for (path, text) in &singles {
+        for (path, text) in singles.iter().chain(&locks) {
             codegen::write_file(path, text)?;
         }
         Ok(Vec::new())
@@ -164,11 +196,33 @@ mod tests {
     #[test]
     fn generated_code_is_fresh() {
         let report =
-            super::xtask_gen(&super::project_root(), true).unwrap_or_else(|e| panic!("{e}"));
+            super::xtask_gen(&super::project_root(), true, false).unwrap_or_else(|e| panic!("{e}"));
         assert!(
             report.is_empty(),
             "run `cargo xtask gen` and commit the result:\n{}",
             report.join("\n")
         );
+    }
+    /// `API.md` states the gRPC status each domain error travels as: the runtime's table.
+    #[test]
+    fn the_api_reference_names_the_status_the_runtime_sends() {
+        let screaming = |debug: String| {
+            let mut out = String::new();
+            for (i, c) in debug.chars().enumerate() {
+                if c.is_ascii_uppercase() && i > 0 {
+                    out.push('_');
+                }
+                out.push(c.to_ascii_uppercase());
+            }
+            out
+        };
+        let cases = codegen::emit::api_md::CANONICAL_STATUS
+            .iter()
+            .map(|(name, _)| *name)
+            .chain(["Overdrawn", "Frozen"]);
+        for name in cases {
+            let sent = screaming(format!("{:?}", runtime::codes::grpc_code(name)));
+            assert_eq!(codegen::emit::api_md::grpc_status(name), sent, "{name}");
+        }
     }
 }

@@ -4,7 +4,9 @@
 //! `prettyplease`, so the output is deterministic and independent of the local rustfmt. The
 //! generated modules are declared `#[rustfmt::skip]` so `cargo fmt` leaves them alone.
 
+pub mod api_md;
 mod app;
+mod cli;
 mod core;
 pub mod grpc;
 pub mod jsonrpc;
@@ -95,9 +97,14 @@ pub fn crate_files(
         },
         rust("src/jsonrpc.rs", jsonrpc::module(api))?,
         rust("src/app.rs", app::module(api))?,
+        rust("src/cli.rs", cli::module(api))?,
         GeneratedFile {
             path: "openrpc.json".into(),
             text: jsonrpc::openrpc(api, source_name),
+        },
+        GeneratedFile {
+            path: "API.md".into(),
+            text: api_md::api_md(api, source_name),
         },
         GeneratedFile {
             path: "src/grpc/descriptor.rs".into(),
@@ -197,7 +204,8 @@ fn lib_rs(api: &Api) -> String {
 //! Generated layers of the `{service}` service: the types, `{service}Api` (client side),
 //! `{service}Service` (what the application implements), `{service}Command` / `{service}Reply`
 //! (the serialized form of every call), the `Collector`, the `Dispatcher`, the `{service}Store`
-//! an application implements to run on SQLite, and the adapters built on it.
+//! an application implements to run on SQLite, the adapters built on it, and `cli`, the
+//! `call` command. `API.md` beside this crate is its API reference.
 
 // One parameter per schema parameter: the schema, not clippy, decides how many there are.
 #![allow(clippy::too_many_arguments)]
@@ -219,6 +227,8 @@ mod dispatcher;
 pub mod grpc;
 #[rustfmt::skip]
 pub mod jsonrpc;
+#[rustfmt::skip]
+pub mod cli;
 
 pub use api::*;
 pub use app::*;

@@ -1,5 +1,5 @@
-//! `kv node ...`: one node of the replicated key-value store. This file is the whole glue
-//! between the generated crate, the runtime and the store.
+//! `kv node ...`: one node of the replicated key-value store; `kv call ...`: one call of its
+//! API. This file is the whole glue between the generated crate, the runtime and the store.
 
 use std::process::ExitCode;
 
@@ -10,7 +10,15 @@ use clap::Parser;
 #[command(name = "kv")]
 enum Cli {
     /// Run one node (gRPC and JSON-RPC API, raft on its own listener).
-    Node(runtime::host::NodeArgs),
+    Node(Box<runtime::host::NodeArgs>),
+    /// Call one operation, e.g. `kv call put --key a --value b --connect ADDR` (`kv call
+    /// --help` lists them).
+    #[command(disable_help_flag = true)]
+    Call {
+        /// The operation, its flags, and `--connect ADDR [--transport grpc|jsonrpc] [--json]`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -18,7 +26,10 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let Cli::Node(args) = Cli::parse();
+    let args = match Cli::parse() {
+        Cli::Node(args) => *args,
+        Cli::Call { args } => return kv_generated::cli::main("kv", args),
+    };
     match runtime::host::run_blocking(args, &kv_generated::KvNode(kv::KvTables)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

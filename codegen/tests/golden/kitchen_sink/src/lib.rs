@@ -5,7 +5,8 @@
 //! Generated layers of the `KitchenSink` service: the types, `KitchenSinkApi` (client side),
 //! `KitchenSinkService` (what the application implements), `KitchenSinkCommand` / `KitchenSinkReply`
 //! (the serialized form of every call), the `Collector`, the `Dispatcher`, the `KitchenSinkStore`
-//! an application implements to run on SQLite, and the adapters built on it.
+//! an application implements to run on SQLite, the adapters built on it, and `cli`, the
+//! `call` command. `API.md` beside this crate is its API reference.
 
 // One parameter per schema parameter: the schema, not clippy, decides how many there are.
 #![allow(clippy::too_many_arguments)]
@@ -27,6 +28,8 @@ mod dispatcher;
 pub mod grpc;
 #[rustfmt::skip]
 pub mod jsonrpc;
+#[rustfmt::skip]
+pub mod cli;
 
 pub use api::*;
 pub use app::*;

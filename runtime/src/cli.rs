@@ -1,0 +1,412 @@
+//! The `call` command of every generated service: `<binary> call <operation> [--param value …]
+//! --connect ADDR [--transport grpc|jsonrpc] [--json] [--tls-ca FILE]`, one subcommand per
+//! operation with a flag per parameter and help from the schema's docs. The generated crate
+//! describes its operations ([`OpSpec`]) and sends the call; this module builds the command
+//! line, reads it into JSON parameters, and renders the outcome.
+//!
+//! Exit codes: 0 for an answer, [`EXIT_USAGE`] for a bad command line or bad parameters,
+//! [`EXIT_DOMAIN`] when the service refused (a schema error kind), [`EXIT_FAILURE`] when the
+//! call failed (transport, deadline, ...).
+
+use std::path::PathBuf;
+
+pub use clap;
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use serde_json::{Value, json};
+
+use crate::CallKind;
+use crate::client::{GrpcClient, JsonRpcClient};
+use crate::error::{CallError, DomainError, Failure};
+use crate::tls::ServerCa;
+
+/// Exit code of a bad command line or bad parameters.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code of a refusal by the service (one of the schema's error kinds).
+pub const EXIT_DOMAIN: u8 = 3;
+/// Exit code of a call that failed on its way (transport, redirect, deadline, internal).
+pub const EXIT_FAILURE: u8 = 4;
+
+/// How a parameter's flag value becomes JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// As a JSON string, exactly as typed (strings, decimals, dates, times, durations, enums).
+    Text,
+    /// As a JSON scalar (numbers, booleans).
+    Scalar,
+    /// As JSON text (lists, maps, structs, bytes).
+    Json,
+}
+
+/// One parameter of an operation, as the command line shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct ParamSpec {
+    /// Its name (the flag is its kebab-case form).
+    pub name: &'static str,
+    /// Its type as the schema writes it.
+    pub ty: &'static str,
+    /// How its value is read.
+    pub wire: Wire,
+    /// Whether it must be given (no default, not an option).
+    pub required: bool,
+    /// Its documentation.
+    pub doc: &'static str,
+}
+
+/// One operation, as the command line shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct OpSpec {
+    /// Its name (the subcommand).
+    pub name: &'static str,
+    /// Command or query.
+    pub kind: CallKind,
+    /// Its documentation.
+    pub doc: &'static str,
+    /// Its parameters, in order.
+    pub params: &'static [ParamSpec],
+}
+
+/// The transport a call goes over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// gRPC.
+    Grpc,
+    /// JSON-RPC over HTTP.
+    JsonRpc,
+}
+
+fn flag(name: &str) -> String {
+    name.replace('_', "-")
+}
+
+/// The `call` command of `service`, with one subcommand per operation in `ops`.
+pub fn command(service: &str, ops: &'static [OpSpec]) -> Command {
+    let mut call = Command::new("call")
+        .about(format!(
+            "Call one operation of the {service} service on a server or a cluster node"
+        ))
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .arg(
+            Arg::new("connect")
+                .long("connect")
+                .value_name("ADDR")
+                // Global flags cannot be required in clap: `Call::parse` asks for it.
+                .global(true)
+                .help("The server or node to call (its gRPC or JSON-RPC address)"),
+        )
+        .arg(
+            Arg::new("transport")
+                .long("transport")
+                .value_parser(["grpc", "jsonrpc"])
+                .default_value("grpc")
+                .global(true)
+                .help("The protocol to call over"),
+        )
+        .arg(
+            Arg::new("json")
+                .long("json")
+                .action(ArgAction::SetTrue)
+                .global(true)
+                .help("Print the answer in JSON-RPC's form: {\"result\": …} or {\"error\": …}"),
+        )
+        .arg(
+            Arg::new("tls-ca")
+                .long("tls-ca")
+                .value_name("FILE")
+                .value_parser(clap::value_parser!(PathBuf))
+                .global(true)
+                .help("Call over TLS, trusting the servers this CA (PEM) signed"),
+        );
+    for op in ops {
+        let kind = match op.kind {
+            CallKind::Command => "command",
+            CallKind::Query => "query",
+        };
+        let summary = op.doc.lines().next().unwrap_or("").trim().to_string();
+        let mut sub = Command::new(op.name)
+            .about(format!("{summary} [{kind}]"))
+            .long_about(format!("{} [{kind}]", op.doc.trim()));
+        if op.name.contains('_') {
+            sub = sub.alias(flag(op.name));
+        }
+        for p in op.params {
+            let doc = p.doc.split_whitespace().collect::<Vec<_>>().join(" ");
+            sub = sub.arg(
+                Arg::new(p.name)
+                    .long(flag(p.name))
+                    .value_name(p.ty.to_uppercase())
+                    .required(p.required)
+                    .help(if doc.is_empty() {
+                        format!("[{}]", p.ty)
+                    } else {
+                        format!("{doc} [{}]", p.ty)
+                    }),
+            );
+        }
+        call = call.subcommand(sub);
+    }
+    call
+}
+
+/// A call read from the command line.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The operation.
+    pub operation: &'static OpSpec,
+    /// Its parameters, as a JSON object (absent ones left out: their defaults apply).
+    pub params: Value,
+    /// The address called.
+    pub connect: String,
+    /// The protocol.
+    pub transport: Transport,
+    /// Print the JSON-RPC form.
+    pub json: bool,
+    /// The CA to trust, for TLS.
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl Call {
+    /// Reads `matches` (of [`command`] over `ops`) into a call.
+    pub fn parse(ops: &'static [OpSpec], matches: &ArgMatches) -> Result<Call, String> {
+        let (name, sub) = matches
+            .subcommand()
+            .ok_or_else(|| "name an operation".to_string())?;
+        let operation = ops
+            .iter()
+            .find(|o| o.name == name || flag(o.name) == name)
+            .ok_or_else(|| format!("unknown operation `{name}`"))?;
+        let mut params = serde_json::Map::new();
+        for p in operation.params {
+            let Some(text) = sub.get_one::<String>(p.name) else {
+                continue;
+            };
+            let value = match p.wire {
+                Wire::Text => Value::String(text.clone()),
+                Wire::Scalar | Wire::Json => serde_json::from_str(text)
+                    .map_err(|e| format!("--{}: `{text}` is not a {} ({e})", flag(p.name), p.ty))?,
+            };
+            params.insert(p.name.to_string(), value);
+        }
+        let connect = matches
+            .get_one::<String>("connect")
+            .cloned()
+            .ok_or_else(|| "--connect ADDR is required".to_string())?;
+        let transport = match matches.get_one::<String>("transport").map(String::as_str) {
+            Some("jsonrpc") => Transport::JsonRpc,
+            _ => Transport::Grpc,
+        };
+        Ok(Call {
+            operation,
+            params: Value::Object(params),
+            connect,
+            transport,
+            json: matches.get_flag("json"),
+            tls_ca: matches.get_one::<PathBuf>("tls-ca").cloned(),
+        })
+    }
+
+    fn ca(&self) -> Result<Option<ServerCa>, Failure> {
+        self.tls_ca
+            .as_deref()
+            .map(ServerCa::load)
+            .transpose()
+            .map_err(|e| Failure::Transport(e.to_string()))
+    }
+
+    /// A gRPC client of the address called (over TLS with `--tls-ca`).
+    pub async fn grpc_client(&self) -> Result<GrpcClient, Failure> {
+        match self.ca()? {
+            Some(ca) => GrpcClient::connect_tls(&self.connect, ca).await,
+            None => GrpcClient::connect(&self.connect).await,
+        }
+    }
+
+    /// A JSON-RPC client of the address called (over TLS with `--tls-ca`).
+    pub fn jsonrpc_client(&self) -> Result<JsonRpcClient, Failure> {
+        match self.ca()? {
+            Some(ca) => JsonRpcClient::with_tls(&self.connect, ca),
+            None => JsonRpcClient::new(&self.connect),
+        }
+    }
+}
+
+/// What the `call` command prints and exits with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// The text to print.
+    pub text: String,
+    /// Whether it goes to stderr (an error in human form).
+    pub to_stderr: bool,
+    /// The process's exit code.
+    pub code: u8,
+}
+
+impl Output {
+    /// A bad command line or bad parameters.
+    pub fn usage(message: impl std::fmt::Display) -> Output {
+        Output {
+            text: format!("error: {message}"),
+            to_stderr: true,
+            code: EXIT_USAGE,
+        }
+    }
+
+    /// The outcome of a call: the answer (pretty JSON), or the error with its kind, in human
+    /// form or (with `json`) in JSON-RPC's form.
+    pub fn of<E: DomainError>(outcome: Result<Value, CallError<E>>, json: bool) -> Output {
+        match outcome {
+            Ok(value) => Output {
+                text: pretty(&if json {
+                    json!({ "result": value })
+                } else {
+                    value
+                }),
+                to_stderr: false,
+                code: 0,
+            },
+            Err(e) => {
+                let code = match e {
+                    CallError::Domain(_) => EXIT_DOMAIN,
+                    CallError::Failure(_) => EXIT_FAILURE,
+                };
+                if json {
+                    let object = crate::codes::to_error_object(&e);
+                    let error = json!({
+                        "code": object.code(),
+                        "message": object.message(),
+                        "data": object.data().and_then(|d| serde_json::from_str::<Value>(d.get()).ok()),
+                    });
+                    Output {
+                        text: pretty(&json!({ "error": error })),
+                        to_stderr: false,
+                        code,
+                    }
+                } else {
+                    Output {
+                        text: format!("error: {e}"),
+                        to_stderr: true,
+                        code,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The whole `call` subcommand of a binary: reads `args` (what follows `<binary> call`) with
+/// `command`, sends the call with `run` on a runtime of its own, prints the outcome, and returns
+/// the exit code.
+pub fn run_blocking<F>(
+    binary: &str,
+    command: Command,
+    args: Vec<String>,
+    run: impl FnOnce(ArgMatches) -> F,
+) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = Output>,
+{
+    let argv = std::iter::once(format!("{binary} call")).chain(args);
+    let output = match command.try_get_matches_from(argv) {
+        Ok(matches) => match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(run(matches)),
+            Err(e) => Output {
+                text: format!("error: cannot start a runtime: {e}"),
+                to_stderr: true,
+                code: EXIT_FAILURE,
+            },
+        },
+        Err(e) => {
+            // Help and version go to stdout with 0; usage errors to stderr with 2.
+            let _ = e.print();
+            return std::process::ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(EXIT_USAGE));
+        }
+    };
+    if output.to_stderr {
+        eprintln!("{}", output.text);
+    } else {
+        println!("{}", output.text);
+    }
+    std::process::ExitCode::from(output.code)
+}
+
+fn pretty(value: &Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPS: &[OpSpec] = &[OpSpec {
+        name: "put_item",
+        kind: CallKind::Command,
+        doc: "Stores an item.\nMore words.",
+        params: &[
+            ParamSpec {
+                name: "item_id",
+                ty: "u64",
+                wire: Wire::Scalar,
+                required: true,
+                doc: "Its id.",
+            },
+            ParamSpec {
+                name: "price",
+                ty: "decimal",
+                wire: Wire::Text,
+                required: false,
+                doc: "",
+            },
+            ParamSpec {
+                name: "tags",
+                ty: "list<string>",
+                wire: Wire::Json,
+                required: false,
+                doc: "",
+            },
+        ],
+    }];
+
+    fn parse(args: &[&str]) -> Result<Call, String> {
+        let matches = command("Shop", OPS)
+            .try_get_matches_from(std::iter::once("call").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        Call::parse(OPS, &matches)
+    }
+
+    #[test]
+    fn flags_become_typed_json_parameters() {
+        let call = parse(&[
+            "put-item",
+            "--item-id",
+            "7",
+            "--price",
+            "10.50",
+            "--tags",
+            r#"["a","b"]"#,
+            "--connect",
+            "127.0.0.1:1",
+            "--transport",
+            "jsonrpc",
+            "--json",
+        ])
+        .expect("parses");
+        assert_eq!(call.operation.name, "put_item");
+        assert_eq!(
+            call.params,
+            json!({"item_id": 7, "price": "10.50", "tags": ["a", "b"]})
+        );
+        assert_eq!(call.transport, Transport::JsonRpc);
+        assert!(call.json);
+    }
+
+    #[test]
+    fn a_missing_required_flag_or_a_bad_value_is_a_usage_error() {
+        let missing = parse(&["put_item", "--connect", "127.0.0.1:1"]).expect_err("missing");
+        assert!(missing.contains("--item-id"), "{missing}");
+        let bad = parse(&["put_item", "--item-id", "seven", "--connect", "x:1"]).expect_err("bad");
+        assert!(bad.contains("--item-id: `seven` is not a u64"), "{bad}");
+    }
+}
