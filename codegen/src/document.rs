@@ -140,6 +140,10 @@ pub struct FieldDef {
     /// Default value used when a caller omits the parameter (parameters only).
     #[serde(default)]
     pub default: Option<Sp<serde_json::Value>>,
+    /// Still accepted and still locked, but marked deprecated in every generated layer
+    /// (rustdoc, proto, OpenRPC, API.md): callers should move off it.
+    #[serde(default)]
+    pub deprecated: bool,
 }
 
 /// One variant of an enum.
@@ -203,6 +207,11 @@ pub struct OperationDef {
     /// Tags of removed parameters: never used again.
     #[serde(default)]
     pub reserved: Vec<Sp<u64>>,
+    /// Still served and still locked, but marked deprecated in every generated layer
+    /// (`#[deprecated]` on the client method, proto `deprecated = true`, OpenRPC `deprecated`,
+    /// API.md, the `call` help): callers should move off it.
+    #[serde(default)]
+    pub deprecated: bool,
 }
 
 /// The JSON Schema (draft-07) of the description format, pretty-printed.

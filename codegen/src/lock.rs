@@ -15,7 +15,7 @@
 //!   old log entries do not have it (`lock::required_param`).
 //!
 //! Everything else may change: new operations, types, errors, variants and fields, parameters
-//! with a default, docs, and removals whose tag is reserved.
+//! with a default, docs, `deprecated: true`, and removals whose tag is reserved.
 
 use std::collections::BTreeMap;
 
@@ -437,8 +437,8 @@ fn removed(owner: &Sp<String>, what: &str, name: &str, tag: u32, reserve: &str) 
         ),
     )
     .hint(format!(
-        "logs, snapshots and clients of the old schema may still use it: keep it (it can be \
-         marked in its doc as deprecated), or list its tag under `{reserve}` here so it is never \
-         reused. {ACCEPT}"
+        "logs, snapshots and clients of the old schema may still use it: keep it (marked \
+         `deprecated: true`), or list its tag under `{reserve}` here so it is never reused. \
+         {ACCEPT}"
     ))
 }

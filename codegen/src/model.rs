@@ -61,6 +61,8 @@ pub struct Field {
     pub doc: Option<String>,
     /// Default for an omitted parameter.
     pub default: Option<DefaultValue>,
+    /// Marked deprecated.
+    pub deprecated: bool,
 }
 
 /// An enum variant.
@@ -111,6 +113,8 @@ pub struct Operation {
     pub returns: Option<Ty>,
     /// Error kinds it may raise.
     pub errors: Vec<String>,
+    /// Marked deprecated.
+    pub deprecated: bool,
 }
 
 /// A type expression.
@@ -528,6 +532,7 @@ impl Checker<'_> {
                     params,
                     returns,
                     errors: o.errors.iter().map(|e| e.value.clone()).collect(),
+                    deprecated: o.deprecated,
                 }
             })
             .collect();
@@ -686,6 +691,7 @@ impl Checker<'_> {
                     tag,
                     doc: f.doc.clone(),
                     default,
+                    deprecated: f.deprecated,
                 }
             })
             .collect()

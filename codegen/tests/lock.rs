@@ -228,3 +228,51 @@ fn a_refused_schema_writes_nothing_and_an_accepted_break_rewrites_the_lock() {
     let relocked = Lock::from_json(&fs::read_to_string(&lock_file).expect("lock")).expect("parse");
     assert_eq!(relocked.operations["put_item"].kind, "query");
 }
+
+/// `deprecated: true` on an operation or a parameter shows in every generated layer, and the
+/// lock does not mind it.
+#[test]
+fn deprecated_shows_in_every_layer_and_is_compatible() {
+    let schema = with(
+        "  - name: put_item\n    tag: 2\n    kind: command\n",
+        "  - name: put_item\n    tag: 2\n    kind: command\n    deprecated: true\n",
+    )
+    .replacen(
+        "{ name: note, type: string, tag: 2 }",
+        "{ name: note, type: string, tag: 2, deprecated: true }",
+        1,
+    );
+    assert_eq!(problems(&schema), Vec::<String>::new());
+    let api = codegen::parse(Path::new("shop.yaml"), &schema).expect("valid");
+    let files = codegen::render(&api, "shop.yaml").expect("rendered");
+    let file = |path: &str| {
+        files
+            .iter()
+            .find(|f| f.path == path)
+            .unwrap_or_else(|| panic!("no {path}"))
+            .text
+            .clone()
+    };
+    assert!(file("src/api.rs").contains("#[deprecated(note = \"`put_item` is deprecated"));
+    let proto = file("proto/shop.proto");
+    assert!(
+        proto.contains(
+            "rpc PutItem(PutItemRequest) returns (PutItemResponse) { option deprecated = true; }"
+        ),
+        "{proto}"
+    );
+    assert!(
+        proto.contains("string note = 2 [deprecated = true];"),
+        "{proto}"
+    );
+    let openrpc: serde_json::Value = serde_json::from_str(&file("openrpc.json")).expect("json");
+    let method = openrpc["methods"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["name"] == "put_item"))
+        .expect("put_item")
+        .clone();
+    assert_eq!(method["deprecated"], true);
+    assert_eq!(method["params"][1]["deprecated"], true);
+    assert!(file("API.md").contains("**Deprecated**"));
+    assert!(file("src/cli.rs").contains("Deprecated."));
+}

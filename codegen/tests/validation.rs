@@ -306,7 +306,7 @@ fn structural_errors_have_positions() {
     assert_eq!(
         problems(&with("    returns: Item\n", "    return: Item\n")),
         [
-            "bad.yaml:20:5: schema::syntax: unknown field `return`, expected one of name, tag, kind, doc, params, returns, errors, reserved"
+            "bad.yaml:20:5: schema::syntax: unknown field `return`, expected one of name, tag, kind, doc, params, returns, errors, reserved, deprecated"
         ]
     );
 }

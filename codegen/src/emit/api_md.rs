@@ -137,6 +137,9 @@ pub fn api_md(api: &Api, source_name: &str) -> String {
             op.tag,
             op.name
         );
+        if op.deprecated {
+            let _ = writeln!(out, "**Deprecated**: still served; move callers off it.\n");
+        }
         if let Some(doc) = &op.doc {
             let _ = writeln!(out, "{}\n", doc.trim());
         }
@@ -153,9 +156,10 @@ pub fn api_md(api: &Api, source_name: &str) -> String {
                 };
                 let _ = writeln!(
                     out,
-                    "| `{}` | `{}` | {default} | {} |",
+                    "| `{}` | `{}` | {default} | {}{} |",
                     p.name,
                     ty_text(&p.ty),
+                    if p.deprecated { "**Deprecated.** " } else { "" },
                     cell(p.doc.as_deref().unwrap_or(""))
                 );
             }
@@ -216,10 +220,11 @@ pub fn api_md(api: &Api, source_name: &str) -> String {
                 for f in fields {
                     let _ = writeln!(
                         out,
-                        "| `{}` | `{}` | {} | {} |",
+                        "| `{}` | `{}` | {} | {}{} |",
                         f.name,
                         ty_text(&f.ty),
                         f.tag,
+                        if f.deprecated { "**Deprecated.** " } else { "" },
                         cell(f.doc.as_deref().unwrap_or(""))
                     );
                 }

@@ -31,7 +31,11 @@ pub fn module(api: &Api) -> TokenStream {
     let service = &api.service;
     let ops = api.operations.iter().map(|op| {
         let name = &op.name;
-        let doc = op.doc.clone().unwrap_or_default();
+        let doc = match (&op.doc, op.deprecated) {
+            (Some(doc), true) => format!("Deprecated. {doc}"),
+            (None, true) => "Deprecated.".to_string(),
+            (doc, false) => doc.clone().unwrap_or_default(),
+        };
         let kind = match op.kind {
             OpKind::Command => quote!(Command),
             OpKind::Query => quote!(Query),
@@ -41,7 +45,11 @@ pub fn module(api: &Api) -> TokenStream {
             let ty = ty_text(&p.ty);
             let wire = wire(api, &p.ty);
             let required = p.default.is_none() && !matches!(p.ty, Ty::Option(_));
-            let pdoc = p.doc.clone().unwrap_or_default();
+            let pdoc = match (&p.doc, p.deprecated) {
+                (Some(doc), true) => format!("Deprecated. {doc}"),
+                (None, true) => "Deprecated.".to_string(),
+                (doc, false) => doc.clone().unwrap_or_default(),
+            };
             quote! {
                 runtime::cli::ParamSpec {
                     name: #pname,

@@ -238,6 +238,16 @@ fn op_doc(op: &Operation) -> TokenStream {
     doc(Some(&text).filter(|t| !t.is_empty()).map(|t| t.as_str()))
 }
 
+/// `#[deprecated]` for a client method of a deprecated operation.
+fn deprecated_attr(op: &crate::model::Operation) -> TokenStream {
+    if op.deprecated {
+        let note = format!("`{}` is deprecated in the schema", op.name);
+        quote!(#[deprecated(note = #note)])
+    } else {
+        TokenStream::new()
+    }
+}
+
 pub(super) fn traits(api: &Api) -> TokenStream {
     let api_trait = service_ident(api, "Api");
     let service_trait = service_ident(api, "Service");
@@ -248,8 +258,10 @@ pub(super) fn traits(api: &Api) -> TokenStream {
         let ps = params(op);
         let ret = return_ty(op.returns.as_ref());
         let d = op_doc(op);
+        let deprecated = deprecated_attr(op);
         quote! {
             #d
+            #deprecated
             fn #name(&self, #(#ps),*) -> impl ::std::future::Future<Output = Result<#ret, crate::#call_error>> + Send;
         }
     });
@@ -286,8 +298,10 @@ pub(super) fn traits(api: &Api) -> TokenStream {
         let ps = params(op);
         let ret = return_ty(op.returns.as_ref());
         let d = op_doc(op);
+        let deprecated = deprecated_attr(op);
         quote! {
             #d
+            #deprecated
             fn #name(&self, #(#ps),*) -> ::std::pin::Pin<Box<dyn ::std::future::Future<Output = Result<#ret, crate::#call_error>> + Send + '_>>;
         }
     });

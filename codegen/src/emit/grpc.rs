@@ -60,6 +60,14 @@ fn proto_field(api: &Api, name: &str, ty: &Ty, tag: u32, optional: bool) -> Stri
     }
 }
 
+/// A field declaration (`… = 3;`) with `[deprecated = true]` when it is.
+fn deprecated_field(field: String, deprecated: bool) -> String {
+    match field.strip_suffix(';') {
+        Some(decl) if deprecated => format!("{decl} [deprecated = true];"),
+        _ => field,
+    }
+}
+
 fn comment(out: &mut String, indent: &str, doc: Option<&str>) {
     for line in doc.unwrap_or_default().lines() {
         let _ = writeln!(out, "{indent}// {line}");
@@ -90,7 +98,8 @@ pub fn proto(api: &Api, source_name: &str) -> String {
                 let _ = writeln!(out, "message {} {{", t.name);
                 for f in fields {
                     comment(&mut out, "  ", f.doc.as_deref());
-                    let _ = writeln!(out, "  {}", proto_field(api, &f.name, &f.ty, f.tag, false));
+                    let field = proto_field(api, &f.name, &f.ty, f.tag, false);
+                    let _ = writeln!(out, "  {}", deprecated_field(field, f.deprecated));
                 }
                 let _ = writeln!(out, "}}\n");
             }
@@ -117,11 +126,8 @@ pub fn proto(api: &Api, source_name: &str) -> String {
         for p in &op.params {
             comment(&mut out, "  ", p.doc.as_deref());
             let optional = p.default.is_some() && !matches!(p.ty, Ty::Option(_));
-            let _ = writeln!(
-                out,
-                "  {}",
-                proto_field(api, &p.name, &p.ty, p.tag, optional)
-            );
+            let field = proto_field(api, &p.name, &p.ty, p.tag, optional);
+            let _ = writeln!(out, "  {}", deprecated_field(field, p.deprecated));
         }
         let _ = writeln!(out, "}}\n");
         let _ = writeln!(out, "message {camel}Response {{");
@@ -135,9 +141,14 @@ pub fn proto(api: &Api, source_name: &str) -> String {
     for op in &api.operations {
         comment(&mut out, "  ", op.doc.as_deref());
         let camel = op.name.to_upper_camel_case();
+        let options = if op.deprecated {
+            " { option deprecated = true; }"
+        } else {
+            ";"
+        };
         let _ = writeln!(
             out,
-            "  rpc {camel}({camel}Request) returns ({camel}Response);"
+            "  rpc {camel}({camel}Request) returns ({camel}Response){options}"
         );
     }
     let _ = writeln!(out, "}}");

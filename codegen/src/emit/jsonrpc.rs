@@ -162,6 +162,9 @@ pub fn openrpc(api: &Api, source_name: &str) -> String {
                     if let Some(doc) = &p.doc {
                         param["description"] = json!(doc);
                     }
+                    if p.deprecated {
+                        param["deprecated"] = json!(true);
+                    }
                     param
                 })
                 .collect();
@@ -171,7 +174,7 @@ pub fn openrpc(api: &Api, source_name: &str) -> String {
                 .iter()
                 .filter_map(|name| errors.iter().find(|e| e["message"] == json!(name)).cloned())
                 .collect();
-            json!({
+            let mut method = json!({
                 "name": op.name,
                 "summary": op.doc.clone().unwrap_or_default(),
                 "tags": [{"name": match op.kind { OpKind::Command => "command", OpKind::Query => "query" }}],
@@ -183,7 +186,11 @@ pub fn openrpc(api: &Api, source_name: &str) -> String {
                     "description": op.returns.as_ref().map(ty_text).unwrap_or_else(|| "nothing".into()),
                 },
                 "errors": method_errors,
-            })
+            });
+            if op.deprecated {
+                method["deprecated"] = json!(true);
+            }
+            method
         })
         .collect();
     let doc = json!({

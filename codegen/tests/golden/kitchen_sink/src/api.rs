@@ -14,6 +14,7 @@ pub trait KitchenSinkApi: Send + Sync {
     > + Send;
 
     /// A command with no parameters and no result.
+    #[deprecated(note = "`reset` is deprecated in the schema")]
     fn reset(
         &self,
     ) -> impl ::std::future::Future<
@@ -87,6 +88,7 @@ pub trait DynKitchenSinkApi: Send + Sync {
     >;
 
     /// A command with no parameters and no result.
+    #[deprecated(note = "`reset` is deprecated in the schema")]
     fn reset(
         &self,
     ) -> ::std::pin::Pin<

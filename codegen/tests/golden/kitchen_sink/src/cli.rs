@@ -21,7 +21,7 @@ pub const OPERATIONS: &[runtime::cli::OpSpec] = &[
     runtime::cli::OpSpec {
         name: "reset",
         kind: runtime::CallKind::Command,
-        doc: "A command with no parameters and no result.",
+        doc: "Deprecated. A command with no parameters and no result.",
         params: &[],
     },
     runtime::cli::OpSpec {
@@ -76,7 +76,7 @@ pub const OPERATIONS: &[runtime::cli::OpSpec] = &[
                 ty: "option<u64>",
                 wire: runtime::cli::Wire::Scalar,
                 required: false,
-                doc: "",
+                doc: "Deprecated.",
             },
         ],
     },

@@ -69,6 +69,7 @@ pub struct FindRequest {
     pub money: ::core::option::Option<::prost::alloc::string::String>,
     #[prost(enumeration = "Level", optional, tag = "6")]
     pub level: ::core::option::Option<i32>,
+    #[deprecated]
     #[prost(uint64, optional, tag = "7")]
     pub maybe: ::core::option::Option<u64>,
 }
@@ -216,6 +217,7 @@ pub mod kitchen_sink_client {
             self.inner.unary(req, path, codec).await
         }
         /// A command with no parameters and no result.
+        #[deprecated]
         pub async fn reset(
             &mut self,
             request: impl tonic::IntoRequest<super::ResetRequest>,
