@@ -229,8 +229,13 @@ enum ClusterCommand {
 
 #[derive(Debug, Subcommand)]
 enum AdminVerb {
-    /// Role, term, leader, log and applied index, members, per-node lag.
-    Status,
+    /// Every member's id, role, term, addresses, applied index, lag and last snapshot, as a
+    /// table (each member asked in turn); `--json`: this node's own report.
+    Status {
+        /// Print the node's report as JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// Add a learner.
     AddLearner {
         /// Its id.
@@ -373,8 +378,17 @@ fn run(command: Command) -> Result<String, CliError> {
         } => {
             use runtime::raft::network::AdminRequest;
             use runtime::raft::types::NodeAddr;
+            let credentials = runtime::raft_rpc::RaftCredentials {
+                secret,
+                tls: tls.load().map_err(|e| CliError::Usage(e.to_string()))?,
+            };
             let request = match verb {
-                AdminVerb::Status => AdminRequest::Status,
+                AdminVerb::Status { json: false } => {
+                    return runtime()?
+                        .block_on(runtime::host::status_table(&connect, &credentials))
+                        .map_err(|e| CliError::Usage(e.to_string()));
+                }
+                AdminVerb::Status { json: true } => AdminRequest::Status,
                 AdminVerb::AddLearner { id, api, raft } => AdminRequest::AddLearner {
                     id,
                     addr: NodeAddr {
@@ -388,10 +402,6 @@ fn run(command: Command) -> Result<String, CliError> {
                 AdminVerb::Snapshot => AdminRequest::Snapshot,
                 AdminVerb::Digest => AdminRequest::Digest,
                 AdminVerb::Failpoint { name, actions } => AdminRequest::Failpoint { name, actions },
-            };
-            let credentials = runtime::raft_rpc::RaftCredentials {
-                secret,
-                tls: tls.load().map_err(|e| CliError::Usage(e.to_string()))?,
             };
             let value = runtime()?
                 .block_on(runtime::host::admin(&connect, &credentials, request))

@@ -74,6 +74,24 @@ async fn walkthrough_passes_against_every_node() {
         .await
         .expect("converged");
     assert_eq!(replicas.len(), 3);
+    // `admin status`'s table: a header and one row per member, exactly one of them the leader,
+    // every one at the converged applied index.
+    let table = runtime::host::status_table(&follower.raft, &c.credentials)
+        .await
+        .expect("status table");
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    assert!(lines[0].starts_with("id  role"), "{table}");
+    assert_eq!(
+        lines.iter().filter(|l| l.contains(" Leader ")).count(),
+        1,
+        "{table}"
+    );
+    let applied = replicas[0].1.to_string();
+    for row in &lines[1..] {
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells.get(5), Some(&applied.as_str()), "{table}");
+    }
 }
 
 /// Deposits and withdrawals from several clients against the followers while the leader is

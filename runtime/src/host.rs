@@ -383,6 +383,91 @@ pub async fn run(args: NodeArgs, service: &dyn HostedService) -> Result<(), Host
     }
 }
 
+/// Every member's status as a table, asked of each member in turn through the membership the
+/// node at `raft_addr` knows: id, role, term, API and raft addresses, applied index, lag behind
+/// the leader, last snapshot index. A member that does not answer is listed as unreachable.
+pub async fn status_table(
+    raft_addr: &str,
+    credentials: &RaftCredentials,
+) -> Result<String, HostError> {
+    let first = admin(raft_addr, credentials, AdminRequest::Status).await?;
+    let members = first["members"].as_object().cloned().unwrap_or_default();
+    let mut rows = vec![
+        [
+            "id", "role", "term", "api", "raft", "applied", "lag", "snapshot",
+        ]
+        .map(String::from),
+    ];
+    let mut leader_view: Option<serde_json::Value> = None;
+    let mut statuses = Vec::new();
+    for (id, member) in &members {
+        let raft = member["raft"].as_str().unwrap_or_default().to_string();
+        let status = admin(&raft, credentials, AdminRequest::Status).await.ok();
+        if let Some(s) = &status
+            && s["role"] == "Leader"
+        {
+            leader_view = Some(s.clone());
+        }
+        statuses.push((id.clone(), member.clone(), raft, status));
+    }
+    let number = |v: &serde_json::Value| v.as_u64().map_or("-".to_string(), |n| n.to_string());
+    for (id, member, raft, status) in statuses {
+        let api = member["api"]["grpc"].as_str().unwrap_or("-").to_string();
+        let lag = leader_view
+            .as_ref()
+            .and_then(|l| l["lag"][&id].as_u64())
+            .map_or("-".to_string(), |n| n.to_string());
+        let row = match status {
+            Some(s) => {
+                let mut role = s["role"].as_str().unwrap_or("?").to_string();
+                if member["role"] == "learner" {
+                    role.push_str(" (learner)");
+                }
+                if s["quorum_lost"] == true {
+                    role.push_str(" (no quorum)");
+                }
+                [
+                    id,
+                    role,
+                    number(&s["term"]),
+                    api,
+                    raft,
+                    number(&s["last_applied_index"]),
+                    lag,
+                    number(&s["snapshot_index"]),
+                ]
+            }
+            None => [
+                id,
+                "unreachable".into(),
+                "-".into(),
+                api,
+                raft,
+                "-".into(),
+                lag,
+                "-".into(),
+            ],
+        };
+        rows.push(row);
+    }
+    let widths: Vec<usize> = (0..8)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let lines: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            r.iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_string()
+        })
+        .collect();
+    Ok(lines.join("\n"))
+}
+
 /// Sends an admin request to the node at `raft_addr`, following redirects to the leader for
 /// requests only the leader can run. A call may take up to [`AdminRequest::timeout`]: a join
 /// waits for the learner to catch up.
