@@ -77,8 +77,8 @@ pub async fn run(exe: &Path, tls: bool) -> Result<String, DemoError> {
     for n in &cluster.nodes {
         let _ = writeln!(
             out,
-            "  node {}: gRPC {}  JSON-RPC {}  raft {}",
-            n.id, n.api, n.jsonrpc, n.raft
+            "  node {}: gRPC {}  JSON-RPC {}  raft {}  metrics {}",
+            n.id, n.api, n.jsonrpc, n.raft, n.metrics
         );
     }
     let _ = writeln!(out, "leader: node {leader} (term {term})");

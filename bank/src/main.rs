@@ -362,8 +362,8 @@ fn run(command: Command) -> Result<String, CliError> {
             }
             for n in &cluster.nodes {
                 println!(
-                    "node {} api={} jsonrpc={} raft={}",
-                    n.id, n.api, n.jsonrpc, n.raft
+                    "node {} api={} jsonrpc={} raft={} metrics={}",
+                    n.id, n.api, n.jsonrpc, n.raft, n.metrics
                 );
             }
             tokio::signal::ctrl_c().await?;

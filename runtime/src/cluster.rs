@@ -48,6 +48,8 @@ pub struct NodeProcess {
     pub jsonrpc: String,
     /// Raft address.
     pub raft: String,
+    /// Metrics address (`/metrics`, `/health`, `/ready`).
+    pub metrics: String,
     /// Its data directory.
     pub data_dir: PathBuf,
     child: Option<Child>,
@@ -224,10 +226,9 @@ impl LocalCluster {
         let host = usize::try_from(id)
             .ok()
             .and_then(|i| self.hosts.get(i.wrapping_sub(1)));
-        let (api, jsonrpc, mut raft) = addrs.unwrap_or_else(|| {
-            let any = format!("{}:0", host.map_or("127.0.0.1", |h| h.ip.as_str()));
-            (any.clone(), any.clone(), any)
-        });
+        let any = format!("{}:0", host.map_or("127.0.0.1", |h| h.ip.as_str()));
+        let (api, jsonrpc, mut raft) =
+            addrs.unwrap_or_else(|| (any.clone(), any.clone(), any.clone()));
         if let Some(link) = &link
             && link.target().is_none()
         {
@@ -273,6 +274,8 @@ impl LocalCluster {
                 &jsonrpc,
                 "--raft-listen",
                 &raft,
+                "--metrics-listen",
+                &any,
             ])
             .args(&self.node_args)
             .args(tls.to_args())
@@ -334,6 +337,7 @@ impl LocalCluster {
             api: field("api")?,
             jsonrpc: field("jsonrpc")?,
             raft,
+            metrics: field("metrics")?,
             data_dir,
             child: Some(child),
             link,

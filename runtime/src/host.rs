@@ -118,6 +118,10 @@ pub struct NodeArgs {
     /// JSON-RPC API listen address.
     #[arg(long, value_name = "ADDR")]
     pub jsonrpc_listen: Option<String>,
+    /// Metrics listen address: Prometheus text on `/metrics`, `/health` and `/ready` (see
+    /// `runtime::metrics`); none without it.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
     /// Raft listen address (raft traffic, forwarded writes, admin; never the API address).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     pub raft_listen: String,
@@ -218,6 +222,8 @@ pub struct RunningNode {
     pub api: Vec<(Protocol, SocketAddr)>,
     /// The raft listener's address.
     pub raft: SocketAddr,
+    /// The metrics listener's address, if the node has one.
+    pub metrics: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -240,6 +246,10 @@ pub async fn start(args: NodeArgs, service: &dyn HostedService) -> Result<Runnin
     if let Some(addr) = &args.jsonrpc_listen {
         listeners.push((Protocol::JsonRpc, bind(addr).await?));
     }
+    let metrics_listener = match &args.metrics_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     let api_tls = credentials.tls.clone();
     let mut config = NodeConfig::new(args.id, args.data_dir.clone(), credentials.clone());
     config.snapshot_every = args.snapshot_every;
@@ -288,6 +298,15 @@ pub async fn start(args: NodeArgs, service: &dyn HostedService) -> Result<Runnin
             tracing::error!(error = %e, "raft service stopped");
         }
     }));
+    let metrics = metrics_listener.as_ref().map(|(_, a)| *a);
+    if let Some((listener, _)) = metrics_listener {
+        let served = crate::metrics::serve(listener, node.clone(), until_stopped());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = served.await {
+                tracing::error!(error = %e, "metrics listener stopped");
+            }
+        }));
+    }
     let level = args.read_level;
     let mut api = Vec::new();
     for (protocol, (listener, local)) in listeners {
@@ -307,6 +326,7 @@ pub async fn start(args: NodeArgs, service: &dyn HostedService) -> Result<Runnin
         node,
         api,
         raft: raft_addr,
+        metrics,
         stop,
         tasks,
     };
@@ -335,18 +355,20 @@ impl RunningNode {
     }
 
     /// The line a node binary prints once it serves (what [`crate::cluster::LocalCluster`]
-    /// parses): `node ID api=ADDR jsonrpc=ADDR|- raft=ADDR`.
+    /// parses): `node ID api=ADDR jsonrpc=ADDR|- raft=ADDR metrics=ADDR|-`.
     pub fn ready_line(&self) -> String {
         let addr = |p| {
             self.api(p)
                 .map_or_else(|| "-".to_string(), |a| a.to_string())
         };
         format!(
-            "node {} api={} jsonrpc={} raft={}",
+            "node {} api={} jsonrpc={} raft={} metrics={}",
             self.node.id(),
             addr(Protocol::Grpc),
             addr(Protocol::JsonRpc),
-            self.raft
+            self.raft,
+            self.metrics
+                .map_or_else(|| "-".to_string(), |a| a.to_string())
         )
     }
 

@@ -83,6 +83,7 @@ pub mod failpoint;
 pub mod frame;
 pub mod host;
 pub mod local;
+pub mod metrics;
 pub mod netns;
 mod pending;
 pub mod raft;

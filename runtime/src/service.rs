@@ -135,6 +135,35 @@ pub fn encode_reply<R: serde::Serialize, E: crate::error::DomainError>(
     })
 }
 
+/// The operation a serialized command names (`{"<operation>": …}`), read without decoding the
+/// rest (for metrics and logs).
+pub fn operation_of(command: &[u8]) -> Option<&str> {
+    let rest = command.strip_prefix(b"{\"")?;
+    let end = rest.iter().position(|b| *b == b'"')?;
+    std::str::from_utf8(&rest[..end]).ok()
+}
+
+/// What a serialized reply says: `ok`, or the kind of its error.
+pub fn outcome_of(reply: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Kind {
+        kind: String,
+    }
+    #[derive(serde::Deserialize)]
+    enum Outcome {
+        Ok(serde::de::IgnoredAny),
+        Err(Kind),
+    }
+    if reply.starts_with(b"{\"Ok\"") {
+        return "ok".into();
+    }
+    match serde_json::from_slice::<Outcome>(reply) {
+        Ok(Outcome::Ok(_)) => "ok".into(),
+        Ok(Outcome::Err(e)) => e.kind,
+        Err(_) => "malformed".into(),
+    }
+}
+
 /// Parses the outcome of a call; a malformed reply is a `Transport` failure.
 pub fn decode_reply<R: serde::de::DeserializeOwned, E: crate::error::DomainError>(
     bytes: &[u8],

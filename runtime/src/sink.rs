@@ -134,8 +134,8 @@ impl RaftSink {
     }
 }
 
-impl CommandSink for RaftSink {
-    async fn submit(&self, kind: CallKind, command: Vec<u8>) -> Result<Vec<u8>, Failure> {
+impl RaftSink {
+    async fn send(&self, kind: CallKind, command: Vec<u8>) -> Result<Vec<u8>, Failure> {
         Ok(match kind {
             CallKind::Command => {
                 self.node
@@ -148,5 +148,24 @@ impl CommandSink for RaftSink {
                 self.node.read(command, level).await?
             }
         })
+    }
+}
+
+impl CommandSink for RaftSink {
+    /// Sends the call into the node and counts it in the node's metrics.
+    async fn submit(&self, kind: CallKind, command: Vec<u8>) -> Result<Vec<u8>, Failure> {
+        let started = std::time::Instant::now();
+        let operation = crate::service::operation_of(&command)
+            .unwrap_or("unknown")
+            .to_string();
+        let result = self.send(kind, command).await;
+        let outcome = match &result {
+            Ok(reply) => crate::service::outcome_of(reply),
+            Err(failure) => failure.kind().to_string(),
+        };
+        self.node
+            .metrics()
+            .request(&operation, kind, &outcome, started.elapsed());
+        result
     }
 }

@@ -120,6 +120,7 @@ pub struct RaftNode {
     id: NodeId,
     addr: NodeAddr,
     credentials: RaftCredentials,
+    metrics: crate::metrics::NodeMetrics,
     redirect_writes: bool,
     raft: Raft,
     sm: StateMachine,
@@ -195,6 +196,7 @@ impl RaftNode {
             id: config.id,
             addr,
             credentials: config.credentials,
+            metrics: crate::metrics::NodeMetrics::default(),
             redirect_writes: config.redirect_writes,
             raft,
             sm,
@@ -533,12 +535,35 @@ impl RaftNode {
             "leader": m.current_leader,
             "quorum_lost": self.quorum_lost(),
             "last_log_index": m.last_log_index,
+            "committed_index": m.local_committed.map(|l| l.index),
             "last_applied_index": m.last_applied.map(|l| l.index),
             "snapshot_index": m.snapshot.map(|l| l.index),
             "purged_index": m.purged.map(|l| l.index),
             "members": nodes,
             "lag": lag,
         })
+    }
+
+    /// What the node counts (see [`crate::metrics`]).
+    pub fn metrics(&self) -> &crate::metrics::NodeMetrics {
+        &self.metrics
+    }
+
+    /// Whether the node can serve: it knows a leader, and has applied every entry it knows is
+    /// committed; else why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.current_leader.is_none() {
+            return Err("no leader known".into());
+        }
+        let committed = m.local_committed.map_or(0, |l| l.index);
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        if applied < committed {
+            return Err(format!(
+                "applied {applied} of {committed} committed entries"
+            ));
+        }
+        Ok(())
     }
 
     /// Resolves when raft stops on a fatal error (a storage failure, say), with the error.

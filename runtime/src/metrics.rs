@@ -1,0 +1,275 @@
+//! A node's metrics, served in Prometheus' text format on `--metrics-listen ADDR`
+//! (`/metrics`), beside `/health` (the process serves) and `/ready` (it knows a leader and has
+//! applied everything committed it knows of).
+//!
+//! - raft, read from openraft's metrics at each scrape: `raft_role` (one gauge per role, 1 for
+//!   the current one), `raft_term`, `raft_leader_id`, `raft_last_log_index`,
+//!   `raft_committed_index`, `raft_applied_index`, `raft_snapshot_index`, `raft_purged_index`,
+//!   `raft_replication_lag{follower}` (on the leader), `raft_quorum_lost`;
+//! - requests, counted where the API meets the node: `requests_total{operation, kind,
+//!   outcome}` (outcome `ok`, a schema error kind, or a failure such as `Transport`) and
+//!   `request_seconds{operation, kind}`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::CallKind;
+use crate::raft::node::RaftNode;
+
+/// Labels of a request counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    operation: String,
+    kind: String,
+    outcome: String,
+}
+
+/// Labels of a request latency histogram.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: String,
+    kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleLabels {
+    role: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FollowerLabels {
+    follower: String,
+}
+
+fn request_histogram() -> Histogram {
+    // 100 µs to ~6.5 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+}
+
+/// What a node counts; cheap to clone (every part is shared).
+#[derive(Clone)]
+pub struct NodeMetrics {
+    registry: Arc<Registry>,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Family<OperationLabels, Histogram, fn() -> Histogram>,
+    role: Family<RoleLabels, Gauge>,
+    lag: Family<FollowerLabels, Gauge>,
+    gauges: Arc<RaftGauges>,
+}
+
+impl std::fmt::Debug for NodeMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeMetrics").finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct RaftGauges {
+    term: Gauge,
+    leader: Gauge,
+    last_log: Gauge,
+    committed: Gauge,
+    applied: Gauge,
+    snapshot: Gauge,
+    purged: Gauge,
+    quorum_lost: Gauge,
+}
+
+impl Default for NodeMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "API requests by operation, kind and outcome",
+            requests.clone(),
+        );
+        let request_seconds =
+            Family::<OperationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                request_histogram,
+            );
+        registry.register(
+            "request_seconds",
+            "Time from a request reaching the node to its answer",
+            request_seconds.clone(),
+        );
+        let role = Family::<RoleLabels, Gauge>::default();
+        registry.register(
+            "raft_role",
+            "1 for the node's current raft role",
+            role.clone(),
+        );
+        let lag = Family::<FollowerLabels, Gauge>::default();
+        registry.register(
+            "raft_replication_lag",
+            "Entries a follower is behind the leader's log (on the leader)",
+            lag.clone(),
+        );
+        let gauges = RaftGauges::default();
+        for (name, help, gauge) in [
+            ("raft_term", "The current term", &gauges.term),
+            (
+                "raft_leader_id",
+                "The leader's id (0: none known)",
+                &gauges.leader,
+            ),
+            (
+                "raft_last_log_index",
+                "The last log index",
+                &gauges.last_log,
+            ),
+            (
+                "raft_committed_index",
+                "The last committed index known",
+                &gauges.committed,
+            ),
+            (
+                "raft_applied_index",
+                "The last applied index",
+                &gauges.applied,
+            ),
+            (
+                "raft_snapshot_index",
+                "The last snapshot's index",
+                &gauges.snapshot,
+            ),
+            (
+                "raft_purged_index",
+                "The last purged log index",
+                &gauges.purged,
+            ),
+            (
+                "raft_quorum_lost",
+                "1 when this leader has not heard from a quorum within its lease",
+                &gauges.quorum_lost,
+            ),
+        ] {
+            registry.register(name, help, gauge.clone());
+        }
+        NodeMetrics {
+            registry: Arc::new(registry),
+            requests,
+            request_seconds,
+            role,
+            lag,
+            gauges: Arc::new(gauges),
+        }
+    }
+}
+
+fn kind_name(kind: CallKind) -> &'static str {
+    match kind {
+        CallKind::Command => "command",
+        CallKind::Query => "query",
+    }
+}
+
+fn gauge_value(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl NodeMetrics {
+    /// Counts one request of `operation` that ended with `outcome` after `elapsed`.
+    pub fn request(&self, operation: &str, kind: CallKind, outcome: &str, elapsed: Duration) {
+        let kind = kind_name(kind).to_string();
+        self.requests
+            .get_or_create(&RequestLabels {
+                operation: operation.to_string(),
+                kind: kind.clone(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        self.request_seconds
+            .get_or_create(&OperationLabels {
+                operation: operation.to_string(),
+                kind,
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The Prometheus text of every metric, the raft ones read from `node` now.
+    pub fn render(&self, node: &RaftNode) -> String {
+        let status = node.status();
+        let index = |key: &str| gauge_value(status[key].as_u64().unwrap_or(0));
+        let g = &self.gauges;
+        g.term.set(index("term"));
+        g.leader.set(index("leader"));
+        g.last_log.set(index("last_log_index"));
+        g.committed.set(index("committed_index"));
+        g.applied.set(index("last_applied_index"));
+        g.snapshot.set(index("snapshot_index"));
+        g.purged.set(index("purged_index"));
+        g.quorum_lost.set(i64::from(status["quorum_lost"] == true));
+        let current = status["role"].as_str().unwrap_or("Unknown");
+        for role in ["Leader", "Follower", "Candidate", "Learner", "Shutdown"] {
+            self.role
+                .get_or_create(&RoleLabels { role: role.into() })
+                .set(i64::from(role == current));
+        }
+        self.lag.clear();
+        if let Some(lag) = status["lag"].as_object() {
+            for (follower, behind) in lag {
+                self.lag
+                    .get_or_create(&FollowerLabels {
+                        follower: follower.clone(),
+                    })
+                    .set(gauge_value(behind.as_u64().unwrap_or(0)));
+            }
+        }
+        let mut text = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            tracing::warn!(error = %e, "cannot encode the metrics");
+        }
+        text
+    }
+}
+
+/// Serves `/metrics`, `/health` and `/ready` of `node` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    node: Arc<RaftNode>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let metrics_node = node.clone();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let node = metrics_node.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        node.metrics().render(&node),
+                    )
+                }
+            }),
+        )
+        .route("/health", get(|| async { "ok" }))
+        .route(
+            "/ready",
+            get(move || {
+                let node = node.clone();
+                async move {
+                    match node.readiness() {
+                        Ok(()) => (StatusCode::OK, "ready".to_string()),
+                        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+                    }
+                }
+            }),
+        );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
