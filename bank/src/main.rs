@@ -295,7 +295,15 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
-    let command = match Cli::parse().command {
+    // `bank node --config FILE`: the file's flags, then the command line's.
+    let argv = match runtime::config::expand(std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(e) => {
+            eprintln!("bank: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let command = match Cli::parse_from(argv).command {
         Top::Call { args } => return bank_generated::cli::main("bank", args),
         Top::Other(command) => *command,
     };

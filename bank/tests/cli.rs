@@ -441,3 +441,59 @@ fn bank_call_runs_one_operation_and_says_how_it_ended() {
     assert!(help.status.success(), "{help}");
     assert!(help.stdout.contains("deposit"), "{help}");
 }
+
+/// `bank node --config FILE`: the file's keys are the node's flags, the command line overrides
+/// them, and an unknown key is refused at its line and column before anything is created.
+#[test]
+fn a_node_reads_its_flags_from_a_config_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("n1");
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "id = 1\ndata_dir = {:?}\nheartbeat = 100\n",
+            data.to_str().expect("utf-8 path")
+        ),
+    )
+    .expect("write config");
+    let config_arg = config.to_str().expect("utf-8 path");
+    let out = run(&["node", "--config", config_arg]);
+    assert_eq!(out.status.code(), Some(2), "{out}");
+    assert!(
+        out.stderr
+            .contains("node.toml:3:1: unknown key `heartbeat`"),
+        "{out}"
+    );
+    assert!(!data.exists(), "a refused node created its data\n{out}");
+
+    // A short secret in the file, overridden by the command line: the node starts.
+    std::fs::write(
+        &config,
+        format!(
+            "id = 1\ndata_dir = {:?}\nlisten = \"127.0.0.1:0\"\nraft_listen = \"127.0.0.1:0\"\n\
+             secret = \"short\"\ninit = true\n",
+            data.to_str().expect("utf-8 path")
+        ),
+    )
+    .expect("write config");
+    let mut cmd = bank();
+    cmd.args([
+        "node",
+        "--config",
+        config_arg,
+        "--secret",
+        "0123456789abcdef",
+    ]);
+    let mut node = Child::spawn(cmd, "bank node --config");
+    let stdout = node.child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(DEADLINE).expect("the node's ready line");
+    assert!(line.starts_with("node 1 api=127.0.0.1:"), "{line}");
+    assert!(data.exists(), "the node made no data directory");
+}

@@ -103,9 +103,15 @@ pub enum HostError {
     Timeout(String),
 }
 
-/// The command line of a node (`<binary> node ...`).
+/// The command line of a node (`<binary> node ...`). A later flag overrides an earlier one, so
+/// flags after `--config FILE` override the file's ([`crate::config::expand`]).
 #[derive(Debug, Clone, clap::Args)]
+#[command(args_override_self = true)]
 pub struct NodeArgs {
+    /// A TOML file of flags (keys are flag names: `data_dir = "n1"`); flags given here
+    /// override it. The binary's `main` reads it (`runtime::config::expand`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// The node's id (unique in the cluster, never reused).
     #[arg(long)]
     pub id: NodeId,

@@ -77,6 +77,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod codes;
+pub mod config;
 pub mod delay;
 pub mod error;
 pub mod failpoint;

@@ -26,7 +26,15 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let args = match Cli::parse() {
+    // `kv node --config FILE`: the file's flags, then the command line's.
+    let argv = match runtime::config::expand(std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(e) => {
+            eprintln!("kv: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let args = match Cli::parse_from(argv) {
         Cli::Node(args) => *args,
         Cli::Call { args } => return kv_generated::cli::main("kv", args),
     };
