@@ -11,7 +11,6 @@ use std::time::Duration;
 use bank::net::{self, Endpoint, NetError, Variant};
 use bank::{Bank, Report, StoreError, ValidationError};
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
 /// The bank: customers, accounts, a simulated clock and monthly statements.
 #[derive(Debug, Parser)]
@@ -289,12 +288,6 @@ enum CliError {
 }
 
 fn main() -> ExitCode {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
     // `bank node --config FILE`: the file's flags, then the command line's.
     let argv = match runtime::config::expand(std::env::args_os().collect()) {
         Ok(argv) => argv,
@@ -307,6 +300,10 @@ fn main() -> ExitCode {
         Top::Call { args } => return bank_generated::cli::main("bank", args),
         Top::Other(command) => *command,
     };
+    runtime::host::init_logging(match &command {
+        Command::Node(args) => args.log_format,
+        _ => runtime::host::LogFormat::Text,
+    });
     match run(command) {
         Ok(summary) => {
             println!("{summary}");

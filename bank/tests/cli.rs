@@ -497,3 +497,63 @@ fn a_node_reads_its_flags_from_a_config_file() {
     assert!(line.starts_with("node 1 api=127.0.0.1:"), "{line}");
     assert!(data.exists(), "the node made no data directory");
 }
+
+/// `--log-format json`: one JSON object per line, and a request's events carry its span
+/// (operation and request id).
+#[test]
+fn a_node_logs_json_with_the_request_span() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("n1");
+    let mut cmd = bank();
+    cmd.env("RUST_LOG", "runtime::sink=debug").args([
+        "node",
+        "--id",
+        "1",
+        "--data-dir",
+        data.to_str().expect("utf-8 path"),
+        "--secret",
+        "0123456789abcdef",
+        "--init",
+        "--log-format",
+        "json",
+    ]);
+    let mut node = Child::spawn(cmd, "bank node --log-format json");
+    let stdout = node.child.stdout.take().expect("stdout");
+    let stderr = node.child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let ready = rx.recv_timeout(DEADLINE).expect("the node's ready line");
+    let api = ready
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("api="))
+        .expect("api address")
+        .to_string();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let out = run(&["call", "get_customer_count", "--connect", &api]);
+    assert!(out.status.success(), "{out}");
+    let start = Instant::now();
+    let event = loop {
+        let line = rx
+            .recv_timeout(DEADLINE.saturating_sub(start.elapsed()))
+            .expect("a log line for the request");
+        let value: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        if value["fields"]["message"] == "answered" {
+            break value;
+        }
+    };
+    assert_eq!(event["span"]["name"], "request", "{event}");
+    assert_eq!(event["span"]["operation"], "get_customer_count", "{event}");
+    assert_eq!(event["fields"]["outcome"], "ok", "{event}");
+}

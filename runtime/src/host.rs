@@ -172,6 +172,10 @@ pub struct NodeArgs {
     /// (a proxy, a port forward); overrides `--advertise-host` for raft traffic.
     #[arg(long, value_name = "ADDR")]
     pub advertise_raft: Option<String>,
+    /// How the node writes its logs to stderr: `text`, or `json` (one object per line, with
+    /// the request span's fields). `RUST_LOG` filters either (default `warn`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// TLS on every listener (mutual TLS between nodes).
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -179,6 +183,34 @@ pub struct NodeArgs {
     /// hand-offs; SQLite work has threads of its own), more makes a work-stealing pool.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub worker_threads: u16,
+}
+
+/// How a process writes its logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Installs the process's log subscriber on stderr: `RUST_LOG` filters (default `warn`), in
+/// `format`. The first call wins.
+pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let installed = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    drop(installed);
 }
 
 /// Builds the async runtime `args` ask for and runs the node on it until SIGINT or SIGTERM:

@@ -158,14 +158,28 @@ impl CommandSink for RaftSink {
         let operation = crate::service::operation_of(&command)
             .unwrap_or("unknown")
             .to_string();
-        let result = self.send(kind, command).await;
+        // One span per request, from the API listener through forwarding, propose and apply
+        // (their spans nest in it) to the reply; `RUST_LOG` picks what is shown.
+        let request = call::current_request();
+        let span = tracing::info_span!(
+            "request",
+            operation = %operation,
+            kind = ?kind,
+            client = request.as_ref().map_or("", |r| r.client.as_str()),
+            seq = request.as_ref().map_or(0, |r| r.seq),
+        );
+        let result = tracing::Instrument::instrument(self.send(kind, command), span.clone()).await;
         let outcome = match &result {
             Ok(reply) => crate::service::outcome_of(reply),
             Err(failure) => failure.kind().to_string(),
         };
+        let elapsed = started.elapsed();
+        span.in_scope(
+            || tracing::debug!(%outcome, elapsed_us = elapsed.as_micros() as u64, "answered"),
+        );
         self.node
             .metrics()
-            .request(&operation, kind, &outcome, started.elapsed());
+            .request(&operation, kind, &outcome, elapsed);
         result
     }
 }

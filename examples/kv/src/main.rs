@@ -22,10 +22,6 @@ enum Cli {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
     // `kv node --config FILE`: the file's flags, then the command line's.
     let argv = match runtime::config::expand(std::env::args_os().collect()) {
         Ok(argv) => argv,
@@ -38,6 +34,7 @@ fn main() -> ExitCode {
         Cli::Node(args) => *args,
         Cli::Call { args } => return kv_generated::cli::main("kv", args),
     };
+    runtime::host::init_logging(args.log_format);
     match runtime::host::run_blocking(args, &kv_generated::KvNode(kv::KvTables)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

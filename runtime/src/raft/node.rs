@@ -718,7 +718,12 @@ impl RaftNode {
                 if !self.is_leader() {
                     return Answer::NotLeader(self.leader());
                 }
-                match self.propose(envelope).await {
+                let span = tracing::info_span!(
+                    "forwarded",
+                    client = %envelope.client,
+                    seq = envelope.seq
+                );
+                match tracing::Instrument::instrument(self.propose(envelope), span).await {
                     Ok(applied) => Answer::Applied(applied),
                     Err(NodeError::Rejected(Rejected(reason))) => Answer::Rejected(reason),
                     Err(e) => Answer::Failed(e.to_string()),

@@ -337,6 +337,7 @@ fn apply_envelope(
     index: u64,
     env: &Envelope,
 ) -> io::Result<Outcome> {
+    let _span = tracing::debug_span!("apply", index, client = %env.client, seq = env.seq).entered();
     let hash: [u8; 32] = Sha256::digest(&env.command).into();
     let seen: Option<(Option<Vec<u8>>, bool, Vec<u8>)> = conn
         .prepare_cached(
