@@ -263,6 +263,13 @@ enum AdminVerb {
     Snapshot,
     /// The digest of the node's state.
     Digest,
+    /// A consistent copy of the node's state database, written to FILE (checked against the
+    /// node's SHA-256); `bank node --restore FILE --init` starts a new cluster from it.
+    Backup {
+        /// Where to write it.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Set a failpoint on this node (a build with the `failpoints` feature; see
     /// `runtime::failpoint` for the points), e.g. `raft_log::commit return`; `off` clears it.
     Failpoint {
@@ -394,6 +401,18 @@ fn run(command: Command) -> Result<String, CliError> {
                         .map_err(|e| CliError::Usage(e.to_string()));
                 }
                 AdminVerb::Status { json: true } => AdminRequest::Status,
+                AdminVerb::Backup { out } => {
+                    let report = runtime()?
+                        .block_on(runtime::host::backup(&connect, &credentials, &out))
+                        .map_err(|e| CliError::Usage(e.to_string()))?;
+                    return Ok(format!(
+                        "backup of applied index {} ({} bytes, digest {}) written to {}",
+                        report["applied_index"],
+                        report["len"],
+                        report["digest"].as_str().unwrap_or("?"),
+                        out.display()
+                    ));
+                }
                 AdminVerb::AddLearner { id, api, raft } => AdminRequest::AddLearner {
                     id,
                     addr: NodeAddr {

@@ -137,6 +137,11 @@ pub struct NodeArgs {
     /// Start a new cluster with this node as its only member.
     #[arg(long, conflicts_with = "join")]
     pub init: bool,
+    /// Start the new cluster (with `--init`) from a backup (`admin backup --out FILE`): its
+    /// state, without the old cluster's membership and request records. The data directory
+    /// must be empty.
+    #[arg(long, value_name = "FILE", requires = "init")]
+    pub restore: Option<PathBuf>,
     /// Join the cluster through this node's raft address.
     #[arg(long, value_name = "ADDR")]
     pub join: Option<String>,
@@ -288,6 +293,13 @@ pub async fn start(args: NodeArgs, service: &dyn HostedService) -> Result<Runnin
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
+    if let Some(backup) = &args.restore {
+        crate::raft::state_machine::StateMachine::restore(
+            backup,
+            &args.data_dir.join(crate::raft::node::STATE_DB),
+        )
+        .map_err(|e| HostError::Config(format!("--restore {}: {e}", backup.display())))?;
+    }
     let api_tls = credentials.tls.clone();
     let mut config = NodeConfig::new(args.id, args.data_dir.clone(), credentials.clone());
     config.snapshot_every = args.snapshot_every;
@@ -526,6 +538,60 @@ pub async fn status_table(
         })
         .collect();
     Ok(lines.join("\n"))
+}
+
+/// Takes a backup of the node at `raft_addr` ([`AdminRequest::Backup`]) and writes it to `out`:
+/// read in chunks, checked against the node's length and SHA-256, fsynced, then renamed into
+/// place. Returns the node's report (name, length, SHA-256, applied index, digest).
+pub async fn backup(
+    raft_addr: &str,
+    credentials: &RaftCredentials,
+    out: &std::path::Path,
+) -> Result<serde_json::Value, HostError> {
+    use sha2::Digest as _;
+    use std::io::Write as _;
+    let report = admin(raft_addr, credentials, AdminRequest::Backup).await?;
+    let name = report["name"].as_str().unwrap_or_default().to_string();
+    let file_error = |e: std::io::Error| HostError::Admin(format!("{}: {e}", out.display()));
+    let part = out.with_extension("part");
+    let mut file = std::fs::File::create(&part).map_err(file_error)?;
+    let client = RaftClient::connect(raft_addr, credentials)
+        .await
+        .map_err(|s| HostError::Admin(format!("{raft_addr}: {}", s.message())))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut len = 0u64;
+    loop {
+        let message = Message::ReadBackup {
+            name: name.clone(),
+            offset: len,
+        };
+        let bytes = match call(&client, &message).await {
+            Ok(Answer::Bytes(bytes)) => bytes,
+            Ok(Answer::Failed(e)) => return Err(HostError::Admin(e)),
+            Ok(other) => return Err(HostError::Admin(format!("unexpected answer {other:?}"))),
+            Err(s) => return Err(HostError::Admin(format!("{raft_addr}: {}", s.message()))),
+        };
+        if bytes.is_empty() {
+            break;
+        }
+        hasher.update(&bytes);
+        file.write_all(&bytes).map_err(file_error)?;
+        len += bytes.len() as u64;
+    }
+    let sha256: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if Some(len) != report["len"].as_u64() || report["sha256"] != sha256.as_str() {
+        let _ = std::fs::remove_file(&part);
+        return Err(HostError::Admin(format!(
+            "the backup arrived damaged: {len} bytes with SHA-256 {sha256}, not {report}"
+        )));
+    }
+    file.sync_all().map_err(file_error)?;
+    std::fs::rename(&part, out).map_err(file_error)?;
+    Ok(report)
 }
 
 /// Sends an admin request to the node at `raft_addr`, following redirects to the leader for

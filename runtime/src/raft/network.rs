@@ -62,6 +62,14 @@ pub enum Message {
     Admin(AdminRequest),
     /// openraft pre-vote: would the receiver vote for this candidate? (Nothing is persisted.)
     PreVote(VoteRequest<C>),
+    /// Up to [`SNAPSHOT_CHUNK`] bytes of the backup `name` (made by [`AdminRequest::Backup`])
+    /// from `offset`.
+    ReadBackup {
+        /// The backup's file name, as the backup's report gave it.
+        name: String,
+        /// Where to read from.
+        offset: u64,
+    },
 }
 
 /// Administrative requests (what an `admin` command of a service binary sends).
@@ -102,6 +110,10 @@ pub enum AdminRequest {
     Snapshot,
     /// The digest of this node's application state.
     Digest,
+    /// Write a consistent copy of this node's state database to its data directory and report
+    /// its name, length, SHA-256, applied index and digest (read it with
+    /// [`Message::ReadBackup`]; the previous backup is removed).
+    Backup,
     /// Set a failpoint on this node (see [`crate::failpoint`]; refused by a build without the
     /// `failpoints` feature).
     Failpoint {
@@ -149,6 +161,8 @@ pub enum Answer {
     Failed(String),
     /// To [`Message::Forward`]: the write's request id was used before for another command.
     Rejected(String),
+    /// To [`Message::ReadBackup`]: the bytes (empty at the end of the file).
+    Bytes(Vec<u8>),
 }
 
 /// Encodes a message.
@@ -506,7 +520,7 @@ fn status_error(status: tonic::Status) -> RPCError<C> {
 }
 
 /// A transfer id that two concurrent transfers will not share.
-fn rand_id() -> u64 {
+pub(crate) fn rand_id() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(1);
     let nanos = std::time::SystemTime::now()

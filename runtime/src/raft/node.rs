@@ -43,6 +43,12 @@ const HANDLER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest an admin request (e.g. adding a learner that must catch up) may take.
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The state database's file name in a node's data directory.
+pub const STATE_DB: &str = "state.db";
+
+/// Where a node keeps the backup it made last, in its data directory.
+const BACKUP_DIR: &str = "backups";
+
 /// Settings of one node.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -168,7 +174,7 @@ impl RaftNode {
         std::fs::create_dir_all(&config.data_dir)?;
         let snapshot_dir = config.data_dir.join("snapshots");
         let log = LogStore::open(&config.data_dir.join("raft-log.db"))?;
-        let sm = StateMachine::open(app, &config.data_dir.join("state.db"), &snapshot_dir)?;
+        let sm = StateMachine::open(app, &config.data_dir.join(STATE_DB), &snapshot_dir)?;
         let raft_config = Config {
             cluster_name: config.cluster_name.clone(),
             heartbeat_interval: config.heartbeat.as_millis() as u64,
@@ -544,6 +550,62 @@ impl RaftNode {
         })
     }
 
+    fn backup_dir(&self) -> PathBuf {
+        self.snapshot_dir
+            .parent()
+            .map_or_else(|| PathBuf::from(BACKUP_DIR), |d| d.join(BACKUP_DIR))
+    }
+
+    /// Makes a backup (see [`AdminRequest::Backup`]) and reports it.
+    async fn backup(&self) -> std::io::Result<serde_json::Value> {
+        use sha2::Digest as _;
+        let dir = self.backup_dir();
+        tokio::fs::create_dir_all(&dir).await?;
+        // One backup at a time on disk: the previous one goes.
+        let mut entries = tokio::fs::read_dir(&dir).await?;
+        while let Some(entry) = entries.next_entry().await? {
+            tokio::fs::remove_file(entry.path()).await?;
+        }
+        let name = format!("backup-{:016x}.db", crate::raft::network::rand_id());
+        let path = dir.join(&name);
+        let (applied, digest) = self.sm.backup(path.clone()).await?;
+        let bytes = tokio::fs::read(&path).await?;
+        let sha256: String = sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(json!({
+            "name": name,
+            "len": bytes.len(),
+            "sha256": sha256,
+            "applied_index": applied,
+            "digest": digest,
+        }))
+    }
+
+    /// Up to one chunk of the backup `name` from `offset`.
+    async fn read_backup(&self, name: &str, offset: u64) -> std::io::Result<Vec<u8>> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let valid = name.starts_with("backup-")
+            && name.ends_with(".db")
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if !valid {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("`{name}` is not a backup's name"),
+            ));
+        }
+        let mut file = tokio::fs::File::open(self.backup_dir().join(name)).await?;
+        file.seek(std::io::SeekFrom::Start(offset)).await?;
+        let mut buf = Vec::with_capacity(crate::raft::network::SNAPSHOT_CHUNK);
+        file.take(crate::raft::network::SNAPSHOT_CHUNK as u64)
+            .read_to_end(&mut buf)
+            .await?;
+        Ok(buf)
+    }
+
     /// What the node counts (see [`crate::metrics`]).
     pub fn metrics(&self) -> &crate::metrics::NodeMetrics {
         &self.metrics
@@ -586,6 +648,7 @@ impl RaftNode {
             AdminRequest::Status
                 | AdminRequest::Snapshot
                 | AdminRequest::Digest
+                | AdminRequest::Backup
                 | AdminRequest::Failpoint { .. }
         );
         if needs_leader && !self.is_leader() {
@@ -593,6 +656,7 @@ impl RaftNode {
         }
         let result: Result<serde_json::Value, String> = match request {
             AdminRequest::Status => Ok(self.status()),
+            AdminRequest::Backup => self.backup().await.map_err(|e| e.to_string()),
             AdminRequest::Failpoint { name, actions } => {
                 crate::failpoint::configure(&name, &actions)
                     .map(|()| json!({"failpoint": name, "actions": actions}))
@@ -741,6 +805,10 @@ impl RaftNode {
                     Err(e) => Answer::Failed(e),
                 }
             }
+            Message::ReadBackup { name, offset } => match self.read_backup(&name, offset).await {
+                Ok(bytes) => Answer::Bytes(bytes),
+                Err(e) => Answer::Failed(format!("backup {name}: {e}")),
+            },
             Message::Admin(request) => {
                 match tokio::time::timeout(ADMIN_TIMEOUT, self.admin(request)).await {
                     Ok(answer) => answer,

@@ -295,6 +295,61 @@ impl StateMachine {
         .await
     }
 
+    /// Writes a consistent copy of the database to `to` (what one read transaction sees:
+    /// everything applied when it starts), fsynced; returns the applied index it holds and the
+    /// application's digest of it, read from the copy itself.
+    pub async fn backup(&self, to: PathBuf) -> io::Result<(Option<u64>, String)> {
+        self.reading(move |shared, reader| {
+            if to.exists() {
+                std::fs::remove_file(&to)?;
+            }
+            reader
+                .execute("VACUUM INTO ?1", [to.to_string_lossy()])
+                .map_err(io_err)?;
+            std::fs::File::open(&to)?.sync_all()?;
+            let copy = Connection::open_with_flags(&to, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map_err(io_err)?;
+            let applied: Option<LogId> = read_meta(&copy, "last_applied")?;
+            let digest = shared.app.digest(&copy).map_err(io::Error::other)?;
+            Ok((applied.map(|l| l.index), digest))
+        })
+        .await
+    }
+
+    /// Makes the backup at `backup` the state database at `db_path` of a new cluster: a copy,
+    /// stripped of the old cluster's raft metadata (applied log id, membership) and request
+    /// records, made durable before it takes the database's name. Refuses to replace an
+    /// existing database.
+    pub fn restore(backup: &Path, db_path: &Path) -> io::Result<()> {
+        if db_path.exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists: restore into an empty data directory",
+                    db_path.display()
+                ),
+            ));
+        }
+        if let Some(dir) = db_path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = db_path.with_extension("restoring");
+        std::fs::copy(backup, &tmp)?;
+        {
+            let conn = Connection::open(&tmp).map_err(io_err)?;
+            conn.execute_batch(&format!(
+                "{RUNTIME_SCHEMA} DELETE FROM _raft_meta; DELETE FROM _raft_requests;"
+            ))
+            .map_err(io_err)?;
+        }
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, db_path)?;
+        if let Some(dir) = db_path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
     fn snapshot_paths(&self, meta_name: &str) -> (PathBuf, PathBuf) {
         let dir = &self.shared.snapshot_dir;
         (
