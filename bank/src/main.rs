@@ -17,12 +17,12 @@ use clap::{Parser, Subcommand};
 #[command(name = "bank", version)]
 struct Cli {
     #[command(subcommand)]
-    command: Top,
+    command: Entry,
 }
 
 /// `call` (the generated command line of the bank's API) and the rest.
 #[derive(Debug, Subcommand)]
-enum Top {
+enum Entry {
     /// Call one operation on a server or node, e.g. `bank call deposit --account-id 1 --amount
     /// 10.00 --connect ADDR` (`bank call --help` lists the operations; exit code 3 when the bank
     /// refuses, 4 when the call fails).
@@ -73,6 +73,19 @@ enum Command {
         tls: runtime::tls::TlsArgs,
         #[command(subcommand)]
         verb: AdminVerb,
+    },
+    /// A live view of a cluster (every member's role, term, applied index, lag and ops/s,
+    /// refreshed each second; q quits).
+    Top {
+        /// Any member's raft address.
+        #[arg(long, value_name = "ADDR")]
+        connect: String,
+        /// The cluster's shared secret (default: $RAFT_SECRET).
+        #[arg(long, env = runtime::host::SECRET_ENV, hide_env_values = true)]
+        secret: String,
+        /// On a TLS cluster: the CA and a certificate it signed.
+        #[command(flatten)]
+        tls: runtime::tls::TlsArgs,
     },
     /// Start a 3-node cluster, run the walk-through, kill the leader, run it again, report.
     Demo {
@@ -304,8 +317,8 @@ fn main() -> ExitCode {
         }
     };
     let command = match Cli::parse_from(argv).command {
-        Top::Call { args } => return bank_generated::cli::main("bank", args),
-        Top::Other(command) => *command,
+        Entry::Call { args } => return bank_generated::cli::main("bank", args),
+        Entry::Other(command) => *command,
     };
     runtime::host::init_logging(match &command {
         Command::Node(args) => args.log_format,
@@ -431,6 +444,20 @@ fn run(command: Command) -> Result<String, CliError> {
                 .block_on(runtime::host::admin(&connect, &credentials, request))
                 .map_err(|e| CliError::Usage(e.to_string()))?;
             Ok(serde_json::to_string_pretty(&value).unwrap_or_default())
+        }
+        Command::Top {
+            connect,
+            secret,
+            tls,
+        } => {
+            let credentials = runtime::raft_rpc::RaftCredentials {
+                secret,
+                tls: tls.load().map_err(|e| CliError::Usage(e.to_string()))?,
+            };
+            runtime()?
+                .block_on(runtime::top::run(&connect, &credentials))
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            Ok(String::new())
         }
         Command::Bench { layers, args } => runtime()?.block_on(run_bench(layers, args)),
         Command::Chaos {

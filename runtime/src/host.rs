@@ -455,72 +455,101 @@ pub async fn run(args: NodeArgs, service: &dyn HostedService) -> Result<(), Host
     }
 }
 
-/// Every member's status as a table, asked of each member in turn through the membership the
-/// node at `raft_addr` knows: id, role, term, API and raft addresses, applied index, lag behind
-/// the leader, last snapshot index. A member that does not answer is listed as unreachable.
+/// One member of a cluster as it reports itself.
+#[derive(Debug, Clone)]
+pub struct MemberStatus {
+    /// Its id.
+    pub id: String,
+    /// Its gRPC API address.
+    pub api: String,
+    /// Its raft address.
+    pub raft: String,
+    /// Whether it is a learner (not a voter).
+    pub learner: bool,
+    /// Its own status report (`AdminRequest::Status`); `None` when it did not answer.
+    pub status: Option<serde_json::Value>,
+    /// How far behind the leader's log it is, in the leader's view.
+    pub lag: Option<u64>,
+}
+
+/// Every member's status, asked of each member in turn through the membership the node at
+/// `raft_addr` knows.
+pub async fn member_statuses(
+    raft_addr: &str,
+    credentials: &RaftCredentials,
+) -> Result<Vec<MemberStatus>, HostError> {
+    let first = admin(raft_addr, credentials, AdminRequest::Status).await?;
+    let members = first["members"].as_object().cloned().unwrap_or_default();
+    let mut out = Vec::new();
+    for (id, member) in &members {
+        let raft = member["raft"].as_str().unwrap_or_default().to_string();
+        let status = admin(&raft, credentials, AdminRequest::Status).await.ok();
+        out.push(MemberStatus {
+            id: id.clone(),
+            api: member["api"]["grpc"].as_str().unwrap_or("-").to_string(),
+            raft,
+            learner: member["role"] == "learner",
+            status,
+            lag: None,
+        });
+    }
+    let leader_lag = out
+        .iter()
+        .filter_map(|m| m.status.as_ref())
+        .find(|s| s["role"] == "Leader")
+        .map(|s| s["lag"].clone());
+    if let Some(lag) = leader_lag {
+        for m in &mut out {
+            m.lag = lag[&m.id].as_u64();
+        }
+    }
+    Ok(out)
+}
+
+/// A member's role as a table shows it: the role it reports, marked when it is a learner or
+/// (a leader) cut off from a quorum; `unreachable` when it did not answer.
+pub fn role_text(member: &MemberStatus) -> String {
+    let Some(s) = &member.status else {
+        return "unreachable".into();
+    };
+    let mut role = s["role"].as_str().unwrap_or("?").to_string();
+    if member.learner {
+        role.push_str(" (learner)");
+    }
+    if s["quorum_lost"] == true {
+        role.push_str(" (no quorum)");
+    }
+    role
+}
+
+/// Every member's status as a table ([`member_statuses`]): id, role, term, API and raft
+/// addresses, applied index, lag behind the leader, last snapshot index.
 pub async fn status_table(
     raft_addr: &str,
     credentials: &RaftCredentials,
 ) -> Result<String, HostError> {
-    let first = admin(raft_addr, credentials, AdminRequest::Status).await?;
-    let members = first["members"].as_object().cloned().unwrap_or_default();
+    let number = |v: Option<&serde_json::Value>| {
+        v.and_then(serde_json::Value::as_u64)
+            .map_or("-".to_string(), |n| n.to_string())
+    };
     let mut rows = vec![
         [
             "id", "role", "term", "api", "raft", "applied", "lag", "snapshot",
         ]
         .map(String::from),
     ];
-    let mut leader_view: Option<serde_json::Value> = None;
-    let mut statuses = Vec::new();
-    for (id, member) in &members {
-        let raft = member["raft"].as_str().unwrap_or_default().to_string();
-        let status = admin(&raft, credentials, AdminRequest::Status).await.ok();
-        if let Some(s) = &status
-            && s["role"] == "Leader"
-        {
-            leader_view = Some(s.clone());
-        }
-        statuses.push((id.clone(), member.clone(), raft, status));
-    }
-    let number = |v: &serde_json::Value| v.as_u64().map_or("-".to_string(), |n| n.to_string());
-    for (id, member, raft, status) in statuses {
-        let api = member["api"]["grpc"].as_str().unwrap_or("-").to_string();
-        let lag = leader_view
-            .as_ref()
-            .and_then(|l| l["lag"][&id].as_u64())
-            .map_or("-".to_string(), |n| n.to_string());
-        let row = match status {
-            Some(s) => {
-                let mut role = s["role"].as_str().unwrap_or("?").to_string();
-                if member["role"] == "learner" {
-                    role.push_str(" (learner)");
-                }
-                if s["quorum_lost"] == true {
-                    role.push_str(" (no quorum)");
-                }
-                [
-                    id,
-                    role,
-                    number(&s["term"]),
-                    api,
-                    raft,
-                    number(&s["last_applied_index"]),
-                    lag,
-                    number(&s["snapshot_index"]),
-                ]
-            }
-            None => [
-                id,
-                "unreachable".into(),
-                "-".into(),
-                api,
-                raft,
-                "-".into(),
-                lag,
-                "-".into(),
-            ],
-        };
-        rows.push(row);
+    for m in member_statuses(raft_addr, credentials).await? {
+        let field = |key: &str| number(m.status.as_ref().map(|s| &s[key]));
+        rows.push([
+            m.id.clone(),
+            role_text(&m),
+            field("term"),
+            m.api.clone(),
+            m.raft.clone(),
+            field("last_applied_index"),
+            m.lag.map_or("-".to_string(), |n| n.to_string()),
+            field("snapshot_index"),
+        ]);
     }
     let widths: Vec<usize> = (0..8)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))

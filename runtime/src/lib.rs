@@ -94,6 +94,7 @@ pub mod service;
 pub mod sink;
 pub mod tcp;
 pub mod tls;
+pub mod top;
 mod util;
 pub mod wire;
 pub mod zmq;
