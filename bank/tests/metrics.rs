@@ -73,6 +73,8 @@ async fn every_node_serves_metrics_that_agree_with_admin_status() {
             .expect("deposit");
     }
     assert!(client.deposit(9999, Decimal::ONE).await.is_err());
+    // A linearizable read waits for its read index.
+    client.list_accounts(0, 10).await.expect("a read");
     let replicas = c
         .converged(Duration::from_secs(60))
         .await
@@ -88,6 +90,11 @@ async fn every_node_serves_metrics_that_agree_with_admin_status() {
         scrape.contains(r#"request_seconds_count{operation="deposit",kind="command"} 4"#),
         "{scrape}"
     );
+    assert!(
+        sample(&scrape, "read_index_seconds_count") >= Some(1.0),
+        "{scrape}"
+    );
+    assert_eq!(sample(&scrape, "dedup_hits_total"), Some(0.0), "{scrape}");
 
     let mut leaders = 0;
     for n in &c.nodes {
@@ -112,6 +119,15 @@ async fn every_node_serves_metrics_that_agree_with_admin_status() {
             Some(replicas[0].1 as f64),
             "node {}",
             n.id
+        );
+        // Every node logged and applied the writes.
+        assert!(
+            sample(&scrape, "raft_log_commit_seconds_count") >= Some(1.0),
+            "{scrape}"
+        );
+        assert!(
+            sample(&scrape, "raft_apply_seconds_count") >= Some(1.0),
+            "{scrape}"
         );
         if sample(&scrape, r#"raft_role{role="Leader"}"#) == Some(1.0) {
             leaders += 1;

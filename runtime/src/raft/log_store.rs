@@ -134,6 +134,8 @@ struct Shared {
     thread: Option<thread::JoinHandle<()>>,
     /// SQLite commits of transactions that wrote something.
     commits: Arc<AtomicU64>,
+    /// How long each committed batch took, its fsync included.
+    commit_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl Drop for Shared {
@@ -264,9 +266,11 @@ impl LogStore {
         let (tx, rx) = mpsc::channel();
         let commits = Arc::new(AtomicU64::new(0));
         let thread_commits = Arc::clone(&commits);
+        let commit_seconds = crate::metrics::latency_histogram();
+        let thread_seconds = commit_seconds.clone();
         let thread = thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || writer_loop(conn, rx, &thread_commits))
+            .spawn(move || writer_loop(conn, rx, &thread_commits, &thread_seconds))
             .map_err(located)?;
 
         Ok(Self {
@@ -274,6 +278,7 @@ impl LogStore {
                 tx: Some(tx),
                 thread: Some(thread),
                 commits,
+                commit_seconds,
             }),
             tail: Arc::new(Mutex::new(BTreeMap::new())),
         })
@@ -313,6 +318,12 @@ impl LogStore {
         )
         .map_err(io::Error::other)?;
         Ok(conn)
+    }
+
+    /// How long each batch that changed the log took to commit, its fsync included (the node
+    /// exports it as `raft_log_commit_seconds`).
+    pub fn commit_seconds(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.shared.commit_seconds.clone()
     }
 
     /// How many SQLite transactions that changed the log have been committed (each one fsync)
@@ -435,7 +446,12 @@ fn sql_range<RB: RangeBounds<u64>>(range: &RB) -> Option<(i64, i64)> {
 }
 
 /// The writer thread: one batch (one transaction, one commit) per wake-up.
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Request>, commits: &AtomicU64) {
+fn writer_loop(
+    mut conn: Connection,
+    rx: mpsc::Receiver<Request>,
+    commits: &AtomicU64,
+    commit_seconds: &prometheus_client::metrics::histogram::Histogram,
+) {
     let mut committed: HeldCommitted = None;
     let mut broken: Option<String> = None;
     while let Ok(first) = rx.recv() {
@@ -450,7 +466,11 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Request>, commits: &Atom
             }
             continue;
         }
+        let (started, before) = (std::time::Instant::now(), commits.load(Ordering::Acquire));
         broken = run_batch(&mut conn, batch, &mut committed, commits);
+        if commits.load(Ordering::Acquire) != before {
+            commit_seconds.observe(started.elapsed().as_secs_f64());
+        }
     }
     // Last chance for the held committed id (a clean shutdown keeps it).
     if let Some(value) = committed.take() {

@@ -175,6 +175,11 @@ impl RaftNode {
         let snapshot_dir = config.data_dir.join("snapshots");
         let log = LogStore::open(&config.data_dir.join("raft-log.db"))?;
         let sm = StateMachine::open(app, &config.data_dir.join(STATE_DB), &snapshot_dir)?;
+        let storage_metrics = crate::metrics::StorageMetrics {
+            log_commit_seconds: log.commit_seconds(),
+            apply_seconds: sm.apply_seconds(),
+            dedup_hits: sm.dedup_hits(),
+        };
         let raft_config = Config {
             cluster_name: config.cluster_name.clone(),
             heartbeat_interval: config.heartbeat.as_millis() as u64,
@@ -202,7 +207,7 @@ impl RaftNode {
             id: config.id,
             addr,
             credentials: config.credentials,
-            metrics: crate::metrics::NodeMetrics::default(),
+            metrics: crate::metrics::NodeMetrics::new(storage_metrics),
             redirect_writes: config.redirect_writes,
             raft,
             sm,
@@ -439,7 +444,8 @@ impl RaftNode {
     /// Answers a serialized query at the given consistency level.
     /// Every wait in it ends by one deadline, [`RETRY_FOR`] after the call.
     pub async fn read(&self, query: Vec<u8>, level: ReadLevel) -> Result<Vec<u8>, NodeError> {
-        let deadline = tokio::time::Instant::now() + RETRY_FOR;
+        let started = tokio::time::Instant::now();
+        let deadline = started + RETRY_FOR;
         let index = match level {
             ReadLevel::Linearizable => Some(self.read_index(deadline).await?),
             ReadLevel::Lease => Some(self.lease_index(deadline).await?),
@@ -452,6 +458,9 @@ impl RaftNode {
                 .applied_index_at_least(Some(index), "linearizable read")
                 .await
                 .map_err(|e| NodeError::NoLeader(format!("read index {index} not applied: {e}")))?;
+            if level == ReadLevel::Linearizable {
+                self.metrics.read_index_wait(started.elapsed());
+            }
         }
         Ok(self.sm.query(query).await?)
     }

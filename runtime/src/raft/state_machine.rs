@@ -145,6 +145,10 @@ struct Shared {
     read_gate: RwLock<()>,
     /// Bounds the queries running at once.
     read_slots: tokio::sync::Semaphore,
+    /// How long each applied batch took.
+    apply_seconds: prometheus_client::metrics::histogram::Histogram,
+    /// Retries answered from a request record instead of applied again.
+    dedup_hits: prometheus_client::metrics::counter::Counter,
 }
 
 fn lock(db: &Db) -> io::Result<MutexGuard<'_, Option<Connection>>> {
@@ -192,6 +196,8 @@ impl StateMachine {
                 readers: Mutex::new(Vec::new()),
                 read_gate: RwLock::new(()),
                 read_slots: tokio::sync::Semaphore::new(READERS),
+                apply_seconds: crate::metrics::latency_histogram(),
+                dedup_hits: Default::default(),
             }),
         })
     }
@@ -350,6 +356,16 @@ impl StateMachine {
         Ok(())
     }
 
+    /// How long each applied batch took (exported as `raft_apply_seconds`).
+    pub fn apply_seconds(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.shared.apply_seconds.clone()
+    }
+
+    /// Retries answered from a request record (exported as `dedup_hits_total`).
+    pub fn dedup_hits(&self) -> prometheus_client::metrics::counter::Counter {
+        self.shared.dedup_hits.clone()
+    }
+
     fn snapshot_paths(&self, meta_name: &str) -> (PathBuf, PathBuf) {
         let dir = &self.shared.snapshot_dir;
         (
@@ -387,7 +403,7 @@ fn write_meta<T: serde::Serialize>(conn: &Connection, key: &str, value: &T) -> i
 
 /// Applies one normal entry inside the batch transaction; returns its outcome.
 fn apply_envelope(
-    app: &dyn Application,
+    shared: &Shared,
     conn: &Connection,
     index: u64,
     env: &Envelope,
@@ -412,6 +428,7 @@ fn apply_envelope(
             ))));
         }
         // A retry of a request already applied: the original answer, no second application.
+        shared.dedup_hits.inc();
         return Ok(Ok(Applied { ok, reply }));
     }
     run_cached(conn, "SAVEPOINT command")?;
@@ -419,7 +436,8 @@ fn apply_envelope(
         index,
         time: DateTime::from_timestamp_micros(env.time_us).unwrap_or(DateTime::UNIX_EPOCH),
     };
-    let applied = app
+    let applied = shared
+        .app
         .apply(conn, &ctx, &env.command)
         .map_err(|e| io::Error::other(format!("applying entry {index}: {e}")))?;
     if !applied.ok {
@@ -479,6 +497,7 @@ impl RaftStateMachine<C> for StateMachine {
             return Ok(());
         }
         let (entries, responders): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let started = std::time::Instant::now();
         let outcomes = self
             .blocking(move |shared, writer| {
                 let tx = writer
@@ -508,7 +527,7 @@ impl RaftStateMachine<C> for StateMachine {
                                 })
                                 .map_err(io_err)?;
                             }
-                            apply_envelope(shared.app.as_ref(), &tx, index, env)?
+                            apply_envelope(shared, &tx, index, env)?
                         }
                         EntryPayload::Membership(m) => {
                             membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
@@ -526,6 +545,9 @@ impl RaftStateMachine<C> for StateMachine {
                 Ok(outcomes)
             })
             .await?;
+        self.shared
+            .apply_seconds
+            .observe(started.elapsed().as_secs_f64());
         for (responder, outcome) in responders.into_iter().zip(outcomes) {
             if let Some(responder) = responder {
                 responder.send(outcome);
