@@ -61,31 +61,16 @@ enum Command {
     },
     /// Administer a cluster through any node's raft address.
     Admin {
-        /// A node's raft address.
-        #[arg(long, value_name = "ADDR")]
-        connect: String,
-        /// The cluster's shared secret (default: $RAFT_SECRET).
-        #[arg(long, env = runtime::host::SECRET_ENV, hide_env_values = true)]
-        secret: String,
-        /// On a TLS cluster: the CA and a certificate it signed (`cluster up --tls` writes
-        /// `DIR/tls/admin.pem` and `admin.key`).
         #[command(flatten)]
-        tls: runtime::tls::TlsArgs,
+        access: ClusterAccess,
         #[command(subcommand)]
         verb: AdminVerb,
     },
     /// A live view of a cluster (every member's role, term, applied index, lag and ops/s,
     /// refreshed each second; q quits).
     Top {
-        /// Any member's raft address.
-        #[arg(long, value_name = "ADDR")]
-        connect: String,
-        /// The cluster's shared secret (default: $RAFT_SECRET).
-        #[arg(long, env = runtime::host::SECRET_ENV, hide_env_values = true)]
-        secret: String,
-        /// On a TLS cluster: the CA and a certificate it signed.
         #[command(flatten)]
-        tls: runtime::tls::TlsArgs,
+        access: ClusterAccess,
     },
     /// Start a 3-node cluster, run the walk-through, kill the leader, run it again, report.
     Demo {
@@ -237,6 +222,33 @@ enum ClusterCommand {
         #[arg(long)]
         tls: bool,
     },
+}
+
+/// How to reach a cluster's raft service: any member's address and the credentials.
+#[derive(Debug, clap::Args)]
+struct ClusterAccess {
+    /// Any member's raft address.
+    #[arg(long, value_name = "ADDR")]
+    connect: String,
+    /// The cluster's shared secret (default: $RAFT_SECRET).
+    #[arg(long, env = runtime::host::SECRET_ENV, hide_env_values = true)]
+    secret: String,
+    /// On a TLS cluster: the CA and a certificate it signed (`cluster up --tls` writes
+    /// `DIR/tls/admin.pem` and `admin.key`).
+    #[command(flatten)]
+    tls: runtime::tls::TlsArgs,
+}
+
+impl ClusterAccess {
+    fn credentials(&self) -> Result<runtime::raft_rpc::RaftCredentials, CliError> {
+        Ok(runtime::raft_rpc::RaftCredentials {
+            secret: self.secret.clone(),
+            tls: self
+                .tls
+                .load()
+                .map_err(|e| CliError::Usage(e.to_string()))?,
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -395,18 +407,11 @@ fn run(command: Command) -> Result<String, CliError> {
             drop(cluster);
             Ok("cluster stopped".into())
         }),
-        Command::Admin {
-            connect,
-            secret,
-            tls,
-            verb,
-        } => {
+        Command::Admin { access, verb } => {
             use runtime::raft::network::AdminRequest;
             use runtime::raft::types::NodeAddr;
-            let credentials = runtime::raft_rpc::RaftCredentials {
-                secret,
-                tls: tls.load().map_err(|e| CliError::Usage(e.to_string()))?,
-            };
+            let credentials = access.credentials()?;
+            let connect = access.connect;
             let request = match verb {
                 AdminVerb::Status { json: false } => {
                     return runtime()?
@@ -445,17 +450,10 @@ fn run(command: Command) -> Result<String, CliError> {
                 .map_err(|e| CliError::Usage(e.to_string()))?;
             Ok(serde_json::to_string_pretty(&value).unwrap_or_default())
         }
-        Command::Top {
-            connect,
-            secret,
-            tls,
-        } => {
-            let credentials = runtime::raft_rpc::RaftCredentials {
-                secret,
-                tls: tls.load().map_err(|e| CliError::Usage(e.to_string()))?,
-            };
+        Command::Top { access } => {
+            let credentials = access.credentials()?;
             runtime()?
-                .block_on(runtime::top::run(&connect, &credentials))
+                .block_on(runtime::top::run(&access.connect, &credentials))
                 .map_err(|e| CliError::Usage(e.to_string()))?;
             Ok(String::new())
         }

@@ -257,24 +257,12 @@ async fn a_new_learner_catches_up_from_a_snapshot_after_the_log_is_purged() {
         .await
         .expect("snapshot");
     }
-    // Wait until the leader has purged its log.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = c.status(leader).await.expect("status");
-        if status["purged_index"].as_u64().unwrap_or(0) > 0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "log never purged: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let node4 = c.spawn(4, false).await.expect("node 4 joins");
-    c.nodes.push(node4);
-    c.wait_for_voters(&[1, 2, 3, 4], Duration::from_secs(60))
+    c.wait_purged(leader, Duration::from_secs(60))
         .await
-        .expect("node 4 promoted");
+        .expect("the leader purges its log");
+    c.add_member(4, Duration::from_secs(60))
+        .await
+        .expect("node 4 joins and is promoted");
     let replicas = c
         .converged(Duration::from_secs(60))
         .await

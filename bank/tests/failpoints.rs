@@ -173,22 +173,14 @@ async fn a_snapshot_with_a_dropped_chunk_is_refused_and_sent_again() {
     )
     .await
     .expect("snapshot");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while c.status(leader).await.expect("status")["purged_index"]
-        .as_u64()
-        .unwrap_or(0)
-        == 0
-    {
-        assert!(Instant::now() < deadline, "the leader never purged its log");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    c.wait_purged(leader, Duration::from_secs(60))
+        .await
+        .expect("the leader purges its log");
 
     set_failpoint(&c, leader, "snapshot::drop_chunk", "1*return").await;
-    let node4 = c.spawn(4, false).await.expect("node 4 joins");
-    c.nodes.push(node4);
-    c.wait_for_voters(&[1, 2, 3, 4], Duration::from_secs(90))
+    c.add_member(4, Duration::from_secs(90))
         .await
-        .expect("node 4 promoted");
+        .expect("node 4 joins and is promoted");
     let replicas = c
         .converged(Duration::from_secs(60))
         .await

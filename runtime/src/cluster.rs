@@ -464,6 +464,32 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Starts node `id` as a new member (it joins through a running node) and waits until
+    /// every node, it included, is a voter.
+    pub async fn add_member(&mut self, id: NodeId, timeout: Duration) -> Result<(), HostError> {
+        let process = self.spawn(id, false).await?;
+        self.nodes.push(process);
+        let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+        self.wait_for_voters(&ids, timeout).await
+    }
+
+    /// Waits until node `id` has purged some of its log (after a snapshot).
+    pub async fn wait_purged(&self, id: NodeId, timeout: Duration) -> Result<(), HostError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.status(id).await?;
+            if status["purged_index"].as_u64().unwrap_or(0) > 0 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(HostError::Timeout(format!(
+                    "node {id} to purge its log: {status}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits until `ids` are all voters in the leader's membership.
     pub async fn wait_for_voters(
         &self,
