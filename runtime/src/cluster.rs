@@ -26,7 +26,7 @@ fn random_secret() -> Result<String, HostError> {
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
         .map_err(|e| HostError::Process(format!("cannot read /dev/urandom: {e}")))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::util::hex(&bytes))
 }
 
 /// A port on 127.0.0.1 that was free a moment ago (bound, then released).

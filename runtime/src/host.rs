@@ -607,11 +607,7 @@ pub async fn backup(
         file.write_all(&bytes).map_err(file_error)?;
         len += bytes.len() as u64;
     }
-    let sha256: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let sha256 = crate::util::hex(&hasher.finalize());
     if Some(len) != report["len"].as_u64() || report["sha256"] != sha256.as_str() {
         let _ = std::fs::remove_file(&part);
         return Err(HostError::Admin(format!(

@@ -34,3 +34,27 @@ pub(crate) async fn handle_guarded<H: Handler>(
         }
     }
 }
+
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The length and SHA-256 of the file at `path`, read a chunk at a time.
+pub(crate) async fn file_sha256(path: &std::path::Path) -> std::io::Result<(u64, [u8; 32])> {
+    use sha2::Digest as _;
+    use tokio::io::AsyncReadExt as _;
+    let mut file = tokio::fs::File::open(path).await?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((len, hasher.finalize().into()))
+}

@@ -567,7 +567,6 @@ impl RaftNode {
 
     /// Makes a backup (see [`AdminRequest::Backup`]) and reports it.
     async fn backup(&self) -> std::io::Result<serde_json::Value> {
-        use sha2::Digest as _;
         let dir = self.backup_dir();
         tokio::fs::create_dir_all(&dir).await?;
         // One backup at a time on disk: the previous one goes.
@@ -578,15 +577,11 @@ impl RaftNode {
         let name = format!("backup-{:016x}.db", crate::raft::network::rand_id());
         let path = dir.join(&name);
         let (applied, digest) = self.sm.backup(path.clone()).await?;
-        let bytes = tokio::fs::read(&path).await?;
-        let sha256: String = sha2::Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let (len, sha256) = crate::util::file_sha256(&path).await?;
         Ok(json!({
             "name": name,
-            "len": bytes.len(),
-            "sha256": sha256,
+            "len": len,
+            "sha256": crate::util::hex(&sha256),
             "applied_index": applied,
             "digest": digest,
         }))
@@ -868,30 +863,18 @@ async fn verify_transfer(
     len: u64,
     sha256: &[u8; 32],
 ) -> std::io::Result<()> {
-    use sha2::{Digest, Sha256};
-    use tokio::io::AsyncReadExt;
-    let mut file = tokio::fs::File::open(path).await?;
-    let received = file.metadata().await?.len();
+    let received = tokio::fs::metadata(path).await?.len();
     if received != len {
         return Err(std::io::Error::other(format!(
             "{received} bytes received, {len} sent"
         )));
     }
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; network::SNAPSHOT_CHUNK];
-    loop {
-        let n = file.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    if hasher.finalize().as_slice() != sha256 {
+    if crate::util::file_sha256(path).await?.1 != *sha256 {
         return Err(std::io::Error::other(
             "the received bytes do not match the sender's SHA-256",
         ));
     }
-    file.sync_all().await
+    tokio::fs::File::open(path).await?.sync_all().await
 }
 
 /// Paces a retry loop: attempts until [`RETRY_FOR`] has passed, waiting 50 ms doubling up to
