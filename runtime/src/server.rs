@@ -162,29 +162,11 @@ async fn serve_jsonrpc_tls<Ctx: Send + Sync + 'static>(
     let services = jsonrpsee::server::Server::builder()
         .set_config(config)
         .to_service_builder();
-    let mut connections = tokio::task::JoinSet::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = &mut shutdown => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            accepted = tcp.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accepting a JSON-RPC connection failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        if connections.len() >= MAX_CONNECTIONS as usize {
-            tracing::warn!(%peer, limit = MAX_CONNECTIONS, "too many JSON-RPC connections; closing the new one");
-            continue;
-        }
+    let serve = |stream: tokio::net::TcpStream, peer: std::net::SocketAddr| {
         let acceptor = acceptor.clone();
         let service = services.clone().build(methods.clone(), stop_handle.clone());
         let stopped = stop_handle.clone().shutdown();
-        connections.spawn(async move {
+        async move {
             let _ = stream.set_nodelay(true);
             let stream =
                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -197,8 +179,11 @@ async fn serve_jsonrpc_tls<Ctx: Send + Sync + 'static>(
             {
                 tracing::debug!(%peer, error = %e, "JSON-RPC connection ended");
             }
-        });
-    }
+        }
+    };
+    let mut connections =
+        crate::util::accept_connections(&tcp, MAX_CONNECTIONS as usize, "jsonrpc", shutdown, serve)
+            .await;
     let _ = server_handle.stop();
     while connections.join_next().await.is_some() {}
     Ok(())

@@ -19,7 +19,6 @@ use std::fmt::Display;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,9 +38,6 @@ const OUTGOING_QUEUE: usize = 1024;
 /// After refusing a frame, how long the server keeps reading (and discarding) what the client
 /// still sends, so that closing does not reset the connection before the client reads the refusal.
 const LINGER: Duration = Duration::from_secs(2);
-/// How long the accept loop pauses after an accept error that is not about one connection
-/// (out of file descriptors, for instance), instead of spinning.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves requests from `listener` with `handler` until `shutdown` resolves.
 ///
@@ -58,50 +54,20 @@ pub async fn serve_tcp<H: Handler>(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
-    let mut shutdown = pin!(shutdown);
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) if connections.len() >= limits.max_connections => {
-                    tracing::warn!(%peer, limit = limits.max_connections, "too many connections; closing the new one");
-                    drop(stream);
-                }
-                Ok((stream, peer)) => {
-                    connections.spawn(serve_connection(stream, peer, handler.clone(), limits));
-                }
-                Err(e) if is_connection_error(&e) => {
-                    tracing::debug!(error = %e, "accepting a connection failed");
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accepting connections failed; pausing");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                }
-            },
-            Some(finished) = connections.join_next(), if !connections.is_empty() => {
-                if let Err(e) = finished {
-                    tracing::error!(error = %e, "a connection task failed");
-                }
-            }
-        }
-    }
+    let mut connections = crate::util::accept_connections(
+        &listener,
+        limits.max_connections,
+        "tcp",
+        shutdown,
+        |stream, peer| serve_connection(stream, peer, handler.clone(), limits),
+    )
+    .await;
     tracing::debug!(
         open = connections.len(),
         "tcp server shutting down; closing connections"
     );
     connections.shutdown().await;
     Ok(())
-}
-
-fn is_connection_error(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::WouldBlock
-    )
 }
 
 /// Why a connection's reader stopped.

@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
 
 /// ZMTP 3's greeting length: every connection starts with it, before any frame.
 const GREETING_LEN: u64 = 64;
@@ -124,28 +123,20 @@ pub(crate) async fn relay(
     frame_limit: u64,
     max_connections: usize,
 ) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((_, peer)) if connections.len() >= max_connections => {
-                    tracing::warn!(%peer, limit = max_connections, "too many zmq connections; closing the new one");
-                }
-                Ok((stream, peer)) => {
-                    connections.spawn(async move {
-                        if let Err(e) = relay_one(stream, inner, frame_limit).await {
-                            tracing::debug!(%peer, error = %e, "zmq connection ended");
-                        }
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accepting a zmq connection failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            },
-        }
-    }
+    // Never shut down from here: the serving task aborts this one, which drops the relays.
+    let never = std::future::pending::<()>();
+    crate::util::accept_connections(
+        &listener,
+        max_connections,
+        "zmq",
+        never,
+        |stream, peer| async move {
+            if let Err(e) = relay_one(stream, inner, frame_limit).await {
+                tracing::debug!(%peer, error = %e, "zmq connection ended");
+            }
+        },
+    )
+    .await;
 }
 
 async fn relay_one(client: TcpStream, inner: SocketAddr, frame_limit: u64) -> io::Result<()> {
