@@ -76,25 +76,6 @@ const LOSS_PERCENT: u8 = 30;
 /// How far ahead the skewed clock runs, in seconds.
 const CLOCK_SKEW_SECS: i64 = 2 * 3600;
 
-async fn set_failpoint(
-    c: &LocalCluster,
-    id: NodeId,
-    name: &str,
-    actions: &str,
-) -> Result<(), ChaosError> {
-    runtime::host::admin(
-        &c.node(id)?.raft,
-        &c.credentials,
-        runtime::raft::network::AdminRequest::Failpoint {
-            name: name.into(),
-            actions: actions.into(),
-        },
-    )
-    .await
-    .map(drop)
-    .map_err(|e| ChaosError::Call(format!("failpoint {name} on node {id}: {e}")))
-}
-
 /// What a chaos run does.
 #[derive(Debug, Clone)]
 pub struct ChaosConfig {
@@ -294,7 +275,8 @@ async fn inject(
         Nemesis::LossyLink => lab.set_loss(leader as usize, LOSS_PERCENT)?,
         Nemesis::ClockSkew => {
             let offset = format!("return({CLOCK_SKEW_SECS})");
-            set_failpoint(c, leader, "clock::offset_secs", &offset).await?;
+            c.set_failpoint(leader, "clock::offset_secs", &offset)
+                .await?;
         }
     }
     let deposes = matches!(nemesis, Nemesis::IsolateLeader | Nemesis::KillLeader);
@@ -307,7 +289,7 @@ async fn inject(
         Nemesis::KillLeader => c.restart(leader).await?,
         Nemesis::IsolateFollower => lab.set_connected(others[0] as usize, true)?,
         Nemesis::LossyLink => lab.set_loss(leader as usize, 0)?,
-        Nemesis::ClockSkew => set_failpoint(c, leader, "clock::offset_secs", "off").await?,
+        Nemesis::ClockSkew => c.set_failpoint(leader, "clock::offset_secs", "off").await?,
     }
     c.wait_caught_up(ELECTION).await?;
     if nemesis == Nemesis::IsolateFollower

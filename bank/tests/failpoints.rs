@@ -27,20 +27,6 @@ async fn cluster(dir: &Path, args: &[&str]) -> LocalCluster {
     .unwrap_or_else(|e| panic!("cluster did not start: {e}"))
 }
 
-async fn set_failpoint(c: &LocalCluster, id: u64, name: &str, actions: &str) {
-    let node = c.node(id).expect("node");
-    runtime::host::admin(
-        &node.raft,
-        &c.credentials,
-        AdminRequest::Failpoint {
-            name: name.into(),
-            actions: actions.into(),
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("failpoint {name} on node {id}: {e}"));
-}
-
 /// The leader's raft log stops committing (its fsync fails): the node stops with an error
 /// instead of serving, another leader takes the writes, and after a restart from what was
 /// durable every replica agrees and no acknowledged deposit is lost or applied twice.
@@ -80,7 +66,9 @@ async fn a_leader_whose_log_cannot_commit_stops_and_loses_no_acknowledged_write(
         acked += one;
     }
 
-    set_failpoint(&c, leader, "raft_log::commit", "return").await;
+    c.set_failpoint(leader, "raft_log::commit", "return")
+        .await
+        .unwrap_or_else(|e| panic!("failpoint {}: {e}", "raft_log::commit"));
     let mut acked_after = 0;
     for _ in 0..10 {
         match client.deposit(account, one).await {
@@ -177,7 +165,9 @@ async fn a_snapshot_with_a_dropped_chunk_is_refused_and_sent_again() {
         .await
         .expect("the leader purges its log");
 
-    set_failpoint(&c, leader, "snapshot::drop_chunk", "1*return").await;
+    c.set_failpoint(leader, "snapshot::drop_chunk", "1*return")
+        .await
+        .unwrap_or_else(|e| panic!("failpoint {}: {e}", "snapshot::drop_chunk"));
     c.add_member(4, Duration::from_secs(90))
         .await
         .expect("node 4 joins and is promoted");

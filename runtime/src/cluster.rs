@@ -473,6 +473,23 @@ impl LocalCluster {
         self.wait_for_voters(&ids, timeout).await
     }
 
+    /// Sets a failpoint on node `id` (its binary built with `failpoints`; see
+    /// [`crate::failpoint`]); `off` clears it.
+    pub async fn set_failpoint(
+        &self,
+        id: NodeId,
+        name: &str,
+        actions: &str,
+    ) -> Result<(), HostError> {
+        let request = AdminRequest::Failpoint {
+            name: name.into(),
+            actions: actions.into(),
+        };
+        admin(&self.node(id)?.raft, &self.credentials, request)
+            .await
+            .map(drop)
+    }
+
     /// Waits until node `id` has purged some of its log (after a snapshot).
     pub async fn wait_purged(&self, id: NodeId, timeout: Duration) -> Result<(), HostError> {
         let deadline = Instant::now() + timeout;
