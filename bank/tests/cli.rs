@@ -42,6 +42,20 @@ impl Child {
         }
     }
 
+    /// The first line the process prints on stdout (a node's ready line), waited for up to
+    /// `DEADLINE`.
+    fn ready_line(&mut self) -> String {
+        let stdout = self.child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        rx.recv_timeout(DEADLINE)
+            .unwrap_or_else(|e| panic!("no line from `{}` ({e})", self.what))
+    }
+
     /// Waits (polling, up to `DEADLINE`) for the process to exit, then collects its output.
     fn finish(mut self) -> Output {
         let start = Instant::now();
@@ -486,14 +500,7 @@ fn a_node_reads_its_flags_from_a_config_file() {
         "0123456789abcdef",
     ]);
     let mut node = Child::spawn(cmd, "bank node --config");
-    let stdout = node.child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(DEADLINE).expect("the node's ready line");
+    let line = node.ready_line();
     assert!(line.starts_with("node 1 api=127.0.0.1:"), "{line}");
     assert!(data.exists(), "the node made no data directory");
 }
@@ -518,15 +525,8 @@ fn a_node_logs_json_with_the_request_span() {
         "json",
     ]);
     let mut node = Child::spawn(cmd, "bank node --log-format json");
-    let stdout = node.child.stdout.take().expect("stdout");
+    let ready = node.ready_line();
     let stderr = node.child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let ready = rx.recv_timeout(DEADLINE).expect("the node's ready line");
     let api = ready
         .split_whitespace()
         .find_map(|w| w.strip_prefix("api="))
