@@ -753,14 +753,16 @@ async fn a_leader_cut_off_from_its_quorum_answers_at_once() {
             other => panic!("{what} on a cut-off leader: {other:?}"),
         }
     }
-    // Healed: some leader takes writes again.
+    // Healed: some leader takes writes again. Until it has heard from a quorum again, a leader
+    // still refuses at once with a transport failure, which a client resends.
     let leader = c
         .wait_for_leader(Duration::from_secs(60))
         .await
         .expect("a leader after the heal");
     let api = GrpcClient::connect(&c.node(leader).expect("leader").api)
         .await
-        .expect("connect");
+        .expect("connect")
+        .retrying(5);
     api.create_customer("Back".into(), "Again".into(), "4 Mainland".into())
         .await
         .expect("a write after the heal");
