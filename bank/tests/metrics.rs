@@ -138,4 +138,48 @@ async fn every_node_serves_metrics_that_agree_with_admin_status() {
         assert_eq!(ready, 200, "node {}: {why}", n.id);
     }
     assert_eq!(leaders, 1);
+
+    // A snapshot is counted with its size.
+    let (_, before) = get(&node.metrics, "/metrics");
+    assert_eq!(
+        sample(&before, "raft_snapshots_built_total"),
+        Some(0.0),
+        "{before}"
+    );
+    runtime::host::admin(
+        &node.raft,
+        &c.credentials,
+        runtime::raft::network::AdminRequest::Snapshot,
+    )
+    .await
+    .expect("snapshot");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let scrape = loop {
+        let (_, scrape) = get(&node.metrics, "/metrics");
+        if sample(&scrape, "raft_snapshots_built_total") == Some(1.0) {
+            break scrape;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot counted\n{scrape}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let on_disk: u64 = std::fs::read_dir(node.data_dir.join("snapshots"))
+        .expect("snapshot dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".db"))
+        .map(|e| e.metadata().expect("metadata").len())
+        .sum();
+    assert!(on_disk > 0);
+    assert_eq!(
+        sample(&scrape, "raft_snapshot_bytes"),
+        Some(on_disk as f64),
+        "{scrape}"
+    );
+    assert_eq!(
+        sample(&scrape, "raft_snapshots_installed_total"),
+        Some(0.0),
+        "{scrape}"
+    );
 }

@@ -11,7 +11,9 @@
 //!   `request_seconds{operation, kind}`;
 //! - storage and apply: `raft_log_commit_seconds` (a log batch's commit, fsync included),
 //!   `raft_apply_seconds` (an applied batch), `dedup_hits_total` (retries answered from a
-//!   request record), `read_index_seconds` (a linearizable read's wait for its read index).
+//!   request record), `read_index_seconds` (a linearizable read's wait for its read index);
+//! - snapshots: `raft_snapshots_built_total`, `raft_snapshots_installed_total` and
+//!   `raft_snapshot_bytes` (the last one's size).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,10 +62,48 @@ pub fn latency_histogram() -> Histogram {
 pub struct StorageMetrics {
     /// The raft log's commit latency.
     pub log_commit_seconds: Histogram,
-    /// The state machine's apply latency per batch.
+    /// What the state machine counts.
+    pub state_machine: StateMachineMetrics,
+}
+
+/// What the state machine counts; cloning shares the counters.
+#[derive(Clone)]
+pub struct StateMachineMetrics {
+    /// Apply latency per batch.
     pub apply_seconds: Histogram,
     /// Retries answered from a request record.
     pub dedup_hits: Counter,
+    /// Snapshots this node built.
+    pub snapshots_built: Counter,
+    /// Snapshots this node installed from its leader.
+    pub snapshots_installed: Counter,
+    /// The size of the last snapshot built or installed, in bytes.
+    pub snapshot_bytes: Gauge,
+}
+
+impl Default for StateMachineMetrics {
+    fn default() -> Self {
+        StateMachineMetrics {
+            apply_seconds: latency_histogram(),
+            dedup_hits: Counter::default(),
+            snapshots_built: Counter::default(),
+            snapshots_installed: Counter::default(),
+            snapshot_bytes: Gauge::default(),
+        }
+    }
+}
+
+impl StateMachineMetrics {
+    /// Records a snapshot of `bytes` bytes, built here or installed from the leader.
+    pub fn snapshot(&self, bytes: u64, installed: bool) {
+        let counter = if installed {
+            &self.snapshots_installed
+        } else {
+            &self.snapshots_built
+        };
+        counter.inc();
+        self.snapshot_bytes.set(gauge_value(bytes));
+    }
 }
 
 /// What a node counts; cheap to clone (every part is shared).
@@ -105,15 +145,31 @@ impl NodeMetrics {
             "Time to commit one batch of raft log writes, fsync included",
             storage.log_commit_seconds,
         );
+        let sm = storage.state_machine;
         registry.register(
             "raft_apply_seconds",
             "Time to apply one batch of committed entries",
-            storage.apply_seconds,
+            sm.apply_seconds,
         );
         registry.register(
             "dedup_hits",
             "Retried requests answered from their record instead of applied again",
-            storage.dedup_hits,
+            sm.dedup_hits,
+        );
+        registry.register(
+            "raft_snapshots_built",
+            "Snapshots this node built",
+            sm.snapshots_built,
+        );
+        registry.register(
+            "raft_snapshots_installed",
+            "Snapshots this node installed from its leader",
+            sm.snapshots_installed,
+        );
+        registry.register(
+            "raft_snapshot_bytes",
+            "The size of the last snapshot built or installed",
+            sm.snapshot_bytes,
         );
         let read_index_seconds = latency_histogram();
         registry.register(

@@ -177,8 +177,7 @@ impl RaftNode {
         let sm = StateMachine::open(app, &config.data_dir.join(STATE_DB), &snapshot_dir)?;
         let storage_metrics = crate::metrics::StorageMetrics {
             log_commit_seconds: log.commit_seconds(),
-            apply_seconds: sm.apply_seconds(),
-            dedup_hits: sm.dedup_hits(),
+            state_machine: sm.metrics(),
         };
         let raft_config = Config {
             cluster_name: config.cluster_name.clone(),

@@ -145,10 +145,8 @@ struct Shared {
     read_gate: RwLock<()>,
     /// Bounds the queries running at once.
     read_slots: tokio::sync::Semaphore,
-    /// How long each applied batch took.
-    apply_seconds: prometheus_client::metrics::histogram::Histogram,
-    /// Retries answered from a request record instead of applied again.
-    dedup_hits: prometheus_client::metrics::counter::Counter,
+    /// Apply latency, dedup hits and snapshots.
+    metrics: crate::metrics::StateMachineMetrics,
 }
 
 fn lock(db: &Db) -> io::Result<MutexGuard<'_, Option<Connection>>> {
@@ -196,8 +194,7 @@ impl StateMachine {
                 readers: Mutex::new(Vec::new()),
                 read_gate: RwLock::new(()),
                 read_slots: tokio::sync::Semaphore::new(READERS),
-                apply_seconds: crate::metrics::latency_histogram(),
-                dedup_hits: Default::default(),
+                metrics: Default::default(),
             }),
         })
     }
@@ -356,14 +353,9 @@ impl StateMachine {
         Ok(())
     }
 
-    /// How long each applied batch took (exported as `raft_apply_seconds`).
-    pub fn apply_seconds(&self) -> prometheus_client::metrics::histogram::Histogram {
-        self.shared.apply_seconds.clone()
-    }
-
-    /// Retries answered from a request record (exported as `dedup_hits_total`).
-    pub fn dedup_hits(&self) -> prometheus_client::metrics::counter::Counter {
-        self.shared.dedup_hits.clone()
+    /// What the state machine counts (apply latency, dedup hits, snapshots), shared.
+    pub fn metrics(&self) -> crate::metrics::StateMachineMetrics {
+        self.shared.metrics.clone()
     }
 
     fn snapshot_paths(&self, meta_name: &str) -> (PathBuf, PathBuf) {
@@ -428,7 +420,7 @@ fn apply_envelope(
             ))));
         }
         // A retry of a request already applied: the original answer, no second application.
-        shared.dedup_hits.inc();
+        shared.metrics.dedup_hits.inc();
         return Ok(Ok(Applied { ok, reply }));
     }
     run_cached(conn, "SAVEPOINT command")?;
@@ -546,6 +538,7 @@ impl RaftStateMachine<C> for StateMachine {
             })
             .await?;
         self.shared
+            .metrics
             .apply_seconds
             .observe(started.elapsed().as_secs_f64());
         for (responder, outcome) in responders.into_iter().zip(outcomes) {
@@ -602,6 +595,9 @@ impl RaftStateMachine<C> for StateMachine {
             // The metadata last: a snapshot without it is not considered complete.
             write_durably(&meta_path, &serde_json::to_vec(&meta).map_err(io_err)?)?;
             prune_snapshots(&shared.snapshot_dir, &name);
+            shared
+                .metrics
+                .snapshot(std::fs::metadata(&db_copy)?.len(), true);
             Ok(())
         })
         .await
@@ -699,7 +695,7 @@ impl RaftSnapshotBuilder<C> for StateMachine {
         &mut self,
     ) -> Result<openraft::alias::SnapshotOf<C, SnapshotFile>, io::Error> {
         let dir = self.shared.snapshot_dir.clone();
-        self.blocking(move |_, writer| {
+        self.blocking(move |shared, writer| {
             let applied: Option<LogId> = read_meta(writer, "last_applied")?;
             let membership: Option<StoredMembership> = read_meta(writer, "membership")?;
             let meta = SnapshotMeta {
@@ -725,7 +721,10 @@ impl RaftSnapshotBuilder<C> for StateMachine {
             writer
                 .execute("VACUUM INTO ?1", [tmp.to_string_lossy()])
                 .map_err(io_err)?;
-            std::fs::File::open(&tmp)?.sync_all()?;
+            let file = std::fs::File::open(&tmp)?;
+            file.sync_all()?;
+            let bytes = file.metadata()?.len();
+            drop(file);
             let db = dir.join(format!("{name}.db"));
             std::fs::rename(&tmp, &db)?;
             // The metadata makes the snapshot count: durable (after the file it names) before
@@ -735,6 +734,7 @@ impl RaftSnapshotBuilder<C> for StateMachine {
                 &serde_json::to_vec(&meta).map_err(io_err)?,
             )?;
             prune_snapshots(&dir, &name);
+            shared.metrics.snapshot(bytes, false);
             Ok(openraft::alias::SnapshotOf::<C, SnapshotFile> {
                 meta,
                 snapshot: SnapshotFile { path: db },
