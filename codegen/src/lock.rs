@@ -153,6 +153,14 @@ impl Lock {
         text
     }
 
+    /// The schema version a node advertises: the first 16 hex digits of the SHA-256 of the
+    /// lock's text. Two schemas with equal locks are one version to a cluster.
+    pub fn version(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.to_json().as_bytes());
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Reads a lock file's text.
     pub fn from_json(text: &str) -> Result<Lock, String> {
         let lock: Lock = serde_json::from_str(text).map_err(|e| e.to_string())?;

@@ -45,12 +45,20 @@ impl<St: BankStore> runtime::raft::state_machine::Application for BankApp<St> {
         ctx: &crate::ApplyContext,
         command: &[u8],
     ) -> Result<runtime::raft::types::Applied, String> {
-        let result: Result<crate::BankReply, crate::BankCallError> = match crate::BankCommand::decode_as(
-            command,
+        let command = crate::BankCommand::decode(command)
+            .map_err(|e| {
+                format!(
+                    "{e}: this build (schema {}) cannot apply the entry; run a build that knows it",
+                    crate ::SCHEMA_VERSION
+                )
+            })?;
+        let result: Result<crate::BankReply, crate::BankCallError> = match runtime::service::check_kind(
+            command.name(),
+            command.kind(),
             runtime::CallKind::Command,
         ) {
             Err(refused) => Err(refused.into()),
-            Ok(command) => {
+            Ok(()) => {
                 match self
                     .0
                     .command(
@@ -88,6 +96,10 @@ impl<St: BankStore> runtime::raft::state_machine::Application for BankApp<St> {
 
     fn digest(&self, conn: &Connection) -> Result<String, String> {
         self.0.digest(conn)
+    }
+
+    fn schema(&self) -> runtime::version::Schema {
+        runtime::version::Schema::new(crate::SCHEMA_VERSION, crate::OPERATIONS)
     }
 }
 

@@ -235,9 +235,19 @@ pub mod defaults {
         0
     }
 
+    /// Whether `offset` in `list_customers` is its default (then it is left out of the serialized command).
+    pub fn is_list_customers_offset(value: &u32) -> bool {
+        *value == list_customers_offset()
+    }
+
     /// Default of `limit` in `list_customers`.
     pub fn list_customers_limit() -> u32 {
         100
+    }
+
+    /// Whether `limit` in `list_customers` is its default (then it is left out of the serialized command).
+    pub fn is_list_customers_limit(value: &u32) -> bool {
+        *value == list_customers_limit()
     }
 
     /// Default of `offset` in `list_accounts`.
@@ -245,8 +255,18 @@ pub mod defaults {
         0
     }
 
+    /// Whether `offset` in `list_accounts` is its default (then it is left out of the serialized command).
+    pub fn is_list_accounts_offset(value: &u32) -> bool {
+        *value == list_accounts_offset()
+    }
+
     /// Default of `limit` in `list_accounts`.
     pub fn list_accounts_limit() -> u32 {
         100
+    }
+
+    /// Whether `limit` in `list_accounts` is its default (then it is left out of the serialized command).
+    pub fn is_list_accounts_limit(value: &u32) -> bool {
+        *value == list_accounts_limit()
     }
 }

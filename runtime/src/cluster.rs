@@ -344,6 +344,12 @@ impl LocalCluster {
         })
     }
 
+    /// Runs `exe` at every later start or restart of a node: with [`LocalCluster::restart`],
+    /// node by node, a rolling upgrade (or downgrade) of the service's build.
+    pub fn set_exe(&mut self, exe: &Path) {
+        self.exe = exe.to_path_buf();
+    }
+
     /// Restarts a stopped node from its data directory (it rejoins as the member it was).
     pub async fn restart(&mut self, id: NodeId) -> Result<(), HostError> {
         let index = self.position(id)?;

@@ -96,6 +96,7 @@ pub mod tcp;
 pub mod tls;
 pub mod top;
 mod util;
+pub mod version;
 pub mod wire;
 pub mod zmq;
 

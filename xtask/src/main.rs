@@ -1,8 +1,8 @@
 //! `cargo xtask gen [--check]`: regenerate (or verify) everything derived from a schema.
 //!
-//! - every generated crate in [`TARGETS`] (the bank, the kv example, the kitchen sink), each
-//!   swapped in whole, after its schema is checked against its lock (`<schema>.lock.json`,
-//!   rewritten with the crate);
+//! - every generated crate in [`TARGETS`] (the bank, the kv example and its next version, the
+//!   kitchen sink), each swapped in whole, after its schema is checked against its lock
+//!   (`<schema>.lock.json`, rewritten with the crate);
 //! - `schema/service.schema.json`, the JSON Schema of the description format;
 //! - `runtime/src/raft_pb.rs`, the runtime's raft message service.
 //!
@@ -34,6 +34,8 @@ struct Target {
     schema: &'static str,
     out: &'static str,
     runtime: &'static str,
+    /// The package's name, when not `<service>-generated`.
+    crate_name: Option<&'static str>,
 }
 
 /// Every generated crate of the project.
@@ -42,16 +44,25 @@ const TARGETS: &[Target] = &[
         schema: "schema/bank.yaml",
         out: "generated",
         runtime: "../runtime",
+        crate_name: None,
     },
     Target {
         schema: "examples/kv/schema/kv.yaml",
         out: "examples/kv/generated",
         runtime: "../../../runtime",
+        crate_name: None,
+    },
+    Target {
+        schema: "examples/kv-next/schema/kv.yaml",
+        out: "examples/kv-next/generated",
+        runtime: "../../../runtime",
+        crate_name: Some("kv-next-generated"),
     },
     Target {
         schema: "codegen/tests/golden/kitchen_sink.yaml",
         out: "codegen/tests/golden/kitchen_sink",
         runtime: "../../../../runtime",
+        crate_name: None,
     },
 ];
 
@@ -130,11 +141,14 @@ fn xtask_gen(
     let mut crates = Vec::new();
     for target in TARGETS {
         let schema = root.join(target.schema);
-        let generator = codegen::Generator::new(&schema, root.join(target.out))
+        let mut generator = codegen::Generator::new(&schema, root.join(target.out))
             .source_name(target.schema)
             .runtime(codegen::RuntimeDep::Path(target.runtime.into()))
             .lock(lock_path(&schema))
             .accept_breaking(accept_breaking);
+        if let Some(name) = target.crate_name {
+            generator = generator.crate_name(name);
+        }
         let rendered = generator.render_all()?;
         for line in &rendered.accepted {
             eprintln!("accepted breaking change: {line}");

@@ -107,10 +107,16 @@ pub fn module(api: &Api) -> TokenStream {
                 command: &[u8],
             ) -> Result<runtime::raft::types::Applied, String> {
                 // Refusals are alike on every replica: answered, and the command's changes rolled
-                // back. A fault of the machine is not answered: the runtime stops instead.
-                let result: Result<crate::#reply, crate::#call_error> = match crate::#command::decode_as(command, runtime::CallKind::Command) {
+                // back. A fault of the machine is not answered: the runtime stops instead. So is an
+                // entry this build cannot read (a newer build's operation or parameter, let past
+                // the leader's version gate): refusing it here while newer replicas apply it would
+                // make the replicas diverge.
+                let command = crate::#command::decode(command).map_err(|e| {
+                    format!("{e}: this build (schema {}) cannot apply the entry; run a build that knows it", crate::SCHEMA_VERSION)
+                })?;
+                let result: Result<crate::#reply, crate::#call_error> = match runtime::service::check_kind(command.name(), command.kind(), runtime::CallKind::Command) {
                     Err(refused) => Err(refused.into()),
-                    Ok(command) => match self.0.command(conn, ctx, |service| crate::Dispatcher::execute(service, ctx, command)) {
+                    Ok(()) => match self.0.command(conn, ctx, |service| crate::Dispatcher::execute(service, ctx, command)) {
                         Ok(reply) => Ok(reply),
                         Err(runtime::error::ServiceError::Domain(e)) => Err(e.into()),
                         Err(runtime::error::ServiceError::Fault(fault)) => return Err(fault),
@@ -132,6 +138,10 @@ pub fn module(api: &Api) -> TokenStream {
 
             fn digest(&self, conn: &Connection) -> Result<String, String> {
                 self.0.digest(conn)
+            }
+
+            fn schema(&self) -> runtime::version::Schema {
+                runtime::version::Schema::new(crate::SCHEMA_VERSION, crate::OPERATIONS)
             }
         }
 

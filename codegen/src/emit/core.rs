@@ -119,7 +119,15 @@ pub(super) fn types(api: &Api) -> TokenStream {
             let ty = rust_ty(&p.ty);
             let expr = default_expr(value, &p.ty);
             let d = doc_str(&format!("Default of `{}` in `{}`.", p.name, o.name));
-            Some(quote! { #d pub fn #fname() -> #ty { #expr } })
+            let is_fname = format_ident!("is_{}_{}", o.name, p.name);
+            let is_d = doc_str(&format!(
+                "Whether `{}` in `{}` is its default (then it is left out of the serialized command).",
+                p.name, o.name
+            ));
+            Some(quote! {
+                #d pub fn #fname() -> #ty { #expr }
+                #is_d pub fn #is_fname(value: &#ty) -> bool { *value == #fname() }
+            })
         })
     });
 
@@ -405,6 +413,7 @@ pub(super) fn command(api: &Api) -> TokenStream {
             quote!(&[#(#names),*])
         })
         .collect();
+    let schema_version = crate::lock::Lock::of(api).version();
     let api_trait = service_ident(api, "Api");
     let invoke_arms = api.operations.iter().map(|op| {
         let v = ident(&op.variant());
@@ -423,9 +432,15 @@ pub(super) fn command(api: &Api) -> TokenStream {
         let fields = op.params.iter().map(|p| {
             let n = ident(&p.name);
             let t = rust_ty(&p.ty);
+            // A parameter at its default is left out, so that a command encodes the same
+            // before and after a defaulted parameter is added (a replica that does not know
+            // the parameter yet can apply it; see `runtime::version`).
             let attr = if p.default.is_some() {
                 let path = format!("crate::defaults::{}_{}", op.name, p.name);
-                quote!(#[serde(default = #path)])
+                let is_default = format!("crate::defaults::is_{}_{}", op.name, p.name);
+                quote!(#[serde(default = #path, skip_serializing_if = #is_default)])
+            } else if matches!(p.ty, Ty::Option(_)) {
+                quote!(#[serde(default, skip_serializing_if = "Option::is_none")])
             } else {
                 quote!()
             };
@@ -473,6 +488,10 @@ pub(super) fn command(api: &Api) -> TokenStream {
     ));
     quote! {
         //! The serialized form of every call and of every answer.
+
+        /// The schema's version: a hash of its compatibility lock (every operation, type,
+        /// field, variant and error with its tag, kind and type). Nodes advertise it.
+        pub const SCHEMA_VERSION: &str = #schema_version;
 
         /// Every operation of the service, in schema order.
         pub const OPERATIONS: &[crate::OpInfo] = &[

@@ -64,6 +64,13 @@ pub struct KvState<'c> {
     conn: &'c Connection,
 }
 
+impl<'c> KvState<'c> {
+    /// The store on `conn` (its tables created by [`KvTables`]).
+    pub fn new(conn: &'c Connection) -> Self {
+        KvState { conn }
+    }
+}
+
 /// SQLite failing is a fault of the machine, not a refusal: it stops the replica.
 fn internal(e: rusqlite::Error) -> KvServiceError {
     KvServiceError::Fault(format!("sqlite: {e}"))

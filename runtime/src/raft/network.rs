@@ -70,6 +70,8 @@ pub enum Message {
         /// Where to read from.
         offset: u64,
     },
+    /// What does this node's build of the service know (its leader's version gate asks)?
+    Schema,
 }
 
 /// Administrative requests (what an `admin` command of a service binary sends).
@@ -159,10 +161,13 @@ pub enum Answer {
     Admin(String),
     /// The request failed.
     Failed(String),
-    /// To [`Message::Forward`]: the write's request id was used before for another command.
+    /// To [`Message::Forward`]: the write was refused as sent (its request id was used before
+    /// for another command, or some member cannot apply it yet).
     Rejected(String),
     /// To [`Message::ReadBackup`]: the bytes (empty at the end of the file).
     Bytes(Vec<u8>),
+    /// To [`Message::Schema`].
+    Schema(crate::version::Schema),
 }
 
 /// Encodes a message.

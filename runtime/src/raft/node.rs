@@ -27,6 +27,7 @@ use super::read_index::ReadIndexRounds;
 use super::state_machine::{Application, SnapshotFile, StateMachine};
 use super::types::{Applied, C, Envelope, NodeAddr, NodeId, Rejected};
 use crate::raft_rpc::{RaftClient, RaftCredentials, RaftHandler};
+use crate::version::{Gate, Schema, Shape};
 
 /// The raft handle of a node.
 pub type Raft = openraft::Raft<C, StateMachine>;
@@ -137,6 +138,10 @@ pub struct RaftNode {
     peers: Mutex<HashMap<String, RaftClient>>,
     /// Read-index rounds shared by concurrent linearizable reads (on the leader).
     read_rounds: Arc<ReadIndexRounds>,
+    /// What this node's build of the service knows (advertised to the leader).
+    schema: Arc<Schema>,
+    /// On the leader: what each member's build knows (see [`crate::version`]).
+    gate: Gate,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -202,7 +207,10 @@ impl RaftNode {
         let raft = Raft::new(config.id, Arc::new(raft_config), network, log, sm.clone())
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
-        Ok(Arc::new(RaftNode {
+        let schema = Arc::new(sm.schema());
+        let gate = Gate::default();
+        gate.record(config.id, Some((*schema).clone()));
+        let node = Arc::new(RaftNode {
             id: config.id,
             addr,
             credentials: config.credentials,
@@ -214,7 +222,13 @@ impl RaftNode {
             session: Session::default(),
             peers: Mutex::new(HashMap::new()),
             read_rounds: Arc::default(),
-        }))
+            schema,
+            gate,
+        });
+        if !node.schema.is_opaque() {
+            tokio::spawn(refresh_schemas(Arc::downgrade(&node)));
+        }
+        Ok(node)
     }
 
     /// The node's id.
@@ -365,6 +379,7 @@ impl RaftNode {
         let deadline = retry.deadline;
         while retry.next().await {
             if self.is_leader() {
+                self.admit(&envelope.command).await?;
                 let mut env = envelope.clone();
                 env.time_us = now_us();
                 let written = tokio::time::timeout_at(deadline, self.raft.client_write(env)).await;
@@ -417,6 +432,64 @@ impl RaftNode {
             }
         }
         Err(NodeError::NoLeader(last_error))
+    }
+
+    /// The version gate (see [`crate::version`]): refuses a command some member's build
+    /// cannot apply, naming it. Members never heard from, and those that seemed to lack the
+    /// command (they may just have been upgraded), are asked first.
+    async fn admit(&self, command: &[u8]) -> Result<(), NodeError> {
+        if self.schema.is_opaque() {
+            return Ok(());
+        }
+        let shape = Shape::of(command).map_err(Rejected)?;
+        let members = self.members();
+        let ids: Vec<NodeId> = members.iter().map(|(id, _)| *id).collect();
+        let verdict = self.gate.check(&shape, &ids);
+        if verdict.admits() {
+            return Ok(());
+        }
+        let ask: Vec<(NodeId, NodeAddr)> = members
+            .into_iter()
+            .filter(|(id, _)| {
+                *id != self.id
+                    && (verdict.unasked.contains(id)
+                        || verdict.lacking.iter().any(|(lacking, ..)| lacking == id))
+            })
+            .collect();
+        self.ask_schemas(ask).await;
+        match self.gate.check(&shape, &ids).refusal() {
+            Some(refused) => Err(refused.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Every member of the current membership (voters and learners: all of them apply the log),
+    /// this node included.
+    fn members(&self) -> Vec<(NodeId, NodeAddr)> {
+        let watch = self.raft.metrics();
+        let metrics = watch.borrow_watched();
+        metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, node)| (*id, node.clone()))
+            .collect()
+    }
+
+    /// Asks `members` for their schemas at once and records the answers (no answer within
+    /// [`SCHEMA_TIMEOUT`] is recorded as silence).
+    async fn ask_schemas(&self, members: Vec<(NodeId, NodeAddr)>) {
+        let asked = members.into_iter().map(|(id, addr)| async move {
+            let answer =
+                tokio::time::timeout(SCHEMA_TIMEOUT, self.send_to(&addr.raft, &Message::Schema))
+                    .await;
+            let schema = match answer {
+                Ok(Ok(Answer::Schema(schema))) => Some(schema),
+                _ => None,
+            };
+            self.gate.record(id, schema);
+        });
+        futures_util::future::join_all(asked).await;
     }
 
     /// Whether this node leads without having heard from a quorum within the leader lease
@@ -555,6 +628,7 @@ impl RaftNode {
             "purged_index": m.purged.map(|l| l.index),
             "members": nodes,
             "lag": lag,
+            "schema": self.schema.version,
         })
     }
 
@@ -808,6 +882,7 @@ impl RaftNode {
                     Err(e) => Answer::Failed(e),
                 }
             }
+            Message::Schema => Answer::Schema((*self.schema).clone()),
             Message::ReadBackup { name, offset } => match self.read_backup(&name, offset).await {
                 Ok(bytes) => Answer::Bytes(bytes),
                 Err(e) => Answer::Failed(format!("backup {name}: {e}")),
@@ -857,6 +932,33 @@ impl RaftNode {
 
 /// Checks that the received snapshot file at `path` is `len` bytes with this SHA-256, then makes
 /// it durable (one fsync for the whole transfer; the chunks are written without).
+/// How long the version gate waits for a member's schema.
+const SCHEMA_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often a leader asks every member for its schema again.
+const SCHEMA_REFRESH: Duration = Duration::from_secs(3);
+
+/// While the node lives: on the leader, asks every other member for its schema every
+/// [`SCHEMA_REFRESH`], so the gate sees upgrades, downgrades and new members.
+async fn refresh_schemas(node: std::sync::Weak<RaftNode>) {
+    loop {
+        tokio::time::sleep(SCHEMA_REFRESH).await;
+        let Some(node) = node.upgrade() else {
+            return;
+        };
+        if node.is_leader() {
+            let members = node.members();
+            let ids: Vec<NodeId> = members.iter().map(|(id, _)| *id).collect();
+            node.gate.retain(&ids);
+            let others = members
+                .into_iter()
+                .filter(|(id, _)| *id != node.id)
+                .collect();
+            node.ask_schemas(others).await;
+        }
+    }
+}
+
 async fn verify_transfer(
     path: &std::path::Path,
     len: u64,

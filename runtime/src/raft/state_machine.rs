@@ -62,6 +62,12 @@ pub trait Application: Send + Sync + 'static {
     fn query(&self, conn: &Connection, query: &[u8]) -> Vec<u8>;
     /// A digest of the application's state (equal on replicas holding equal state).
     fn digest(&self, conn: &Connection) -> Result<String, String>;
+    /// What this build of the service knows: its schema version and its commands, which the
+    /// node advertises to its leader's version gate ([`crate::version`]). The default, for
+    /// an application whose commands are opaque bytes, checks nothing.
+    fn schema(&self) -> crate::version::Schema {
+        crate::version::Schema::opaque()
+    }
 }
 
 /// A snapshot on disk: a complete copy of the database.
@@ -351,6 +357,11 @@ impl StateMachine {
             std::fs::File::open(dir)?.sync_all()?;
         }
         Ok(())
+    }
+
+    /// What the application's build knows (see [`Application::schema`]).
+    pub fn schema(&self) -> crate::version::Schema {
+        self.shared.app.schema()
     }
 
     /// What the state machine counts (apply latency, dedup hits, snapshots), shared.

@@ -45,12 +45,20 @@ impl<St: KvStore> runtime::raft::state_machine::Application for KvApp<St> {
         ctx: &crate::ApplyContext,
         command: &[u8],
     ) -> Result<runtime::raft::types::Applied, String> {
-        let result: Result<crate::KvReply, crate::KvCallError> = match crate::KvCommand::decode_as(
-            command,
+        let command = crate::KvCommand::decode(command)
+            .map_err(|e| {
+                format!(
+                    "{e}: this build (schema {}) cannot apply the entry; run a build that knows it",
+                    crate ::SCHEMA_VERSION
+                )
+            })?;
+        let result: Result<crate::KvReply, crate::KvCallError> = match runtime::service::check_kind(
+            command.name(),
+            command.kind(),
             runtime::CallKind::Command,
         ) {
             Err(refused) => Err(refused.into()),
-            Ok(command) => {
+            Ok(()) => {
                 match self
                     .0
                     .command(
@@ -88,6 +96,10 @@ impl<St: KvStore> runtime::raft::state_machine::Application for KvApp<St> {
 
     fn digest(&self, conn: &Connection) -> Result<String, String> {
         self.0.digest(conn)
+    }
+
+    fn schema(&self) -> runtime::version::Schema {
+        runtime::version::Schema::new(crate::SCHEMA_VERSION, crate::OPERATIONS)
     }
 }
 

@@ -95,8 +95,18 @@ pub mod defaults {
         String::from("")
     }
 
+    /// Whether `prefix` in `range` is its default (then it is left out of the serialized command).
+    pub fn is_range_prefix(value: &String) -> bool {
+        *value == range_prefix()
+    }
+
     /// Default of `limit` in `range`.
     pub fn range_limit() -> u32 {
         100
+    }
+
+    /// Whether `limit` in `range` is its default (then it is left out of the serialized command).
+    pub fn is_range_limit(value: &u32) -> bool {
+        *value == range_limit()
     }
 }

@@ -50,12 +50,20 @@ for KitchenSinkApp<St> {
         ctx: &crate::ApplyContext,
         command: &[u8],
     ) -> Result<runtime::raft::types::Applied, String> {
-        let result: Result<crate::KitchenSinkReply, crate::KitchenSinkCallError> = match crate::KitchenSinkCommand::decode_as(
-            command,
+        let command = crate::KitchenSinkCommand::decode(command)
+            .map_err(|e| {
+                format!(
+                    "{e}: this build (schema {}) cannot apply the entry; run a build that knows it",
+                    crate ::SCHEMA_VERSION
+                )
+            })?;
+        let result: Result<crate::KitchenSinkReply, crate::KitchenSinkCallError> = match runtime::service::check_kind(
+            command.name(),
+            command.kind(),
             runtime::CallKind::Command,
         ) {
             Err(refused) => Err(refused.into()),
-            Ok(command) => {
+            Ok(()) => {
                 match self
                     .0
                     .command(
@@ -93,6 +101,10 @@ for KitchenSinkApp<St> {
 
     fn digest(&self, conn: &Connection) -> Result<String, String> {
         self.0.digest(conn)
+    }
+
+    fn schema(&self) -> runtime::version::Schema {
+        runtime::version::Schema::new(crate::SCHEMA_VERSION, crate::OPERATIONS)
     }
 }
 

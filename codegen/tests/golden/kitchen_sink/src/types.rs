@@ -184,9 +184,19 @@ pub mod defaults {
         true
     }
 
+    /// Whether `flag` in `find` is its default (then it is left out of the serialized command).
+    pub fn is_find_flag(value: &bool) -> bool {
+        *value == find_flag()
+    }
+
     /// Default of `small` in `find`.
     pub fn find_small() -> i32 {
         -3
+    }
+
+    /// Whether `small` in `find` is its default (then it is left out of the serialized command).
+    pub fn is_find_small(value: &i32) -> bool {
+        *value == find_small()
     }
 
     /// Default of `ratio` in `find`.
@@ -194,9 +204,19 @@ pub mod defaults {
         0.5
     }
 
+    /// Whether `ratio` in `find` is its default (then it is left out of the serialized command).
+    pub fn is_find_ratio(value: &f64) -> bool {
+        *value == find_ratio()
+    }
+
     /// Default of `label` in `find`.
     pub fn find_label() -> String {
         String::from("any")
+    }
+
+    /// Whether `label` in `find` is its default (then it is left out of the serialized command).
+    pub fn is_find_label(value: &String) -> bool {
+        *value == find_label()
     }
 
     /// Default of `money` in `find`.
@@ -204,8 +224,18 @@ pub mod defaults {
         ::rust_decimal::Decimal::from_str_exact("1.50").unwrap_or_default()
     }
 
+    /// Whether `money` in `find` is its default (then it is left out of the serialized command).
+    pub fn is_find_money(value: &::rust_decimal::Decimal) -> bool {
+        *value == find_money()
+    }
+
     /// Default of `level` in `find`.
     pub fn find_level() -> crate::Level {
         crate::Level::HighV2
+    }
+
+    /// Whether `level` in `find` is its default (then it is left out of the serialized command).
+    pub fn is_find_level(value: &crate::Level) -> bool {
+        *value == find_level()
     }
 }
