@@ -291,12 +291,9 @@ fn deposit_envelope(account: u64, seq: u64) -> Envelope {
     }
 }
 
-/// Sends a write with an explicit request id, following "not the leader" answers.
-async fn send(
-    c: &LocalCluster,
-    raft_addr: &str,
-    env: Envelope,
-) -> Result<BankReply, BankCallError> {
+/// Forwards a write with an explicit request id as a node would, following "not the leader"
+/// answers; returns the leader's answer.
+async fn forward(c: &LocalCluster, raft_addr: &str, env: Envelope) -> Answer {
     let mut target = raft_addr.to_string();
     for _ in 0..10 {
         let client = RaftClient::connect(&target, &c.credentials)
@@ -306,13 +303,73 @@ async fn send(
             .await
             .expect("raft call")
         {
-            Answer::Applied(applied) => return decode_reply(&applied.reply),
             Answer::NotLeader(Some((_, leader))) => target = leader.raft,
             Answer::NotLeader(None) => tokio::time::sleep(Duration::from_millis(200)).await,
-            other => panic!("unexpected answer {other:?}"),
+            answer => return answer,
         }
     }
-    panic!("no leader accepted the write")
+    panic!("no leader took the write")
+}
+
+/// Sends a write with an explicit request id; the reply it was applied with.
+async fn send(
+    c: &LocalCluster,
+    raft_addr: &str,
+    env: Envelope,
+) -> Result<BankReply, BankCallError> {
+    match forward(c, raft_addr, env).await {
+        Answer::Applied(applied) => decode_reply(&applied.reply),
+        other => panic!("unexpected answer {other:?}"),
+    }
+}
+
+/// A command the leader's build cannot decode never enters the log (a replica stops at an
+/// entry it cannot read, rather than refuse what others apply): it is refused as sent, nothing
+/// changes, and every node keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_the_leader_cannot_decode_is_refused_before_the_log() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut c = cluster(dir.path(), 3, &[]).await;
+    let leader = c
+        .wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("leader");
+    let follower = c.nodes.iter().find(|n| n.id != leader).expect("follower");
+    let raft = follower.raft.clone();
+    let before = c
+        .converged(Duration::from_secs(60))
+        .await
+        .expect("converged");
+    let malformed: [&[u8]; 5] = [
+        b"garbage",
+        br#"{"deposit":{"account_id":1,"amount":1.5}}"#,
+        br#"{"deposit":{"account_id":1,"amount":"1.00","memo":"x"}}"#,
+        br#"{"no_such_operation":{}}"#,
+        br#"{"list_accounts":{}}"#,
+    ];
+    for (seq, command) in (1..).zip(malformed) {
+        let env = Envelope {
+            client: "malformed".into(),
+            seq,
+            ack: 0,
+            time_us: 0,
+            command: command.to_vec(),
+        };
+        let text = String::from_utf8_lossy(command);
+        match forward(&c, &raft, env).await {
+            Answer::Rejected(reason) => assert!(!reason.is_empty(), "{text}"),
+            other => panic!("{text}: expected a refusal, got {other:?}"),
+        }
+    }
+    let after = c
+        .converged(Duration::from_secs(60))
+        .await
+        .expect("converged");
+    assert_eq!(before[0].2, after[0].2, "nothing was applied");
+    for n in &mut c.nodes {
+        assert_eq!(n.exited(), None, "node {} stopped", n.id);
+    }
 }
 
 /// A client whose reply was lost resends the same request id: one application, the original

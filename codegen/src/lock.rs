@@ -12,12 +12,17 @@
 //! - a removed operation, parameter, field, variant or error whose tag is not listed under
 //!   `reserved` (`lock::removed`);
 //! - a new parameter of an existing operation with neither a default nor an `option<…>` type:
-//!   old log entries do not have it (`lock::required_param`).
+//!   old log entries do not have it (`lock::required_param`);
+//! - a new field of a struct that a command's parameters carry (`lock::added_field`): old log
+//!   entries lack it, and a replica of the old build would silently drop it;
+//! - a new field of any other struct that is not an `option<…>` (`lock::required_field`):
+//!   stored replies and servers of the old build do not send it.
 //!
-//! Everything else may change: new operations, types, errors, variants and fields, parameters
-//! with a default, docs, `deprecated: true`, and removals whose tag is reserved.
+//! Everything else may change: new operations, types, errors and variants, optional fields of
+//! structs no command carries, parameters with a default, docs, `deprecated: true`, and removals
+//! whose tag is reserved.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -185,6 +190,7 @@ fn is_reserved(reserved: &[Sp<u64>], tag: u32) -> bool {
 /// at the place in `doc` that makes it.
 pub fn check(doc: &Document, api: &Api, lock: &Lock) -> Vec<Diagnostic> {
     let mut out = Vec::new();
+    let carried = carried_by_commands(api);
     for (name, old) in &lock.operations {
         let now = doc
             .operations
@@ -276,6 +282,13 @@ pub fn check(doc: &Document, api: &Api, lock: &Lock) -> Vec<Diagnostic> {
                     (&def.reserved, &def.name),
                     "field",
                 );
+                new_fields(
+                    &mut out,
+                    (defs, now_fields),
+                    old_fields,
+                    &def.name,
+                    carried.contains(name),
+                );
             }
             (_, Some(old_variants), TypeBody::Enum(now_variants)) => {
                 let defs = def.variants.as_ref().map_or(&[][..], |v| &v.value[..]);
@@ -343,6 +356,79 @@ pub fn check(doc: &Document, api: &Api, lock: &Lock) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+/// The struct types a command's parameters carry, directly or nested.
+fn carried_by_commands(api: &Api) -> BTreeSet<String> {
+    let mut carried = BTreeSet::new();
+    let mut pending: Vec<&Ty> = api
+        .operations
+        .iter()
+        .filter(|o| o.kind == OpKind::Command)
+        .flat_map(|o| o.params.iter().map(|p| &p.ty))
+        .collect();
+    while let Some(ty) = pending.pop() {
+        match ty {
+            Ty::List(inner) | Ty::Option(inner) | Ty::Map(inner) => pending.push(inner),
+            Ty::Named(name) => {
+                if !carried.insert(name.clone()) {
+                    continue;
+                }
+                if let Some(TypeBody::Struct(fields)) =
+                    api.types.iter().find(|t| t.name == *name).map(|t| &t.body)
+                {
+                    pending.extend(fields.iter().map(|f| &f.ty));
+                }
+            }
+            _ => {}
+        }
+    }
+    carried
+}
+
+/// Checks the fields added to a locked struct: none where commands carry it (old entries lack
+/// them, and an old build would drop them: the version gate sees parameters, not fields), and
+/// only `option<…>` ones elsewhere (stored replies and old servers do not send them).
+fn new_fields(
+    out: &mut Vec<Diagnostic>,
+    (defs, now): (&[FieldDef], &[Field]),
+    old: &BTreeMap<String, FieldLock>,
+    owner: &Sp<String>,
+    carried: bool,
+) {
+    for (d, f) in defs.iter().zip(now) {
+        if old.contains_key(&f.name) {
+            continue;
+        }
+        let problem = if carried {
+            Diagnostic::new(
+                "lock::added_field",
+                d.name.pos,
+                &d.name.value,
+                format!(
+                    "new field `{}` of `{}`, which commands carry",
+                    f.name, owner.value
+                ),
+            )
+            .hint(format!(
+                "commands already in the log lack it, and a replica of the old build would drop                  it: add a parameter with a default to the operations instead, or a new type.                  {ACCEPT}"
+            ))
+        } else if !matches!(f.ty, Ty::Option(_)) {
+            Diagnostic::new(
+                "lock::required_field",
+                d.name.pos,
+                &d.name.value,
+                format!("new field `{}` of `{}` is required", f.name, owner.value),
+            )
+            .hint(format!(
+                "replies already stored, and servers of the old build, do not have it: make it                  `option<{}>`. {ACCEPT}",
+                ty_text(&f.ty)
+            ))
+        } else {
+            continue;
+        };
+        out.push(problem);
+    }
 }
 
 /// Checks the parameters of an operation or the fields of a struct against their lock.

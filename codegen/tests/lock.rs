@@ -49,7 +49,11 @@ fn with(from: &str, to: &str) -> String {
 
 /// The `line:col: code` of every problem `schema` has against the lock (empty: compatible).
 fn problems(schema: &str) -> Vec<String> {
-    match codegen::check_lock(Path::new("shop.yaml"), schema, &lock()) {
+    problems_against(&lock(), schema)
+}
+
+fn problems_against(lock: &Lock, schema: &str) -> Vec<String> {
+    match codegen::check_lock(Path::new("shop.yaml"), schema, lock) {
         Ok(_) => Vec::new(),
         Err(d) => d
             .items
@@ -182,6 +186,49 @@ fn a_new_required_parameter_of_an_existing_operation_is_refused() {
         "      - { name: item_id, type: u64, tag: 1 }\n      - { name: shelf, type: u32, tag: 2 }\n    returns",
     );
     assert_eq!(problems(&schema), ["20:17: lock::required_param"]);
+}
+
+/// A struct a command carries takes no new field, not even an optional one: the log's entries
+/// lack it, and a replica of the old build would drop it.
+#[test]
+fn a_new_field_of_a_struct_that_commands_carry_is_refused() {
+    let schema = with(
+        "      - { name: color, type: Color, tag: 2 }\n",
+        "      - { name: color, type: Color, tag: 2 }\n      - { name: label, type: option<string>, tag: 3 }\n",
+    );
+    assert_eq!(problems(&schema), ["11:17: lock::added_field"]);
+}
+
+/// A struct only answered with may grow by optional fields, not by required ones.
+#[test]
+fn a_new_field_of_a_struct_only_answered_with_must_be_optional() {
+    let locked = "service: Stats
+types:
+  - name: Counts
+    fields:
+      - { name: total, type: u64, tag: 1 }
+operations:
+  - name: counts
+    tag: 1
+    kind: query
+    returns: Counts
+";
+    let lock = Lock::of(&codegen::parse(Path::new("shop.yaml"), locked).expect("valid"));
+    let grown = |field: &str| {
+        locked.replacen(
+            "tag: 1 }\n",
+            &format!("tag: 1 }}\n      - {{ name: largest, type: {field}, tag: 2 }}\n"),
+            1,
+        )
+    };
+    assert_eq!(
+        problems_against(&lock, &grown("option<u64>")),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        problems_against(&lock, &grown("u64")),
+        ["6:17: lock::required_field"]
+    );
 }
 
 /// Through the generator: a break writes nothing; accepted, the crate and the lock are written

@@ -98,6 +98,10 @@ impl<St: BankStore> runtime::raft::state_machine::Application for BankApp<St> {
         self.0.digest(conn)
     }
 
+    fn admit(&self, command: &[u8]) -> Result<(), runtime::error::Failure> {
+        crate::BankCommand::decode_as(command, runtime::CallKind::Command).map(drop)
+    }
+
     fn schema(&self) -> runtime::version::Schema {
         runtime::version::Schema::new(crate::SCHEMA_VERSION, crate::OPERATIONS)
     }

@@ -224,6 +224,7 @@ impl<A: Application> CommandSink for LocalSink<A> {
     async fn submit(&self, kind: CallKind, command: Vec<u8>) -> Result<Vec<u8>, Failure> {
         match kind {
             CallKind::Command => {
+                self.app.admit(&command)?;
                 let applied = self
                     .db
                     .command(|conn, ctx| match self.app.apply(conn, ctx, &command) {

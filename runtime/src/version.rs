@@ -33,6 +33,8 @@ pub struct Schema {
     pub version: String,
     /// Every command (an operation of kind `command`) with its parameter names.
     pub commands: BTreeMap<String, Vec<String>>,
+    /// Every query's name (a query submitted as a command is named as such).
+    pub queries: Vec<String>,
 }
 
 impl Schema {
@@ -48,6 +50,11 @@ impl Schema {
                     (o.name.to_string(), params)
                 })
                 .collect(),
+            queries: operations
+                .iter()
+                .filter(|o| o.kind == crate::CallKind::Query)
+                .map(|o| o.name.to_string())
+                .collect(),
         }
     }
 
@@ -56,6 +63,7 @@ impl Schema {
         Schema {
             version: String::new(),
             commands: BTreeMap::new(),
+            queries: Vec::new(),
         }
     }
 
@@ -67,6 +75,12 @@ impl Schema {
     /// What of `shape` this build does not know (the operation, or an argument), if anything.
     pub fn lacks(&self, shape: &Shape) -> Option<String> {
         let Some(params) = self.commands.get(&shape.operation) else {
+            if self.queries.contains(&shape.operation) {
+                return Some(format!(
+                    "`{}` as a command (it is a query)",
+                    shape.operation
+                ));
+            }
             return Some(format!("operation `{}`", shape.operation));
         };
         let unknown: Vec<&str> = shape
@@ -277,7 +291,7 @@ mod tests {
         );
         assert_eq!(
             v1.lacks(&shape(r#"{"get":{"key":"a"}}"#)),
-            Some("operation `get`".into())
+            Some("`get` as a command (it is a query)".into())
         );
         assert!(Schema::opaque().is_opaque() && !v1.is_opaque());
     }

@@ -140,6 +140,10 @@ pub fn module(api: &Api) -> TokenStream {
                 self.0.digest(conn)
             }
 
+            fn admit(&self, command: &[u8]) -> Result<(), runtime::error::Failure> {
+                crate::#command::decode_as(command, runtime::CallKind::Command).map(drop)
+            }
+
             fn schema(&self) -> runtime::version::Schema {
                 runtime::version::Schema::new(crate::SCHEMA_VERSION, crate::OPERATIONS)
             }

@@ -435,12 +435,23 @@ impl RaftNode {
     }
 
     /// The version gate (see [`crate::version`]): refuses a command some member's build
-    /// cannot apply, naming it. Members never heard from, and those that seemed to lack the
-    /// command (they may just have been upgraded), are asked first.
+    /// cannot apply, naming it, or that this build cannot decode. Members never heard from, and
+    /// those that seemed to lack the command (they may just have been upgraded), are asked
+    /// first.
     async fn admit(&self, command: &[u8]) -> Result<(), NodeError> {
         if self.schema.is_opaque() {
             return Ok(());
         }
+        self.check_members(command).await?;
+        // Only what this build decodes enters the log: an entry no replica can read would stop
+        // them all.
+        self.sm
+            .admit(command)
+            .map_err(|refused| Rejected(refused.to_string()).into())
+    }
+
+    /// The members' half of [`RaftNode::admit`].
+    async fn check_members(&self, command: &[u8]) -> Result<(), NodeError> {
         let shape = Shape::of(command).map_err(Rejected)?;
         let members = self.members();
         let ids: Vec<NodeId> = members.iter().map(|(id, _)| *id).collect();

@@ -62,6 +62,13 @@ pub trait Application: Send + Sync + 'static {
     fn query(&self, conn: &Connection, query: &[u8]) -> Vec<u8>;
     /// A digest of the application's state (equal on replicas holding equal state).
     fn digest(&self, conn: &Connection) -> Result<String, String>;
+    /// Checks that `command` is one this build can apply (it decodes as a command), before it
+    /// is proposed or applied in process: what fails here is refused, and never reaches a log.
+    /// The default, for opaque commands, admits everything.
+    fn admit(&self, command: &[u8]) -> Result<(), crate::error::Failure> {
+        let _ = command;
+        Ok(())
+    }
     /// What this build of the service knows: its schema version and its commands, which the
     /// node advertises to its leader's version gate ([`crate::version`]). The default, for
     /// an application whose commands are opaque bytes, checks nothing.
@@ -357,6 +364,11 @@ impl StateMachine {
             std::fs::File::open(dir)?.sync_all()?;
         }
         Ok(())
+    }
+
+    /// Whether the application's build can apply `command` (see [`Application::admit`]).
+    pub fn admit(&self, command: &[u8]) -> Result<(), crate::error::Failure> {
+        self.shared.app.admit(command)
     }
 
     /// What the application's build knows (see [`Application::schema`]).

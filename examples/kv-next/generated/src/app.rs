@@ -98,6 +98,10 @@ impl<St: KvStore> runtime::raft::state_machine::Application for KvApp<St> {
         self.0.digest(conn)
     }
 
+    fn admit(&self, command: &[u8]) -> Result<(), runtime::error::Failure> {
+        crate::KvCommand::decode_as(command, runtime::CallKind::Command).map(drop)
+    }
+
     fn schema(&self) -> runtime::version::Schema {
         runtime::version::Schema::new(crate::SCHEMA_VERSION, crate::OPERATIONS)
     }

@@ -103,6 +103,11 @@ for KitchenSinkApp<St> {
         self.0.digest(conn)
     }
 
+    fn admit(&self, command: &[u8]) -> Result<(), runtime::error::Failure> {
+        crate::KitchenSinkCommand::decode_as(command, runtime::CallKind::Command)
+            .map(drop)
+    }
+
     fn schema(&self) -> runtime::version::Schema {
         runtime::version::Schema::new(crate::SCHEMA_VERSION, crate::OPERATIONS)
     }
