@@ -432,6 +432,58 @@ async fn a_resent_request_is_applied_once_and_gets_the_original_reply() {
     assert_eq!(balance, dec("20.00"), "each request applied exactly once");
 }
 
+/// Once a client has acknowledged an answer (and its record is gone), a late copy of that
+/// request (a node still resending it on the client's behalf) is refused, not applied again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_copy_of_an_acknowledged_request_is_not_applied_again() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let c = cluster(dir.path(), 3, &[]).await;
+    let leader = c
+        .wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("leader");
+    let node = c.node(leader).expect("leader");
+    let api = GrpcClient::connect(&node.api).await.expect("connect");
+    let customer = api
+        .create_customer("Late".into(), "Copy".into(), "3 Echo Lane".into())
+        .await
+        .expect("customer");
+    let account = api
+        .create_account(customer.customer_id, AccountType::Checking)
+        .await
+        .expect("account")
+        .account_id;
+    let first = deposit_envelope(account, 1);
+    assert_eq!(
+        send(&c, &node.raft, first.clone()).await.expect("first"),
+        BankReply::Deposit(dec("10.00"))
+    );
+    // The next request acknowledges the first answer.
+    let second = Envelope {
+        ack: 2,
+        ..deposit_envelope(account, 2)
+    };
+    assert_eq!(
+        send(&c, &node.raft, second).await.expect("second"),
+        BankReply::Deposit(dec("20.00"))
+    );
+    match forward(&c, &node.raft, first).await {
+        Answer::Rejected(reason) => assert!(reason.contains("acknowledged"), "{reason}"),
+        other => panic!("a late copy must be refused, got {other:?}"),
+    }
+    let accounts = api.list_accounts(0, 1000).await.expect("accounts");
+    let balance = accounts
+        .iter()
+        .find(|a| a.account_id == account)
+        .expect("account")
+        .balance;
+    assert_eq!(balance, dec("20.00"), "the late copy was not applied");
+    c.converged(Duration::from_secs(60))
+        .await
+        .expect("converged");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_traffic_needs_the_secret_and_is_not_on_the_api_listener() {
     let _serial = ONE_AT_A_TIME.lock().await;

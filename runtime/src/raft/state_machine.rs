@@ -14,6 +14,9 @@
 //!   [`Rejected`], not answered with the other command's reply. Records travel with snapshots
 //!   (they live in the same database) and expire by log position, never by a clock: when the
 //!   client acknowledges them, or [`REQUEST_TTL_ENTRIES`] entries after they were applied.
+//!   What a client acknowledged is kept (`_raft_clients`, one row per client, expiring the same
+//!   way): a late copy of an acknowledged request, whose record is gone, is [`Rejected`], not
+//!   applied again.
 //! - Apply reads no clock: time comes from the envelope, stamped by the leader.
 //! - A snapshot is a consistent copy of the database (`VACUUM INTO`), installed by atomic rename.
 
@@ -96,6 +99,12 @@ CREATE TABLE IF NOT EXISTS _raft_requests (
     PRIMARY KEY (client, seq)
 );
 CREATE INDEX IF NOT EXISTS _raft_requests_by_index ON _raft_requests (log_index);
+CREATE TABLE IF NOT EXISTS _raft_clients (
+    client TEXT PRIMARY KEY,
+    acked INTEGER NOT NULL,
+    log_index INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS _raft_clients_by_index ON _raft_clients (log_index);
 ";
 
 /// Moves the request records of a database from before command hashes (expiring by the
@@ -354,7 +363,8 @@ impl StateMachine {
         {
             let conn = Connection::open(&tmp).map_err(io_err)?;
             conn.execute_batch(&format!(
-                "{RUNTIME_SCHEMA} DELETE FROM _raft_meta; DELETE FROM _raft_requests;"
+                "{RUNTIME_SCHEMA} DELETE FROM _raft_meta; DELETE FROM _raft_requests; \
+                 DELETE FROM _raft_clients;"
             ))
             .map_err(io_err)?;
         }
@@ -446,6 +456,21 @@ fn apply_envelope(
         shared.metrics.dedup_hits.inc();
         return Ok(Ok(Applied { ok, reply }));
     }
+    // No record, but its client acknowledged the answer already (and so dropped the record): a
+    // late copy (a forwarding node still resending it, say), not applied a second time.
+    let acked: Option<i64> = conn
+        .prepare_cached("SELECT acked FROM _raft_clients WHERE client = ?1")
+        .map_err(io_err)?
+        .query_row([&env.client], |r| r.get(0))
+        .optional()
+        .map_err(io_err)?;
+    if acked.is_some_and(|acked| env.seq < acked as u64) {
+        shared.metrics.dedup_hits.inc();
+        return Ok(Err(Rejected(format!(
+            "request id {}#{} was answered and acknowledged already; not applied again",
+            env.client, env.seq
+        ))));
+    }
     run_cached(conn, "SAVEPOINT command")?;
     let ctx = ApplyContext {
         index,
@@ -481,10 +506,32 @@ fn expire_requests(conn: &Connection, index: u64) -> io::Result<()> {
     if !index.is_multiple_of(EXPIRE_EVERY_ENTRIES) || index <= REQUEST_TTL_ENTRIES {
         return Ok(());
     }
-    conn.prepare_cached("DELETE FROM _raft_requests WHERE log_index < ?1")
-        .and_then(|mut stmt| stmt.execute([(index - REQUEST_TTL_ENTRIES) as i64]))
-        .map(drop)
-        .map_err(io_err)
+    let before = (index - REQUEST_TTL_ENTRIES) as i64;
+    for sql in [
+        "DELETE FROM _raft_requests WHERE log_index < ?1",
+        "DELETE FROM _raft_clients WHERE log_index < ?1",
+    ] {
+        conn.prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute([before]))
+            .map_err(io_err)?;
+    }
+    Ok(())
+}
+
+/// Records that `client` has its answers below `ack`: their records go, and a late copy of
+/// one of them is refused instead of applied again (see [`apply_envelope`]).
+fn acknowledge(conn: &Connection, index: u64, client: &str, ack: u64) -> io::Result<()> {
+    conn.prepare_cached("DELETE FROM _raft_requests WHERE client = ?1 AND seq < ?2")
+        .and_then(|mut stmt| stmt.execute(params![client, ack as i64]))
+        .map_err(io_err)?;
+    conn.prepare_cached(
+        "INSERT INTO _raft_clients (client, acked, log_index) VALUES (?1, ?2, ?3)
+         ON CONFLICT (client) DO UPDATE
+         SET acked = max(acked, excluded.acked), log_index = excluded.log_index",
+    )
+    .and_then(|mut stmt| stmt.execute(params![client, ack as i64, index as i64]))
+    .map(drop)
+    .map_err(io_err)
 }
 
 impl RaftStateMachine<C> for StateMachine {
@@ -534,13 +581,7 @@ impl RaftStateMachine<C> for StateMachine {
                         EntryPayload::Blank => done(),
                         EntryPayload::Normal(env) => {
                             if env.ack > 0 {
-                                tx.prepare_cached(
-                                    "DELETE FROM _raft_requests WHERE client = ?1 AND seq < ?2",
-                                )
-                                .and_then(|mut stmt| {
-                                    stmt.execute(params![env.client, env.ack as i64])
-                                })
-                                .map_err(io_err)?;
+                                acknowledge(&tx, index, &env.client, env.ack)?;
                             }
                             apply_envelope(shared, &tx, index, env)?
                         }
