@@ -17,7 +17,7 @@ pub(super) struct Clock {
 
 pub(super) fn read_clock(conn: &Connection) -> Result<Option<Clock>, BankServiceError> {
     let row = conn
-        .query_row(
+        .row(
             "SELECT now, offset_secs, offset_nanos FROM meta WHERE id = 1",
             [],
             |row| {
@@ -43,7 +43,7 @@ pub(super) fn read_clock(conn: &Connection) -> Result<Option<Clock>, BankService
 }
 
 pub(super) fn write_clock(conn: &Connection, clock: &Clock) -> Result<(), BankServiceError> {
-    conn.execute(
+    conn.run(
         "INSERT INTO meta (id, now, offset_secs, offset_nanos) VALUES (1, ?1, ?2, ?3)
          ON CONFLICT (id) DO UPDATE SET now = excluded.now, offset_secs = excluded.offset_secs,
              offset_nanos = excluded.offset_nanos",

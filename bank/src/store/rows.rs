@@ -148,3 +148,32 @@ pub fn check_amount(amount: Decimal) -> Result<Decimal, BankServiceError> {
     }
     Ok(money(amount))
 }
+
+/// Statements through the connection's statement cache: each SQL text is parsed once per
+/// connection, not on every command (a parse costs more than the statement it runs here).
+pub(super) trait Cached {
+    /// `query_row`, cached.
+    fn row<T, P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        params: P,
+        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T>;
+    /// `execute`, cached.
+    fn run<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+}
+
+impl Cached for rusqlite::Connection {
+    fn row<T, P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        params: P,
+        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+
+    fn run<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+}

@@ -103,7 +103,7 @@ impl BankState<'_> {
 
     fn next_id(&self, table: &str, column: &str) -> Result<i64, BankServiceError> {
         self.conn
-            .query_row(
+            .row(
                 &format!("SELECT COALESCE(MAX({column}), 0) + 1 FROM {table}"),
                 [],
                 |row| row.get(0),
@@ -133,7 +133,7 @@ impl BankState<'_> {
         let id = i64::try_from(account_id).map_err(|_| not_found())?;
         let row = self
             .conn
-            .query_row(
+            .row(
                 &format!("{ACCOUNT_COLUMNS} WHERE account_id = ?1"),
                 [id],
                 AccountRow::read,
@@ -146,7 +146,7 @@ impl BankState<'_> {
     fn load_customer(&self, id: i64) -> Result<Customer, BankServiceError> {
         let row = self
             .conn
-            .query_row(
+            .row(
                 &format!("{CUSTOMER_COLUMNS} WHERE customer_id = ?1"),
                 [id],
                 CustomerRow::read,
@@ -244,7 +244,7 @@ impl BankState<'_> {
     fn count(&self, table: &str) -> Result<u64, BankServiceError> {
         let n: i64 = self
             .conn
-            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
+            .row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
                 row.get(0)
             })
             .map_err(internal)?;
@@ -285,7 +285,7 @@ impl BankService for BankState<'_> {
         let id = self.next_id("customers", "customer_id")?;
         let now = time_to_sql(self.now)?;
         self.conn
-            .execute(
+            .run(
                 "INSERT INTO customers (customer_id, first_name, last_name, address,
                      create_time, update_time)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
@@ -305,7 +305,7 @@ impl BankService for BankState<'_> {
         let id = self.next_id("accounts", "account_id")?;
         let now = time_to_sql(self.now)?;
         self.conn
-            .execute(
+            .run(
                 "INSERT INTO accounts (account_id, account_type, customer_id, balance,
                      create_time, update_time)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
@@ -319,7 +319,7 @@ impl BankService for BankState<'_> {
             )
             .map_err(internal)?;
         self.conn
-            .execute(
+            .run(
                 "UPDATE customers SET update_time = ?2 WHERE customer_id = ?1",
                 params![customer, now],
             )
@@ -491,7 +491,7 @@ impl BankService for BankState<'_> {
         let id = self.account_key(account_id)?;
         let row = self
             .conn
-            .query_row(
+            .row(
                 "SELECT starting_balance, ending_balance, total_credits, total_debits
                  FROM statements WHERE account_id = ?1 AND statement_date = ?2",
                 params![id, date_to_sql(statement_date)],
