@@ -275,6 +275,17 @@ async fn a_new_learner_catches_up_from_a_snapshot_after_the_log_is_purged() {
     );
 }
 
+/// The balance of `account`, read through `api`.
+async fn balance_of(api: &GrpcClient, account: u64) -> Decimal {
+    api.list_accounts(0, 1000)
+        .await
+        .expect("accounts")
+        .into_iter()
+        .find(|a| a.account_id == account)
+        .expect("account")
+        .balance
+}
+
 fn deposit_envelope(account: u64, seq: u64) -> Envelope {
     let command = BankCommand::Deposit {
         account_id: account,
@@ -423,13 +434,11 @@ async fn a_resent_request_is_applied_once_and_gets_the_original_reply() {
     assert_eq!(after_failover, second);
 
     let reader = GrpcClient::connect(&survivor.api).await.expect("connect");
-    let accounts = reader.list_accounts(0, 1000).await.expect("accounts");
-    let balance = accounts
-        .iter()
-        .find(|a| a.account_id == account.account_id)
-        .expect("account")
-        .balance;
-    assert_eq!(balance, dec("20.00"), "each request applied exactly once");
+    assert_eq!(
+        balance_of(&reader, account.account_id).await,
+        dec("20.00"),
+        "each request applied exactly once"
+    );
 }
 
 /// Once a client has acknowledged an answer (and its record is gone), a late copy of that
@@ -472,13 +481,11 @@ async fn a_late_copy_of_an_acknowledged_request_is_not_applied_again() {
         Answer::Rejected(reason) => assert!(reason.contains("acknowledged"), "{reason}"),
         other => panic!("a late copy must be refused, got {other:?}"),
     }
-    let accounts = api.list_accounts(0, 1000).await.expect("accounts");
-    let balance = accounts
-        .iter()
-        .find(|a| a.account_id == account)
-        .expect("account")
-        .balance;
-    assert_eq!(balance, dec("20.00"), "the late copy was not applied");
+    assert_eq!(
+        balance_of(&api, account).await,
+        dec("20.00"),
+        "the late copy was not applied"
+    );
     c.converged(Duration::from_secs(60))
         .await
         .expect("converged");

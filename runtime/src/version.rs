@@ -9,9 +9,10 @@
 //! the operation or one of the arguments refuses the command with [`Rejected`] naming the member
 //! and its version, until it runs a build that has them.
 //!
-//! What the leader knows of its members it asks them (`Message::Schema`): at once for a member
-//! it has not heard from, again when a member seemed to lack something (it may just have been
-//! upgraded), and every few seconds in the background. A member that does not answer does not
+//! Every node asks every member for its schema (`Message::Schema`) every few seconds, so a
+//! follower that becomes leader knows them already. A leader asks at once a member it has not
+//! heard from, and again a member that seemed to lack something (it may just have been
+//! upgraded). A member that does not answer does not
 //! block writes (a cluster keeps writing with a node down). If such a member, or one downgraded
 //! since it was last asked, does meet an entry it cannot read, its state machine stops rather
 //! than refuse it while the others apply it: the replicas never diverge, and the node catches up
@@ -126,7 +127,7 @@ impl Shape {
     }
 }
 
-/// What a leader last heard of a member's schema.
+/// What a node last heard of a member's schema.
 #[derive(Debug, Clone)]
 enum Seen {
     Known(Arc<Schema>),
@@ -166,7 +167,7 @@ impl Verdict {
     }
 }
 
-/// A leader's view of its members' schemas (see the module docs). Cheap to share.
+/// A node's view of its members' schemas (see the module docs).
 #[derive(Debug, Default)]
 pub struct Gate {
     seen: Mutex<HashMap<NodeId, Seen>>,

@@ -140,7 +140,8 @@ pub struct RaftNode {
     read_rounds: Arc<ReadIndexRounds>,
     /// What this node's build of the service knows (advertised to the leader).
     schema: Arc<Schema>,
-    /// On the leader: what each member's build knows (see [`crate::version`]).
+    /// What each member's build knows, as last asked (see [`crate::version`]); the leader's
+    /// gate reads it.
     gate: Gate,
 }
 
@@ -453,20 +454,16 @@ impl RaftNode {
     /// The members' half of [`RaftNode::admit`].
     async fn check_members(&self, command: &[u8]) -> Result<(), NodeError> {
         let shape = Shape::of(command).map_err(Rejected)?;
-        let members = self.members();
-        let ids: Vec<NodeId> = members.iter().map(|(id, _)| *id).collect();
+        let ids = self.member_ids();
         let verdict = self.gate.check(&shape, &ids);
         if verdict.admits() {
             return Ok(());
         }
-        let ask: Vec<(NodeId, NodeAddr)> = members
-            .into_iter()
-            .filter(|(id, _)| {
-                *id != self.id
-                    && (verdict.unasked.contains(id)
-                        || verdict.lacking.iter().any(|(lacking, ..)| lacking == id))
-            })
-            .collect();
+        let ask = self.members(|id| {
+            id != self.id
+                && (verdict.unasked.contains(&id)
+                    || verdict.lacking.iter().any(|(lacking, ..)| *lacking == id))
+        });
         self.ask_schemas(ask).await;
         match self.gate.check(&shape, &ids).refusal() {
             Some(refused) => Err(refused.into()),
@@ -474,15 +471,28 @@ impl RaftNode {
         }
     }
 
-    /// Every member of the current membership (voters and learners: all of them apply the log),
-    /// this node included.
-    fn members(&self) -> Vec<(NodeId, NodeAddr)> {
+    /// The ids of every member of the current membership (voters and learners: all of them
+    /// apply the log), this node included.
+    fn member_ids(&self) -> Vec<NodeId> {
         let watch = self.raft.metrics();
         let metrics = watch.borrow_watched();
         metrics
             .membership_config
             .membership()
             .nodes()
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The members `which` picks, with their addresses.
+    fn members(&self, which: impl Fn(NodeId) -> bool) -> Vec<(NodeId, NodeAddr)> {
+        let watch = self.raft.metrics();
+        let metrics = watch.borrow_watched();
+        metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| which(**id))
             .map(|(id, node)| (*id, node.clone()))
             .collect()
     }
@@ -941,35 +951,29 @@ impl RaftNode {
     }
 }
 
-/// Checks that the received snapshot file at `path` is `len` bytes with this SHA-256, then makes
-/// it durable (one fsync for the whole transfer; the chunks are written without).
-/// How long the version gate waits for a member's schema.
-const SCHEMA_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the version gate waits for a member's schema on a write.
+const SCHEMA_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// How often a leader asks every member for its schema again.
+/// How often a node asks every member for its schema again.
 const SCHEMA_REFRESH: Duration = Duration::from_secs(3);
 
-/// While the node lives: on the leader, asks every other member for its schema every
-/// [`SCHEMA_REFRESH`], so the gate sees upgrades, downgrades and new members.
+/// While the node lives, asks every other member for its schema every [`SCHEMA_REFRESH`], so
+/// that the gate sees upgrades, downgrades and new members, and a follower that becomes leader
+/// knows its members already (its first writes wait for nobody).
 async fn refresh_schemas(node: std::sync::Weak<RaftNode>) {
     loop {
         tokio::time::sleep(SCHEMA_REFRESH).await;
         let Some(node) = node.upgrade() else {
             return;
         };
-        if node.is_leader() {
-            let members = node.members();
-            let ids: Vec<NodeId> = members.iter().map(|(id, _)| *id).collect();
-            node.gate.retain(&ids);
-            let others = members
-                .into_iter()
-                .filter(|(id, _)| *id != node.id)
-                .collect();
-            node.ask_schemas(others).await;
-        }
+        node.gate.retain(&node.member_ids());
+        let others = node.members(|id| id != node.id);
+        node.ask_schemas(others).await;
     }
 }
 
+/// Checks that the received snapshot file at `path` is `len` bytes with this SHA-256, then makes
+/// it durable (one fsync for the whole transfer; the chunks are written without).
 async fn verify_transfer(
     path: &std::path::Path,
     len: u64,
