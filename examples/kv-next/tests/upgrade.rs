@@ -5,7 +5,9 @@
 //!   and replays the log after it, to the old build's digest;
 //! - a cluster upgraded node by node refuses the new operation and the new parameter, naming
 //!   the node that lacks them, and changes nothing; old operations go on; once every node runs
-//!   the next build, the new ones are taken.
+//!   the next build, the new ones are taken;
+//! - a node that meets an entry its build cannot read stops rather than diverge, and catches up
+//!   once it runs a build that can.
 
 use std::path::Path;
 use std::time::Duration;
@@ -183,4 +185,52 @@ async fn schema_versions(c: &LocalCluster) -> Vec<String> {
         versions.push(status["schema"].as_str().unwrap_or_default().to_string());
     }
     versions
+}
+
+/// A node that meets an entry its build cannot read (here: downgraded while it was away) stops,
+/// instead of refusing the entry while the others applied it; on the right build it catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_cannot_read_an_entry_stops_instead_of_diverging() {
+    use kv_next_generated::KvApi;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut c = LocalCluster::start(Path::new(NEXT), dir.path(), 3, Vec::new())
+        .await
+        .unwrap_or_else(|e| panic!("cluster: {e}"));
+    old_writes(&c, "old").await;
+    digest(&c).await;
+    // Node 3 is away while an `append` is written (it runs the next build, as far as the
+    // leader last heard).
+    c.kill(3).expect("kill node 3");
+    let leader = c.wait_for_leader(WAIT).await.expect("leader");
+    let api = kv_next_generated::grpc::GrpcClient::connect(&c.node(leader).expect("leader").api)
+        .await
+        .expect("connect");
+    api.append("old-01".into(), "+new".into())
+        .await
+        .expect("append");
+    // It comes back on the old build: it stops at the entry.
+    c.set_exe(Path::new(V1));
+    c.restart(3).await.expect("restart node 3 on the old build");
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = c.nodes[2].exited() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node 3 still runs on a build that cannot read the log"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success(), "node 3 exited with {status}");
+    let log = std::fs::read_to_string(c.nodes[2].data_dir.join("node.log")).expect("log");
+    assert!(log.contains("cannot apply the entry"), "{log}");
+    // Back on the next build, it catches up to the same state.
+    c.set_exe(Path::new(NEXT));
+    c.restart(3)
+        .await
+        .expect("restart node 3 on the next build");
+    digest(&c).await;
+    let entry = api.get("old-01".into()).await.expect("get").expect("key");
+    assert_eq!(entry.value, "v1+new");
 }
