@@ -11,7 +11,7 @@
 //!   `request_seconds{operation, kind}`;
 //! - storage and apply: `raft_log_commit_seconds` (a log batch's commit, fsync included),
 //!   `raft_apply_seconds` (an applied batch), `dedup_hits_total` (retries answered from a
-//!   request record), `read_index_seconds` (a linearizable read's wait for its read index);
+//!   request record, late copies of acknowledged requests refused), `read_index_seconds` (a linearizable read's wait for its read index);
 //! - snapshots: `raft_snapshots_built_total`, `raft_snapshots_installed_total` and
 //!   `raft_snapshot_bytes` (the last one's size).
 
@@ -71,7 +71,8 @@ pub struct StorageMetrics {
 pub struct StateMachineMetrics {
     /// Apply latency per batch.
     pub apply_seconds: Histogram,
-    /// Retries answered from a request record.
+    /// Retries answered from a request record, and late copies of acknowledged requests
+    /// refused.
     pub dedup_hits: Counter,
     /// Snapshots this node built.
     pub snapshots_built: Counter,
@@ -153,7 +154,7 @@ impl NodeMetrics {
         );
         registry.register(
             "dedup_hits",
-            "Retried requests answered from their record instead of applied again",
+            "Retried requests answered from their record, or late copies of acknowledged ones refused, instead of applied again",
             sm.dedup_hits,
         );
         registry.register(
