@@ -91,6 +91,11 @@ async fn walkthrough_passes_against_every_node() {
     for row in &lines[1..] {
         let cells: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(cells.get(5), Some(&applied.as_str()), "{table}");
+        assert_eq!(
+            cells.get(8),
+            Some(&bank_generated::SCHEMA_VERSION),
+            "{table}"
+        );
     }
 }
 

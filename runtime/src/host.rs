@@ -523,7 +523,8 @@ pub fn role_text(member: &MemberStatus) -> String {
 }
 
 /// Every member's status as a table ([`member_statuses`]): id, role, term, API and raft
-/// addresses, applied index, lag behind the leader, last snapshot index.
+/// addresses, applied index, lag behind the leader, last snapshot index, and the schema version
+/// its build runs (a rolling upgrade shows which members still run the old one).
 pub async fn status_table(
     raft_addr: &str,
     credentials: &RaftCredentials,
@@ -534,7 +535,7 @@ pub async fn status_table(
     };
     let mut rows = vec![
         [
-            "id", "role", "term", "api", "raft", "applied", "lag", "snapshot",
+            "id", "role", "term", "api", "raft", "applied", "lag", "snapshot", "schema",
         ]
         .map(String::from),
     ];
@@ -549,9 +550,14 @@ pub async fn status_table(
             field("last_applied_index"),
             m.lag.map_or("-".to_string(), |n| n.to_string()),
             field("snapshot_index"),
+            m.status
+                .as_ref()
+                .and_then(|s| s["schema"].as_str())
+                .unwrap_or("-")
+                .to_string(),
         ]);
     }
-    let widths: Vec<usize> = (0..8)
+    let widths: Vec<usize> = (0..rows[0].len())
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let lines: Vec<String> = rows
