@@ -19,7 +19,7 @@
 //! once it runs a build that knows the entry.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -130,7 +130,7 @@ impl Shape {
 /// What a node last heard of a member's schema.
 #[derive(Debug, Clone)]
 enum Seen {
-    Known(Arc<Schema>),
+    Known(Schema),
     /// It did not answer when last asked.
     Silent,
 }
@@ -177,7 +177,7 @@ impl Gate {
     /// Records what member `id` answered when asked for its schema (`None`: no answer).
     pub fn record(&self, id: NodeId, schema: Option<Schema>) {
         let seen = match schema {
-            Some(schema) => Seen::Known(Arc::new(schema)),
+            Some(schema) => Seen::Known(schema),
             None => Seen::Silent,
         };
         if let Ok(mut map) = self.seen.lock() {
@@ -189,14 +189,6 @@ impl Gate {
     pub fn retain(&self, members: &[NodeId]) {
         if let Ok(mut map) = self.seen.lock() {
             map.retain(|id, _| members.contains(id));
-        }
-    }
-
-    /// The schema member `id` last advertised, if it answered.
-    pub fn schema_of(&self, id: NodeId) -> Option<Arc<Schema>> {
-        match self.seen.lock().ok()?.get(&id)? {
-            Seen::Known(schema) => Some(schema.clone()),
-            Seen::Silent => None,
         }
     }
 
@@ -343,9 +335,5 @@ mod tests {
         );
         gate.retain(&[1]);
         assert_eq!(gate.check(&shape(r#"{"put":{}}"#), &[1, 4]).unasked, [4]);
-        assert_eq!(
-            gate.schema_of(1).map(|s| s.version.clone()),
-            Some("2222".into())
-        );
     }
 }
