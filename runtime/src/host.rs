@@ -232,8 +232,15 @@ pub fn run_blocking(args: NodeArgs, service: &dyn HostedService) -> Result<(), H
             .build()
     };
     let runtime = built.map_err(|e| HostError::Config(format!("cannot start a runtime: {e}")))?;
-    runtime.block_on(run(args, service))
+    let result = runtime.block_on(run(args, service));
+    // Tasks still running (a peer's open stream, a blocking call) do not hold the exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
 }
+
+/// How long a stopping node lets its listeners drain. A follower's raft listener never drains by
+/// itself: the leader keeps its replication stream open.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Parses `--election-timeout-ms` (`MIN-MAX`).
 fn parse_range_ms(text: &str) -> Result<(u64, u64), String> {
@@ -444,7 +451,12 @@ pub async fn run(args: NodeArgs, service: &dyn HostedService) -> Result<(), Host
         _ = terminate.recv() => None,
         fatal = running.node.fatal() => Some(fatal),
     };
-    running.shutdown().await;
+    if tokio::time::timeout(SHUTDOWN_GRACE, running.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the listeners did not drain within {SHUTDOWN_GRACE:?}; stopping anyway");
+    }
     match fatal {
         // Crash-only: a node whose storage failed stops, so a supervisor restarts it from what
         // is durable instead of it serving errors.
