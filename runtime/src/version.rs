@@ -5,18 +5,19 @@
 //! compatibility lock) and every command with the parameters it knows. Before a leader proposes
 //! a command it reads the command's shape (its operation and the arguments it carries; a
 //! parameter at its default is left out of the encoding, so an old and a new build encode it
-//! alike) and checks it against every member's schema, its own included. A member known to lack
-//! the operation or one of the arguments refuses the command with [`Rejected`] naming the member
-//! and its version, until it runs a build that has them.
+//! alike) and checks it against every member's schema, its own included. When every member runs
+//! the leader's version, the leader's own decode of the command answers for all of them, and
+//! nothing is read. A member known to lack the operation or one of the arguments refuses the
+//! command with [`Rejected`] naming the member and its version, until it runs a build that has
+//! them.
 //!
 //! Every node asks every member for its schema (`Message::Schema`) every few seconds, so a
 //! follower that becomes leader knows them already. A leader asks at once a member it has not
 //! heard from, and again a member that seemed to lack something (it may just have been
-//! upgraded). A member that does not answer does not
-//! block writes (a cluster keeps writing with a node down). If such a member, or one downgraded
-//! since it was last asked, does meet an entry it cannot read, its state machine stops rather
-//! than refuse it while the others apply it: the replicas never diverge, and the node catches up
-//! once it runs a build that knows the entry.
+//! upgraded). A member that does not answer does not block writes (a cluster keeps writing with
+//! a node down). If such a member, or one downgraded since it was last asked, does meet an entry
+//! it cannot read, its state machine stops rather than refuse it while the others apply it: the
+//! replicas never diverge, and the node catches up once it runs a build that knows the entry.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -192,6 +193,16 @@ impl Gate {
         }
     }
 
+    /// Whether every member of `members` last said it runs schema `version`.
+    pub fn all_run(&self, version: &str, members: &[NodeId]) -> bool {
+        let Ok(map) = self.seen.lock() else {
+            return false;
+        };
+        members
+            .iter()
+            .all(|id| matches!(map.get(id), Some(Seen::Known(s)) if s.version == version))
+    }
+
     /// Checks `shape` against every member of `members` (silent ones pass).
     pub fn check(&self, shape: &Shape, members: &[NodeId]) -> Verdict {
         let mut verdict = Verdict::default();
@@ -333,6 +344,10 @@ mod tests {
             gate.check(&shape(r#"{"append":{"key":"a","suffix":"b"}}"#), &[1, 4])
                 .admits()
         );
+        // Every member on one version: nothing to read of a command.
+        assert!(gate.all_run("2222", &[1, 2, 3]));
+        assert!(!gate.all_run("2222", &[1, 4]), "node 4 is silent");
+        assert!(!gate.all_run("1111", &[1]));
         gate.retain(&[1]);
         assert_eq!(gate.check(&shape(r#"{"put":{}}"#), &[1, 4]).unasked, [4]);
     }

@@ -451,18 +451,24 @@ impl RaftNode {
             .map_err(|refused| Rejected(refused.to_string()).into())
     }
 
-    /// The members' half of [`RaftNode::admit`].
+    /// The members' half of [`RaftNode::admit`]. When every member runs this build's schema,
+    /// this build's own decode (the other half) speaks for all of them, and the command is not
+    /// read here at all.
     async fn check_members(&self, command: &[u8]) -> Result<(), NodeError> {
+        let ids = self.members(|id, _| Some(id));
+        if self.gate.all_run(&self.schema.version, &ids) {
+            return Ok(());
+        }
         let shape = Shape::of(command).map_err(Rejected)?;
-        let ids = self.member_ids();
         let verdict = self.gate.check(&shape, &ids);
         if verdict.admits() {
             return Ok(());
         }
-        let ask = self.members(|id| {
-            id != self.id
+        let ask = self.members(|id, addr| {
+            let ask = id != self.id
                 && (verdict.unasked.contains(&id)
-                    || verdict.lacking.iter().any(|(lacking, ..)| *lacking == id))
+                    || verdict.lacking.iter().any(|(lacking, ..)| *lacking == id));
+            ask.then(|| (id, addr.clone()))
         });
         self.ask_schemas(ask).await;
         match self.gate.check(&shape, &ids).refusal() {
@@ -471,29 +477,16 @@ impl RaftNode {
         }
     }
 
-    /// The ids of every member of the current membership (voters and learners: all of them
-    /// apply the log), this node included.
-    fn member_ids(&self) -> Vec<NodeId> {
+    /// What `pick` takes of each member of the current membership (voters and learners: all
+    /// of them apply the log), this node included.
+    fn members<T>(&self, pick: impl Fn(NodeId, &NodeAddr) -> Option<T>) -> Vec<T> {
         let watch = self.raft.metrics();
         let metrics = watch.borrow_watched();
         metrics
             .membership_config
             .membership()
             .nodes()
-            .map(|(id, _)| *id)
-            .collect()
-    }
-
-    /// The members `which` picks, with their addresses.
-    fn members(&self, which: impl Fn(NodeId) -> bool) -> Vec<(NodeId, NodeAddr)> {
-        let watch = self.raft.metrics();
-        let metrics = watch.borrow_watched();
-        metrics
-            .membership_config
-            .membership()
-            .nodes()
-            .filter(|(id, _)| which(**id))
-            .map(|(id, node)| (*id, node.clone()))
+            .filter_map(|(id, node)| pick(*id, node))
             .collect()
     }
 
@@ -966,8 +959,8 @@ async fn refresh_schemas(node: std::sync::Weak<RaftNode>) {
         let Some(node) = node.upgrade() else {
             return;
         };
-        node.gate.retain(&node.member_ids());
-        let others = node.members(|id| id != node.id);
+        node.gate.retain(&node.members(|id, _| Some(id)));
+        let others = node.members(|id, addr| (id != node.id).then(|| (id, addr.clone())));
         node.ask_schemas(others).await;
     }
 }
