@@ -434,6 +434,13 @@ fn apply_envelope(
     env: &Envelope,
 ) -> io::Result<Outcome> {
     let _span = tracing::debug_span!("apply", index, client = %env.client, seq = env.seq).entered();
+    // The watermark comes with the acknowledgement; only an entry that acknowledges nothing
+    // reads it.
+    let acked = if env.ack > 0 {
+        Some(acknowledge(conn, index, &env.client, env.ack)?)
+    } else {
+        watermark(conn, &env.client)?
+    };
     let hash: [u8; 32] = Sha256::digest(&env.command).into();
     let seen: Option<(Option<Vec<u8>>, bool, Vec<u8>)> = conn
         .prepare_cached(
@@ -458,13 +465,7 @@ fn apply_envelope(
     }
     // No record, but its client acknowledged the answer already (and so dropped the record): a
     // late copy (a forwarding node still resending it, say), not applied a second time.
-    let acked: Option<i64> = conn
-        .prepare_cached("SELECT acked FROM _raft_clients WHERE client = ?1")
-        .map_err(io_err)?
-        .query_row([&env.client], |r| r.get(0))
-        .optional()
-        .map_err(io_err)?;
-    if acked.is_some_and(|acked| env.seq < acked as u64) {
+    if acked.is_some_and(|acked| env.seq < acked) {
         shared.metrics.dedup_hits.inc();
         return Ok(Err(Rejected(format!(
             "request id {}#{} was answered and acknowledged already; not applied again",
@@ -519,19 +520,33 @@ fn expire_requests(conn: &Connection, index: u64) -> io::Result<()> {
 }
 
 /// Records that `client` has its answers below `ack`: their records go, and a late copy of
-/// one of them is refused instead of applied again (see [`apply_envelope`]).
-fn acknowledge(conn: &Connection, index: u64, client: &str, ack: u64) -> io::Result<()> {
+/// one of them is refused instead of applied again (see [`apply_envelope`]). Returns the
+/// client's watermark (the highest `ack` it ever sent).
+fn acknowledge(conn: &Connection, index: u64, client: &str, ack: u64) -> io::Result<u64> {
     conn.prepare_cached("DELETE FROM _raft_requests WHERE client = ?1 AND seq < ?2")
         .and_then(|mut stmt| stmt.execute(params![client, ack as i64]))
         .map_err(io_err)?;
     conn.prepare_cached(
         "INSERT INTO _raft_clients (client, acked, log_index) VALUES (?1, ?2, ?3)
          ON CONFLICT (client) DO UPDATE
-         SET acked = max(acked, excluded.acked), log_index = excluded.log_index",
+         SET acked = max(acked, excluded.acked), log_index = excluded.log_index
+         RETURNING acked",
     )
-    .and_then(|mut stmt| stmt.execute(params![client, ack as i64, index as i64]))
-    .map(drop)
+    .and_then(|mut stmt| {
+        stmt.query_row(params![client, ack as i64, index as i64], |r| {
+            r.get::<_, i64>(0)
+        })
+    })
+    .map(|acked| acked as u64)
     .map_err(io_err)
+}
+
+/// The client's watermark, for an entry that acknowledges nothing (see [`acknowledge`]).
+fn watermark(conn: &Connection, client: &str) -> io::Result<Option<u64>> {
+    conn.prepare_cached("SELECT acked FROM _raft_clients WHERE client = ?1")
+        .and_then(|mut stmt| stmt.query_row([client], |r| r.get::<_, i64>(0)).optional())
+        .map(|acked| acked.map(|a| a as u64))
+        .map_err(io_err)
 }
 
 impl RaftStateMachine<C> for StateMachine {
@@ -579,12 +594,7 @@ impl RaftStateMachine<C> for StateMachine {
                     expire_requests(&tx, index)?;
                     let outcome = match &entry.payload {
                         EntryPayload::Blank => done(),
-                        EntryPayload::Normal(env) => {
-                            if env.ack > 0 {
-                                acknowledge(&tx, index, &env.client, env.ack)?;
-                            }
-                            apply_envelope(shared, &tx, index, env)?
-                        }
+                        EntryPayload::Normal(env) => apply_envelope(shared, &tx, index, env)?,
                         EntryPayload::Membership(m) => {
                             membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
                             done()
