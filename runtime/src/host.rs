@@ -238,6 +238,23 @@ pub fn run_blocking(args: NodeArgs, service: &dyn HostedService) -> Result<(), H
     result
 }
 
+/// The `node` subcommand of a service binary named `name`: logging as `args` ask, the node run
+/// until a signal ([`run_blocking`]), and the exit code (a failure printed on stderr).
+pub fn node_main(
+    name: &str,
+    args: NodeArgs,
+    service: &dyn HostedService,
+) -> std::process::ExitCode {
+    init_logging(args.log_format);
+    match run_blocking(args, service) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// How long a stopping node lets its listeners drain. A follower's raft listener never drains by
 /// itself: the leader keeps its replication stream open.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

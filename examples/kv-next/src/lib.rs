@@ -128,12 +128,5 @@ pub fn node_main(name: &str, service: &dyn runtime::host::HostedService) -> std:
         Node(Box<runtime::host::NodeArgs>),
     }
     let Cli::Node(args) = Cli::parse();
-    runtime::host::init_logging(args.log_format);
-    match runtime::host::run_blocking(*args, service) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{name}: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    runtime::host::node_main(name, *args, service)
 }

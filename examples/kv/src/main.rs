@@ -30,16 +30,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let args = match Cli::parse_from(argv) {
-        Cli::Node(args) => *args,
-        Cli::Call { args } => return kv_generated::cli::main("kv", args),
-    };
-    runtime::host::init_logging(args.log_format);
-    match runtime::host::run_blocking(args, &kv_generated::KvNode(kv::KvTables)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("kv: {e}");
-            ExitCode::FAILURE
+    match Cli::parse_from(argv) {
+        Cli::Node(args) => {
+            runtime::host::node_main("kv", *args, &kv_generated::KvNode(kv::KvTables))
         }
+        Cli::Call { args } => kv_generated::cli::main("kv", args),
     }
 }
