@@ -201,19 +201,22 @@ pub enum LogFormat {
 }
 
 /// Installs the process's log subscriber on stderr: `RUST_LOG` filters (default `warn`), in
-/// `format`. The first call wins.
+/// `format`, with repeated lines rate-limited ([`crate::log_limit`]). The first call wins.
 pub fn init_logging(format: LogFormat) {
     use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let subscriber = tracing_subscriber::registry()
+        .with(filter)
+        .with(crate::log_limit::RepeatLimit::default());
     let installed = match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
+        LogFormat::Text => subscriber
+            .with(lines.with_ansi(std::io::stderr().is_terminal()))
             .try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Json => subscriber.with(lines.json()).try_init(),
     };
     drop(installed);
 }

@@ -84,6 +84,7 @@ pub mod failpoint;
 pub mod frame;
 pub mod host;
 pub mod local;
+pub mod log_limit;
 pub mod metrics;
 pub mod netns;
 mod pending;

@@ -5,7 +5,8 @@
 //! - raft, read from openraft's metrics at each scrape: `raft_role` (one gauge per role, 1 for
 //!   the current one), `raft_term`, `raft_leader_id`, `raft_last_log_index`,
 //!   `raft_committed_index`, `raft_applied_index`, `raft_snapshot_index`, `raft_purged_index`,
-//!   `raft_replication_lag{follower}` (on the leader), `raft_quorum_lost`;
+//!   `raft_replication_lag{follower}` (on the leader), `raft_quorum_lost`,
+//!   `raft_self_connects` (dials of a peer that connected to themselves, dropped);
 //! - requests, counted where the API meets the node: `requests_total{operation, kind,
 //!   outcome}` (outcome `ok`, a schema error kind, or a failure such as `Transport`) and
 //!   `request_seconds{operation, kind}`;
@@ -135,6 +136,7 @@ struct RaftGauges {
     snapshot: Gauge,
     purged: Gauge,
     quorum_lost: Gauge,
+    self_connects: Gauge,
 }
 
 impl NodeMetrics {
@@ -243,6 +245,11 @@ impl NodeMetrics {
                 "1 when this leader has not heard from a quorum within its lease",
                 &gauges.quorum_lost,
             ),
+            (
+                "raft_self_connects",
+                "Dials of a peer that connected to themselves (the peer's port was free) and were dropped",
+                &gauges.self_connects,
+            ),
         ] {
             registry.register(name, help, gauge.clone());
         }
@@ -306,6 +313,8 @@ impl NodeMetrics {
         g.snapshot.set(index("snapshot_index"));
         g.purged.set(index("purged_index"));
         g.quorum_lost.set(i64::from(status["quorum_lost"] == true));
+        g.self_connects
+            .set(gauge_value(crate::raft_rpc::self_connects()));
         let current = status["role"].as_str().unwrap_or("Unknown");
         for role in ["Leader", "Follower", "Candidate", "Learner", "Shutdown"] {
             self.role

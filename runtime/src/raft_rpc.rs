@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
@@ -151,6 +152,71 @@ pub async fn serve_raft<H: RaftHandler>(
         .await
 }
 
+/// Connections dropped because they reached their own socket (see [`dial`]).
+static SELF_CONNECTS: AtomicU64 = AtomicU64::new(0);
+
+/// How many dials [`dial`] dropped because they had connected to themselves.
+pub fn self_connects() -> u64 {
+    SELF_CONNECTS.load(Ordering::Relaxed)
+}
+
+/// Dials `addr` over TCP (no delay), refusing a connection to itself.
+///
+/// On one host, a dial of a port nobody listens on can pick that very port as its source port
+/// (when it lies in the ephemeral range) and connect to itself (TCP's simultaneous open). Kept,
+/// such a connection holds the port, and the peer that should listen there cannot bind it. Such
+/// a connection is closed at once (freeing the port), counted, and reported as refused.
+pub async fn dial(addr: &str) -> std::io::Result<tokio::net::TcpStream> {
+    let stream = refuse_self(tokio::net::TcpStream::connect(addr).await?)?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// The stream, unless it is connected to itself (then it is closed and counted).
+fn refuse_self(stream: tokio::net::TcpStream) -> std::io::Result<tokio::net::TcpStream> {
+    let local = stream.local_addr()?;
+    if local == stream.peer_addr()? {
+        SELF_CONNECTS.fetch_add(1, Ordering::Relaxed);
+        drop(stream);
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            format!("{local}: the dial connected to itself (nobody listens there); dropped"),
+        ));
+    }
+    Ok(stream)
+}
+
+/// tonic's connector over [`dial`] (TLS, when configured, is layered on top by tonic).
+#[derive(Debug, Clone, Copy)]
+struct Dialer;
+
+impl tonic::codegen::Service<tonic::codegen::http::Uri> for Dialer {
+    type Response = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: tonic::codegen::http::Uri) -> Self::Future {
+        Box::pin(async move {
+            let (Some(host), Some(port)) = (uri.host(), uri.port_u16()) else {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("`{uri}` names no host and port"),
+                ));
+            };
+            dial(&format!("{host}:{port}"))
+                .await
+                .map(hyper_util::rt::TokioIo::new)
+        })
+    }
+}
+
 /// How long a raft call may take on a client made by [`RaftClient::connect`].
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -182,7 +248,6 @@ impl RaftClient {
         };
         let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| Status::invalid_argument(format!("bad address `{addr}`: {e}")))?
-            .tcp_nodelay(true)
             .connect_timeout(std::time::Duration::from_secs(5))
             // No call waits forever on a peer that stopped answering.
             .timeout(timeout)
@@ -194,7 +259,7 @@ impl RaftClient {
                 .map_err(|e| Status::invalid_argument(format!("TLS for {addr}: {e}")))?;
         }
         let channel = endpoint
-            .connect()
+            .connect_with_connector(Dialer)
             .await
             .map_err(|e| Status::unavailable(format!("cannot connect to {addr}: {e}")))?;
         let secret = credentials
@@ -231,5 +296,32 @@ impl RaftClient {
             .insert(SECRET_KEY, self.secret.clone());
         let reply = self.inner.clone().raft_message(request).await?;
         Ok(reply.into_inner().payload)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket bound to the port it dials connects to itself (TCP's simultaneous open), as a
+    /// dial whose ephemeral source port happens to be the dead peer's port does: such a
+    /// connection is dropped (the port is free again) and counted.
+    #[tokio::test]
+    async fn a_connection_to_itself_is_dropped_and_counted() {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_reuseaddr(true).expect("reuseaddr");
+        socket
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind");
+        let addr = socket.local_addr().expect("local addr");
+        let stream = socket.connect(addr).await.expect("a self-connect");
+        let before = self_connects();
+        let refused = refuse_self(stream).expect_err("refused");
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(self_connects(), before + 1);
+        // The port is free again: a node can listen on it.
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("the port is free after the self-connection was dropped");
     }
 }

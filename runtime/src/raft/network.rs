@@ -234,48 +234,191 @@ pub async fn call(client: &RaftClient, message: &Message) -> Result<Answer, toni
 pub struct Network {
     /// What this node presents to its peers.
     pub credentials: RaftCredentials,
+    /// The first retry delay after a peer could not be reached (the heartbeat interval), and
+    /// how often a peer in backoff is probed with a bare TCP connect.
+    pub probe_every: std::time::Duration,
+    /// The longest retry delay (about the election timeout).
+    pub max_backoff: std::time::Duration,
+    /// One link per peer, shared by every client openraft makes for it (its replication
+    /// stream and its heartbeats), so they share one connection and one backoff.
+    links: Arc<Mutex<std::collections::HashMap<NodeId, Arc<Link>>>>,
+}
+
+impl Network {
+    /// A factory of peer connections that back off from unreachable peers from `probe_every`
+    /// up to `max_backoff`.
+    pub fn new(
+        credentials: RaftCredentials,
+        probe_every: std::time::Duration,
+        max_backoff: std::time::Duration,
+    ) -> Self {
+        Network {
+            credentials,
+            probe_every,
+            max_backoff,
+            links: Arc::default(),
+        }
+    }
 }
 
 impl RaftNetworkFactory<C> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeAddr) -> Peer {
-        Peer {
-            target,
-            addr: node.raft.clone(),
-            credentials: self.credentials.clone(),
-            client: None,
+        let fresh = || {
+            Arc::new(Link {
+                addr: node.raft.clone(),
+                credentials: self.credentials.clone(),
+                probe_every: self.probe_every,
+                max_backoff: self.max_backoff,
+                connecting: tokio::sync::Mutex::new(()),
+                state: Mutex::new(LinkState::default()),
+            })
+        };
+        let link = match self.links.lock() {
+            Ok(mut links) => {
+                let link = links.entry(target).or_insert_with(fresh);
+                if link.addr != node.raft {
+                    // The member moved: a new link (and connection) for its new address.
+                    *link = fresh();
+                }
+                link.clone()
+            }
+            Err(_) => fresh(),
+        };
+        Peer { target, link }
+    }
+}
+
+/// The link to one peer: its connection (made lazily, dropped when it fails) and its backoff.
+///
+/// After a failed connect or a call that found the connection gone, the next connect waits:
+/// `probe_every`, then twice that, and so on up to `max_backoff`; any answer from the peer
+/// resets it. While waiting, a bare TCP connect probes the peer every `probe_every`, so a
+/// peer that listens again is dialed within one probe interval. A dead peer thus costs a
+/// probe per interval and a failed attempt per backoff step, not a busy loop (openraft retries
+/// a replication stream at once when `stream_append` fails before it reads the request stream,
+/// and so does not apply its own backoff there).
+#[derive(Debug)]
+struct Link {
+    addr: String,
+    credentials: RaftCredentials,
+    probe_every: std::time::Duration,
+    max_backoff: std::time::Duration,
+    /// Held while connecting, so the replication stream and the heartbeats dial once.
+    connecting: tokio::sync::Mutex<()>,
+    state: Mutex<LinkState>,
+}
+
+#[derive(Debug, Default)]
+struct LinkState {
+    client: Option<RaftClient>,
+    /// Failures since the peer last answered.
+    failures: u32,
+    /// No connect before this instant (unless a probe finds the peer listening).
+    retry_at: Option<tokio::time::Instant>,
+}
+
+impl Link {
+    fn state(&self) -> std::sync::MutexGuard<'_, LinkState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The connection, made now if there is none (after the backoff, if one runs).
+    async fn client(&self) -> Result<RaftClient, RPCError<C>> {
+        if let Some(c) = &self.state().client {
+            return Ok(c.clone());
+        }
+        let _connecting = self.connecting.lock().await;
+        loop {
+            let retry_at = {
+                let state = self.state();
+                if let Some(c) = &state.client {
+                    return Ok(c.clone());
+                }
+                state.retry_at
+            };
+            let Some(retry_at) = retry_at else { break };
+            let now = tokio::time::Instant::now();
+            if now >= retry_at {
+                break;
+            }
+            let probe_at = (now + self.probe_every).min(retry_at);
+            tokio::time::sleep_until(probe_at).await;
+            if probe_at < retry_at && self.probe().await {
+                break;
+            }
+        }
+        match RaftClient::connect(&self.addr, &self.credentials).await {
+            Ok(c) => {
+                self.state().client = Some(c.clone());
+                Ok(c)
+            }
+            Err(status) => {
+                self.failed();
+                Err(RPCError::Unreachable(Unreachable::new(&status)))
+            }
+        }
+    }
+
+    /// Whether something listens at the peer's address (a TCP connect, within one probe
+    /// interval; a connection to ourselves does not count).
+    async fn probe(&self) -> bool {
+        matches!(
+            tokio::time::timeout(self.probe_every, crate::raft_rpc::dial(&self.addr)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// The peer answered: no backoff.
+    fn answered(&self) {
+        let mut state = self.state();
+        if state.failures != 0 {
+            state.failures = 0;
+            state.retry_at = None;
+        }
+    }
+
+    /// The peer could not be reached: drop the connection and wait longer before the next.
+    fn failed(&self) {
+        let mut state = self.state();
+        state.client = None;
+        state.failures = state.failures.saturating_add(1);
+        let delay = self
+            .probe_every
+            .saturating_mul(1u32 << (state.failures - 1).min(16))
+            .min(self.max_backoff);
+        state.retry_at = Some(tokio::time::Instant::now() + delay);
+    }
+
+    /// Records what a call's failure says about the link: a transport failure (the peer is
+    /// gone, or the connection broke) starts or extends the backoff.
+    fn observe(&self, status: &tonic::Status) {
+        if status.code() == tonic::Code::Unavailable {
+            self.failed();
         }
     }
 }
 
-/// The connection to one peer (connected lazily, reconnected after failures).
+/// The connection to one peer, as openraft sees it (see [`Link`]).
 #[derive(Debug)]
 pub struct Peer {
     target: NodeId,
-    addr: String,
-    credentials: RaftCredentials,
-    client: Option<RaftClient>,
+    link: Arc<Link>,
 }
 
 impl Peer {
-    async fn client(&mut self) -> Result<RaftClient, RPCError<C>> {
-        if let Some(c) = &self.client {
-            return Ok(c.clone());
-        }
-        let c = RaftClient::connect(&self.addr, &self.credentials)
-            .await
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
-        self.client = Some(c.clone());
-        Ok(c)
-    }
-
     async fn rpc(&mut self, message: &Message) -> Result<Answer, RPCError<C>> {
-        let client = self.client().await?;
+        let client = self.link.client().await?;
         match call(&client, message).await {
-            Ok(answer) => Ok(answer),
+            Ok(answer) => {
+                self.link.answered();
+                Ok(answer)
+            }
             Err(status) => {
-                self.client = None;
+                self.link.observe(&status);
                 Err(status_error(status))
             }
         }
@@ -306,8 +449,9 @@ impl RaftNetworkV2<C> for Peer {
         S: Stream<Item = AppendEntriesRequest<C>> + OptionalSend + Unpin + 'static,
     {
         Box::pin(async move {
-            let client = self.client().await?;
+            let client = self.link.client().await?;
             let target = self.target;
+            let link = self.link.clone();
             // When each request still waiting for its answer went out, oldest first: only those
             // are timed (an idle stream waits as long as openraft sends nothing).
             let waiting = Arc::new(Mutex::new(VecDeque::<tokio::time::Instant>::new()));
@@ -329,7 +473,7 @@ impl RaftNetworkV2<C> for Peer {
             let answers = match client.append_stream(requests).await {
                 Ok(answers) => answers,
                 Err(status) => {
-                    self.client = None;
+                    self.link.observe(&status);
                     return Err(status_error(status));
                 }
             };
@@ -340,6 +484,7 @@ impl RaftNetworkV2<C> for Peer {
             let ttl = option.soft_ttl().max(STREAM_ANSWER_TIMEOUT);
             let answers = futures_util::stream::unfold(Some(answers), move |answers| {
                 let waiting = waiting.clone();
+                let link = link.clone();
                 async move {
                     let mut answers = answers?;
                     let next = match answer_within(&mut answers, &waiting, ttl).await {
@@ -350,8 +495,12 @@ impl RaftNetworkV2<C> for Peer {
                             timeout: ttl,
                         })),
                         Ok(None) => return None,
-                        Ok(Some(Err(status))) => Err(status_error(status)),
+                        Ok(Some(Err(status))) => {
+                            link.observe(&status);
+                            Err(status_error(status))
+                        }
                         Ok(Some(Ok(payload))) => {
+                            link.answered();
                             match super::types::decode::<StreamAnswer>(&payload) {
                                 Ok(Ok(result)) => Ok(result),
                                 Ok(Err(fatal)) => Err(RPCError::Network(
@@ -419,7 +568,7 @@ impl RaftNetworkV2<C> for Peer {
             RPCError::Timeout(t) => StreamingError::Timeout(t),
             other => StreamingError::Network(NetworkError::from_string(other.to_string())),
         };
-        let client = self.client().await.map_err(to_streaming)?;
+        let client = self.link.client().await.map_err(to_streaming)?;
         let id = rand_id();
         let io = |e: std::io::Error| StreamingError::Network(NetworkError::new(&e));
         let mut file = tokio::fs::File::open(&snapshot.snapshot.path)

@@ -202,9 +202,13 @@ impl RaftNode {
         }
         .validate()
         .map_err(|e| NodeError::Config(e.to_string()))?;
-        let network = Network {
-            credentials: config.credentials.clone(),
-        };
+        // A peer that cannot be reached is retried after a heartbeat, then less and less often,
+        // up to the election timeout (and probed every heartbeat meanwhile).
+        let network = Network::new(
+            config.credentials.clone(),
+            config.heartbeat,
+            config.election_timeout.0,
+        );
         let raft = Raft::new(config.id, Arc::new(raft_config), network, log, sm.clone())
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
