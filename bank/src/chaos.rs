@@ -36,6 +36,10 @@ pub enum Nemesis {
     IsolateFollower,
     /// SIGKILL the leader, then restart it from its data directory.
     KillLeader,
+    /// SIGKILL a follower and leave it down for the hold time (hold it for minutes to see what
+    /// a lasting fault costs), then restart it. Reports the leader's CPU and log bytes per
+    /// minute while it is down, against the leader's CPU just before.
+    FollowerDown,
     /// The leader loses 30 % of the packets it sends and receives (`iptables` in its
     /// namespace) for the hold time.
     LossyLink,
@@ -51,6 +55,7 @@ impl Nemesis {
             Nemesis::IsolateLeader => "isolate-leader",
             Nemesis::IsolateFollower => "isolate-follower",
             Nemesis::KillLeader => "kill-leader",
+            Nemesis::FollowerDown => "follower-down",
             Nemesis::LossyLink => "lossy-link",
             Nemesis::ClockSkew => "clock-skew",
         }
@@ -62,6 +67,7 @@ impl Nemesis {
             Nemesis::IsolateLeader,
             Nemesis::IsolateFollower,
             Nemesis::KillLeader,
+            Nemesis::FollowerDown,
             Nemesis::LossyLink,
         ];
         if runtime::failpoint::ENABLED {
@@ -104,6 +110,33 @@ pub struct FaultFigures {
     pub new_leader_ms: Vec<u64>,
     /// Heals after which the leader or its term had changed (follower isolation; goal 0).
     pub heal_leader_changes: u32,
+    /// What a follower down cost its leader, per injection (follower-down).
+    pub leader_costs: Vec<LeaderCost>,
+}
+
+/// What the leader spent while a follower was down, beside what it spent just before.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct LeaderCost {
+    /// The leader's CPU, in percent of one core, over the few seconds before the fault.
+    pub cpu_percent_before: f64,
+    /// The leader's CPU, in percent of one core, while the follower was down.
+    pub cpu_percent: f64,
+    /// Bytes the leader logged per minute while the follower was down.
+    pub log_bytes_per_minute: u64,
+}
+
+/// Measures the leader's CPU (percent of a core) and log bytes over `window`; `None` when its
+/// process cannot be read (it stopped).
+async fn leader_cost(c: &LocalCluster, leader: NodeId, window: Duration) -> Option<(f64, u64)> {
+    let node = c.node(leader).ok()?;
+    let log_len = || std::fs::metadata(node.log_file()).map_or(0, |m| m.len());
+    let (cpu, log, start) = (node.cpu_seconds()?, log_len(), Instant::now());
+    tokio::time::sleep(window).await;
+    let elapsed = start.elapsed().as_secs_f64();
+    Some((
+        100.0 * (node.cpu_seconds()? - cpu) / elapsed,
+        log_len().saturating_sub(log),
+    ))
 }
 
 /// What a chaos run saw.
@@ -266,12 +299,18 @@ async fn inject(
         .filter(|&id| id != leader)
         .collect();
     let term = term_of(c, leader).await;
+    let before = if nemesis == Nemesis::FollowerDown {
+        leader_cost(c, leader, (hold / 4).min(Duration::from_secs(10))).await
+    } else {
+        None
+    };
     figures.injected += 1;
     let cut = Instant::now();
     match nemesis {
         Nemesis::IsolateLeader => lab.set_connected(leader as usize, false)?,
         Nemesis::KillLeader => c.kill(leader)?,
         Nemesis::IsolateFollower => lab.set_connected(others[0] as usize, false)?,
+        Nemesis::FollowerDown => c.kill(others[0])?,
         Nemesis::LossyLink => lab.set_loss(leader as usize, LOSS_PERCENT)?,
         Nemesis::ClockSkew => {
             let offset = format!("return({CLOCK_SKEW_SECS})");
@@ -283,16 +322,27 @@ async fn inject(
     if deposes && c.wait_for_leader_among(&others, ELECTION).await.is_ok() {
         figures.new_leader_ms.push(cut.elapsed().as_millis() as u64);
     }
+    let rest = hold.saturating_sub(cut.elapsed());
+    if let (Some((cpu_before, _)), Some((cpu, log_bytes))) =
+        (before, leader_cost(c, leader, rest).await)
+    {
+        figures.leader_costs.push(LeaderCost {
+            cpu_percent_before: cpu_before,
+            cpu_percent: cpu,
+            log_bytes_per_minute: (log_bytes as f64 * 60.0 / rest.as_secs_f64().max(0.001)) as u64,
+        });
+    }
     tokio::time::sleep(hold.saturating_sub(cut.elapsed())).await;
     match nemesis {
         Nemesis::IsolateLeader => lab.set_connected(leader as usize, true)?,
         Nemesis::KillLeader => c.restart(leader).await?,
         Nemesis::IsolateFollower => lab.set_connected(others[0] as usize, true)?,
+        Nemesis::FollowerDown => c.restart(others[0]).await?,
         Nemesis::LossyLink => lab.set_loss(leader as usize, 0)?,
         Nemesis::ClockSkew => c.set_failpoint(leader, "clock::offset_secs", "off").await?,
     }
     c.wait_caught_up(ELECTION).await?;
-    if nemesis == Nemesis::IsolateFollower
+    if matches!(nemesis, Nemesis::IsolateFollower | Nemesis::FollowerDown)
         && (c.wait_for_leader(ELECTION).await.ok() != Some(leader)
             || term_of(c, leader).await != term)
     {
@@ -489,6 +539,14 @@ pub fn render(report: &ChaosReport) -> String {
             "{name:<18} {:>8}  {spread:>30}  {:>19}\n",
             f.injected, f.heal_leader_changes
         ));
+    }
+    for (name, f) in &report.faults {
+        for cost in &f.leader_costs {
+            out.push_str(&format!(
+                "{name}: leader CPU {:.1} % of a core while down ({:.1} % before), {} log bytes/min\n",
+                cost.cpu_percent, cost.cpu_percent_before, cost.log_bytes_per_minute
+            ));
+        }
     }
     for check in &report.checks {
         out.push_str(&format!("ok: {check}\n"));

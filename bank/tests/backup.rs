@@ -2,6 +2,7 @@
 //! (its digest is the digest of the state at its applied index), and a new cluster started from
 //! it with `--restore` has exactly that state and takes writes.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +18,7 @@ const EXE: &str = env!("CARGO_BIN_EXE_bank");
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_under_writes_restores_into_a_new_cluster_with_its_digest() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let old = LocalCluster::start(Path::new(EXE), &dir.path().join("old"), 3, Vec::new())
+    let mut old = LocalCluster::start(Path::new(EXE), &dir.path().join("old"), 3, Vec::new())
         .await
         .unwrap_or_else(|e| panic!("cluster: {e}"));
     let leader = old
@@ -71,6 +72,55 @@ async fn a_backup_under_writes_restores_into_a_new_cluster_with_its_digest() {
     assert!(now[0].1 > applied, "no write after the backup: {report}");
     assert!(acknowledged > 0);
 
+    // The backup, the databases and the snapshots are the owner's only.
+    let mode = |p: &Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&out), 0o600, "the backup's mode");
+    assert_eq!(mode(&follower.data_dir), 0o700, "the data directory's mode");
+    for file in ["state.db", "raft-log.db"] {
+        assert_eq!(mode(&follower.data_dir.join(file)), 0o600, "{file}'s mode");
+    }
+    // A `.part` that is a symbolic link is never written through.
+    let elsewhere = dir.path().join("elsewhere");
+    let linked = dir.path().join("linked.backup");
+    std::os::unix::fs::symlink(&elsewhere, linked.with_extension("part")).expect("symlink");
+    let refused = runtime::host::backup(&follower.raft, &old.credentials, &linked)
+        .await
+        .expect_err("a symlinked .part is refused");
+    assert!(refused.to_string().contains("symbolic link"), "{refused}");
+    assert!(!elsewhere.exists(), "the backup went through the symlink");
+
+    // A partly received snapshot left by an interrupted transfer is removed at start.
+    let follower_id = follower.id;
+    let partial = follower
+        .data_dir
+        .join("snapshots")
+        .join("incoming-00000000deadbeef.part");
+    std::fs::write(&partial, b"half a snapshot").expect("a partial transfer");
+    old.restart(follower_id).await.expect("restart");
+    assert!(!partial.exists(), "a partial transfer survived a restart");
+
+    // A restore refuses a directory holding raft state, not only a state database: a
+    // leftover log would be replayed on top of the backup.
+    let leftover = dir.path().join("leftover");
+    std::fs::create_dir_all(&leftover).expect("dir");
+    std::fs::copy(
+        old.node(leader)
+            .expect("leader")
+            .data_dir
+            .join("raft-log.db"),
+        leftover.join("raft-log.db"),
+    )
+    .expect("an old log");
+    let (ok, stderr) = node_briefly(&leftover, &out);
+    assert!(!ok, "a restore beside an old log started: {stderr}");
+    assert!(stderr.contains("holds raft state"), "{stderr}");
+
     let restored = LocalCluster::start(
         Path::new(EXE),
         &dir.path().join("new"),
@@ -105,7 +155,16 @@ async fn a_backup_under_writes_restores_into_a_new_cluster_with_its_digest() {
     assert_eq!(after, balance + Decimal::ONE);
 
     // A restore never replaces a database.
-    let again = std::process::Command::new(EXE)
+    let (ok, stderr) = node_briefly(&restored.nodes[0].data_dir, &out);
+    assert!(!ok);
+    assert!(stderr.contains("holds raft state"), "{stderr}");
+}
+
+/// Runs `bank node --restore backup` into `data_dir` on free ports for at most 20 s (a node
+/// that starts is killed): whether it exited successfully, and its stderr.
+fn node_briefly(data_dir: &Path, backup: &Path) -> (bool, String) {
+    use std::io::Read as _;
+    let mut child = std::process::Command::new(EXE)
         .args([
             "node",
             "--id",
@@ -114,16 +173,30 @@ async fn a_backup_under_writes_restores_into_a_new_cluster_with_its_digest() {
             "--secret",
             "0123456789abcdef",
         ])
+        .args(["--listen", "127.0.0.1:0", "--raft-listen", "127.0.0.1:0"])
         .arg("--data-dir")
-        .arg(&restored.nodes[0].data_dir)
+        .arg(data_dir)
         .arg("--restore")
-        .arg(&out)
-        .output()
+        .arg(backup)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("bank node");
-    assert!(!again.status.success());
-    let stderr = String::from_utf8_lossy(&again.stderr);
-    assert!(
-        stderr.contains("restore into an empty data directory"),
-        "{stderr}"
-    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let ok = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status.success();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        let _ = err.read_to_string(&mut stderr);
+    }
+    (ok, stderr)
 }

@@ -9,32 +9,13 @@ use std::time::{Duration, Instant};
 
 use bank_generated::grpc::GrpcClient;
 use bank_generated::{AccountType, BankApi};
-use runtime::cluster::LocalCluster;
+use runtime::cluster::{LocalCluster, NodeProcess};
 use rust_decimal::Decimal;
 use tokio::sync::Mutex;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
 const EXE: &str = env!("CARGO_BIN_EXE_bank");
-
-/// CPU time of process `pid` so far (user + system), in clock ticks (1/100 s on Linux).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .unwrap_or_else(|e| panic!("/proc/{pid}/stat: {e}"));
-    // Fields after the command name (which may hold spaces) start at field 3: utime is 14,
-    // stime 15.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |i: usize| -> u64 { fields.get(i - 3).and_then(|f| f.parse().ok()).unwrap_or(0) };
-    field(14) + field(15)
-}
-
-/// The number of lines in a node's log file.
-fn log_lines(path: &Path) -> usize {
-    std::fs::read(path)
-        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
-        .unwrap_or(0)
-}
 
 /// What a node cost over a window.
 #[derive(Debug)]
@@ -45,14 +26,21 @@ struct Cost {
     log_lines: usize,
 }
 
-/// Measures node `pid`'s CPU and log lines over `window`.
-async fn cost_over(pid: u32, log: &Path, window: Duration) -> Cost {
-    let (ticks, lines, start) = (cpu_ticks(pid), log_lines(log), Instant::now());
+/// The number of lines in a log file.
+fn log_lines(path: &Path) -> usize {
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+        .unwrap_or(0)
+}
+
+/// Measures what `node` costs over `window`: its CPU and the lines it logs.
+async fn cost_over(node: &NodeProcess, window: Duration) -> Cost {
+    let cpu = || node.cpu_seconds().expect("the node runs");
+    let (seconds, lines, start) = (cpu(), log_lines(&node.log_file()), Instant::now());
     tokio::time::sleep(window).await;
-    let elapsed = start.elapsed().as_secs_f64();
     Cost {
-        cpu_percent: (cpu_ticks(pid) - ticks) as f64 / elapsed,
-        log_lines: log_lines(log) - lines,
+        cpu_percent: 100.0 * (cpu() - seconds) / start.elapsed().as_secs_f64(),
+        log_lines: log_lines(&node.log_file()) - lines,
     }
 }
 
@@ -72,12 +60,7 @@ async fn a_dead_follower_costs_the_leader_almost_nothing() {
         .wait_for_leader(Duration::from_secs(60))
         .await
         .expect("leader");
-    let leader_node = c.node(leader).expect("leader node");
-    let (leader_pid, leader_log) = (
-        leader_node.pid().expect("leader runs"),
-        leader_node.data_dir.join("node.log"),
-    );
-    let client = GrpcClient::connect(&leader_node.api)
+    let client = GrpcClient::connect(&c.node(leader).expect("leader node").api)
         .await
         .expect("connect")
         .retrying(10);
@@ -107,7 +90,7 @@ async fn a_dead_follower_costs_the_leader_almost_nothing() {
         })
     };
 
-    let baseline = cost_over(leader_pid, &leader_log, Duration::from_secs(10)).await;
+    let baseline = cost_over(c.node(leader).expect("leader"), Duration::from_secs(10)).await;
     let follower = c
         .nodes
         .iter()
@@ -116,7 +99,7 @@ async fn a_dead_follower_costs_the_leader_almost_nothing() {
         .id;
     c.kill(follower).expect("kill the follower");
     let before = acked.load(Ordering::Relaxed);
-    let down = cost_over(leader_pid, &leader_log, Duration::from_secs(30)).await;
+    let down = cost_over(c.node(leader).expect("leader"), Duration::from_secs(30)).await;
     let written_while_down = acked.load(Ordering::Relaxed) - before;
     eprintln!(
         "leader with every node up: {baseline:?}; with node {follower} down: {down:?}; \
@@ -136,7 +119,7 @@ async fn a_dead_follower_costs_the_leader_almost_nothing() {
         down.log_lines < 100,
         "the leader logged {} lines in 30 s with a follower down: {}",
         down.log_lines,
-        std::fs::read_to_string(&leader_log)
+        std::fs::read_to_string(c.node(leader).expect("leader").log_file())
             .unwrap_or_default()
             .lines()
             .rev()

@@ -16,6 +16,9 @@ use crate::raft::types::NodeId;
 use crate::raft_rpc::RaftCredentials;
 use crate::tls::{CertAuthority, TlsArgs, hosts_for};
 
+/// The log file in each node's data directory.
+const NODE_LOG: &str = "node.log";
+
 /// How long a node process may take to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -69,6 +72,25 @@ impl NodeProcess {
     /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// The CPU time (user and system) the process has used so far, in seconds, read from
+    /// `/proc/<pid>/stat` (in clock ticks of 1/100 s, Linux's `USER_HZ`); `None` when it does
+    /// not run or there is no `/proc`.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
+        // The fields after the command name (which may hold spaces) start with field 3; utime
+        // is field 14 and stime field 15.
+        let (_, rest) = stat.rsplit_once(')')?;
+        let mut fields = rest.split_whitespace().skip(14 - 3);
+        let utime: u64 = fields.next()?.parse().ok()?;
+        let stime: u64 = fields.next()?.parse().ok()?;
+        Some((utime + stime) as f64 / 100.0)
+    }
+
+    /// The file the process logs to (its stderr).
+    pub fn log_file(&self) -> PathBuf {
+        self.data_dir.join(NODE_LOG)
     }
 
     /// Whether the process is running.
@@ -251,7 +273,7 @@ impl LocalCluster {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(data_dir.join("node.log"))
+            .open(data_dir.join(NODE_LOG))
             .map_err(|e| HostError::Process(format!("node log: {e}")))?;
         let mut cmd = match host {
             // `ip netns exec` execs the binary: the child is the node itself.

@@ -321,6 +321,18 @@ pub async fn start(args: NodeArgs, service: &dyn HostedService) -> Result<Runnin
         None => None,
     };
     if let Some(backup) = &args.restore {
+        // A backup restored beside an old log (or snapshots) would have that log replayed on
+        // top of it: restore only into a directory without raft state.
+        let leftover = crate::raft::node::raft_state_in(&args.data_dir);
+        if !leftover.is_empty() {
+            let names: Vec<String> = leftover.iter().map(|p| p.display().to_string()).collect();
+            return Err(HostError::Config(format!(
+                "--restore {}: {} holds raft state ({}); restore into a new, empty data directory",
+                backup.display(),
+                args.data_dir.display(),
+                names.join(", ")
+            )));
+        }
         crate::raft::state_machine::StateMachine::restore(
             backup,
             &args.data_dir.join(crate::raft::node::STATE_DB),
@@ -621,7 +633,27 @@ pub async fn backup(
     let name = report["name"].as_str().unwrap_or_default().to_string();
     let file_error = |e: std::io::Error| HostError::Admin(format!("{}: {e}", out.display()));
     let part = out.with_extension("part");
-    let mut file = std::fs::File::create(&part).map_err(file_error)?;
+    // A `.part` left by an earlier attempt is replaced, but never followed: a symlink there
+    // could point the backup (all of the service's data) anywhere.
+    match std::fs::symlink_metadata(&part) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            return Err(HostError::Admin(format!(
+                "{} is a symbolic link; refusing to write the backup through it",
+                part.display()
+            )));
+        }
+        Ok(_) => std::fs::remove_file(&part).map_err(file_error)?,
+        Err(_) => {}
+    }
+    let mut file = {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&part)
+            .map_err(file_error)?
+    };
     let client = RaftClient::connect(raft_addr, credentials)
         .await
         .map_err(|s| HostError::Admin(format!("{raft_addr}: {}", s.message())))?;

@@ -9,6 +9,24 @@ use tokio::task::JoinHandle;
 
 use crate::{CallKind, Handler};
 
+/// Makes `path` readable and writable by its owner only (0600): a node's databases, snapshots
+/// and backups hold all of the service's data.
+pub(crate) fn owner_only(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
+/// Creates (or truncates) `path` as a file only its owner can read and write (0600).
+pub(crate) fn create_owner_only(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
 /// Aborts the task when dropped, so a task's lifetime can be tied to its owner's.
 pub(crate) struct AbortOnDrop<T>(pub(crate) JoinHandle<T>);
 

@@ -292,6 +292,8 @@ impl LogStore {
             std::fs::create_dir_all(parent)?;
         }
         let conn = Connection::open(path).map_err(io::Error::other)?;
+        // Its WAL and shared-memory files take the database's mode.
+        crate::util::owner_only(path)?;
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
             .map_err(io::Error::other)?;

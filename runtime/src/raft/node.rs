@@ -8,7 +8,7 @@
 //! [`ReadLevel::Stale`] reads the local state as it is.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,6 +46,37 @@ pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The state database's file name in a node's data directory.
 pub const STATE_DB: &str = "state.db";
+
+/// The raft log's database in a node's data directory.
+pub const LOG_DB: &str = "raft-log.db";
+
+/// The snapshots' directory in a node's data directory.
+pub const SNAPSHOT_DIR: &str = "snapshots";
+
+/// The raft state in `data_dir`: its log, its state database (with their WAL files), and
+/// every file in its snapshots' directory. Empty for a new node.
+pub fn raft_state_in(data_dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(data_dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with(LOG_DB) || name.starts_with(STATE_DB)
+        })
+        .map(|e| e.path())
+        .collect();
+    found.extend(
+        std::fs::read_dir(data_dir.join(SNAPSHOT_DIR))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path()),
+    );
+    found.sort();
+    found
+}
 
 /// Where a node keeps the backup it made last, in its data directory.
 const BACKUP_DIR: &str = "backups";
@@ -178,8 +209,13 @@ impl RaftNode {
         app: Arc<dyn Application>,
     ) -> Result<Arc<RaftNode>, NodeError> {
         std::fs::create_dir_all(&config.data_dir)?;
-        let snapshot_dir = config.data_dir.join("snapshots");
-        let log = LogStore::open(&config.data_dir.join("raft-log.db"))?;
+        {
+            // Only the node's user may enter its data directory.
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        let snapshot_dir = config.data_dir.join(SNAPSHOT_DIR);
+        let log = LogStore::open(&config.data_dir.join(LOG_DB))?;
         let sm = StateMachine::open(app, &config.data_dir.join(STATE_DB), &snapshot_dir)?;
         let storage_metrics = crate::metrics::StorageMetrics {
             log_commit_seconds: log.commit_seconds(),
@@ -921,7 +957,10 @@ impl RaftNode {
     async fn store_chunk(&self, id: u64, offset: u64, data: &[u8]) -> std::io::Result<()> {
         let path = self.incoming_path(id);
         let mut file = if offset == 0 {
-            tokio::fs::File::create(&path).await?
+            // A new transfer: what earlier ones left behind will never complete (openraft
+            // sends one snapshot at a time to a follower).
+            crate::raft::state_machine::remove_partial_transfers(&self.snapshot_dir);
+            tokio::fs::File::from_std(crate::util::create_owner_only(&path)?)
         } else {
             let file = tokio::fs::OpenOptions::new()
                 .append(true)

@@ -123,6 +123,8 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
 
 fn open_db(path: &Path) -> io::Result<Connection> {
     let conn = Connection::open(path).map_err(io_err)?;
+    // Its WAL and shared-memory files take the database's mode.
+    crate::util::owner_only(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(io_err)?;
     // The log is the durable record; see the module docs.
@@ -206,6 +208,8 @@ impl StateMachine {
         snapshot_dir: &Path,
     ) -> io::Result<Self> {
         std::fs::create_dir_all(snapshot_dir)?;
+        // Transfers interrupted by the last stop never complete: their senders start anew.
+        remove_partial_transfers(snapshot_dir);
         let writer = Self::open_writer(app.as_ref(), db_path)?;
         Ok(StateMachine {
             shared: Arc::new(Shared {
@@ -331,6 +335,7 @@ impl StateMachine {
             reader
                 .execute("VACUUM INTO ?1", [to.to_string_lossy()])
                 .map_err(io_err)?;
+            crate::util::owner_only(&to)?;
             std::fs::File::open(&to)?.sync_all()?;
             let copy = Connection::open_with_flags(&to, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
                 .map_err(io_err)?;
@@ -360,6 +365,7 @@ impl StateMachine {
         }
         let tmp = db_path.with_extension("restoring");
         std::fs::copy(backup, &tmp)?;
+        crate::util::owner_only(&tmp)?;
         {
             let conn = Connection::open(&tmp).map_err(io_err)?;
             conn.execute_batch(&format!(
@@ -728,7 +734,7 @@ fn sync_dir(path: &Path) -> io::Result<()> {
 fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = PathBuf::from(format!("{}.tmp", path.display()));
     {
-        let mut file = std::fs::File::create(&tmp)?;
+        let mut file = crate::util::create_owner_only(&tmp)?;
         io::Write::write_all(&mut file, bytes)?;
         file.sync_all()?;
     }
@@ -739,6 +745,15 @@ fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// How long a partly received snapshot (`incoming-*`) may sit untouched before it counts as the
 /// leftover of an interrupted transfer. A transfer in progress writes a chunk far more often.
 pub const INCOMING_STALE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Removes the partly received snapshots (`incoming-*`) in `dir`.
+pub(crate) fn remove_partial_transfers(dir: &Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with("incoming-") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
 
 /// Removes every snapshot but `keep`, and leftovers of interrupted transfers (never a transfer
 /// still arriving).
@@ -795,6 +810,7 @@ impl RaftSnapshotBuilder<C> for StateMachine {
             writer
                 .execute("VACUUM INTO ?1", [tmp.to_string_lossy()])
                 .map_err(io_err)?;
+            crate::util::owner_only(&tmp)?;
             let file = std::fs::File::open(&tmp)?;
             file.sync_all()?;
             let bytes = file.metadata()?.len();
