@@ -318,6 +318,7 @@ pub async fn serve_raft_echo(listen: &str, secret: String) -> Result<RunningServ
     let echo = Arc::new(runtime::raft_rpc::Echo);
     let task = spawn(runtime::raft_rpc::serve_raft(
         listener,
+        runtime::conn::Pool::new(256, runtime::conn::RAFT_IDLE_TIMEOUT),
         echo,
         runtime::raft_rpc::RaftCredentials::plain(secret),
         runtime::host::MAX_API_MESSAGE,

@@ -26,9 +26,6 @@ use crate::tls::TlsArgs;
 /// The environment variable a node reads its cluster secret from when `--secret` is not given.
 pub const SECRET_ENV: &str = "RAFT_SECRET";
 
-/// The largest raft message a node accepts (snapshot chunks included).
-const MAX_RAFT_MESSAGE: usize = 256 << 20;
-
 /// The largest API request a node accepts.
 pub const MAX_API_MESSAGE: usize = 4 << 20;
 
@@ -156,6 +153,18 @@ pub struct NodeArgs {
     /// Log entries kept behind a snapshot.
     #[arg(long, default_value_t = 1_000)]
     pub keep_logs: u64,
+    /// Seconds an API connection (gRPC, JSON-RPC, metrics) may stay idle (no byte either way,
+    /// a TLS handshake included) before it is closed. gRPC clients that keep a connection
+    /// send keep-alive pings.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_secs: u64,
+    /// The largest serialized command a write may carry, in bytes (at most 64 MiB): a larger
+    /// one is refused (`Rejected`: gRPC `INVALID_ARGUMENT`, JSON-RPC -32602) before it enters
+    /// the log. The API listeners' own request limits (4 MiB for gRPC) apply first.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::raft::node::DEFAULT_MAX_COMMAND_BYTES,
+          value_parser = parse_command_bytes)]
+    pub max_command_bytes: usize,
     /// On a follower, answer writes with the leader's address (clients follow it) instead of
     /// forwarding them to the leader.
     #[arg(long)]
@@ -262,6 +271,15 @@ pub fn node_main(
 /// itself: the leader keeps its replication stream open.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// `--max-command-bytes`: a byte count between 1 and the node's hard limit.
+fn parse_command_bytes(s: &str) -> Result<usize, String> {
+    let limit = crate::raft::node::MAX_COMMAND_BYTES_LIMIT;
+    match s.parse::<usize>() {
+        Ok(n) if (1..=limit).contains(&n) => Ok(n),
+        _ => Err(format!("expected a number of bytes from 1 to {limit}")),
+    }
+}
+
 /// Parses `--election-timeout-ms` (`MIN-MAX`).
 fn parse_range_ms(text: &str) -> Result<(u64, u64), String> {
     let bad = || format!("`{text}`: expected MIN-MAX in milliseconds, such as 1500-3000");
@@ -311,6 +329,12 @@ pub async fn start(args: NodeArgs, service: &dyn HostedService) -> Result<Runnin
         secret: args.secret.clone(),
         tls: args.tls.load()?,
     };
+    // Connections are bounded by the open-file limit: raise it as far as allowed, and size
+    // the listeners' pools from it.
+    let caps = crate::conn::Caps::for_nofile(
+        crate::conn::raise_nofile_limit(),
+        Duration::from_secs(args.idle_timeout_secs),
+    );
     let (raft_listener, raft_addr) = bind(&args.raft_listen).await?;
     let mut listeners = vec![(Protocol::Grpc, bind(&args.listen).await?)];
     if let Some(addr) = &args.jsonrpc_listen {
@@ -343,6 +367,7 @@ pub async fn start(args: NodeArgs, service: &dyn HostedService) -> Result<Runnin
     let mut config = NodeConfig::new(args.id, args.data_dir.clone(), credentials.clone());
     config.snapshot_every = args.snapshot_every;
     config.keep_logs = args.keep_logs;
+    config.max_command_bytes = args.max_command_bytes;
     config.redirect_writes = args.redirect_writes;
     config.cluster_name = service.name().to_string();
     config.heartbeat = Duration::from_millis(args.heartbeat_ms);
@@ -378,9 +403,10 @@ pub async fn start(args: NodeArgs, service: &dyn HostedService) -> Result<Runnin
     tasks.push(tokio::spawn(async move {
         let served = crate::raft_rpc::serve_raft(
             raft_listener,
+            caps.raft.clone(),
             raft_node,
             credentials,
-            MAX_RAFT_MESSAGE,
+            crate::raft::network::MAX_MESSAGE,
             shutdown,
         );
         if let Err(e) = served.await {
@@ -389,7 +415,8 @@ pub async fn start(args: NodeArgs, service: &dyn HostedService) -> Result<Runnin
     }));
     let metrics = metrics_listener.as_ref().map(|(_, a)| *a);
     if let Some((listener, _)) = metrics_listener {
-        let served = crate::metrics::serve(listener, node.clone(), until_stopped());
+        let served =
+            crate::metrics::serve(listener, caps.api.clone(), node.clone(), until_stopped());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = served.await {
                 tracing::error!(error = %e, "metrics listener stopped");
@@ -403,6 +430,7 @@ pub async fn start(args: NodeArgs, service: &dyn HostedService) -> Result<Runnin
         let listener = Listener {
             tcp: listener,
             tls: api_tls.clone(),
+            pool: caps.api.clone(),
         };
         let serving = service.serve(protocol, listener, node.clone(), level, until_stopped());
         tasks.push(tokio::spawn(async move {

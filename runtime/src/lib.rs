@@ -78,6 +78,7 @@ pub mod client;
 pub mod cluster;
 pub mod codes;
 pub mod config;
+pub mod conn;
 pub mod delay;
 pub mod error;
 pub mod failpoint;

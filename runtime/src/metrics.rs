@@ -342,6 +342,7 @@ impl NodeMetrics {
 /// Serves `/metrics`, `/health` and `/ready` of `node` on `listener` until `shutdown`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    pool: crate::conn::Pool,
     node: Arc<RaftNode>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -377,7 +378,7 @@ pub async fn serve(
                 }
             }),
         );
-    axum::serve(listener, app)
+    axum::serve(crate::conn::axum_listener(listener, pool, "metrics")?, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

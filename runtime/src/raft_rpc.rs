@@ -117,8 +117,11 @@ const MAX_RESET_STREAMS: usize = 4096;
 
 /// Serves the raft message service on `listener` until `shutdown` resolves; calls must carry
 /// the credentials' secret, and with TLS come from a peer whose certificate the CA signed.
+/// Connections draw from `pool` (a node's raft listener has a pool of its own, so a flood of
+/// API connections cannot take its peers' slots).
 pub async fn serve_raft<H: RaftHandler>(
     listener: tokio::net::TcpListener,
+    pool: crate::conn::Pool,
     handler: Arc<H>,
     credentials: RaftCredentials,
     max_message_size: usize,
@@ -136,7 +139,7 @@ pub async fn serve_raft<H: RaftHandler>(
     let service = pb::raft_server::RaftServer::new(Service { handler })
         .max_decoding_message_size(max_message_size)
         .max_encoding_message_size(max_message_size);
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = crate::conn::incoming(listener, pool.slots, Some(pool.idle), "raft");
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = &credentials.tls {
         server = server.tls_config(tls.raft_server())?;

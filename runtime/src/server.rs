@@ -36,19 +36,28 @@ pub async fn bind(addr: &str) -> Result<(TcpListener, std::net::SocketAddr), Bin
     Ok((listener, local))
 }
 
-/// An API listener: a bound socket and, on a TLS node, the node's TLS material (the server
-/// presents its certificate; clients need none).
+/// An API listener: a bound socket, on a TLS node the node's TLS material (the server
+/// presents its certificate; clients need none), and what its connections may hold (see
+/// [`crate::conn`]).
 #[derive(Debug)]
 pub struct Listener {
     /// The bound socket.
     pub tcp: TcpListener,
     /// TLS material; `None` serves plaintext.
     pub tls: Option<Tls>,
+    /// The connection slots it draws from, and their idle timeout (a node's API listeners
+    /// share one pool).
+    pub pool: crate::conn::Pool,
 }
 
 impl From<TcpListener> for Listener {
+    /// Plaintext, with [`MAX_CONNECTIONS`] slots of its own and the default idle timeout.
     fn from(tcp: TcpListener) -> Self {
-        Listener { tcp, tls: None }
+        Listener {
+            tcp,
+            tls: None,
+            pool: crate::conn::Pool::new(MAX_CONNECTIONS as usize, crate::conn::API_IDLE_TIMEOUT),
+        }
     }
 }
 
@@ -92,8 +101,8 @@ where
         .register_encoded_file_descriptor_set(descriptor)
         .build_v1()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
-    let Listener { tcp, tls } = listener.into();
-    let incoming = tonic::transport::server::TcpIncoming::from(tcp).with_nodelay(Some(true));
+    let Listener { tcp, tls, pool } = listener.into();
+    let incoming = crate::conn::incoming(tcp, pool.slots, Some(pool.idle), "grpc");
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         server = server.tls_config(tls.api_grpc())?;
@@ -121,7 +130,7 @@ pub async fn serve_jsonrpc<Ctx: Send + Sync + 'static>(
     max_request_size: usize,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let Listener { tcp, tls } = listener.into();
+    let Listener { tcp, tls, pool } = listener.into();
     let limit = u32::try_from(max_request_size).unwrap_or(u32::MAX);
     let config = jsonrpsee::server::ServerConfig::builder()
         .max_request_body_size(limit)
@@ -130,60 +139,55 @@ pub async fn serve_jsonrpc<Ctx: Send + Sync + 'static>(
         .max_connections(MAX_CONNECTIONS)
         .http_only()
         .build();
-    if let Some(tls) = tls {
-        return serve_jsonrpc_tls(tcp, tls.rustls_server()?, module, config, shutdown).await;
-    }
-    let listener = tcp
-        .into_std()
-        .map_err(|e| ServeError::JsonRpc(format!("listener: {e}")))?;
-    let server = jsonrpsee::server::Server::builder()
-        .set_config(config)
-        .build_from_tcp(listener)
-        .map_err(|e| ServeError::JsonRpc(e.to_string()))?;
-    let handle = server.start(module);
-    shutdown.await;
-    let _ = handle.stop();
-    handle.stopped().await;
-    Ok(())
-}
-
-/// [`serve_jsonrpc`] over TLS: jsonrpsee serves plaintext only, so each accepted connection is
-/// taken through the TLS handshake here and then handed to jsonrpsee's per-connection service.
-async fn serve_jsonrpc_tls<Ctx: Send + Sync + 'static>(
-    tcp: TcpListener,
-    tls: std::sync::Arc<tokio_rustls::rustls::ServerConfig>,
-    module: jsonrpsee::RpcModule<Ctx>,
-    config: jsonrpsee::server::ServerConfig,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), ServeError> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let acceptor = match tls {
+        Some(tls) => Some(tokio_rustls::TlsAcceptor::from(tls.rustls_server()?)),
+        None => None,
+    };
     let methods: jsonrpsee::Methods = module.into();
     let (stop_handle, server_handle) = jsonrpsee::server::stop_channel();
     let services = jsonrpsee::server::Server::builder()
         .set_config(config)
         .to_service_builder();
-    let serve = |stream: tokio::net::TcpStream, peer: std::net::SocketAddr| {
+    // Every connection, plaintext or TLS, is accepted here, so each holds a slot of the
+    // listener's pool and is closed once idle (jsonrpsee's own server would keep a connection
+    // that sent one request for as long as the client holds it).
+    let serve = |stream: crate::conn::Guarded<tokio::net::TcpStream>,
+                 peer: std::net::SocketAddr| {
         let acceptor = acceptor.clone();
         let service = services.clone().build(methods.clone(), stop_handle.clone());
         let stopped = stop_handle.clone().shutdown();
         async move {
-            let _ = stream.set_nodelay(true);
-            let stream =
-                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-                };
-            if let Err(e) =
-                jsonrpsee::server::serve_with_graceful_shutdown(stream, service, stopped).await
-            {
+            let served = match acceptor {
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                    let stream = match handshake {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            return tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        }
+                        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                    };
+                    jsonrpsee::server::serve_with_graceful_shutdown(stream, service, stopped).await
+                }
+                None => {
+                    jsonrpsee::server::serve_with_graceful_shutdown(stream, service, stopped).await
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "JSON-RPC connection ended");
             }
         }
     };
-    let mut connections =
-        crate::util::accept_connections(&tcp, MAX_CONNECTIONS as usize, "jsonrpc", shutdown, serve)
-            .await;
+    let mut connections = crate::util::accept_connections(
+        tcp,
+        pool.slots,
+        Some(pool.idle),
+        "jsonrpc",
+        shutdown,
+        serve,
+    )
+    .await;
     let _ = server_handle.stop();
     while connections.join_next().await.is_some() {}
     Ok(())

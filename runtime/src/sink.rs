@@ -25,6 +25,8 @@ impl From<NodeError> for Failure {
             NodeError::NotLeader(Some(leader)) => Failure::Redirect(Leader { api: leader.api }),
             NodeError::NoLeader(_) => Failure::Deadline(e.to_string()),
             NodeError::Rejected(r) => Failure::Rejected(r.0),
+            // A definite no, like a rejection: nothing entered the log.
+            NodeError::TooLarge { .. } => Failure::Rejected(e.to_string()),
             // The call did not reach a working leader (a leader cut off from its quorum
             // included): another node may take it.
             other => Failure::Transport(other.to_string()),

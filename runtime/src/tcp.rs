@@ -54,14 +54,17 @@ pub async fn serve_tcp<H: Handler>(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
-    let mut connections = crate::util::accept_connections(
-        &listener,
-        limits.max_connections,
-        "tcp",
-        shutdown,
-        |stream, peer| serve_connection(stream, peer, handler.clone(), limits),
-    )
-    .await;
+    let cap = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let mut connections =
+        crate::util::accept_connections(listener, cap, None, "tcp", shutdown, |conn, peer| {
+            let (stream, slot) = conn.into_parts();
+            let served = serve_connection(stream, peer, handler.clone(), limits);
+            async move {
+                served.await;
+                drop(slot);
+            }
+        })
+        .await;
     tracing::debug!(
         open = connections.len(),
         "tcp server shutting down; closing connections"
@@ -88,9 +91,6 @@ async fn serve_connection<H: Handler>(
     handler: Arc<H>,
     limits: Limits,
 ) {
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
-    }
     let (mut reader, writer) = stream.into_split();
     let (tx, rx) = mpsc::channel(OUTGOING_QUEUE);
     let mut writer = AbortOnDrop(tokio::spawn(write_loop(writer, rx)));

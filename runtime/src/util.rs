@@ -78,54 +78,37 @@ pub(crate) async fn file_sha256(path: &std::path::Path) -> std::io::Result<(u64,
     Ok((len, hasher.finalize().into()))
 }
 
-/// Pause after an accept error that is not one connection's own (out of file descriptors...).
-const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// Errors that end one connection attempt, not the listener.
-fn is_connection_error(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::ConnectionAborted
-            | std::io::ErrorKind::ConnectionReset
-            | std::io::ErrorKind::Interrupted
-            | std::io::ErrorKind::WouldBlock
-    )
-}
-
-/// The accept loop every listener of the runtime shares: accepts on `listener` until
-/// `shutdown`, running `serve` for each connection as a task of the returned set (the caller
-/// decides whether to wait for them or end them). A connection over `max_connections` open is
-/// closed as soon as it is accepted; a failing listener pauses briefly instead of spinning.
+/// The accept loop every listener served connection by connection shares: accepts on
+/// `listener` (see [`crate::conn::incoming`]: a slot of `cap` per connection, one over the cap
+/// closed at once, the `idle` timeout, accept errors paused on) until `shutdown`, running
+/// `serve` for each connection as a task of the returned set (the caller decides whether to
+/// wait for them or end them).
 pub(crate) async fn accept_connections<F>(
-    listener: &tokio::net::TcpListener,
-    max_connections: usize,
+    listener: tokio::net::TcpListener,
+    cap: Arc<tokio::sync::Semaphore>,
+    idle: Option<std::time::Duration>,
     what: &'static str,
     shutdown: impl Future<Output = ()>,
-    mut serve: impl FnMut(tokio::net::TcpStream, std::net::SocketAddr) -> F,
+    mut serve: impl FnMut(crate::conn::Guarded<tokio::net::TcpStream>, std::net::SocketAddr) -> F,
 ) -> tokio::task::JoinSet<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    use futures_util::StreamExt as _;
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut incoming = std::pin::pin!(crate::conn::incoming(listener, cap, idle, what));
     let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((_, peer)) if connections.len() >= max_connections => {
-                    tracing::warn!(%peer, limit = max_connections, what, "too many connections; closing the new one");
+            Some(Ok(conn)) = incoming.next() => {
+                match conn.peer_addr() {
+                    Ok(peer) => {
+                        connections.spawn(serve(conn, peer));
+                    }
+                    Err(e) => tracing::debug!(error = %e, what, "a connection left at once"),
                 }
-                Ok((stream, peer)) => {
-                    connections.spawn(serve(stream, peer));
-                }
-                Err(e) if is_connection_error(&e) => {
-                    tracing::debug!(error = %e, what, "accepting a connection failed");
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, what, "accepting connections failed; pausing");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                }
-            },
+            }
             Some(finished) = connections.join_next(), if !connections.is_empty() => {
                 if let Err(e) = finished
                     && e.is_panic()

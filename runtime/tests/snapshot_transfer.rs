@@ -101,6 +101,7 @@ async fn a_truncated_or_altered_snapshot_is_refused_and_the_whole_one_installed(
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(runtime::raft_rpc::serve_raft(
         listener,
+        runtime::conn::Pool::new(64, runtime::conn::RAFT_IDLE_TIMEOUT),
         node.clone(),
         RaftCredentials::plain(SECRET),
         16 << 20,

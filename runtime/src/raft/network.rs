@@ -30,6 +30,15 @@ use crate::raft_rpc::{RaftClient, RaftCredentials};
 /// The longest a replication stream waits for the answer to a request it sent.
 pub const STREAM_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The most bytes of entries one append message carries (unless one entry is larger): far
+/// below what a node accepts ([`MAX_MESSAGE`]), so a message to a lagging follower stays small
+/// however large its entries.
+pub const APPEND_BUDGET: usize = 8 << 20;
+
+/// The largest raft message a node accepts (snapshot chunks included). A command is bounded
+/// well below it (`--max-command-bytes`), so any one entry fits.
+pub const MAX_MESSAGE: usize = 256 << 20;
+
 /// Bytes per snapshot chunk.
 pub const SNAPSHOT_CHUNK: usize = 1 << 20;
 
@@ -239,6 +248,8 @@ pub struct Network {
     pub probe_every: std::time::Duration,
     /// The longest retry delay (about the election timeout).
     pub max_backoff: std::time::Duration,
+    /// The most bytes one append message carries (see [`APPEND_BUDGET`]).
+    pub message_budget: usize,
     /// One link per peer, shared by every client openraft makes for it (its replication
     /// stream and its heartbeats), so they share one connection and one backoff.
     links: Arc<Mutex<std::collections::HashMap<NodeId, Arc<Link>>>>,
@@ -256,6 +267,7 @@ impl Network {
             credentials,
             probe_every,
             max_backoff,
+            message_budget: APPEND_BUDGET,
             links: Arc::default(),
         }
     }
@@ -271,7 +283,7 @@ impl RaftNetworkFactory<C> for Network {
                 credentials: self.credentials.clone(),
                 probe_every: self.probe_every,
                 max_backoff: self.max_backoff,
-                connecting: tokio::sync::Mutex::new(()),
+                message_budget: self.message_budget,
                 state: Mutex::new(LinkState::default()),
             })
         };
@@ -286,11 +298,16 @@ impl RaftNetworkFactory<C> for Network {
             }
             Err(_) => fresh(),
         };
-        Peer { target, link }
+        Peer {
+            target,
+            link,
+            client: None,
+        }
     }
 }
 
-/// The link to one peer: its connection (made lazily, dropped when it fails) and its backoff.
+/// The state of the link to one peer that every client openraft makes for it shares: whether
+/// the peer can be reached, and when to try again.
 ///
 /// After a failed connect or a call that found the connection gone, the next connect waits:
 /// `probe_every`, then twice that, and so on up to `max_backoff`; any answer from the peer
@@ -299,20 +316,21 @@ impl RaftNetworkFactory<C> for Network {
 /// probe per interval and a failed attempt per backoff step, not a busy loop (openraft retries
 /// a replication stream at once when `stream_append` fails before it reads the request stream,
 /// and so does not apply its own backoff there).
+///
+/// The connections themselves are per client: the heartbeats never queue behind a replication
+/// stream's large messages on one connection.
 #[derive(Debug)]
 struct Link {
     addr: String,
     credentials: RaftCredentials,
     probe_every: std::time::Duration,
     max_backoff: std::time::Duration,
-    /// Held while connecting, so the replication stream and the heartbeats dial once.
-    connecting: tokio::sync::Mutex<()>,
+    message_budget: usize,
     state: Mutex<LinkState>,
 }
 
 #[derive(Debug, Default)]
 struct LinkState {
-    client: Option<RaftClient>,
     /// Failures since the peer last answered.
     failures: u32,
     /// No connect before this instant (unless a probe finds the peer listening).
@@ -326,39 +344,21 @@ impl Link {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The connection, made now if there is none (after the backoff, if one runs).
-    async fn client(&self) -> Result<RaftClient, RPCError<C>> {
-        if let Some(c) = &self.state().client {
-            return Ok(c.clone());
-        }
-        let _connecting = self.connecting.lock().await;
+    /// Waits until a connect may be tried: at once without a backoff, else at its end or as
+    /// soon as a probe finds the peer listening.
+    async fn backoff(&self) {
         loop {
-            let retry_at = {
-                let state = self.state();
-                if let Some(c) = &state.client {
-                    return Ok(c.clone());
-                }
-                state.retry_at
+            let Some(retry_at) = self.state().retry_at else {
+                return;
             };
-            let Some(retry_at) = retry_at else { break };
             let now = tokio::time::Instant::now();
             if now >= retry_at {
-                break;
+                return;
             }
             let probe_at = (now + self.probe_every).min(retry_at);
             tokio::time::sleep_until(probe_at).await;
             if probe_at < retry_at && self.probe().await {
-                break;
-            }
-        }
-        match RaftClient::connect(&self.addr, &self.credentials).await {
-            Ok(c) => {
-                self.state().client = Some(c.clone());
-                Ok(c)
-            }
-            Err(status) => {
-                self.failed();
-                Err(RPCError::Unreachable(Unreachable::new(&status)))
+                return;
             }
         }
     }
@@ -381,10 +381,9 @@ impl Link {
         }
     }
 
-    /// The peer could not be reached: drop the connection and wait longer before the next.
+    /// The peer could not be reached: wait longer before the next connect.
     fn failed(&self) {
         let mut state = self.state();
-        state.client = None;
         state.failures = state.failures.saturating_add(1);
         let delay = self
             .probe_every
@@ -392,33 +391,54 @@ impl Link {
             .min(self.max_backoff);
         state.retry_at = Some(tokio::time::Instant::now() + delay);
     }
-
-    /// Records what a call's failure says about the link: a transport failure (the peer is
-    /// gone, or the connection broke) starts or extends the backoff.
-    fn observe(&self, status: &tonic::Status) {
-        if status.code() == tonic::Code::Unavailable {
-            self.failed();
-        }
-    }
 }
 
-/// The connection to one peer, as openraft sees it (see [`Link`]).
+/// A client of one peer, as openraft sees it: a connection of its own (made lazily, after the
+/// link's backoff; dropped when it fails) and the link it shares (see [`Link`]).
 #[derive(Debug)]
 pub struct Peer {
     target: NodeId,
     link: Arc<Link>,
+    client: Option<RaftClient>,
 }
 
 impl Peer {
+    /// The connection, made now if there is none (after the link's backoff, if one runs).
+    async fn client(&mut self) -> Result<RaftClient, RPCError<C>> {
+        if let Some(c) = &self.client {
+            return Ok(c.clone());
+        }
+        self.link.backoff().await;
+        match RaftClient::connect(&self.link.addr, &self.link.credentials).await {
+            Ok(c) => {
+                self.client = Some(c.clone());
+                Ok(c)
+            }
+            Err(status) => {
+                self.link.failed();
+                Err(RPCError::Unreachable(Unreachable::new(&status)))
+            }
+        }
+    }
+
+    /// Records what a call's failure says: the connection is dropped, and a transport failure
+    /// (the peer is gone, or the connection broke) starts or extends the link's backoff.
+    fn observe(&mut self, status: &tonic::Status) {
+        self.client = None;
+        if status.code() == tonic::Code::Unavailable {
+            self.link.failed();
+        }
+    }
+
     async fn rpc(&mut self, message: &Message) -> Result<Answer, RPCError<C>> {
-        let client = self.link.client().await?;
+        let client = self.client().await?;
         match call(&client, message).await {
             Ok(answer) => {
                 self.link.answered();
                 Ok(answer)
             }
             Err(status) => {
-                self.link.observe(&status);
+                self.observe(&status);
                 Err(status_error(status))
             }
         }
@@ -449,31 +469,32 @@ impl RaftNetworkV2<C> for Peer {
         S: Stream<Item = AppendEntriesRequest<C>> + OptionalSend + Unpin + 'static,
     {
         Box::pin(async move {
-            let client = self.link.client().await?;
+            let client = self.client().await?;
             let target = self.target;
             let link = self.link.clone();
             // When each request still waiting for its answer went out, oldest first: only those
             // are timed (an idle stream waits as long as openraft sends nothing).
             let waiting = Arc::new(Mutex::new(VecDeque::<tokio::time::Instant>::new()));
             let sent = waiting.clone();
-            let requests = input.filter_map(move |request| {
-                let encoded = encode(&request);
-                match &encoded {
-                    Ok(_) => {
-                        if let Ok(mut sent) = sent.lock() {
-                            sent.push_back(tokio::time::Instant::now());
-                        }
-                    }
+            let budget = self.link.message_budget;
+            let requests = input.flat_map(move |request| {
+                let wire = match encode_within(request, budget) {
+                    Ok(wire) => wire,
                     Err(e) => {
-                        tracing::error!(target, error = %e, "cannot encode an append request")
+                        tracing::error!(target, error = %e, "cannot encode an append request");
+                        Vec::new()
                     }
+                };
+                if let Ok(mut sent) = sent.lock() {
+                    let now = tokio::time::Instant::now();
+                    sent.extend(wire.iter().map(|_| now));
                 }
-                std::future::ready(encoded.ok())
+                futures_util::stream::iter(wire)
             });
             let answers = match client.append_stream(requests).await {
                 Ok(answers) => answers,
                 Err(status) => {
-                    self.link.observe(&status);
+                    self.observe(&status);
                     return Err(status_error(status));
                 }
             };
@@ -496,7 +517,11 @@ impl RaftNetworkV2<C> for Peer {
                         })),
                         Ok(None) => return None,
                         Ok(Some(Err(status))) => {
-                            link.observe(&status);
+                            // The connection stays with the client; the next stream on it
+                            // fails at once if it broke, and drops it (`Peer::observe`).
+                            if status.code() == tonic::Code::Unavailable {
+                                link.failed();
+                            }
                             Err(status_error(status))
                         }
                         Ok(Some(Ok(payload))) => {
@@ -568,7 +593,7 @@ impl RaftNetworkV2<C> for Peer {
             RPCError::Timeout(t) => StreamingError::Timeout(t),
             other => StreamingError::Network(NetworkError::from_string(other.to_string())),
         };
-        let client = self.link.client().await.map_err(to_streaming)?;
+        let client = self.client().await.map_err(to_streaming)?;
         let id = rand_id();
         let io = |e: std::io::Error| StreamingError::Network(NetworkError::new(&e));
         let mut file = tokio::fs::File::open(&snapshot.snapshot.path)
@@ -634,9 +659,63 @@ impl RaftNetworkV2<C> for Peer {
     }
 }
 
+/// Encodes an append request as one wire request, or, when that would exceed `budget` bytes,
+/// as several consecutive ones that each carry a run of its entries (an entry larger than the
+/// budget goes alone). Each part names the previous part's last entry as its `prev_log_id`, and
+/// commits no further than its own last entry (a follower must not commit entries of its own
+/// that the rest of the request would have replaced). The follower answers every part; openraft
+/// takes an answer that acknowledges part of a request as progress.
+///
+/// So a follower catching up receives bounded messages however large the entries are (openraft
+/// batches by count only), and the receiver's message limit is never reached.
+fn encode_within(
+    request: AppendEntriesRequest<C>,
+    budget: usize,
+) -> Result<Vec<Vec<u8>>, postcard::Error> {
+    let whole = encode(&request)?;
+    if whole.len() <= budget || request.entries.len() <= 1 {
+        return Ok(vec![whole]);
+    }
+    let AppendEntriesRequest {
+        vote,
+        mut prev_log_id,
+        entries,
+        leader_commit,
+    } = request;
+    let mut parts = Vec::new();
+    let mut run: Vec<super::types::Entry> = Vec::new();
+    let mut run_bytes = 0;
+    let mut flush = |run: &mut Vec<super::types::Entry>| -> Result<(), postcard::Error> {
+        let Some(last) = run.last().map(|e| e.log_id) else {
+            return Ok(());
+        };
+        let part = AppendEntriesRequest::<C> {
+            vote,
+            prev_log_id: prev_log_id.replace(last),
+            leader_commit: leader_commit.min(Some(last)),
+            entries: std::mem::take(run),
+        };
+        parts.push(encode(&part)?);
+        Ok(())
+    };
+    for entry in entries {
+        let bytes = encode(&entry)?.len();
+        if !run.is_empty() && run_bytes + bytes > budget {
+            flush(&mut run)?;
+            run_bytes = 0;
+        }
+        run.push(entry);
+        run_bytes += bytes;
+    }
+    flush(&mut run)?;
+    Ok(parts)
+}
+
 /// The next answer of a replication stream, or `Err` when the oldest request in `waiting` has
-/// waited longer than `ttl` for it. With nothing waiting, no clock runs (the stream is idle);
-/// a request sent meanwhile is noticed within half a `ttl`.
+/// waited longer than `ttl` for it, counted from when it was sent or from the answer before it,
+/// whichever is later: a follower working through a queue of large requests in order is
+/// answering, and only one that stops answering times out. With nothing waiting, no clock runs
+/// (the stream is idle); a request sent meanwhile is noticed within half a `ttl`.
 async fn answer_within<S: Stream + Unpin>(
     answers: &mut S,
     waiting: &Mutex<VecDeque<tokio::time::Instant>>,
@@ -653,6 +732,9 @@ async fn answer_within<S: Stream + Unpin>(
             answer = &mut next => {
                 if let Ok(mut waiting) = waiting.lock() {
                     waiting.pop_front();
+                    if let Some(next) = waiting.front_mut() {
+                        *next = (*next).max(tokio::time::Instant::now());
+                    }
                 }
                 return Ok(answer);
             }
@@ -682,4 +764,67 @@ pub(crate) fn rand_id() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or_default();
     nanos ^ NEXT.fetch_add(1, Ordering::Relaxed).rotate_left(48)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::types::{Entry, LogId};
+    use openraft::entry::RaftEntry as _;
+
+    fn lid(index: u64) -> LogId {
+        openraft::testing::log_id::<C>(1, 1, index)
+    }
+
+    fn entry(index: u64, bytes: usize) -> Entry {
+        Entry::new_normal(
+            lid(index),
+            Envelope {
+                client: "c".into(),
+                seq: index,
+                ack: 0,
+                time_us: 0,
+                command: vec![b'x'; bytes],
+            },
+        )
+    }
+
+    /// A request over the budget goes out as consecutive parts: each within the budget (or
+    /// one entry alone), each following the last, none committing past its own last entry,
+    /// and all of them together carrying every entry once.
+    #[test]
+    fn a_large_append_is_split_into_chained_parts_within_the_budget() {
+        let request = AppendEntriesRequest::<C> {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: Some(lid(9)),
+            entries: (10..40).map(|i| entry(i, 1000)).collect(),
+            leader_commit: Some(lid(39)),
+        };
+        let parts = encode_within(request, 4_500).expect("encode");
+        assert!(parts.len() > 1, "{} parts", parts.len());
+        let mut prev = Some(lid(9));
+        let mut carried = Vec::new();
+        for bytes in &parts {
+            let part: AppendEntriesRequest<C> = crate::raft::types::decode(bytes).expect("decode");
+            assert!(
+                bytes.len() <= 4_500 || part.entries.len() == 1,
+                "{}",
+                bytes.len()
+            );
+            assert_eq!(part.prev_log_id, prev);
+            let last = part.entries.last().map(|e| e.log_id);
+            assert!(part.leader_commit <= last, "commits past its last entry");
+            carried.extend(part.entries.iter().map(|e| e.log_id.index));
+            prev = last;
+        }
+        assert_eq!(carried, (10..40).collect::<Vec<_>>());
+        // Within the budget: one part, as it was.
+        let small = AppendEntriesRequest::<C> {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            entries: vec![entry(1, 10)],
+            leader_commit: None,
+        };
+        assert_eq!(encode_within(small, 4_500).expect("encode").len(), 1);
+    }
 }

@@ -104,7 +104,18 @@ pub struct NodeConfig {
     pub redirect_writes: bool,
     /// The cluster's name (openraft's `cluster_name`, shown in its logs).
     pub cluster_name: String,
+    /// The largest serialized command a write may carry; a larger one is refused before it
+    /// enters the log ([`DEFAULT_MAX_COMMAND_BYTES`], at most [`MAX_COMMAND_BYTES_LIMIT`]).
+    pub max_command_bytes: usize,
 }
+
+/// Default of [`NodeConfig::max_command_bytes`]: 4 MiB (a gRPC API call carries at most that
+/// by default anyway).
+pub const DEFAULT_MAX_COMMAND_BYTES: usize = 4 << 20;
+
+/// The highest [`NodeConfig::max_command_bytes`] a node takes: any one entry must fit in a raft
+/// message ([`crate::raft::network::MAX_MESSAGE`]) with room to spare.
+pub const MAX_COMMAND_BYTES_LIMIT: usize = 64 << 20;
 
 impl NodeConfig {
     /// Defaults that tolerate a loaded 2-core machine: 250 ms heartbeats, 1.5–3 s elections.
@@ -119,6 +130,7 @@ impl NodeConfig {
             keep_logs: 1_000,
             redirect_writes: false,
             cluster_name: "raftgen".into(),
+            max_command_bytes: DEFAULT_MAX_COMMAND_BYTES,
         }
     }
 }
@@ -148,6 +160,16 @@ pub enum NodeError {
     /// The request id was used before for another command; nothing was applied.
     #[error("rejected: {0}")]
     Rejected(#[from] Rejected),
+    /// The command is larger than the node's `--max-command-bytes`; nothing was applied.
+    #[error(
+        "the command is {size} bytes, more than this cluster's limit of {limit} (--max-command-bytes)"
+    )]
+    TooLarge {
+        /// The command's size in bytes.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// This node redirects writes: send them to the leader (if one is known).
     #[error("not the leader; the leader is {}", .0.as_ref().map_or("unknown".to_string(), |a| a.to_string()))]
     NotLeader(Option<NodeAddr>),
@@ -160,6 +182,7 @@ pub struct RaftNode {
     credentials: RaftCredentials,
     metrics: crate::metrics::NodeMetrics,
     redirect_writes: bool,
+    max_command_bytes: usize,
     raft: Raft,
     sm: StateMachine,
     snapshot_dir: PathBuf,
@@ -257,6 +280,7 @@ impl RaftNode {
             credentials: config.credentials,
             metrics: crate::metrics::NodeMetrics::new(storage_metrics),
             redirect_writes: config.redirect_writes,
+            max_command_bytes: config.max_command_bytes,
             raft,
             sm,
             snapshot_dir,
@@ -415,6 +439,14 @@ impl RaftNode {
     /// Proposes an envelope with the caller's own client id and sequence number: a retry with
     /// the same pair is applied at most once and gets the original outcome.
     pub async fn propose(&self, envelope: Envelope) -> Result<Applied, NodeError> {
+        // Bounded where it enters: on the node the client reached, and again on the leader
+        // (whose limit is the one that counts for the log).
+        if envelope.command.len() > self.max_command_bytes {
+            return Err(NodeError::TooLarge {
+                size: envelope.command.len(),
+                limit: self.max_command_bytes,
+            });
+        }
         let mut last_error = String::from("no attempt made");
         let mut retry = Retry::new();
         let deadline = retry.deadline;
@@ -683,6 +715,7 @@ impl RaftNode {
             "members": nodes,
             "lag": lag,
             "schema": self.schema.version,
+            "open_files_limit": crate::conn::nofile_limit(),
         })
     }
 

@@ -47,6 +47,7 @@ pub struct Envelope {
     /// epoch. Apply uses this and never its own clock.
     pub time_us: i64,
     /// The service's serialized command, kept verbatim.
+    #[serde(with = "bytes")]
     pub command: Vec<u8>,
 }
 
@@ -83,6 +84,7 @@ pub struct Applied {
     /// Whether the command succeeded (a failed command changed nothing).
     pub ok: bool,
     /// The service's serialized reply.
+    #[serde(with = "bytes")]
     pub reply: Vec<u8>,
 }
 
@@ -103,6 +105,48 @@ openraft::declare_raft_types!(
         Node = NodeAddr,
 );
 
+/// A byte vector serialized as bytes, not as a sequence of numbers. To postcard the two are the
+/// same encoding (a length, then the bytes), so entries written either way read alike; as bytes
+/// it is one copy instead of a serializer call per byte (a 3 MiB command took ~100 ms to encode
+/// in a debug build, on the thread that also sends heartbeats).
+mod bytes {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        deserializer.deserialize_byte_buf(Visitor)
+    }
+
+    struct Visitor;
+
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("bytes")
+        }
+
+        fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+
+        fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+            while let Some(b) = seq.next_element()? {
+                out.push(b);
+            }
+            Ok(out)
+        }
+    }
+}
+
 /// Shorthand for the config.
 pub type C = TypeConfig;
 /// A raft log entry.
@@ -117,3 +161,40 @@ pub type NodeId = u64;
 pub type StoredMembership = openraft::alias::StoredMembershipOf<C>;
 /// Snapshot metadata.
 pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<C>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The envelope as it was encoded before its bytes were serialized as bytes.
+    #[derive(Serialize, Deserialize)]
+    struct Before {
+        client: String,
+        seq: u64,
+        ack: u64,
+        time_us: i64,
+        command: Vec<u8>,
+    }
+
+    /// Logs written before and after read alike: the encodings are the same bytes.
+    #[test]
+    fn bytes_encode_as_a_sequence_of_u8_did() {
+        let before = Before {
+            client: "c:1".into(),
+            seq: 7,
+            ack: 6,
+            time_us: -5,
+            command: (0..=255u8).chain(0..10).collect(),
+        };
+        let old = encode(&before).expect("encode");
+        let envelope: Envelope = decode(&old).expect("an old envelope decodes");
+        assert_eq!(envelope.command, before.command);
+        assert_eq!(encode(&envelope).expect("encode"), old);
+        let applied = Applied {
+            ok: true,
+            reply: vec![1, 2, 3],
+        };
+        let again: Applied = decode(&encode(&applied).expect("encode")).expect("decode");
+        assert_eq!(again, applied);
+    }
+}

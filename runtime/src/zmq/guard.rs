@@ -125,24 +125,22 @@ pub(crate) async fn relay(
 ) {
     // Never shut down from here: the serving task aborts this one, which drops the relays.
     let never = std::future::pending::<()>();
-    crate::util::accept_connections(
-        &listener,
-        max_connections,
-        "zmq",
-        never,
-        |stream, peer| async move {
+    let cap = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections));
+    crate::util::accept_connections(listener, cap, None, "zmq", never, |conn, peer| {
+        let (stream, slot) = conn.into_parts();
+        async move {
             if let Err(e) = relay_one(stream, inner, frame_limit).await {
                 tracing::debug!(%peer, error = %e, "zmq connection ended");
             }
-        },
-    )
+            drop(slot);
+        }
+    })
     .await;
 }
 
 async fn relay_one(client: TcpStream, inner: SocketAddr, frame_limit: u64) -> io::Result<()> {
     let peer = client.peer_addr()?;
     let server = TcpStream::connect(inner).await?;
-    client.set_nodelay(true)?;
     server.set_nodelay(true)?;
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();

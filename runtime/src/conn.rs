@@ -1,0 +1,412 @@
+//! What a node's listeners let connections hold: a cap on open connections, an idle timeout,
+//! and the open-file limit they are sized from.
+//!
+//! - **The open-file limit.** At start a node raises its soft `RLIMIT_NOFILE` to the hard limit
+//!   ([`raise_nofile_limit`]); `admin status` reports it (`open_files_limit`).
+//! - **Caps** ([`Caps::for_nofile`]): the API listeners (gRPC, JSON-RPC, metrics) share one pool
+//!   of connections; the raft listener has a pool of its own, so a flood of API connections
+//!   never takes the slots that peers (replication, votes, snapshots, admin) need. What is left
+//!   of the limit stays for files (the log, the state database, snapshots). A connection over
+//!   its pool's cap is closed as soon as it is accepted.
+//! - **Idle timeout** ([`Guarded`]): a connection that neither sends nor receives a byte for the
+//!   idle timeout is closed; that bounds a stalled TLS handshake too. A raft connection is never
+//!   idle (heartbeats), and a gRPC client that keeps its connection open sends keep-alive pings.
+//! - **Accept errors** (out of descriptors, ...) pause the listener briefly instead of ending it
+//!   or spinning.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::Stream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
+
+/// Default idle timeout of API connections.
+pub const API_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Idle timeout of raft connections (a peer's connection carries heartbeats many times a
+/// second; an admin client's carries its call).
+pub const RAFT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Pause after an accept error that is not one connection's own (out of descriptors...).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// The open-file limit [`raise_nofile_limit`] left in force (0 before it ran).
+static NOFILE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The open-file limit in force, as [`raise_nofile_limit`] left it (0 if it never ran).
+pub fn nofile_limit() -> u64 {
+    NOFILE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Raises this process's soft open-file limit to its hard limit; returns the limit now in
+/// force (the soft one, if raising failed).
+pub fn raise_nofile_limit() -> u64 {
+    let limit = raise();
+    NOFILE.store(limit, std::sync::atomic::Ordering::Relaxed);
+    limit
+}
+
+fn raise() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
+/// A pool of connection slots that one or more listeners draw from, and the idle timeout of
+/// their connections.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    /// One permit per open connection.
+    pub slots: Arc<Semaphore>,
+    /// How long a connection may stay idle.
+    pub idle: Duration,
+}
+
+impl Pool {
+    /// A pool of `slots` connections, each closed after `idle`.
+    pub fn new(slots: usize, idle: Duration) -> Self {
+        Pool {
+            slots: Arc::new(Semaphore::new(slots)),
+            idle,
+        }
+    }
+}
+
+/// A node's pools.
+#[derive(Debug, Clone)]
+pub struct Caps {
+    /// The open-file limit the pools were sized from.
+    pub nofile: u64,
+    /// Shared by the API listeners (gRPC, JSON-RPC, metrics).
+    pub api: Pool,
+    /// The raft listener's own.
+    pub raft: Pool,
+}
+
+impl Caps {
+    /// Pools for an open-file limit of `nofile`: raft gets an eighth (16 to 256), the API half
+    /// (16 to 16,384), and the rest is left for files and outgoing connections.
+    pub fn for_nofile(nofile: u64, api_idle: Duration) -> Self {
+        let share = |part: u64, min: u64, max: u64| {
+            usize::try_from((nofile / part).clamp(min, max)).unwrap_or(min as usize)
+        };
+        Caps {
+            nofile,
+            api: Pool::new(share(2, 16, 16_384), api_idle),
+            raft: Pool::new(share(8, 16, 256), RAFT_IDLE_TIMEOUT),
+        }
+    }
+}
+
+/// Accepted connections of `listener` as a stream for a server: each holds a slot of `cap`
+/// while it is open (one over the cap is closed at once) and, with an `idle` timeout, is
+/// closed after that long without a byte either way. The stream never ends and never fails:
+/// accept errors pause it.
+pub fn incoming(
+    listener: TcpListener,
+    cap: Arc<Semaphore>,
+    idle: Option<Duration>,
+    what: &'static str,
+) -> impl Stream<Item = std::io::Result<Guarded<TcpStream>>> + Send + 'static {
+    futures_util::stream::unfold(listener, move |listener| {
+        let cap = cap.clone();
+        async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => match cap.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let _ = stream.set_nodelay(true);
+                            return Some((Ok(Guarded::new(stream, permit, idle)), listener));
+                        }
+                        Err(_) => {
+                            tracing::warn!(%peer, what, "too many connections; closing the new one");
+                        }
+                    },
+                    Err(e) if is_connection_error(&e) => {
+                        tracing::debug!(error = %e, what, "accepting a connection failed");
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, what, "accepting connections failed; pausing");
+                        tokio::time::sleep(ACCEPT_PAUSE).await;
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// An axum listener over [`incoming`] (the metrics listener shares the API's pool).
+pub struct AxumListener<S> {
+    incoming: Pin<Box<S>>,
+    local: std::net::SocketAddr,
+}
+
+impl<S> AxumListener<S> {
+    fn new(incoming: S, local: std::net::SocketAddr) -> Self {
+        AxumListener {
+            incoming: Box::pin(incoming),
+            local,
+        }
+    }
+}
+
+/// `listener`'s connections, drawing from `pool`, for an axum server.
+pub fn axum_listener(
+    listener: TcpListener,
+    pool: Pool,
+    what: &'static str,
+) -> std::io::Result<AxumListener<impl Stream<Item = std::io::Result<Guarded<TcpStream>>> + Send>> {
+    let local = listener.local_addr()?;
+    Ok(AxumListener::new(
+        incoming(listener, pool.slots, Some(pool.idle), what),
+        local,
+    ))
+}
+
+impl<S> axum::serve::Listener for AxumListener<S>
+where
+    S: Stream<Item = std::io::Result<Guarded<TcpStream>>> + Send + 'static,
+{
+    type Io = Guarded<TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        use futures_util::StreamExt as _;
+        loop {
+            // The stream never ends and yields no error (see `incoming`).
+            if let Some(Ok(conn)) = self.incoming.next().await
+                && let Ok(peer) = conn.peer_addr()
+            {
+                return (conn, peer);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+/// Errors that end one connection attempt, not the listener.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::Interrupted
+            | std::io::ErrorKind::WouldBlock
+    )
+}
+
+/// A connection that holds a slot of its listener's pool while open, and (with an idle
+/// timeout) fails with `TimedOut` once no byte has moved either way for that long.
+#[derive(Debug)]
+pub struct Guarded<IO> {
+    inner: IO,
+    slot: OwnedSemaphorePermit,
+    /// The idle timeout and its timer.
+    idle: Option<(Duration, Pin<Box<Sleep>>)>,
+    last: Instant,
+}
+
+impl<IO> Guarded<IO> {
+    fn new(inner: IO, slot: OwnedSemaphorePermit, idle: Option<Duration>) -> Self {
+        let now = Instant::now();
+        Guarded {
+            inner,
+            slot,
+            idle: idle.map(|d| (d, Box::pin(tokio::time::sleep_until(now + d)))),
+            last: now,
+        }
+    }
+
+    /// The connection and its slot, for a server that reads and writes it by halves (it then
+    /// has no idle timeout; the slot is held as long as the permit is).
+    pub fn into_parts(self) -> (IO, OwnedSemaphorePermit) {
+        (self.inner, self.slot)
+    }
+
+    /// Whether the connection has been idle too long; otherwise arms the timer (so the task
+    /// wakes when it would be).
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let last = self.last;
+        let Some((idle, timer)) = &mut self.idle else {
+            return false;
+        };
+        loop {
+            let deadline = last + *idle;
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
+            match timer.as_mut().poll(cx) {
+                Poll::Pending => return false,
+                Poll::Ready(()) if deadline <= Instant::now() => return true,
+                Poll::Ready(()) => {}
+            }
+        }
+    }
+
+    fn timed_out<T>() -> Poll<std::io::Result<T>> {
+        Poll::Ready(Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the connection was idle too long",
+        )))
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                self.last = Instant::now();
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if self.idle_expired(cx) => Self::timed_out(),
+            other => other,
+        }
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) if n > 0 => {
+                self.last = Instant::now();
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending if self.idle_expired(cx) => Self::timed_out(),
+            other => other,
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Ok(n)) if n > 0 => {
+                self.last = Instant::now();
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending if self.idle_expired(cx) => Self::timed_out(),
+            other => other,
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+impl Guarded<TcpStream> {
+    /// The peer's address.
+    pub fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.inner.peer_addr()
+    }
+}
+
+impl tonic::transport::server::Connected for Guarded<TcpStream> {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A connection over the cap is closed at once; one that stays silent is closed after the
+    /// idle timeout, and its slot is free again.
+    #[tokio::test]
+    async fn connections_are_capped_and_idle_ones_closed() {
+        use futures_util::StreamExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let cap = Arc::new(Semaphore::new(1));
+        let mut accepted = Box::pin(incoming(
+            listener,
+            cap.clone(),
+            Some(Duration::from_millis(300)),
+            "test",
+        ));
+        let server = tokio::spawn(async move {
+            while let Some(Ok(mut conn)) = accepted.next().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 16];
+                    // Echo until the peer leaves or the connection idles out.
+                    while let Ok(n) = conn.read(&mut buf).await {
+                        if n == 0 || conn.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let mut first = TcpStream::connect(addr).await.expect("first");
+        first.write_all(b"hi").await.expect("write");
+        let mut echo = [0u8; 2];
+        first.read_exact(&mut echo).await.expect("echo");
+        assert_eq!(&echo, b"hi");
+        // Over the cap: closed by the server without an answer.
+        let mut second = TcpStream::connect(addr).await.expect("second");
+        let mut byte = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(5), second.read(&mut byte)).await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+        // The first, left silent, is closed after the idle timeout, and frees its slot.
+        let closed = tokio::time::timeout(Duration::from_secs(5), first.read(&mut byte)).await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while cap.available_permits() == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the idle connection kept its slot"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server.abort();
+    }
+}
