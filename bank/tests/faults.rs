@@ -2,6 +2,7 @@
 //! `/proc/<pid>/stat`, the lines it logs), not only the invariants once it heals. The tests in
 //! this file run one at a time (each starts `bank node` processes).
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -144,4 +145,105 @@ async fn a_dead_follower_costs_the_leader_almost_nothing() {
         replicas.iter().all(|r| r.2 == replicas[0].2),
         "every replica holds the same state: {replicas:?}"
     );
+}
+
+/// A node whose open-file limit is low (256) takes a flood of idle connections on every
+/// listener (300 each: more than the limit allows in all) and keeps serving: its existing
+/// client's writes go on past `--snapshot-every`, every node snapshots, the leader keeps
+/// running, and once the flood leaves a new client is served. On the old code the listeners
+/// took every descriptor, the next snapshot could not open its file and the node exited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_connections_does_not_stop_a_node() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    // The test holds 1,200 sockets itself.
+    runtime::conn::raise_nofile_limit();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let limited = dir.path().join("bank-limited");
+    std::fs::write(
+        &limited,
+        format!("#!/bin/sh\nulimit -n 256 || exit 1\nexec {EXE} \"$@\"\n"),
+    )
+    .expect("wrapper");
+    std::fs::set_permissions(&limited, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let args = ["--snapshot-every", "50", "--keep-logs", "0"];
+    let c = LocalCluster::start(
+        &limited,
+        dir.path(),
+        3,
+        args.iter().map(|s| s.to_string()).collect(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("cluster did not start: {e}"));
+    let leader = c
+        .wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("leader");
+    let node = c.node(leader).expect("leader node");
+    let client = GrpcClient::connect(&node.api)
+        .await
+        .expect("connect")
+        .retrying(10);
+    let customer = client
+        .create_customer("Flood".into(), "Gate".into(), "1 Busy Road".into())
+        .await
+        .expect("customer");
+    let account = client
+        .create_account(customer.customer_id, AccountType::Checking)
+        .await
+        .expect("account")
+        .account_id;
+
+    let mut flood = Vec::new();
+    for addr in [&node.api, &node.jsonrpc, &node.raft, &node.metrics] {
+        for _ in 0..300 {
+            if let Ok(socket) = tokio::net::TcpStream::connect(addr.as_str()).await {
+                flood.push(socket);
+            }
+        }
+    }
+    assert!(
+        flood.len() > 256,
+        "the flood opened {} sockets",
+        flood.len()
+    );
+    let writes = async {
+        for _ in 0..120 {
+            client
+                .deposit(account, Decimal::ONE)
+                .await
+                .expect("a deposit during the flood");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), writes)
+        .await
+        .expect("the node kept serving its client during the flood");
+    assert!(
+        c.node(leader).expect("leader").cpu_seconds().is_some(),
+        "the leader exited"
+    );
+    drop(flood);
+
+    // Every node snapshotted (the admin connection is a new one: the flood is gone).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for n in &c.nodes {
+        loop {
+            let snapshot = c
+                .status(n.id)
+                .await
+                .ok()
+                .and_then(|s| s["snapshot_index"].as_u64());
+            if snapshot.is_some_and(|i| i >= 50) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {} never snapshotted", n.id);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let fresh = GrpcClient::connect(&c.node(leader).expect("leader").api)
+        .await
+        .expect("a new client");
+    let balance = fresh.deposit(account, Decimal::ONE).await.expect("served");
+    assert_eq!(balance, Decimal::from(121));
+    let status = c.status(leader).await.expect("status");
+    assert_eq!(status["open_files_limit"], 256, "{status}");
 }

@@ -107,16 +107,16 @@ pub struct Caps {
 }
 
 impl Caps {
-    /// Pools for an open-file limit of `nofile`: raft gets an eighth (16 to 256), the API half
-    /// (16 to 16,384), and the rest is left for files and outgoing connections.
+    /// Pools for an open-file limit of `nofile`: raft gets an eighth (16 to 256), the API three
+    /// eighths (16 to 16,384), and the rest is left for files and outgoing connections.
     pub fn for_nofile(nofile: u64, api_idle: Duration) -> Self {
-        let share = |part: u64, min: u64, max: u64| {
-            usize::try_from((nofile / part).clamp(min, max)).unwrap_or(min as usize)
+        let eighths = |n: u64, min: u64, max: u64| {
+            usize::try_from((nofile / 8 * n).clamp(min, max)).unwrap_or(16)
         };
         Caps {
             nofile,
-            api: Pool::new(share(2, 16, 16_384), api_idle),
-            raft: Pool::new(share(8, 16, 256), RAFT_IDLE_TIMEOUT),
+            api: Pool::new(eighths(3, 16, 16_384), api_idle),
+            raft: Pool::new(eighths(1, 16, 256), RAFT_IDLE_TIMEOUT),
         }
     }
 }
