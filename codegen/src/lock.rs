@@ -16,11 +16,14 @@
 //! - a new field of a struct that a command's parameters carry (`lock::added_field`): old log
 //!   entries lack it, and a replica of the old build would silently drop it;
 //! - a new field of any other struct that is not an `option<…>` (`lock::required_field`):
-//!   stored replies and servers of the old build do not send it.
+//!   stored replies and servers of the old build do not send it;
+//! - a new variant of an enum that a command's parameters carry (`lock::added_variant`): the
+//!   version gate sees operations and parameter names, not values, so a command using it would
+//!   enter the log while a replica of the old build runs, and that replica would stop on it.
 //!
-//! Everything else may change: new operations, types, errors and variants, optional fields of
-//! structs no command carries, parameters with a default, docs, `deprecated: true`, and removals
-//! whose tag is reserved.
+//! Everything else may change: new operations, types and errors, variants of enums no command
+//! carries, optional fields of structs no command carries, parameters with a default, docs,
+//! `deprecated: true`, and removals whose tag is reserved.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -309,6 +312,30 @@ pub fn check(doc: &Document, api: &Api, lock: &Lock) -> Vec<Diagnostic> {
                             *tag,
                             "reserved: [..]",
                         )),
+                    }
+                }
+                if carried.contains(name) {
+                    for d in defs
+                        .iter()
+                        .filter(|d| !old_variants.contains_key(&d.name.value))
+                    {
+                        out.push(
+                            Diagnostic::new(
+                                "lock::added_variant",
+                                d.name.pos,
+                                &d.name.value,
+                                format!(
+                                    "new variant `{}` of `{name}`, which commands carry",
+                                    d.name.value
+                                ),
+                            )
+                            .hint(format!(
+                                "the version gate checks operations and parameters, not values: \
+                                 a command using it would reach a replica of the old build during \
+                                 a rolling upgrade, which stops on it. Add a new type and a \
+                                 parameter with a default instead. {ACCEPT}"
+                            )),
+                        );
                     }
                 }
             }

@@ -68,20 +68,44 @@ fn the_locked_schema_and_compatible_additions_pass() {
     assert_eq!(problems(LOCKED), Vec::<String>::new());
     let grown =
         format!("{LOCKED}  - name: count_items\n    tag: 3\n    kind: query\n    returns: u64\n");
-    let grown = grown
-        .replacen(
-            "      - { name: note, type: string, tag: 2 }\n",
-            "      - { name: note, type: string, tag: 2 }\n      \
+    let grown = grown.replacen(
+        "      - { name: note, type: string, tag: 2 }\n",
+        "      - { name: note, type: string, tag: 2 }\n      \
              - { name: copies, type: u32, tag: 3, default: 1 }\n      \
              - { name: label, type: option<string>, tag: 4 }\n",
-            1,
-        )
-        .replacen(
-            "      - { name: green, tag: 2 }\n",
-            "      - { name: green, tag: 2 }\n      - { name: blue, tag: 3 }\n",
-            1,
-        );
+        1,
+    );
     assert_eq!(problems(&grown), Vec::<String>::new());
+}
+
+/// An enum a command carries takes no new variant: the version gate does not see values, so a
+/// command using it could reach a replica of the old build, which would stop on it. An enum
+/// only answered with may grow.
+#[test]
+fn a_new_variant_of_an_enum_that_commands_carry_is_refused() {
+    let schema = with(
+        "      - { name: green, tag: 2 }\n",
+        "      - { name: green, tag: 2 }\n      - { name: blue, tag: 3 }\n",
+    );
+    assert_eq!(problems(&schema), ["7:17: lock::added_variant"]);
+    let locked = "service: Stats
+types:
+  - name: Level
+    variants:
+      - { name: low, tag: 1 }
+operations:
+  - name: level
+    tag: 1
+    kind: query
+    returns: Level
+";
+    let lock = Lock::of(&codegen::parse(Path::new("shop.yaml"), locked).expect("valid"));
+    let grown = locked.replacen(
+        "tag: 1 }\n",
+        "tag: 1 }\n      - { name: high, tag: 2 }\n",
+        1,
+    );
+    assert_eq!(problems_against(&lock, &grown), Vec::<String>::new());
 }
 
 #[test]

@@ -169,21 +169,27 @@ impl<E> CallError<E> {
     }
 }
 
-/// `addr` as a URL: `host:port` gets `http://` (`https://` with TLS), a URL stays as it is.
-fn http_url(addr: &str, tls: Option<&ServerCa>) -> String {
-    if addr.contains("://") {
+/// `addr` as a URL: `host:port` gets `http://` (`https://` with `tls`), a URL stays as it is.
+/// With `tls`, an explicit `http://` URL is refused: it would quietly go in plaintext.
+fn http_url(addr: &str, tls: bool) -> Result<String, Failure> {
+    if tls && addr.starts_with("http://") {
+        return Err(Failure::Transport(format!(
+            "`{addr}` is a plaintext URL but a TLS CA was given; use https:// or host:port"
+        )));
+    }
+    Ok(if addr.contains("://") {
         addr.to_string()
-    } else if tls.is_some() {
+    } else if tls {
         format!("https://{addr}")
     } else {
         format!("http://{addr}")
-    }
+    })
 }
 
 /// Connects a gRPC channel to `addr` (`host:port` or a URL), with TCP_NODELAY; with `tls`, over
 /// TLS to a server whose certificate that CA signed.
 pub async fn connect_channel(addr: &str, tls: Option<&ServerCa>) -> Result<Channel, Failure> {
-    let mut endpoint = Endpoint::from_shared(http_url(addr, tls))
+    let mut endpoint = Endpoint::from_shared(http_url(addr, tls.is_some())?)
         .map_err(|e| Failure::Transport(format!("bad address `{addr}`: {e}")))?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5));
@@ -317,7 +323,7 @@ impl GrpcClient {
 type Http = Arc<jsonrpsee_http_client::HttpClient>;
 
 fn http(addr: &str, tls: Option<&ServerCa>) -> Result<Http, Failure> {
-    let url = http_url(addr, tls);
+    let url = http_url(addr, tls.is_some())?;
     let mut builder = jsonrpsee_http_client::HttpClient::builder()
         .max_response_size(u32::try_from(crate::host::MAX_API_MESSAGE).unwrap_or(u32::MAX));
     if let Some(ca) = tls {
@@ -544,5 +550,27 @@ mod tests {
                 "resend={resend}"
             );
         }
+    }
+
+    /// With a TLS CA, `http://` is refused rather than used in plaintext; `host:port` and
+    /// `https://` get TLS.
+    #[test]
+    fn a_plaintext_url_is_refused_when_tls_is_asked_for() {
+        assert!(matches!(
+            http_url("http://127.0.0.1:1", true),
+            Err(Failure::Transport(m)) if m.contains("plaintext")
+        ));
+        assert_eq!(
+            http_url("127.0.0.1:1", true).ok().as_deref(),
+            Some("https://127.0.0.1:1")
+        );
+        assert_eq!(
+            http_url("https://h:1", true).ok().as_deref(),
+            Some("https://h:1")
+        );
+        assert_eq!(
+            http_url("http://h:1", false).ok().as_deref(),
+            Some("http://h:1")
+        );
     }
 }

@@ -135,7 +135,11 @@ pub fn flags_from_text(path: &str, text: &str) -> Result<Vec<OsString>, ConfigEr
                 ));
             }
         }
-        if let Err(e) = node_command().try_get_matches_from(&these) {
+        // One key is checked alone, so a flag that needs others with it (the TLS trio) is not
+        // missing them here: the node's own command line checks that, with every key.
+        if let Err(e) = node_command().try_get_matches_from(&these)
+            && e.kind() != clap::error::ErrorKind::MissingRequiredArgument
+        {
             let message = e.render().to_string();
             let first = message.lines().next().unwrap_or("invalid value").trim();
             return Err(located(
@@ -202,6 +206,22 @@ mod tests {
                 "127.0.0.1:7103"
             ]
         );
+    }
+
+    /// The TLS flags (flattened into the node's command line) and the limits are keys too.
+    #[test]
+    fn tls_and_limit_keys_become_flags() {
+        let text = "tls_ca = \"ca.pem\"\ntls-cert = \"n1.pem\"\ntls_key = \"n1.key\"\nmax_command_bytes = 1000\nidle_timeout_secs = 30\n";
+        let flags = strings(flags_from_text("node.toml", text).expect("valid"));
+        for pair in [
+            ["--tls-ca", "ca.pem"],
+            ["--tls-cert", "n1.pem"],
+            ["--tls-key", "n1.key"],
+            ["--max-command-bytes", "1000"],
+            ["--idle-timeout-secs", "30"],
+        ] {
+            assert!(flags.windows(2).any(|w| w == pair), "{pair:?} in {flags:?}");
+        }
     }
 
     #[test]
