@@ -167,7 +167,7 @@ async fn a_short_chaos_run_keeps_every_invariant() {
     let config = ChaosConfig {
         exe: EXE.into(),
         dir: dir.path().to_path_buf(),
-        duration: Duration::from_secs(40),
+        duration: Duration::from_secs(45),
         // The tests build `bank` with failpoints, so clock skew is among them.
         nemeses: Nemesis::available(),
         hold: Duration::from_secs(4),
