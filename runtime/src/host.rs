@@ -345,23 +345,8 @@ pub async fn start(args: NodeArgs, service: &dyn HostedService) -> Result<Runnin
         None => None,
     };
     if let Some(backup) = &args.restore {
-        // A backup restored beside an old log (or snapshots) would have that log replayed on
-        // top of it: restore only into a directory without raft state.
-        let leftover = crate::raft::node::raft_state_in(&args.data_dir);
-        if !leftover.is_empty() {
-            let names: Vec<String> = leftover.iter().map(|p| p.display().to_string()).collect();
-            return Err(HostError::Config(format!(
-                "--restore {}: {} holds raft state ({}); restore into a new, empty data directory",
-                backup.display(),
-                args.data_dir.display(),
-                names.join(", ")
-            )));
-        }
-        crate::raft::state_machine::StateMachine::restore(
-            backup,
-            &args.data_dir.join(crate::raft::node::STATE_DB),
-        )
-        .map_err(|e| HostError::Config(format!("--restore {}: {e}", backup.display())))?;
+        crate::raft::state_machine::StateMachine::restore(backup, &args.data_dir)
+            .map_err(|e| HostError::Config(format!("--restore {}: {e}", backup.display())))?;
     }
     let api_tls = credentials.tls.clone();
     let mut config = NodeConfig::new(args.id, args.data_dir.clone(), credentials.clone());

@@ -346,23 +346,27 @@ impl StateMachine {
         .await
     }
 
-    /// Makes the backup at `backup` the state database at `db_path` of a new cluster: a copy,
+    /// Makes the backup at `backup` the state database of a new cluster in `data_dir`: a copy,
     /// stripped of the old cluster's raft metadata (applied log id, membership) and request
-    /// records, made durable before it takes the database's name. Refuses to replace an
-    /// existing database.
-    pub fn restore(backup: &Path, db_path: &Path) -> io::Result<()> {
-        if db_path.exists() {
+    /// records, made durable before it takes the database's name. Refuses a directory holding
+    /// any raft state ([`crate::raft::node::raft_state_in`]): an old log or snapshot would be
+    /// replayed on top of the backup.
+    pub fn restore(backup: &Path, data_dir: &Path) -> io::Result<()> {
+        let leftover = crate::raft::node::raft_state_in(data_dir);
+        if !leftover.is_empty() {
+            let names: Vec<String> = leftover.iter().map(|p| p.display().to_string()).collect();
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 format!(
-                    "{} exists: restore into an empty data directory",
-                    db_path.display()
+                    "{} holds raft state ({}); restore into a new, empty data directory",
+                    data_dir.display(),
+                    names.join(", ")
                 ),
             ));
         }
-        if let Some(dir) = db_path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
+        std::fs::create_dir_all(data_dir)?;
+        let db_path = data_dir.join(crate::raft::node::STATE_DB);
+        let db_path = db_path.as_path();
         let tmp = db_path.with_extension("restoring");
         std::fs::copy(backup, &tmp)?;
         crate::util::owner_only(&tmp)?;
