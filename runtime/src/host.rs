@@ -646,27 +646,15 @@ pub async fn backup(
     let name = report["name"].as_str().unwrap_or_default().to_string();
     let file_error = |e: std::io::Error| HostError::Admin(format!("{}: {e}", out.display()));
     let part = out.with_extension("part");
-    // A `.part` left by an earlier attempt is replaced, but never followed: a symlink there
-    // could point the backup (all of the service's data) anywhere.
-    match std::fs::symlink_metadata(&part) {
-        Ok(meta) if meta.file_type().is_symlink() => {
-            return Err(HostError::Admin(format!(
-                "{} is a symbolic link; refusing to write the backup through it",
-                part.display()
-            )));
-        }
-        Ok(_) => std::fs::remove_file(&part).map_err(file_error)?,
-        Err(_) => {}
+    // A `.part` left by an earlier attempt is replaced, but a symlink there (which could point
+    // the backup, all of the service's data, anywhere) is refused: someone put it there.
+    if std::fs::symlink_metadata(&part).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(HostError::Admin(format!(
+            "{} is a symbolic link; refusing to write the backup through it",
+            part.display()
+        )));
     }
-    let mut file = {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&part)
-            .map_err(file_error)?
-    };
+    let mut file = crate::util::create_owner_only(&part).map_err(file_error)?;
     let client = RaftClient::connect(raft_addr, credentials)
         .await
         .map_err(|s| HostError::Admin(format!("{raft_addr}: {}", s.message())))?;

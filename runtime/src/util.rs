@@ -16,13 +16,18 @@ pub(crate) fn owner_only(path: &std::path::Path) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
-/// Creates (or truncates) `path` as a file only its owner can read and write (0600).
+/// Creates `path` anew as a file only its owner can read and write (0600). Whatever was there is
+/// removed first (a symbolic link itself, never its target) and the file is created exclusively,
+/// so the data never goes through a link or into a file someone else opened.
 pub(crate) fn create_owner_only(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(path)
 }
