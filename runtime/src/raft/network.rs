@@ -381,6 +381,14 @@ impl Link {
         }
     }
 
+    /// What a failed call says about the link: a transport failure (the peer is gone, or the
+    /// connection broke) starts or extends the backoff; the peer's own refusals do not.
+    fn observe(&self, status: &tonic::Status) {
+        if status.code() == tonic::Code::Unavailable {
+            self.failed();
+        }
+    }
+
     /// The peer could not be reached: wait longer before the next connect.
     fn failed(&self) {
         let mut state = self.state();
@@ -425,9 +433,7 @@ impl Peer {
     /// (the peer is gone, or the connection broke) starts or extends the link's backoff.
     fn observe(&mut self, status: &tonic::Status) {
         self.client = None;
-        if status.code() == tonic::Code::Unavailable {
-            self.link.failed();
-        }
+        self.link.observe(status);
     }
 
     async fn rpc(&mut self, message: &Message) -> Result<Answer, RPCError<C>> {
@@ -519,9 +525,7 @@ impl RaftNetworkV2<C> for Peer {
                         Ok(Some(Err(status))) => {
                             // The connection stays with the client; the next stream on it
                             // fails at once if it broke, and drops it (`Peer::observe`).
-                            if status.code() == tonic::Code::Unavailable {
-                                link.failed();
-                            }
+                            link.observe(&status);
                             Err(status_error(status))
                         }
                         Ok(Some(Ok(payload))) => {
