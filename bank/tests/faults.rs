@@ -45,6 +45,24 @@ async fn cost_over(node: &NodeProcess, window: Duration) -> Cost {
     }
 }
 
+/// A gRPC client of the node at `api` (resending on transport failures) and a new account.
+async fn client_with_account(api: &str) -> (GrpcClient, u64) {
+    let client = GrpcClient::connect(api)
+        .await
+        .expect("connect")
+        .retrying(10);
+    let customer = client
+        .create_customer("Lasting".into(), "Fault".into(), "1 Quiet Lane".into())
+        .await
+        .expect("customer");
+    let account = client
+        .create_account(customer.customer_id, AccountType::Checking)
+        .await
+        .expect("account")
+        .account_id;
+    (client, account)
+}
+
 /// A follower SIGKILLed and left down for 30 s while writes go on costs the leader almost
 /// nothing: its CPU stays within 10 % of a core of what the same cluster used with every node
 /// up under the same writes, and it logs fewer than 100 lines in the window (on the old code it
@@ -61,19 +79,7 @@ async fn a_dead_follower_costs_the_leader_almost_nothing() {
         .wait_for_leader(Duration::from_secs(60))
         .await
         .expect("leader");
-    let client = GrpcClient::connect(&c.node(leader).expect("leader node").api)
-        .await
-        .expect("connect")
-        .retrying(10);
-    let customer = client
-        .create_customer("Dead".into(), "Peer".into(), "1 Quiet Lane".into())
-        .await
-        .expect("customer");
-    let account = client
-        .create_account(customer.customer_id, AccountType::Checking)
-        .await
-        .expect("account")
-        .account_id;
+    let (client, account) = client_with_account(&c.node(leader).expect("leader node").api).await;
 
     // The same steady write load through both windows: 20 deposits a second.
     let stop = Arc::new(AtomicBool::new(false));
@@ -179,19 +185,7 @@ async fn a_flood_of_connections_does_not_stop_a_node() {
         .await
         .expect("leader");
     let node = c.node(leader).expect("leader node");
-    let client = GrpcClient::connect(&node.api)
-        .await
-        .expect("connect")
-        .retrying(10);
-    let customer = client
-        .create_customer("Flood".into(), "Gate".into(), "1 Busy Road".into())
-        .await
-        .expect("customer");
-    let account = client
-        .create_account(customer.customer_id, AccountType::Checking)
-        .await
-        .expect("account")
-        .account_id;
+    let (client, account) = client_with_account(&node.api).await;
 
     let mut flood = Vec::new();
     for addr in [&node.api, &node.jsonrpc, &node.raft, &node.metrics] {
