@@ -142,7 +142,10 @@ pub fn incoming(
                             return Some((Ok(Guarded::new(stream, permit, idle)), listener));
                         }
                         Err(_) => {
-                            tracing::warn!(%peer, what, "too many connections; closing the new one");
+                            // Without the peer in it, a flood's lines are one line to the
+                            // repeat limit: one summary per window, however many peers.
+                            tracing::debug!(%peer, what, "over the connection cap");
+                            tracing::warn!(what, "too many connections; closing new ones");
                         }
                     },
                     Err(e) if is_connection_error(&e) => {
