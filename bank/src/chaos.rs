@@ -278,7 +278,7 @@ async fn work<A: BankApi>(
 }
 
 async fn term_of(c: &LocalCluster, id: NodeId) -> Option<u64> {
-    c.status(id).await.ok()?["term"].as_u64()
+    c.status(id).await.ok().map(|s| s.term)
 }
 
 const ELECTION: Duration = Duration::from_secs(60);

@@ -63,7 +63,7 @@ pub async fn run(exe: &Path, tls: bool) -> Result<String, DemoError> {
     };
     let clients = Clients(cluster.credentials.tls.as_ref().map(|t| t.ca().clone()));
     let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
-    let term = cluster.status(leader).await?["term"].clone();
+    let term = cluster.status(leader).await?.term;
     let _ = writeln!(
         out,
         "cluster of 3 node processes up in {}{}",
@@ -108,7 +108,7 @@ pub async fn run(exe: &Path, tls: bool) -> Result<String, DemoError> {
     cluster.kill(leader)?;
     let _ = writeln!(out, "killed the leader, node {leader}, with SIGKILL");
     let new_leader = cluster.wait_for_leader(Duration::from_secs(60)).await?;
-    let new_term = cluster.status(new_leader).await?["term"].clone();
+    let new_term = cluster.status(new_leader).await?.term;
     let _ = writeln!(out, "new leader: node {new_leader} (term {new_term})");
     let survivor = cluster
         .nodes

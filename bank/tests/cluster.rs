@@ -275,8 +275,8 @@ async fn a_new_learner_catches_up_from_a_snapshot_after_the_log_is_purged() {
     assert_eq!(replicas.len(), 4);
     let status4 = c.status(4).await.expect("status");
     assert!(
-        status4["snapshot_index"].as_u64().unwrap_or(0) > 0,
-        "node 4 did not install a snapshot: {status4}"
+        status4.snapshot_index.unwrap_or(0) > 0,
+        "node 4 did not install a snapshot: {status4:?}"
     );
 }
 
@@ -850,12 +850,12 @@ async fn a_leader_cut_off_from_its_quorum_answers_at_once() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let status = c.status(leader).await.expect("leader status");
-        if status["quorum_lost"] == true {
+        if status.quorum_lost {
             break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the leader never noticed it was cut off: {status}"
+            "the leader never noticed it was cut off: {status:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -12,6 +12,7 @@ use crate::delay::DelayLink;
 use crate::host::{HostError, SECRET_ENV, admin};
 use crate::netns::NetHost;
 use crate::raft::network::AdminRequest;
+use crate::raft::status::NodeStatus;
 use crate::raft::types::NodeId;
 use crate::raft_rpc::RaftCredentials;
 use crate::tls::{CertAuthority, TlsArgs, hosts_for};
@@ -409,13 +410,8 @@ impl LocalCluster {
     }
 
     /// Status of one node.
-    pub async fn status(&self, id: NodeId) -> Result<serde_json::Value, HostError> {
-        admin(
-            &self.node(id)?.raft,
-            &self.credentials,
-            AdminRequest::Status,
-        )
-        .await
+    pub async fn status(&self, id: NodeId) -> Result<NodeStatus, HostError> {
+        crate::host::status(&self.node(id)?.raft, &self.credentials).await
     }
 
     /// Waits until the running nodes agree on a leader; returns its id.
@@ -443,7 +439,7 @@ impl LocalCluster {
             let mut views = Vec::new();
             for &id in ids {
                 if let Ok(status) = self.status(id).await {
-                    views.push((id, status["role"] == "Leader", status["leader"].as_u64()));
+                    views.push((id, status.is_leader(), status.leader));
                 }
             }
             let agreed = views.iter().find(|(id, leads, _)| {
@@ -467,16 +463,14 @@ impl LocalCluster {
     pub async fn wait_caught_up(&self, timeout: Duration) -> Result<(), HostError> {
         let deadline = Instant::now() + timeout;
         let leader = self.wait_for_leader(timeout).await?;
-        let target = self.status(leader).await?["last_log_index"]
-            .as_u64()
-            .unwrap_or(0);
+        let target = self.status(leader).await?.last_log_index.unwrap_or(0);
         for n in self.nodes.iter().filter(|n| n.is_running()) {
             loop {
                 let applied = self
                     .status(n.id)
                     .await
                     .ok()
-                    .and_then(|s| s["last_applied_index"].as_u64());
+                    .and_then(|s| s.last_applied_index);
                 if applied.is_some_and(|a| a >= target) {
                     break;
                 }
@@ -523,12 +517,12 @@ impl LocalCluster {
         let deadline = Instant::now() + timeout;
         loop {
             let status = self.status(id).await?;
-            if status["purged_index"].as_u64().unwrap_or(0) > 0 {
+            if status.purged_index.unwrap_or(0) > 0 {
                 return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(HostError::Timeout(format!(
-                    "node {id} to purge its log: {status}"
+                    "node {id} to purge its log: {status:?}"
                 )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -547,9 +541,7 @@ impl LocalCluster {
                 .wait_for_leader(deadline.saturating_duration_since(Instant::now()))
                 .await
                 && let Ok(status) = self.status(leader).await
-                && ids
-                    .iter()
-                    .all(|id| status["members"][id.to_string()]["role"] == "voter")
+                && ids.iter().all(|id| status.is_voter(*id))
             {
                 return Ok(());
             }
@@ -569,9 +561,7 @@ impl LocalCluster {
             let leader = self
                 .wait_for_leader(deadline.saturating_duration_since(Instant::now()))
                 .await?;
-            let target = self.status(leader).await?["last_log_index"]
-                .as_u64()
-                .unwrap_or(0);
+            let target = self.status(leader).await?.last_log_index.unwrap_or(0);
             let mut out = Vec::new();
             for n in self.nodes.iter().filter(|n| n.is_running()) {
                 let d = admin(&n.raft, &self.credentials, AdminRequest::Digest).await?;

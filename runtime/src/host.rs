@@ -18,6 +18,7 @@ use crate::call::ReadLevel;
 use crate::raft::network::{AdminRequest, Answer, Message, call};
 use crate::raft::node::{NodeConfig, NodeError, RaftNode};
 use crate::raft::state_machine::Application;
+use crate::raft::status::{Membership, NodeStatus};
 use crate::raft::types::{NodeAddr, NodeId};
 use crate::raft_rpc::{RaftClient, RaftCredentials};
 use crate::server::{Listener, bind};
@@ -170,12 +171,13 @@ pub struct NodeArgs {
     #[arg(long)]
     pub redirect_writes: bool,
     /// Leader heartbeat interval, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 250)]
+    #[arg(long, value_name = "MS", default_value_t = crate::raft::node::DEFAULT_HEARTBEAT_MS)]
     pub heartbeat_ms: u64,
     /// Election timeout range, in milliseconds (`MIN-MAX`): a follower that hears no leader for
     /// a random time in it campaigns (after a pre-vote), and a leader's lease is `MAX`. The
-    /// defaults suit a loaded LAN; across zones, raise both with the round trip.
-    #[arg(long, value_name = "MIN-MAX", default_value = "1500-3000", value_parser = parse_range_ms)]
+    /// defaults (300-600, a new leader about a second after the old one stops) suit a LAN, even
+    /// a loaded one; across zones, raise both with the round trip.
+    #[arg(long, value_name = "MIN-MAX", default_value = DEFAULT_ELECTION_RANGE, value_parser = parse_range_ms)]
     pub election_timeout_ms: (u64, u64),
     /// The host other nodes and clients reach this node at, when it is not the one it listens
     /// on (a node listening on 0.0.0.0, or behind NAT): every listener is advertised on this
@@ -280,9 +282,12 @@ fn parse_command_bytes(s: &str) -> Result<usize, String> {
     }
 }
 
+/// [`crate::raft::node::DEFAULT_ELECTION_TIMEOUT_MS`] as `--election-timeout-ms` takes it.
+const DEFAULT_ELECTION_RANGE: &str = "300-600";
+
 /// Parses `--election-timeout-ms` (`MIN-MAX`).
 fn parse_range_ms(text: &str) -> Result<(u64, u64), String> {
-    let bad = || format!("`{text}`: expected MIN-MAX in milliseconds, such as 1500-3000");
+    let bad = || format!("`{text}`: expected MIN-MAX in milliseconds, such as 300-600");
     let (min, max) = text.split_once('-').ok_or_else(bad)?;
     let (min, max) = (
         min.trim().parse().map_err(|_| bad())?,
@@ -401,7 +406,7 @@ pub async fn start(args: NodeArgs, service: &dyn HostedService) -> Result<Runnin
     let metrics = metrics_listener.as_ref().map(|(_, a)| *a);
     if let Some((listener, _)) = metrics_listener {
         let served =
-            crate::metrics::serve(listener, caps.api.clone(), node.clone(), until_stopped());
+            crate::health::serve(listener, caps.api.clone(), node.clone(), until_stopped());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = served.await {
                 tracing::error!(error = %e, "metrics listener stopped");
@@ -516,17 +521,27 @@ pub async fn run(args: NodeArgs, service: &dyn HostedService) -> Result<(), Host
 #[derive(Debug, Clone)]
 pub struct MemberStatus {
     /// Its id.
-    pub id: String,
+    pub id: NodeId,
     /// Its gRPC API address.
     pub api: String,
     /// Its raft address.
     pub raft: String,
     /// Whether it is a learner (not a voter).
     pub learner: bool,
-    /// Its own status report (`AdminRequest::Status`); `None` when it did not answer.
-    pub status: Option<serde_json::Value>,
+    /// Its own status report; `None` when it did not answer.
+    pub status: Option<NodeStatus>,
     /// How far behind the leader's log it is, in the leader's view.
     pub lag: Option<u64>,
+}
+
+/// The status of the node at `raft_addr`.
+pub async fn status(
+    raft_addr: &str,
+    credentials: &RaftCredentials,
+) -> Result<NodeStatus, HostError> {
+    let report = admin(raft_addr, credentials, AdminRequest::Status).await?;
+    serde_json::from_value(report)
+        .map_err(|e| HostError::Admin(format!("{raft_addr}: malformed status: {e}")))
 }
 
 /// Every member's status, asked of each member in turn through the membership the node at
@@ -535,29 +550,30 @@ pub async fn member_statuses(
     raft_addr: &str,
     credentials: &RaftCredentials,
 ) -> Result<Vec<MemberStatus>, HostError> {
-    let first = admin(raft_addr, credentials, AdminRequest::Status).await?;
-    let members = first["members"].as_object().cloned().unwrap_or_default();
+    let first = status(raft_addr, credentials).await?;
     let mut out = Vec::new();
-    for (id, member) in &members {
-        let raft = member["raft"].as_str().unwrap_or_default().to_string();
-        let status = admin(&raft, credentials, AdminRequest::Status).await.ok();
+    for (id, member) in &first.members {
         out.push(MemberStatus {
-            id: id.clone(),
-            api: member["api"]["grpc"].as_str().unwrap_or("-").to_string(),
-            raft,
-            learner: member["role"] == "learner",
-            status,
+            id: *id,
+            api: member
+                .api
+                .get("grpc")
+                .map_or("-", String::as_str)
+                .to_string(),
+            raft: member.raft.clone(),
+            learner: member.role == Membership::Learner,
+            status: status(&member.raft, credentials).await.ok(),
             lag: None,
         });
     }
     let leader_lag = out
         .iter()
         .filter_map(|m| m.status.as_ref())
-        .find(|s| s["role"] == "Leader")
-        .map(|s| s["lag"].clone());
+        .find(|s| s.is_leader())
+        .map(|s| s.lag.clone());
     if let Some(lag) = leader_lag {
         for m in &mut out {
-            m.lag = lag[&m.id].as_u64();
+            m.lag = lag.get(&m.id).copied();
         }
     }
     Ok(out)
@@ -569,11 +585,11 @@ pub fn role_text(member: &MemberStatus) -> String {
     let Some(s) = &member.status else {
         return "unreachable".into();
     };
-    let mut role = s["role"].as_str().unwrap_or("?").to_string();
+    let mut role = s.role.name().to_string();
     if member.learner {
         role.push_str(" (learner)");
     }
-    if s["quorum_lost"] == true {
+    if s.quorum_lost {
         role.push_str(" (no quorum)");
     }
     role
@@ -586,10 +602,7 @@ pub async fn status_table(
     raft_addr: &str,
     credentials: &RaftCredentials,
 ) -> Result<String, HostError> {
-    let number = |v: Option<&serde_json::Value>| {
-        v.and_then(serde_json::Value::as_u64)
-            .map_or("-".to_string(), |n| n.to_string())
-    };
+    let number = |v: Option<u64>| v.map_or("-".to_string(), |n| n.to_string());
     let mut rows = vec![
         [
             "id", "role", "term", "api", "raft", "applied", "lag", "snapshot", "schema",
@@ -597,21 +610,17 @@ pub async fn status_table(
         .map(String::from),
     ];
     for m in member_statuses(raft_addr, credentials).await? {
-        let field = |key: &str| number(m.status.as_ref().map(|s| &s[key]));
+        let s = m.status.as_ref();
         rows.push([
-            m.id.clone(),
+            m.id.to_string(),
             role_text(&m),
-            field("term"),
+            number(s.map(|s| s.term)),
             m.api.clone(),
             m.raft.clone(),
-            field("last_applied_index"),
-            m.lag.map_or("-".to_string(), |n| n.to_string()),
-            field("snapshot_index"),
-            m.status
-                .as_ref()
-                .and_then(|s| s["schema"].as_str())
-                .unwrap_or("-")
-                .to_string(),
+            number(s.and_then(|s| s.last_applied_index)),
+            number(m.lag),
+            number(s.and_then(|s| s.snapshot_index)),
+            s.map_or("-", |s| s.schema.as_str()).to_string(),
         ]);
     }
     let widths: Vec<usize> = (0..rows[0].len())
@@ -720,4 +729,19 @@ pub async fn admin(
         }
     }
     Err(HostError::Admin("too many redirects".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flag_default_is_the_config_default() {
+        assert_eq!(
+            parse_range_ms(DEFAULT_ELECTION_RANGE),
+            Ok(crate::raft::node::DEFAULT_ELECTION_TIMEOUT_MS)
+        );
+        assert!(parse_range_ms("600-300").is_err());
+        assert!(parse_range_ms("0-300").is_err());
+    }
 }

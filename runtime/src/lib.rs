@@ -83,6 +83,7 @@ pub mod delay;
 pub mod error;
 pub mod failpoint;
 pub mod frame;
+pub mod health;
 pub mod host;
 pub mod local;
 pub mod log_limit;

@@ -27,7 +27,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::CallKind;
-use crate::raft::node::RaftNode;
+use crate::raft::status::{NodeStatus, Role};
 
 /// Labels of a request counter.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -300,36 +300,34 @@ impl NodeMetrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// The Prometheus text of every metric, the raft ones read from `node` now.
-    pub fn render(&self, node: &RaftNode) -> String {
-        let status = node.status();
-        let index = |key: &str| gauge_value(status[key].as_u64().unwrap_or(0));
+    /// The Prometheus text of every metric, the raft ones from `status`.
+    pub fn render(&self, status: &NodeStatus) -> String {
+        let index = |value: Option<u64>| gauge_value(value.unwrap_or(0));
         let g = &self.gauges;
-        g.term.set(index("term"));
-        g.leader.set(index("leader"));
-        g.last_log.set(index("last_log_index"));
-        g.committed.set(index("committed_index"));
-        g.applied.set(index("last_applied_index"));
-        g.snapshot.set(index("snapshot_index"));
-        g.purged.set(index("purged_index"));
-        g.quorum_lost.set(i64::from(status["quorum_lost"] == true));
+        g.term.set(gauge_value(status.term));
+        g.leader.set(index(status.leader));
+        g.last_log.set(index(status.last_log_index));
+        g.committed.set(index(status.committed_index));
+        g.applied.set(index(status.last_applied_index));
+        g.snapshot.set(index(status.snapshot_index));
+        g.purged.set(index(status.purged_index));
+        g.quorum_lost.set(i64::from(status.quorum_lost));
         g.self_connects
             .set(gauge_value(crate::raft_rpc::self_connects()));
-        let current = status["role"].as_str().unwrap_or("Unknown");
-        for role in ["Leader", "Follower", "Candidate", "Learner", "Shutdown"] {
+        for role in Role::ALL {
             self.role
-                .get_or_create(&RoleLabels { role: role.into() })
-                .set(i64::from(role == current));
+                .get_or_create(&RoleLabels {
+                    role: role.name().into(),
+                })
+                .set(i64::from(role == status.role));
         }
         self.lag.clear();
-        if let Some(lag) = status["lag"].as_object() {
-            for (follower, behind) in lag {
-                self.lag
-                    .get_or_create(&FollowerLabels {
-                        follower: follower.clone(),
-                    })
-                    .set(gauge_value(behind.as_u64().unwrap_or(0)));
-            }
+        for (follower, behind) in &status.lag {
+            self.lag
+                .get_or_create(&FollowerLabels {
+                    follower: follower.to_string(),
+                })
+                .set(gauge_value(*behind));
         }
         let mut text = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
@@ -337,48 +335,4 @@ impl NodeMetrics {
         }
         text
     }
-}
-
-/// Serves `/metrics`, `/health` and `/ready` of `node` on `listener` until `shutdown`.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    pool: crate::conn::Pool,
-    node: Arc<RaftNode>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use axum::http::StatusCode;
-    use axum::routing::get;
-    let metrics_node = node.clone();
-    let app = axum::Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let node = metrics_node.clone();
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        node.metrics().render(&node),
-                    )
-                }
-            }),
-        )
-        .route("/health", get(|| async { "ok" }))
-        .route(
-            "/ready",
-            get(move || {
-                let node = node.clone();
-                async move {
-                    match node.readiness() {
-                        Ok(()) => (StatusCode::OK, "ready".to_string()),
-                        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
-                    }
-                }
-            }),
-        );
-    axum::serve(crate::conn::axum_listener(listener, pool, "metrics")?, app)
-        .with_graceful_shutdown(shutdown)
-        .await
 }

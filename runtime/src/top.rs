@@ -12,6 +12,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Block, Borders, Paragraph, Row, Table};
 
 use crate::host::{HostError, MemberStatus, member_statuses, role_text};
+use crate::raft::types::NodeId;
 use crate::raft_rpc::RaftCredentials;
 
 /// How often the view is refreshed.
@@ -21,7 +22,7 @@ pub const REFRESH: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeRow {
     /// Its id.
-    pub id: String,
+    pub id: NodeId,
     /// Its role (`Leader`, `Follower`, … or `unreachable`).
     pub role: String,
     /// Its term.
@@ -48,7 +49,7 @@ pub struct View {
 /// Turns successive status reports into rows with rates.
 #[derive(Debug, Default)]
 pub struct Tracker {
-    last: BTreeMap<String, (u64, Instant)>,
+    last: BTreeMap<NodeId, (u64, Instant)>,
 }
 
 impl Tracker {
@@ -57,18 +58,17 @@ impl Tracker {
         members
             .iter()
             .map(|m| {
-                let field = |key: &str| m.status.as_ref().and_then(|s| s[key].as_u64());
-                let applied = field("last_applied_index");
+                let applied = m.status.as_ref().and_then(|s| s.last_applied_index);
                 let ops_per_sec = applied.and_then(|applied| {
-                    let previous = self.last.insert(m.id.clone(), (applied, now));
+                    let previous = self.last.insert(m.id, (applied, now));
                     let (before, at) = previous?;
                     let seconds = now.duration_since(at).as_secs_f64();
                     (seconds > 0.0).then(|| applied.saturating_sub(before) as f64 / seconds)
                 });
                 NodeRow {
-                    id: m.id.clone(),
+                    id: m.id,
                     role: role_text(m),
-                    term: field("term"),
+                    term: m.status.as_ref().map(|s| s.term),
                     applied,
                     lag: m.lag,
                     ops_per_sec,
@@ -106,7 +106,7 @@ pub fn draw(frame: &mut Frame<'_>, view: &View) {
         .style(Style::default().add_modifier(Modifier::BOLD));
     let rows = view.rows.iter().map(|r| {
         Row::new([
-            r.id.clone(),
+            r.id.to_string(),
             r.role.clone(),
             or_dash(r.term),
             or_dash(r.applied),
@@ -187,17 +187,32 @@ pub async fn run(raft_addr: &str, credentials: &RaftCredentials) -> Result<(), H
 mod tests {
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
-    use serde_json::json;
 
     use super::*;
+    use crate::raft::status::{NodeStatus, Role};
 
-    fn member(id: &str, role: &str, applied: u64, lag: Option<u64>) -> MemberStatus {
+    fn member(id: NodeId, role: Role, applied: u64, lag: Option<u64>) -> MemberStatus {
         MemberStatus {
-            id: id.into(),
+            id,
             api: "127.0.0.1:1".into(),
             raft: "127.0.0.1:2".into(),
             learner: false,
-            status: Some(json!({"role": role, "term": 4, "last_applied_index": applied})),
+            status: Some(NodeStatus {
+                id,
+                role,
+                term: 4,
+                leader: Some(1),
+                quorum_lost: false,
+                last_log_index: Some(applied),
+                committed_index: Some(applied),
+                last_applied_index: Some(applied),
+                snapshot_index: None,
+                purged_index: None,
+                members: Default::default(),
+                lag: Default::default(),
+                schema: "v1".into(),
+                open_files_limit: 1024,
+            }),
             lag,
         }
     }
@@ -206,10 +221,10 @@ mod tests {
     fn rows_carry_the_rate_between_two_refreshes() {
         let mut tracker = Tracker::default();
         let t0 = Instant::now();
-        let first = tracker.rows(&[member("1", "Leader", 100, Some(0))], t0);
+        let first = tracker.rows(&[member(1, Role::Leader, 100, Some(0))], t0);
         assert_eq!(first[0].ops_per_sec, None);
         let second = tracker.rows(
-            &[member("1", "Leader", 300, Some(0))],
+            &[member(1, Role::Leader, 300, Some(0))],
             t0 + Duration::from_secs(2),
         );
         assert_eq!(second[0].ops_per_sec, Some(100.0));
@@ -218,14 +233,14 @@ mod tests {
     #[test]
     fn the_view_renders_every_node_and_the_leader() {
         let mut tracker = Tracker::default();
-        let mut unreachable = member("3", "Follower", 0, None);
+        let mut unreachable = member(3, Role::Follower, 0, None);
         unreachable.status = None;
         let view = View {
             source: "127.0.0.1:7101".into(),
             rows: tracker.rows(
                 &[
-                    member("1", "Leader", 120, Some(0)),
-                    member("2", "Follower", 118, Some(2)),
+                    member(1, Role::Leader, 120, Some(0)),
+                    member(2, Role::Follower, 118, Some(2)),
                     unreachable,
                 ],
                 Instant::now(),

@@ -182,7 +182,7 @@ async fn schema_versions(c: &LocalCluster) -> Vec<String> {
     let mut versions = Vec::new();
     for n in &c.nodes {
         let status = c.status(n.id).await.expect("status");
-        versions.push(status["schema"].as_str().unwrap_or_default().to_string());
+        versions.push(status.schema);
     }
     versions
 }

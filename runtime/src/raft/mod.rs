@@ -2,9 +2,11 @@
 //! application's SQLite database, raft messages over the raft gRPC service, and the node that ties
 //! them together.
 
+pub mod files;
 pub mod log_store;
 pub mod network;
 pub mod node;
 mod read_index;
 pub mod state_machine;
+pub mod status;
 pub mod types;

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
-use super::node::StreamAnswer;
 use super::state_machine::SnapshotFile;
+use super::types::StreamAnswer;
 use super::types::{Applied, C, Envelope, NodeAddr, NodeId, SnapshotMeta, Vote, encode};
 use crate::raft_rpc::{RaftClient, RaftCredentials};
 
@@ -39,6 +39,8 @@ pub const APPEND_BUDGET: usize = 8 << 20;
 /// well below it (`--max-command-bytes`), so any one entry fits.
 pub const MAX_MESSAGE: usize = 256 << 20;
 
+/// The longest an admin request (e.g. adding a learner that must catch up) may take.
+pub const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 /// Bytes per snapshot chunk.
 pub const SNAPSHOT_CHUNK: usize = 1 << 20;
 
@@ -144,7 +146,7 @@ impl AdminRequest {
             AdminRequest::Status | AdminRequest::Digest | AdminRequest::Failpoint { .. } => {
                 crate::raft_rpc::RPC_TIMEOUT
             }
-            _ => super::node::ADMIN_TIMEOUT.saturating_add(std::time::Duration::from_secs(5)),
+            _ => ADMIN_TIMEOUT.saturating_add(std::time::Duration::from_secs(5)),
         }
     }
 }

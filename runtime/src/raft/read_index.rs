@@ -16,7 +16,7 @@ use std::time::Duration;
 use openraft::ReadPolicy;
 use tokio::sync::oneshot;
 
-use super::node::Raft;
+use super::state_machine::Raft;
 
 /// The answer to one read: its read index, or why there is none.
 type Waiter = oneshot::Sender<Result<u64, String>>;

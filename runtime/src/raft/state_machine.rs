@@ -36,6 +36,9 @@ use crate::service::ApplyContext;
 use chrono::DateTime;
 use sha2::{Digest, Sha256};
 
+/// The raft handle of a node.
+pub type Raft = openraft::Raft<C, StateMachine>;
+
 /// How many log entries a request's record outlives the request by, unless its client
 /// acknowledges it sooner: a resend arriving later is applied again. At this machine's peak
 /// write rate (~5,000 entries/s) that is over three minutes; our clients give up after 20 s.
@@ -349,10 +352,10 @@ impl StateMachine {
     /// Makes the backup at `backup` the state database of a new cluster in `data_dir`: a copy,
     /// stripped of the old cluster's raft metadata (applied log id, membership) and request
     /// records, made durable before it takes the database's name. Refuses a directory holding
-    /// any raft state ([`crate::raft::node::raft_state_in`]): an old log or snapshot would be
+    /// any raft state ([`crate::raft::files::raft_state_in`]): an old log or snapshot would be
     /// replayed on top of the backup.
     pub fn restore(backup: &Path, data_dir: &Path) -> io::Result<()> {
-        let leftover = crate::raft::node::raft_state_in(data_dir);
+        let leftover = crate::raft::files::raft_state_in(data_dir);
         if !leftover.is_empty() {
             let names: Vec<String> = leftover.iter().map(|p| p.display().to_string()).collect();
             return Err(io::Error::new(
@@ -365,7 +368,7 @@ impl StateMachine {
             ));
         }
         std::fs::create_dir_all(data_dir)?;
-        let db_path = data_dir.join(crate::raft::node::STATE_DB);
+        let db_path = data_dir.join(crate::raft::files::STATE_DB);
         let db_path = db_path.as_path();
         let tmp = db_path.with_extension("restoring");
         std::fs::copy(backup, &tmp)?;

@@ -162,6 +162,10 @@ pub type StoredMembership = openraft::alias::StoredMembershipOf<C>;
 /// Snapshot metadata.
 pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<C>;
 
+/// One answer on a replication stream: openraft's result, or the fatal error that stopped the
+/// follower's raft.
+pub type StreamAnswer = Result<openraft::raft::StreamAppendResult<C>, String>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
