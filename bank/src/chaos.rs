@@ -112,6 +112,10 @@ pub struct FaultFigures {
     pub heal_leader_changes: u32,
     /// What a follower down cost its leader, per injection (follower-down).
     pub leader_costs: Vec<LeaderCost>,
+    /// Per injection, the longest time no worker had a write acknowledged, in milliseconds:
+    /// the longest gap between acknowledgements that ended from the fault to its heal (and the
+    /// catch-up after it).
+    pub outage_ms: Vec<u64>,
 }
 
 /// What the leader spent while a follower was down, beside what it spent just before.
@@ -191,6 +195,9 @@ struct Tally {
     indeterminate: AtomicU64,
     /// When a write was last acknowledged, and the longest gap between two.
     last_ack: Mutex<Option<(Instant, Duration)>>,
+    /// The longest gap between two acknowledgements since [`Tally::take_window`] was last
+    /// called.
+    window: Mutex<Duration>,
 }
 
 impl Tally {
@@ -202,8 +209,20 @@ impl Tally {
                 Some((at, longest)) => longest.max(now - at),
                 None => Duration::ZERO,
             };
+            let gap = last.map_or(Duration::ZERO, |(at, _)| now - at);
             *last = Some((now, longest));
+            if let Ok(mut window) = self.window.lock() {
+                *window = (*window).max(gap);
+            }
         }
+    }
+
+    /// The longest gap between acknowledgements since the last call; starts a new window.
+    fn take_window(&self) -> Duration {
+        self.window
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default()
     }
 }
 
@@ -421,7 +440,11 @@ pub async fn run(config: ChaosConfig) -> Result<ChaosReport, ChaosError> {
         let nemesis = config.nemeses[turn % config.nemeses.len()];
         turn += 1;
         let figures = faults.entry(nemesis).or_default();
+        tally.take_window();
         inject(nemesis, &mut c, &lab, config.hold, figures).await?;
+        figures
+            .outage_ms
+            .push(tally.take_window().as_millis() as u64);
         tracing::info!(nemesis = nemesis.name(), "fault healed");
     }
     if config.nemeses.is_empty() {
@@ -526,18 +549,23 @@ pub fn render(report: &ChaosReport) -> String {
         report.longest_unavailable_ms
     );
     out.push_str(
-        "nemesis            injected  new leader ms (min/median/max)  heal leader changes\n",
+        "nemesis            injected  new leader ms (min/median/max)  write outage ms (min/median/max)  heal leader changes\n",
     );
-    for (name, f) in &report.faults {
-        let mut ms = f.new_leader_ms.clone();
+    let spread = |values: &[u64]| {
+        let mut ms = values.to_vec();
         ms.sort_unstable();
-        let spread = match (ms.first(), ms.get(ms.len() / 2), ms.last()) {
+        match (ms.first(), ms.get(ms.len() / 2), ms.last()) {
             (Some(min), Some(median), Some(max)) => format!("{min}/{median}/{max}"),
             _ => "-".into(),
-        };
+        }
+    };
+    for (name, f) in &report.faults {
         out.push_str(&format!(
-            "{name:<18} {:>8}  {spread:>30}  {:>19}\n",
-            f.injected, f.heal_leader_changes
+            "{name:<18} {:>8}  {:>30}  {:>32}  {:>19}\n",
+            f.injected,
+            spread(&f.new_leader_ms),
+            spread(&f.outage_ms),
+            f.heal_leader_changes
         ));
     }
     for (name, f) in &report.faults {

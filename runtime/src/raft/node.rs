@@ -330,6 +330,39 @@ impl RaftNode {
         )))
     }
 
+    /// Sends `message` to the leader `leader_id` at `addr` until `deadline`, and gives up
+    /// early once this node knows another leader, or none: a write or read forwarded to a
+    /// leader that was cut off must not wait out the transport's timeouts when the cluster has
+    /// moved on.
+    async fn ask_leader(
+        &self,
+        leader_id: NodeId,
+        addr: &NodeAddr,
+        message: &Message,
+        deadline: tokio::time::Instant,
+    ) -> Asked {
+        tokio::select! {
+            answer = tokio::time::timeout_at(deadline, self.send_to(&addr.raft, message)) => {
+                answer.map_or(Asked::TimedOut, Asked::Answer)
+            }
+            () = self.leader_moved_from(leader_id) => Asked::Moved,
+        }
+    }
+
+    /// Resolves once this node's view of the leader is no longer `leader_id`.
+    async fn leader_moved_from(&self, leader_id: NodeId) {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if metrics.borrow_and_update().current_leader != Some(leader_id) {
+                return;
+            }
+            if metrics.changed().await.is_err() {
+                // Raft stopped: the call's own deadline ends the wait.
+                return std::future::pending().await;
+            }
+        }
+    }
+
     async fn send_to(&self, raft_addr: &str, message: &Message) -> Result<Answer, Status> {
         let client = self.peer(raft_addr).await?;
         let answer = network::call(&client, message).await;
@@ -429,6 +462,16 @@ impl RaftNode {
             tracing::warn!(error = %e, "raft shutdown");
         }
     }
+}
+
+/// What asking the leader came to (see [`RaftNode::ask_leader`]).
+enum Asked {
+    /// The leader answered, or the transport failed.
+    Answer(Result<Answer, Status>),
+    /// This node learned of another leader, or lost the one it knew, first.
+    Moved,
+    /// The deadline passed first.
+    TimedOut,
 }
 
 /// Paces a retry loop: attempts until [`RETRY_FOR`] has passed, waiting 50 ms doubling up to

@@ -3,7 +3,7 @@
 
 use openraft::ReadPolicy;
 
-use super::{NodeError, RETRY_FOR, RaftNode, ReadLevel, Retry};
+use super::{Asked, NodeError, RETRY_FOR, RaftNode, ReadLevel, Retry};
 use crate::raft::network::{Answer, Message};
 
 impl RaftNode {
@@ -58,17 +58,18 @@ impl RaftNode {
                     Ok(index) => return Ok(index),
                     Err(e) => last_error = e,
                 }
-            } else if let Some((_, leader)) = self.leader() {
-                let asked = tokio::time::timeout_at(
-                    deadline,
-                    self.send_to(&leader.raft, &Message::ReadIndex),
-                )
-                .await;
-                match asked {
-                    Ok(Ok(Answer::ReadIndex(index))) => return Ok(index),
-                    Ok(Ok(other)) => last_error = format!("{other:?}"),
-                    Ok(Err(status)) => last_error = status.to_string(),
-                    Err(_) => last_error = "the leader did not answer before the deadline".into(),
+            } else if let Some((leader_id, leader)) = self.leader() {
+                match self
+                    .ask_leader(leader_id, &leader, &Message::ReadIndex, deadline)
+                    .await
+                {
+                    Asked::Answer(Ok(Answer::ReadIndex(index))) => return Ok(index),
+                    Asked::Answer(Ok(other)) => last_error = format!("{other:?}"),
+                    Asked::Answer(Err(status)) => last_error = status.to_string(),
+                    Asked::Moved => last_error = format!("leadership moved from node {leader_id}"),
+                    Asked::TimedOut => {
+                        last_error = "the leader did not answer before the deadline".into()
+                    }
                 }
             } else {
                 last_error = "no leader elected".into();

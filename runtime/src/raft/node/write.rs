@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use openraft::errors::ClientWriteError;
 
-use super::{NodeError, RaftNode, Retry, now_us};
+use super::{Asked, NodeError, RaftNode, Retry, now_us};
 use crate::raft::network::{Answer, Message};
 use crate::raft::types::{Applied, Envelope, NodeAddr, NodeId, Rejected};
 use crate::version::Shape;
@@ -94,14 +94,20 @@ impl RaftNode {
                     },
                 }
             } else if let Some((leader_id, leader)) = self.leader() {
-                let forwarded = tokio::time::timeout_at(
-                    deadline,
-                    self.send_to(&leader.raft, &Message::Forward(envelope.clone())),
-                )
-                .await;
-                let Ok(forwarded) = forwarded else {
-                    last_error = format!("node {leader_id} did not answer before the deadline");
-                    break;
+                let forward = Message::Forward(envelope.clone());
+                let forwarded = match self
+                    .ask_leader(leader_id, &leader, &forward, deadline)
+                    .await
+                {
+                    Asked::Answer(answer) => answer,
+                    Asked::Moved => {
+                        last_error = format!("leadership moved from node {leader_id}");
+                        continue;
+                    }
+                    Asked::TimedOut => {
+                        last_error = format!("node {leader_id} did not answer before the deadline");
+                        break;
+                    }
                 };
                 match forwarded {
                     Ok(Answer::Applied(applied)) => return Ok(applied),
