@@ -33,6 +33,9 @@ enum Entry {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
         args: Vec<String>,
     },
+    /// `node`, `cluster up`, `admin`, `top`: what every service binary has.
+    #[command(flatten)]
+    Common(Box<runtime::cli::Common>),
     #[command(flatten)]
     Other(Box<Command>),
 }
@@ -51,26 +54,6 @@ enum Command {
         /// The server to validate (networked variants only), e.g. 127.0.0.1:50051.
         #[arg(long, value_name = "ADDR")]
         connect: Option<String>,
-    },
-    /// Run one Raft node of the replicated bank (until Ctrl-C or SIGTERM).
-    Node(runtime::host::NodeArgs),
-    /// Local clusters of node processes.
-    Cluster {
-        #[command(subcommand)]
-        command: ClusterCommand,
-    },
-    /// Administer a cluster through any node's raft address.
-    Admin {
-        #[command(flatten)]
-        access: ClusterAccess,
-        #[command(subcommand)]
-        verb: AdminVerb,
-    },
-    /// A live view of a cluster (every member's role, term, applied index, lag and ops/s,
-    /// refreshed each second; q quits).
-    Top {
-        #[command(flatten)]
-        access: ClusterAccess,
     },
     /// Start a 3-node cluster, run the walk-through, kill the leader, run it again, report.
     Demo {
@@ -207,104 +190,6 @@ struct BenchArgs {
     json: Option<PathBuf>,
 }
 
-#[derive(Debug, Subcommand)]
-enum ClusterCommand {
-    /// Start N node processes under DIR, print their addresses, run until Ctrl-C.
-    Up {
-        /// How many nodes.
-        #[arg(long, default_value_t = 3)]
-        nodes: usize,
-        /// Where the nodes' data directories go.
-        #[arg(long, value_name = "DIR")]
-        dir: PathBuf,
-        /// TLS on every listener: a fresh CA (`DIR/tls/ca.pem`) signs each node's certificate
-        /// and an admin client's (`DIR/tls/admin.pem`, `admin.key`).
-        #[arg(long)]
-        tls: bool,
-    },
-}
-
-/// How to reach a cluster's raft service: any member's address and the credentials.
-#[derive(Debug, clap::Args)]
-struct ClusterAccess {
-    /// Any member's raft address.
-    #[arg(long, value_name = "ADDR")]
-    connect: String,
-    /// The cluster's shared secret (default: $RAFT_SECRET).
-    #[arg(long, env = runtime::host::SECRET_ENV, hide_env_values = true)]
-    secret: String,
-    /// On a TLS cluster: the CA and a certificate it signed (`cluster up --tls` writes
-    /// `DIR/tls/admin.pem` and `admin.key`).
-    #[command(flatten)]
-    tls: runtime::tls::TlsArgs,
-}
-
-impl ClusterAccess {
-    fn credentials(&self) -> Result<runtime::raft_rpc::RaftCredentials, CliError> {
-        Ok(runtime::raft_rpc::RaftCredentials {
-            secret: self.secret.clone(),
-            tls: self
-                .tls
-                .load()
-                .map_err(|e| CliError::Usage(e.to_string()))?,
-        })
-    }
-}
-
-#[derive(Debug, Subcommand)]
-enum AdminVerb {
-    /// Every member's id, role, term, addresses, applied index, lag and last snapshot, as a
-    /// table (each member asked in turn); `--json`: this node's own report.
-    Status {
-        /// Print the node's report as JSON instead.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Add a learner.
-    AddLearner {
-        /// Its id.
-        id: u64,
-        /// Its gRPC API address.
-        api: String,
-        /// Its raft address.
-        raft: String,
-    },
-    /// Make learners voters.
-    Promote {
-        /// Their ids.
-        ids: Vec<u64>,
-    },
-    /// Remove a node.
-    Remove {
-        /// Its id.
-        id: u64,
-    },
-    /// Hand leadership to another voter.
-    TransferLeader {
-        /// The new leader.
-        id: u64,
-    },
-    /// Build a snapshot now.
-    Snapshot,
-    /// The digest of the node's state.
-    Digest,
-    /// A consistent copy of the node's state database, written to FILE (checked against the
-    /// node's SHA-256); `bank node --restore FILE --init` starts a new cluster from it.
-    Backup {
-        /// Where to write it.
-        #[arg(long, value_name = "FILE")]
-        out: PathBuf,
-    },
-    /// Set a failpoint on this node (a build with the `failpoints` feature; see
-    /// `runtime::failpoint` for the points), e.g. `raft_log::commit return`; `off` clears it.
-    Failpoint {
-        /// The point's name.
-        name: String,
-        /// Its actions, as the `fail` crate reads them.
-        actions: String,
-    },
-}
-
 #[derive(Debug, thiserror::Error)]
 enum CliError {
     #[error("cannot open the database: {0}")]
@@ -330,12 +215,12 @@ fn main() -> ExitCode {
     };
     let command = match Cli::parse_from(argv).command {
         Entry::Call { args } => return bank_generated::cli::main("bank", args),
+        Entry::Common(common) => {
+            return common.main("bank", &bank_generated::BankNode(bank::BankTables));
+        }
         Entry::Other(command) => *command,
     };
-    runtime::host::init_logging(match &command {
-        Command::Node(args) => args.log_format,
-        _ => runtime::host::LogFormat::Text,
-    });
+    runtime::host::init_logging(runtime::host::LogFormat::Text);
     match run(command) {
         Ok(summary) => {
             println!("{summary}");
@@ -374,88 +259,6 @@ fn run(command: Command) -> Result<String, CliError> {
             };
             let report = runtime()?.block_on(net::validate(variant, endpoint))?;
             Ok(summary(variant.name(), &report))
-        }
-        Command::Node(args) => run_node(args),
-        Command::Cluster {
-            command: ClusterCommand::Up { nodes, dir, tls },
-        } => runtime()?.block_on(async {
-            use runtime::cluster::LocalCluster;
-            let exe = std::env::current_exe()?;
-            let started = if tls {
-                LocalCluster::start_with_tls(&exe, &dir, nodes, Vec::new()).await
-            } else {
-                LocalCluster::start(&exe, &dir, nodes, Vec::new()).await
-            };
-            let cluster = started.map_err(|e| CliError::Usage(e.to_string()))?;
-            println!("secret: {}", cluster.credentials.secret);
-            if tls {
-                let tls_dir = dir.join("tls");
-                println!(
-                    "tls: ca={} admin-cert={} admin-key={}",
-                    tls_dir.join("ca.pem").display(),
-                    tls_dir.join("admin.pem").display(),
-                    tls_dir.join("admin.key").display()
-                );
-            }
-            for n in &cluster.nodes {
-                println!(
-                    "node {} api={} jsonrpc={} raft={} metrics={}",
-                    n.id, n.api, n.jsonrpc, n.raft, n.metrics
-                );
-            }
-            tokio::signal::ctrl_c().await?;
-            drop(cluster);
-            Ok("cluster stopped".into())
-        }),
-        Command::Admin { access, verb } => {
-            use runtime::raft::network::AdminRequest;
-            use runtime::raft::types::NodeAddr;
-            let credentials = access.credentials()?;
-            let connect = access.connect;
-            let request = match verb {
-                AdminVerb::Status { json: false } => {
-                    return runtime()?
-                        .block_on(runtime::host::status_table(&connect, &credentials))
-                        .map_err(|e| CliError::Usage(e.to_string()));
-                }
-                AdminVerb::Status { json: true } => AdminRequest::Status,
-                AdminVerb::Backup { out } => {
-                    let report = runtime()?
-                        .block_on(runtime::host::backup(&connect, &credentials, &out))
-                        .map_err(|e| CliError::Usage(e.to_string()))?;
-                    return Ok(format!(
-                        "backup of applied index {} ({} bytes, digest {}) written to {}",
-                        report["applied_index"],
-                        report["len"],
-                        report["digest"].as_str().unwrap_or("?"),
-                        out.display()
-                    ));
-                }
-                AdminVerb::AddLearner { id, api, raft } => AdminRequest::AddLearner {
-                    id,
-                    addr: NodeAddr {
-                        raft,
-                        api: [("grpc".to_string(), api)].into(),
-                    },
-                },
-                AdminVerb::Promote { ids } => AdminRequest::Promote { ids },
-                AdminVerb::Remove { id } => AdminRequest::Remove { id },
-                AdminVerb::TransferLeader { id } => AdminRequest::TransferLeader { to: id },
-                AdminVerb::Snapshot => AdminRequest::Snapshot,
-                AdminVerb::Digest => AdminRequest::Digest,
-                AdminVerb::Failpoint { name, actions } => AdminRequest::Failpoint { name, actions },
-            };
-            let value = runtime()?
-                .block_on(runtime::host::admin(&connect, &credentials, request))
-                .map_err(|e| CliError::Usage(e.to_string()))?;
-            Ok(serde_json::to_string_pretty(&value).unwrap_or_default())
-        }
-        Command::Top { access } => {
-            let credentials = access.credentials()?;
-            runtime()?
-                .block_on(runtime::top::run(&access.connect, &credentials))
-                .map_err(|e| CliError::Usage(e.to_string()))?;
-            Ok(String::new())
         }
         Command::Bench { layers, args } => runtime()?.block_on(run_bench(layers, args)),
         Command::Chaos {
@@ -652,12 +455,6 @@ async fn run_peers(
         write_json(path, &report)?;
     }
     Ok(peers::render(&report))
-}
-
-fn run_node(args: runtime::host::NodeArgs) -> Result<String, CliError> {
-    runtime::host::run_blocking(args, &bank_generated::BankNode(bank::BankTables))
-        .map_err(|e| CliError::Usage(e.to_string()))?;
-    Ok("node stopped".into())
 }
 
 fn write_json<T: serde::Serialize>(path: &PathBuf, value: &T) -> Result<(), CliError> {

@@ -136,6 +136,40 @@ pub fn draw(frame: &mut Frame<'_>, view: &View) {
     frame.render_widget(Paragraph::new(Line::from(status)), footer);
 }
 
+/// `view` as plain text, `width` columns wide: what [`run`] draws, without a terminal.
+pub fn render_text(view: &View, width: u16) -> Result<String, HostError> {
+    use ratatui::backend::TestBackend;
+    let height = u16::try_from(view.rows.len())
+        .unwrap_or(u16::MAX)
+        .saturating_add(6);
+    let mut terminal = ratatui::Terminal::new(TestBackend::new(width, height))
+        .map_err(|e| HostError::Config(format!("cannot draw: {e}")))?;
+    terminal
+        .draw(|f| draw(f, view))
+        .map_err(|e| HostError::Config(format!("cannot draw: {e}")))?;
+    let buffer = terminal.backend().buffer();
+    let lines: Vec<String> = (0..buffer.area.height)
+        .map(|y| {
+            let line: String = (0..buffer.area.width)
+                .map(|x| buffer[(x, y)].symbol())
+                .collect();
+            line.trim_end().to_string()
+        })
+        .collect();
+    Ok(lines.join("\n"))
+}
+
+/// One view of the cluster that the node at `raft_addr` belongs to, as text (`top --once`).
+pub async fn once(raft_addr: &str, credentials: &RaftCredentials) -> Result<String, HostError> {
+    let members = member_statuses(raft_addr, credentials).await?;
+    let view = View {
+        source: raft_addr.to_string(),
+        rows: Tracker::default().rows(&members, Instant::now()),
+        error: None,
+    };
+    render_text(&view, 80)
+}
+
 /// Runs the live view of the cluster reached at `raft_addr` until `q`, Esc or Ctrl-C.
 pub async fn run(raft_addr: &str, credentials: &RaftCredentials) -> Result<(), HostError> {
     use ratatui::crossterm::event::{self, Event, KeyCode, KeyModifiers};
@@ -185,8 +219,6 @@ pub async fn run(raft_addr: &str, credentials: &RaftCredentials) -> Result<(), H
 
 #[cfg(test)]
 mod tests {
-    use ratatui::Terminal;
-    use ratatui::backend::TestBackend;
 
     use super::*;
     use crate::raft::status::{NodeStatus, Role};
@@ -247,17 +279,8 @@ mod tests {
             ),
             error: None,
         };
-        let mut terminal = Terminal::new(TestBackend::new(70, 9)).expect("terminal");
-        terminal.draw(|f| draw(f, &view)).expect("draw");
-        let buffer = terminal.backend().buffer();
-        let lines: Vec<String> = (0..buffer.area.height)
-            .map(|y| {
-                (0..buffer.area.width)
-                    .map(|x| buffer[(x, y)].symbol())
-                    .collect::<String>()
-            })
-            .collect();
-        let text = lines.join("\n");
+        let text = render_text(&view, 70).expect("render");
+        let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].contains("leader: node 1"), "{text}");
         assert!(text.contains("ops/s"), "{text}");
         let row = |id: &str| {
@@ -265,7 +288,7 @@ mod tests {
                 .iter()
                 .find(|l| l.trim_start_matches('│').trim_start().starts_with(id))
                 .unwrap_or_else(|| panic!("no row {id}:\n{text}"))
-                .clone()
+                .to_string()
         };
         assert!(
             row("1").contains("Leader") && row("1").contains("120"),

@@ -13,11 +13,14 @@ use std::path::PathBuf;
 pub use clap;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use serde_json::{Value, json};
+pub use service::{AdminVerb, ClusterAccess, ClusterCommand, Common, main};
 
 use crate::CallKind;
 use crate::client::{GrpcClient, JsonRpcClient};
 use crate::error::{CallError, DomainError, Failure};
 use crate::tls::ServerCa;
+
+mod service;
 
 /// Exit code of a bad command line or bad parameters.
 pub const EXIT_USAGE: u8 = 2;
