@@ -463,7 +463,7 @@ impl Checker<'_> {
                             format!(
                                 "error `{}` would have JSON-RPC code {}, which is taken",
                                 e.name.value,
-                                crate::emit::jsonrpc::error_code(tag)
+                                error_code(tag)
                             ),
                         )
                         .hint(
@@ -826,6 +826,11 @@ impl Checker<'_> {
         }
         value
     }
+}
+
+/// The JSON-RPC error code of a schema error kind: `-32000 - tag`.
+pub fn error_code(tag: u32) -> i64 {
+    -32000 - i64::from(tag)
 }
 
 /// Error tags whose JSON-RPC code (`-32000 - tag`) is taken: `Transport` (-32050), `Redirect`

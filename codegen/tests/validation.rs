@@ -406,7 +406,7 @@ fn the_taken_jsonrpc_tags_are_the_runtimes_reserved_codes() {
     assert_eq!(taken, reserved);
     for tag in [1, 50, 700, 1 << 20] {
         assert_eq!(
-            codegen::emit::jsonrpc::error_code(tag),
+            codegen::model::error_code(tag),
             i64::from(runtime::codes::domain_code(tag)),
             "tag {tag}"
         );

@@ -5,7 +5,7 @@
 //!
 //! ```toml
 //! id = 1
-//! data_dir = "/var/lib/bank/n1"
+//! data_dir = "/var/lib/kv/n1"
 //! listen = "0.0.0.0:7001"
 //! raft_listen = "0.0.0.0:7101"
 //! advertise_host = "10.0.0.5"
@@ -252,7 +252,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("node.toml");
         std::fs::write(&file, "id = 1\nheartbeat_ms = 100\n").expect("write");
-        let argv: Vec<OsString> = ["bank", "node", "--config"]
+        let argv: Vec<OsString> = ["kv", "node", "--config"]
             .iter()
             .map(OsString::from)
             .chain([
@@ -264,7 +264,7 @@ mod tests {
         assert_eq!(
             strings(expand(argv).expect("expanded")),
             [
-                "bank",
+                "kv",
                 "node",
                 "--heartbeat-ms",
                 "100",
@@ -274,7 +274,7 @@ mod tests {
                 "200"
             ]
         );
-        let other: Vec<OsString> = ["bank", "demo"].iter().map(OsString::from).collect();
+        let other: Vec<OsString> = ["kv", "top"].iter().map(OsString::from).collect();
         assert_eq!(expand(other.clone()).expect("same"), other);
     }
 }

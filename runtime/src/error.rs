@@ -1,7 +1,7 @@
 //! The errors every generated service shares, split by who produced them.
 //!
 //! - A **service method** fails with a [`ServiceError`]: a refusal its schema describes (the
-//!   generated domain error, e.g. `BankError`), or a fault of the machine (SQLite I/O, a full
+//!   generated domain error, e.g. `KvError`), or a fault of the machine (SQLite I/O, a full
 //!   disk), which stops a replica instead of being replied.
 //! - A **call** fails with a [`CallError`]: the service refused it (a domain error), or the call
 //!   failed on its way ([`Failure`]: transport, redirect to a typed [`Leader`], deadline,

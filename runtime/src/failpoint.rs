@@ -2,7 +2,7 @@
 //! `failpoints` (the `fail` crate, from TiKV). Without the feature every point is inert and
 //! [`configure`] refuses.
 //!
-//! The points, configured on a running node with `AdminRequest::Failpoint` (`bank admin
+//! The points, configured on a running node with `AdminRequest::Failpoint` (`<binary> admin
 //! failpoint NAME ACTIONS`; actions as the `fail` crate reads them, e.g. `return`, `1*return`,
 //! `return(7200)`, `off`):
 //!

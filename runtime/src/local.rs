@@ -163,7 +163,7 @@ pub fn digest_tables(conn: &Connection, tables: &[(&str, &str)]) -> rusqlite::Re
 
 /// A generated service's API in process, over an application's store on a [`LocalDb`]: the
 /// generated crate implements its API trait for it, each call going straight to the store's
-/// service (the seed's step 1), each command in its own transaction.
+/// service, each command in its own transaction (no log, no replication).
 #[derive(Debug)]
 pub struct Direct<St> {
     db: LocalDb,

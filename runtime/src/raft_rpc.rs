@@ -64,7 +64,8 @@ pub trait RaftHandler: Send + Sync + 'static {
     }
 }
 
-/// Answers every message with itself: the step-4 facade's stand-in for a raft node.
+/// Answers every message with itself: a stand-in for a raft node behind the raft service, to
+/// try the service and its secret without a cluster (a demo server's facade variants).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Echo;
 

@@ -46,7 +46,7 @@ pub trait CommandSink: Send + Sync {
 }
 
 /// A client of any generated service that turns each call into command bytes and hands them to
-/// a [`CommandSink`]: in process, over a socket, or into the Raft log (the seed's step 3). The
+/// a [`CommandSink`]: in process, over a socket, or into the Raft log. The
 /// generated crate implements its API trait for it; the bytes are exactly a log entry's.
 #[derive(Debug, Clone)]
 pub struct Collector<S> {

@@ -9,7 +9,7 @@ use heck::ToUpperCamelCase;
 use serde_json::{Value, json};
 
 use super::grpc::package;
-use super::jsonrpc::error_code;
+use crate::model::error_code;
 use crate::model::{Api, DefaultValue, OpKind, Ty, TypeBody, ty_text};
 
 /// Domain error kinds named after a gRPC code travel as that code; every other kind as

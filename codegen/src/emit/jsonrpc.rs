@@ -13,12 +13,7 @@ use quote::quote;
 use serde_json::{Value, json};
 
 use super::service_ident;
-use crate::model::{Api, OpKind, Ty, TypeBody, ty_text};
-
-/// The JSON-RPC error code of a schema error kind.
-pub fn error_code(tag: u32) -> i64 {
-    -32000 - i64::from(tag)
-}
+use crate::model::{Api, OpKind, Ty, TypeBody, error_code, ty_text};
 
 pub fn module(api: &Api) -> TokenStream {
     let api_trait = service_ident(api, "Api");

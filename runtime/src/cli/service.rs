@@ -1,6 +1,6 @@
 //! The commands every service binary has besides `call`: `node`, `cluster up`, `admin` and
 //! `top`. [`main`] is a whole service binary; [`Common`] is the same set for a binary that adds
-//! commands of its own (the bank's `demo`, `bench`, `chaos`, …).
+//! commands of its own (a demo, benchmarks, fault runs, …).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
