@@ -32,9 +32,8 @@ mod incoming;
 mod read;
 mod write;
 
-pub use super::files::{LOG_DB, SNAPSHOT_DIR, STATE_DB};
-pub use super::state_machine::Raft;
-pub use super::status::NodeStatus;
+use super::files::{LOG_DB, SNAPSHOT_DIR, STATE_DB};
+use super::state_machine::Raft;
 
 /// How long a write or read keeps retrying across a leader change before it gives up (several
 /// election timeouts: a failover on a loaded machine fits well inside it).
@@ -83,7 +82,7 @@ pub const DEFAULT_HEARTBEAT_MS: u64 = 100;
 
 /// Default election timeout range, in milliseconds. A follower campaigns once the leader's
 /// lease (the range's upper bound) and then a random time in the range have passed without a
-/// heartbeat: 0.9–1.2 s after the leader's last one, six missed heartbeats at the least.
+/// heartbeat: 0.9–1.2 s after the leader's last one, nine missed heartbeats at the least.
 pub const DEFAULT_ELECTION_TIMEOUT_MS: (u64, u64) = (300, 600);
 
 impl NodeConfig {
