@@ -117,16 +117,3 @@ impl KvService for NextState<'_> {
         from_old(self.0.put(ctx, key, value + &suffix))
     }
 }
-
-/// `<name> node ARGS`: runs one node of `service` (the `kv-next` and `kv-v1` binaries).
-pub fn node_main(name: &str, service: &dyn runtime::host::HostedService) -> std::process::ExitCode {
-    use clap::Parser;
-    /// One node of a build of the key-value store.
-    #[derive(Debug, Parser)]
-    enum Cli {
-        /// Run one node.
-        Node(Box<runtime::host::NodeArgs>),
-    }
-    let Cli::Node(args) = Cli::parse();
-    runtime::host::node_main(name, *args, service)
-}

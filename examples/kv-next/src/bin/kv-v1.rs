@@ -1,6 +1,11 @@
-//! `kv-v1 node ...`: one node of the key-value store as it was (the `kv` example's store and
-//! generated crate), built beside `kv-next` so that the upgrade tests have both builds.
+//! `kv-v1`: the key-value store as it was (the `kv` example's store and generated crate), built
+//! beside `kv-next` so that the upgrade tests have both builds.
 
 fn main() -> std::process::ExitCode {
-    kv_next::node_main("kv-v1", &kv_generated::KvNode(kv::KvTables))
+    runtime::cli::main(
+        "kv-v1",
+        "The key-value store as it was.",
+        &kv_generated::KvNode(kv::KvTables),
+        kv_generated::cli::main,
+    )
 }
