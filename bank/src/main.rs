@@ -10,36 +10,10 @@ use std::time::Duration;
 
 use bank::net::{self, Endpoint, NetError, Variant};
 use bank::{Bank, Report, StoreError, ValidationError};
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 
-/// The bank: customers, accounts, a simulated clock and monthly statements.
-#[derive(Debug, Parser)]
-#[command(name = "bank", version)]
-struct Cli {
-    #[command(subcommand)]
-    command: Entry,
-}
-
-/// `call` (the generated command line of the bank's API) and the rest.
-#[derive(Debug, Subcommand)]
-enum Entry {
-    /// Call one operation on a server or node, e.g. `bank call deposit --account-id 1 --amount
-    /// 10.00 --connect ADDR` (`bank call --help` lists the operations; exit code 3 when the bank
-    /// refuses, 4 when the call fails).
-    #[command(disable_help_flag = true)]
-    Call {
-        /// The operation, its flags, and `--connect ADDR [--transport grpc|jsonrpc] [--json]
-        /// [--tls-ca FILE]`.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
-        args: Vec<String>,
-    },
-    /// `node`, `cluster up`, `admin`, `top`: what every service binary has.
-    #[command(flatten)]
-    Common(Box<runtime::cli::Common>),
-    #[command(flatten)]
-    Other(Box<Command>),
-}
-
+/// The bank's own commands, beside what every service binary has (`node`, `call`, `cluster
+/// up`, `admin`, `top`).
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the validator walk-through against one variant of the bank.
@@ -205,21 +179,17 @@ enum CliError {
 }
 
 fn main() -> ExitCode {
-    // `bank node --config FILE`: the file's flags, then the command line's.
-    let argv = match runtime::config::expand(std::env::args_os().collect()) {
-        Ok(argv) => argv,
-        Err(e) => {
-            eprintln!("bank: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let command = match Cli::parse_from(argv).command {
-        Entry::Call { args } => return bank_generated::cli::main("bank", args),
-        Entry::Common(common) => {
-            return common.main("bank", &bank_generated::BankNode(bank::BankTables));
-        }
-        Entry::Other(command) => *command,
-    };
+    runtime::cli::main_with(
+        "bank",
+        "The bank: customers, accounts, a simulated clock and monthly statements.",
+        &bank_generated::BankNode(bank::BankTables),
+        bank_generated::cli::main,
+        own,
+    )
+}
+
+/// Runs one of the bank's own commands.
+fn own(command: Command) -> ExitCode {
     runtime::host::init_logging(runtime::host::LogFormat::Text);
     match run(command) {
         Ok(summary) => {

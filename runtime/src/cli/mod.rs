@@ -13,7 +13,7 @@ use std::path::PathBuf;
 pub use clap;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use serde_json::{Value, json};
-pub use service::{AdminVerb, ClusterAccess, ClusterCommand, Common, main};
+pub use service::{AdminVerb, ClusterAccess, ClusterCommand, Common, NoCommands, main, main_with};
 
 use crate::CallKind;
 use crate::client::{GrpcClient, JsonRpcClient};

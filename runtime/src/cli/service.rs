@@ -1,5 +1,5 @@
 //! The commands every service binary has besides `call`: `node`, `cluster up`, `admin` and
-//! `top`. [`main`] is a whole service binary; [`Common`] is the same set for a binary that adds
+//! `top`. [`main`] is a whole service binary; [`main_with`] the same for a binary that adds
 //! commands of its own (a demo, benchmarks, fault runs, …).
 
 use std::path::PathBuf;
@@ -20,6 +20,23 @@ pub fn main(
     service: &dyn HostedService,
     call: fn(&str, Vec<String>) -> ExitCode,
 ) -> ExitCode {
+    main_with(
+        binary,
+        about,
+        service,
+        call,
+        |none: NoCommands| match none {},
+    )
+}
+
+/// [`main`] for a binary with commands of its own, `X`: `own` runs them.
+pub fn main_with<X: Subcommand + std::fmt::Debug>(
+    binary: &'static str,
+    about: &'static str,
+    service: &dyn HostedService,
+    call: fn(&str, Vec<String>) -> ExitCode,
+    own: impl FnOnce(X) -> ExitCode,
+) -> ExitCode {
     let argv = match crate::config::expand(std::env::args_os().collect()) {
         Ok(argv) => argv,
         Err(e) => {
@@ -27,27 +44,33 @@ pub fn main(
             return ExitCode::from(2);
         }
     };
-    let matches = Cli::command()
+    let matches = Cli::<X>::command()
         .name(binary)
         .about(about)
+        .version(env!("CARGO_PKG_VERSION"))
         .get_matches_from(argv);
-    match Cli::from_arg_matches(&matches).map(|cli| cli.entry) {
+    match Cli::<X>::from_arg_matches(&matches).map(|cli| cli.entry) {
         Ok(Entry::Call { args }) => call(binary, args),
         Ok(Entry::Common(common)) => common.main(binary, service),
+        Ok(Entry::Own(command)) => own(command),
         Err(e) => e.exit(),
     }
 }
 
-/// The command line of [`main`] (its name and description are the service's).
+/// The commands of a service that has none of its own.
+#[derive(Debug, Subcommand)]
+pub enum NoCommands {}
+
+/// The command line of [`main_with`] (its name and description are the service's).
 #[derive(Debug, clap::Parser)]
-struct Cli {
+struct Cli<X: Subcommand> {
     #[command(subcommand)]
-    entry: Entry,
+    entry: Entry<X>,
 }
 
-/// The commands of [`main`].
+/// The commands of [`main_with`].
 #[derive(Debug, Subcommand)]
-enum Entry {
+enum Entry<X: Subcommand> {
     /// Call one operation on a node, e.g. `call <operation> --<param> VALUE --connect ADDR`
     /// (`call --help` lists the operations; exit code 3 when the service refuses, 4 when the
     /// call fails).
@@ -59,7 +82,9 @@ enum Entry {
         args: Vec<String>,
     },
     #[command(flatten)]
-    Common(Common),
+    Common(Box<Common>),
+    #[command(flatten)]
+    Own(X),
 }
 
 /// The commands every service has besides `call`.
