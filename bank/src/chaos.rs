@@ -193,35 +193,38 @@ struct Tally {
     acknowledged: AtomicU64,
     refused: AtomicU64,
     indeterminate: AtomicU64,
-    /// When a write was last acknowledged, and the longest gap between two.
-    last_ack: Mutex<Option<(Instant, Duration)>>,
-    /// The longest gap between two acknowledgements since [`Tally::take_window`] was last
-    /// called.
-    window: Mutex<Duration>,
+    /// The gaps between acknowledged writes.
+    gaps: Mutex<Gaps>,
+}
+
+/// The gaps between acknowledged writes (of any worker).
+#[derive(Default)]
+struct Gaps {
+    /// When a write was last acknowledged.
+    last: Option<Instant>,
+    /// The longest gap of the whole run.
+    longest: Duration,
+    /// The longest gap since [`Tally::take_window`] was last called.
+    window: Duration,
 }
 
 impl Tally {
     fn acknowledged(&self) {
         self.acknowledged.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
-        if let Ok(mut last) = self.last_ack.lock() {
-            let longest = match *last {
-                Some((at, longest)) => longest.max(now - at),
-                None => Duration::ZERO,
-            };
-            let gap = last.map_or(Duration::ZERO, |(at, _)| now - at);
-            *last = Some((now, longest));
-            if let Ok(mut window) = self.window.lock() {
-                *window = (*window).max(gap);
-            }
+        if let Ok(mut g) = self.gaps.lock() {
+            let gap = g.last.map_or(Duration::ZERO, |at| now - at);
+            g.last = Some(now);
+            g.longest = g.longest.max(gap);
+            g.window = g.window.max(gap);
         }
     }
 
     /// The longest gap between acknowledgements since the last call; starts a new window.
     fn take_window(&self) -> Duration {
-        self.window
+        self.gaps
             .lock()
-            .map(|mut w| std::mem::take(&mut *w))
+            .map(|mut g| std::mem::take(&mut g.window))
             .unwrap_or_default()
     }
 }
@@ -517,12 +520,7 @@ pub async fn run(config: ChaosConfig) -> Result<ChaosReport, ChaosError> {
         "every acknowledged deposit present once, none applied twice (per worker account)".into(),
     );
 
-    let longest = tally
-        .last_ack
-        .lock()
-        .ok()
-        .and_then(|l| l.map(|(_, longest)| longest))
-        .unwrap_or_default();
+    let longest = tally.gaps.lock().map(|g| g.longest).unwrap_or_default();
     Ok(ChaosReport {
         ops: tally.ops.load(Ordering::Relaxed),
         acknowledged: tally.acknowledged.load(Ordering::Relaxed),
