@@ -82,8 +82,16 @@ async fn a_backup_under_writes_restores_into_a_new_cluster_with_its_digest() {
     };
     assert_eq!(mode(&out), 0o600, "the backup's mode");
     assert_eq!(mode(&follower.data_dir), 0o700, "the data directory's mode");
-    for file in ["state.db", "raft-log.db"] {
-        assert_eq!(mode(&follower.data_dir.join(file)), 0o600, "{file}'s mode");
+    assert_eq!(
+        mode(&follower.data_dir.join("state.db")),
+        0o600,
+        "state.db's mode"
+    );
+    let log_dir = follower.data_dir.join("raft-log");
+    assert_eq!(mode(&log_dir), 0o700, "the raft log directory's mode");
+    for segment in std::fs::read_dir(&log_dir).expect("the raft log") {
+        let segment = segment.expect("a segment").path();
+        assert_eq!(mode(&segment), 0o600, "{}'s mode", segment.display());
     }
     // A `.part` that is a symbolic link is never written through.
     let elsewhere = dir.path().join("elsewhere");
@@ -108,15 +116,13 @@ async fn a_backup_under_writes_restores_into_a_new_cluster_with_its_digest() {
     // A restore refuses a directory holding raft state, not only a state database: a
     // leftover log would be replayed on top of the backup.
     let leftover = dir.path().join("leftover");
-    std::fs::create_dir_all(&leftover).expect("dir");
-    std::fs::copy(
-        old.node(leader)
-            .expect("leader")
-            .data_dir
-            .join("raft-log.db"),
-        leftover.join("raft-log.db"),
-    )
-    .expect("an old log");
+    std::fs::create_dir_all(leftover.join("raft-log")).expect("dir");
+    let leader_log = old.node(leader).expect("leader").data_dir.join("raft-log");
+    for segment in std::fs::read_dir(&leader_log).expect("the leader's log") {
+        let segment = segment.expect("a segment").path();
+        let name = segment.file_name().expect("a file name");
+        std::fs::copy(&segment, leftover.join("raft-log").join(name)).expect("an old log");
+    }
     let (ok, stderr) = node_briefly(&leftover, &out);
     assert!(!ok, "a restore beside an old log started: {stderr}");
     assert!(stderr.contains("holds raft state"), "{stderr}");

@@ -8,8 +8,9 @@
 //!
 //! | name | effect when it fires |
 //! |---|---|
-//! | `raft_log::write` | a raft log write fails as on a full disk; the batch is rolled back |
-//! | `raft_log::commit` | the raft log's commit (its fsync) fails |
+//! | `raft_log::write` | a raft log write fails as on a full disk; nothing of its batch is written |
+//! | `raft_log::commit` | the raft log's sync (`fdatasync`) fails after its write |
+//! | `raft_log::torn` | the raft log's write stops halfway (half the batch reaches the disk) |
 //! | `snapshot::drop_chunk` | a snapshot sender skips a chunk as if the follower had stored it |
 //! | `clock::offset_secs` | `return(N)`: the node's wall clock reads N seconds ahead (or behind) |
 

@@ -61,7 +61,7 @@ impl StoreBuilder<C, LogStore, StateMachine, tempfile::TempDir> for Builder {
             )
         };
         let dir = tempfile::tempdir().map_err(io)?;
-        let log = LogStore::open(&dir.path().join("raft-log.db")).map_err(|e| io(e.into()))?;
+        let log = LogStore::open(&dir.path().join("raft-log")).map_err(|e| io(e.into()))?;
         let sm = StateMachine::open(
             Arc::new(Counter),
             &dir.path().join("state.db"),

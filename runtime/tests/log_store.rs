@@ -60,7 +60,18 @@ fn normals(term: u64, from: u64, to: u64) -> Vec<Entry> {
 }
 
 fn db_path(dir: &Path) -> PathBuf {
-    dir.join("data").join("raft-log.db")
+    dir.join("data").join("raft-log")
+}
+
+/// The segment files of the log in `dir`, oldest first.
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("log dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    files.sort();
+    files
 }
 
 /// Appends `entries` and waits until they are durable.
@@ -246,28 +257,15 @@ async fn everything_survives_a_reopen() {
     assert_eq!(store.read_committed().await.expect("committed"), None);
     drop(store);
 
-    // The file is a WAL-mode SQLite database with the documented schema.
-    let conn = rusqlite::Connection::open(&path).expect("sqlite");
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .expect("journal mode");
-    assert_eq!(mode, "wal");
-    let (rows, max_idx, term): (i64, i64, i64) = conn
-        .query_row(
-            "SELECT count(*), max(idx), (SELECT term FROM log WHERE idx = 8) FROM log",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .expect("log table");
-    assert_eq!((rows, max_idx, term), (8, 8, 3));
-    let keys: Vec<String> = conn
-        .prepare("SELECT key FROM meta ORDER BY key")
-        .expect("prepare")
-        .query_map([], |r| r.get(0))
-        .expect("query")
-        .collect::<Result<_, _>>()
-        .expect("meta keys");
-    assert_eq!(keys, vec!["format".to_string(), "vote".to_string()]);
+    // One preallocated segment file, the owner's only, starting with the magic.
+    use std::os::unix::fs::PermissionsExt as _;
+    let files = segment_files(&path);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let meta = std::fs::metadata(&files[0]).expect("segment");
+    assert_eq!(meta.len(), runtime::raft::log_store::SEGMENT_BYTES);
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let bytes = std::fs::read(&files[0]).expect("read segment");
+    assert_eq!(&bytes[..8], runtime::raft::log_store::MAGIC);
 }
 
 #[tokio::test]
@@ -433,6 +431,17 @@ async fn appends_queued_together_share_commits() {
     assert_eq!(sequential, 5);
 }
 
+/// Rewrites the payload byte at `at` (counted from the first record's payload) of the first
+/// record of `file`, and its CRC, so the record still checks.
+fn rewrite_header_byte(file: &Path, at: usize, value: u8) {
+    let mut bytes = std::fs::read(file).expect("read segment");
+    let len = u32::from_le_bytes(bytes[8..12].try_into().expect("len")) as usize;
+    bytes[8 + 8 + 1 + at] = value;
+    let crc = crc32fast::hash(&bytes[16..16 + len]);
+    bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(file, bytes).expect("write segment");
+}
+
 #[tokio::test]
 async fn a_log_of_another_format_is_refused() {
     use runtime::raft::log_store::LogStoreError;
@@ -446,66 +455,156 @@ async fn a_log_of_another_format_is_refused() {
     // Reopened as it was: fine.
     drop(LogStore::open(&path).expect("reopen"));
 
-    // A log recorded as another format.
-    let conn = rusqlite::Connection::open(&path).expect("sqlite");
-    conn.execute("UPDATE meta SET value = '9' WHERE key = 'format'", [])
-        .expect("edit");
-    drop(conn);
+    // A segment recorded as another format (the header's first field, a varint).
+    rewrite_header_byte(&segment_files(&path)[0], 0, 9);
     match LogStore::open(&path) {
         Err(LogStoreError::Format { found, .. }) => assert_eq!(found, "9"),
         other => panic!("expected a format error, got {other:?}"),
     }
-
-    // A log from before formats were recorded (JSON entries, no `format` key).
-    let conn = rusqlite::Connection::open(&path).expect("sqlite");
-    conn.execute("DELETE FROM meta WHERE key = 'format'", [])
-        .expect("edit");
-    drop(conn);
-    let err = LogStore::open(&path).expect_err("an unversioned log is refused");
-    assert!(matches!(err, LogStoreError::Format { .. }), "{err:?}");
-    assert!(err.to_string().contains("format 1"), "{err}");
 }
 
 #[tokio::test]
-async fn a_failed_write_leaves_no_hole_and_stops_later_writes() {
+async fn the_sqlite_log_of_an_older_build_is_refused_with_what_to_do() {
+    use runtime::raft::log_store::LogStoreError;
+
     let dir = tempfile::tempdir().expect("tempdir");
     let path = db_path(dir.path());
-    let mut store = LogStore::open(&path).expect("open");
-    append_durable(&mut store, normals(1, 1, 4)).await;
+    std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
+    std::fs::write(path.with_extension("db"), b"SQLite format 3\0").expect("old log");
+    let err = LogStore::open(&path).expect_err("an old SQLite log is refused");
+    assert!(matches!(err, LogStoreError::OldSqlite { .. }), "{err:?}");
+    assert!(err.to_string().contains("new data directory"), "{err}");
+    assert!(!path.exists(), "a new log was made beside the old one");
+}
 
-    // The disk "fails" on entry 5 (a trigger stands in for ENOSPC at that row).
-    let conn = rusqlite::Connection::open(&path).expect("sqlite");
-    conn.execute_batch(
-        "CREATE TRIGGER fail_5 BEFORE INSERT ON log WHEN NEW.idx = 5
-         BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
-    )
-    .expect("trigger");
-    drop(conn);
+/// The last byte that is not zero in `file`, plus one: where its records end.
+fn written_end(file: &Path) -> usize {
+    let bytes = std::fs::read(file).expect("read segment");
+    bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1)
+}
 
-    // Entries 5 and 6 queued back to back, as openraft does without waiting.
-    let mut pending = Vec::new();
-    for i in 5..=6 {
-        let (cb, done) = flushed();
-        store.append(vec![normal(1, i)], cb).await.expect("queued");
-        pending.push(done);
+#[tokio::test]
+async fn a_torn_tail_is_cut_and_the_log_goes_on() {
+    use std::os::unix::fs::FileExt as _;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(dir.path());
+    {
+        let mut store = LogStore::open(&path).expect("open");
+        append_durable(&mut store, normals(1, 1, 5)).await;
     }
-    for done in pending {
-        let outcome = within("flush", done).await.expect("callback completed");
-        assert!(outcome.is_err(), "an append after the failure was stored");
-    }
-    let (cb, done) = flushed();
-    store.append(vec![normal(1, 7)], cb).await.expect("queued");
-    assert!(within("flush", done).await.expect("completed").is_err());
+    // Half a record after the last one, as a crash in the middle of a write leaves it: a frame
+    // that promises 300 bytes, a wrong CRC, and 40 bytes of payload.
+    let file = segment_files(&path)[0].clone();
+    let end = written_end(&file);
+    let mut torn = 300u32.to_le_bytes().to_vec();
+    torn.extend_from_slice(&0xdead_beef_u32.to_le_bytes());
+    torn.push(2);
+    torn.extend_from_slice(&[0x55; 40]);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .expect("open segment")
+        .write_all_at(&torn, end as u64)
+        .expect("tear");
+
+    let mut store = LogStore::open(&path).expect("a torn tail is repaired, not refused");
+    assert_eq!(
+        ids(&read(&mut store, ..).await),
+        (1..=5).map(|i| lid(1, i)).collect::<Vec<_>>()
+    );
+    assert_eq!(written_end(&file), end, "the torn bytes are gone");
+    append_durable(&mut store, normals(1, 6, 7)).await;
     drop(store);
 
-    // Reopened: exactly 1..=4, no hole.
-    let conn = rusqlite::Connection::open(&path).expect("sqlite");
-    let stored: Vec<i64> = conn
-        .prepare("SELECT idx FROM log ORDER BY idx")
-        .expect("prepare")
-        .query_map([], |r| r.get(0))
-        .expect("query")
-        .collect::<Result<_, _>>()
-        .expect("rows");
-    assert_eq!(stored, vec![1, 2, 3, 4]);
+    let mut store = LogStore::open(&path).expect("reopen");
+    assert_eq!(
+        ids(&read(&mut store, ..).await),
+        (1..=7).map(|i| lid(1, i)).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_record_before_the_tail_is_refused_with_its_position() {
+    use runtime::raft::log_store::LogStoreError;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(dir.path());
+    {
+        let mut store = LogStore::open(&path).expect("open");
+        append_durable(&mut store, normals(1, 1, 5)).await;
+    }
+    // One flipped bit inside entry 3's command.
+    let file = segment_files(&path)[0].clone();
+    let mut bytes = std::fs::read(&file).expect("read");
+    let needle = br#""n": 3}"#;
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("entry 3 in the segment");
+    bytes[at + 1] ^= 0x01;
+    std::fs::write(&file, &bytes).expect("write");
+
+    let err = LogStore::open(&path).expect_err("a corrupt middle is refused");
+    match &err {
+        LogStoreError::Corrupt { offset, path, .. } => {
+            assert!(
+                *offset > 8 && (*offset as usize) < at,
+                "offset {offset}, entry at {at}"
+            );
+            assert!(path.ends_with(".seg"), "{path}");
+        }
+        other => panic!("expected a corrupt log, got {other:?}"),
+    }
+    assert!(err.to_string().contains("damaged at byte"), "{err}");
+    // Nothing was cut: the bytes are as the test left them.
+    assert_eq!(std::fs::read(&file).expect("read"), bytes);
+}
+
+#[tokio::test]
+async fn purge_deletes_whole_segments_and_a_restart_reads_the_rest() {
+    const MIB: usize = 1 << 20;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(dir.path());
+    let big = |index: u64| {
+        let mut entry = normal(1, index);
+        if let EntryPayload::Normal(env) = &mut entry.payload {
+            env.command = vec![b'x'; MIB];
+        }
+        entry
+    };
+    let mut store = LogStore::open(&path).expect("open");
+    for index in 1..=40 {
+        append_durable(&mut store, vec![big(index)]).await;
+    }
+    let before = segment_files(&path).len();
+    assert!(before >= 3, "40 MiB in {before} segments");
+    assert_eq!(store.segment_count(), before as u64);
+
+    store.purge(lid(1, 30)).await.expect("purge");
+    let after = segment_files(&path).len();
+    assert!(
+        after < before,
+        "purge deleted no segment: {before} -> {after}"
+    );
+    assert!(after >= 1);
+    drop(store);
+
+    let mut store = LogStore::open(&path).expect("reopen");
+    assert_eq!(
+        state(&mut store).await,
+        LogState {
+            last_purged_log_id: Some(lid(1, 30)),
+            last_log_id: Some(lid(1, 40)),
+        }
+    );
+    // Read back from the files (the tail cache is empty after a reopen).
+    let rest = read(&mut store, 31..=40).await;
+    assert_eq!(ids(&rest), (31..=40).map(|i| lid(1, i)).collect::<Vec<_>>());
+    for entry in &rest {
+        match &entry.payload {
+            EntryPayload::Normal(env) => assert_eq!(env.command.len(), MIB),
+            other => panic!("expected a normal entry, got {other:?}"),
+        }
+    }
 }

@@ -1,79 +1,74 @@
-//! The durable raft log: one SQLite file, written by one dedicated thread with group commit.
+//! The durable raft log: an append-only directory of segment files, written by one dedicated
+//! thread with group commit.
 //!
 //! [`LogStore`] keeps the raft log, the vote, the committed log id and the last purged log id in
-//! its own SQLite database (WAL journal, `synchronous=FULL`), separate from the application's
-//! database. Schema:
-//!
-//! - `log(idx INTEGER PRIMARY KEY, term INTEGER NOT NULL, entry BLOB NOT NULL)`: one row per
-//!   entry; `entry` is the whole [`Entry`], encoded by [`encode`](super::types::encode).
-//! - `meta(key TEXT PRIMARY KEY, value BLOB NOT NULL)`: `vote`, `committed` and `last_purged`,
-//!   encoded the same way, and `format`, the [`FORMAT_VERSION`] the log was written with. A log
-//!   of another format (or one from before the format was recorded) is refused at open with
-//!   [`LogStoreError::Format`], never misread.
+//! its own directory (`raft-log/` in a node's data directory), separate from the application's
+//! database. The files and records are described in [`segments`]: preallocated segments of
+//! CRC-checked records, a torn tail cut at start, a corrupt record before the tail refused with
+//! its file and offset, purge by whole segments, and the format recorded in every segment (a log
+//! of another format is refused with [`LogStoreError::Format`], never misread). A data directory
+//! that still holds the SQLite log of older builds (`raft-log.db`) is refused with
+//! [`LogStoreError::OldSqlite`], which says what to do: there is no migration, because a node
+//! that starts empty receives a snapshot from the cluster, which is the same outcome.
 //!
 //! # Threading and group commit
 //!
-//! One `std::thread` owns the connection. Every [`LogStore`] clone sends requests to it over a
-//! channel and awaits a reply. The thread blocks for one request, then takes every request
-//! already queued, runs them in order inside one SQLite transaction and commits once (one
-//! fsync). Only after that commit does it complete the [`IOFlushed`] callbacks of the appends of
-//! that batch and answer the writes that must be durable (`save_vote`, `truncate_after`,
-//! `purge`). Appends that arrive together are therefore made durable by one fsync, which
-//! [`LogStore::commit_count`] makes observable. A batch is all or nothing: if one write of it
-//! fails (a full disk), the transaction is rolled back and every write of the batch gets the
-//! error, so the log never has a hole.
+//! One `std::thread` owns the files. Every [`LogStore`] clone sends requests to it over a
+//! channel. The thread blocks for one request, then takes every request already queued, stages
+//! them in order into one buffer, and writes that buffer with one `write` and one `fdatasync`.
+//! Only after that does it complete the [`IOFlushed`] callbacks of the appends of that batch and
+//! answer the writes that must be durable (`save_vote`, `truncate_after`, `purge`). Appends that
+//! arrive together are therefore made durable by one sync, which [`LogStore::commit_count`] makes
+//! observable. A batch is all or nothing for its callers: if one write of it fails (a full disk,
+//! a failed sync), every write of the batch gets the error and the writer refuses everything
+//! after it, so the log never has a hole; what reached the disk of a failed batch is a torn tail
+//! at the next start, and cut.
 //!
-//! `save_committed` costs no fsync of its own: the committed id only lets a restart re-apply
+//! `save_committed` costs no sync of its own: the committed id only lets a restart re-apply
 //! sooner (the state machine persists what it applied), so it is held by the writer and written
-//! with the next batch that commits anyway.
+//! with the next batch that syncs anyway.
 //!
 //! # The tail cache
 //!
 //! Every appended entry is also kept in memory (the newest [`TAIL_CAPACITY`] entries, trimmed on
 //! truncate and purge). Replication and apply read the tail, so a read of recent entries
-//! neither decodes a row nor waits behind the writer's fsync; only older entries are read from
-//! SQLite, through the writer thread, inside its open transaction (so they see every earlier
-//! request, including appends not committed yet). Both paths see the appends in the order
-//! openraft made them.
+//! neither decodes a record nor waits behind the writer's sync; only older entries are read from
+//! the segment files, through the writer thread (so they see every earlier request, including
+//! appends not synced yet). Both paths see the appends in the order openraft made them.
 //!
-//! The thread exits, closing the database, when the last clone is dropped; that drop waits for
-//! it, so the file can be reopened right away.
+//! The thread exits, closing the files, when the last clone is dropped; that drop waits for
+//! it, so the log can be reopened right away.
 
+mod segments;
+
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
-use std::time::Duration;
-
-use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
 use super::types::{C, Entry, FORMAT_VERSION, LogId, Vote};
+use segments::Segments;
+
+pub use segments::{MAGIC, SEGMENT_BYTES};
 
 /// How many of the newest entries the tail cache holds.
 pub const TAIL_CAPACITY: usize = 16_384;
 
-/// `meta` key of the log's format version.
-const KEY_FORMAT: &str = "format";
-
 /// Why a log cannot be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum LogStoreError {
-    /// The file could not be opened or set up.
+    /// A file could not be opened, read or set up.
     #[error("{path}: {source}")]
     Io {
-        /// The log file.
+        /// The log directory or file.
         path: String,
         /// What failed.
         source: io::Error,
@@ -85,10 +80,33 @@ pub enum LogStoreError {
          or run the build that wrote it"
     )]
     Format {
-        /// The log file.
+        /// The segment file.
         path: String,
-        /// The format found (`1 (JSON, unversioned)` for logs from before versions).
+        /// The format found.
         found: String,
+    },
+    /// A record before the end of the log does not check: the log is damaged, not torn.
+    #[error(
+        "{path}: the raft log is damaged at byte {offset}: {why}; move the data directory \
+         aside, start the node on a new one and let it rejoin (it receives a snapshot)"
+    )]
+    Corrupt {
+        /// The segment file.
+        path: String,
+        /// Where the bad record starts.
+        offset: u64,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The data directory holds the SQLite raft log of an older build.
+    #[error(
+        "{path}: this is the SQLite raft log of an older build; this build keeps its log in \
+         segment files. Start the node on a new data directory and let it rejoin (it receives \
+         a snapshot), or run the older build"
+    )]
+    OldSqlite {
+        /// The old log file.
+        path: String,
     },
 }
 
@@ -101,17 +119,10 @@ impl From<LogStoreError> for io::Error {
     }
 }
 
-/// `meta` key of the vote.
-const KEY_VOTE: &str = "vote";
-/// `meta` key of the committed log id.
-const KEY_COMMITTED: &str = "committed";
-/// `meta` key of the last purged log id.
-const KEY_LAST_PURGED: &str = "last_purged";
-
 /// The durable raft log store; see the [module documentation](self).
 ///
-/// Cheap to clone: all clones share one writer thread and one database connection. The writer
-/// thread stops when the last clone is dropped.
+/// Cheap to clone: all clones share one writer thread. The writer thread stops when the last
+/// clone is dropped.
 #[derive(Clone)]
 pub struct LogStore {
     shared: Arc<Shared>,
@@ -132,9 +143,11 @@ struct Shared {
     tx: Option<mpsc::Sender<Request>>,
     /// The writer thread, joined on drop.
     thread: Option<thread::JoinHandle<()>>,
-    /// SQLite commits of transactions that wrote something.
+    /// Batches that wrote and synced something.
     commits: Arc<AtomicU64>,
-    /// How long each committed batch took, its fsync included.
+    /// How many segment files the log has.
+    segments: Arc<AtomicU64>,
+    /// How long each committed batch took, its sync included.
     commit_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
@@ -153,16 +166,9 @@ impl Drop for Shared {
 /// A reply to one request.
 type Reply<T> = oneshot::Sender<Result<T, io::Error>>;
 
-/// One row of the `log` table, serialized by the caller.
-struct Row {
-    idx: i64,
-    term: i64,
-    entry: Vec<u8>,
-}
-
 /// A request to the writer thread.
 enum Request {
-    /// A change, answered (through `done`) only after the commit of its batch.
+    /// A change, answered (through `done`) only after the sync of its batch.
     Write {
         /// What to change.
         op: WriteOp,
@@ -171,33 +177,28 @@ enum Request {
     },
     /// A read, answered as soon as the writer reaches it.
     Read(ReadOp),
-    /// The committed log id (encoded; `None` forgets it), written with the next batch.
-    Committed(Option<Vec<u8>>),
+    /// The committed log id, written with the next batch.
+    Committed(Option<LogId>),
 }
 
-/// A change to the database.
+/// A change to the log.
 enum WriteOp {
-    /// Insert (or replace) these rows.
-    Append(Vec<Row>),
+    /// Append these entries, encoded by the caller.
+    Append(Vec<(LogId, Vec<u8>)>),
     /// Save the vote.
-    SaveVote(Vec<u8>),
-    /// Delete entries with `idx > after` (all when `None`).
-    TruncateAfter(Option<i64>),
-    /// Delete entries with `idx <= upto` and record `last_purged`.
-    Purge {
-        /// The last index to delete.
-        upto: i64,
-        /// The purged log id, encoded.
-        log_id: Vec<u8>,
-    },
+    SaveVote(Vote),
+    /// Drop entries after this log id (all when `None`).
+    TruncateAfter(Option<LogId>),
+    /// Drop entries up to this log id and record it as the last purged.
+    Purge(LogId),
 }
 
 /// A read, with its reply channel.
 enum ReadOp {
-    /// Entries with `lo <= idx <= hi`.
+    /// Entries with `lo <= index <= hi`.
     Entries {
-        lo: i64,
-        hi: i64,
+        lo: u64,
+        hi: u64,
         reply: Reply<Vec<Entry>>,
     },
     /// The log state.
@@ -230,9 +231,6 @@ enum Pending {
     Done(Reply<()>),
 }
 
-/// The committed log id to write with the next batch (`None`: nothing new).
-type HeldCommitted = Option<Option<Vec<u8>>>;
-
 impl Pending {
     /// Delivers the outcome.
     fn complete(self, result: Result<(), io::Error>) {
@@ -244,95 +242,66 @@ impl Pending {
 }
 
 impl LogStore {
-    /// Opens (creating it if needed) the log database at `path`, e.g.
-    /// `data_dir.join("raft-log.db")`, and starts its writer thread.
+    /// Opens (creating it if needed) the log directory `dir`, e.g. `data_dir.join("raft-log")`,
+    /// replays it, and starts its writer thread.
     ///
-    /// Creates missing parent directories. Blocks briefly while it opens the file and sets the
-    /// schema up, so call it before starting raft (or from `spawn_blocking`).
-    pub fn open(path: &Path) -> Result<Self, LogStoreError> {
-        let located = |source: io::Error| LogStoreError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        let conn = Self::open_db(path).map_err(located)?;
-        check_format(&conn).map_err(|found| match found {
-            Ok(found) => LogStoreError::Format {
-                path: path.display().to_string(),
-                found,
-            },
-            Err(e) => located(e),
-        })?;
+    /// Refuses a directory beside which the SQLite log of an older build (`dir` + `.db`) lies.
+    /// Blocks while it reads the log, so call it before starting raft (or from
+    /// `spawn_blocking`).
+    pub fn open(dir: &Path) -> Result<Self, LogStoreError> {
+        let old = dir.with_extension("db");
+        if old.exists() {
+            return Err(LogStoreError::OldSqlite {
+                path: old.display().to_string(),
+            });
+        }
+        let log = Segments::open(dir)?;
 
         let (tx, rx) = mpsc::channel();
         let commits = Arc::new(AtomicU64::new(0));
-        let thread_commits = Arc::clone(&commits);
+        let segments = Arc::new(AtomicU64::new(log.segment_count() as u64));
         let commit_seconds = crate::metrics::latency_histogram();
-        let thread_seconds = commit_seconds.clone();
+        let counters = Counters {
+            commits: Arc::clone(&commits),
+            segments: Arc::clone(&segments),
+            seconds: commit_seconds.clone(),
+        };
         let thread = thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || writer_loop(conn, rx, &thread_commits, &thread_seconds))
-            .map_err(located)?;
+            .spawn(move || writer_loop(log, rx, &counters))
+            .map_err(|source| LogStoreError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
 
         Ok(Self {
             shared: Arc::new(Shared {
                 tx: Some(tx),
                 thread: Some(thread),
                 commits,
+                segments,
                 commit_seconds,
             }),
             tail: Arc::new(Mutex::new(BTreeMap::new())),
         })
     }
 
-    /// Opens the database and sets the schema up.
-    fn open_db(path: &Path) -> Result<Connection, io::Error> {
-        if let Some(parent) = path.parent()
-            && !parent.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(parent)?;
-        }
-        let conn = Connection::open(path).map_err(io::Error::other)?;
-        // Its WAL and shared-memory files take the database's mode.
-        crate::util::owner_only(path)?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .map_err(io::Error::other)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(io::Error::other(format!(
-                "{}: cannot switch the raft log to WAL (journal_mode is {mode})",
-                path.display()
-            )));
-        }
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(io::Error::other)?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(io::Error::other)?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS log (
-                 idx   INTEGER PRIMARY KEY,
-                 term  INTEGER NOT NULL,
-                 entry BLOB NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS meta (
-                 key   TEXT PRIMARY KEY,
-                 value BLOB NOT NULL
-             );",
-        )
-        .map_err(io::Error::other)?;
-        Ok(conn)
-    }
-
-    /// How long each batch that changed the log took to commit, its fsync included (the node
-    /// exports it as `raft_log_commit_seconds`).
+    /// How long each batch that changed the log took to write and sync (the node exports it as
+    /// `raft_log_commit_seconds`).
     pub fn commit_seconds(&self) -> prometheus_client::metrics::histogram::Histogram {
         self.shared.commit_seconds.clone()
     }
 
-    /// How many SQLite transactions that changed the log have been committed (each one fsync)
-    /// since [`LogStore::open`]. With group commit this grows more slowly than the number of
-    /// appends when appends arrive faster than the disk syncs.
+    /// How many batches that changed the log have been written and synced since
+    /// [`LogStore::open`]. With group commit this grows more slowly than the number of appends
+    /// when appends arrive faster than the disk syncs.
     pub fn commit_count(&self) -> u64 {
         self.shared.commits.load(Ordering::Acquire)
+    }
+
+    /// How many segment files the log has now.
+    pub fn segment_count(&self) -> u64 {
+        self.shared.segments.load(Ordering::Acquire)
     }
 
     /// Runs `f` on the tail cache.
@@ -367,7 +336,7 @@ impl LogStore {
         rx.await.map_err(|_| writer_gone())?
     }
 
-    /// Sends a write and awaits its commit.
+    /// Sends a write and awaits its sync.
     async fn write(&self, op: WriteOp) -> Result<(), io::Error> {
         let (reply, rx) = oneshot::channel();
         self.send(Request::Write {
@@ -383,55 +352,8 @@ fn writer_gone() -> io::Error {
     io::Error::other("the raft log writer thread has stopped")
 }
 
-/// Encodes a value for a row.
-fn to_row<T: Serialize>(value: &T) -> Result<Vec<u8>, io::Error> {
-    super::types::encode(value).map_err(io::Error::other)
-}
-
-/// Decodes a row's value.
-fn from_row<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, io::Error> {
-    super::types::decode(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-}
-
-/// Checks the log's format version, recording the current one in a new log. `Err(Ok(found))`
-/// names the format of a log this build cannot read.
-fn check_format(conn: &Connection) -> Result<(), Result<String, io::Error>> {
-    let stored: Option<String> = conn
-        .query_row(
-            "SELECT CAST(value AS TEXT) FROM meta WHERE key = ?1",
-            [KEY_FORMAT],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(|e| Err(io::Error::other(e)))?;
-    let current = FORMAT_VERSION.to_string();
-    match stored {
-        Some(found) if found == current => Ok(()),
-        Some(found) => Err(Ok(found)),
-        None => {
-            let used: i64 = conn
-                .query_row(
-                    "SELECT (SELECT count(*) FROM log) + (SELECT count(*) FROM meta)",
-                    [],
-                    |r| r.get(0),
-                )
-                .map_err(|e| Err(io::Error::other(e)))?;
-            if used > 0 {
-                return Err(Ok("1 (JSON, unversioned)".into()));
-            }
-            put_meta(conn, KEY_FORMAT, current.as_bytes()).map_err(Err)
-        }
-    }
-}
-
-/// A log index as SQLite stores it.
-fn sql_index(index: u64) -> Result<i64, io::Error> {
-    i64::try_from(index)
-        .map_err(|_| io::Error::other(format!("log index {index} does not fit in SQLite")))
-}
-
-/// The inclusive `[lo, hi]` SQLite index range of `range`, or `None` if it is empty.
-fn sql_range<RB: RangeBounds<u64>>(range: &RB) -> Option<(i64, i64)> {
+/// The inclusive `[lo, hi]` index range of `range`, or `None` if it is empty.
+fn index_range<RB: RangeBounds<u64>>(range: &RB) -> Option<(u64, u64)> {
     let lo = match range.start_bound() {
         Bound::Included(&x) => x,
         Bound::Excluded(&x) => x.checked_add(1)?,
@@ -442,19 +364,18 @@ fn sql_range<RB: RangeBounds<u64>>(range: &RB) -> Option<(i64, i64)> {
         Bound::Excluded(&x) => x.checked_sub(1)?,
         Bound::Unbounded => u64::MAX,
     };
-    let lo = i64::try_from(lo).ok()?;
-    let hi = i64::try_from(hi).unwrap_or(i64::MAX);
     (lo <= hi).then_some((lo, hi))
 }
 
-/// The writer thread: one batch (one transaction, one commit) per wake-up.
-fn writer_loop(
-    mut conn: Connection,
-    rx: mpsc::Receiver<Request>,
-    commits: &AtomicU64,
-    commit_seconds: &prometheus_client::metrics::histogram::Histogram,
-) {
-    let mut committed: HeldCommitted = None;
+/// What the writer thread reports.
+struct Counters {
+    commits: Arc<AtomicU64>,
+    segments: Arc<AtomicU64>,
+    seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+/// The writer thread: one batch (one write, one sync) per wake-up.
+fn writer_loop(mut log: Segments, rx: mpsc::Receiver<Request>, counters: &Counters) {
     let mut broken: Option<String> = None;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -468,125 +389,73 @@ fn writer_loop(
             }
             continue;
         }
-        let (started, before) = (std::time::Instant::now(), commits.load(Ordering::Acquire));
-        broken = run_batch(&mut conn, batch, &mut committed, commits);
-        if commits.load(Ordering::Acquire) != before {
-            commit_seconds.observe(started.elapsed().as_secs_f64());
+        if let Err(why) = run_batch(&mut log, batch, counters) {
+            broken = Some(why);
         }
+        counters
+            .segments
+            .store(log.segment_count() as u64, Ordering::Release);
     }
     // Last chance for the held committed id (a clean shutdown keeps it).
-    if let Some(value) = committed.take() {
-        let _ = write_committed(&conn, value.as_deref());
+    if broken.is_none()
+        && let Err(e) = log.commit()
+    {
+        tracing::warn!("raft log: cannot record the committed log id at shutdown: {e}");
     }
     tracing::debug!("raft log writer thread stops: every LogStore was dropped");
 }
 
-/// Writes (or forgets) the committed log id.
-fn write_committed(conn: &Connection, value: Option<&[u8]>) -> Result<(), io::Error> {
-    match value {
-        Some(value) => put_meta(conn, KEY_COMMITTED, value),
-        None => conn
-            .execute("DELETE FROM meta WHERE key = ?1", [KEY_COMMITTED])
-            .map(drop)
-            .map_err(io::Error::other),
-    }
-}
-
-/// Runs `batch` in order inside one transaction, commits once, then completes the writes. A
-/// held committed id is written with the first batch that has other writes to commit. Returns
-/// why the batch failed, if it did: the writer then refuses every later request.
-fn run_batch(
-    conn: &mut Connection,
-    batch: Vec<Request>,
-    committed: &mut HeldCommitted,
-    commits: &AtomicU64,
-) -> Option<String> {
-    let tx = match conn.transaction() {
-        Ok(tx) => tx,
-        Err(e) => {
-            tracing::error!("raft log: cannot begin a transaction: {e}");
-            for req in batch {
-                req.fail(io::Error::other(format!(
-                    "raft log: cannot begin a transaction: {e}"
-                )));
-            }
-            return Some(e.to_string());
-        }
-    };
-
+/// Stages `batch` in order, writes and syncs it once, counts that, then completes the writes.
+/// Returns why the batch failed, if it did: the writer then refuses every later request.
+fn run_batch(log: &mut Segments, batch: Vec<Request>, counters: &Counters) -> Result<(), String> {
+    let started = std::time::Instant::now();
     let mut pending = Vec::new();
     let mut requests = batch.into_iter();
     let mut failed = None;
     for req in requests.by_ref() {
         match req {
-            Request::Write { op, done } => match run_write(&tx, op) {
+            Request::Write { op, done } => match stage(log, op) {
                 Ok(()) => pending.push(done),
                 Err(e) => {
-                    failed = Some((e, done));
+                    failed = Some((e, Some(done)));
                     break;
                 }
             },
-            Request::Read(op) => run_read(&tx, op, committed),
-            Request::Committed(value) => *committed = Some(value),
+            Request::Read(op) => answer(log, op),
+            Request::Committed(value) => log.hold_committed(value),
         }
     }
-    if let Some((e, done)) = failed {
-        // All or nothing: nothing of this batch stays, every write of it hears why.
-        tracing::error!("raft log: write failed, the batch is rolled back: {e}");
-        drop(tx.rollback());
-        let message = format!("raft log: a write of this batch failed: {e}");
-        done.complete(Err(e));
-        for p in pending {
-            p.complete(Err(io::Error::other(message.clone())));
-        }
-        for req in requests {
-            req.fail(io::Error::other(message.clone()));
-        }
-        return Some(message);
-    }
-    if pending.is_empty() {
-        // Only reads (and perhaps a committed id, which waits for a real commit).
-        drop(tx.rollback());
-        return None;
-    }
-    if let Some(value) = committed.take()
-        && let Err(e) = write_committed(&tx, value.as_deref())
-    {
-        tracing::warn!("raft log: cannot record the committed log id: {e}");
-    }
-
-    let commit = match crate::failpoint::fired("raft_log::commit") {
-        Some(_) => {
-            drop(tx.rollback());
-            Err(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR_FSYNC),
-                Some("failpoint raft_log::commit".into()),
-            ))
-        }
-        None => tx.commit(),
+    let failed = match failed {
+        Some(failed) => Some(failed),
+        // Only reads (and perhaps a committed id, which waits for a real write).
+        None if pending.is_empty() => return Ok(()),
+        None => log.commit().err().map(|e| (e, None)),
     };
-    match commit {
-        Ok(()) => {
-            commits.fetch_add(1, Ordering::AcqRel);
-            for p in pending {
-                p.complete(Ok(()));
-            }
-            None
+    let Some((e, done)) = failed else {
+        counters.commits.fetch_add(1, Ordering::AcqRel);
+        counters.seconds.observe(started.elapsed().as_secs_f64());
+        for p in pending {
+            p.complete(Ok(()));
         }
-        Err(e) => {
-            tracing::error!("raft log: commit failed: {e}");
-            for p in pending {
-                p.complete(Err(io::Error::other(format!(
-                    "raft log: commit failed: {e}"
-                ))));
-            }
-            Some(format!("commit failed: {e}"))
-        }
+        return Ok(());
+    };
+    // All or nothing: every write of this batch hears why, and nothing after it is written.
+    tracing::error!("raft log: a write failed, the node must restart: {e}");
+    let message = format!("raft log: a write of this batch failed: {e}");
+    if let Some(done) = done {
+        done.complete(Err(e));
     }
+    for p in pending {
+        p.complete(Err(io::Error::other(message.clone())));
+    }
+    for req in requests {
+        req.fail(io::Error::other(message.clone()));
+    }
+    Err(message)
 }
 
-/// Runs one write inside the batch's transaction.
-fn run_write(tx: &Transaction<'_>, op: WriteOp) -> Result<(), io::Error> {
+/// Stages one write into the batch.
+fn stage(log: &mut Segments, op: WriteOp) -> Result<(), io::Error> {
     if crate::failpoint::fired("raft_log::write").is_some() {
         return Err(io::Error::new(
             io::ErrorKind::StorageFull,
@@ -594,106 +463,26 @@ fn run_write(tx: &Transaction<'_>, op: WriteOp) -> Result<(), io::Error> {
         ));
     }
     match op {
-        WriteOp::Append(rows) => {
-            let mut stmt = tx
-                .prepare_cached("INSERT OR REPLACE INTO log (idx, term, entry) VALUES (?1, ?2, ?3)")
-                .map_err(io::Error::other)?;
-            for row in rows {
-                stmt.execute(params![row.idx, row.term, row.entry])
-                    .map_err(io::Error::other)?;
+        WriteOp::Append(entries) => {
+            for (log_id, bytes) in entries {
+                log.stage_entry(log_id, &bytes)?;
             }
+            Ok(())
         }
-        WriteOp::SaveVote(vote) => put_meta(tx, KEY_VOTE, &vote)?,
-        WriteOp::TruncateAfter(Some(after)) => {
-            tx.execute("DELETE FROM log WHERE idx > ?1", [after])
-                .map_err(io::Error::other)?;
-        }
-        WriteOp::TruncateAfter(None) => {
-            tx.execute("DELETE FROM log", [])
-                .map_err(io::Error::other)?;
-        }
-        WriteOp::Purge { upto, log_id } => {
-            tx.execute("DELETE FROM log WHERE idx <= ?1", [upto])
-                .map_err(io::Error::other)?;
-            put_meta(tx, KEY_LAST_PURGED, &log_id)?;
-        }
+        WriteOp::SaveVote(vote) => log.stage_vote(&vote),
+        WriteOp::TruncateAfter(after) => log.stage_truncate(after),
+        WriteOp::Purge(upto) => log.stage_purge(upto),
     }
-    Ok(())
 }
 
-/// Answers one read from inside the open transaction (the committed id may still be held).
-fn run_read(conn: &Connection, op: ReadOp, committed: &HeldCommitted) {
+/// Answers one read; it sees every request staged before it.
+fn answer(log: &Segments, op: ReadOp) {
     match op {
-        ReadOp::Entries { lo, hi, reply } => drop(reply.send(read_entries(conn, lo, hi))),
-        ReadOp::LogState(reply) => drop(reply.send(read_log_state(conn))),
-        ReadOp::Vote(reply) => drop(reply.send(get_meta(conn, KEY_VOTE))),
-        ReadOp::Committed(reply) => {
-            let answer = match committed {
-                Some(held) => held.as_deref().map(from_row).transpose(),
-                None => get_meta(conn, KEY_COMMITTED),
-            };
-            drop(reply.send(answer))
-        }
+        ReadOp::Entries { lo, hi, reply } => drop(reply.send(log.read(lo, hi))),
+        ReadOp::LogState(reply) => drop(reply.send(Ok(log.log_state()))),
+        ReadOp::Vote(reply) => drop(reply.send(Ok(log.vote()))),
+        ReadOp::Committed(reply) => drop(reply.send(Ok(log.committed()))),
     }
-}
-
-/// Sets one `meta` value.
-fn put_meta(conn: &Connection, key: &str, value: &[u8]) -> Result<(), io::Error> {
-    conn.prepare_cached(
-        "INSERT INTO meta (key, value) VALUES (?1, ?2)
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )
-    .and_then(|mut stmt| stmt.execute(params![key, value]))
-    .map_err(io::Error::other)?;
-    Ok(())
-}
-
-/// Reads and decodes one `meta` value.
-fn get_meta<T: DeserializeOwned>(conn: &Connection, key: &str) -> Result<Option<T>, io::Error> {
-    let bytes: Option<Vec<u8>> = conn
-        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
-            row.get(0)
-        })
-        .optional()
-        .map_err(io::Error::other)?;
-    bytes.map(|b| from_row(&b)).transpose()
-}
-
-/// Reads the entries with `lo <= idx <= hi`, in index order.
-fn read_entries(conn: &Connection, lo: i64, hi: i64) -> Result<Vec<Entry>, io::Error> {
-    let mut stmt = conn
-        .prepare_cached("SELECT entry FROM log WHERE idx >= ?1 AND idx <= ?2 ORDER BY idx")
-        .map_err(io::Error::other)?;
-    let rows = stmt
-        .query_map([lo, hi], |row| row.get::<_, Vec<u8>>(0))
-        .map_err(io::Error::other)?;
-    let mut entries = Vec::new();
-    for bytes in rows {
-        let bytes = bytes.map_err(io::Error::other)?;
-        entries.push(from_row(&bytes)?);
-    }
-    Ok(entries)
-}
-
-/// Reads the last purged log id and the last log id.
-fn read_log_state(conn: &Connection) -> Result<LogState<C>, io::Error> {
-    let last_purged: Option<LogId> = get_meta(conn, KEY_LAST_PURGED)?;
-    let last: Option<Vec<u8>> = conn
-        .query_row(
-            "SELECT entry FROM log ORDER BY idx DESC LIMIT 1",
-            [],
-            |row| row.get(0),
-        )
-        .optional()
-        .map_err(io::Error::other)?;
-    let last_log_id = match last {
-        Some(bytes) => Some(from_row::<Entry>(&bytes)?.log_id),
-        None => last_purged,
-    };
-    Ok(LogState {
-        last_purged_log_id: last_purged,
-        last_log_id,
-    })
 }
 
 impl RaftLogReader<C> for LogStore {
@@ -701,10 +490,10 @@ impl RaftLogReader<C> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        let Some((lo, hi)) = sql_range(&range) else {
+        let Some((lo, hi)) = index_range(&range) else {
             return Ok(Vec::new());
         };
-        if let Some(entries) = self.read_tail(lo as u64, hi as u64) {
+        if let Some(entries) = self.read_tail(lo, hi) {
             return Ok(entries);
         }
         self.read(|reply| ReadOp::Entries { lo, hi, reply }).await
@@ -727,14 +516,13 @@ impl RaftLogStorage<C> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        self.write(WriteOp::SaveVote(to_row(vote)?)).await
+        self.write(WriteOp::SaveVote(*vote)).await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         // The committed id only lets a restart re-apply sooner: a lost update leaves an older id
-        // that was committed too. So it is not waited for, and costs no commit of its own: the
+        // that was committed too. So it is not waited for, and costs no sync of its own: the
         // writer holds it and writes it with the next batch.
-        let committed = committed.as_ref().map(to_row).transpose()?;
         self.send(Request::Committed(committed))
     }
 
@@ -748,17 +536,12 @@ impl RaftLogStorage<C> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let rows = entries
+        // Encoded here, on the caller's thread, so the writer only copies bytes.
+        let records = entries
             .iter()
             .map(|entry| {
-                let term = entry.log_id.leader_id.term;
-                Ok(Row {
-                    idx: sql_index(entry.log_id.index)?,
-                    term: i64::try_from(term).map_err(|_| {
-                        io::Error::other(format!("term {term} does not fit in SQLite"))
-                    })?,
-                    entry: to_row(entry)?,
-                })
+                let bytes = super::types::encode(entry).map_err(io::Error::other)?;
+                Ok((entry.log_id, bytes))
             })
             .collect::<Result<Vec<_>, io::Error>>()?;
         self.with_tail(|tail| {
@@ -769,28 +552,24 @@ impl RaftLogStorage<C> for LogStore {
                 tail.pop_first();
             }
         })?;
-        // Returns at once; the writer completes `callback` after the commit.
+        // Returns at once; the writer completes `callback` after the sync.
         self.send(Request::Write {
-            op: WriteOp::Append(rows),
+            op: WriteOp::Append(records),
             done: Pending::Flushed(callback),
         })
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
-        let after = last_log_id.map(|id| sql_index(id.index)).transpose()?;
-        let keep = last_log_id.map(|id| id.index);
-        self.with_tail(|tail| match keep {
-            Some(index) => drop(tail.split_off(&index.saturating_add(1))),
+        self.with_tail(|tail| match last_log_id {
+            Some(id) => drop(tail.split_off(&id.index.saturating_add(1))),
             None => tail.clear(),
         })?;
-        self.write(WriteOp::TruncateAfter(after)).await
+        self.write(WriteOp::TruncateAfter(last_log_id)).await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        let upto = sql_index(log_id.index)?;
         let index = log_id.index;
         self.with_tail(|tail| *tail = tail.split_off(&index.saturating_add(1)))?;
-        let log_id = to_row(&log_id)?;
-        self.write(WriteOp::Purge { upto, log_id }).await
+        self.write(WriteOp::Purge(log_id)).await
     }
 }

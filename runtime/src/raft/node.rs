@@ -32,7 +32,7 @@ mod incoming;
 mod read;
 mod write;
 
-use super::files::{LOG_DB, SNAPSHOT_DIR, STATE_DB};
+use super::files::{LOG_DIR, SNAPSHOT_DIR, STATE_DB};
 use super::state_machine::Raft;
 
 /// How long a write or read keeps retrying across a leader change before it gives up (several
@@ -210,7 +210,7 @@ impl RaftNode {
             std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))?;
         }
         let snapshot_dir = config.data_dir.join(SNAPSHOT_DIR);
-        let log = LogStore::open(&config.data_dir.join(LOG_DB))?;
+        let log = LogStore::open(&config.data_dir.join(LOG_DIR))?;
         let sm = StateMachine::open(app, &config.data_dir.join(STATE_DB), &snapshot_dir)?;
         let storage_metrics = crate::metrics::StorageMetrics {
             log_commit_seconds: log.commit_seconds(),
