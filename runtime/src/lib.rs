@@ -11,7 +11,7 @@
 //! - in process: [`local`] (a SQLite database, the `Direct` client, the local sink);
 //! - servers: [`server`] (gRPC with health and reflection, JSON-RPC), [`tcp`] and [`zmq`]
 //!   (command bytes in frames);
-//! - replication: [`raft`] (the SQLite log and state machine on openraft, the network, the
+//! - replication: [`raft`] (the segmented log and the SQLite state machine on openraft, the network, the
 //!   node), [`raft_rpc`] (the raft message service), [`host`] (a node with its listeners, the
 //!   `node` command line), [`cluster`] (local clusters of node processes).
 //!

@@ -1,4 +1,4 @@
-//! Raft on openraft: a durable SQLite log, a state machine that applies serialized commands to the
+//! Raft on openraft: a durable segmented log, a state machine that applies serialized commands to the
 //! application's SQLite database, raft messages over the raft gRPC service, and the node that ties
 //! them together.
 
