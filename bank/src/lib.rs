@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod cdf;
 pub mod chaos;
 pub mod demo;
 pub mod net;

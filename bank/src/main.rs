@@ -132,6 +132,9 @@ enum BenchSub {
         /// Also write the figures as JSON.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
+        /// Also draw the latency distributions (CDFs, log time axis) of every system as SVG.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
     },
 }
 
@@ -350,6 +353,7 @@ async fn run_bench(layers: Option<BenchSub>, args: BenchArgs) -> Result<String, 
             only,
             node_args,
             json,
+            svg,
         }) => {
             let config = bank::peers::PeersConfig {
                 seconds,
@@ -366,7 +370,7 @@ async fn run_bench(layers: Option<BenchSub>, args: BenchArgs) -> Result<String, 
                 },
                 node_args,
             };
-            return run_peers(config, json).await;
+            return run_peers(config, json, svg).await;
         }
         None => {}
     }
@@ -408,6 +412,7 @@ async fn run_bench(layers: Option<BenchSub>, args: BenchArgs) -> Result<String, 
 async fn run_peers(
     config: bank::peers::PeersConfig,
     json: Option<PathBuf>,
+    svg: Option<PathBuf>,
 ) -> Result<String, CliError> {
     use bank::peers;
     if config.clients == 0 {
@@ -423,6 +428,9 @@ async fn run_peers(
         .map_err(|e| CliError::Usage(e.to_string()))?;
     if let Some(path) = &json {
         write_json(path, &report)?;
+    }
+    if let Some(path) = &svg {
+        std::fs::write(path, peers::svg(&report)).map_err(CliError::Runtime)?;
     }
     Ok(peers::render(&report))
 }

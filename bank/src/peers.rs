@@ -32,6 +32,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::bench::new_histogram;
+use crate::cdf::Cdf;
 
 /// Settings of a run.
 #[derive(Debug, Clone)]
@@ -90,7 +91,17 @@ pub struct Figures {
     pub cpu_ms_per_1000_writes: f64,
     /// Calls that failed in any phase (0 in a sound run).
     pub errors: u64,
+    /// The latency distribution of each phase: 1-client writes, 64-client writes, 64-client
+    /// linearizable reads.
+    pub cdf: [Cdf; 3],
 }
+
+/// The phases whose distributions [`Figures::cdf`] holds, in its order.
+pub const PHASES: [&str; 3] = [
+    "1-client writes",
+    "64-client writes",
+    "64-client lin. reads",
+];
 
 /// The result of a run.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -280,6 +291,11 @@ async fn measure<L: Load>(
         read_64_ops_per_sec: read_64.ops_per_sec(),
         cpu_ms_per_1000_writes: cpu_used / writes * 1000.0,
         errors,
+        cdf: [
+            Cdf::of(&write_1.hist),
+            Cdf::of(&write_64.hist),
+            Cdf::of(&read_64.hist),
+        ],
     })
 }
 
@@ -517,6 +533,31 @@ pub fn render(report: &PeersReport) -> String {
         let _ = writeln!(out, "  error: {e}");
     }
     out
+}
+
+/// The latency distributions of a run as an SVG: a panel per phase, a line per system.
+pub fn svg(report: &PeersReport) -> String {
+    use crate::cdf::{Line, Panel};
+    let panels: Vec<Panel<'_>> = PHASES
+        .iter()
+        .enumerate()
+        .map(|(i, title)| Panel {
+            title,
+            lines: report
+                .systems
+                .iter()
+                .map(|(system, f)| Line {
+                    name: system.name(),
+                    cdf: &f.cdf[i],
+                })
+                .collect(),
+        })
+        .collect();
+    let title = format!(
+        "Latency CDFs: 3-member clusters on one machine, {} clients, {} s per phase (load {})",
+        report.clients, report.seconds_per_phase, report.load_before
+    );
+    crate::cdf::render(&title, &panels)
 }
 
 /// A 3-member etcd cluster and the three etcd v3 calls the benchmark makes.

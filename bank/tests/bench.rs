@@ -84,3 +84,74 @@ fn grpc_walkthrough_report() {
         ],
     );
 }
+
+/// `bank bench peers` over the bank and kv (etcd is not installed on every machine, so it is
+/// left out here) writes its JSON figures and the SVG of the latency distributions: a panel per
+/// phase with a line per system, each line built from calls that succeeded.
+#[test]
+fn peers_draws_the_latency_distributions_as_svg() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (json, svg) = (dir.path().join("peers.json"), dir.path().join("peers.svg"));
+    let kv = std::path::Path::new(env!("CARGO_BIN_EXE_bank")).with_file_name("kv");
+    if !kv.is_file() {
+        // `cargo test --workspace` builds kv beside bank; `-p bank` alone does not.
+        eprintln!(
+            "skipped: no kv binary at {} (run the workspace's tests)",
+            kv.display()
+        );
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_bank"))
+        .args([
+            "bench",
+            "peers",
+            "--only",
+            "kv",
+            "--only",
+            "bank",
+            "--seconds",
+            "0.5",
+            "--clients",
+            "4",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .arg("--svg")
+        .arg(&svg)
+        .output()
+        .expect("run bank bench peers");
+    assert!(
+        out.status.success(),
+        "bank bench peers failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("JSON");
+    for system in ["kv", "bank"] {
+        assert_eq!(report[system]["errors"], 0, "{report}");
+        let cdfs = report[system]["cdf"]
+            .as_array()
+            .expect("three distributions");
+        assert_eq!(cdfs.len(), 3);
+        for cdf in cdfs {
+            let points = cdf.as_array().expect("points");
+            assert!(points.len() > 100, "{cdf}");
+            assert_eq!(points.last().and_then(|p| p[1].as_f64()), Some(1.0));
+        }
+    }
+    let picture = std::fs::read_to_string(&svg).expect("svg written");
+    assert!(picture.starts_with("<svg "), "{picture}");
+    assert_eq!(
+        picture.matches("<polyline").count(),
+        6,
+        "3 panels × 2 systems"
+    );
+    for phase in [
+        "1-client writes",
+        "64-client writes",
+        "64-client lin. reads",
+    ] {
+        assert!(picture.contains(phase), "no panel {phase}");
+    }
+}
