@@ -89,6 +89,10 @@ pub struct Figures {
     /// CPU time of the member processes (user + system, summed) per 1,000 writes of the
     /// 64-client phase, ms.
     pub cpu_ms_per_1000_writes: f64,
+    /// Context switches of the member processes' threads (voluntary and not, summed) per
+    /// write of the 64-client phase: how often a write's work is handed from one thread to
+    /// another and the CPU changes hands.
+    pub switches_per_write: f64,
     /// Calls that failed in any phase (0 in a sound run).
     pub errors: u64,
     /// The latency distribution of each phase: 1-client writes, 64-client writes, 64-client
@@ -256,6 +260,30 @@ fn cpu_ms(pid: u32) -> Result<f64, String> {
     Ok(tick(11)? + tick(12)?)
 }
 
+/// Context switches so far of every thread of process `pid` (voluntary and involuntary).
+fn switches(pid: u32) -> Result<u64, String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map_err(|e| format!("reading /proc/{pid}/task: {e}"))?;
+    let mut total = 0;
+    for task in tasks.flatten() {
+        // A thread that exits meanwhile takes its count with it.
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        total += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Ok(total)
+}
+
+/// Context switches of all `pids` together.
+fn switches_total(pids: &[u32]) -> Result<u64, String> {
+    pids.iter().map(|&pid| switches(pid)).sum()
+}
+
 /// CPU ms of all `pids` together.
 fn cpu_total(pids: &[u32]) -> Result<f64, String> {
     pids.iter().map(|&pid| cpu_ms(pid)).sum()
@@ -272,9 +300,10 @@ async fn measure<L: Load>(
     let one = &clients[..1];
     let _warm = phase(&clients, Duration::from_secs(1), true).await;
     let write_1 = phase(one, length, true).await;
-    let cpu_before = cpu_total(pids)?;
+    let (cpu_before, switches_before) = (cpu_total(pids)?, switches_total(pids)?);
     let write_64 = phase(&clients, length, true).await;
     let cpu_used = cpu_total(pids)? - cpu_before;
+    let switched = switches_total(pids)?.saturating_sub(switches_before);
     let read_64 = phase(&clients, length, false).await;
     let mut errors = 0;
     for p in [&write_1, &write_64, &read_64] {
@@ -290,6 +319,7 @@ async fn measure<L: Load>(
         write_64_p99_us: write_64.hist.value_at_quantile(0.99),
         read_64_ops_per_sec: read_64.ops_per_sec(),
         cpu_ms_per_1000_writes: cpu_used / writes * 1000.0,
+        switches_per_write: switched as f64 / writes,
         errors,
         cdf: [
             Cdf::of(&write_1.hist),
@@ -492,13 +522,14 @@ async fn run_bank(
 pub fn render(report: &PeersReport) -> String {
     use std::fmt::Write;
     type Get = fn(&Figures) -> f64;
-    let rows: [(&str, Get); 6] = [
+    let rows: [(&str, Get); 7] = [
         ("1-client write p50 (µs)", |f| f.write_1_p50_us as f64),
         ("1-client write p99 (µs)", |f| f.write_1_p99_us as f64),
         ("64-client writes/s", |f| f.write_64_ops_per_sec),
         ("64-client write p99 (µs)", |f| f.write_64_p99_us as f64),
         ("64-client lin. reads/s", |f| f.read_64_ops_per_sec),
         ("CPU ms / 1000 writes", |f| f.cpu_ms_per_1000_writes),
+        ("context switches / write", |f| f.switches_per_write),
     ];
     let etcd = report.systems.get(&System::Etcd);
     // A ratio column after every system but etcd, when etcd was measured.
@@ -515,7 +546,12 @@ pub fn render(report: &PeersReport) -> String {
     for (label, get) in rows {
         let _ = write!(out, "{label:<26}");
         for (&system, f) in &report.systems {
-            let _ = write!(out, " {:>10.0}", get(f));
+            let v = get(f);
+            let _ = if v < 100.0 {
+                write!(out, " {v:>10.1}")
+            } else {
+                write!(out, " {v:>10.0}")
+            };
             if let Some(etcd) = ratio(system) {
                 let _ = write!(out, " {:>7.2}", get(f) / get(etcd).max(1e-9));
             }

@@ -64,3 +64,66 @@ async fn a_leader_clock_hours_ahead_does_not_expire_a_request_record() {
         "a resend was applied a second time"
     );
 }
+
+/// Every batch is applied on the state machine's one thread (`state-machine`), not on whichever
+/// thread of a blocking pool is free: no thread is started or woken per batch but that one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_batch_is_applied_on_the_state_machines_one_thread() {
+    use runtime::raft::state_machine::Application;
+    use runtime::raft::types::Applied;
+    use runtime::rusqlite::Connection;
+    use std::sync::Mutex;
+
+    /// Records the thread of every apply.
+    #[derive(Default)]
+    struct Threads(Mutex<Vec<(std::thread::ThreadId, Option<String>)>>);
+    impl Application for Threads {
+        fn init(&self, _conn: &Connection) -> Result<(), String> {
+            Ok(())
+        }
+        fn apply(
+            &self,
+            _conn: &Connection,
+            _ctx: &runtime::service::ApplyContext,
+            _command: &[u8],
+        ) -> Result<Applied, String> {
+            let me = std::thread::current();
+            if let Ok(mut seen) = self.0.lock() {
+                seen.push((me.id(), me.name().map(str::to_owned)));
+            }
+            Ok(Applied {
+                ok: true,
+                reply: Vec::new(),
+            })
+        }
+        fn query(&self, _conn: &Connection, _query: &[u8]) -> Vec<u8> {
+            Vec::new()
+        }
+        fn digest(&self, _conn: &Connection) -> Result<String, String> {
+            Ok(String::new())
+        }
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = Arc::new(Threads::default());
+    let mut sm = StateMachine::open(
+        app.clone(),
+        &dir.path().join("state.db"),
+        &dir.path().join("snapshots"),
+    )
+    .expect("state machine");
+    for batch in 0..20u64 {
+        let entries = (1..=4)
+            .map(|i| entry(batch * 4 + i, "c:t", batch * 4 + i, 0, b"x"))
+            .collect();
+        apply(&mut sm, entries).await;
+    }
+    let seen = app.0.lock().expect("threads").clone();
+    assert_eq!(seen.len(), 80);
+    let first = &seen[0];
+    assert_eq!(first.1.as_deref(), Some("state-machine"), "{seen:?}");
+    assert!(
+        seen.iter().all(|t| t.0 == first.0),
+        "applied on several threads: {seen:?}"
+    );
+}

@@ -174,6 +174,26 @@ struct Shared {
     read_slots: tokio::sync::Semaphore,
     /// Apply latency, dedup hits and snapshots.
     metrics: crate::metrics::StateMachineMetrics,
+    /// The writer's thread: applies, snapshot builds and installs run there, one at a time,
+    /// on one warm thread instead of a blocking-pool thread each. It stops when the last clone
+    /// of the state machine is gone.
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+/// Work for the writer's thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Starts the writer's thread.
+fn start_writer_thread() -> io::Result<std::sync::mpsc::Sender<Job>> {
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("state-machine".into())
+        .spawn(move || {
+            while let Ok(job) = rx.recv() {
+                job();
+            }
+        })?;
+    Ok(tx)
 }
 
 fn lock(db: &Db) -> io::Result<MutexGuard<'_, Option<Connection>>> {
@@ -224,6 +244,7 @@ impl StateMachine {
                 read_gate: RwLock::new(()),
                 read_slots: tokio::sync::Semaphore::new(READERS),
                 metrics: Default::default(),
+                jobs: start_writer_thread()?,
             }),
         })
     }
@@ -247,21 +268,25 @@ impl StateMachine {
         Ok(writer)
     }
 
-    /// Runs `f` on a blocking thread with the writer connection.
+    /// Runs `f` on the writer's thread with the writer connection.
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Shared, &mut Connection) -> io::Result<T> + Send + 'static,
     ) -> io::Result<T> {
         let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = lock(&shared.writer)?;
-            let conn = guard
-                .as_mut()
-                .ok_or_else(|| io::Error::other("state machine database is closed"))?;
-            f(&shared, conn)
-        })
-        .await
-        .map_err(io_err)?
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let result = lock(&shared.writer).and_then(|mut guard| {
+                let conn = guard
+                    .as_mut()
+                    .ok_or_else(|| io::Error::other("state machine database is closed"))?;
+                f(&shared, conn)
+            });
+            drop(reply.send(result));
+        });
+        let gone = || io::Error::other("the state machine's writer thread has stopped");
+        self.shared.jobs.send(job).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 
     /// Runs `f` on a blocking thread with an idle read connection (at most [`READERS`] at once).
