@@ -34,7 +34,8 @@ pub const EXIT_FAILURE: u8 = 4;
 pub enum Wire {
     /// As a JSON string, exactly as typed (strings, decimals, dates, times, durations, enums).
     Text,
-    /// As a JSON scalar (numbers, booleans).
+    /// As a number or a boolean, read the way a person types it: `01` is 1, `+5` is 5,
+    /// `true`/`false` are booleans (the type's range is checked where the value is decoded).
     Scalar,
     /// As JSON text (lists, maps, structs, bytes).
     Json,
@@ -185,7 +186,9 @@ impl Call {
             };
             let value = match p.wire {
                 Wire::Text => Value::String(text.clone()),
-                Wire::Scalar | Wire::Json => serde_json::from_str(text)
+                Wire::Scalar => scalar(text, p.ty)
+                    .map_err(|e| format!("--{}: `{text}` is not a {} ({e})", flag(p.name), p.ty))?,
+                Wire::Json => serde_json::from_str(text)
                     .map_err(|e| format!("--{}: `{text}` is not a {} ({e})", flag(p.name), p.ty))?,
             };
             params.insert(p.name.to_string(), value);
@@ -335,6 +338,36 @@ where
     std::process::ExitCode::from(output.code)
 }
 
+/// A number or boolean flag of type `ty` (`u64`, `option<i32>`, `f64`, `bool`, ...) as JSON.
+fn scalar(text: &str, ty: &str) -> Result<Value, String> {
+    let t = text.trim();
+    let base = ty
+        .strip_prefix("option<")
+        .and_then(|rest| rest.strip_suffix('>'))
+        .unwrap_or(ty);
+    if base != ty && t == "null" {
+        return Ok(Value::Null);
+    }
+    match base {
+        "bool" => t
+            .parse::<bool>()
+            .map(Value::Bool)
+            .map_err(|_| "expected true or false".to_string()),
+        "f64" => t
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
+            .ok_or_else(|| "expected a finite number".to_string()),
+        _ if t.starts_with('-') => t.parse::<i64>().map(Value::from).map_err(|e| e.to_string()),
+        _ => t
+            .trim_start_matches('+')
+            .parse::<u64>()
+            .map(Value::from)
+            .map_err(|e| e.to_string()),
+    }
+}
+
 fn pretty(value: &Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
 }
@@ -411,5 +444,24 @@ mod tests {
         assert!(missing.contains("--item-id"), "{missing}");
         let bad = parse(&["put_item", "--item-id", "seven", "--connect", "x:1"]).expect_err("bad");
         assert!(bad.contains("--item-id: `seven` is not a u64"), "{bad}");
+    }
+
+    #[test]
+    fn numbers_and_booleans_are_read_as_typed_not_as_json() {
+        let item_id = |text: &str| {
+            parse(&["put-item", "--item-id", text, "--connect", "x:1"]).map(|c| c.params)
+        };
+        assert_eq!(item_id("01").expect("01"), json!({"item_id": 1}));
+        assert_eq!(item_id("+5").expect("+5"), json!({"item_id": 5}));
+        assert_eq!(item_id(" 42 ").expect("spaces"), json!({"item_id": 42}));
+        assert!(item_id("1.5").is_err());
+        assert_eq!(scalar("-3", "i32"), Ok(json!(-3)));
+        assert_eq!(scalar("007", "option<u32>"), Ok(json!(7)));
+        assert_eq!(scalar("null", "option<u32>"), Ok(Value::Null));
+        assert!(scalar("null", "u32").is_err());
+        assert_eq!(scalar("true", "bool"), Ok(json!(true)));
+        assert!(scalar("yes", "bool").is_err());
+        assert_eq!(scalar("2.50", "f64"), Ok(json!(2.5)));
+        assert!(scalar("NaN", "f64").is_err());
     }
 }

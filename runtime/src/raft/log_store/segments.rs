@@ -523,22 +523,19 @@ impl Segments {
         Ok((seq, start + FRAME as u64 + 1))
     }
 
-    /// Writes the staged records with one write and one `fdatasync`. Returns whether anything
-    /// was written.
-    pub(super) fn commit(&mut self) -> io::Result<bool> {
+    /// Writes the staged records (and a held committed id) with one write and one
+    /// `fdatasync`, then deletes the segments a purge of this batch covered.
+    pub(super) fn commit(&mut self) -> io::Result<()> {
         if self.committed_dirty {
             let committed = self.committed;
             self.stage_value(Kind::Committed, &committed)?;
             self.committed_dirty = false;
         }
-        if self.buf.is_empty() {
-            return Ok(false);
-        }
         self.write_and_sync()?;
         if let Some(upto) = self.purge_after_commit.take() {
             self.delete_purged(upto)?;
         }
-        Ok(true)
+        Ok(())
     }
 
     fn write_and_sync(&mut self) -> io::Result<()> {
