@@ -39,6 +39,7 @@
 //! The thread exits, closing the files, when the last clone is dropped; that drop waits for
 //! it, so the log can be reopened right away.
 
+mod record;
 mod segments;
 
 use std::collections::BTreeMap;

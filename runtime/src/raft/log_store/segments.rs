@@ -39,6 +39,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::LogStoreError;
+use super::record::{FRAME, Kind, Parsed, frame, frame_len, parse};
 use crate::raft::types::{self, C, Entry, FORMAT_VERSION, LogId, Vote};
 use openraft::storage::LogState;
 
@@ -48,43 +49,8 @@ pub const MAGIC: &[u8; 8] = b"RAFTSEG1";
 /// How many bytes a new segment file is given up front.
 pub const SEGMENT_BYTES: u64 = 16 << 20;
 
-/// A record's frame: its length and its CRC.
-const FRAME: usize = 8;
-
 /// The segment files' suffix.
 const SUFFIX: &str = ".seg";
-
-/// What a record holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-enum Kind {
-    /// The first record of a segment: [`Header`].
-    Header = 1,
-    /// One log entry.
-    Entry = 2,
-    /// The vote.
-    Vote = 3,
-    /// The committed log id (`Option<LogId>`).
-    Committed = 4,
-    /// Entries after this log id (`Option<LogId>`; all when `None`) are gone.
-    Truncate = 5,
-    /// Entries up to this log id are gone.
-    Purge = 6,
-}
-
-impl Kind {
-    fn from_byte(b: u8) -> Option<Self> {
-        Some(match b {
-            1 => Kind::Header,
-            2 => Kind::Entry,
-            3 => Kind::Vote,
-            4 => Kind::Committed,
-            5 => Kind::Truncate,
-            6 => Kind::Purge,
-            _ => return None,
-        })
-    }
-}
 
 /// The state that outlives entries, written at the head of every segment.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -510,15 +476,7 @@ impl Segments {
             self.roll(need)?;
         }
         let start = self.written + self.buf.len() as u64;
-        let len = u32::try_from(1 + payload.len())
-            .map_err(|_| io::Error::other("a raft log record over 4 GiB"))?;
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&[kind as u8]);
-        crc.update(payload);
-        self.buf.extend_from_slice(&len.to_le_bytes());
-        self.buf.extend_from_slice(&crc.finalize().to_le_bytes());
-        self.buf.push(kind as u8);
-        self.buf.extend_from_slice(payload);
+        frame(&mut self.buf, kind, payload)?;
         let seq = self.segments.back().map_or(0, |s| s.seq);
         Ok((seq, start + FRAME as u64 + 1))
     }
@@ -585,14 +543,7 @@ impl Segments {
         })
         .map_err(io::Error::other)?;
         let mut head = MAGIC.to_vec();
-        let len = u32::try_from(1 + header.len()).map_err(io::Error::other)?;
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&[Kind::Header as u8]);
-        crc.update(&header);
-        head.extend_from_slice(&len.to_le_bytes());
-        head.extend_from_slice(&crc.finalize().to_le_bytes());
-        head.push(Kind::Header as u8);
-        head.extend_from_slice(&header);
+        frame(&mut head, Kind::Header, &header)?;
         let size = SEGMENT_BYTES.max(head.len() as u64 + need);
 
         let _ = fs::remove_file(&tmp);
@@ -651,52 +602,6 @@ impl Segments {
 enum Applied {
     Format(String),
     Bad(String),
-}
-
-/// One step of reading records.
-enum Parsed<'a> {
-    /// The end of what was written.
-    End,
-    Record {
-        kind: Kind,
-        payload: &'a [u8],
-        next: usize,
-    },
-    Bad(String),
-}
-
-/// The length field of the frame at `pos`, if it is there.
-fn frame_len(bytes: &[u8], pos: usize) -> Option<usize> {
-    let field = bytes.get(pos..pos + 4)?;
-    Some(u32::from_le_bytes(field.try_into().ok()?) as usize)
-}
-
-/// Reads the record at `pos`.
-fn parse(bytes: &[u8], pos: usize) -> Parsed<'_> {
-    let Some(len) = frame_len(bytes, pos) else {
-        return Parsed::End;
-    };
-    if len == 0 {
-        return Parsed::End;
-    }
-    let Some(body) = bytes.get(pos + FRAME..pos + FRAME + len) else {
-        return Parsed::Bad(format!(
-            "a record of {len} bytes runs past the end of the file"
-        ));
-    };
-    let mut crc = [0u8; 4];
-    crc.copy_from_slice(&bytes[pos + 4..pos + 8]);
-    if crc32fast::hash(body) != u32::from_le_bytes(crc) {
-        return Parsed::Bad("the record's checksum does not match".into());
-    }
-    match Kind::from_byte(body[0]) {
-        Some(kind) => Parsed::Record {
-            kind,
-            payload: &body[1..],
-            next: pos + FRAME + len,
-        },
-        None => Parsed::Bad(format!("unknown record kind {}", body[0])),
-    }
 }
 
 /// Gives `file` `size` bytes of real blocks (zeros), so writes inside never grow it.
