@@ -9,6 +9,11 @@ use tokio::task::JoinHandle;
 
 use crate::{CallKind, Handler};
 
+/// Makes the entries of directory `dir` (files created, renamed or removed in it) durable.
+pub(crate) fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// Makes `path` readable and writable by its owner only (0600): a node's databases, snapshots
 /// and backups hold all of the service's data.
 pub(crate) fn owner_only(path: &std::path::Path) -> std::io::Result<()> {

@@ -409,10 +409,7 @@ impl StateMachine {
         }
         std::fs::File::open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, db_path)?;
-        if let Some(dir) = db_path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        sync_dir(db_path)
     }
 
     /// Whether the application's build can apply `command` (see [`Application::admit`]).

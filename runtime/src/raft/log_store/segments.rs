@@ -49,6 +49,9 @@ pub const MAGIC: &[u8; 8] = b"RAFTSEG1";
 /// How many bytes a new segment file is given up front.
 pub const SEGMENT_BYTES: u64 = 16 << 20;
 
+/// The most bytes one `pread` of consecutive entries covers.
+const READ_SPAN: u64 = 4 << 20;
+
 /// The segment files' suffix.
 const SUFFIX: &str = ".seg";
 
@@ -183,12 +186,13 @@ impl Segments {
             path: shown.clone(),
             source,
         };
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .open(&path)
             .map_err(io_err)?;
-        let bytes = fs::read(&path).map_err(io_err)?;
+        let mut bytes = Vec::new();
+        io::Read::read_to_end(&mut file, &mut bytes).map_err(io_err)?;
         if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
             return Err(corrupt(0, "not a raft log segment (no magic)".into()));
         }
@@ -286,8 +290,9 @@ impl Segments {
                 }
             }
             Kind::Entry => {
-                let entry: Entry = types::decode(payload).map_err(bad)?;
-                let log_id = entry.log_id;
+                // An entry's encoding starts with its log id (openraft's `Entry` serializes
+                // `log_id` first): replay reads only that, not the whole command.
+                let (log_id, _): (LogId, _) = postcard::take_from_bytes(payload).map_err(bad)?;
                 let len = u32::try_from(payload.len())
                     .map_err(|_| Applied::Bad("an entry over 4 GiB".into()))?;
                 let offset = (pos + FRAME + 1) as u64;
@@ -378,34 +383,56 @@ impl Segments {
     pub(super) fn read(&self, lo: u64, hi: u64) -> io::Result<Vec<Entry>> {
         let start = lo.max(self.first);
         let end = hi.min((self.first + self.entries.len() as u64).saturating_sub(1));
-        let mut out = Vec::new();
         if self.entries.is_empty() || start > end {
-            return Ok(out);
+            return Ok(Vec::new());
         }
-        let active = self.segments.back().map(|s| s.seq);
-        for loc in self
+        let locs: Vec<&Loc> = self
             .entries
             .range((start - self.first) as usize..=(end - self.first) as usize)
-        {
-            let mut bytes = vec![0; loc.len as usize];
-            if Some(loc.seq) == active && loc.offset >= self.written {
+            .collect();
+        let active = self.segments.back().map(|s| s.seq);
+        let staged = |loc: &Loc| Some(loc.seq) == active && loc.offset >= self.written;
+        let decode = |bytes: &[u8]| -> io::Result<Entry> {
+            types::decode(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        };
+        let mut out = Vec::with_capacity(locs.len());
+        let mut i = 0;
+        while i < locs.len() {
+            let first = locs[i];
+            if staged(first) {
                 // Staged in this batch, not written yet.
-                let from = (loc.offset - self.written) as usize;
-                let staged = self.buf.get(from..from + loc.len as usize);
-                bytes.copy_from_slice(
-                    staged
-                        .ok_or_else(|| io::Error::other("raft log: a staged entry is missing"))?,
-                );
-            } else {
-                let segment = self.segment(loc.seq)?;
-                segment
-                    .file
-                    .read_exact_at(&mut bytes, loc.offset)
-                    .map_err(|e| at(&segment.path, "read", e))?;
+                let from = (first.offset - self.written) as usize;
+                let bytes = self
+                    .buf
+                    .get(from..from + first.len as usize)
+                    .ok_or_else(|| io::Error::other("raft log: a staged entry is missing"))?;
+                out.push(decode(bytes)?);
+                i += 1;
+                continue;
             }
-            let entry: Entry =
-                types::decode(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            out.push(entry);
+            // Entries that follow each other in one file are read with one `pread` of at most
+            // READ_SPAN bytes (or of one larger entry).
+            let mut next = i + 1;
+            while let Some(loc) = locs.get(next)
+                && loc.seq == first.seq
+                && !staged(loc)
+                && loc.offset > locs[next - 1].offset
+                && loc.offset + u64::from(loc.len) - first.offset <= READ_SPAN
+            {
+                next += 1;
+            }
+            let last = locs[next - 1];
+            let mut span = vec![0; (last.offset + u64::from(last.len) - first.offset) as usize];
+            let segment = self.segment(first.seq)?;
+            segment
+                .file
+                .read_exact_at(&mut span, first.offset)
+                .map_err(|e| at(&segment.path, "read", e))?;
+            for loc in &locs[i..next] {
+                let from = (loc.offset - first.offset) as usize;
+                out.push(decode(&span[from..from + loc.len as usize])?);
+            }
+            i = next;
         }
         Ok(out)
     }
@@ -618,7 +645,5 @@ fn allocate(file: &File, size: u64) -> io::Result<()> {
 
 /// Makes the directory's entries (created, renamed, removed files) durable.
 fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| at(dir, "fsync", e))
+    crate::util::sync_dir(dir).map_err(|e| at(dir, "fsync", e))
 }

@@ -35,7 +35,7 @@ pub(super) fn latest_snapshot(
 /// Makes a rename in `path`'s directory durable.
 pub(super) fn sync_dir(path: &Path) -> io::Result<()> {
     match path.parent() {
-        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        Some(dir) => crate::util::sync_dir(dir),
         None => Ok(()),
     }
 }
