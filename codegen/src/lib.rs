@@ -155,8 +155,8 @@ pub enum RuntimeDep {
     Version(String),
 }
 
-/// Generates one service crate from one description: the library form of `cargo xtask gen`,
-/// usable from any build tool or a `build.rs`.
+/// Generates one service crate from one description: the library form of `raftgen gen` (and of
+/// this repository's `cargo xtask gen`), usable from any build tool.
 ///
 /// ```no_run
 /// let written = codegen::Generator::new("schema/kv.yaml", "generated")
@@ -184,6 +184,9 @@ pub struct Rendered {
     pub lock: Option<(PathBuf, String)>,
     /// The breaking changes let through by [`Generator::accept_breaking`], one line each.
     pub accepted: Vec<String>,
+    /// What [`Generator::generate`] wrote or removed: the crate's files (relative to its
+    /// directory) and the lock; empty when everything was up to date, and from a render.
+    pub changed: Vec<String>,
 }
 
 impl Generator {
@@ -232,6 +235,13 @@ impl Generator {
         self
     }
 
+    /// The command that regenerates the crate, named in every generated file's header
+    /// (default `raftgen gen`).
+    pub fn tool(mut self, command: impl Into<String>) -> Self {
+        self.options.tool = command.into();
+        self
+    }
+
     /// The directory the crate is written to.
     pub fn out_dir(&self) -> &Path {
         &self.out
@@ -271,16 +281,21 @@ impl Generator {
             files: emit::crate_files(&api, &source_name, &self.options)?,
             lock,
             accepted,
+            changed: Vec::new(),
         })
     }
 
-    /// Renders and swaps the crate into the output directory (all files or none), then writes
-    /// the lock. A bad description writes nothing.
+    /// Renders and swaps the crate into the output directory (all files or none, only when
+    /// something changed: see [`write`]), then writes the lock. A bad description writes
+    /// nothing.
     pub fn generate(&self) -> Result<Rendered, Error> {
-        let rendered = self.render_all()?;
-        write(&self.out, &rendered.files)?;
-        if let Some((path, text)) = &rendered.lock {
+        let mut rendered = self.render_all()?;
+        rendered.changed = write(&self.out, &rendered.files)?;
+        if let Some((path, text)) = &rendered.lock
+            && fs::read_to_string(path).ok().as_deref() != Some(text.as_str())
+        {
             write_file(path, text)?;
+            rendered.changed.push(path.display().to_string());
         }
         Ok(rendered)
     }
@@ -338,9 +353,34 @@ pub fn format_schema() -> String {
     document::json_schema()
 }
 
-/// Replaces `out_dir` with exactly `files`: they are written to a sibling directory first and
-/// swapped in with renames, so an interrupted run leaves either the old or the new tree.
-pub fn write(out_dir: &Path, files: &[GeneratedFile]) -> Result<(), Error> {
+/// Replaces `out_dir` with exactly `files` and returns what changed (files written or removed,
+/// relative to `out_dir`; empty when the directory was already up to date, and then nothing is
+/// touched). The new tree is assembled in a sibling directory and swapped in with renames, so an
+/// interrupted run leaves either the old or the new tree; unchanged files are hard-linked into
+/// it, so they keep their modification times and a build does not recompile what did not
+/// change.
+pub fn write(out_dir: &Path, files: &[GeneratedFile]) -> Result<Vec<String>, Error> {
+    let mut existing = Vec::new();
+    list_files(out_dir, out_dir, &mut existing).map_err(io_err(out_dir))?;
+    let mut changed: Vec<String> = existing
+        .iter()
+        .filter(|rel| !files.iter().any(|f| &f.path == *rel))
+        .cloned()
+        .collect();
+    let mut same = Vec::new();
+    for f in files {
+        let path = out_dir.join(&f.path);
+        match fs::read_to_string(&path) {
+            Ok(text) if text == f.text => same.push(f.path.as_str()),
+            Ok(_) => changed.push(f.path.clone()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => changed.push(f.path.clone()),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => changed.push(f.path.clone()),
+            Err(e) => return Err(io_err(&path)(e)),
+        }
+    }
+    if changed.is_empty() {
+        return Ok(changed);
+    }
     let parent = out_dir.parent().unwrap_or(Path::new("."));
     let name = out_dir
         .file_name()
@@ -358,7 +398,11 @@ pub fn write(out_dir: &Path, files: &[GeneratedFile]) -> Result<(), Error> {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(io_err(dir))?;
         }
-        fs::write(&path, &f.text).map_err(io_err(&path))?;
+        let kept =
+            same.contains(&f.path.as_str()) && fs::hard_link(out_dir.join(&f.path), &path).is_ok();
+        if !kept {
+            fs::write(&path, &f.text).map_err(io_err(&path))?;
+        }
     }
     if out_dir.exists() {
         fs::rename(out_dir, &old).map_err(io_err(out_dir))?;
@@ -367,7 +411,8 @@ pub fn write(out_dir: &Path, files: &[GeneratedFile]) -> Result<(), Error> {
     if old.exists() {
         fs::remove_dir_all(&old).map_err(io_err(&old))?;
     }
-    Ok(())
+    changed.sort();
+    Ok(changed)
 }
 
 /// Writes one file through a temporary sibling and a rename.

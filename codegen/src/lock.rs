@@ -1,4 +1,5 @@
-//! The compatibility lock: `schema/<name>.lock.json`, written by `cargo xtask gen` beside its
+//! The compatibility lock: `schema/<name>.lock.json`, written by the generator (`raftgen gen`, or
+//! `cargo xtask gen` in this repository) beside its
 //! schema, records every operation, type, field, variant and error with its tag, kind and wire
 //! type. A later schema is checked against it, because a replicated service cannot take back
 //! what it has written: commands sit in raft logs and snapshots by name (the log encodes a
@@ -183,7 +184,8 @@ impl Lock {
 }
 
 const ACCEPT: &str = "if the break is meant (no log, snapshot or client of the old schema \
-                      remains), `cargo xtask gen --accept-breaking` rewrites the lock";
+                      remains), run the generator again with `--accept-breaking`: it lets the break \
+                      through and rewrites the lock";
 
 fn is_reserved(reserved: &[Sp<u64>], tag: u32) -> bool {
     reserved.iter().any(|t| t.value == u64::from(tag))
@@ -438,7 +440,9 @@ fn new_fields(
                 ),
             )
             .hint(format!(
-                "commands already in the log lack it, and a replica of the old build would drop                  it: add a parameter with a default to the operations instead, or a new type.                  {ACCEPT}"
+                "commands already in the log lack it, and a replica of the old build would drop \
+                 it: add a parameter with a default to the operations instead, or a new type. \
+                 {ACCEPT}"
             ))
         } else if !matches!(f.ty, Ty::Option(_)) {
             Diagnostic::new(

@@ -14,6 +14,7 @@ fn golden(name: &str) {
     let files = codegen::Generator::new(&schema, &out)
         .source_name(format!("codegen/tests/golden/{name}.yaml"))
         .runtime(codegen::RuntimeDep::Path("../../../../runtime".into()))
+        .tool("cargo xtask gen")
         .render()
         .unwrap_or_else(|e| panic!("{e}"));
     if std::env::var_os("UPDATE_EXPECT").is_some() {

@@ -3,274 +3,274 @@
 //! The `call` command: one subcommand per operation, a flag per parameter (see
 //! `runtime::cli`).
 /// Every operation, as the `call` command shows it.
-pub const OPERATIONS: &[runtime::cli::OpSpec] = &[
-    runtime::cli::OpSpec {
+pub const OPERATIONS: &[runtime::codegen::OpSpec] = &[
+    runtime::codegen::OpSpec {
         name: "create_customer",
-        kind: runtime::CallKind::Command,
+        kind: runtime::codegen::CallKind::Command,
         doc: "Create a customer with no accounts.",
         params: &[
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "first_name",
                 ty: "string",
-                wire: runtime::cli::Wire::Text,
+                wire: runtime::codegen::Wire::Text,
                 required: true,
                 doc: "Not empty; at most 100 characters.",
             },
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "last_name",
                 ty: "string",
-                wire: runtime::cli::Wire::Text,
+                wire: runtime::codegen::Wire::Text,
                 required: true,
                 doc: "Not empty; at most 100 characters.",
             },
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "address",
                 ty: "string",
-                wire: runtime::cli::Wire::Text,
+                wire: runtime::codegen::Wire::Text,
                 required: true,
                 doc: "At most 500 characters.",
             },
         ],
     },
-    runtime::cli::OpSpec {
+    runtime::codegen::OpSpec {
         name: "create_account",
-        kind: runtime::CallKind::Command,
+        kind: runtime::codegen::CallKind::Command,
         doc: "Open an account with a zero balance for a customer.",
         params: &[
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "customer_id",
                 ty: "u64",
-                wire: runtime::cli::Wire::Scalar,
+                wire: runtime::codegen::Wire::Scalar,
                 required: true,
                 doc: "",
             },
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "account_type",
                 ty: "AccountType",
-                wire: runtime::cli::Wire::Text,
+                wire: runtime::codegen::Wire::Text,
                 required: true,
                 doc: "",
             },
         ],
     },
-    runtime::cli::OpSpec {
+    runtime::codegen::OpSpec {
         name: "deposit",
-        kind: runtime::CallKind::Command,
+        kind: runtime::codegen::CallKind::Command,
         doc: "Add money to an account; returns the new balance.",
         params: &[
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "account_id",
                 ty: "u64",
-                wire: runtime::cli::Wire::Scalar,
+                wire: runtime::codegen::Wire::Scalar,
                 required: true,
                 doc: "",
             },
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "amount",
                 ty: "decimal",
-                wire: runtime::cli::Wire::Text,
+                wire: runtime::codegen::Wire::Text,
                 required: true,
                 doc: "Greater than zero, at most 2 fractional digits.",
             },
         ],
     },
-    runtime::cli::OpSpec {
+    runtime::codegen::OpSpec {
         name: "withdraw",
-        kind: runtime::CallKind::Command,
+        kind: runtime::codegen::CallKind::Command,
         doc: "Take money from an account; returns the new balance.",
         params: &[
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "account_id",
                 ty: "u64",
-                wire: runtime::cli::Wire::Scalar,
+                wire: runtime::codegen::Wire::Scalar,
                 required: true,
                 doc: "",
             },
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "amount",
                 ty: "decimal",
-                wire: runtime::cli::Wire::Text,
+                wire: runtime::codegen::Wire::Text,
                 required: true,
                 doc: "Greater than zero, at most 2 fractional digits.",
             },
         ],
     },
-    runtime::cli::OpSpec {
+    runtime::codegen::OpSpec {
         name: "transfer",
-        kind: runtime::CallKind::Command,
+        kind: runtime::codegen::CallKind::Command,
         doc: "Move money between two different accounts, both legs or neither.",
         params: &[
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "from_account_id",
                 ty: "u64",
-                wire: runtime::cli::Wire::Scalar,
+                wire: runtime::codegen::Wire::Scalar,
                 required: true,
                 doc: "",
             },
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "to_account_id",
                 ty: "u64",
-                wire: runtime::cli::Wire::Scalar,
+                wire: runtime::codegen::Wire::Scalar,
                 required: true,
                 doc: "",
             },
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "amount",
                 ty: "decimal",
-                wire: runtime::cli::Wire::Text,
+                wire: runtime::codegen::Wire::Text,
                 required: true,
                 doc: "Greater than zero, at most 2 fractional digits.",
             },
         ],
     },
-    runtime::cli::OpSpec {
+    runtime::codegen::OpSpec {
         name: "cash_check",
-        kind: runtime::CallKind::Command,
+        kind: runtime::codegen::CallKind::Command,
         doc: "Cash a check against an account (the rules of withdraw); returns the new balance.",
         params: &[
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "account_id",
                 ty: "u64",
-                wire: runtime::cli::Wire::Scalar,
+                wire: runtime::codegen::Wire::Scalar,
                 required: true,
                 doc: "",
             },
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "amount",
                 ty: "decimal",
-                wire: runtime::cli::Wire::Text,
+                wire: runtime::codegen::Wire::Text,
                 required: true,
                 doc: "Greater than zero, at most 2 fractional digits.",
             },
         ],
     },
-    runtime::cli::OpSpec {
+    runtime::codegen::OpSpec {
         name: "advance_time",
-        kind: runtime::CallKind::Command,
+        kind: runtime::codegen::CallKind::Command,
         doc: "Move the simulated clock forward, producing the statements of every month end crossed; returns the new simulated time. The clock runs at most 36525 days (100 years) ahead of the leaders' time in total, summed over every call.",
         params: &[
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "delta",
                 ty: "duration",
-                wire: runtime::cli::Wire::Text,
+                wire: runtime::codegen::Wire::Text,
                 required: true,
                 doc: "Greater than zero and at most 366 days.",
             },
         ],
     },
-    runtime::cli::OpSpec {
+    runtime::codegen::OpSpec {
         name: "list_customers",
-        kind: runtime::CallKind::Query,
+        kind: runtime::codegen::CallKind::Query,
         doc: "Customers ordered by id.",
         params: &[
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "offset",
                 ty: "u32",
-                wire: runtime::cli::Wire::Scalar,
+                wire: runtime::codegen::Wire::Scalar,
                 required: false,
                 doc: "",
             },
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "limit",
                 ty: "u32",
-                wire: runtime::cli::Wire::Scalar,
+                wire: runtime::codegen::Wire::Scalar,
                 required: false,
                 doc: "At most 1000.",
             },
         ],
     },
-    runtime::cli::OpSpec {
+    runtime::codegen::OpSpec {
         name: "list_accounts",
-        kind: runtime::CallKind::Query,
+        kind: runtime::codegen::CallKind::Query,
         doc: "Accounts ordered by id.",
         params: &[
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "offset",
                 ty: "u32",
-                wire: runtime::cli::Wire::Scalar,
+                wire: runtime::codegen::Wire::Scalar,
                 required: false,
                 doc: "",
             },
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "limit",
                 ty: "u32",
-                wire: runtime::cli::Wire::Scalar,
+                wire: runtime::codegen::Wire::Scalar,
                 required: false,
                 doc: "At most 1000.",
             },
         ],
     },
-    runtime::cli::OpSpec {
+    runtime::codegen::OpSpec {
         name: "get_accounts",
-        kind: runtime::CallKind::Query,
+        kind: runtime::codegen::CallKind::Query,
         doc: "The account ids of one customer, ascending.",
         params: &[
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "customer_id",
                 ty: "u64",
-                wire: runtime::cli::Wire::Scalar,
+                wire: runtime::codegen::Wire::Scalar,
                 required: true,
                 doc: "",
             },
         ],
     },
-    runtime::cli::OpSpec {
+    runtime::codegen::OpSpec {
         name: "list_statements",
-        kind: runtime::CallKind::Query,
+        kind: runtime::codegen::CallKind::Query,
         doc: "The statement dates of one account, ascending.",
         params: &[
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "account_id",
                 ty: "u64",
-                wire: runtime::cli::Wire::Scalar,
+                wire: runtime::codegen::Wire::Scalar,
                 required: true,
                 doc: "",
             },
         ],
     },
-    runtime::cli::OpSpec {
+    runtime::codegen::OpSpec {
         name: "get_statement",
-        kind: runtime::CallKind::Query,
+        kind: runtime::codegen::CallKind::Query,
         doc: "One monthly statement of an account.",
         params: &[
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "account_id",
                 ty: "u64",
-                wire: runtime::cli::Wire::Scalar,
+                wire: runtime::codegen::Wire::Scalar,
                 required: true,
                 doc: "",
             },
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "statement_date",
                 ty: "date",
-                wire: runtime::cli::Wire::Text,
+                wire: runtime::codegen::Wire::Text,
                 required: true,
                 doc: "",
             },
         ],
     },
-    runtime::cli::OpSpec {
+    runtime::codegen::OpSpec {
         name: "get_customer_count",
-        kind: runtime::CallKind::Query,
+        kind: runtime::codegen::CallKind::Query,
         doc: "The number of customers.",
         params: &[],
     },
-    runtime::cli::OpSpec {
+    runtime::codegen::OpSpec {
         name: "get_account_count",
-        kind: runtime::CallKind::Query,
+        kind: runtime::codegen::CallKind::Query,
         doc: "The number of accounts.",
         params: &[],
     },
 ];
 
 /// The `call` command (clap): one subcommand per operation.
-pub fn command() -> runtime::cli::clap::Command {
-    runtime::cli::command("Bank", OPERATIONS)
+pub fn command() -> runtime::codegen::clap::Command {
+    runtime::codegen::cli_command("Bank", OPERATIONS)
 }
 
 /// The whole `<binary> call …` subcommand: `args` are what follows `call`.
 pub fn main(binary: &str, args: Vec<String>) -> ::std::process::ExitCode {
-    runtime::cli::run_blocking(
+    runtime::codegen::run_blocking(
         binary,
         command(),
         args,
@@ -280,33 +280,35 @@ pub fn main(binary: &str, args: Vec<String>) -> ::std::process::ExitCode {
 
 /// Sends the call `matches` holds (from [`command`]) and says what to print and exit
 /// with.
-pub async fn run(matches: &runtime::cli::clap::ArgMatches) -> runtime::cli::Output {
-    let call = match runtime::cli::Call::parse(OPERATIONS, matches) {
+pub async fn run(
+    matches: &runtime::codegen::clap::ArgMatches,
+) -> runtime::codegen::Output {
+    let call = match runtime::codegen::Call::parse(OPERATIONS, matches) {
         Ok(call) => call,
-        Err(e) => return runtime::cli::Output::usage(e),
+        Err(e) => return runtime::codegen::Output::usage(e),
     };
     let command = match crate::BankCommand::from_params(
         call.operation.name,
         Some(call.params.clone()),
     ) {
         Ok(command) => command,
-        Err(e) => return runtime::cli::Output::usage(e),
+        Err(e) => return runtime::codegen::Output::usage(e),
     };
     let reply = match call.transport {
-        runtime::cli::Transport::Grpc => {
+        runtime::codegen::Transport::Grpc => {
             match call.grpc_client().await {
                 Ok(client) => crate::invoke(&client, command).await,
-                Err(failure) => Err(runtime::error::CallError::Failure(failure)),
+                Err(failure) => Err(runtime::codegen::CallError::Failure(failure)),
             }
         }
-        runtime::cli::Transport::JsonRpc => {
+        runtime::codegen::Transport::JsonRpc => {
             match call.jsonrpc_client() {
                 Ok(client) => crate::invoke(&client, command).await,
-                Err(failure) => Err(runtime::error::CallError::Failure(failure)),
+                Err(failure) => Err(runtime::codegen::CallError::Failure(failure)),
             }
         }
     };
     let value = reply
-        .and_then(|r| r.into_value().map_err(runtime::error::CallError::Failure));
-    runtime::cli::Output::of(value, call.json)
+        .and_then(|r| r.into_value().map_err(runtime::codegen::CallError::Failure));
+    runtime::codegen::Output::of(value, call.json)
 }

@@ -10,85 +10,85 @@ pub const OPERATIONS: &[crate::OpInfo] = &[
     crate::OpInfo {
         name: "create_customer",
         tag: 1,
-        kind: runtime::CallKind::Command,
+        kind: runtime::codegen::CallKind::Command,
         params: &["first_name", "last_name", "address"],
     },
     crate::OpInfo {
         name: "create_account",
         tag: 2,
-        kind: runtime::CallKind::Command,
+        kind: runtime::codegen::CallKind::Command,
         params: &["customer_id", "account_type"],
     },
     crate::OpInfo {
         name: "deposit",
         tag: 3,
-        kind: runtime::CallKind::Command,
+        kind: runtime::codegen::CallKind::Command,
         params: &["account_id", "amount"],
     },
     crate::OpInfo {
         name: "withdraw",
         tag: 4,
-        kind: runtime::CallKind::Command,
+        kind: runtime::codegen::CallKind::Command,
         params: &["account_id", "amount"],
     },
     crate::OpInfo {
         name: "transfer",
         tag: 5,
-        kind: runtime::CallKind::Command,
+        kind: runtime::codegen::CallKind::Command,
         params: &["from_account_id", "to_account_id", "amount"],
     },
     crate::OpInfo {
         name: "cash_check",
         tag: 6,
-        kind: runtime::CallKind::Command,
+        kind: runtime::codegen::CallKind::Command,
         params: &["account_id", "amount"],
     },
     crate::OpInfo {
         name: "advance_time",
         tag: 7,
-        kind: runtime::CallKind::Command,
+        kind: runtime::codegen::CallKind::Command,
         params: &["delta"],
     },
     crate::OpInfo {
         name: "list_customers",
         tag: 8,
-        kind: runtime::CallKind::Query,
+        kind: runtime::codegen::CallKind::Query,
         params: &["offset", "limit"],
     },
     crate::OpInfo {
         name: "list_accounts",
         tag: 9,
-        kind: runtime::CallKind::Query,
+        kind: runtime::codegen::CallKind::Query,
         params: &["offset", "limit"],
     },
     crate::OpInfo {
         name: "get_accounts",
         tag: 10,
-        kind: runtime::CallKind::Query,
+        kind: runtime::codegen::CallKind::Query,
         params: &["customer_id"],
     },
     crate::OpInfo {
         name: "list_statements",
         tag: 11,
-        kind: runtime::CallKind::Query,
+        kind: runtime::codegen::CallKind::Query,
         params: &["account_id"],
     },
     crate::OpInfo {
         name: "get_statement",
         tag: 12,
-        kind: runtime::CallKind::Query,
+        kind: runtime::codegen::CallKind::Query,
         params: &["account_id", "statement_date"],
     },
     crate::OpInfo {
         name: "get_customer_count",
         tag: 13,
-        kind: runtime::CallKind::Query,
+        kind: runtime::codegen::CallKind::Query,
         params: &[],
     },
     crate::OpInfo {
         name: "get_account_count",
         tag: 14,
-        kind: runtime::CallKind::Query,
+        kind: runtime::codegen::CallKind::Query,
         params: &[],
     },
 ];
@@ -211,29 +211,29 @@ impl BankCommand {
     }
 
     /// Command (goes through the log) or query.
-    pub fn kind(&self) -> runtime::CallKind {
+    pub fn kind(&self) -> runtime::codegen::CallKind {
         match self {
-            BankCommand::CreateCustomer { .. } => runtime::CallKind::Command,
-            BankCommand::CreateAccount { .. } => runtime::CallKind::Command,
-            BankCommand::Deposit { .. } => runtime::CallKind::Command,
-            BankCommand::Withdraw { .. } => runtime::CallKind::Command,
-            BankCommand::Transfer { .. } => runtime::CallKind::Command,
-            BankCommand::CashCheck { .. } => runtime::CallKind::Command,
-            BankCommand::AdvanceTime { .. } => runtime::CallKind::Command,
-            BankCommand::ListCustomers { .. } => runtime::CallKind::Query,
-            BankCommand::ListAccounts { .. } => runtime::CallKind::Query,
-            BankCommand::GetAccounts { .. } => runtime::CallKind::Query,
-            BankCommand::ListStatements { .. } => runtime::CallKind::Query,
-            BankCommand::GetStatement { .. } => runtime::CallKind::Query,
-            BankCommand::GetCustomerCount { .. } => runtime::CallKind::Query,
-            BankCommand::GetAccountCount { .. } => runtime::CallKind::Query,
+            BankCommand::CreateCustomer { .. } => runtime::codegen::CallKind::Command,
+            BankCommand::CreateAccount { .. } => runtime::codegen::CallKind::Command,
+            BankCommand::Deposit { .. } => runtime::codegen::CallKind::Command,
+            BankCommand::Withdraw { .. } => runtime::codegen::CallKind::Command,
+            BankCommand::Transfer { .. } => runtime::codegen::CallKind::Command,
+            BankCommand::CashCheck { .. } => runtime::codegen::CallKind::Command,
+            BankCommand::AdvanceTime { .. } => runtime::codegen::CallKind::Command,
+            BankCommand::ListCustomers { .. } => runtime::codegen::CallKind::Query,
+            BankCommand::ListAccounts { .. } => runtime::codegen::CallKind::Query,
+            BankCommand::GetAccounts { .. } => runtime::codegen::CallKind::Query,
+            BankCommand::ListStatements { .. } => runtime::codegen::CallKind::Query,
+            BankCommand::GetStatement { .. } => runtime::codegen::CallKind::Query,
+            BankCommand::GetCustomerCount { .. } => runtime::codegen::CallKind::Query,
+            BankCommand::GetAccountCount { .. } => runtime::codegen::CallKind::Query,
         }
     }
 
     /// The serialized form (see the type's documentation).
-    pub fn encode(&self) -> Result<Vec<u8>, runtime::error::Failure> {
+    pub fn encode(&self) -> Result<Vec<u8>, runtime::codegen::Failure> {
         serde_json::to_vec(self)
-            .map_err(|e| runtime::error::Failure::Internal(
+            .map_err(|e| runtime::codegen::Failure::Internal(
                 format!("cannot encode command: {e}"),
             ))
     }
@@ -242,17 +242,17 @@ impl BankCommand {
     /// is a `Transport` failure.
     pub fn decode_as(
         bytes: &[u8],
-        kind: runtime::CallKind,
-    ) -> Result<Self, runtime::error::Failure> {
+        kind: runtime::codegen::CallKind,
+    ) -> Result<Self, runtime::codegen::Failure> {
         let command = Self::decode(bytes)?;
-        runtime::service::check_kind(command.name(), command.kind(), kind)?;
+        runtime::codegen::check_kind(command.name(), command.kind(), kind)?;
         Ok(command)
     }
 
     /// Parses the serialized form; a malformed command is a `Transport` error.
-    pub fn decode(bytes: &[u8]) -> Result<Self, runtime::error::Failure> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, runtime::codegen::Failure> {
         serde_json::from_slice(bytes)
-            .map_err(|e| runtime::error::Failure::Transport(
+            .map_err(|e| runtime::codegen::Failure::Transport(
                 format!("malformed command: {e}"),
             ))
     }
@@ -313,7 +313,7 @@ impl BankReply {
     }
 
     /// The result value alone, as JSON (what JSON-RPC returns).
-    pub fn into_value(self) -> Result<serde_json::Value, runtime::error::Failure> {
+    pub fn into_value(self) -> Result<serde_json::Value, runtime::codegen::Failure> {
         match self {
             BankReply::CreateCustomer(v) => serde_json::to_value(v),
             BankReply::CreateAccount(v) => serde_json::to_value(v),
@@ -330,7 +330,7 @@ impl BankReply {
             BankReply::GetCustomerCount(v) => serde_json::to_value(v),
             BankReply::GetAccountCount(v) => serde_json::to_value(v),
         }
-            .map_err(|e| runtime::error::Failure::Internal(
+            .map_err(|e| runtime::codegen::Failure::Internal(
                 format!("cannot encode result: {e}"),
             ))
     }
@@ -339,11 +339,11 @@ impl BankReply {
     pub fn from_value(
         name: &str,
         value: serde_json::Value,
-    ) -> Result<Self, runtime::error::Failure> {
+    ) -> Result<Self, runtime::codegen::Failure> {
         let mut object = serde_json::Map::new();
         object.insert(name.to_string(), value);
         serde_json::from_value(serde_json::Value::Object(object))
-            .map_err(|e| runtime::error::Failure::Transport(
+            .map_err(|e| runtime::codegen::Failure::Transport(
                 format!("malformed result of `{name}`: {e}"),
             ))
     }
@@ -357,14 +357,14 @@ impl BankCommand {
         name: &str,
         params: Option<serde_json::Value>,
     ) -> Result<Self, String> {
-        runtime::service::command_from_params(OPERATIONS, name, params)
+        runtime::codegen::command_from_params(OPERATIONS, name, params)
     }
 
     /// The named arguments as a JSON object (what a JSON-RPC client sends).
     pub fn into_params(
         self,
-    ) -> Result<serde_json::Map<String, serde_json::Value>, runtime::error::Failure> {
-        runtime::service::command_params(&self)
+    ) -> Result<serde_json::Map<String, serde_json::Value>, runtime::codegen::Failure> {
+        runtime::codegen::command_params(&self)
     }
 }
 
@@ -430,15 +430,15 @@ pub async fn invoke<A: crate::BankApi + ?Sized>(
 
 /// Serializes the outcome of a call (see [`BankReply`]).
 pub fn encode_reply(reply: &Result<BankReply, crate::BankCallError>) -> Vec<u8> {
-    runtime::service::encode_reply(reply)
+    runtime::codegen::encode_reply(reply)
 }
 
 /// A failure of the runtime (transport, redirect, node) as a serialized `Err` reply.
-pub fn encode_failure(failure: &runtime::error::Failure) -> Vec<u8> {
+pub fn encode_failure(failure: &runtime::codegen::Failure) -> Vec<u8> {
     encode_reply(&Err(failure.clone().into()))
 }
 
 /// Parses the outcome of a call; a malformed reply is a `Transport` error.
 pub fn decode_reply(bytes: &[u8]) -> Result<BankReply, crate::BankCallError> {
-    runtime::service::decode_reply(bytes)
+    runtime::codegen::decode_reply(bytes)
 }

@@ -27,7 +27,7 @@ pub use descriptor::FILE_DESCRIPTOR_SET;
 /// The fully qualified gRPC service name.
 pub const SERVICE_NAME: &str = "bank.v1.Bank";
 
-pub use runtime::codes::ERROR_KIND_KEY;
+pub use runtime::codegen::ERROR_KIND_KEY;
 
 fn account_type_to_pb(v: crate::AccountType) -> i32 {
     match v {
@@ -76,11 +76,11 @@ impl TryFrom<pb::Customer> for crate::Customer {
                 .into_iter()
                 .map(|v| Ok::<_, String>(v))
                 .collect::<Result<Vec<_>, String>>()?,
-            create_time: runtime::wire::datetime_from(
+            create_time: runtime::codegen::datetime_from(
                 &v.create_time,
                 "Customer.create_time",
             )?,
-            update_time: runtime::wire::datetime_from(
+            update_time: runtime::codegen::datetime_from(
                 &v.update_time,
                 "Customer.update_time",
             )?,
@@ -113,12 +113,12 @@ impl TryFrom<pb::Account> for crate::Account {
             account_id: Ok::<_, String>(v.account_id)?,
             account_type: account_type_from_pb(v.account_type, "Account.account_type")?,
             customer_id: Ok::<_, String>(v.customer_id)?,
-            balance: runtime::wire::decimal_from(v.balance, "Account.balance")?,
-            create_time: runtime::wire::datetime_from(
+            balance: runtime::codegen::decimal_from(v.balance, "Account.balance")?,
+            create_time: runtime::codegen::datetime_from(
                 &v.create_time,
                 "Account.create_time",
             )?,
-            update_time: runtime::wire::datetime_from(
+            update_time: runtime::codegen::datetime_from(
                 &v.update_time,
                 "Account.update_time",
             )?,
@@ -146,16 +146,16 @@ impl TryFrom<pb::Transaction> for crate::Transaction {
     fn try_from(v: pb::Transaction) -> Result<Self, String> {
         Ok(crate::Transaction {
             account_id: Ok::<_, String>(v.account_id)?,
-            starting_balance: runtime::wire::decimal_from(
+            starting_balance: runtime::codegen::decimal_from(
                 v.starting_balance,
                 "Transaction.starting_balance",
             )?,
-            ending_balance: runtime::wire::decimal_from(
+            ending_balance: runtime::codegen::decimal_from(
                 v.ending_balance,
                 "Transaction.ending_balance",
             )?,
-            change: runtime::wire::decimal_from(v.change, "Transaction.change")?,
-            transaction_time: runtime::wire::datetime_from(
+            change: runtime::codegen::decimal_from(v.change, "Transaction.change")?,
+            transaction_time: runtime::codegen::datetime_from(
                 &v.transaction_time,
                 "Transaction.transaction_time",
             )?,
@@ -182,23 +182,23 @@ impl TryFrom<pb::Statement> for crate::Statement {
     fn try_from(v: pb::Statement) -> Result<Self, String> {
         Ok(crate::Statement {
             account_id: Ok::<_, String>(v.account_id)?,
-            statement_date: runtime::wire::date_from(
+            statement_date: runtime::codegen::date_from(
                 &v.statement_date,
                 "Statement.statement_date",
             )?,
-            starting_balance: runtime::wire::decimal_from(
+            starting_balance: runtime::codegen::decimal_from(
                 v.starting_balance,
                 "Statement.starting_balance",
             )?,
-            ending_balance: runtime::wire::decimal_from(
+            ending_balance: runtime::codegen::decimal_from(
                 v.ending_balance,
                 "Statement.ending_balance",
             )?,
-            total_credits: runtime::wire::decimal_from(
+            total_credits: runtime::codegen::decimal_from(
                 v.total_credits,
                 "Statement.total_credits",
             )?,
-            total_debits: runtime::wire::decimal_from(
+            total_debits: runtime::codegen::decimal_from(
                 v.total_debits,
                 "Statement.total_debits",
             )?,
@@ -220,11 +220,11 @@ impl TryFrom<pb::TransferResult> for crate::TransferResult {
 
     fn try_from(v: pb::TransferResult) -> Result<Self, String> {
         Ok(crate::TransferResult {
-            from_balance: runtime::wire::decimal_from(
+            from_balance: runtime::codegen::decimal_from(
                 v.from_balance,
                 "TransferResult.from_balance",
             )?,
-            to_balance: runtime::wire::decimal_from(
+            to_balance: runtime::codegen::decimal_from(
                 v.to_balance,
                 "TransferResult.to_balance",
             )?,
@@ -322,7 +322,7 @@ impl pb::DepositRequest {
         let _ = &r;
         Ok((
             Ok::<_, String>(r.account_id)?,
-            runtime::wire::decimal_from(r.amount, "amount")?,
+            runtime::codegen::decimal_from(r.amount, "amount")?,
         ))
     }
 }
@@ -336,7 +336,7 @@ impl pb::DepositResponse {
 
     fn into_native(self) -> Result<::rust_decimal::Decimal, String> {
         let r = self;
-        Ok(runtime::wire::decimal_from(r.value, "value")?)
+        Ok(runtime::codegen::decimal_from(r.value, "value")?)
     }
 }
 
@@ -354,7 +354,7 @@ impl pb::WithdrawRequest {
         let _ = &r;
         Ok((
             Ok::<_, String>(r.account_id)?,
-            runtime::wire::decimal_from(r.amount, "amount")?,
+            runtime::codegen::decimal_from(r.amount, "amount")?,
         ))
     }
 }
@@ -368,7 +368,7 @@ impl pb::WithdrawResponse {
 
     fn into_native(self) -> Result<::rust_decimal::Decimal, String> {
         let r = self;
-        Ok(runtime::wire::decimal_from(r.value, "value")?)
+        Ok(runtime::codegen::decimal_from(r.value, "value")?)
     }
 }
 
@@ -392,7 +392,7 @@ impl pb::TransferRequest {
         Ok((
             Ok::<_, String>(r.from_account_id)?,
             Ok::<_, String>(r.to_account_id)?,
-            runtime::wire::decimal_from(r.amount, "amount")?,
+            runtime::codegen::decimal_from(r.amount, "amount")?,
         ))
     }
 }
@@ -429,7 +429,7 @@ impl pb::CashCheckRequest {
         let _ = &r;
         Ok((
             Ok::<_, String>(r.account_id)?,
-            runtime::wire::decimal_from(r.amount, "amount")?,
+            runtime::codegen::decimal_from(r.amount, "amount")?,
         ))
     }
 }
@@ -443,7 +443,7 @@ impl pb::CashCheckResponse {
 
     fn into_native(self) -> Result<::rust_decimal::Decimal, String> {
         let r = self;
-        Ok(runtime::wire::decimal_from(r.value, "value")?)
+        Ok(runtime::codegen::decimal_from(r.value, "value")?)
     }
 }
 
@@ -458,7 +458,7 @@ impl pb::AdvanceTimeRequest {
     fn into_native(self) -> Result<(crate::Duration,), String> {
         let r = self;
         let _ = &r;
-        Ok((runtime::wire::duration_from(&r.delta, "delta")?,))
+        Ok((runtime::codegen::duration_from(&r.delta, "delta")?,))
     }
 }
 
@@ -471,7 +471,7 @@ impl pb::AdvanceTimeResponse {
 
     fn into_native(self) -> Result<::chrono::DateTime<::chrono::Utc>, String> {
         let r = self;
-        Ok(runtime::wire::datetime_from(&r.value, "value")?)
+        Ok(runtime::codegen::datetime_from(&r.value, "value")?)
     }
 }
 
@@ -623,7 +623,7 @@ impl pb::ListStatementsResponse {
             r
                 .value
                 .into_iter()
-                .map(|v| runtime::wire::date_from(&v, "value"))
+                .map(|v| runtime::codegen::date_from(&v, "value"))
                 .collect::<Result<Vec<_>, String>>()?,
         )
     }
@@ -643,7 +643,7 @@ impl pb::GetStatementRequest {
         let _ = &r;
         Ok((
             Ok::<_, String>(r.account_id)?,
-            runtime::wire::date_from(&r.statement_date, "statement_date")?,
+            runtime::codegen::date_from(&r.statement_date, "statement_date")?,
         ))
     }
 }
@@ -720,12 +720,12 @@ impl pb::GetAccountCountResponse {
 
 /// The status an error travels as: its code, its message and its kind in metadata.
 pub fn status_from_error(e: crate::BankCallError) -> tonic::Status {
-    runtime::codes::to_status(&e)
+    runtime::codegen::to_status(&e)
 }
 
 /// Rebuilds an error from a status.
 pub fn error_from_status(status: tonic::Status) -> crate::BankCallError {
-    runtime::codes::from_status(&status)
+    runtime::codegen::from_status(&status)
 }
 
 /// Serves any API implementation over gRPC.
@@ -759,12 +759,12 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::CreateCustomerRequest>,
     ) -> Result<tonic::Response<pb::CreateCustomerResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata())?;
+        let context = runtime::codegen::context_from_metadata(request.metadata())?;
         let (first_name, last_name, address) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_context(
+        let value = runtime::codegen::with_context(
                 context,
                 self.api.create_customer(first_name, last_name, address),
             )
@@ -777,12 +777,12 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::CreateAccountRequest>,
     ) -> Result<tonic::Response<pb::CreateAccountResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata())?;
+        let context = runtime::codegen::context_from_metadata(request.metadata())?;
         let (customer_id, account_type) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_context(
+        let value = runtime::codegen::with_context(
                 context,
                 self.api.create_account(customer_id, account_type),
             )
@@ -795,12 +795,12 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::DepositRequest>,
     ) -> Result<tonic::Response<pb::DepositResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata())?;
+        let context = runtime::codegen::context_from_metadata(request.metadata())?;
         let (account_id, amount) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_context(
+        let value = runtime::codegen::with_context(
                 context,
                 self.api.deposit(account_id, amount),
             )
@@ -813,12 +813,12 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::WithdrawRequest>,
     ) -> Result<tonic::Response<pb::WithdrawResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata())?;
+        let context = runtime::codegen::context_from_metadata(request.metadata())?;
         let (account_id, amount) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_context(
+        let value = runtime::codegen::with_context(
                 context,
                 self.api.withdraw(account_id, amount),
             )
@@ -831,12 +831,12 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::TransferRequest>,
     ) -> Result<tonic::Response<pb::TransferResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata())?;
+        let context = runtime::codegen::context_from_metadata(request.metadata())?;
         let (from_account_id, to_account_id, amount) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_context(
+        let value = runtime::codegen::with_context(
                 context,
                 self.api.transfer(from_account_id, to_account_id, amount),
             )
@@ -849,12 +849,12 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::CashCheckRequest>,
     ) -> Result<tonic::Response<pb::CashCheckResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata())?;
+        let context = runtime::codegen::context_from_metadata(request.metadata())?;
         let (account_id, amount) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_context(
+        let value = runtime::codegen::with_context(
                 context,
                 self.api.cash_check(account_id, amount),
             )
@@ -867,12 +867,12 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::AdvanceTimeRequest>,
     ) -> Result<tonic::Response<pb::AdvanceTimeResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata())?;
+        let context = runtime::codegen::context_from_metadata(request.metadata())?;
         let (delta,) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_context(context, self.api.advance_time(delta))
+        let value = runtime::codegen::with_context(context, self.api.advance_time(delta))
             .await
             .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::AdvanceTimeResponse::from_native(value)))
@@ -882,12 +882,12 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::ListCustomersRequest>,
     ) -> Result<tonic::Response<pb::ListCustomersResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata())?;
+        let context = runtime::codegen::context_from_metadata(request.metadata())?;
         let (offset, limit) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_context(
+        let value = runtime::codegen::with_context(
                 context,
                 self.api.list_customers(offset, limit),
             )
@@ -900,12 +900,12 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::ListAccountsRequest>,
     ) -> Result<tonic::Response<pb::ListAccountsResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata())?;
+        let context = runtime::codegen::context_from_metadata(request.metadata())?;
         let (offset, limit) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_context(
+        let value = runtime::codegen::with_context(
                 context,
                 self.api.list_accounts(offset, limit),
             )
@@ -918,12 +918,12 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::GetAccountsRequest>,
     ) -> Result<tonic::Response<pb::GetAccountsResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata())?;
+        let context = runtime::codegen::context_from_metadata(request.metadata())?;
         let (customer_id,) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_context(
+        let value = runtime::codegen::with_context(
                 context,
                 self.api.get_accounts(customer_id),
             )
@@ -936,12 +936,12 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::ListStatementsRequest>,
     ) -> Result<tonic::Response<pb::ListStatementsResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata())?;
+        let context = runtime::codegen::context_from_metadata(request.metadata())?;
         let (account_id,) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_context(
+        let value = runtime::codegen::with_context(
                 context,
                 self.api.list_statements(account_id),
             )
@@ -954,12 +954,12 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::GetStatementRequest>,
     ) -> Result<tonic::Response<pb::GetStatementResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata())?;
+        let context = runtime::codegen::context_from_metadata(request.metadata())?;
         let (account_id, statement_date) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_context(
+        let value = runtime::codegen::with_context(
                 context,
                 self.api.get_statement(account_id, statement_date),
             )
@@ -972,12 +972,15 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::GetCustomerCountRequest>,
     ) -> Result<tonic::Response<pb::GetCustomerCountResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata())?;
+        let context = runtime::codegen::context_from_metadata(request.metadata())?;
         let () = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_context(context, self.api.get_customer_count())
+        let value = runtime::codegen::with_context(
+                context,
+                self.api.get_customer_count(),
+            )
             .await
             .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::GetCustomerCountResponse::from_native(value)))
@@ -987,24 +990,24 @@ impl<A: crate::BankApi + 'static> pb::bank_server::Bank for GrpcService<A> {
         &self,
         request: tonic::Request<pb::GetAccountCountRequest>,
     ) -> Result<tonic::Response<pb::GetAccountCountResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata())?;
+        let context = runtime::codegen::context_from_metadata(request.metadata())?;
         let () = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_context(context, self.api.get_account_count())
+        let value = runtime::codegen::with_context(context, self.api.get_account_count())
             .await
             .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::GetAccountCountResponse::from_native(value)))
     }
 }
 
-pub use runtime::client::GrpcClient;
+pub use runtime::codegen::GrpcClient;
 
 /// What a failed status means to the client policy.
 fn classify<T>(
     status: tonic::Status,
-) -> runtime::client::Attempt<T, crate::BankCallError> {
+) -> runtime::codegen::Attempt<T, crate::BankCallError> {
     error_from_status(status).into_attempt("grpc")
 }
 
@@ -1022,7 +1025,7 @@ impl crate::BankApi for GrpcClient {
         );
         let response = self
             .call(
-                runtime::CallKind::Command,
+                runtime::codegen::CallKind::Command,
                 request,
                 |channel, request| async move {
                     pb::bank_client::BankClient::new(channel)
@@ -1032,7 +1035,9 @@ impl crate::BankApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
+        response
+            .into_native()
+            .map_err(|e| runtime::codegen::Failure::Transport(e).into())
     }
 
     async fn create_account(
@@ -1043,7 +1048,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::CreateAccountRequest::from_native(customer_id, account_type);
         let response = self
             .call(
-                runtime::CallKind::Command,
+                runtime::codegen::CallKind::Command,
                 request,
                 |channel, request| async move {
                     pb::bank_client::BankClient::new(channel)
@@ -1053,7 +1058,9 @@ impl crate::BankApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
+        response
+            .into_native()
+            .map_err(|e| runtime::codegen::Failure::Transport(e).into())
     }
 
     async fn deposit(
@@ -1064,7 +1071,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::DepositRequest::from_native(account_id, amount);
         let response = self
             .call(
-                runtime::CallKind::Command,
+                runtime::codegen::CallKind::Command,
                 request,
                 |channel, request| async move {
                     pb::bank_client::BankClient::new(channel).deposit(request).await
@@ -1072,7 +1079,9 @@ impl crate::BankApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
+        response
+            .into_native()
+            .map_err(|e| runtime::codegen::Failure::Transport(e).into())
     }
 
     async fn withdraw(
@@ -1083,7 +1092,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::WithdrawRequest::from_native(account_id, amount);
         let response = self
             .call(
-                runtime::CallKind::Command,
+                runtime::codegen::CallKind::Command,
                 request,
                 |channel, request| async move {
                     pb::bank_client::BankClient::new(channel).withdraw(request).await
@@ -1091,7 +1100,9 @@ impl crate::BankApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
+        response
+            .into_native()
+            .map_err(|e| runtime::codegen::Failure::Transport(e).into())
     }
 
     async fn transfer(
@@ -1107,7 +1118,7 @@ impl crate::BankApi for GrpcClient {
         );
         let response = self
             .call(
-                runtime::CallKind::Command,
+                runtime::codegen::CallKind::Command,
                 request,
                 |channel, request| async move {
                     pb::bank_client::BankClient::new(channel).transfer(request).await
@@ -1115,7 +1126,9 @@ impl crate::BankApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
+        response
+            .into_native()
+            .map_err(|e| runtime::codegen::Failure::Transport(e).into())
     }
 
     async fn cash_check(
@@ -1126,7 +1139,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::CashCheckRequest::from_native(account_id, amount);
         let response = self
             .call(
-                runtime::CallKind::Command,
+                runtime::codegen::CallKind::Command,
                 request,
                 |channel, request| async move {
                     pb::bank_client::BankClient::new(channel).cash_check(request).await
@@ -1134,7 +1147,9 @@ impl crate::BankApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
+        response
+            .into_native()
+            .map_err(|e| runtime::codegen::Failure::Transport(e).into())
     }
 
     async fn advance_time(
@@ -1144,7 +1159,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::AdvanceTimeRequest::from_native(delta);
         let response = self
             .call(
-                runtime::CallKind::Command,
+                runtime::codegen::CallKind::Command,
                 request,
                 |channel, request| async move {
                     pb::bank_client::BankClient::new(channel).advance_time(request).await
@@ -1152,7 +1167,9 @@ impl crate::BankApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
+        response
+            .into_native()
+            .map_err(|e| runtime::codegen::Failure::Transport(e).into())
     }
 
     async fn list_customers(
@@ -1163,7 +1180,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::ListCustomersRequest::from_native(offset, limit);
         let response = self
             .call(
-                runtime::CallKind::Query,
+                runtime::codegen::CallKind::Query,
                 request,
                 |channel, request| async move {
                     pb::bank_client::BankClient::new(channel)
@@ -1173,7 +1190,9 @@ impl crate::BankApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
+        response
+            .into_native()
+            .map_err(|e| runtime::codegen::Failure::Transport(e).into())
     }
 
     async fn list_accounts(
@@ -1184,7 +1203,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::ListAccountsRequest::from_native(offset, limit);
         let response = self
             .call(
-                runtime::CallKind::Query,
+                runtime::codegen::CallKind::Query,
                 request,
                 |channel, request| async move {
                     pb::bank_client::BankClient::new(channel)
@@ -1194,7 +1213,9 @@ impl crate::BankApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
+        response
+            .into_native()
+            .map_err(|e| runtime::codegen::Failure::Transport(e).into())
     }
 
     async fn get_accounts(
@@ -1204,7 +1225,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::GetAccountsRequest::from_native(customer_id);
         let response = self
             .call(
-                runtime::CallKind::Query,
+                runtime::codegen::CallKind::Query,
                 request,
                 |channel, request| async move {
                     pb::bank_client::BankClient::new(channel).get_accounts(request).await
@@ -1212,7 +1233,9 @@ impl crate::BankApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
+        response
+            .into_native()
+            .map_err(|e| runtime::codegen::Failure::Transport(e).into())
     }
 
     async fn list_statements(
@@ -1222,7 +1245,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::ListStatementsRequest::from_native(account_id);
         let response = self
             .call(
-                runtime::CallKind::Query,
+                runtime::codegen::CallKind::Query,
                 request,
                 |channel, request| async move {
                     pb::bank_client::BankClient::new(channel)
@@ -1232,7 +1255,9 @@ impl crate::BankApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
+        response
+            .into_native()
+            .map_err(|e| runtime::codegen::Failure::Transport(e).into())
     }
 
     async fn get_statement(
@@ -1243,7 +1268,7 @@ impl crate::BankApi for GrpcClient {
         let request = pb::GetStatementRequest::from_native(account_id, statement_date);
         let response = self
             .call(
-                runtime::CallKind::Query,
+                runtime::codegen::CallKind::Query,
                 request,
                 |channel, request| async move {
                     pb::bank_client::BankClient::new(channel)
@@ -1253,14 +1278,16 @@ impl crate::BankApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
+        response
+            .into_native()
+            .map_err(|e| runtime::codegen::Failure::Transport(e).into())
     }
 
     async fn get_customer_count(&self) -> Result<u64, crate::BankCallError> {
         let request = pb::GetCustomerCountRequest::from_native();
         let response = self
             .call(
-                runtime::CallKind::Query,
+                runtime::codegen::CallKind::Query,
                 request,
                 |channel, request| async move {
                     pb::bank_client::BankClient::new(channel)
@@ -1270,14 +1297,16 @@ impl crate::BankApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
+        response
+            .into_native()
+            .map_err(|e| runtime::codegen::Failure::Transport(e).into())
     }
 
     async fn get_account_count(&self) -> Result<u64, crate::BankCallError> {
         let request = pb::GetAccountCountRequest::from_native();
         let response = self
             .call(
-                runtime::CallKind::Query,
+                runtime::codegen::CallKind::Query,
                 request,
                 |channel, request| async move {
                     pb::bank_client::BankClient::new(channel)
@@ -1287,7 +1316,9 @@ impl crate::BankApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
+        response
+            .into_native()
+            .map_err(|e| runtime::codegen::Failure::Transport(e).into())
     }
 }
 
@@ -1295,12 +1326,12 @@ impl crate::BankApi for GrpcClient {
 /// `grpcurl` works; over TLS when the listener has it) until `shutdown` resolves.
 /// Requests larger than `max_message_size` bytes are refused with `RESOURCE_EXHAUSTED`.
 pub async fn serve<A: crate::BankApi + 'static>(
-    listener: impl Into<runtime::server::Listener>,
+    listener: impl Into<runtime::codegen::Listener>,
     api: Arc<A>,
     max_message_size: usize,
     shutdown: impl ::std::future::Future<Output = ()> + Send,
-) -> Result<(), runtime::server::ServeError> {
-    runtime::server::serve_grpc(
+) -> Result<(), runtime::codegen::ServeError> {
+    runtime::codegen::serve_grpc(
             listener,
             GrpcService::new(api).into_server(max_message_size),
             FILE_DESCRIPTOR_SET,

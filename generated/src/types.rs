@@ -184,7 +184,7 @@ impl BankError {
     }
 }
 
-impl runtime::error::DomainError for BankError {
+impl runtime::codegen::DomainError for BankError {
     fn kind(&self) -> &'static str {
         BankError::kind(self)
     }
@@ -217,14 +217,14 @@ impl runtime::error::DomainError for BankError {
 }
 
 /// How a call to a `Bank` operation fails: the service refused it with a [`BankError`], or the call failed on its way (transport, redirect, deadline, internal).
-pub type BankCallError = runtime::error::CallError<BankError>;
+pub type BankCallError = runtime::codegen::CallError<BankError>;
 
 /// How a `BankService` method fails: a [`BankError`] (rolled back and answered), or a fault of the machine (the replica stops rather than diverge).
-pub type BankServiceError = runtime::error::ServiceError<BankError>;
+pub type BankServiceError = runtime::codegen::ServiceError<BankError>;
 
 impl From<BankError> for BankCallError {
     fn from(e: BankError) -> Self {
-        runtime::error::CallError::Domain(e)
+        runtime::codegen::CallError::Domain(e)
     }
 }
 

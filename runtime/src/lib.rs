@@ -76,6 +76,7 @@ pub mod call;
 pub mod cli;
 pub mod client;
 pub mod cluster;
+pub mod codegen;
 pub mod codes;
 pub mod config;
 pub mod conn;

@@ -110,8 +110,13 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
     let report = xtask_gen(Path::new("."), check, accept_breaking).map_err(|e| e.to_string())?;
     let elapsed = started.elapsed().as_millis();
     if !check {
-        let outs: Vec<&str> = TARGETS.iter().map(|t| t.out).collect();
-        println!("wrote {} ({elapsed} ms)", outs.join(", "));
+        for file in &report {
+            println!("wrote {file}");
+        }
+        println!(
+            "{} file(s) changed, the rest up to date ({elapsed} ms)",
+            report.len()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     if report.is_empty() {
@@ -130,7 +135,8 @@ fn lock_path(schema: &Path) -> PathBuf {
     schema.with_extension("lock.json")
 }
 
-/// Generates (or checks) every output; returns the stale-file report in check mode. Every
+/// Generates (or checks) every output; returns the stale-file report in check mode and the files
+/// written (only those whose text changed) otherwise. Every
 /// schema is loaded, checked against its lock and rendered before anything is written, so one
 /// bad schema writes nothing.
 fn xtask_gen(
@@ -144,6 +150,7 @@ fn xtask_gen(
         let mut generator = codegen::Generator::new(&schema, root.join(target.out))
             .source_name(target.schema)
             .runtime(codegen::RuntimeDep::Path(target.runtime.into()))
+            .tool("cargo xtask gen")
             .lock(lock_path(&schema))
             .accept_breaking(accept_breaking);
         if let Some(name) = target.crate_name {
@@ -187,13 +194,19 @@ fn xtask_gen(
         }
         Ok(stale)
     } else {
+        let mut changed = Vec::new();
         for (generator, rendered) in &crates {
-            codegen::write(generator.out_dir(), &rendered.files)?;
+            for file in codegen::write(generator.out_dir(), &rendered.files)? {
+                changed.push(generator.out_dir().join(file).display().to_string());
+            }
         }
         for (path, text) in singles.iter().chain(&locks) {
-            codegen::write_file(path, text)?;
+            if std::fs::read_to_string(path).ok().as_deref() != Some(text.as_str()) {
+                codegen::write_file(path, text)?;
+                changed.push(path.display().to_string());
+            }
         }
-        Ok(Vec::new())
+        Ok(changed)
     }
 }
 

@@ -33,11 +33,11 @@ pub fn module(api: &Api) -> TokenStream {
          refusal: the runtime stops rather than let this replica diverge."
     ));
     let direct_doc = doc_str(&format!(
-        "`{s}Api` in process (`runtime::local::Direct` over a [`{s}Store`]): every call goes \
+        "`{s}Api` in process (`runtime::codegen::Direct` over a [`{s}Store`]): every call goes \
          straight to the store's `{s}Service`, each command in its own transaction."
     ));
     let node_doc = doc_str(&format!(
-        "The `{s}` service as a node host runs it (`runtime::host::run`): the store's application \
+        "The `{s}` service as a node host runs it (`runtime::codegen::run_host`): the store's application \
          in the state machine, and the gRPC and JSON-RPC servers of its replicated API."
     ));
     let methods = api.operations.iter().map(|op| {
@@ -64,7 +64,7 @@ pub fn module(api: &Api) -> TokenStream {
 
         use std::sync::Arc;
 
-        use runtime::rusqlite::Connection;
+        use runtime::codegen::rusqlite::Connection;
 
         #store_doc
         pub trait #store: Send + Sync + 'static {
@@ -95,7 +95,7 @@ pub fn module(api: &Api) -> TokenStream {
         #[derive(Debug, Clone, Copy, Default)]
         pub struct #app<St>(pub St);
 
-        impl<St: #store> runtime::raft::state_machine::Application for #app<St> {
+        impl<St: #store> runtime::codegen::Application for #app<St> {
             fn init(&self, conn: &Connection) -> Result<(), String> {
                 self.0.init(conn)
             }
@@ -105,7 +105,7 @@ pub fn module(api: &Api) -> TokenStream {
                 conn: &Connection,
                 ctx: &crate::ApplyContext,
                 command: &[u8],
-            ) -> Result<runtime::raft::types::Applied, String> {
+            ) -> Result<runtime::codegen::Applied, String> {
                 // Refusals are alike on every replica: answered, and the command's changes rolled
                 // back. A fault of the machine is not answered: the runtime stops instead. So is an
                 // entry this build cannot read (a newer build's operation or parameter, let past
@@ -114,22 +114,22 @@ pub fn module(api: &Api) -> TokenStream {
                 let command = crate::#command::decode(command).map_err(|e| {
                     format!("{e}: this build (schema {}) cannot apply the entry; run a build that knows it", crate::SCHEMA_VERSION)
                 })?;
-                let result: Result<crate::#reply, crate::#call_error> = match runtime::service::check_kind(command.name(), command.kind(), runtime::CallKind::Command) {
+                let result: Result<crate::#reply, crate::#call_error> = match runtime::codegen::check_kind(command.name(), command.kind(), runtime::codegen::CallKind::Command) {
                     Err(refused) => Err(refused.into()),
                     Ok(()) => match self.0.command(conn, ctx, |service| crate::Dispatcher::execute(service, ctx, command)) {
                         Ok(reply) => Ok(reply),
-                        Err(runtime::error::ServiceError::Domain(e)) => Err(e.into()),
-                        Err(runtime::error::ServiceError::Fault(fault)) => return Err(fault),
+                        Err(runtime::codegen::ServiceError::Domain(e)) => Err(e.into()),
+                        Err(runtime::codegen::ServiceError::Fault(fault)) => return Err(fault),
                     },
                 };
-                Ok(runtime::raft::types::Applied {
+                Ok(runtime::codegen::Applied {
                     ok: result.is_ok(),
                     reply: crate::encode_reply(&result),
                 })
             }
 
             fn query(&self, conn: &Connection, query: &[u8]) -> Vec<u8> {
-                let result: Result<crate::#reply, crate::#call_error> = match crate::#command::decode_as(query, runtime::CallKind::Query) {
+                let result: Result<crate::#reply, crate::#call_error> = match crate::#command::decode_as(query, runtime::codegen::CallKind::Query) {
                     Err(refused) => Err(refused.into()),
                     Ok(query) => self.0.query(conn, |service| crate::Dispatcher::query(service, query)).map_err(Into::into),
                 };
@@ -140,59 +140,59 @@ pub fn module(api: &Api) -> TokenStream {
                 self.0.digest(conn)
             }
 
-            fn admit(&self, command: &[u8]) -> Result<(), runtime::error::Failure> {
-                crate::#command::decode_as(command, runtime::CallKind::Command).map(drop)
+            fn admit(&self, command: &[u8]) -> Result<(), runtime::codegen::Failure> {
+                crate::#command::decode_as(command, runtime::codegen::CallKind::Command).map(drop)
             }
 
-            fn schema(&self) -> runtime::version::Schema {
-                runtime::version::Schema::new(crate::SCHEMA_VERSION, crate::OPERATIONS)
+            fn schema(&self) -> runtime::codegen::Schema {
+                runtime::codegen::Schema::new(crate::SCHEMA_VERSION, crate::OPERATIONS)
             }
         }
 
         #direct_doc
-        pub use runtime::local::Direct;
+        pub use runtime::codegen::Direct;
 
-        impl<St: #store> crate::#api_trait for runtime::local::Direct<St> {
+        impl<St: #store> crate::#api_trait for runtime::codegen::Direct<St> {
             #(#methods)*
         }
 
         /// The generated `Collector` over a local sink: every call encoded, applied through
         /// [`#app`] in its own transaction, and its reply decoded, all in process.
         pub fn local<St: #store>(
-            db: runtime::local::LocalDb,
+            db: runtime::codegen::LocalDb,
             store: St,
-        ) -> crate::Collector<runtime::local::LocalSink<#app<St>>> {
-            crate::Collector::new(runtime::local::LocalSink::new(db, #app(store)))
+        ) -> crate::Collector<runtime::codegen::LocalSink<#app<St>>> {
+            crate::Collector::new(runtime::codegen::LocalSink::new(db, #app(store)))
         }
 
         #node_doc
         #[derive(Debug, Clone, Copy, Default)]
         pub struct #node<St>(pub St);
 
-        impl<St: #store + Clone> runtime::host::HostedService for #node<St> {
+        impl<St: #store + Clone> runtime::codegen::HostedService for #node<St> {
             fn name(&self) -> &'static str {
                 #name
             }
 
-            fn application(&self) -> Arc<dyn runtime::raft::state_machine::Application> {
+            fn application(&self) -> Arc<dyn runtime::codegen::Application> {
                 Arc::new(#app(self.0.clone()))
             }
 
             fn serve(
                 &self,
-                protocol: runtime::host::Protocol,
-                listener: runtime::server::Listener,
-                node: Arc<runtime::raft::node::RaftNode>,
-                level: runtime::call::ReadLevel,
-                shutdown: runtime::host::Shutdown,
-            ) -> runtime::host::Serving {
+                protocol: runtime::codegen::Protocol,
+                listener: runtime::codegen::Listener,
+                node: Arc<runtime::codegen::RaftNode>,
+                level: runtime::codegen::ReadLevel,
+                shutdown: runtime::codegen::Shutdown,
+            ) -> runtime::codegen::Serving {
                 let api = Arc::new(replicated(node, level));
-                let max = runtime::host::MAX_API_MESSAGE;
+                let max = runtime::codegen::MAX_API_MESSAGE;
                 match protocol {
-                    runtime::host::Protocol::Grpc => Box::pin(async move {
+                    runtime::codegen::Protocol::Grpc => Box::pin(async move {
                         crate::grpc::serve(listener, api, max, shutdown).await.map_err(|e| e.to_string())
                     }),
-                    runtime::host::Protocol::JsonRpc => Box::pin(async move {
+                    runtime::codegen::Protocol::JsonRpc => Box::pin(async move {
                         crate::jsonrpc::serve(listener, api, max, shutdown).await.map_err(|e| e.to_string())
                     }),
                 }
@@ -202,10 +202,10 @@ pub fn module(api: &Api) -> TokenStream {
         /// The API of the replicated service on a node: commands into its Raft log, queries at
         /// `level` (unless a call asks for another). What the node's gRPC and JSON-RPC servers serve.
         pub fn replicated(
-            node: Arc<runtime::raft::node::RaftNode>,
-            level: runtime::call::ReadLevel,
-        ) -> crate::Collector<runtime::sink::RaftSink> {
-            crate::Collector::new(runtime::sink::RaftSink::new(node, level))
+            node: Arc<runtime::codegen::RaftNode>,
+            level: runtime::codegen::ReadLevel,
+        ) -> crate::Collector<runtime::codegen::RaftSink> {
+            crate::Collector::new(runtime::codegen::RaftSink::new(node, level))
         }
     }
 }

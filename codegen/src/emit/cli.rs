@@ -51,19 +51,19 @@ pub fn module(api: &Api) -> TokenStream {
                 (doc, false) => doc.clone().unwrap_or_default(),
             };
             quote! {
-                runtime::cli::ParamSpec {
+                runtime::codegen::ParamSpec {
                     name: #pname,
                     ty: #ty,
-                    wire: runtime::cli::Wire::#wire,
+                    wire: runtime::codegen::Wire::#wire,
                     required: #required,
                     doc: #pdoc,
                 }
             }
         });
         quote! {
-            runtime::cli::OpSpec {
+            runtime::codegen::OpSpec {
                 name: #name,
-                kind: runtime::CallKind::#kind,
+                kind: runtime::codegen::CallKind::#kind,
                 doc: #doc,
                 params: &[#(#params),*],
             }
@@ -74,43 +74,43 @@ pub fn module(api: &Api) -> TokenStream {
         //! `runtime::cli`).
 
         /// Every operation, as the `call` command shows it.
-        pub const OPERATIONS: &[runtime::cli::OpSpec] = &[#(#ops),*];
+        pub const OPERATIONS: &[runtime::codegen::OpSpec] = &[#(#ops),*];
 
         /// The `call` command (clap): one subcommand per operation.
-        pub fn command() -> runtime::cli::clap::Command {
-            runtime::cli::command(#service, OPERATIONS)
+        pub fn command() -> runtime::codegen::clap::Command {
+            runtime::codegen::cli_command(#service, OPERATIONS)
         }
 
         /// The whole `<binary> call …` subcommand: `args` are what follows `call`.
         pub fn main(binary: &str, args: Vec<String>) -> ::std::process::ExitCode {
-            runtime::cli::run_blocking(binary, command(), args, |matches| async move {
+            runtime::codegen::run_blocking(binary, command(), args, |matches| async move {
                 run(&matches).await
             })
         }
 
         /// Sends the call `matches` holds (from [`command`]) and says what to print and exit
         /// with.
-        pub async fn run(matches: &runtime::cli::clap::ArgMatches) -> runtime::cli::Output {
-            let call = match runtime::cli::Call::parse(OPERATIONS, matches) {
+        pub async fn run(matches: &runtime::codegen::clap::ArgMatches) -> runtime::codegen::Output {
+            let call = match runtime::codegen::Call::parse(OPERATIONS, matches) {
                 Ok(call) => call,
-                Err(e) => return runtime::cli::Output::usage(e),
+                Err(e) => return runtime::codegen::Output::usage(e),
             };
             let command = match crate::#command::from_params(call.operation.name, Some(call.params.clone())) {
                 Ok(command) => command,
-                Err(e) => return runtime::cli::Output::usage(e),
+                Err(e) => return runtime::codegen::Output::usage(e),
             };
             let reply = match call.transport {
-                runtime::cli::Transport::Grpc => match call.grpc_client().await {
+                runtime::codegen::Transport::Grpc => match call.grpc_client().await {
                     Ok(client) => crate::invoke(&client, command).await,
-                    Err(failure) => Err(runtime::error::CallError::Failure(failure)),
+                    Err(failure) => Err(runtime::codegen::CallError::Failure(failure)),
                 },
-                runtime::cli::Transport::JsonRpc => match call.jsonrpc_client() {
+                runtime::codegen::Transport::JsonRpc => match call.jsonrpc_client() {
                     Ok(client) => crate::invoke(&client, command).await,
-                    Err(failure) => Err(runtime::error::CallError::Failure(failure)),
+                    Err(failure) => Err(runtime::codegen::CallError::Failure(failure)),
                 },
             };
-            let value = reply.and_then(|r| r.into_value().map_err(runtime::error::CallError::Failure));
-            runtime::cli::Output::of(value, call.json)
+            let value = reply.and_then(|r| r.into_value().map_err(runtime::codegen::CallError::Failure));
+            runtime::codegen::Output::of(value, call.json)
         }
     }
 }

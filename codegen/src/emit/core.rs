@@ -165,7 +165,7 @@ pub(super) fn types(api: &Api) -> TokenStream {
             }
         }
 
-        impl runtime::error::DomainError for #error {
+        impl runtime::codegen::DomainError for #error {
             fn kind(&self) -> &'static str {
                 #error::kind(self)
             }
@@ -194,14 +194,14 @@ pub(super) fn types(api: &Api) -> TokenStream {
         }
 
         #call_error_doc
-        pub type #call_error = runtime::error::CallError<#error>;
+        pub type #call_error = runtime::codegen::CallError<#error>;
 
         #service_error_doc
-        pub type #service_error = runtime::error::ServiceError<#error>;
+        pub type #service_error = runtime::codegen::ServiceError<#error>;
 
         impl From<#error> for #call_error {
             fn from(e: #error) -> Self {
-                runtime::error::CallError::Domain(e)
+                runtime::codegen::CallError::Domain(e)
             }
         }
 
@@ -401,8 +401,8 @@ pub(super) fn command(api: &Api) -> TokenStream {
         .operations
         .iter()
         .map(|o| match o.kind {
-            OpKind::Command => quote!(runtime::CallKind::Command),
-            OpKind::Query => quote!(runtime::CallKind::Query),
+            OpKind::Command => quote!(runtime::codegen::CallKind::Command),
+            OpKind::Query => quote!(runtime::codegen::CallKind::Query),
         })
         .collect();
     let param_lists: Vec<TokenStream> = api
@@ -517,26 +517,26 @@ pub(super) fn command(api: &Api) -> TokenStream {
             }
 
             /// Command (goes through the log) or query.
-            pub fn kind(&self) -> runtime::CallKind {
+            pub fn kind(&self) -> runtime::codegen::CallKind {
                 match self { #( #command::#variants { .. } => #kinds, )* }
             }
 
             /// The serialized form (see the type's documentation).
-            pub fn encode(&self) -> Result<Vec<u8>, runtime::error::Failure> {
-                serde_json::to_vec(self).map_err(|e| runtime::error::Failure::Internal(format!("cannot encode command: {e}")))
+            pub fn encode(&self) -> Result<Vec<u8>, runtime::codegen::Failure> {
+                serde_json::to_vec(self).map_err(|e| runtime::codegen::Failure::Internal(format!("cannot encode command: {e}")))
             }
 
             /// Parses a call submitted as `kind`; a malformed command, or one of the other kind,
             /// is a `Transport` failure.
-            pub fn decode_as(bytes: &[u8], kind: runtime::CallKind) -> Result<Self, runtime::error::Failure> {
+            pub fn decode_as(bytes: &[u8], kind: runtime::codegen::CallKind) -> Result<Self, runtime::codegen::Failure> {
                 let command = Self::decode(bytes)?;
-                runtime::service::check_kind(command.name(), command.kind(), kind)?;
+                runtime::codegen::check_kind(command.name(), command.kind(), kind)?;
                 Ok(command)
             }
 
             /// Parses the serialized form; a malformed command is a `Transport` error.
-            pub fn decode(bytes: &[u8]) -> Result<Self, runtime::error::Failure> {
-                serde_json::from_slice(bytes).map_err(|e| runtime::error::Failure::Transport(format!("malformed command: {e}")))
+            pub fn decode(bytes: &[u8]) -> Result<Self, runtime::codegen::Failure> {
+                serde_json::from_slice(bytes).map_err(|e| runtime::codegen::Failure::Transport(format!("malformed command: {e}")))
             }
         }
 
@@ -553,17 +553,17 @@ pub(super) fn command(api: &Api) -> TokenStream {
             }
 
             /// The result value alone, as JSON (what JSON-RPC returns).
-            pub fn into_value(self) -> Result<serde_json::Value, runtime::error::Failure> {
+            pub fn into_value(self) -> Result<serde_json::Value, runtime::codegen::Failure> {
                 match self { #(#value_arms)* }
-                    .map_err(|e| runtime::error::Failure::Internal(format!("cannot encode result: {e}")))
+                    .map_err(|e| runtime::codegen::Failure::Internal(format!("cannot encode result: {e}")))
             }
 
             /// Rebuilds a reply from the operation's name and its result value.
-            pub fn from_value(name: &str, value: serde_json::Value) -> Result<Self, runtime::error::Failure> {
+            pub fn from_value(name: &str, value: serde_json::Value) -> Result<Self, runtime::codegen::Failure> {
                 let mut object = serde_json::Map::new();
                 object.insert(name.to_string(), value);
                 serde_json::from_value(serde_json::Value::Object(object))
-                    .map_err(|e| runtime::error::Failure::Transport(format!("malformed result of `{name}`: {e}")))
+                    .map_err(|e| runtime::codegen::Failure::Transport(format!("malformed result of `{name}`: {e}")))
             }
         }
 
@@ -572,12 +572,12 @@ pub(super) fn command(api: &Api) -> TokenStream {
             /// named arguments, an array of positional ones, or nothing. Omitted parameters take
             /// their defaults. The error says what is wrong with the parameters.
             pub fn from_params(name: &str, params: Option<serde_json::Value>) -> Result<Self, String> {
-                runtime::service::command_from_params(OPERATIONS, name, params)
+                runtime::codegen::command_from_params(OPERATIONS, name, params)
             }
 
             /// The named arguments as a JSON object (what a JSON-RPC client sends).
-            pub fn into_params(self) -> Result<serde_json::Map<String, serde_json::Value>, runtime::error::Failure> {
-                runtime::service::command_params(&self)
+            pub fn into_params(self) -> Result<serde_json::Map<String, serde_json::Value>, runtime::codegen::Failure> {
+                runtime::codegen::command_params(&self)
             }
         }
 
@@ -591,17 +591,17 @@ pub(super) fn command(api: &Api) -> TokenStream {
 
         #encode_doc
         pub fn encode_reply(reply: &Result<#reply, crate::#call_error>) -> Vec<u8> {
-            runtime::service::encode_reply(reply)
+            runtime::codegen::encode_reply(reply)
         }
 
         /// A failure of the runtime (transport, redirect, node) as a serialized `Err` reply.
-        pub fn encode_failure(failure: &runtime::error::Failure) -> Vec<u8> {
+        pub fn encode_failure(failure: &runtime::codegen::Failure) -> Vec<u8> {
             encode_reply(&Err(failure.clone().into()))
         }
 
         /// Parses the outcome of a call; a malformed reply is a `Transport` error.
         pub fn decode_reply(bytes: &[u8]) -> Result<#reply, crate::#call_error> {
-            runtime::service::decode_reply(bytes)
+            runtime::codegen::decode_reply(bytes)
         }
     }
 }
@@ -626,7 +626,7 @@ pub(super) fn methods_via_call(api: &Api) -> Vec<TokenStream> {
                 async fn #name(&self, #(#ps),*) -> Result<#ret, crate::#call_error> {
                     match crate::collector::CallCommand::call_command(self, crate::#command::#v { #(#names),* }).await? {
                         crate::#reply::#v(value) => Ok(value),
-                        other => Err(runtime::error::Failure::Transport(format!("reply to `{}` answers `{}`", #wire, other.name())).into()),
+                        other => Err(runtime::codegen::Failure::Transport(format!("reply to `{}` answers `{}`", #wire, other.name())).into()),
                     }
                 }
             }
@@ -643,7 +643,7 @@ pub(super) fn collector(api: &Api) -> TokenStream {
     quote! {
         //! The Collector: calls in, serialized commands out, for any sink.
 
-        pub use runtime::sink::Collector;
+        pub use runtime::codegen::Collector;
 
         /// A client that carries whole commands: the Collector, and the JSON-RPC client.
         pub(crate) trait CallCommand {
@@ -652,7 +652,7 @@ pub(super) fn collector(api: &Api) -> TokenStream {
                 -> impl ::std::future::Future<Output = Result<crate::#reply, crate::#call_error>> + Send;
         }
 
-        impl<S: runtime::sink::CommandSink> CallCommand for Collector<S> {
+        impl<S: runtime::codegen::CommandSink> CallCommand for Collector<S> {
             async fn call_command(&self, command: crate::#command) -> Result<crate::#reply, crate::#call_error> {
                 let bytes = command.encode()?;
                 let reply = self.sink().submit(command.kind(), bytes).await?;
@@ -695,7 +695,7 @@ pub(super) fn dispatcher(api: &Api) -> TokenStream {
         quote! {
             // Callers check the kind first (`{S}App` answers a command sent as a query with a
             // `Transport` failure); reaching this arm is a bug of the caller.
-            other => Err(runtime::error::ServiceError::Fault(format!("`{}` is a command; it cannot run as a query", other.name()))),
+            other => Err(runtime::codegen::ServiceError::Fault(format!("`{}` is a command; it cannot run as a query", other.name()))),
         }
     });
     let unused =

@@ -46,7 +46,7 @@ impl Dispatcher {
             }
             other => {
                 Err(
-                    runtime::error::ServiceError::Fault(
+                    runtime::codegen::ServiceError::Fault(
                         format!(
                             "`{}` is a command; it cannot run as a query", other.name()
                         ),

@@ -27,7 +27,7 @@ pub use descriptor::FILE_DESCRIPTOR_SET;
 /// The fully qualified gRPC service name.
 pub const SERVICE_NAME: &str = "kv.v1.Kv";
 
-pub use runtime::codes::ERROR_KIND_KEY;
+pub use runtime::codegen::ERROR_KIND_KEY;
 
 impl From<crate::Entry> for pb::Entry {
     fn from(v: crate::Entry) -> Self {
@@ -240,12 +240,12 @@ impl pb::AppendResponse {
 
 /// The status an error travels as: its code, its message and its kind in metadata.
 pub fn status_from_error(e: crate::KvCallError) -> tonic::Status {
-    runtime::codes::to_status(&e)
+    runtime::codegen::to_status(&e)
 }
 
 /// Rebuilds an error from a status.
 pub fn error_from_status(status: tonic::Status) -> crate::KvCallError {
-    runtime::codes::from_status(&status)
+    runtime::codegen::from_status(&status)
 }
 
 /// Serves any API implementation over gRPC.
@@ -276,12 +276,12 @@ impl<A: crate::KvApi + 'static> pb::kv_server::Kv for GrpcService<A> {
         &self,
         request: tonic::Request<pb::PutRequest>,
     ) -> Result<tonic::Response<pb::PutResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata())?;
+        let context = runtime::codegen::context_from_metadata(request.metadata())?;
         let (key, value, if_absent) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_context(
+        let value = runtime::codegen::with_context(
                 context,
                 self.api.put(key, value, if_absent),
             )
@@ -294,12 +294,12 @@ impl<A: crate::KvApi + 'static> pb::kv_server::Kv for GrpcService<A> {
         &self,
         request: tonic::Request<pb::DeleteRequest>,
     ) -> Result<tonic::Response<pb::DeleteResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata())?;
+        let context = runtime::codegen::context_from_metadata(request.metadata())?;
         let (key,) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_context(context, self.api.delete(key))
+        let value = runtime::codegen::with_context(context, self.api.delete(key))
             .await
             .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::DeleteResponse::from_native(value)))
@@ -309,12 +309,12 @@ impl<A: crate::KvApi + 'static> pb::kv_server::Kv for GrpcService<A> {
         &self,
         request: tonic::Request<pb::CompareAndSwapRequest>,
     ) -> Result<tonic::Response<pb::CompareAndSwapResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata())?;
+        let context = runtime::codegen::context_from_metadata(request.metadata())?;
         let (key, expected_revision, value) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_context(
+        let value = runtime::codegen::with_context(
                 context,
                 self.api.compare_and_swap(key, expected_revision, value),
             )
@@ -327,12 +327,12 @@ impl<A: crate::KvApi + 'static> pb::kv_server::Kv for GrpcService<A> {
         &self,
         request: tonic::Request<pb::GetRequest>,
     ) -> Result<tonic::Response<pb::GetResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata())?;
+        let context = runtime::codegen::context_from_metadata(request.metadata())?;
         let (key,) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_context(context, self.api.get(key))
+        let value = runtime::codegen::with_context(context, self.api.get(key))
             .await
             .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::GetResponse::from_native(value)))
@@ -342,12 +342,15 @@ impl<A: crate::KvApi + 'static> pb::kv_server::Kv for GrpcService<A> {
         &self,
         request: tonic::Request<pb::RangeRequest>,
     ) -> Result<tonic::Response<pb::RangeResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata())?;
+        let context = runtime::codegen::context_from_metadata(request.metadata())?;
         let (prefix, limit) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_context(context, self.api.range(prefix, limit))
+        let value = runtime::codegen::with_context(
+                context,
+                self.api.range(prefix, limit),
+            )
             .await
             .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::RangeResponse::from_native(value)))
@@ -357,24 +360,24 @@ impl<A: crate::KvApi + 'static> pb::kv_server::Kv for GrpcService<A> {
         &self,
         request: tonic::Request<pb::AppendRequest>,
     ) -> Result<tonic::Response<pb::AppendResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata())?;
+        let context = runtime::codegen::context_from_metadata(request.metadata())?;
         let (key, suffix) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_context(context, self.api.append(key, suffix))
+        let value = runtime::codegen::with_context(context, self.api.append(key, suffix))
             .await
             .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::AppendResponse::from_native(value)))
     }
 }
 
-pub use runtime::client::GrpcClient;
+pub use runtime::codegen::GrpcClient;
 
 /// What a failed status means to the client policy.
 fn classify<T>(
     status: tonic::Status,
-) -> runtime::client::Attempt<T, crate::KvCallError> {
+) -> runtime::codegen::Attempt<T, crate::KvCallError> {
     error_from_status(status).into_attempt("grpc")
 }
 
@@ -388,7 +391,7 @@ impl crate::KvApi for GrpcClient {
         let request = pb::PutRequest::from_native(key, value, if_absent);
         let response = self
             .call(
-                runtime::CallKind::Command,
+                runtime::codegen::CallKind::Command,
                 request,
                 |channel, request| async move {
                     pb::kv_client::KvClient::new(channel).put(request).await
@@ -396,14 +399,16 @@ impl crate::KvApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
+        response
+            .into_native()
+            .map_err(|e| runtime::codegen::Failure::Transport(e).into())
     }
 
     async fn delete(&self, key: String) -> Result<bool, crate::KvCallError> {
         let request = pb::DeleteRequest::from_native(key);
         let response = self
             .call(
-                runtime::CallKind::Command,
+                runtime::codegen::CallKind::Command,
                 request,
                 |channel, request| async move {
                     pb::kv_client::KvClient::new(channel).delete(request).await
@@ -411,7 +416,9 @@ impl crate::KvApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
+        response
+            .into_native()
+            .map_err(|e| runtime::codegen::Failure::Transport(e).into())
     }
 
     async fn compare_and_swap(
@@ -427,7 +434,7 @@ impl crate::KvApi for GrpcClient {
         );
         let response = self
             .call(
-                runtime::CallKind::Command,
+                runtime::codegen::CallKind::Command,
                 request,
                 |channel, request| async move {
                     pb::kv_client::KvClient::new(channel).compare_and_swap(request).await
@@ -435,7 +442,9 @@ impl crate::KvApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
+        response
+            .into_native()
+            .map_err(|e| runtime::codegen::Failure::Transport(e).into())
     }
 
     async fn get(
@@ -445,7 +454,7 @@ impl crate::KvApi for GrpcClient {
         let request = pb::GetRequest::from_native(key);
         let response = self
             .call(
-                runtime::CallKind::Query,
+                runtime::codegen::CallKind::Query,
                 request,
                 |channel, request| async move {
                     pb::kv_client::KvClient::new(channel).get(request).await
@@ -453,7 +462,9 @@ impl crate::KvApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
+        response
+            .into_native()
+            .map_err(|e| runtime::codegen::Failure::Transport(e).into())
     }
 
     async fn range(
@@ -464,7 +475,7 @@ impl crate::KvApi for GrpcClient {
         let request = pb::RangeRequest::from_native(prefix, limit);
         let response = self
             .call(
-                runtime::CallKind::Query,
+                runtime::codegen::CallKind::Query,
                 request,
                 |channel, request| async move {
                     pb::kv_client::KvClient::new(channel).range(request).await
@@ -472,7 +483,9 @@ impl crate::KvApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
+        response
+            .into_native()
+            .map_err(|e| runtime::codegen::Failure::Transport(e).into())
     }
 
     async fn append(
@@ -483,7 +496,7 @@ impl crate::KvApi for GrpcClient {
         let request = pb::AppendRequest::from_native(key, suffix);
         let response = self
             .call(
-                runtime::CallKind::Command,
+                runtime::codegen::CallKind::Command,
                 request,
                 |channel, request| async move {
                     pb::kv_client::KvClient::new(channel).append(request).await
@@ -491,7 +504,9 @@ impl crate::KvApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
+        response
+            .into_native()
+            .map_err(|e| runtime::codegen::Failure::Transport(e).into())
     }
 }
 
@@ -499,12 +514,12 @@ impl crate::KvApi for GrpcClient {
 /// `grpcurl` works; over TLS when the listener has it) until `shutdown` resolves.
 /// Requests larger than `max_message_size` bytes are refused with `RESOURCE_EXHAUSTED`.
 pub async fn serve<A: crate::KvApi + 'static>(
-    listener: impl Into<runtime::server::Listener>,
+    listener: impl Into<runtime::codegen::Listener>,
     api: Arc<A>,
     max_message_size: usize,
     shutdown: impl ::std::future::Future<Output = ()> + Send,
-) -> Result<(), runtime::server::ServeError> {
-    runtime::server::serve_grpc(
+) -> Result<(), runtime::codegen::ServeError> {
+    runtime::codegen::serve_grpc(
             listener,
             GrpcService::new(api).into_server(max_message_size),
             FILE_DESCRIPTOR_SET,

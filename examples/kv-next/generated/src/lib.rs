@@ -39,5 +39,11 @@ pub use command::*;
 pub use dispatcher::*;
 pub use types::*;
 
-pub use runtime::CallKind;
-pub use runtime::service::{ApplyContext, Duration, OpInfo, ParseDurationError, UnknownVariant};
+pub use runtime::codegen::CallKind;
+pub use runtime::codegen::{ApplyContext, Duration, OpInfo, ParseDurationError, UnknownVariant};
+
+// What the types are made of and what runs them, so an application depends on this crate alone
+// (`kv_next_generated::runtime::cli::main`, `kv_next_generated::rust_decimal::Decimal`).
+pub use chrono;
+pub use runtime;
+pub use rust_decimal;

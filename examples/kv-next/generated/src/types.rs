@@ -46,7 +46,7 @@ impl KvError {
     }
 }
 
-impl runtime::error::DomainError for KvError {
+impl runtime::codegen::DomainError for KvError {
     fn kind(&self) -> &'static str {
         KvError::kind(self)
     }
@@ -77,14 +77,14 @@ impl runtime::error::DomainError for KvError {
 }
 
 /// How a call to a `Kv` operation fails: the service refused it with a [`KvError`], or the call failed on its way (transport, redirect, deadline, internal).
-pub type KvCallError = runtime::error::CallError<KvError>;
+pub type KvCallError = runtime::codegen::CallError<KvError>;
 
 /// How a `KvService` method fails: a [`KvError`] (rolled back and answered), or a fault of the machine (the replica stops rather than diverge).
-pub type KvServiceError = runtime::error::ServiceError<KvError>;
+pub type KvServiceError = runtime::codegen::ServiceError<KvError>;
 
 impl From<KvError> for KvCallError {
     fn from(e: KvError) -> Self {
-        runtime::error::CallError::Domain(e)
+        runtime::codegen::CallError::Domain(e)
     }
 }
 

@@ -3,7 +3,7 @@
 //! The application adapters: what an application implements to run the service on SQLite,
 //! and the in-process, local-sink and replicated forms built on it.
 use std::sync::Arc;
-use runtime::rusqlite::Connection;
+use runtime::codegen::rusqlite::Connection;
 
 /// What an application implements to run the `Kv` service on SQLite: its tables, its `KvService` over a connection, and a digest of its state. The in-process variants ([`Direct`], the local sink) and the Raft state machine all run on it.
 pub trait KvStore: Send + Sync + 'static {
@@ -34,7 +34,7 @@ pub trait KvStore: Send + Sync + 'static {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct KvApp<St>(pub St);
 
-impl<St: KvStore> runtime::raft::state_machine::Application for KvApp<St> {
+impl<St: KvStore> runtime::codegen::Application for KvApp<St> {
     fn init(&self, conn: &Connection) -> Result<(), String> {
         self.0.init(conn)
     }
@@ -44,7 +44,7 @@ impl<St: KvStore> runtime::raft::state_machine::Application for KvApp<St> {
         conn: &Connection,
         ctx: &crate::ApplyContext,
         command: &[u8],
-    ) -> Result<runtime::raft::types::Applied, String> {
+    ) -> Result<runtime::codegen::Applied, String> {
         let command = crate::KvCommand::decode(command)
             .map_err(|e| {
                 format!(
@@ -52,10 +52,10 @@ impl<St: KvStore> runtime::raft::state_machine::Application for KvApp<St> {
                     crate ::SCHEMA_VERSION
                 )
             })?;
-        let result: Result<crate::KvReply, crate::KvCallError> = match runtime::service::check_kind(
+        let result: Result<crate::KvReply, crate::KvCallError> = match runtime::codegen::check_kind(
             command.name(),
             command.kind(),
-            runtime::CallKind::Command,
+            runtime::codegen::CallKind::Command,
         ) {
             Err(refused) => Err(refused.into()),
             Ok(()) => {
@@ -68,12 +68,14 @@ impl<St: KvStore> runtime::raft::state_machine::Application for KvApp<St> {
                     )
                 {
                     Ok(reply) => Ok(reply),
-                    Err(runtime::error::ServiceError::Domain(e)) => Err(e.into()),
-                    Err(runtime::error::ServiceError::Fault(fault)) => return Err(fault),
+                    Err(runtime::codegen::ServiceError::Domain(e)) => Err(e.into()),
+                    Err(runtime::codegen::ServiceError::Fault(fault)) => {
+                        return Err(fault);
+                    }
                 }
             }
         };
-        Ok(runtime::raft::types::Applied {
+        Ok(runtime::codegen::Applied {
             ok: result.is_ok(),
             reply: crate::encode_reply(&result),
         })
@@ -82,7 +84,7 @@ impl<St: KvStore> runtime::raft::state_machine::Application for KvApp<St> {
     fn query(&self, conn: &Connection, query: &[u8]) -> Vec<u8> {
         let result: Result<crate::KvReply, crate::KvCallError> = match crate::KvCommand::decode_as(
             query,
-            runtime::CallKind::Query,
+            runtime::codegen::CallKind::Query,
         ) {
             Err(refused) => Err(refused.into()),
             Ok(query) => {
@@ -98,19 +100,20 @@ impl<St: KvStore> runtime::raft::state_machine::Application for KvApp<St> {
         self.0.digest(conn)
     }
 
-    fn admit(&self, command: &[u8]) -> Result<(), runtime::error::Failure> {
-        crate::KvCommand::decode_as(command, runtime::CallKind::Command).map(drop)
+    fn admit(&self, command: &[u8]) -> Result<(), runtime::codegen::Failure> {
+        crate::KvCommand::decode_as(command, runtime::codegen::CallKind::Command)
+            .map(drop)
     }
 
-    fn schema(&self) -> runtime::version::Schema {
-        runtime::version::Schema::new(crate::SCHEMA_VERSION, crate::OPERATIONS)
+    fn schema(&self) -> runtime::codegen::Schema {
+        runtime::codegen::Schema::new(crate::SCHEMA_VERSION, crate::OPERATIONS)
     }
 }
 
-/// `KvApi` in process (`runtime::local::Direct` over a [`KvStore`]): every call goes straight to the store's `KvService`, each command in its own transaction.
-pub use runtime::local::Direct;
+/// `KvApi` in process (`runtime::codegen::Direct` over a [`KvStore`]): every call goes straight to the store's `KvService`, each command in its own transaction.
+pub use runtime::codegen::Direct;
 
-impl<St: KvStore> crate::KvApi for runtime::local::Direct<St> {
+impl<St: KvStore> crate::KvApi for runtime::codegen::Direct<St> {
     async fn put(&self, key: String, value: String) -> Result<u64, crate::KvCallError> {
         self.command(|conn, store, ctx| {
             store.command(conn, ctx, |s| s.put(ctx, key, value))
@@ -156,44 +159,44 @@ impl<St: KvStore> crate::KvApi for runtime::local::Direct<St> {
 /// The generated `Collector` over a local sink: every call encoded, applied through
 /// [`#app`] in its own transaction, and its reply decoded, all in process.
 pub fn local<St: KvStore>(
-    db: runtime::local::LocalDb,
+    db: runtime::codegen::LocalDb,
     store: St,
-) -> crate::Collector<runtime::local::LocalSink<KvApp<St>>> {
-    crate::Collector::new(runtime::local::LocalSink::new(db, KvApp(store)))
+) -> crate::Collector<runtime::codegen::LocalSink<KvApp<St>>> {
+    crate::Collector::new(runtime::codegen::LocalSink::new(db, KvApp(store)))
 }
 
-/// The `Kv` service as a node host runs it (`runtime::host::run`): the store's application in the state machine, and the gRPC and JSON-RPC servers of its replicated API.
+/// The `Kv` service as a node host runs it (`runtime::codegen::run_host`): the store's application in the state machine, and the gRPC and JSON-RPC servers of its replicated API.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct KvNode<St>(pub St);
 
-impl<St: KvStore + Clone> runtime::host::HostedService for KvNode<St> {
+impl<St: KvStore + Clone> runtime::codegen::HostedService for KvNode<St> {
     fn name(&self) -> &'static str {
         "kv"
     }
 
-    fn application(&self) -> Arc<dyn runtime::raft::state_machine::Application> {
+    fn application(&self) -> Arc<dyn runtime::codegen::Application> {
         Arc::new(KvApp(self.0.clone()))
     }
 
     fn serve(
         &self,
-        protocol: runtime::host::Protocol,
-        listener: runtime::server::Listener,
-        node: Arc<runtime::raft::node::RaftNode>,
-        level: runtime::call::ReadLevel,
-        shutdown: runtime::host::Shutdown,
-    ) -> runtime::host::Serving {
+        protocol: runtime::codegen::Protocol,
+        listener: runtime::codegen::Listener,
+        node: Arc<runtime::codegen::RaftNode>,
+        level: runtime::codegen::ReadLevel,
+        shutdown: runtime::codegen::Shutdown,
+    ) -> runtime::codegen::Serving {
         let api = Arc::new(replicated(node, level));
-        let max = runtime::host::MAX_API_MESSAGE;
+        let max = runtime::codegen::MAX_API_MESSAGE;
         match protocol {
-            runtime::host::Protocol::Grpc => {
+            runtime::codegen::Protocol::Grpc => {
                 Box::pin(async move {
                     crate::grpc::serve(listener, api, max, shutdown)
                         .await
                         .map_err(|e| e.to_string())
                 })
             }
-            runtime::host::Protocol::JsonRpc => {
+            runtime::codegen::Protocol::JsonRpc => {
                 Box::pin(async move {
                     crate::jsonrpc::serve(listener, api, max, shutdown)
                         .await
@@ -207,8 +210,8 @@ impl<St: KvStore + Clone> runtime::host::HostedService for KvNode<St> {
 /// The API of the replicated service on a node: commands into its Raft log, queries at
 /// `level` (unless a call asks for another). What the node's gRPC and JSON-RPC servers serve.
 pub fn replicated(
-    node: Arc<runtime::raft::node::RaftNode>,
-    level: runtime::call::ReadLevel,
-) -> crate::Collector<runtime::sink::RaftSink> {
-    crate::Collector::new(runtime::sink::RaftSink::new(node, level))
+    node: Arc<runtime::codegen::RaftNode>,
+    level: runtime::codegen::ReadLevel,
+) -> crate::Collector<runtime::codegen::RaftSink> {
+    crate::Collector::new(runtime::codegen::RaftSink::new(node, level))
 }

@@ -3,100 +3,100 @@
 //! The `call` command: one subcommand per operation, a flag per parameter (see
 //! `runtime::cli`).
 /// Every operation, as the `call` command shows it.
-pub const OPERATIONS: &[runtime::cli::OpSpec] = &[
-    runtime::cli::OpSpec {
+pub const OPERATIONS: &[runtime::codegen::OpSpec] = &[
+    runtime::codegen::OpSpec {
         name: "put",
-        kind: runtime::CallKind::Command,
+        kind: runtime::codegen::CallKind::Command,
         doc: "Set a key's value; returns the new store revision.",
         params: &[
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "key",
                 ty: "string",
-                wire: runtime::cli::Wire::Text,
+                wire: runtime::codegen::Wire::Text,
                 required: true,
                 doc: "Not empty.",
             },
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "value",
                 ty: "string",
-                wire: runtime::cli::Wire::Text,
+                wire: runtime::codegen::Wire::Text,
                 required: true,
                 doc: "",
             },
         ],
     },
-    runtime::cli::OpSpec {
+    runtime::codegen::OpSpec {
         name: "delete",
-        kind: runtime::CallKind::Command,
+        kind: runtime::codegen::CallKind::Command,
         doc: "Remove a key; returns whether it existed.",
         params: &[
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "key",
                 ty: "string",
-                wire: runtime::cli::Wire::Text,
+                wire: runtime::codegen::Wire::Text,
                 required: true,
                 doc: "",
             },
         ],
     },
-    runtime::cli::OpSpec {
+    runtime::codegen::OpSpec {
         name: "compare_and_swap",
-        kind: runtime::CallKind::Command,
+        kind: runtime::codegen::CallKind::Command,
         doc: "Set a key's value only if its revision is `expected_revision` (0 = the key must not exist); returns the new store revision.",
         params: &[
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "key",
                 ty: "string",
-                wire: runtime::cli::Wire::Text,
+                wire: runtime::codegen::Wire::Text,
                 required: true,
                 doc: "Not empty.",
             },
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "expected_revision",
                 ty: "u64",
-                wire: runtime::cli::Wire::Scalar,
+                wire: runtime::codegen::Wire::Scalar,
                 required: true,
                 doc: "",
             },
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "value",
                 ty: "string",
-                wire: runtime::cli::Wire::Text,
+                wire: runtime::codegen::Wire::Text,
                 required: true,
                 doc: "",
             },
         ],
     },
-    runtime::cli::OpSpec {
+    runtime::codegen::OpSpec {
         name: "get",
-        kind: runtime::CallKind::Query,
+        kind: runtime::codegen::CallKind::Query,
         doc: "A key's entry, if it exists.",
         params: &[
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "key",
                 ty: "string",
-                wire: runtime::cli::Wire::Text,
+                wire: runtime::codegen::Wire::Text,
                 required: true,
                 doc: "",
             },
         ],
     },
-    runtime::cli::OpSpec {
+    runtime::codegen::OpSpec {
         name: "range",
-        kind: runtime::CallKind::Query,
+        kind: runtime::codegen::CallKind::Query,
         doc: "The entries whose keys start with `prefix`, in key order.",
         params: &[
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "prefix",
                 ty: "string",
-                wire: runtime::cli::Wire::Text,
+                wire: runtime::codegen::Wire::Text,
                 required: false,
                 doc: "",
             },
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "limit",
                 ty: "u32",
-                wire: runtime::cli::Wire::Scalar,
+                wire: runtime::codegen::Wire::Scalar,
                 required: false,
                 doc: "1 to 10000.",
             },
@@ -105,13 +105,13 @@ pub const OPERATIONS: &[runtime::cli::OpSpec] = &[
 ];
 
 /// The `call` command (clap): one subcommand per operation.
-pub fn command() -> runtime::cli::clap::Command {
-    runtime::cli::command("Kv", OPERATIONS)
+pub fn command() -> runtime::codegen::clap::Command {
+    runtime::codegen::cli_command("Kv", OPERATIONS)
 }
 
 /// The whole `<binary> call …` subcommand: `args` are what follows `call`.
 pub fn main(binary: &str, args: Vec<String>) -> ::std::process::ExitCode {
-    runtime::cli::run_blocking(
+    runtime::codegen::run_blocking(
         binary,
         command(),
         args,
@@ -121,33 +121,35 @@ pub fn main(binary: &str, args: Vec<String>) -> ::std::process::ExitCode {
 
 /// Sends the call `matches` holds (from [`command`]) and says what to print and exit
 /// with.
-pub async fn run(matches: &runtime::cli::clap::ArgMatches) -> runtime::cli::Output {
-    let call = match runtime::cli::Call::parse(OPERATIONS, matches) {
+pub async fn run(
+    matches: &runtime::codegen::clap::ArgMatches,
+) -> runtime::codegen::Output {
+    let call = match runtime::codegen::Call::parse(OPERATIONS, matches) {
         Ok(call) => call,
-        Err(e) => return runtime::cli::Output::usage(e),
+        Err(e) => return runtime::codegen::Output::usage(e),
     };
     let command = match crate::KvCommand::from_params(
         call.operation.name,
         Some(call.params.clone()),
     ) {
         Ok(command) => command,
-        Err(e) => return runtime::cli::Output::usage(e),
+        Err(e) => return runtime::codegen::Output::usage(e),
     };
     let reply = match call.transport {
-        runtime::cli::Transport::Grpc => {
+        runtime::codegen::Transport::Grpc => {
             match call.grpc_client().await {
                 Ok(client) => crate::invoke(&client, command).await,
-                Err(failure) => Err(runtime::error::CallError::Failure(failure)),
+                Err(failure) => Err(runtime::codegen::CallError::Failure(failure)),
             }
         }
-        runtime::cli::Transport::JsonRpc => {
+        runtime::codegen::Transport::JsonRpc => {
             match call.jsonrpc_client() {
                 Ok(client) => crate::invoke(&client, command).await,
-                Err(failure) => Err(runtime::error::CallError::Failure(failure)),
+                Err(failure) => Err(runtime::codegen::CallError::Failure(failure)),
             }
         }
     };
     let value = reply
-        .and_then(|r| r.into_value().map_err(runtime::error::CallError::Failure));
-    runtime::cli::Output::of(value, call.json)
+        .and_then(|r| r.into_value().map_err(runtime::codegen::CallError::Failure));
+    runtime::codegen::Output::of(value, call.json)
 }

@@ -10,31 +10,31 @@ pub const OPERATIONS: &[crate::OpInfo] = &[
     crate::OpInfo {
         name: "put",
         tag: 1,
-        kind: runtime::CallKind::Command,
+        kind: runtime::codegen::CallKind::Command,
         params: &["key", "value"],
     },
     crate::OpInfo {
         name: "delete",
         tag: 2,
-        kind: runtime::CallKind::Command,
+        kind: runtime::codegen::CallKind::Command,
         params: &["key"],
     },
     crate::OpInfo {
         name: "compare_and_swap",
         tag: 3,
-        kind: runtime::CallKind::Command,
+        kind: runtime::codegen::CallKind::Command,
         params: &["key", "expected_revision", "value"],
     },
     crate::OpInfo {
         name: "get",
         tag: 4,
-        kind: runtime::CallKind::Query,
+        kind: runtime::codegen::CallKind::Query,
         params: &["key"],
     },
     crate::OpInfo {
         name: "range",
         tag: 5,
-        kind: runtime::CallKind::Query,
+        kind: runtime::codegen::CallKind::Query,
         params: &["prefix", "limit"],
     },
 ];
@@ -97,20 +97,20 @@ impl KvCommand {
     }
 
     /// Command (goes through the log) or query.
-    pub fn kind(&self) -> runtime::CallKind {
+    pub fn kind(&self) -> runtime::codegen::CallKind {
         match self {
-            KvCommand::Put { .. } => runtime::CallKind::Command,
-            KvCommand::Delete { .. } => runtime::CallKind::Command,
-            KvCommand::CompareAndSwap { .. } => runtime::CallKind::Command,
-            KvCommand::Get { .. } => runtime::CallKind::Query,
-            KvCommand::Range { .. } => runtime::CallKind::Query,
+            KvCommand::Put { .. } => runtime::codegen::CallKind::Command,
+            KvCommand::Delete { .. } => runtime::codegen::CallKind::Command,
+            KvCommand::CompareAndSwap { .. } => runtime::codegen::CallKind::Command,
+            KvCommand::Get { .. } => runtime::codegen::CallKind::Query,
+            KvCommand::Range { .. } => runtime::codegen::CallKind::Query,
         }
     }
 
     /// The serialized form (see the type's documentation).
-    pub fn encode(&self) -> Result<Vec<u8>, runtime::error::Failure> {
+    pub fn encode(&self) -> Result<Vec<u8>, runtime::codegen::Failure> {
         serde_json::to_vec(self)
-            .map_err(|e| runtime::error::Failure::Internal(
+            .map_err(|e| runtime::codegen::Failure::Internal(
                 format!("cannot encode command: {e}"),
             ))
     }
@@ -119,17 +119,17 @@ impl KvCommand {
     /// is a `Transport` failure.
     pub fn decode_as(
         bytes: &[u8],
-        kind: runtime::CallKind,
-    ) -> Result<Self, runtime::error::Failure> {
+        kind: runtime::codegen::CallKind,
+    ) -> Result<Self, runtime::codegen::Failure> {
         let command = Self::decode(bytes)?;
-        runtime::service::check_kind(command.name(), command.kind(), kind)?;
+        runtime::codegen::check_kind(command.name(), command.kind(), kind)?;
         Ok(command)
     }
 
     /// Parses the serialized form; a malformed command is a `Transport` error.
-    pub fn decode(bytes: &[u8]) -> Result<Self, runtime::error::Failure> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, runtime::codegen::Failure> {
         serde_json::from_slice(bytes)
-            .map_err(|e| runtime::error::Failure::Transport(
+            .map_err(|e| runtime::codegen::Failure::Transport(
                 format!("malformed command: {e}"),
             ))
     }
@@ -163,7 +163,7 @@ impl KvReply {
     }
 
     /// The result value alone, as JSON (what JSON-RPC returns).
-    pub fn into_value(self) -> Result<serde_json::Value, runtime::error::Failure> {
+    pub fn into_value(self) -> Result<serde_json::Value, runtime::codegen::Failure> {
         match self {
             KvReply::Put(v) => serde_json::to_value(v),
             KvReply::Delete(v) => serde_json::to_value(v),
@@ -171,7 +171,7 @@ impl KvReply {
             KvReply::Get(v) => serde_json::to_value(v),
             KvReply::Range(v) => serde_json::to_value(v),
         }
-            .map_err(|e| runtime::error::Failure::Internal(
+            .map_err(|e| runtime::codegen::Failure::Internal(
                 format!("cannot encode result: {e}"),
             ))
     }
@@ -180,11 +180,11 @@ impl KvReply {
     pub fn from_value(
         name: &str,
         value: serde_json::Value,
-    ) -> Result<Self, runtime::error::Failure> {
+    ) -> Result<Self, runtime::codegen::Failure> {
         let mut object = serde_json::Map::new();
         object.insert(name.to_string(), value);
         serde_json::from_value(serde_json::Value::Object(object))
-            .map_err(|e| runtime::error::Failure::Transport(
+            .map_err(|e| runtime::codegen::Failure::Transport(
                 format!("malformed result of `{name}`: {e}"),
             ))
     }
@@ -198,14 +198,14 @@ impl KvCommand {
         name: &str,
         params: Option<serde_json::Value>,
     ) -> Result<Self, String> {
-        runtime::service::command_from_params(OPERATIONS, name, params)
+        runtime::codegen::command_from_params(OPERATIONS, name, params)
     }
 
     /// The named arguments as a JSON object (what a JSON-RPC client sends).
     pub fn into_params(
         self,
-    ) -> Result<serde_json::Map<String, serde_json::Value>, runtime::error::Failure> {
-        runtime::service::command_params(&self)
+    ) -> Result<serde_json::Map<String, serde_json::Value>, runtime::codegen::Failure> {
+        runtime::codegen::command_params(&self)
     }
 }
 
@@ -232,15 +232,15 @@ pub async fn invoke<A: crate::KvApi + ?Sized>(
 
 /// Serializes the outcome of a call (see [`KvReply`]).
 pub fn encode_reply(reply: &Result<KvReply, crate::KvCallError>) -> Vec<u8> {
-    runtime::service::encode_reply(reply)
+    runtime::codegen::encode_reply(reply)
 }
 
 /// A failure of the runtime (transport, redirect, node) as a serialized `Err` reply.
-pub fn encode_failure(failure: &runtime::error::Failure) -> Vec<u8> {
+pub fn encode_failure(failure: &runtime::codegen::Failure) -> Vec<u8> {
     encode_reply(&Err(failure.clone().into()))
 }
 
 /// Parses the outcome of a call; a malformed reply is a `Transport` error.
 pub fn decode_reply(bytes: &[u8]) -> Result<KvReply, crate::KvCallError> {
-    runtime::service::decode_reply(bytes)
+    runtime::codegen::decode_reply(bytes)
 }

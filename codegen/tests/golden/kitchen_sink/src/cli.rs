@@ -3,78 +3,78 @@
 //! The `call` command: one subcommand per operation, a flag per parameter (see
 //! `runtime::cli`).
 /// Every operation, as the `call` command shows it.
-pub const OPERATIONS: &[runtime::cli::OpSpec] = &[
-    runtime::cli::OpSpec {
+pub const OPERATIONS: &[runtime::codegen::OpSpec] = &[
+    runtime::codegen::OpSpec {
         name: "put_everything",
-        kind: runtime::CallKind::Command,
+        kind: runtime::codegen::CallKind::Command,
         doc: "A command taking a struct.",
         params: &[
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "value",
                 ty: "Everything",
-                wire: runtime::cli::Wire::Json,
+                wire: runtime::codegen::Wire::Json,
                 required: true,
                 doc: "",
             },
         ],
     },
-    runtime::cli::OpSpec {
+    runtime::codegen::OpSpec {
         name: "reset",
-        kind: runtime::CallKind::Command,
+        kind: runtime::codegen::CallKind::Command,
         doc: "Deprecated. A command with no parameters and no result.",
         params: &[],
     },
-    runtime::cli::OpSpec {
+    runtime::codegen::OpSpec {
         name: "find",
-        kind: runtime::CallKind::Query,
+        kind: runtime::codegen::CallKind::Query,
         doc: "",
         params: &[
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "flag",
                 ty: "bool",
-                wire: runtime::cli::Wire::Scalar,
+                wire: runtime::codegen::Wire::Scalar,
                 required: false,
                 doc: "",
             },
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "small",
                 ty: "i32",
-                wire: runtime::cli::Wire::Scalar,
+                wire: runtime::codegen::Wire::Scalar,
                 required: false,
                 doc: "",
             },
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "ratio",
                 ty: "f64",
-                wire: runtime::cli::Wire::Scalar,
+                wire: runtime::codegen::Wire::Scalar,
                 required: false,
                 doc: "",
             },
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "label",
                 ty: "string",
-                wire: runtime::cli::Wire::Text,
+                wire: runtime::codegen::Wire::Text,
                 required: false,
                 doc: "",
             },
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "money",
                 ty: "decimal",
-                wire: runtime::cli::Wire::Text,
+                wire: runtime::codegen::Wire::Text,
                 required: false,
                 doc: "",
             },
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "level",
                 ty: "Level",
-                wire: runtime::cli::Wire::Text,
+                wire: runtime::codegen::Wire::Text,
                 required: false,
                 doc: "",
             },
-            runtime::cli::ParamSpec {
+            runtime::codegen::ParamSpec {
                 name: "maybe",
                 ty: "option<u64>",
-                wire: runtime::cli::Wire::Scalar,
+                wire: runtime::codegen::Wire::Scalar,
                 required: false,
                 doc: "Deprecated.",
             },
@@ -83,13 +83,13 @@ pub const OPERATIONS: &[runtime::cli::OpSpec] = &[
 ];
 
 /// The `call` command (clap): one subcommand per operation.
-pub fn command() -> runtime::cli::clap::Command {
-    runtime::cli::command("KitchenSink", OPERATIONS)
+pub fn command() -> runtime::codegen::clap::Command {
+    runtime::codegen::cli_command("KitchenSink", OPERATIONS)
 }
 
 /// The whole `<binary> call …` subcommand: `args` are what follows `call`.
 pub fn main(binary: &str, args: Vec<String>) -> ::std::process::ExitCode {
-    runtime::cli::run_blocking(
+    runtime::codegen::run_blocking(
         binary,
         command(),
         args,
@@ -99,33 +99,35 @@ pub fn main(binary: &str, args: Vec<String>) -> ::std::process::ExitCode {
 
 /// Sends the call `matches` holds (from [`command`]) and says what to print and exit
 /// with.
-pub async fn run(matches: &runtime::cli::clap::ArgMatches) -> runtime::cli::Output {
-    let call = match runtime::cli::Call::parse(OPERATIONS, matches) {
+pub async fn run(
+    matches: &runtime::codegen::clap::ArgMatches,
+) -> runtime::codegen::Output {
+    let call = match runtime::codegen::Call::parse(OPERATIONS, matches) {
         Ok(call) => call,
-        Err(e) => return runtime::cli::Output::usage(e),
+        Err(e) => return runtime::codegen::Output::usage(e),
     };
     let command = match crate::KitchenSinkCommand::from_params(
         call.operation.name,
         Some(call.params.clone()),
     ) {
         Ok(command) => command,
-        Err(e) => return runtime::cli::Output::usage(e),
+        Err(e) => return runtime::codegen::Output::usage(e),
     };
     let reply = match call.transport {
-        runtime::cli::Transport::Grpc => {
+        runtime::codegen::Transport::Grpc => {
             match call.grpc_client().await {
                 Ok(client) => crate::invoke(&client, command).await,
-                Err(failure) => Err(runtime::error::CallError::Failure(failure)),
+                Err(failure) => Err(runtime::codegen::CallError::Failure(failure)),
             }
         }
-        runtime::cli::Transport::JsonRpc => {
+        runtime::codegen::Transport::JsonRpc => {
             match call.jsonrpc_client() {
                 Ok(client) => crate::invoke(&client, command).await,
-                Err(failure) => Err(runtime::error::CallError::Failure(failure)),
+                Err(failure) => Err(runtime::codegen::CallError::Failure(failure)),
             }
         }
     };
     let value = reply
-        .and_then(|r| r.into_value().map_err(runtime::error::CallError::Failure));
-    runtime::cli::Output::of(value, call.json)
+        .and_then(|r| r.into_value().map_err(runtime::codegen::CallError::Failure));
+    runtime::codegen::Output::of(value, call.json)
 }

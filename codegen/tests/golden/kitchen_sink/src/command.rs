@@ -10,19 +10,19 @@ pub const OPERATIONS: &[crate::OpInfo] = &[
     crate::OpInfo {
         name: "put_everything",
         tag: 1,
-        kind: runtime::CallKind::Command,
+        kind: runtime::codegen::CallKind::Command,
         params: &["value"],
     },
     crate::OpInfo {
         name: "reset",
         tag: 2,
-        kind: runtime::CallKind::Command,
+        kind: runtime::codegen::CallKind::Command,
         params: &[],
     },
     crate::OpInfo {
         name: "find",
         tag: 3,
-        kind: runtime::CallKind::Query,
+        kind: runtime::codegen::CallKind::Query,
         params: &["flag", "small", "ratio", "label", "money", "level", "maybe"],
     },
 ];
@@ -97,18 +97,20 @@ impl KitchenSinkCommand {
     }
 
     /// Command (goes through the log) or query.
-    pub fn kind(&self) -> runtime::CallKind {
+    pub fn kind(&self) -> runtime::codegen::CallKind {
         match self {
-            KitchenSinkCommand::PutEverything { .. } => runtime::CallKind::Command,
-            KitchenSinkCommand::Reset { .. } => runtime::CallKind::Command,
-            KitchenSinkCommand::Find { .. } => runtime::CallKind::Query,
+            KitchenSinkCommand::PutEverything { .. } => {
+                runtime::codegen::CallKind::Command
+            }
+            KitchenSinkCommand::Reset { .. } => runtime::codegen::CallKind::Command,
+            KitchenSinkCommand::Find { .. } => runtime::codegen::CallKind::Query,
         }
     }
 
     /// The serialized form (see the type's documentation).
-    pub fn encode(&self) -> Result<Vec<u8>, runtime::error::Failure> {
+    pub fn encode(&self) -> Result<Vec<u8>, runtime::codegen::Failure> {
         serde_json::to_vec(self)
-            .map_err(|e| runtime::error::Failure::Internal(
+            .map_err(|e| runtime::codegen::Failure::Internal(
                 format!("cannot encode command: {e}"),
             ))
     }
@@ -117,17 +119,17 @@ impl KitchenSinkCommand {
     /// is a `Transport` failure.
     pub fn decode_as(
         bytes: &[u8],
-        kind: runtime::CallKind,
-    ) -> Result<Self, runtime::error::Failure> {
+        kind: runtime::codegen::CallKind,
+    ) -> Result<Self, runtime::codegen::Failure> {
         let command = Self::decode(bytes)?;
-        runtime::service::check_kind(command.name(), command.kind(), kind)?;
+        runtime::codegen::check_kind(command.name(), command.kind(), kind)?;
         Ok(command)
     }
 
     /// Parses the serialized form; a malformed command is a `Transport` error.
-    pub fn decode(bytes: &[u8]) -> Result<Self, runtime::error::Failure> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, runtime::codegen::Failure> {
         serde_json::from_slice(bytes)
-            .map_err(|e| runtime::error::Failure::Transport(
+            .map_err(|e| runtime::codegen::Failure::Transport(
                 format!("malformed command: {e}"),
             ))
     }
@@ -155,13 +157,13 @@ impl KitchenSinkReply {
     }
 
     /// The result value alone, as JSON (what JSON-RPC returns).
-    pub fn into_value(self) -> Result<serde_json::Value, runtime::error::Failure> {
+    pub fn into_value(self) -> Result<serde_json::Value, runtime::codegen::Failure> {
         match self {
             KitchenSinkReply::PutEverything(v) => serde_json::to_value(v),
             KitchenSinkReply::Reset(v) => serde_json::to_value(v),
             KitchenSinkReply::Find(v) => serde_json::to_value(v),
         }
-            .map_err(|e| runtime::error::Failure::Internal(
+            .map_err(|e| runtime::codegen::Failure::Internal(
                 format!("cannot encode result: {e}"),
             ))
     }
@@ -170,11 +172,11 @@ impl KitchenSinkReply {
     pub fn from_value(
         name: &str,
         value: serde_json::Value,
-    ) -> Result<Self, runtime::error::Failure> {
+    ) -> Result<Self, runtime::codegen::Failure> {
         let mut object = serde_json::Map::new();
         object.insert(name.to_string(), value);
         serde_json::from_value(serde_json::Value::Object(object))
-            .map_err(|e| runtime::error::Failure::Transport(
+            .map_err(|e| runtime::codegen::Failure::Transport(
                 format!("malformed result of `{name}`: {e}"),
             ))
     }
@@ -188,14 +190,14 @@ impl KitchenSinkCommand {
         name: &str,
         params: Option<serde_json::Value>,
     ) -> Result<Self, String> {
-        runtime::service::command_from_params(OPERATIONS, name, params)
+        runtime::codegen::command_from_params(OPERATIONS, name, params)
     }
 
     /// The named arguments as a JSON object (what a JSON-RPC client sends).
     pub fn into_params(
         self,
-    ) -> Result<serde_json::Map<String, serde_json::Value>, runtime::error::Failure> {
-        runtime::service::command_params(&self)
+    ) -> Result<serde_json::Map<String, serde_json::Value>, runtime::codegen::Failure> {
+        runtime::codegen::command_params(&self)
     }
 }
 
@@ -222,11 +224,11 @@ pub async fn invoke<A: crate::KitchenSinkApi + ?Sized>(
 pub fn encode_reply(
     reply: &Result<KitchenSinkReply, crate::KitchenSinkCallError>,
 ) -> Vec<u8> {
-    runtime::service::encode_reply(reply)
+    runtime::codegen::encode_reply(reply)
 }
 
 /// A failure of the runtime (transport, redirect, node) as a serialized `Err` reply.
-pub fn encode_failure(failure: &runtime::error::Failure) -> Vec<u8> {
+pub fn encode_failure(failure: &runtime::codegen::Failure) -> Vec<u8> {
     encode_reply(&Err(failure.clone().into()))
 }
 
@@ -234,5 +236,5 @@ pub fn encode_failure(failure: &runtime::error::Failure) -> Vec<u8> {
 pub fn decode_reply(
     bytes: &[u8],
 ) -> Result<KitchenSinkReply, crate::KitchenSinkCallError> {
-    runtime::service::decode_reply(bytes)
+    runtime::codegen::decode_reply(bytes)
 }

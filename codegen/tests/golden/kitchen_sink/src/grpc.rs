@@ -27,7 +27,7 @@ pub use descriptor::FILE_DESCRIPTOR_SET;
 /// The fully qualified gRPC service name.
 pub const SERVICE_NAME: &str = "kitchen_sink.v1.KitchenSink";
 
-pub use runtime::codes::ERROR_KIND_KEY;
+pub use runtime::codegen::ERROR_KIND_KEY;
 
 fn level_to_pb(v: crate::Level) -> i32 {
     match v {
@@ -80,10 +80,10 @@ impl TryFrom<pb::Everything> for crate::Everything {
             ratio: Ok::<_, String>(v.ratio)?,
             label: Ok::<_, String>(v.label)?,
             blob: Ok::<_, String>(v.blob)?,
-            money: runtime::wire::decimal_from(v.money, "Everything.money")?,
-            day: runtime::wire::date_from(&v.day, "Everything.day")?,
-            at: runtime::wire::datetime_from(&v.at, "Everything.at")?,
-            span: runtime::wire::duration_from(&v.span, "Everything.span")?,
+            money: runtime::codegen::decimal_from(v.money, "Everything.money")?,
+            day: runtime::codegen::date_from(&v.day, "Everything.day")?,
+            at: runtime::codegen::datetime_from(&v.at, "Everything.at")?,
+            span: runtime::codegen::duration_from(&v.span, "Everything.span")?,
             levels: v
                 .levels
                 .into_iter()
@@ -216,7 +216,7 @@ impl pb::FindRequest {
                 None => crate::defaults::find_label(),
             },
             match r.money {
-                Some(v) => runtime::wire::decimal_from(v, "money")?,
+                Some(v) => runtime::codegen::decimal_from(v, "money")?,
                 None => crate::defaults::find_money(),
             },
             match r.level {
@@ -249,12 +249,12 @@ impl pb::FindResponse {
 
 /// The status an error travels as: its code, its message and its kind in metadata.
 pub fn status_from_error(e: crate::KitchenSinkCallError) -> tonic::Status {
-    runtime::codes::to_status(&e)
+    runtime::codegen::to_status(&e)
 }
 
 /// Rebuilds an error from a status.
 pub fn error_from_status(status: tonic::Status) -> crate::KitchenSinkCallError {
-    runtime::codes::from_status(&status)
+    runtime::codegen::from_status(&status)
 }
 
 /// Serves any API implementation over gRPC.
@@ -289,12 +289,15 @@ for GrpcService<A> {
         &self,
         request: tonic::Request<pb::PutEverythingRequest>,
     ) -> Result<tonic::Response<pb::PutEverythingResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata())?;
+        let context = runtime::codegen::context_from_metadata(request.metadata())?;
         let (value,) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_context(context, self.api.put_everything(value))
+        let value = runtime::codegen::with_context(
+                context,
+                self.api.put_everything(value),
+            )
             .await
             .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::PutEverythingResponse::from_native(value)))
@@ -304,12 +307,12 @@ for GrpcService<A> {
         &self,
         request: tonic::Request<pb::ResetRequest>,
     ) -> Result<tonic::Response<pb::ResetResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata())?;
+        let context = runtime::codegen::context_from_metadata(request.metadata())?;
         let () = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_context(context, self.api.reset())
+        let value = runtime::codegen::with_context(context, self.api.reset())
             .await
             .map_err(status_from_error)?;
         Ok(tonic::Response::new(pb::ResetResponse::from_native(value)))
@@ -319,12 +322,12 @@ for GrpcService<A> {
         &self,
         request: tonic::Request<pb::FindRequest>,
     ) -> Result<tonic::Response<pb::FindResponse>, tonic::Status> {
-        let context = runtime::call::context_from_metadata(request.metadata())?;
+        let context = runtime::codegen::context_from_metadata(request.metadata())?;
         let (flag, small, ratio, label, money, level, maybe) = request
             .into_inner()
             .into_native()
             .map_err(tonic::Status::invalid_argument)?;
-        let value = runtime::call::with_context(
+        let value = runtime::codegen::with_context(
                 context,
                 self.api.find(flag, small, ratio, label, money, level, maybe),
             )
@@ -334,12 +337,12 @@ for GrpcService<A> {
     }
 }
 
-pub use runtime::client::GrpcClient;
+pub use runtime::codegen::GrpcClient;
 
 /// What a failed status means to the client policy.
 fn classify<T>(
     status: tonic::Status,
-) -> runtime::client::Attempt<T, crate::KitchenSinkCallError> {
+) -> runtime::codegen::Attempt<T, crate::KitchenSinkCallError> {
     error_from_status(status).into_attempt("grpc")
 }
 
@@ -351,7 +354,7 @@ impl crate::KitchenSinkApi for GrpcClient {
         let request = pb::PutEverythingRequest::from_native(value);
         let response = self
             .call(
-                runtime::CallKind::Command,
+                runtime::codegen::CallKind::Command,
                 request,
                 |channel, request| async move {
                     pb::kitchen_sink_client::KitchenSinkClient::new(channel)
@@ -361,14 +364,16 @@ impl crate::KitchenSinkApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
+        response
+            .into_native()
+            .map_err(|e| runtime::codegen::Failure::Transport(e).into())
     }
 
     async fn reset(&self) -> Result<(), crate::KitchenSinkCallError> {
         let request = pb::ResetRequest::from_native();
         let response = self
             .call(
-                runtime::CallKind::Command,
+                runtime::codegen::CallKind::Command,
                 request,
                 |channel, request| async move {
                     pb::kitchen_sink_client::KitchenSinkClient::new(channel)
@@ -378,7 +383,9 @@ impl crate::KitchenSinkApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
+        response
+            .into_native()
+            .map_err(|e| runtime::codegen::Failure::Transport(e).into())
     }
 
     async fn find(
@@ -402,7 +409,7 @@ impl crate::KitchenSinkApi for GrpcClient {
         );
         let response = self
             .call(
-                runtime::CallKind::Query,
+                runtime::codegen::CallKind::Query,
                 request,
                 |channel, request| async move {
                     pb::kitchen_sink_client::KitchenSinkClient::new(channel)
@@ -412,7 +419,9 @@ impl crate::KitchenSinkApi for GrpcClient {
                 classify,
             )
             .await?;
-        response.into_native().map_err(|e| runtime::error::Failure::Transport(e).into())
+        response
+            .into_native()
+            .map_err(|e| runtime::codegen::Failure::Transport(e).into())
     }
 }
 
@@ -420,12 +429,12 @@ impl crate::KitchenSinkApi for GrpcClient {
 /// `grpcurl` works; over TLS when the listener has it) until `shutdown` resolves.
 /// Requests larger than `max_message_size` bytes are refused with `RESOURCE_EXHAUSTED`.
 pub async fn serve<A: crate::KitchenSinkApi + 'static>(
-    listener: impl Into<runtime::server::Listener>,
+    listener: impl Into<runtime::codegen::Listener>,
     api: Arc<A>,
     max_message_size: usize,
     shutdown: impl ::std::future::Future<Output = ()> + Send,
-) -> Result<(), runtime::server::ServeError> {
-    runtime::server::serve_grpc(
+) -> Result<(), runtime::codegen::ServeError> {
+    runtime::codegen::serve_grpc(
             listener,
             GrpcService::new(api).into_server(max_message_size),
             FILE_DESCRIPTOR_SET,

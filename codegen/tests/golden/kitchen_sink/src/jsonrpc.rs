@@ -9,31 +9,31 @@ use jsonrpsee::types::ErrorObjectOwned;
 /// The OpenRPC document of the service (also served by `rpc.discover`).
 pub const OPENRPC: &str = include_str!("../openrpc.json");
 
-pub use runtime::codes::{DEADLINE_CODE, INTERNAL_CODE, REDIRECT_CODE, TRANSPORT_CODE};
+pub use runtime::codegen::{DEADLINE_CODE, INTERNAL_CODE, REDIRECT_CODE, TRANSPORT_CODE};
 
 /// The JSON-RPC error object of an error (`data` carries the kind).
 pub fn error_object(e: &crate::KitchenSinkCallError) -> ErrorObjectOwned {
-    runtime::codes::to_error_object(e)
+    runtime::codegen::to_error_object(e)
 }
 
 /// Rebuilds an error from a JSON-RPC error object.
 pub fn error_from_object(
     e: &jsonrpsee::types::ErrorObject<'_>,
 ) -> crate::KitchenSinkCallError {
-    runtime::codes::from_error_object(e)
+    runtime::codegen::from_error_object(e)
 }
 
 /// The jsonrpsee module serving every operation of `api`, plus `rpc.discover`.
 pub fn rpc_module<A: crate::KitchenSinkApi + 'static>(
     api: Arc<A>,
-) -> Result<jsonrpsee::RpcModule<A>, runtime::server::ServeError> {
-    runtime::server::rpc_module(
+) -> Result<jsonrpsee::RpcModule<A>, runtime::codegen::ServeError> {
+    runtime::codegen::rpc_module(
         api,
         crate::OPERATIONS,
         OPENRPC,
         |api, name, args| async move {
             let command = crate::KitchenSinkCommand::from_params(name, args)
-                .map_err(runtime::codes::invalid_params)?;
+                .map_err(runtime::codegen::invalid_params)?;
             let reply = crate::invoke(&*api, command)
                 .await
                 .map_err(|e| error_object(&e))?;
@@ -46,16 +46,16 @@ pub fn rpc_module<A: crate::KitchenSinkApi + 'static>(
 /// TLS) until `shutdown` resolves. Request bodies larger than `max_request_size` bytes
 /// are refused.
 pub async fn serve<A: crate::KitchenSinkApi + 'static>(
-    listener: impl Into<runtime::server::Listener>,
+    listener: impl Into<runtime::codegen::Listener>,
     api: Arc<A>,
     max_request_size: usize,
     shutdown: impl ::std::future::Future<Output = ()> + Send,
-) -> Result<(), runtime::server::ServeError> {
+) -> Result<(), runtime::codegen::ServeError> {
     let module = rpc_module(api)?;
-    runtime::server::serve_jsonrpc(listener, module, max_request_size, shutdown).await
+    runtime::codegen::serve_jsonrpc(listener, module, max_request_size, shutdown).await
 }
 
-pub use runtime::client::JsonRpcClient;
+pub use runtime::codegen::JsonRpcClient;
 
 impl crate::collector::CallCommand for JsonRpcClient {
     async fn call_command(

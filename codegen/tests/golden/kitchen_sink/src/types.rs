@@ -135,7 +135,7 @@ impl KitchenSinkError {
     }
 }
 
-impl runtime::error::DomainError for KitchenSinkError {
+impl runtime::codegen::DomainError for KitchenSinkError {
     fn kind(&self) -> &'static str {
         KitchenSinkError::kind(self)
     }
@@ -166,14 +166,14 @@ impl runtime::error::DomainError for KitchenSinkError {
 }
 
 /// How a call to a `KitchenSink` operation fails: the service refused it with a [`KitchenSinkError`], or the call failed on its way (transport, redirect, deadline, internal).
-pub type KitchenSinkCallError = runtime::error::CallError<KitchenSinkError>;
+pub type KitchenSinkCallError = runtime::codegen::CallError<KitchenSinkError>;
 
 /// How a `KitchenSinkService` method fails: a [`KitchenSinkError`] (rolled back and answered), or a fault of the machine (the replica stops rather than diverge).
-pub type KitchenSinkServiceError = runtime::error::ServiceError<KitchenSinkError>;
+pub type KitchenSinkServiceError = runtime::codegen::ServiceError<KitchenSinkError>;
 
 impl From<KitchenSinkError> for KitchenSinkCallError {
     fn from(e: KitchenSinkError) -> Self {
-        runtime::error::CallError::Domain(e)
+        runtime::codegen::CallError::Domain(e)
     }
 }
 
