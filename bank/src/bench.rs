@@ -452,7 +452,7 @@ pub struct Target {
     /// A running server or node; `None` starts one for the run.
     pub connect: Option<String>,
     /// For a `raft` cluster started for the run: a one-way delay on every link between its
-    /// nodes (a userspace proxy, [`runtime::delay`]).
+    /// nodes (a userspace proxy, [`runtime::lab::delay`]).
     pub link_delay: Option<Duration>,
 }
 
@@ -556,8 +556,8 @@ pub(crate) async fn start_cluster(
     dir: &std::path::Path,
     node_args: &[String],
     delay: Option<Duration>,
-) -> Result<(runtime::cluster::LocalCluster, String), runtime::host::HostError> {
-    use runtime::cluster::LocalCluster;
+) -> Result<(runtime::ops::cluster::LocalCluster, String), runtime::ops::host::HostError> {
+    use runtime::ops::cluster::LocalCluster;
     let cluster = match delay {
         Some(delay) => LocalCluster::start_delayed(exe, dir, 3, node_args.to_vec(), delay).await?,
         None => LocalCluster::start(exe, dir, 3, node_args.to_vec()).await?,

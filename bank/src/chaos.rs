@@ -1,5 +1,5 @@
 //! `bank chaos`: a 3-node bank cluster with every node in its own network namespace
-//! ([`runtime::netns`]), a workload of writes over gRPC and JSON-RPC with retries, and faults
+//! ([`runtime::lab::netns`]), a workload of writes over gRPC and JSON-RPC with retries, and faults
 //! injected one after another (nemeses: see [`Nemesis`]). At the end the faults are healed and the invariants
 //! checked:
 //!
@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use bank_generated::grpc::GrpcClient;
 use bank_generated::jsonrpc::JsonRpcClient;
 use bank_generated::{AccountType, BankApi, BankCallError};
-use runtime::cluster::LocalCluster;
-use runtime::netns::NetLab;
+use runtime::lab::netns::NetLab;
+use runtime::ops::cluster::LocalCluster;
 use runtime::raft::types::NodeId;
 use runtime::{CallError, Failure};
 use rust_decimal::Decimal;
@@ -167,10 +167,10 @@ pub struct ChaosReport {
 pub enum ChaosError {
     /// The network lab could not be built (needs root and iproute2).
     #[error("network namespaces: {0}")]
-    Lab(#[from] runtime::netns::NetLabError),
+    Lab(#[from] runtime::lab::netns::NetLabError),
     /// The cluster failed to start, elect or converge.
     #[error("cluster: {0}")]
-    Cluster(#[from] runtime::host::HostError),
+    Cluster(#[from] runtime::ops::host::HostError),
     /// A call the run depends on failed.
     #[error("{0}")]
     Call(String),

@@ -10,9 +10,9 @@ use std::time::Duration;
 use bank_generated::{grpc::GrpcClient, jsonrpc::JsonRpcClient};
 
 use crate::validator;
-use runtime::cluster::LocalCluster;
-use runtime::host::HostError as ClusterError;
-use runtime::tls::ServerCa;
+use runtime::net::tls::ServerCa;
+use runtime::ops::cluster::LocalCluster;
+use runtime::ops::host::HostError as ClusterError;
 
 /// Why the demo failed.
 #[derive(Debug, thiserror::Error)]

@@ -22,7 +22,7 @@ pub use store::{Bank, BankState, BankTables, StoreError};
 pub use validator::{Report, StepTiming, ValidationError};
 
 use bank_generated::{BankApp, Collector};
-use runtime::local::LocalSink;
+use runtime::api::local::LocalSink;
 
 /// The bank in process: every call straight to the store (the seed's step 1).
 pub type Direct = bank_generated::Direct<BankTables>;

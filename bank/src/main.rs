@@ -82,14 +82,14 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         db: Option<PathBuf>,
         /// The largest request accepted, in bytes.
-        #[arg(long, default_value_t = runtime::host::MAX_API_MESSAGE)]
+        #[arg(long, default_value_t = runtime::api::server::MAX_API_MESSAGE)]
         max_request: usize,
         /// Also serve the raft message service here (facade variants; it only echoes until the
         /// raft runtime is in place). Never the same address as --listen.
         #[arg(long, value_name = "ADDR")]
         raft_listen: Option<String>,
         /// The shared secret every raft message must carry (default: $RAFT_SECRET).
-        #[arg(long, env = runtime::host::SECRET_ENV, hide_env_values = true, default_value = "")]
+        #[arg(long, env = runtime::ops::host::SECRET_ENV, hide_env_values = true, default_value = "")]
         raft_secret: String,
     },
 }
@@ -193,7 +193,7 @@ fn main() -> ExitCode {
 
 /// Runs one of the bank's own commands.
 fn own(command: Command) -> ExitCode {
-    runtime::host::init_logging(runtime::host::LogFormat::Text);
+    runtime::ops::host::init_logging(runtime::ops::host::LogFormat::Text);
     match run(command) {
         Ok(summary) => {
             println!("{summary}");

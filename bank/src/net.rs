@@ -24,8 +24,8 @@ use crate::store::Bank;
 use crate::validator::{self, Report, ValidationError};
 use crate::{BankTables, collector, direct};
 use runtime::Failure;
-use runtime::local::LocalSink;
-use runtime::sink::{SinkHandler, TcpSink, ZmqSink};
+use runtime::api::local::LocalSink;
+use runtime::api::sink::{SinkHandler, TcpSink, ZmqSink};
 
 /// Every way to reach the bank: one per stage of the seed's stepwise process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -104,7 +104,7 @@ pub enum NetError {
     },
     /// Binding failed (address in use, permission).
     #[error(transparent)]
-    Bind(#[from] runtime::server::BindError),
+    Bind(#[from] runtime::api::server::BindError),
     /// The client could not reach the server.
     #[error("cannot connect to {addr}: {source}")]
     Connect {
@@ -154,7 +154,7 @@ impl RunningServer {
 /// it actually got.
 async fn bind(listen: &str) -> Result<(TcpListener, SocketAddr), NetError> {
     parse_addr(listen)?;
-    Ok(runtime::server::bind(listen).await?)
+    Ok(runtime::api::server::bind(listen).await?)
 }
 
 fn parse_addr(listen: &str) -> Result<SocketAddr, NetError> {
@@ -315,13 +315,13 @@ async fn run<A: BankApi>(client: A, addr: &str) -> Result<Report, NetError> {
 pub async fn serve_raft_echo(listen: &str, secret: String) -> Result<RunningServer, NetError> {
     let (listener, addr) = bind(listen).await?;
     let (stop, shutdown) = stop_signal();
-    let echo = Arc::new(runtime::raft_rpc::Echo);
-    let task = spawn(runtime::raft_rpc::serve_raft(
+    let echo = Arc::new(runtime::raft::rpc::Echo);
+    let task = spawn(runtime::raft::rpc::serve_raft(
         listener,
-        runtime::conn::Pool::new(256, runtime::conn::RAFT_IDLE_TIMEOUT),
+        runtime::net::conn::Pool::new(256, runtime::net::conn::RAFT_IDLE_TIMEOUT),
         echo,
-        runtime::raft_rpc::RaftCredentials::plain(secret),
-        runtime::host::MAX_API_MESSAGE,
+        runtime::raft::rpc::RaftCredentials::plain(secret),
+        runtime::api::server::MAX_API_MESSAGE,
         shutdown,
     ));
     tracing::info!(%addr, "serving the raft message service");

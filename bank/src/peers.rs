@@ -467,7 +467,7 @@ async fn start_cluster(
     exe: &Path,
     dir: &Path,
     node_args: &[String],
-) -> Result<(runtime::cluster::LocalCluster, String, Vec<u32>), String> {
+) -> Result<(runtime::ops::cluster::LocalCluster, String, Vec<u32>), String> {
     let (cluster, api) = crate::bench::start_cluster(exe, dir, node_args, None)
         .await
         .map_err(|e| e.to_string())?;
@@ -689,7 +689,7 @@ pub mod etcd {
     impl Client {
         /// Connects to a member's client URL (`host:port`).
         pub async fn connect(addr: &str) -> Result<Self, String> {
-            let channel = runtime::client::connect_channel(addr, None)
+            let channel = runtime::api::client::connect_channel(addr, None)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(Client {

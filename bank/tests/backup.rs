@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bank_generated::grpc::GrpcClient;
 use bank_generated::{AccountType, BankApi};
-use runtime::cluster::LocalCluster;
+use runtime::ops::cluster::LocalCluster;
 use rust_decimal::Decimal;
 
 const EXE: &str = env!("CARGO_BIN_EXE_bank");
@@ -55,7 +55,7 @@ async fn a_backup_under_writes_restores_into_a_new_cluster_with_its_digest() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let follower = old.nodes.iter().find(|n| n.id != leader).expect("follower");
     let out = dir.path().join("bank.backup");
-    let report = runtime::host::backup(&follower.raft, &old.credentials, &out)
+    let report = runtime::ops::admin::backup(&follower.raft, &old.credentials, &out)
         .await
         .expect("backup");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -97,7 +97,7 @@ async fn a_backup_under_writes_restores_into_a_new_cluster_with_its_digest() {
     let elsewhere = dir.path().join("elsewhere");
     let linked = dir.path().join("linked.backup");
     std::os::unix::fs::symlink(&elsewhere, linked.with_extension("part")).expect("symlink");
-    let refused = runtime::host::backup(&follower.raft, &old.credentials, &linked)
+    let refused = runtime::ops::admin::backup(&follower.raft, &old.credentials, &linked)
         .await
         .expect_err("a symlinked .part is refused");
     assert!(refused.to_string().contains("symbolic link"), "{refused}");

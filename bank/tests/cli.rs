@@ -512,7 +512,7 @@ fn a_node_logs_json_with_the_request_span() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("n1");
     let mut cmd = bank();
-    cmd.env("RUST_LOG", "runtime::sink=debug").args([
+    cmd.env("RUST_LOG", "runtime::api::sink=debug").args([
         "node",
         "--id",
         "1",

@@ -13,10 +13,10 @@ use bank_generated::grpc::GrpcClient;
 use bank_generated::{
     AccountType, BankApi, BankCallError, BankCommand, BankError, BankReply, decode_reply,
 };
-use runtime::cluster::LocalCluster;
+use runtime::ops::cluster::LocalCluster;
 use runtime::raft::network::{Answer, Message, call};
+use runtime::raft::rpc::{RaftClient, RaftCredentials};
 use runtime::raft::types::Envelope;
-use runtime::raft_rpc::{RaftClient, RaftCredentials};
 use runtime::{CallError, Failure};
 use rust_decimal::Decimal;
 use tokio::sync::Mutex;
@@ -76,7 +76,7 @@ async fn walkthrough_passes_against_every_node() {
     assert_eq!(replicas.len(), 3);
     // `admin status`'s table: a header and one row per member, exactly one of them the leader,
     // every one at the converged applied index.
-    let table = runtime::host::status_table(&follower.raft, &c.credentials)
+    let table = runtime::ops::admin::status_table(&follower.raft, &c.credentials)
         .await
         .expect("status table");
     let lines: Vec<&str> = table.lines().collect();
@@ -254,7 +254,7 @@ async fn a_new_learner_catches_up_from_a_snapshot_after_the_log_is_purged() {
         .expect("connect");
     validator::run(&client).await.expect("walk-through");
     for n in &c.nodes {
-        runtime::host::admin(
+        runtime::ops::admin::admin(
             &n.raft,
             &c.credentials,
             runtime::raft::network::AdminRequest::Snapshot,
@@ -616,12 +616,13 @@ async fn a_request_id_makes_a_resent_write_idempotent_and_cannot_be_reused() {
             amount: amount.into(),
         });
         request.metadata_mut().insert(
-            runtime::call::CLIENT_ID_KEY,
+            runtime::wire::call::CLIENT_ID_KEY,
             "test-client-1".parse().expect("ascii"),
         );
-        request
-            .metadata_mut()
-            .insert(runtime::call::REQUEST_SEQ_KEY, seq.parse().expect("ascii"));
+        request.metadata_mut().insert(
+            runtime::wire::call::REQUEST_SEQ_KEY,
+            seq.parse().expect("ascii"),
+        );
         async move { stub.deposit(request).await.map(|r| r.into_inner().value) }
     };
     let first = deposit("7", "10.00").await.expect("first");
@@ -637,7 +638,7 @@ async fn a_request_id_makes_a_resent_write_idempotent_and_cannot_be_reused() {
     assert_eq!(
         reused
             .metadata()
-            .get(runtime::codes::ERROR_KIND_KEY)
+            .get(runtime::wire::codes::ERROR_KIND_KEY)
             .and_then(|v| v.to_str().ok()),
         Some("Rejected")
     );
@@ -732,7 +733,7 @@ async fn stale_reads_are_a_per_call_choice() {
     }
     let stale = api
         .clone()
-        .with_read_level(runtime::call::ReadLevel::Stale)
+        .with_read_level(runtime::wire::call::ReadLevel::Stale)
         .get_customer_count()
         .await
         .expect("a stale read needs no quorum");
@@ -745,7 +746,7 @@ async fn stale_reads_are_a_per_call_choice() {
     // A lease is the leader's: a cut-off follower has none to read under.
     let lease = api
         .clone()
-        .with_read_level(runtime::call::ReadLevel::Lease)
+        .with_read_level(runtime::wire::call::ReadLevel::Lease)
         .get_customer_count()
         .await;
     assert!(
@@ -816,7 +817,7 @@ async fn acknowledged_requests_leave_no_session_records_behind() {
 
 /// Sends SIGSTOP or SIGCONT to a node process: a real stall (a long GC or VM pause, a frozen
 /// disk) that its peers see as a node cut off.
-fn signal(node: &runtime::cluster::NodeProcess, sig: &str) {
+fn signal(node: &runtime::ops::cluster::NodeProcess, sig: &str) {
     let pid = node.pid().expect("a running node");
     let status = std::process::Command::new("kill")
         .args([sig, &pid.to_string()])

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bank_generated::grpc::GrpcClient;
 use bank_generated::{AccountType, BankApi};
-use runtime::cluster::LocalCluster;
+use runtime::ops::cluster::LocalCluster;
 use runtime::raft::network::AdminRequest;
 use rust_decimal::Decimal;
 use tokio::sync::Mutex;
@@ -154,7 +154,7 @@ async fn a_snapshot_with_a_dropped_chunk_is_refused_and_sent_again() {
         .await
         .expect("connect");
     bank::validator::run(&client).await.expect("walk-through");
-    runtime::host::admin(
+    runtime::ops::admin::admin(
         &c.node(leader).expect("leader").raft,
         &c.credentials,
         AdminRequest::Snapshot,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bank_generated::grpc::GrpcClient;
 use bank_generated::{AccountType, BankApi};
-use runtime::cluster::{LocalCluster, NodeProcess};
+use runtime::ops::cluster::{LocalCluster, NodeProcess};
 use rust_decimal::Decimal;
 use tokio::sync::Mutex;
 
@@ -162,7 +162,7 @@ async fn a_dead_follower_costs_the_leader_almost_nothing() {
 async fn a_flood_of_connections_does_not_stop_a_node() {
     let _serial = ONE_AT_A_TIME.lock().await;
     // The test holds 1,200 sockets itself.
-    runtime::conn::raise_nofile_limit();
+    runtime::net::conn::raise_nofile_limit();
     let dir = tempfile::tempdir().expect("temp dir");
     let limited = dir.path().join("bank-limited");
     std::fs::write(

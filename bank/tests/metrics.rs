@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bank_generated::grpc::GrpcClient;
 use bank_generated::{AccountType, BankApi};
-use runtime::cluster::LocalCluster;
+use runtime::ops::cluster::LocalCluster;
 use rust_decimal::Decimal;
 
 const EXE: &str = env!("CARGO_BIN_EXE_bank");
@@ -146,7 +146,7 @@ async fn every_node_serves_metrics_that_agree_with_admin_status() {
         Some(0.0),
         "{before}"
     );
-    runtime::host::admin(
+    runtime::ops::admin::admin(
         &node.raft,
         &c.credentials,
         runtime::raft::network::AdminRequest::Snapshot,

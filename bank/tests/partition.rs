@@ -1,5 +1,5 @@
 //! Real network partitions: every node runs in its own network namespace on a bridge, and a
-//! partition takes a node's link down (`runtime::netns`). Needs root; where namespaces cannot be
+//! partition takes a node's link down (`runtime::lab::netns`). Needs root; where namespaces cannot be
 //! made, each test says so on stderr and passes without running (it checks nothing then).
 //!
 //! The tests in this file run one at a time (each builds a lab and starts processes).
@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use bank_generated::grpc::GrpcClient;
 use bank_generated::{AccountType, BankApi};
-use runtime::cluster::LocalCluster;
-use runtime::netns::NetLab;
+use runtime::lab::netns::NetLab;
+use runtime::ops::cluster::LocalCluster;
 use tokio::sync::Mutex;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());

@@ -3,7 +3,7 @@
 
 use bank::Bank;
 use bank::net::{self, Variant};
-use runtime::raft_rpc::RaftClient;
+use runtime::raft::rpc::RaftClient;
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -25,7 +25,7 @@ async fn raft_messages_need_the_secret_and_their_own_listener() {
 
     let good = RaftClient::connect(
         &raft_addr,
-        &runtime::raft_rpc::RaftCredentials::plain("s3cret"),
+        &runtime::raft::rpc::RaftCredentials::plain("s3cret"),
     )
     .await
     .expect("connect");
@@ -33,7 +33,7 @@ async fn raft_messages_need_the_secret_and_their_own_listener() {
 
     let wrong = RaftClient::connect(
         &raft_addr,
-        &runtime::raft_rpc::RaftCredentials::plain("guess"),
+        &runtime::raft::rpc::RaftCredentials::plain("guess"),
     )
     .await
     .expect("connect");
@@ -42,7 +42,7 @@ async fn raft_messages_need_the_secret_and_their_own_listener() {
     // The API listener does not serve raft traffic at all, secret or not.
     let via_api = RaftClient::connect(
         &api_addr,
-        &runtime::raft_rpc::RaftCredentials::plain("s3cret"),
+        &runtime::raft::rpc::RaftCredentials::plain("s3cret"),
     )
     .await
     .expect("connect");

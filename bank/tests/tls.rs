@@ -9,10 +9,10 @@ use bank::validator;
 use bank_generated::BankApi;
 use bank_generated::grpc::GrpcClient;
 use bank_generated::jsonrpc::JsonRpcClient;
-use runtime::cluster::LocalCluster;
+use runtime::net::tls::{CertAuthority, Tls, hosts_for};
+use runtime::ops::cluster::LocalCluster;
 use runtime::raft::network::{AdminRequest, Answer, Message, call};
-use runtime::raft_rpc::{RaftClient, RaftCredentials};
-use runtime::tls::{CertAuthority, Tls, hosts_for};
+use runtime::raft::rpc::{RaftClient, RaftCredentials};
 
 const EXE: &str = env!("CARGO_BIN_EXE_bank");
 

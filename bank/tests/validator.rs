@@ -6,7 +6,7 @@ use bank_generated::{
     BankApp, BankCommand, BankError, BankReply, Collector, decode_reply, encode_reply,
 };
 use chrono::{DateTime, NaiveDate, Utc};
-use runtime::local::LocalSink;
+use runtime::api::local::LocalSink;
 use runtime::{CallError, CallKind, CommandSink, Failure};
 use rust_decimal::Decimal;
 

@@ -13,7 +13,7 @@ use kitchen_sink_generated::{
     KitchenSinkError, KitchenSinkService, KitchenSinkServiceError, KitchenSinkStore, Level, local,
 };
 use runtime::CallError;
-use runtime::local::LocalDb;
+use runtime::api::local::LocalDb;
 use runtime::rusqlite::Connection;
 use rust_decimal::Decimal;
 

@@ -206,7 +206,7 @@ fn a_service_outside_this_workspace_is_generated_built_and_run() {
     let inventory = |args: &[&str]| {
         run(Command::new(&exe)
             .args(args)
-            .env(runtime::host::SECRET_ENV, &secret))
+            .env(runtime::ops::host::SECRET_ENV, &secret))
     };
     // The first write waits for the node to elect itself.
     let deadline = Instant::now() + Duration::from_secs(60);

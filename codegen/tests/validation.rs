@@ -398,16 +398,16 @@ fn error_tags_whose_jsonrpc_code_is_taken_are_refused() {
 fn the_taken_jsonrpc_tags_are_the_runtimes_reserved_codes() {
     let mut taken: Vec<i32> = codegen::model::JSONRPC_TAKEN_TAGS
         .iter()
-        .map(|&tag| runtime::codes::domain_code(tag))
+        .map(|&tag| runtime::wire::codes::domain_code(tag))
         .collect();
-    let mut reserved = runtime::codes::RESERVED_CODES.to_vec();
+    let mut reserved = runtime::wire::codes::RESERVED_CODES.to_vec();
     taken.sort_unstable();
     reserved.sort_unstable();
     assert_eq!(taken, reserved);
     for tag in [1, 50, 700, 1 << 20] {
         assert_eq!(
             codegen::model::error_code(tag),
-            i64::from(runtime::codes::domain_code(tag)),
+            i64::from(runtime::wire::codes::domain_code(tag)),
             "tag {tag}"
         );
     }

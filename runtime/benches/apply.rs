@@ -16,7 +16,7 @@ use runtime::raft::state_machine::{Application, StateMachine};
 use runtime::raft::types::Applied;
 use runtime::raft::types::{C, Entry, Envelope};
 use runtime::rusqlite::{Connection, params};
-use runtime::service::ApplyContext;
+use runtime::wire::service::ApplyContext;
 
 const CLIENTS: u64 = 64;
 const BATCH: u64 = 8;

@@ -5,30 +5,30 @@
 //! Applications do not need this module: they use the generated crate (which re-exports what its
 //! types need) and the runtime's own modules.
 
-pub use crate::CallKind;
-pub use crate::call::{ReadLevel, context_from_metadata, with_context};
+pub use crate::api::client::{Attempt, GrpcClient, JsonRpcClient};
+pub use crate::api::local::{Direct, LocalDb, LocalSink};
+pub use crate::api::server::{
+    Listener, MAX_API_MESSAGE, ServeError, rpc_module, serve_grpc, serve_jsonrpc,
+};
+pub use crate::api::sink::{Collector, CommandSink, RaftSink};
 pub use crate::cli::{
     Call, OpSpec, Output, ParamSpec, Transport, Wire, clap, command as cli_command, run_blocking,
 };
-pub use crate::client::{Attempt, GrpcClient, JsonRpcClient};
-pub use crate::codes::{
-    DEADLINE_CODE, ERROR_KIND_KEY, INTERNAL_CODE, REDIRECT_CODE, TRANSPORT_CODE, from_error_object,
-    from_status, invalid_params, to_error_object, to_status,
-};
-pub use crate::error::{CallError, DomainError, Failure, ServiceError};
-pub use crate::host::{
-    HostedService, MAX_API_MESSAGE, Protocol, Serving, Shutdown, run as run_host,
-};
-pub use crate::local::{Direct, LocalDb, LocalSink};
+pub use crate::ops::host::{HostedService, Protocol, Serving, Shutdown, run as run_host};
 pub use crate::raft::node::RaftNode;
 pub use crate::raft::state_machine::Application;
 pub use crate::raft::types::Applied;
-pub use crate::server::{Listener, ServeError, rpc_module, serve_grpc, serve_jsonrpc};
-pub use crate::service::{
+pub use crate::raft::version::Schema;
+pub use crate::wire::CallKind;
+pub use crate::wire::call::{ReadLevel, context_from_metadata, with_context};
+pub use crate::wire::codes::{
+    DEADLINE_CODE, ERROR_KIND_KEY, INTERNAL_CODE, REDIRECT_CODE, TRANSPORT_CODE, from_error_object,
+    from_status, invalid_params, to_error_object, to_status,
+};
+pub use crate::wire::error::{CallError, DomainError, Failure, ServiceError};
+pub use crate::wire::scalar::{date_from, datetime_from, decimal_from, duration_from};
+pub use crate::wire::service::{
     ApplyContext, Duration, OpInfo, ParseDurationError, UnknownVariant, check_kind,
     command_from_params, command_params, decode_reply, encode_reply,
 };
-pub use crate::sink::{Collector, CommandSink, RaftSink};
-pub use crate::version::Schema;
-pub use crate::wire::{date_from, datetime_from, decimal_from, duration_from};
 pub use rusqlite;

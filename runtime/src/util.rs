@@ -1,13 +1,7 @@
-//! Small helpers shared by the transports.
+//! Small helpers with no place of their own: durable directories, owner-only files, tasks
+//! tied to their owner, hex and file digests.
 
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
-
-use futures_util::FutureExt;
 use tokio::task::JoinHandle;
-
-use crate::{CallKind, Handler};
 
 /// Makes the entries of directory `dir` (files created, renamed or removed in it) durable.
 pub(crate) fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
@@ -46,24 +40,6 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// Runs the handler; a panicking handler gets the caller a refusal instead of no reply at all.
-pub(crate) async fn handle_guarded<H: Handler>(
-    handler: Arc<H>,
-    kind: CallKind,
-    payload: Vec<u8>,
-) -> Vec<u8> {
-    match AssertUnwindSafe(handler.handle(kind, payload))
-        .catch_unwind()
-        .await
-    {
-        Ok(reply) => reply,
-        Err(_) => {
-            tracing::error!("the request handler panicked");
-            handler.refuse("the server failed while handling the request")
-        }
-    }
-}
-
 /// Lower-case hex of `bytes`.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -86,47 +62,4 @@ pub(crate) async fn file_sha256(path: &std::path::Path) -> std::io::Result<(u64,
         len += n as u64;
     }
     Ok((len, hasher.finalize().into()))
-}
-
-/// The accept loop every listener served connection by connection shares: accepts on
-/// `listener` (see [`crate::conn::incoming`]: a slot of `cap` per connection, one over the cap
-/// closed at once, the `idle` timeout, accept errors paused on) until `shutdown`, running
-/// `serve` for each connection as a task of the returned set (the caller decides whether to
-/// wait for them or end them).
-pub(crate) async fn accept_connections<F>(
-    listener: tokio::net::TcpListener,
-    cap: Arc<tokio::sync::Semaphore>,
-    idle: Option<std::time::Duration>,
-    what: &'static str,
-    shutdown: impl Future<Output = ()>,
-    mut serve: impl FnMut(crate::conn::Guarded<tokio::net::TcpStream>, std::net::SocketAddr) -> F,
-) -> tokio::task::JoinSet<()>
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    use futures_util::StreamExt as _;
-    let mut shutdown = std::pin::pin!(shutdown);
-    let mut incoming = std::pin::pin!(crate::conn::incoming(listener, cap, idle, what));
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            Some(Ok(conn)) = incoming.next() => {
-                match conn.peer_addr() {
-                    Ok(peer) => {
-                        connections.spawn(serve(conn, peer));
-                    }
-                    Err(e) => tracing::debug!(error = %e, what, "a connection left at once"),
-                }
-            }
-            Some(finished) = connections.join_next(), if !connections.is_empty() => {
-                if let Err(e) = finished
-                    && e.is_panic()
-                {
-                    tracing::error!(error = %e, what, "a connection task panicked");
-                }
-            }
-        }
-    }
-    connections
 }

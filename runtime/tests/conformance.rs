@@ -25,7 +25,7 @@ impl Application for Counter {
     fn apply(
         &self,
         conn: &Connection,
-        _ctx: &runtime::service::ApplyContext,
+        _ctx: &runtime::wire::service::ApplyContext,
         _command: &[u8],
     ) -> Result<Applied, String> {
         conn.execute("UPDATE counter SET n = n + 1 WHERE id = 1", [])

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::within;
-use runtime::delay::DelayLink;
+use runtime::lab::delay::DelayLink;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

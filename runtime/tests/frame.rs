@@ -2,7 +2,7 @@
 
 use std::io;
 
-use runtime::frame::{self, Frame, FrameKind, read_frame, write_frame};
+use runtime::wire::frame::{self, Frame, FrameKind, read_frame, write_frame};
 use runtime::{CallKind, TransportError};
 
 fn raw(len: u32, id: u64, kind: u8, payload: &[u8]) -> Vec<u8> {

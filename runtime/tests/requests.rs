@@ -84,7 +84,7 @@ async fn every_batch_is_applied_on_the_state_machines_one_thread() {
         fn apply(
             &self,
             _conn: &Connection,
-            _ctx: &runtime::service::ApplyContext,
+            _ctx: &runtime::wire::service::ApplyContext,
             _command: &[u8],
         ) -> Result<Applied, String> {
             let me = std::thread::current();

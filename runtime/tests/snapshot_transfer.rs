@@ -16,9 +16,9 @@ use openraft::RaftSnapshotBuilder;
 use openraft::testing::log_id;
 use runtime::raft::network::{self, Answer, Message};
 use runtime::raft::node::{NodeConfig, RaftNode};
+use runtime::raft::rpc::{RaftClient, RaftCredentials};
 use runtime::raft::state_machine::StateMachine;
 use runtime::raft::types::{C, NodeAddr, SnapshotMeta, StoredMembership, Vote};
-use runtime::raft_rpc::{RaftClient, RaftCredentials};
 use runtime::rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
@@ -99,9 +99,9 @@ async fn a_truncated_or_altered_snapshot_is_refused_and_the_whole_one_installed(
         .await
         .expect("node starts");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(runtime::raft_rpc::serve_raft(
+    let server = tokio::spawn(runtime::raft::rpc::serve_raft(
         listener,
-        runtime::conn::Pool::new(64, runtime::conn::RAFT_IDLE_TIMEOUT),
+        runtime::net::conn::Pool::new(64, runtime::net::conn::RAFT_IDLE_TIMEOUT),
         node.clone(),
         RaftCredentials::plain(SECRET),
         16 << 20,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{HOLD, TestHandler, expected_reply, refusal, within};
-use runtime::frame::{self, Frame, FrameKind};
+use runtime::wire::frame::{self, Frame, FrameKind};
 use runtime::{CallKind, Limits, TcpClient, TransportError, serve_tcp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

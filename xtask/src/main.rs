@@ -4,7 +4,7 @@
 //!   kitchen sink), each swapped in whole, after its schema is checked against its lock
 //!   (`<schema>.lock.json`, rewritten with the crate);
 //! - `schema/service.schema.json`, the JSON Schema of the description format;
-//! - `runtime/src/raft_pb.rs`, the runtime's raft message service.
+//! - `runtime/src/raft/rpc_pb.rs`, the runtime's raft message service.
 //!
 //! With `--check` nothing is written; the exit code is 1 and the stale files are listed when the
 //! checked-in output differs from what the schemas produce.
@@ -170,7 +170,7 @@ fn xtask_gen(
             codegen::format_schema(),
         ),
         (
-            root.join("runtime/src/raft_pb.rs"),
+            root.join("runtime/src/raft/rpc_pb.rs"),
             codegen::proto_module(
                 &root.join("runtime/proto/raft.proto"),
                 "runtime/proto/raft.proto",
@@ -248,7 +248,7 @@ mod tests {
             .map(|(name, _)| *name)
             .chain(["Overdrawn", "Frozen"]);
         for name in cases {
-            let sent = screaming(format!("{:?}", runtime::codes::grpc_code(name)));
+            let sent = screaming(format!("{:?}", runtime::wire::codes::grpc_code(name)));
             assert_eq!(codegen::emit::api_md::grpc_status(name), sent, "{name}");
         }
     }

@@ -23,7 +23,7 @@ use std::path::Path;
 
 use bank_generated::{ApplyContext, BankService, BankServiceError, BankStore};
 use chrono::{DateTime, Utc};
-use runtime::local::LocalDb;
+use runtime::api::local::LocalDb;
 use rusqlite::Connection;
 
 mod clock;

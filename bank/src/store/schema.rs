@@ -79,5 +79,5 @@ pub fn init_schema(conn: &Connection) -> Result<(), StoreError> {
 
 /// The digest of [`Bank::digest`] computed on any connection to a bank database.
 pub fn digest_of(conn: &Connection) -> Result<String, BankServiceError> {
-    runtime::local::digest_tables(conn, &TABLES).map_err(internal)
+    runtime::api::local::digest_tables(conn, &TABLES).map_err(internal)
 }

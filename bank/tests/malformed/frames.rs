@@ -3,7 +3,7 @@
 //! server) keeps serving.
 
 use bank_generated::{BankCallError, BankCommand, BankError, BankReply, decode_reply};
-use runtime::frame::{self, FrameKind};
+use runtime::wire::frame::{self, FrameKind};
 use runtime::{CallError, CallKind, Failure, Limits, ZmqClient};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -92,7 +92,7 @@ fn command_frame() -> FrameKind {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_bad_payloads_get_transport_errors_and_the_connection_stays_open() {
-    let server = Server::start(Variant::Tcp, runtime::host::MAX_API_MESSAGE).await;
+    let server = Server::start(Variant::Tcp, runtime::api::server::MAX_API_MESSAGE).await;
     let client = net::connect_tcp(&server.addr.to_string(), Limits::default())
         .await
         .expect("connect");
@@ -189,7 +189,7 @@ async fn tcp_bad_payloads_get_transport_errors_and_the_connection_stays_open() {
 /// is a float on the wire and must be refused like any malformed command.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_amount_as_a_json_number_is_refused() {
-    let server = Server::start(Variant::Tcp, runtime::host::MAX_API_MESSAGE).await;
+    let server = Server::start(Variant::Tcp, runtime::api::server::MAX_API_MESSAGE).await;
     let client = net::connect_tcp(&server.addr.to_string(), Limits::default())
         .await
         .expect("connect");

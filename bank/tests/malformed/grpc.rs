@@ -46,7 +46,7 @@ fn assert_status(what: &str, status: &tonic::Status, code: tonic::Code, kind: Op
 }
 
 async fn grpc_rejects_malformed_fields(variant: Variant) {
-    let server = Server::start(variant, runtime::host::MAX_API_MESSAGE).await;
+    let server = Server::start(variant, runtime::api::server::MAX_API_MESSAGE).await;
     let client = GrpcClient::connect(&server.addr.to_string())
         .await
         .expect("connect");
@@ -346,7 +346,7 @@ impl tonic::codec::Decoder for EmptyMessages {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_unknown_method_is_unimplemented() {
     for variant in [Variant::Grpc, Variant::GrpcFacade] {
-        let server = Server::start(variant, runtime::host::MAX_API_MESSAGE).await;
+        let server = Server::start(variant, runtime::api::server::MAX_API_MESSAGE).await;
         let client = GrpcClient::connect(&server.addr.to_string())
             .await
             .expect("connect");
@@ -387,7 +387,7 @@ async fn grpc_unknown_method_is_unimplemented() {
 /// a silent fallback to the node's default, and the call is not made.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_a_malformed_call_context_is_rejected() {
-    let server = Server::start(Variant::Grpc, runtime::host::MAX_API_MESSAGE).await;
+    let server = Server::start(Variant::Grpc, runtime::api::server::MAX_API_MESSAGE).await;
     let client = GrpcClient::connect(&server.addr.to_string())
         .await
         .expect("connect");
@@ -397,22 +397,25 @@ async fn grpc_a_malformed_call_context_is_rejected() {
     let contexts: [(&str, &[(&str, &str)]); 4] = [
         (
             "an unknown read level",
-            &[(runtime::call::READ_LEVEL_KEY, "eventual")],
+            &[(runtime::wire::call::READ_LEVEL_KEY, "eventual")],
         ),
-        ("a client id alone", &[(runtime::call::CLIENT_ID_KEY, "c1")]),
+        (
+            "a client id alone",
+            &[(runtime::wire::call::CLIENT_ID_KEY, "c1")],
+        ),
         (
             "a sequence that is not a number",
             &[
-                (runtime::call::CLIENT_ID_KEY, "c1"),
-                (runtime::call::REQUEST_SEQ_KEY, "seven"),
+                (runtime::wire::call::CLIENT_ID_KEY, "c1"),
+                (runtime::wire::call::REQUEST_SEQ_KEY, "seven"),
             ],
         ),
         (
             "an acknowledgement that is not a number",
             &[
-                (runtime::call::CLIENT_ID_KEY, "c1"),
-                (runtime::call::REQUEST_SEQ_KEY, "7"),
-                (runtime::call::REQUEST_ACK_KEY, "-1"),
+                (runtime::wire::call::CLIENT_ID_KEY, "c1"),
+                (runtime::wire::call::REQUEST_SEQ_KEY, "7"),
+                (runtime::wire::call::REQUEST_ACK_KEY, "-1"),
             ],
         ),
     ];

@@ -103,7 +103,7 @@ const JSONRPC_VARIANTS: [Variant; 2] = [Variant::Jsonrpc, Variant::JsonrpcFacade
 async fn jsonrpc_protocol_errors_have_standard_codes() {
     for variant in JSONRPC_VARIANTS {
         let (server, client, seeded, before) =
-            jsonrpc_setup(variant, runtime::host::MAX_API_MESSAGE).await;
+            jsonrpc_setup(variant, runtime::api::server::MAX_API_MESSAGE).await;
         let addr = server.addr;
         let v = variant.name();
 
@@ -163,7 +163,7 @@ async fn jsonrpc_protocol_errors_have_standard_codes() {
 async fn jsonrpc_bad_params_are_invalid_params_and_not_applied() {
     for variant in JSONRPC_VARIANTS {
         let (server, client, seeded, before) =
-            jsonrpc_setup(variant, runtime::host::MAX_API_MESSAGE).await;
+            jsonrpc_setup(variant, runtime::api::server::MAX_API_MESSAGE).await;
         let addr = server.addr;
         let v = variant.name();
         let id = seeded.account_id;
@@ -290,7 +290,7 @@ async fn jsonrpc_bad_params_are_invalid_params_and_not_applied() {
 async fn jsonrpc_amount_as_a_json_number_is_refused() {
     for variant in JSONRPC_VARIANTS {
         let (server, client, seeded, before) =
-            jsonrpc_setup(variant, runtime::host::MAX_API_MESSAGE).await;
+            jsonrpc_setup(variant, runtime::api::server::MAX_API_MESSAGE).await;
         let addr = server.addr;
         let v = variant.name();
         let id = seeded.account_id;
@@ -312,7 +312,7 @@ async fn jsonrpc_amount_as_a_json_number_is_refused() {
 async fn jsonrpc_positional_params_and_defaults_work() {
     for variant in JSONRPC_VARIANTS {
         let (server, client, seeded, _) =
-            jsonrpc_setup(variant, runtime::host::MAX_API_MESSAGE).await;
+            jsonrpc_setup(variant, runtime::api::server::MAX_API_MESSAGE).await;
         let addr = server.addr;
         let id = seeded.account_id;
 
@@ -362,7 +362,7 @@ async fn jsonrpc_positional_params_and_defaults_work() {
 async fn jsonrpc_batch_answers_each_request_by_id() {
     for variant in JSONRPC_VARIANTS {
         let (server, client, seeded, before) =
-            jsonrpc_setup(variant, runtime::host::MAX_API_MESSAGE).await;
+            jsonrpc_setup(variant, runtime::api::server::MAX_API_MESSAGE).await;
         let addr = server.addr;
         let v = variant.name();
         let id = seeded.account_id;
@@ -424,7 +424,7 @@ async fn jsonrpc_body_over_the_limit_is_refused_and_not_applied() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jsonrpc_rpc_discover_returns_the_openrpc_document() {
     let (server, client, _, _) =
-        jsonrpc_setup(Variant::Jsonrpc, runtime::host::MAX_API_MESSAGE).await;
+        jsonrpc_setup(Variant::Jsonrpc, runtime::api::server::MAX_API_MESSAGE).await;
     let doc = ok(server.addr, "rpc.discover", "[]").await;
     let version = doc["openrpc"]
         .as_str()
@@ -463,7 +463,7 @@ async fn jsonrpc_rpc_discover_returns_the_openrpc_document() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jsonrpc_walkthrough_with_plain_http_posts() {
     for variant in JSONRPC_VARIANTS {
-        let server = Server::start(variant, runtime::host::MAX_API_MESSAGE).await;
+        let server = Server::start(variant, runtime::api::server::MAX_API_MESSAGE).await;
         let addr = server.addr;
 
         // 1.
@@ -568,12 +568,12 @@ async fn jsonrpc_walkthrough_with_plain_http_posts() {
 
 /// The call context among the named parameters is checked like the parameters: an unknown read
 /// level or a malformed request id is -32602 with kind `Rejected`, and nothing is applied.
-/// A batch is bounded too: one call over `runtime::server::MAX_BATCH` and the whole batch is
+/// A batch is bounded too: one call over `runtime::api::server::MAX_BATCH` and the whole batch is
 /// refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jsonrpc_a_malformed_call_context_or_an_oversized_batch_is_refused() {
     let (server, client, seeded, before) =
-        jsonrpc_setup(Variant::Jsonrpc, runtime::host::MAX_API_MESSAGE).await;
+        jsonrpc_setup(Variant::Jsonrpc, runtime::api::server::MAX_API_MESSAGE).await;
     let addr = server.addr;
     let id = seeded.account_id;
     for (what, context) in [
@@ -611,13 +611,13 @@ async fn jsonrpc_a_malformed_call_context_or_an_oversized_batch_is_refused() {
     );
     let batch = format!(
         "[{}]",
-        vec![one.as_str(); runtime::server::MAX_BATCH as usize + 1].join(",")
+        vec![one.as_str(); runtime::api::server::MAX_BATCH as usize + 1].join(",")
     );
     let response = rpc(addr, &batch).await;
     assert_rpc_error(
         "an oversized batch",
         &response,
-        runtime::codes::BATCH_TOO_LARGE_CODE.into(),
+        runtime::wire::codes::BATCH_TOO_LARGE_CODE.into(),
         None,
     );
     assert_unchanged_then_validate("jsonrpc", &client, &before, seeded).await;

@@ -434,7 +434,7 @@ pub(super) fn command(api: &Api) -> TokenStream {
             let t = rust_ty(&p.ty);
             // A parameter at its default is left out, so that a command encodes the same
             // before and after a defaulted parameter is added (a replica that does not know
-            // the parameter yet can apply it; see `runtime::version`).
+            // the parameter yet can apply it; see `runtime::raft::version`).
             let attr = if p.default.is_some() {
                 let path = format!("crate::defaults::{}_{}", op.name, p.name);
                 let is_default = format!("crate::defaults::is_{}_{}", op.name, p.name);

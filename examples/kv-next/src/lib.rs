@@ -11,8 +11,8 @@
 
 use kv_generated::{KvService as _, KvStore as _};
 use kv_next_generated::{ApplyContext, Entry, KvError, KvService, KvServiceError, KvStore};
-use runtime::error::ServiceError;
 use runtime::rusqlite::Connection;
+use runtime::wire::error::ServiceError;
 
 /// The store's tables: the old version's, unchanged.
 #[derive(Debug, Clone, Copy, Default)]

@@ -12,7 +12,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use runtime::cluster::LocalCluster;
+use runtime::ops::cluster::LocalCluster;
 use runtime::raft::network::AdminRequest;
 
 const V1: &str = env!("CARGO_BIN_EXE_kv-v1");
@@ -63,7 +63,7 @@ async fn the_next_build_replays_the_old_log_and_restores_the_old_snapshot() {
 
     // Every node snapshots and purges its log; the log goes on after the snapshot.
     for id in 1..=4 {
-        runtime::host::admin(
+        runtime::ops::admin::admin(
             &c.node(id).expect("node").raft,
             &c.credentials,
             AdminRequest::Snapshot,

@@ -53,7 +53,7 @@ impl KvStore for KvTables {
     }
 
     fn digest(&self, conn: &Connection) -> Result<String, String> {
-        runtime::local::digest_tables(conn, &[("kv", "key"), ("kv_meta", "id")])
+        runtime::api::local::digest_tables(conn, &[("kv", "key"), ("kv_meta", "id")])
             .map_err(|e| e.to_string())
     }
 }

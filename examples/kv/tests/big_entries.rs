@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kv_generated::KvApi;
 use kv_generated::grpc::GrpcClient;
-use runtime::cluster::LocalCluster;
+use runtime::ops::cluster::LocalCluster;
 use runtime::{CallError, Failure};
 
 const EXE: &str = env!("CARGO_BIN_EXE_kv");

@@ -43,7 +43,7 @@ impl Drop for Up {
 fn kv(secret: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(EXE)
         .args(args)
-        .env(runtime::host::SECRET_ENV, secret)
+        .env(runtime::ops::host::SECRET_ENV, secret)
         .output()
         .expect("run kv");
     (

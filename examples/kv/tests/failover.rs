@@ -10,8 +10,8 @@ use kv_generated::grpc::GrpcClient;
 use kv_generated::jsonrpc::JsonRpcClient;
 use kv_generated::{KvApi, KvError};
 use runtime::CallError;
-use runtime::call::ReadLevel;
-use runtime::cluster::LocalCluster;
+use runtime::ops::cluster::LocalCluster;
+use runtime::wire::call::ReadLevel;
 
 const EXE: &str = env!("CARGO_BIN_EXE_kv");
 

@@ -15,10 +15,10 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 use serde_json::{Value, json};
 pub use service::{AdminVerb, ClusterAccess, ClusterCommand, Common, NoCommands, main, main_with};
 
-use crate::CallKind;
-use crate::client::{GrpcClient, JsonRpcClient};
-use crate::error::{CallError, DomainError, Failure};
-use crate::tls::ServerCa;
+use crate::api::client::{GrpcClient, JsonRpcClient};
+use crate::net::tls::ServerCa;
+use crate::wire::CallKind;
+use crate::wire::error::{CallError, DomainError, Failure};
 
 mod service;
 
@@ -276,7 +276,7 @@ impl Output {
                     CallError::Failure(_) => EXIT_FAILURE,
                 };
                 if json {
-                    let object = crate::codes::to_error_object(&e);
+                    let object = crate::wire::codes::to_error_object(&e);
                     let error = json!({
                         "code": object.code(),
                         "message": object.message(),

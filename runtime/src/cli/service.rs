@@ -7,10 +7,10 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Subcommand};
 
-use crate::host::{HostError, HostedService, LogFormat, NodeArgs, init_logging};
+use crate::ops::host::{HostError, HostedService, LogFormat, NodeArgs, init_logging};
 use crate::raft::network::AdminRequest;
+use crate::raft::rpc::RaftCredentials;
 use crate::raft::types::{NodeAddr, NodeId};
-use crate::raft_rpc::RaftCredentials;
 
 /// A whole service binary: `node`, `call`, `cluster up`, `admin` and `top`, with `--config`
 /// files expanded for `node`. `call` is the generated crate's `cli::main`.
@@ -37,7 +37,7 @@ pub fn main_with<X: Subcommand + std::fmt::Debug>(
     call: fn(&str, Vec<String>) -> ExitCode,
     own: impl FnOnce(X) -> ExitCode,
 ) -> ExitCode {
-    let argv = match crate::config::expand(std::env::args_os().collect()) {
+    let argv = match crate::ops::config::expand(std::env::args_os().collect()) {
         Ok(argv) => argv,
         Err(e) => {
             eprintln!("{binary}: {e}");
@@ -109,6 +109,7 @@ pub enum Common {
     },
     /// A live view of a cluster (every member's role, term, applied index, lag and ops/s,
     /// refreshed each second; q quits).
+    #[cfg(feature = "top")]
     Top {
         /// Where and how.
         #[command(flatten)]
@@ -144,12 +145,12 @@ pub struct ClusterAccess {
     #[arg(long, value_name = "ADDR")]
     pub connect: String,
     /// The cluster's shared secret (default: $RAFT_SECRET).
-    #[arg(long, env = crate::host::SECRET_ENV, hide_env_values = true)]
+    #[arg(long, env = crate::ops::host::SECRET_ENV, hide_env_values = true)]
     pub secret: String,
     /// On a TLS cluster: the CA and a certificate it signed (`cluster up --tls` writes
     /// `DIR/tls/admin.pem` and `admin.key`).
     #[command(flatten)]
-    pub tls: crate::tls::TlsArgs,
+    pub tls: crate::net::tls::TlsArgs,
 }
 
 impl ClusterAccess {
@@ -253,7 +254,7 @@ impl Common {
         };
         match self {
             Common::Node(args) => {
-                crate::host::run_blocking(*args, service)?;
+                crate::ops::host::run_blocking(*args, service)?;
                 Ok("node stopped".into())
             }
             Common::Cluster {
@@ -263,13 +264,14 @@ impl Common {
                 let credentials = access.credentials()?;
                 runtime()?.block_on(admin(&access.connect, &credentials, verb))
             }
+            #[cfg(feature = "top")]
             Common::Top { access, once } => {
                 let credentials = access.credentials()?;
                 let runtime = runtime()?;
                 if once {
-                    runtime.block_on(crate::top::once(&access.connect, &credentials))
+                    runtime.block_on(crate::ops::top::once(&access.connect, &credentials))
                 } else {
-                    runtime.block_on(crate::top::run(&access.connect, &credentials))?;
+                    runtime.block_on(crate::ops::top::run(&access.connect, &credentials))?;
                     Ok(String::new())
                 }
             }
@@ -279,7 +281,7 @@ impl Common {
 
 /// `cluster up`: starts the nodes, prints their addresses, waits for Ctrl-C.
 async fn cluster_up(nodes: usize, dir: &std::path::Path, tls: bool) -> Result<String, HostError> {
-    use crate::cluster::LocalCluster;
+    use crate::ops::cluster::LocalCluster;
     let exe = std::env::current_exe()
         .map_err(|e| HostError::Config(format!("cannot find this binary: {e}")))?;
     let cluster = if tls {
@@ -321,11 +323,11 @@ async fn admin(
 ) -> Result<String, HostError> {
     let request = match verb {
         AdminVerb::Status { json: false } => {
-            return crate::host::status_table(connect, credentials).await;
+            return crate::ops::admin::status_table(connect, credentials).await;
         }
         AdminVerb::Status { json: true } => AdminRequest::Status,
         AdminVerb::Backup { out } => {
-            let report = crate::host::backup(connect, credentials, &out).await?;
+            let report = crate::ops::admin::backup(connect, credentials, &out).await?;
             return Ok(format!(
                 "backup of applied index {} ({} bytes, digest {}) written to {}",
                 report["applied_index"],
@@ -348,6 +350,6 @@ async fn admin(
         AdminVerb::Digest => AdminRequest::Digest,
         AdminVerb::Failpoint { name, actions } => AdminRequest::Failpoint { name, actions },
     };
-    let value = crate::host::admin(connect, credentials, request).await?;
+    let value = crate::ops::admin::admin(connect, credentials, request).await?;
     serde_json::to_string_pretty(&value).map_err(|e| HostError::Admin(e.to_string()))
 }

@@ -261,7 +261,7 @@ impl LogStore {
         let (tx, rx) = mpsc::channel();
         let commits = Arc::new(AtomicU64::new(0));
         let segments = Arc::new(AtomicU64::new(log.segment_count() as u64));
-        let commit_seconds = crate::metrics::latency_histogram();
+        let commit_seconds = crate::raft::metrics::latency_histogram();
         let counters = Counters {
             commits: Arc::clone(&commits),
             segments: Arc::clone(&segments),

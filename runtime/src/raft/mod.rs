@@ -4,9 +4,12 @@
 
 pub mod files;
 pub mod log_store;
+pub mod metrics;
 pub mod network;
 pub mod node;
 mod read_index;
+pub mod rpc;
 pub mod state_machine;
 pub mod status;
 pub mod types;
+pub mod version;

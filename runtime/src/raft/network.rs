@@ -1,4 +1,4 @@
-//! Raft traffic between nodes, over the raft gRPC service ([`crate::raft_rpc`]): the messages,
+//! Raft traffic between nodes, over the raft gRPC service ([`crate::raft::rpc`]): the messages,
 //! their encoding, and openraft's `RaftNetworkV2` on top.
 //!
 //! Encoding of a message payload: first byte `0` = a [`Message`] encoded by
@@ -25,7 +25,7 @@ use tokio::io::AsyncReadExt;
 use super::state_machine::SnapshotFile;
 use super::types::StreamAnswer;
 use super::types::{Applied, C, Envelope, NodeAddr, NodeId, SnapshotMeta, Vote, encode};
-use crate::raft_rpc::{RaftClient, RaftCredentials};
+use crate::raft::rpc::{RaftClient, RaftCredentials};
 
 /// The longest a replication stream waits for the answer to a request it sent.
 pub const STREAM_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -44,7 +44,10 @@ pub const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(12
 /// Bytes per snapshot chunk.
 pub const SNAPSHOT_CHUNK: usize = 1 << 20;
 
+mod link;
 mod message;
+
+use link::{Link, LinkState};
 
 pub use message::{AdminRequest, Answer, Incoming, Message, decode, encode_chunk, encode_message};
 
@@ -121,101 +124,6 @@ impl RaftNetworkFactory<C> for Network {
             link,
             client: None,
         }
-    }
-}
-
-/// The state of the link to one peer that every client openraft makes for it shares: whether
-/// the peer can be reached, and when to try again.
-///
-/// After a failed connect or a call that found the connection gone, the next connect waits:
-/// `probe_every`, then twice that, and so on up to `max_backoff`; any answer from the peer
-/// resets it. While waiting, a bare TCP connect probes the peer every `probe_every`, so a
-/// peer that listens again is dialed within one probe interval. A dead peer thus costs a
-/// probe per interval and a failed attempt per backoff step, not a busy loop (openraft retries
-/// a replication stream at once when `stream_append` fails before it reads the request stream,
-/// and so does not apply its own backoff there).
-///
-/// The connections themselves are per client: the heartbeats never queue behind a replication
-/// stream's large messages on one connection.
-#[derive(Debug)]
-struct Link {
-    addr: String,
-    credentials: RaftCredentials,
-    probe_every: std::time::Duration,
-    max_backoff: std::time::Duration,
-    message_budget: usize,
-    state: Mutex<LinkState>,
-}
-
-#[derive(Debug, Default)]
-struct LinkState {
-    /// Failures since the peer last answered.
-    failures: u32,
-    /// No connect before this instant (unless a probe finds the peer listening).
-    retry_at: Option<tokio::time::Instant>,
-}
-
-impl Link {
-    fn state(&self) -> std::sync::MutexGuard<'_, LinkState> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Waits until a connect may be tried: at once without a backoff, else at its end or as
-    /// soon as a probe finds the peer listening.
-    async fn backoff(&self) {
-        loop {
-            let Some(retry_at) = self.state().retry_at else {
-                return;
-            };
-            let now = tokio::time::Instant::now();
-            if now >= retry_at {
-                return;
-            }
-            let probe_at = (now + self.probe_every).min(retry_at);
-            tokio::time::sleep_until(probe_at).await;
-            if probe_at < retry_at && self.probe().await {
-                return;
-            }
-        }
-    }
-
-    /// Whether something listens at the peer's address (a TCP connect, within one probe
-    /// interval; a connection to ourselves does not count).
-    async fn probe(&self) -> bool {
-        matches!(
-            tokio::time::timeout(self.probe_every, crate::raft_rpc::dial(&self.addr)).await,
-            Ok(Ok(_))
-        )
-    }
-
-    /// The peer answered: no backoff.
-    fn answered(&self) {
-        let mut state = self.state();
-        if state.failures != 0 {
-            state.failures = 0;
-            state.retry_at = None;
-        }
-    }
-
-    /// What a failed call says about the link: a transport failure (the peer is gone, or the
-    /// connection broke) starts or extends the backoff; the peer's own refusals do not.
-    fn observe(&self, status: &tonic::Status) {
-        if status.code() == tonic::Code::Unavailable {
-            self.failed();
-        }
-    }
-
-    /// The peer could not be reached: wait longer before the next connect.
-    fn failed(&self) {
-        let mut state = self.state();
-        state.failures = state.failures.saturating_add(1);
-        let delay = self
-            .probe_every
-            .saturating_mul(1u32 << (state.failures - 1).min(16))
-            .min(self.max_backoff);
-        state.retry_at = Some(tokio::time::Instant::now() + delay);
     }
 }
 

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use crate::call::ReadLevel;
-use crate::call::Session;
+pub use crate::wire::call::ReadLevel;
+use crate::wire::call::Session;
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::InitializeError;
 use openraft::{Config, ServerState, SnapshotPolicy};
@@ -24,8 +24,8 @@ use super::network::{self, AdminRequest, Answer, Message, Network};
 use super::read_index::ReadIndexRounds;
 use super::state_machine::{Application, StateMachine};
 use super::types::{NodeAddr, NodeId, Rejected};
-use crate::raft_rpc::{RaftClient, RaftCredentials};
-use crate::version::{Gate, Schema};
+use crate::raft::rpc::{RaftClient, RaftCredentials};
+use crate::raft::version::{Gate, Schema};
 
 mod admin;
 mod incoming;
@@ -152,7 +152,7 @@ pub struct RaftNode {
     id: NodeId,
     addr: NodeAddr,
     credentials: RaftCredentials,
-    metrics: crate::metrics::NodeMetrics,
+    metrics: crate::raft::metrics::NodeMetrics,
     redirect_writes: bool,
     max_command_bytes: usize,
     raft: Raft,
@@ -166,7 +166,7 @@ pub struct RaftNode {
     read_rounds: Arc<ReadIndexRounds>,
     /// What this node's build of the service knows (advertised to the leader).
     schema: Arc<Schema>,
-    /// What each member's build knows, as last asked (see [`crate::version`]); the leader's
+    /// What each member's build knows, as last asked (see [`crate::raft::version`]); the leader's
     /// gate reads it.
     gate: Gate,
 }
@@ -196,7 +196,7 @@ fn now_us() -> i64 {
 
 impl RaftNode {
     /// Opens the node's storage and starts openraft. `addr` is what other nodes and clients use
-    /// to reach it. Serve the returned node with [`crate::raft_rpc::serve_raft`] on the raft
+    /// to reach it. Serve the returned node with [`crate::raft::rpc::serve_raft`] on the raft
     /// listener.
     pub async fn start(
         config: NodeConfig,
@@ -212,7 +212,7 @@ impl RaftNode {
         let snapshot_dir = config.data_dir.join(SNAPSHOT_DIR);
         let log = LogStore::open(&config.data_dir.join(LOG_DIR))?;
         let sm = StateMachine::open(app, &config.data_dir.join(STATE_DB), &snapshot_dir)?;
-        let storage_metrics = crate::metrics::StorageMetrics {
+        let storage_metrics = crate::raft::metrics::StorageMetrics {
             log_commit_seconds: log.commit_seconds(),
             state_machine: sm.metrics(),
         };
@@ -250,7 +250,7 @@ impl RaftNode {
             id: config.id,
             addr,
             credentials: config.credentials,
-            metrics: crate::metrics::NodeMetrics::new(storage_metrics),
+            metrics: crate::raft::metrics::NodeMetrics::new(storage_metrics),
             redirect_writes: config.redirect_writes,
             max_command_bytes: config.max_command_bytes,
             raft,
@@ -437,8 +437,8 @@ impl RaftNode {
         self.raft.metrics().borrow_watched().state == ServerState::Leader
     }
 
-    /// What the node counts (see [`crate::metrics`]).
-    pub fn metrics(&self) -> &crate::metrics::NodeMetrics {
+    /// What the node counts (see [`crate::raft::metrics`]).
+    pub fn metrics(&self) -> &crate::raft::metrics::NodeMetrics {
         &self.metrics
     }
 

@@ -32,7 +32,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use super::types::{
     Applied, C, Envelope, LogId, Outcome, Rejected, SnapshotMeta, StoredMembership,
 };
-use crate::service::ApplyContext;
+use crate::wire::service::ApplyContext;
 use chrono::DateTime;
 use sha2::{Digest, Sha256};
 
@@ -72,15 +72,15 @@ pub trait Application: Send + Sync + 'static {
     /// Checks that `command` is one this build can apply (it decodes as a command), before it
     /// is proposed or applied in process: what fails here is refused, and never reaches a log.
     /// The default, for opaque commands, admits everything.
-    fn admit(&self, command: &[u8]) -> Result<(), crate::error::Failure> {
+    fn admit(&self, command: &[u8]) -> Result<(), crate::wire::error::Failure> {
         let _ = command;
         Ok(())
     }
     /// What this build of the service knows: its schema version and its commands, which the
-    /// node advertises to its leader's version gate ([`crate::version`]). The default, for
+    /// node advertises to its leader's version gate ([`crate::raft::version`]). The default, for
     /// an application whose commands are opaque bytes, checks nothing.
-    fn schema(&self) -> crate::version::Schema {
-        crate::version::Schema::opaque()
+    fn schema(&self) -> crate::raft::version::Schema {
+        crate::raft::version::Schema::opaque()
     }
 }
 
@@ -174,7 +174,7 @@ struct Shared {
     /// Bounds the queries running at once.
     read_slots: tokio::sync::Semaphore,
     /// Apply latency, dedup hits and snapshots.
-    metrics: crate::metrics::StateMachineMetrics,
+    metrics: crate::raft::metrics::StateMachineMetrics,
     /// The writer's thread: applies, snapshot builds and installs run there, one at a time,
     /// on one warm thread instead of a blocking-pool thread each. It stops when the last clone
     /// of the state machine is gone.
@@ -413,17 +413,17 @@ impl StateMachine {
     }
 
     /// Whether the application's build can apply `command` (see [`Application::admit`]).
-    pub fn admit(&self, command: &[u8]) -> Result<(), crate::error::Failure> {
+    pub fn admit(&self, command: &[u8]) -> Result<(), crate::wire::error::Failure> {
         self.shared.app.admit(command)
     }
 
     /// What the application's build knows (see [`Application::schema`]).
-    pub fn schema(&self) -> crate::version::Schema {
+    pub fn schema(&self) -> crate::raft::version::Schema {
         self.shared.app.schema()
     }
 
     /// What the state machine counts (apply latency, dedup hits, snapshots), shared.
-    pub fn metrics(&self) -> crate::metrics::StateMachineMetrics {
+    pub fn metrics(&self) -> crate::raft::metrics::StateMachineMetrics {
         self.shared.metrics.clone()
     }
 

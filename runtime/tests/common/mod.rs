@@ -124,7 +124,7 @@ impl runtime::raft::state_machine::Application for Rows {
     fn apply(
         &self,
         conn: &runtime::rusqlite::Connection,
-        ctx: &runtime::service::ApplyContext,
+        ctx: &runtime::wire::service::ApplyContext,
         _: &[u8],
     ) -> Result<runtime::raft::types::Applied, String> {
         conn.execute("INSERT INTO rows (n) VALUES (?1)", [ctx.index as i64])

@@ -2,7 +2,7 @@
 
 //! JSON-RPC 2.0 over HTTP: a server over any API implementation and a client implementing
 //! the API. Method names are operation names; parameters are named or positional; each
-//! error kind has its own application code (`runtime::codes`).
+//! error kind has its own application code (`runtime::wire::codes`).
 use std::sync::Arc;
 use jsonrpsee::types::ErrorObjectOwned;
 

@@ -1,5 +1,6 @@
 //! The raft log on disk: a directory of preallocated segment files of CRC-checked records, after
-//! etcd's WAL. Owned by the log's writer thread; nothing here is shared or async.
+//! etcd's WAL. Owned by the log's writer thread; nothing here is shared or async. One file, over
+//! 600 lines: the writer and the replay of one on-disk format, which must change together.
 //!
 //! # Files
 //!

@@ -103,7 +103,7 @@ impl AdminRequest {
     pub fn timeout(&self) -> std::time::Duration {
         match self {
             AdminRequest::Status | AdminRequest::Digest | AdminRequest::Failpoint { .. } => {
-                crate::raft_rpc::RPC_TIMEOUT
+                crate::raft::rpc::RPC_TIMEOUT
             }
             _ => ADMIN_TIMEOUT.saturating_add(std::time::Duration::from_secs(5)),
         }
@@ -137,7 +137,7 @@ pub enum Answer {
     /// To [`Message::ReadBackup`]: the bytes (empty at the end of the file).
     Bytes(Vec<u8>),
     /// To [`Message::Schema`].
-    Schema(crate::version::Schema),
+    Schema(crate::raft::version::Schema),
 }
 
 /// Encodes a message.

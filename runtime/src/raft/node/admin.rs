@@ -20,7 +20,7 @@ impl RaftNode {
             &self.raft.metrics().borrow_watched(),
             self.quorum_lost(),
             self.schema.version.clone(),
-            crate::conn::nofile_limit(),
+            crate::net::conn::nofile_limit(),
         )
     }
 

@@ -9,9 +9,9 @@ use tonic::Status;
 
 use super::{HANDLER_TIMEOUT, NodeError, RaftNode};
 use crate::raft::network::{self, ADMIN_TIMEOUT, Answer, Incoming, Message};
+use crate::raft::rpc::RaftHandler;
 use crate::raft::state_machine::SnapshotFile;
 use crate::raft::types::{C, Rejected, StreamAnswer, decode, encode};
-use crate::raft_rpc::RaftHandler;
 
 impl RaftNode {
     async fn handle_message(&self, message: Message) -> Answer {
@@ -146,8 +146,8 @@ async fn verify_transfer(
 impl RaftHandler for RaftNode {
     fn append_stream(
         &self,
-        requests: crate::raft_rpc::PayloadStream,
-    ) -> Result<crate::raft_rpc::PayloadStream, Status> {
+        requests: crate::raft::rpc::PayloadStream,
+    ) -> Result<crate::raft::rpc::PayloadStream, Status> {
         use futures_util::StreamExt;
         // A request that does not decode ends the input; its error then ends the answers.
         let malformed = Arc::new(Mutex::new(None::<Status>));

@@ -8,7 +8,7 @@ use openraft::errors::ClientWriteError;
 use super::{Asked, NodeError, RaftNode, Retry, now_us};
 use crate::raft::network::{Answer, Message};
 use crate::raft::types::{Applied, Envelope, NodeAddr, NodeId, Rejected};
-use crate::version::Shape;
+use crate::raft::version::Shape;
 
 impl RaftNode {
     /// Proposes a serialized command (from an API caller) and waits for its outcome. With the
@@ -17,7 +17,7 @@ impl RaftNode {
     pub async fn write(
         &self,
         command: Vec<u8>,
-        request: Option<crate::call::RequestId>,
+        request: Option<crate::wire::call::RequestId>,
     ) -> Result<Applied, NodeError> {
         if self.redirect_writes && !self.is_leader() {
             return Err(NodeError::NotLeader(self.leader().map(|(_, addr)| addr)));
@@ -126,7 +126,7 @@ impl RaftNode {
         Err(NodeError::NoLeader(last_error))
     }
 
-    /// The version gate (see [`crate::version`]): refuses a command some member's build
+    /// The version gate (see [`crate::raft::version`]): refuses a command some member's build
     /// cannot apply, naming it, or that this build cannot decode. Members never heard from, and
     /// those that seemed to lack the command (they may just have been upgraded), are asked
     /// first.

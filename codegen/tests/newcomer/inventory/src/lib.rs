@@ -39,7 +39,7 @@ impl InventoryStore for Stock {
     }
 
     fn digest(&self, conn: &Connection) -> Result<String, String> {
-        inventory_generated::runtime::local::digest_tables(conn, &[("stock", "sku")])
+        inventory_generated::runtime::api::local::digest_tables(conn, &[("stock", "sku")])
             .map_err(|e| e.to_string())
     }
 }

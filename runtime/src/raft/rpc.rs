@@ -4,7 +4,7 @@
 //! Every call must carry the cluster's shared secret in the [`SECRET_KEY`] metadata entry; a call
 //! without it (or with another) is refused with `UNAUTHENTICATED` before any handler runs. On a
 //! TLS cluster the listener also takes only peers whose certificate the cluster's CA signed
-//! (mutual TLS, see [`crate::tls`]).
+//! (mutual TLS, see [`crate::net::tls`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,12 +15,12 @@ use std::time::Duration;
 use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use crate::tls::Tls;
+use crate::net::tls::Tls;
 
 /// The tonic/prost code generated from `runtime/proto/raft.proto`.
 #[allow(clippy::all, missing_docs)]
 pub mod pb {
-    include!("raft_pb.rs");
+    include!("rpc_pb.rs");
 }
 
 /// The metadata key that carries the cluster's shared secret.
@@ -122,7 +122,7 @@ const MAX_RESET_STREAMS: usize = 4096;
 /// API connections cannot take its peers' slots).
 pub async fn serve_raft<H: RaftHandler>(
     listener: tokio::net::TcpListener,
-    pool: crate::conn::Pool,
+    pool: crate::net::conn::Pool,
     handler: Arc<H>,
     credentials: RaftCredentials,
     max_message_size: usize,
@@ -140,7 +140,7 @@ pub async fn serve_raft<H: RaftHandler>(
     let service = pb::raft_server::RaftServer::new(Service { handler })
         .max_decoding_message_size(max_message_size)
         .max_encoding_message_size(max_message_size);
-    let incoming = crate::conn::incoming(listener, pool.slots, Some(pool.idle), "raft");
+    let incoming = crate::net::conn::incoming(listener, pool.slots, Some(pool.idle), "raft");
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = &credentials.tls {
         server = server.tls_config(tls.raft_server())?;

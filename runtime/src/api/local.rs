@@ -10,11 +10,11 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use chrono::Utc;
 use rusqlite::{Connection, TransactionBehavior};
 
-use crate::CallKind;
-use crate::error::{CallError, Failure, ServiceError};
+use crate::api::sink::CommandSink;
 use crate::raft::state_machine::Application;
-use crate::service::ApplyContext;
-use crate::sink::CommandSink;
+use crate::wire::CallKind;
+use crate::wire::error::{CallError, Failure, ServiceError};
+use crate::wire::service::ApplyContext;
 
 /// One SQLite database and the command counter of the process that owns it.
 #[derive(Debug)]

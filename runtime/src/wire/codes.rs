@@ -7,7 +7,7 @@
 use jsonrpsee::types::{ErrorObject, ErrorObjectOwned};
 use tonic::Code;
 
-use crate::error::{CallError, DomainError, Failure, Leader};
+use crate::wire::error::{CallError, DomainError, Failure, Leader};
 
 /// The gRPC metadata key that carries the error kind.
 pub const ERROR_KIND_KEY: &str = "x-error-kind";

@@ -4,7 +4,7 @@
 //! kind being `0` for a command and `1` for a query (see [`CallKind`]). The ROUTER sees it with the
 //! client's identity in front, `[identity][id][kind][payload]`, and answers
 //! `[identity][id][2][reply payload]`, which reaches the DEALER as `[id][2][reply payload]`.
-//! As with [`tcp`](crate::tcp), the id lets many calls be in flight at once and complete in any
+//! As with [`tcp`](crate::api::tcp), the id lets many calls be in flight at once and complete in any
 //! order.
 //!
 //! The size counted against [`Limits::max_frame`] is the same as on TCP: 9 bytes for the id and
@@ -37,11 +37,13 @@ use zeromq::{
 
 mod guard;
 
-use crate::frame::{FrameKind, ID_AND_KIND_LEN};
-use crate::pending::{self, Pending};
-use crate::tcp::checked_reply;
-use crate::util::{AbortOnDrop, handle_guarded};
-use crate::{CallKind, Handler, Limits, TransportError};
+use crate::api::pending::{self, Pending};
+use crate::api::tcp::checked_reply;
+use crate::util::AbortOnDrop;
+use crate::wire::CallKind;
+use crate::wire::frame::{FrameKind, ID_AND_KIND_LEN};
+use crate::wire::transport::handle_guarded;
+use crate::wire::transport::{Handler, Limits, TransportError};
 
 /// How far over [`Limits::max_frame`] a declared frame may be and still reach zeromq, so a
 /// somewhat oversized request gets its typed refusal instead of a closed connection.

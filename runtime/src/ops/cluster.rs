@@ -1,6 +1,6 @@
 //! A local cluster of node processes for tests, demos and benchmarks: any service binary whose
-//! `node` subcommand takes [`NodeArgs`](crate::host::NodeArgs) and prints the host's ready line.
-//! Processes get ephemeral ports on 127.0.0.1 (or on their address in a [`crate::netns`] lab)
+//! `node` subcommand takes [`NodeArgs`](crate::ops::host::NodeArgs) and prints the host's ready line.
+//! Processes get ephemeral ports on 127.0.0.1 (or on their address in a [`crate::lab::netns`] lab)
 //! and their own data directories; dropping the cluster kills every process.
 
 use std::io::{BufRead, BufReader};
@@ -8,14 +8,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::delay::DelayLink;
-use crate::host::{HostError, SECRET_ENV, admin};
-use crate::netns::NetHost;
+use crate::lab::delay::DelayLink;
+use crate::lab::netns::NetHost;
+use crate::net::tls::{CertAuthority, TlsArgs, hosts_for};
+use crate::ops::admin::admin;
+use crate::ops::host::{HostError, SECRET_ENV};
 use crate::raft::network::AdminRequest;
+use crate::raft::rpc::RaftCredentials;
 use crate::raft::status::NodeStatus;
 use crate::raft::types::NodeId;
-use crate::raft_rpc::RaftCredentials;
-use crate::tls::{CertAuthority, TlsArgs, hosts_for};
 
 /// The log file in each node's data directory.
 const NODE_LOG: &str = "node.log";
@@ -411,7 +412,7 @@ impl LocalCluster {
 
     /// Status of one node.
     pub async fn status(&self, id: NodeId) -> Result<NodeStatus, HostError> {
-        crate::host::status(&self.node(id)?.raft, &self.credentials).await
+        crate::ops::admin::status(&self.node(id)?.raft, &self.credentials).await
     }
 
     /// Waits until the running nodes agree on a leader; returns its id.

@@ -5,10 +5,14 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::call::{self, ReadLevel};
-use crate::error::{Failure, Leader};
+use crate::api::tcp::TcpClient;
+#[cfg(feature = "zmq")]
+use crate::api::zmq::ZmqClient;
 use crate::raft::node::{NodeError, RaftNode};
-use crate::{CallKind, Handler, TcpClient, TransportError, ZmqClient};
+use crate::wire::CallKind;
+use crate::wire::call::{self, ReadLevel};
+use crate::wire::error::{Failure, Leader};
+use crate::wire::transport::{Handler, TransportError};
 
 impl From<TransportError> for Failure {
     fn from(e: TransportError) -> Self {
@@ -112,8 +116,10 @@ impl CommandSink for TcpSink {
 
 /// Ships command bytes over a ZeroMQ DEALER socket.
 #[derive(Debug, Clone)]
+#[cfg(feature = "zmq")]
 pub struct ZmqSink(pub ZmqClient);
 
+#[cfg(feature = "zmq")]
 impl CommandSink for ZmqSink {
     async fn submit(&self, kind: CallKind, command: Vec<u8>) -> Result<Vec<u8>, Failure> {
         Ok(self.0.call(kind, command).await?)
@@ -157,7 +163,7 @@ impl CommandSink for RaftSink {
     /// Sends the call into the node and counts it in the node's metrics.
     async fn submit(&self, kind: CallKind, command: Vec<u8>) -> Result<Vec<u8>, Failure> {
         let started = std::time::Instant::now();
-        let operation = crate::service::operation_of(&command)
+        let operation = crate::wire::service::operation_of(&command)
             .unwrap_or("unknown")
             .to_string();
         // One span per request, from the API listener through forwarding, propose and apply
@@ -172,7 +178,7 @@ impl CommandSink for RaftSink {
         );
         let result = tracing::Instrument::instrument(self.send(kind, command), span.clone()).await;
         let outcome = match &result {
-            Ok(reply) => crate::service::outcome_of(reply),
+            Ok(reply) => crate::wire::service::outcome_of(reply),
             Err(failure) => failure.kind().to_string(),
         };
         let elapsed = started.elapsed();

@@ -1,5 +1,5 @@
 //! Node config files: `<binary> node --config node.toml [flags]`. Every key is a flag of
-//! [`NodeArgs`](crate::host::NodeArgs) without its dashes (`data_dir` or `data-dir`); a flag
+//! [`NodeArgs`](crate::ops::host::NodeArgs) without its dashes (`data_dir` or `data-dir`); a flag
 //! given on the command line overrides the file. An unknown key or a bad value is an error at
 //! the file's line and column, and nothing starts.
 //!
@@ -17,7 +17,7 @@ use std::path::Path;
 
 use clap::{Args, Command};
 
-use crate::host::NodeArgs;
+use crate::ops::host::NodeArgs;
 
 /// Why a config file cannot be used.
 #[derive(Debug, thiserror::Error)]

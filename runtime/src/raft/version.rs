@@ -25,7 +25,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::raft::types::{NodeId, Rejected};
-use crate::service::OpInfo;
+use crate::wire::service::OpInfo;
 
 /// What one build of a service knows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,7 +46,7 @@ impl Schema {
             version: version.to_string(),
             commands: operations
                 .iter()
-                .filter(|o| o.kind == crate::CallKind::Command)
+                .filter(|o| o.kind == crate::wire::CallKind::Command)
                 .map(|o| {
                     let params = o.params.iter().map(|p| p.to_string()).collect();
                     (o.name.to_string(), params)
@@ -54,7 +54,7 @@ impl Schema {
                 .collect(),
             queries: operations
                 .iter()
-                .filter(|o| o.kind == crate::CallKind::Query)
+                .filter(|o| o.kind == crate::wire::CallKind::Query)
                 .map(|o| o.name.to_string())
                 .collect(),
         }
@@ -227,7 +227,7 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::CallKind;
+    use crate::wire::CallKind;
 
     const V1: &[OpInfo] = &[
         OpInfo {

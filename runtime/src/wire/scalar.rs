@@ -4,7 +4,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 
-use crate::service::Duration;
+use crate::wire::service::Duration;
 
 /// A decimal, exactly as written (no rounding, surrounding spaces ignored).
 pub fn decimal_from(s: String, path: &str) -> Result<Decimal, String> {

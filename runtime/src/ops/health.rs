@@ -8,7 +8,7 @@ use crate::raft::node::RaftNode;
 /// Serves `/metrics`, `/health` and `/ready` of `node` on `listener` until `shutdown`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    pool: crate::conn::Pool,
+    pool: crate::net::conn::Pool,
     node: Arc<RaftNode>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -44,7 +44,10 @@ pub async fn serve(
                 }
             }),
         );
-    axum::serve(crate::conn::axum_listener(listener, pool, "metrics")?, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        crate::net::conn::axum_listener(listener, pool, "metrics")?,
+        app,
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

@@ -13,10 +13,10 @@ use std::time::Duration;
 use jsonrpsee::core::client::ClientT;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::CallKind;
-use crate::call::{self, CallContext, InFlight, ReadLevel, Session};
-use crate::error::{CallError, Failure};
-use crate::tls::ServerCa;
+use crate::net::tls::ServerCa;
+use crate::wire::CallKind;
+use crate::wire::call::{self, CallContext, InFlight, ReadLevel, Session};
+use crate::wire::error::{CallError, Failure};
 
 /// How one attempt of a call ended, as the policy sees it.
 #[derive(Debug)]
@@ -325,7 +325,7 @@ type Http = Arc<jsonrpsee_http_client::HttpClient>;
 fn http(addr: &str, tls: Option<&ServerCa>) -> Result<Http, Failure> {
     let url = http_url(addr, tls.is_some())?;
     let mut builder = jsonrpsee_http_client::HttpClient::builder()
-        .max_response_size(u32::try_from(crate::host::MAX_API_MESSAGE).unwrap_or(u32::MAX));
+        .max_response_size(u32::try_from(crate::api::server::MAX_API_MESSAGE).unwrap_or(u32::MAX));
     if let Some(ca) = tls {
         let config = ca
             .rustls_client()
@@ -476,7 +476,9 @@ mod tests {
     #[test]
     fn a_redirect_is_followed_only_when_it_names_the_protocol() {
         let redirect = |words: &str| {
-            CallError::<String>::Failure(Failure::Redirect(crate::error::Leader::parse(words)))
+            CallError::<String>::Failure(Failure::Redirect(crate::wire::error::Leader::parse(
+                words,
+            )))
         };
         assert!(matches!(
             redirect("grpc=a:1").into_attempt::<()>("grpc"),

@@ -11,7 +11,7 @@ pub struct OpInfo {
     /// Its stable tag.
     pub tag: u32,
     /// Command or query.
-    pub kind: crate::CallKind,
+    pub kind: crate::wire::CallKind,
     /// Parameter names in order (by-position calls are matched against these).
     pub params: &'static [&'static str],
 }
@@ -125,12 +125,12 @@ pub struct UnknownVariant {
 
 /// Serializes the outcome of a call: `{"Ok": {"<operation>": value}}` or
 /// `{"Err": {"kind": ..., "message": ...}}`.
-pub fn encode_reply<R: serde::Serialize, E: crate::error::DomainError>(
-    reply: &Result<R, crate::error::CallError<E>>,
+pub fn encode_reply<R: serde::Serialize, E: crate::wire::error::DomainError>(
+    reply: &Result<R, crate::wire::error::CallError<E>>,
 ) -> Vec<u8> {
     serde_json::to_vec(reply).unwrap_or_else(|e| {
-        let fallback: Result<(), crate::error::CallError<E>> =
-            Err(crate::error::Failure::Internal(format!("cannot encode reply: {e}")).into());
+        let fallback: Result<(), crate::wire::error::CallError<E>> =
+            Err(crate::wire::error::Failure::Internal(format!("cannot encode reply: {e}")).into());
         serde_json::to_vec(&fallback).unwrap_or_default()
     })
 }
@@ -165,11 +165,11 @@ pub fn outcome_of(reply: &[u8]) -> String {
 }
 
 /// Parses the outcome of a call; a malformed reply is a `Transport` failure.
-pub fn decode_reply<R: serde::de::DeserializeOwned, E: crate::error::DomainError>(
+pub fn decode_reply<R: serde::de::DeserializeOwned, E: crate::wire::error::DomainError>(
     bytes: &[u8],
-) -> Result<R, crate::error::CallError<E>> {
-    serde_json::from_slice::<Result<R, crate::error::CallError<E>>>(bytes)
-        .map_err(|e| crate::error::Failure::Transport(format!("malformed reply: {e}")))?
+) -> Result<R, crate::wire::error::CallError<E>> {
+    serde_json::from_slice::<Result<R, crate::wire::error::CallError<E>>>(bytes)
+        .map_err(|e| crate::wire::error::Failure::Transport(format!("malformed reply: {e}")))?
 }
 
 /// Builds the command `{"<name>": {<arguments>}}` of an operation from JSON-RPC style
@@ -213,14 +213,14 @@ pub fn command_from_params<C: serde::de::DeserializeOwned>(
 /// The named arguments of a command `{"<name>": {<arguments>}}` (what a JSON-RPC client sends).
 pub fn command_params<C: serde::Serialize>(
     command: &C,
-) -> Result<serde_json::Map<String, serde_json::Value>, crate::error::Failure> {
+) -> Result<serde_json::Map<String, serde_json::Value>, crate::wire::error::Failure> {
     match serde_json::to_value(command) {
         Ok(serde_json::Value::Object(outer)) => match outer.into_iter().next() {
             Some((_, serde_json::Value::Object(args))) => Ok(args),
             _ => Ok(serde_json::Map::new()),
         },
         Ok(_) => Ok(serde_json::Map::new()),
-        Err(e) => Err(crate::error::Failure::Internal(format!(
+        Err(e) => Err(crate::wire::error::Failure::Internal(format!(
             "cannot encode arguments: {e}"
         ))),
     }
@@ -230,17 +230,17 @@ pub fn command_params<C: serde::Serialize>(
 /// cannot run as a query): a `Transport` failure naming it, the same on every replica.
 pub fn check_kind(
     name: &str,
-    actual: crate::CallKind,
-    submitted: crate::CallKind,
-) -> Result<(), crate::error::Failure> {
+    actual: crate::wire::CallKind,
+    submitted: crate::wire::CallKind,
+) -> Result<(), crate::wire::error::Failure> {
     let word = |kind| match kind {
-        crate::CallKind::Command => "command",
-        crate::CallKind::Query => "query",
+        crate::wire::CallKind::Command => "command",
+        crate::wire::CallKind::Query => "query",
     };
     if actual == submitted {
         Ok(())
     } else {
-        Err(crate::error::Failure::Transport(format!(
+        Err(crate::wire::error::Failure::Transport(format!(
             "`{name}` is a {}; it cannot run as a {}",
             word(actual),
             word(submitted)

@@ -6,8 +6,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::frame::ID_AND_KIND_LEN;
-use crate::{Limits, TransportError};
+use crate::wire::frame::ID_AND_KIND_LEN;
+use crate::wire::transport::{Limits, TransportError};
 
 /// What a waiting call receives.
 pub(crate) type Outcome = Result<Vec<u8>, TransportError>;

@@ -1,4 +1,4 @@
-//! Length-prefixed frames, the wire format of the [`tcp`](crate::tcp) transport.
+//! Length-prefixed frames, the wire format of the [`tcp`](crate::api::tcp) transport.
 //!
 //! Every request and every reply travels as one frame:
 //!
@@ -24,7 +24,8 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::{CallKind, TransportError};
+use crate::wire::CallKind;
+use crate::wire::transport::TransportError;
 
 /// Size of the length prefix, in bytes.
 pub const LENGTH_PREFIX_LEN: usize = 4;
@@ -75,7 +76,7 @@ pub struct Frame {
 }
 
 impl Frame {
-    /// The frame's size as counted by the length prefix (and by [`crate::Limits::max_frame`]).
+    /// The frame's size as counted by the length prefix (and by [`crate::wire::transport::Limits::max_frame`]).
     pub fn size(&self) -> usize {
         ID_AND_KIND_LEN + self.payload.len()
     }
@@ -100,7 +101,7 @@ pub struct FrameHeader {
 }
 
 impl FrameHeader {
-    /// The frame's size in bytes, as counted by [`crate::Limits::max_frame`].
+    /// The frame's size in bytes, as counted by [`crate::wire::transport::Limits::max_frame`].
     pub fn size(&self) -> usize {
         self.len as usize
     }

@@ -7,7 +7,7 @@
 //! framing of what clients send: the 64-byte greeting, then per frame a flags byte, a 1- or 8-byte
 //! length and the body. A connection that declares a frame longer than its limit is closed before
 //! the declaration reaches zeromq. It also holds the number of connections to
-//! [`Limits::max_connections`](crate::Limits::max_connections), as the TCP transport does.
+//! [`Limits::max_connections`](crate::wire::transport::Limits::max_connections), as the TCP transport does.
 
 use std::io;
 use std::net::SocketAddr;
@@ -126,7 +126,7 @@ pub(crate) async fn relay(
     // Never shut down from here: the serving task aborts this one, which drops the relays.
     let never = std::future::pending::<()>();
     let cap = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections));
-    crate::util::accept_connections(listener, cap, None, "zmq", never, |conn, peer| {
+    crate::net::conn::accept_connections(listener, cap, None, "zmq", never, |conn, peer| {
         let (stream, slot) = conn.into_parts();
         async move {
             if let Err(e) = relay_one(stream, inner, frame_limit).await {

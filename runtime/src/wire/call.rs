@@ -242,8 +242,9 @@ pub const MAX_CLIENT_ID: usize = 128;
 pub fn context_from_metadata(
     metadata: &tonic::metadata::MetadataMap,
 ) -> Result<CallContext, tonic::Status> {
-    parse_context(|key| metadata.get(key).and_then(|v| v.to_str().ok()))
-        .map_err(|reason| crate::codes::failure_status(crate::Failure::Rejected(reason)))
+    parse_context(|key| metadata.get(key).and_then(|v| v.to_str().ok())).map_err(|reason| {
+        crate::wire::codes::failure_status(crate::wire::error::Failure::Rejected(reason))
+    })
 }
 
 /// Writes a call's context into gRPC metadata (what [`context_from_metadata`] reads back).

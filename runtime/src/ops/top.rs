@@ -11,9 +11,10 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::Line;
 use ratatui::widgets::{Block, Borders, Paragraph, Row, Table};
 
-use crate::host::{HostError, MemberStatus, member_statuses, role_text};
+use crate::ops::admin::{MemberStatus, member_statuses, role_text};
+use crate::ops::host::HostError;
+use crate::raft::rpc::RaftCredentials;
 use crate::raft::types::NodeId;
-use crate::raft_rpc::RaftCredentials;
 
 /// How often the view is refreshed.
 pub const REFRESH: Duration = Duration::from_secs(1);

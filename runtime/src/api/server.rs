@@ -11,7 +11,10 @@ use tonic::codegen::Service;
 use tonic::codegen::http::{Request, Response};
 use tonic::server::NamedService;
 
-use crate::tls::{Tls, TlsError};
+use crate::net::tls::{Tls, TlsError};
+
+/// The largest API message (request or reply) a node's servers and clients accept.
+pub const MAX_API_MESSAGE: usize = 4 << 20;
 
 /// A listener could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +41,7 @@ pub async fn bind(addr: &str) -> Result<(TcpListener, std::net::SocketAddr), Bin
 
 /// An API listener: a bound socket, on a TLS node the node's TLS material (the server
 /// presents its certificate; clients need none), and what its connections may hold (see
-/// [`crate::conn`]).
+/// [`crate::net::conn`]).
 #[derive(Debug)]
 pub struct Listener {
     /// The bound socket.
@@ -47,7 +50,7 @@ pub struct Listener {
     pub tls: Option<Tls>,
     /// The connection slots it draws from, and their idle timeout (a node's API listeners
     /// share one pool).
-    pub pool: crate::conn::Pool,
+    pub pool: crate::net::conn::Pool,
 }
 
 impl From<TcpListener> for Listener {
@@ -56,7 +59,10 @@ impl From<TcpListener> for Listener {
         Listener {
             tcp,
             tls: None,
-            pool: crate::conn::Pool::new(MAX_CONNECTIONS as usize, crate::conn::API_IDLE_TIMEOUT),
+            pool: crate::net::conn::Pool::new(
+                MAX_CONNECTIONS as usize,
+                crate::net::conn::API_IDLE_TIMEOUT,
+            ),
         }
     }
 }
@@ -102,7 +108,7 @@ where
         .build_v1()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
     let Listener { tcp, tls, pool } = listener.into();
-    let incoming = crate::conn::incoming(tcp, pool.slots, Some(pool.idle), "grpc");
+    let incoming = crate::net::conn::incoming(tcp, pool.slots, Some(pool.idle), "grpc");
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         server = server.tls_config(tls.api_grpc())?;
@@ -151,7 +157,7 @@ pub async fn serve_jsonrpc<Ctx: Send + Sync + 'static>(
     // Every connection, plaintext or TLS, is accepted here, so each holds a slot of the
     // listener's pool and is closed once idle (jsonrpsee's own server would keep a connection
     // that sent one request for as long as the client holds it).
-    let serve = |stream: crate::conn::Guarded<tokio::net::TcpStream>,
+    let serve = |stream: crate::net::conn::Guarded<tokio::net::TcpStream>,
                  peer: std::net::SocketAddr| {
         let acceptor = acceptor.clone();
         let service = services.clone().build(methods.clone(), stop_handle.clone());
@@ -179,7 +185,7 @@ pub async fn serve_jsonrpc<Ctx: Send + Sync + 'static>(
             }
         }
     };
-    let mut connections = crate::util::accept_connections(
+    let mut connections = crate::net::conn::accept_connections(
         tcp,
         pool.slots,
         Some(pool.idle),
@@ -201,7 +207,7 @@ const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// `rpc.discover`, which answers the OpenRPC document `openrpc`.
 pub fn rpc_module<A, F, Fut>(
     api: std::sync::Arc<A>,
-    operations: &[crate::service::OpInfo],
+    operations: &[crate::wire::service::OpInfo],
     openrpc: &str,
     handle: F,
 ) -> Result<jsonrpsee::RpcModule<A>, ServeError>
@@ -230,12 +236,14 @@ where
                         .as_str()
                         .map(serde_json::from_str::<serde_json::Value>)
                         .transpose()
-                        .map_err(crate::codes::invalid_params)?;
+                        .map_err(crate::wire::codes::invalid_params)?;
                     let context =
-                        crate::call::context_from_params(&mut args).map_err(|reason| {
-                            crate::codes::failure_error_object(crate::Failure::Rejected(reason))
+                        crate::wire::call::context_from_params(&mut args).map_err(|reason| {
+                            crate::wire::codes::failure_error_object(
+                                crate::wire::error::Failure::Rejected(reason),
+                            )
                         })?;
-                    crate::call::with_context(context, handle(api, name, args)).await
+                    crate::wire::call::with_context(context, handle(api, name, args)).await
                 }
             })
             .map_err(|e| ServeError::JsonRpc(format!("registering `{name}`: {e}")))?;

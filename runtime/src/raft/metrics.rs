@@ -26,8 +26,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::CallKind;
 use crate::raft::status::{NodeStatus, Role};
+use crate::wire::CallKind;
 
 /// Labels of a request counter.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -313,7 +313,7 @@ impl NodeMetrics {
         g.purged.set(index(status.purged_index));
         g.quorum_lost.set(i64::from(status.quorum_lost));
         g.self_connects
-            .set(gauge_value(crate::raft_rpc::self_connects()));
+            .set(gauge_value(crate::raft::rpc::self_connects()));
         for role in Role::ALL {
             self.role
                 .get_or_create(&RoleLabels {

@@ -357,6 +357,49 @@ impl tonic::transport::server::Connected for Guarded<TcpStream> {
     }
 }
 
+/// The accept loop every listener served connection by connection shares: accepts on
+/// `listener` (see [`incoming`]: a slot of `cap` per connection, one over the cap
+/// closed at once, the `idle` timeout, accept errors paused on) until `shutdown`, running
+/// `serve` for each connection as a task of the returned set (the caller decides whether to
+/// wait for them or end them).
+pub(crate) async fn accept_connections<F>(
+    listener: tokio::net::TcpListener,
+    cap: Arc<tokio::sync::Semaphore>,
+    idle: Option<std::time::Duration>,
+    what: &'static str,
+    shutdown: impl Future<Output = ()>,
+    mut serve: impl FnMut(Guarded<tokio::net::TcpStream>, std::net::SocketAddr) -> F,
+) -> tokio::task::JoinSet<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    use futures_util::StreamExt as _;
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut incoming = std::pin::pin!(incoming(listener, cap, idle, what));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(Ok(conn)) = incoming.next() => {
+                match conn.peer_addr() {
+                    Ok(peer) => {
+                        connections.spawn(serve(conn, peer));
+                    }
+                    Err(e) => tracing::debug!(error = %e, what, "a connection left at once"),
+                }
+            }
+            Some(finished) = connections.join_next(), if !connections.is_empty() => {
+                if let Err(e) = finished
+                    && e.is_panic()
+                {
+                    tracing::error!(error = %e, what, "a connection task panicked");
+                }
+            }
+        }
+    }
+    connections
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,4 @@
-//! Request/reply over TCP with length-prefixed [frames](crate::frame).
+//! Request/reply over TCP with length-prefixed [frames](crate::wire::frame).
 //!
 //! One connection carries many requests at once: the client tags each request with an id, the
 //! server handles requests concurrently and tags each reply with its request's id, so replies may
@@ -28,10 +28,12 @@ use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
-use crate::frame::{self, Frame, FrameHeader, FrameKind, ID_AND_KIND_LEN};
-use crate::pending::{self, Pending};
-use crate::util::{AbortOnDrop, handle_guarded};
-use crate::{CallKind, Handler, Limits, TransportError};
+use crate::api::pending::{self, Pending};
+use crate::util::AbortOnDrop;
+use crate::wire::CallKind;
+use crate::wire::frame::{self, Frame, FrameHeader, FrameKind, ID_AND_KIND_LEN};
+use crate::wire::transport::handle_guarded;
+use crate::wire::transport::{Handler, Limits, TransportError};
 
 /// How many frames may wait for a connection's writer before senders wait.
 const OUTGOING_QUEUE: usize = 1024;
@@ -56,7 +58,7 @@ pub async fn serve_tcp<H: Handler>(
 ) -> io::Result<()> {
     let cap = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let mut connections =
-        crate::util::accept_connections(listener, cap, None, "tcp", shutdown, |conn, peer| {
+        crate::net::conn::accept_connections(listener, cap, None, "tcp", shutdown, |conn, peer| {
             let (stream, slot) = conn.into_parts();
             let served = serve_connection(stream, peer, handler.clone(), limits);
             async move {
