@@ -127,3 +127,45 @@ async fn every_batch_is_applied_on_the_state_machines_one_thread() {
         "applied on several threads: {seen:?}"
     );
 }
+
+/// A replica that saw a client before it installed a snapshot still answers that client's
+/// resends from the installed records: what it remembered of the client's sequence numbers is
+/// dropped with the database it was about.
+#[tokio::test]
+async fn a_resend_after_a_snapshot_install_is_answered_from_the_installed_records() {
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine as _};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let open = |name: &str| {
+        StateMachine::open(
+            Arc::new(Rows),
+            &dir.path().join(format!("{name}.db")),
+            &dir.path().join(format!("{name}-snapshots")),
+        )
+        .expect("state machine")
+    };
+    let t = 1_800_000_000_000_000;
+    // The leader applied the client's requests 1 to 5.
+    let mut leader = open("leader");
+    let sent: Vec<Entry> = (1..=5)
+        .map(|seq| entry(seq, "c:a", seq, t, b"deposit 1"))
+        .collect();
+    apply(&mut leader, sent).await;
+    let snapshot = leader.build_snapshot().await.expect("build snapshot");
+
+    // The follower had applied only the first before it fell behind.
+    let mut follower = open("follower");
+    apply(&mut follower, vec![entry(1, "c:a", 1, t, b"deposit 1")]).await;
+    follower
+        .install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await
+        .expect("install");
+    assert_eq!(applied(&follower).await, "5");
+
+    // The resend of request 5 is answered, not applied a sixth time.
+    apply(&mut follower, vec![entry(6, "c:a", 5, t, b"deposit 1")]).await;
+    assert_eq!(
+        applied(&follower).await,
+        "5",
+        "a resend was applied a second time"
+    );
+}

@@ -136,12 +136,20 @@ fn open_db(path: &Path) -> io::Result<Connection> {
         .map_err(io_err)?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(io_err)?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
+        .map_err(io_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(io_err)?;
     // Room for every statement of the runtime and the application: none is parsed twice.
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
+
+/// The WAL is checkpointed into the database when it holds this many pages (4 KiB each):
+/// SQLite's default is 1,000. Apply dirties the same few pages (the applied id, the request
+/// records' tail, hot rows) in every batch; a longer WAL copies each of them back once per
+/// checkpoint instead of once per 1,000 pages written.
+const WAL_CHECKPOINT_PAGES: i64 = 8_000;
 
 /// Prepared statements kept per connection.
 const STATEMENT_CACHE: usize = 256;
@@ -175,6 +183,9 @@ struct Shared {
     read_slots: tokio::sync::Semaphore,
     /// Apply latency, dedup hits and snapshots.
     metrics: crate::raft::metrics::StateMachineMetrics,
+    /// Per client, a sequence number at or above every one of its request records (see
+    /// [`requests::KnownSeqs`]): an entry above it has no record, so apply skips the lookup.
+    known_seqs: Mutex<requests::KnownSeqs>,
     /// The writer's thread: applies, snapshot builds and installs run there, one at a time,
     /// on one warm thread instead of a blocking-pool thread each. It stops when the last clone
     /// of the state machine is gone.
@@ -245,6 +256,7 @@ impl StateMachine {
                 read_gate: RwLock::new(()),
                 read_slots: tokio::sync::Semaphore::new(READERS),
                 metrics: Default::default(),
+                known_seqs: Mutex::default(),
                 jobs: start_writer_thread()?,
             }),
         })
@@ -579,6 +591,8 @@ impl RaftStateMachine<C> for StateMachine {
                 shared.app.as_ref(),
                 &shared.db_path,
             )?);
+            // The installed database has request records of its own.
+            requests::forget_known_seqs(&shared);
             // The metadata last: a snapshot without it is not considered complete.
             write_durably(&meta_path, &serde_json::to_vec(&meta).map_err(io_err)?)?;
             prune_snapshots(&shared.snapshot_dir, &name);

@@ -12,6 +12,62 @@ pub const REQUEST_TTL_ENTRIES: u64 = 1_000_000;
 /// entries on every replica, however their batches are cut).
 const EXPIRE_EVERY_ENTRIES: u64 = 1_024;
 
+/// How many clients [`KnownSeqs`] remembers before it starts over (each is then read again from
+/// its records once).
+const KNOWN_CLIENTS: usize = 100_000;
+
+/// Per client, a bound on its request records' sequence numbers: read from the records the
+/// first time the client is seen, raised by every request applied. A client's sequence
+/// numbers mostly grow, so almost every entry is above the bound and needs no lookup. Only an
+/// overestimate is possible (a batch that failed and was not committed), which costs a lookup,
+/// never a missed duplicate; a snapshot install, which brings other records, empties it.
+#[derive(Debug, Default)]
+pub(super) struct KnownSeqs(std::collections::HashMap<String, u64>);
+
+/// Empties the known sequence numbers (the database under them was replaced).
+pub(super) fn forget_known_seqs(shared: &Shared) {
+    if let Ok(mut known) = shared.known_seqs.lock() {
+        known.0.clear();
+    }
+}
+
+/// Whether `client` may have a record for `seq`: false when `seq` is above every sequence
+/// number it has a record for.
+fn may_have_record(shared: &Shared, conn: &Connection, client: &str, seq: u64) -> io::Result<bool> {
+    let mut known = shared
+        .known_seqs
+        .lock()
+        .map_err(|_| io::Error::other("state machine lock poisoned"))?;
+    let bound = match known.0.get(client) {
+        Some(bound) => *bound,
+        None => {
+            let bound: Option<i64> = conn
+                .prepare_cached("SELECT max(seq) FROM _raft_requests WHERE client = ?1")
+                .and_then(|mut s| s.query_row([client], |r| r.get(0)))
+                .map_err(io_err)?;
+            let bound = bound.map_or(0, |b| b as u64);
+            if known.0.len() >= KNOWN_CLIENTS {
+                known.0.clear();
+            }
+            known.0.insert(client.to_string(), bound);
+            bound
+        }
+    };
+    Ok(seq <= bound)
+}
+
+/// `client` has a record for `seq` now.
+fn recorded(shared: &Shared, client: &str, seq: u64) -> io::Result<()> {
+    let mut known = shared
+        .known_seqs
+        .lock()
+        .map_err(|_| io::Error::other("state machine lock poisoned"))?;
+    if let Some(bound) = known.0.get_mut(client) {
+        *bound = (*bound).max(seq);
+    }
+    Ok(())
+}
+
 /// Applies one normal entry inside the batch transaction; returns its outcome.
 pub(super) fn apply_envelope(
     shared: &Shared,
@@ -28,16 +84,20 @@ pub(super) fn apply_envelope(
         watermark(conn, &env.client)?
     };
     let hash: [u8; 32] = Sha256::digest(&env.command).into();
-    let seen: Option<(Option<Vec<u8>>, bool, Vec<u8>)> = conn
-        .prepare_cached(
-            "SELECT command_hash, ok, reply FROM _raft_requests WHERE client = ?1 AND seq = ?2",
-        )
-        .map_err(io_err)?
-        .query_row(params![env.client, env.seq as i64], |r| {
-            Ok((r.get(0)?, r.get::<_, i64>(1)? != 0, r.get(2)?))
-        })
-        .optional()
-        .map_err(io_err)?;
+    let seen: Option<(Option<Vec<u8>>, bool, Vec<u8>)> =
+        if may_have_record(shared, conn, &env.client, env.seq)? {
+            conn.prepare_cached(
+                "SELECT command_hash, ok, reply FROM _raft_requests WHERE client = ?1 AND seq = ?2",
+            )
+            .map_err(io_err)?
+            .query_row(params![env.client, env.seq as i64], |r| {
+                Ok((r.get(0)?, r.get::<_, i64>(1)? != 0, r.get(2)?))
+            })
+            .optional()
+            .map_err(io_err)?
+        } else {
+            None
+        };
     if let Some((stored, ok, reply)) = seen {
         if stored.is_some_and(|stored| stored != hash) {
             return Ok(Err(Rejected(format!(
@@ -85,6 +145,7 @@ pub(super) fn apply_envelope(
         index as i64
     ])
     .map_err(io_err)?;
+    recorded(shared, &env.client, env.seq)?;
     Ok(Ok(applied))
 }
 
