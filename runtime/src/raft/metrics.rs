@@ -81,8 +81,6 @@ pub struct StateMachineMetrics {
     pub snapshots_installed: Counter,
     /// The size of the last snapshot built or installed, in bytes.
     pub snapshot_bytes: Gauge,
-    /// WAL checkpoints the state machine's checkpointer ran (off the apply thread).
-    pub wal_checkpoints: Counter,
 }
 
 impl Default for StateMachineMetrics {
@@ -93,7 +91,6 @@ impl Default for StateMachineMetrics {
             snapshots_built: Counter::default(),
             snapshots_installed: Counter::default(),
             snapshot_bytes: Gauge::default(),
-            wal_checkpoints: Counter::default(),
         }
     }
 }
@@ -176,11 +173,6 @@ impl NodeMetrics {
             "raft_snapshot_bytes",
             "The size of the last snapshot built or installed",
             sm.snapshot_bytes,
-        );
-        registry.register(
-            "raft_wal_checkpoints",
-            "Checkpoints of the state database's WAL, run beside apply",
-            sm.wal_checkpoints,
         );
         let read_index_seconds = latency_histogram();
         registry.register(

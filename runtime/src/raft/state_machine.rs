@@ -136,6 +136,8 @@ fn open_db(path: &Path) -> io::Result<Connection> {
         .map_err(io_err)?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(io_err)?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
+        .map_err(io_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(io_err)?;
     // Room for every statement of the runtime and the application: none is parsed twice.
@@ -143,9 +145,11 @@ fn open_db(path: &Path) -> io::Result<Connection> {
     Ok(conn)
 }
 
-/// How often the checkpointer copies the WAL back into the database (see
-/// [`start_checkpointer`]).
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+/// The WAL is checkpointed into the database when it holds this many pages (4 KiB each):
+/// SQLite's default is 1,000. Apply dirties the same few pages (the applied id, the request
+/// records' tail, hot rows) in every batch; a longer WAL copies each of them back once per
+/// checkpoint instead of once per 1,000 pages written.
+const WAL_CHECKPOINT_PAGES: i64 = 8_000;
 
 /// Prepared statements kept per connection.
 const STATEMENT_CACHE: usize = 256;
@@ -204,51 +208,6 @@ fn start_writer_thread() -> io::Result<std::sync::mpsc::Sender<Job>> {
     Ok(tx)
 }
 
-/// Starts the checkpointer: every [`CHECKPOINT_EVERY`] it runs a passive WAL checkpoint on a
-/// read connection, so the writer never does (it has `wal_autocheckpoint` off). A passive
-/// checkpoint waits for no one and blocks no one: apply goes on appending to the WAL while
-/// pages are copied back, instead of stopping for a checkpoint every 1,000 pages (SQLite's
-/// default, which put those stops into the 64-client write tail). The thread ends when the
-/// state machine is gone.
-fn start_checkpointer(shared: std::sync::Weak<Shared>) -> io::Result<()> {
-    std::thread::Builder::new()
-        .name("sm-checkpoint".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(CHECKPOINT_EVERY);
-                let Some(shared) = shared.upgrade() else {
-                    return;
-                };
-                if let Err(e) = checkpoint(&shared) {
-                    tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
-                }
-            }
-        })?;
-    Ok(())
-}
-
-/// One passive checkpoint, on a read connection, under the read gate (a snapshot install,
-/// which replaces the file, waits for it).
-fn checkpoint(shared: &Shared) -> io::Result<()> {
-    let _gate = shared
-        .read_gate
-        .read()
-        .map_err(|_| io::Error::other("state machine lock poisoned"))?;
-    let idle = lock_readers(shared)?.pop();
-    let conn = match idle {
-        Some(conn) => conn,
-        None => open_db(&shared.db_path)?,
-    };
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-        .map_err(io_err)?;
-    shared.metrics.wal_checkpoints.inc();
-    let mut readers = lock_readers(shared)?;
-    if readers.len() < READERS {
-        readers.push(conn);
-    }
-    Ok(())
-}
-
 fn lock(db: &Db) -> io::Result<MutexGuard<'_, Option<Connection>>> {
     db.lock()
         .map_err(|_| io::Error::other("state machine lock poisoned"))
@@ -287,7 +246,7 @@ impl StateMachine {
         // Transfers interrupted by the last stop never complete: their senders start anew.
         remove_partial_transfers(snapshot_dir);
         let writer = Self::open_writer(app.as_ref(), db_path)?;
-        let sm = StateMachine {
+        Ok(StateMachine {
             shared: Arc::new(Shared {
                 app,
                 db_path: db_path.to_path_buf(),
@@ -300,17 +259,11 @@ impl StateMachine {
                 known_seqs: Mutex::default(),
                 jobs: start_writer_thread()?,
             }),
-        };
-        start_checkpointer(Arc::downgrade(&sm.shared))?;
-        Ok(sm)
+        })
     }
 
     fn open_writer(app: &dyn Application, db_path: &Path) -> io::Result<Connection> {
         let mut writer = open_db(db_path)?;
-        // The checkpointer copies the WAL back, beside apply (see `start_checkpointer`).
-        writer
-            .pragma_update(None, "wal_autocheckpoint", 0)
-            .map_err(io_err)?;
         let tx = writer.transaction().map_err(io_err)?;
         tx.execute_batch(RUNTIME_SCHEMA).map_err(io_err)?;
         let old_sessions: i64 = tx
