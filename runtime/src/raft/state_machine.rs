@@ -136,20 +136,12 @@ fn open_db(path: &Path) -> io::Result<Connection> {
         .map_err(io_err)?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(io_err)?;
-    conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
-        .map_err(io_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(io_err)?;
     // Room for every statement of the runtime and the application: none is parsed twice.
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
-
-/// The WAL is checkpointed into the database when it holds this many pages (4 KiB each):
-/// SQLite's default is 1,000. Apply dirties the same few pages (the applied id, the request
-/// records' tail, hot rows) in every batch; a longer WAL copies each of them back once per
-/// checkpoint instead of once per 1,000 pages written.
-const WAL_CHECKPOINT_PAGES: i64 = 8_000;
 
 /// Prepared statements kept per connection.
 const STATEMENT_CACHE: usize = 256;
