@@ -179,7 +179,7 @@ impl CommandSink for RaftSink {
         let result = tracing::Instrument::instrument(self.send(kind, command), span.clone()).await;
         let outcome = match &result {
             Ok(reply) => crate::wire::service::outcome_of(reply),
-            Err(failure) => failure.kind().to_string(),
+            Err(failure) => std::borrow::Cow::Borrowed(failure.kind()),
         };
         let elapsed = started.elapsed();
         span.in_scope(

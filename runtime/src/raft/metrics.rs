@@ -16,7 +16,8 @@
 //! - snapshots: `raft_snapshots_built_total`, `raft_snapshots_installed_total` and
 //!   `raft_snapshot_bytes` (the last one's size).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -114,6 +115,9 @@ pub struct NodeMetrics {
     registry: Arc<Registry>,
     requests: Family<RequestLabels, Counter>,
     request_seconds: Family<OperationLabels, Histogram, fn() -> Histogram>,
+    /// The counter and histogram of every (operation, kind, outcome) seen, resolved once: a
+    /// request then records with two lookups by `&str` and no allocation.
+    resolved: Arc<RwLock<HashMap<String, Resolved>>>,
     role: Family<RoleLabels, Gauge>,
     lag: Family<FollowerLabels, Gauge>,
     gauges: Arc<RaftGauges>,
@@ -123,6 +127,29 @@ pub struct NodeMetrics {
 impl std::fmt::Debug for NodeMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeMetrics").finish_non_exhaustive()
+    }
+}
+
+/// One operation's resolved request metrics, per kind, by outcome.
+#[derive(Default)]
+struct Resolved {
+    command: HashMap<String, (Counter, Histogram)>,
+    query: HashMap<String, (Counter, Histogram)>,
+}
+
+impl Resolved {
+    fn of(&mut self, kind: CallKind) -> &mut HashMap<String, (Counter, Histogram)> {
+        match kind {
+            CallKind::Command => &mut self.command,
+            CallKind::Query => &mut self.query,
+        }
+    }
+
+    fn get(&self, kind: CallKind, outcome: &str) -> Option<&(Counter, Histogram)> {
+        match kind {
+            CallKind::Command => self.command.get(outcome),
+            CallKind::Query => self.query.get(outcome),
+        }
     }
 }
 
@@ -257,6 +284,7 @@ impl NodeMetrics {
             registry: Arc::new(registry),
             requests,
             request_seconds,
+            resolved: Arc::default(),
             role,
             lag,
             gauges: Arc::new(gauges),
@@ -284,20 +312,41 @@ impl NodeMetrics {
 
     /// Counts one request of `operation` that ended with `outcome` after `elapsed`.
     pub fn request(&self, operation: &str, kind: CallKind, outcome: &str, elapsed: Duration) {
-        let kind = kind_name(kind).to_string();
-        self.requests
+        let seconds = elapsed.as_secs_f64();
+        if let Ok(resolved) = self.resolved.read()
+            && let Some((count, latency)) =
+                resolved.get(operation).and_then(|op| op.get(kind, outcome))
+        {
+            count.inc();
+            latency.observe(seconds);
+            return;
+        }
+        // The first request of its kind: resolve the labels once.
+        let name = kind_name(kind);
+        let count = self
+            .requests
             .get_or_create(&RequestLabels {
                 operation: operation.to_string(),
-                kind: kind.clone(),
+                kind: name.to_string(),
                 outcome: outcome.to_string(),
             })
-            .inc();
-        self.request_seconds
+            .clone();
+        let latency = self
+            .request_seconds
             .get_or_create(&OperationLabels {
                 operation: operation.to_string(),
-                kind,
+                kind: name.to_string(),
             })
-            .observe(elapsed.as_secs_f64());
+            .clone();
+        count.inc();
+        latency.observe(seconds);
+        if let Ok(mut resolved) = self.resolved.write() {
+            resolved
+                .entry(operation.to_string())
+                .or_default()
+                .of(kind)
+                .insert(outcome.to_string(), (count, latency));
+        }
     }
 
     /// The Prometheus text of every metric, the raft ones from `status`.
@@ -334,5 +383,42 @@ impl NodeMetrics {
             tracing::warn!(error = %e, "cannot encode the metrics");
         }
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(metrics: &NodeMetrics) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &metrics.registry).expect("encode");
+        text
+    }
+
+    /// Requests after the first of their (operation, kind, outcome) go through the resolved
+    /// counters: they must be the registry's own.
+    #[test]
+    fn resolved_request_metrics_count_in_the_registry() {
+        let metrics = NodeMetrics::new(StorageMetrics {
+            log_commit_seconds: latency_histogram(),
+            state_machine: StateMachineMetrics::default(),
+        });
+        let ms = Duration::from_millis(1);
+        for _ in 0..3 {
+            metrics.request("put", CallKind::Command, "ok", ms);
+        }
+        metrics.request("put", CallKind::Command, "Conflict", ms);
+        metrics.request("put", CallKind::Query, "ok", ms);
+        let text = text(&metrics);
+        for line in [
+            r#"requests_total{operation="put",kind="command",outcome="ok"} 3"#,
+            r#"requests_total{operation="put",kind="command",outcome="Conflict"} 1"#,
+            r#"requests_total{operation="put",kind="query",outcome="ok"} 1"#,
+            r#"request_seconds_count{operation="put",kind="command"} 4"#,
+            r#"request_seconds_count{operation="put",kind="query"} 1"#,
+        ] {
+            assert!(text.contains(line), "no `{line}` in\n{text}");
+        }
     }
 }

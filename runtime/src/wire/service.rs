@@ -144,23 +144,26 @@ pub fn operation_of(command: &[u8]) -> Option<&str> {
 }
 
 /// What a serialized reply says: `ok`, or the kind of its error.
-pub fn outcome_of(reply: &[u8]) -> String {
+pub fn outcome_of(reply: &[u8]) -> std::borrow::Cow<'_, str> {
+    use std::borrow::Cow;
     #[derive(serde::Deserialize)]
-    struct Kind {
-        kind: String,
+    struct Kind<'a> {
+        #[serde(borrow)]
+        kind: Cow<'a, str>,
     }
     #[derive(serde::Deserialize)]
-    enum Outcome {
+    enum Outcome<'a> {
         Ok(serde::de::IgnoredAny),
-        Err(Kind),
+        #[serde(borrow)]
+        Err(Kind<'a>),
     }
     if reply.starts_with(b"{\"Ok\"") {
-        return "ok".into();
+        return Cow::Borrowed("ok");
     }
-    match serde_json::from_slice::<Outcome>(reply) {
-        Ok(Outcome::Ok(_)) => "ok".into(),
+    match serde_json::from_slice::<Outcome<'_>>(reply) {
+        Ok(Outcome::Ok(_)) => Cow::Borrowed("ok"),
         Ok(Outcome::Err(e)) => e.kind,
-        Err(_) => "malformed".into(),
+        Err(_) => Cow::Borrowed("malformed"),
     }
 }
 
