@@ -230,6 +230,7 @@ pub fn init_logging(format: LogFormat) {
 /// Builds the async runtime `args` ask for and runs the node on it until SIGINT or SIGTERM:
 /// the whole `main` of a node binary ([`run`] on a runtime of the right shape).
 pub fn run_blocking(args: NodeArgs, service: &dyn HostedService) -> Result<(), HostError> {
+    keep_freed_memory();
     let built = if args.worker_threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -245,6 +246,25 @@ pub fn run_blocking(args: NodeArgs, service: &dyn HostedService) -> Result<(), H
     // Tasks still running (a peer's open stream, a blocking call) do not hold the exit.
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
+}
+
+/// How much free memory at the top of a glibc arena a node keeps instead of returning it to
+/// the kernel: 64 MiB (glibc's default is 128 KiB).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MALLOC_TRIM_THRESHOLD: libc::c_int = 64 << 20;
+
+/// Stops glibc from handing freed memory back to the kernel after every apply batch. With its
+/// default threshold, the state machine's thread trimmed its arena with `madvise` and grew it
+/// again with the next batch: a third of apply's CPU on a leader under 64 writers
+/// (`perf record -p <leader>` during `bank bench peers --only kv`: `__madvise` 7.6 % and
+/// `sysmalloc` 4.9 % of the node's samples, none with this). The node's resident memory stays
+/// at its peak instead of shrinking between batches.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `mallopt` only sets a parameter of the allocator; any value is accepted.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD);
+    }
 }
 
 /// The `node` subcommand of a service binary named `name`: logging as `args` ask, the node run
