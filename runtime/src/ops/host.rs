@@ -256,7 +256,7 @@ const MALLOC_TRIM_THRESHOLD: libc::c_int = 64 << 20;
 /// Stops glibc from handing freed memory back to the kernel after every apply batch. With its
 /// default threshold, the state machine's thread trimmed its arena with `madvise` and grew it
 /// again with the next batch: a third of apply's CPU on a leader under 64 writers
-/// (`perf record -p <leader>` during `bank bench peers --only kv`: `__madvise` 7.6 % and
+/// (`perf record -p <leader>` under 64 writers of the kv example: `__madvise` 7.6 % and
 /// `sysmalloc` 4.9 % of the node's samples, none with this). The node's resident memory stays
 /// at its peak instead of shrinking between batches.
 fn keep_freed_memory() {
