@@ -360,24 +360,17 @@ pub fn format_schema() -> String {
 /// it, so they keep their modification times and a build does not recompile what did not
 /// change.
 pub fn write(out_dir: &Path, files: &[GeneratedFile]) -> Result<Vec<String>, Error> {
-    let mut existing = Vec::new();
-    list_files(out_dir, out_dir, &mut existing).map_err(io_err(out_dir))?;
-    let mut changed: Vec<String> = existing
+    let compared = compare(out_dir, files)?;
+    let mut changed: Vec<String> = compared
         .iter()
-        .filter(|rel| !files.iter().any(|f| &f.path == *rel))
-        .cloned()
+        .filter(|(_, state)| *state != FileState::Same)
+        .map(|(rel, _)| rel.clone())
         .collect();
-    let mut same = Vec::new();
-    for f in files {
-        let path = out_dir.join(&f.path);
-        match fs::read_to_string(&path) {
-            Ok(text) if text == f.text => same.push(f.path.as_str()),
-            Ok(_) => changed.push(f.path.clone()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => changed.push(f.path.clone()),
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => changed.push(f.path.clone()),
-            Err(e) => return Err(io_err(&path)(e)),
-        }
-    }
+    let same: Vec<&str> = compared
+        .iter()
+        .filter(|(_, state)| *state == FileState::Same)
+        .map(|(rel, _)| rel.as_str())
+        .collect();
     if changed.is_empty() {
         return Ok(changed);
     }
@@ -425,26 +418,56 @@ pub fn write_file(path: &Path, text: &str) -> Result<(), Error> {
 /// Lists what differs between `out_dir` and `files`: stale or missing files, and files that
 /// generation would not produce. Writes nothing.
 pub fn check(out_dir: &Path, files: &[GeneratedFile]) -> Result<Vec<String>, Error> {
-    let mut stale = Vec::new();
+    Ok(compare(out_dir, files)?
+        .into_iter()
+        .filter_map(|(rel, state)| {
+            let path = out_dir.join(rel);
+            match state {
+                FileState::Same => None,
+                FileState::Stale => Some(format!("{} is out of date", path.display())),
+                FileState::Missing => Some(format!("{} is missing", path.display())),
+                FileState::Extra => Some(format!("{} is not generated", path.display())),
+            }
+        })
+        .collect())
+}
+
+/// How a file of the output directory compares with what generation produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileState {
+    /// On disk as generated (line endings aside).
+    Same,
+    /// On disk with other text.
+    Stale,
+    /// Generated, not on disk.
+    Missing,
+    /// On disk, not generated.
+    Extra,
+}
+
+/// Every generated file's state in `out_dir`, then the files there that generation would not
+/// produce; paths relative to `out_dir`.
+fn compare(out_dir: &Path, files: &[GeneratedFile]) -> Result<Vec<(String, FileState)>, Error> {
+    let mut out = Vec::new();
     for f in files {
         let path = out_dir.join(&f.path);
-        match fs::read_to_string(&path) {
-            Ok(text) if text.replace("\r\n", "\n") == f.text => {}
-            Ok(_) => stale.push(format!("{} is out of date", path.display())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                stale.push(format!("{} is missing", path.display()))
-            }
+        let state = match fs::read_to_string(&path) {
+            Ok(text) if text.replace("\r\n", "\n") == f.text => FileState::Same,
+            Ok(_) => FileState::Stale,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => FileState::Stale,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => FileState::Missing,
             Err(e) => return Err(io_err(&path)(e)),
-        }
+        };
+        out.push((f.path.clone(), state));
     }
     let mut existing = Vec::new();
     list_files(out_dir, out_dir, &mut existing).map_err(io_err(out_dir))?;
     for rel in existing {
         if !files.iter().any(|f| f.path == rel) {
-            stale.push(format!("{} is not generated", out_dir.join(rel).display()));
+            out.push((rel, FileState::Extra));
         }
     }
-    Ok(stale)
+    Ok(out)
 }
 
 fn list_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> io::Result<()> {
