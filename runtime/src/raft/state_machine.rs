@@ -497,6 +497,11 @@ impl RaftStateMachine<C> for StateMachine {
                 let tx = writer
                     .transaction_with_behavior(TransactionBehavior::Immediate)
                     .map_err(io_err)?;
+                // Held for the batch; taken after the writer, as a snapshot install does.
+                let mut known = shared
+                    .known_seqs
+                    .lock()
+                    .map_err(|_| io::Error::other("state machine lock poisoned"))?;
                 let mut outcomes = Vec::with_capacity(entries.len());
                 let mut last = None;
                 let mut membership = None;
@@ -511,7 +516,9 @@ impl RaftStateMachine<C> for StateMachine {
                     expire_requests(&tx, index)?;
                     let outcome = match &entry.payload {
                         EntryPayload::Blank => done(),
-                        EntryPayload::Normal(env) => apply_envelope(shared, &tx, index, env)?,
+                        EntryPayload::Normal(env) => {
+                            apply_envelope(shared, &mut known, &tx, index, env)?
+                        }
                         EntryPayload::Membership(m) => {
                             membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
                             done()
@@ -584,7 +591,9 @@ impl RaftStateMachine<C> for StateMachine {
                 &shared.db_path,
             )?);
             // The installed database has request records of its own.
-            requests::forget_known_seqs(&shared);
+            if let Ok(mut known) = shared.known_seqs.lock() {
+                known.forget();
+            }
             // The metadata last: a snapshot without it is not considered complete.
             write_durably(&meta_path, &serde_json::to_vec(&meta).map_err(io_err)?)?;
             prune_snapshots(&shared.snapshot_dir, &name);

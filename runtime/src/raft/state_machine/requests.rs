@@ -24,53 +24,45 @@ const KNOWN_CLIENTS: usize = 100_000;
 #[derive(Debug, Default)]
 pub(super) struct KnownSeqs(std::collections::HashMap<String, u64>);
 
-/// Empties the known sequence numbers (the database under them was replaced).
-pub(super) fn forget_known_seqs(shared: &Shared) {
-    if let Ok(mut known) = shared.known_seqs.lock() {
-        known.0.clear();
+impl KnownSeqs {
+    /// Empties it (the database under it was replaced).
+    pub(super) fn forget(&mut self) {
+        self.0.clear();
     }
-}
 
-/// Whether `client` may have a record for `seq`: false when `seq` is above every sequence
-/// number it has a record for.
-fn may_have_record(shared: &Shared, conn: &Connection, client: &str, seq: u64) -> io::Result<bool> {
-    let mut known = shared
-        .known_seqs
-        .lock()
-        .map_err(|_| io::Error::other("state machine lock poisoned"))?;
-    let bound = match known.0.get(client) {
-        Some(bound) => *bound,
-        None => {
-            let bound: Option<i64> = conn
-                .prepare_cached("SELECT max(seq) FROM _raft_requests WHERE client = ?1")
-                .and_then(|mut s| s.query_row([client], |r| r.get(0)))
-                .map_err(io_err)?;
-            let bound = bound.map_or(0, |b| b as u64);
-            if known.0.len() >= KNOWN_CLIENTS {
-                known.0.clear();
+    /// Whether `client` may have a record for `seq`: false when `seq` is above every sequence
+    /// number it has a record for.
+    fn may_have_record(&mut self, conn: &Connection, client: &str, seq: u64) -> io::Result<bool> {
+        let bound = match self.0.get(client) {
+            Some(bound) => *bound,
+            None => {
+                let bound: Option<i64> = conn
+                    .prepare_cached("SELECT max(seq) FROM _raft_requests WHERE client = ?1")
+                    .and_then(|mut s| s.query_row([client], |r| r.get(0)))
+                    .map_err(io_err)?;
+                let bound = bound.map_or(0, |b| b as u64);
+                if self.0.len() >= KNOWN_CLIENTS {
+                    self.0.clear();
+                }
+                self.0.insert(client.to_string(), bound);
+                bound
             }
-            known.0.insert(client.to_string(), bound);
-            bound
-        }
-    };
-    Ok(seq <= bound)
-}
-
-/// `client` has a record for `seq` now.
-fn recorded(shared: &Shared, client: &str, seq: u64) -> io::Result<()> {
-    let mut known = shared
-        .known_seqs
-        .lock()
-        .map_err(|_| io::Error::other("state machine lock poisoned"))?;
-    if let Some(bound) = known.0.get_mut(client) {
-        *bound = (*bound).max(seq);
+        };
+        Ok(seq <= bound)
     }
-    Ok(())
+
+    /// `client` has a record for `seq` now.
+    fn recorded(&mut self, client: &str, seq: u64) {
+        if let Some(bound) = self.0.get_mut(client) {
+            *bound = (*bound).max(seq);
+        }
+    }
 }
 
 /// Applies one normal entry inside the batch transaction; returns its outcome.
 pub(super) fn apply_envelope(
     shared: &Shared,
+    known: &mut KnownSeqs,
     conn: &Connection,
     index: u64,
     env: &Envelope,
@@ -85,7 +77,7 @@ pub(super) fn apply_envelope(
     };
     let hash: [u8; 32] = Sha256::digest(&env.command).into();
     let seen: Option<(Option<Vec<u8>>, bool, Vec<u8>)> =
-        if may_have_record(shared, conn, &env.client, env.seq)? {
+        if known.may_have_record(conn, &env.client, env.seq)? {
             conn.prepare_cached(
                 "SELECT command_hash, ok, reply FROM _raft_requests WHERE client = ?1 AND seq = ?2",
             )
@@ -145,7 +137,7 @@ pub(super) fn apply_envelope(
         index as i64
     ])
     .map_err(io_err)?;
-    recorded(shared, &env.client, env.seq)?;
+    known.recorded(&env.client, env.seq);
     Ok(Ok(applied))
 }
 
