@@ -360,16 +360,12 @@ pub fn format_schema() -> String {
 /// it, so they keep their modification times and a build does not recompile what did not
 /// change.
 pub fn write(out_dir: &Path, files: &[GeneratedFile]) -> Result<Vec<String>, Error> {
+    // In `files`' order, then the files to remove.
     let compared = compare(out_dir, files)?;
     let mut changed: Vec<String> = compared
         .iter()
         .filter(|(_, state)| *state != FileState::Same)
         .map(|(rel, _)| rel.clone())
-        .collect();
-    let same: Vec<&str> = compared
-        .iter()
-        .filter(|(_, state)| *state == FileState::Same)
-        .map(|(rel, _)| rel.as_str())
         .collect();
     if changed.is_empty() {
         return Ok(changed);
@@ -386,13 +382,12 @@ pub fn write(out_dir: &Path, files: &[GeneratedFile]) -> Result<Vec<String>, Err
             fs::remove_dir_all(dir).map_err(io_err(dir))?;
         }
     }
-    for f in files {
+    for (f, (_, state)) in files.iter().zip(&compared) {
         let path = staging.join(&f.path);
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(io_err(dir))?;
         }
-        let kept =
-            same.contains(&f.path.as_str()) && fs::hard_link(out_dir.join(&f.path), &path).is_ok();
+        let kept = *state == FileState::Same && fs::hard_link(out_dir.join(&f.path), &path).is_ok();
         if !kept {
             fs::write(&path, &f.text).map_err(io_err(&path))?;
         }
