@@ -212,6 +212,11 @@ pub struct OperationDef {
     /// API.md, the `call` help): callers should move off it.
     #[serde(default)]
     pub deprecated: bool,
+    /// Parameters (integers or strings) whose values key this command's events in the watch
+    /// feed: a watcher asking for key `K` sees the commands with any of them equal to `K`
+    /// (e.g. `watch_keys: [account_id]`, or both accounts of a transfer). Commands only.
+    #[serde(default)]
+    pub watch_keys: Vec<Sp<String>>,
 }
 
 /// The JSON Schema (draft-07) of the description format, pretty-printed.

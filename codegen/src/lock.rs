@@ -18,6 +18,8 @@
 //!   entries lack it, and a replica of the old build would silently drop it;
 //! - a new field of any other struct that is not an `option<…>` (`lock::required_field`):
 //!   stored replies and servers of the old build do not send it;
+//! - a watch key taken off an operation (`lock::removed_watch_key`): watchers filtering on it
+//!   would silently stop seeing its events;
 //! - a new variant of an enum that a command's parameters carry (`lock::added_variant`): the
 //!   version gate sees operations and parameter names, not values, so a command using it would
 //!   enter the log while a replica of the old build runs, and that replica would stop on it.
@@ -66,6 +68,9 @@ pub struct OperationLock {
     /// The return type, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub returns: Option<String>,
+    /// The parameters that key its events in the watch feed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watch_keys: Vec<String>,
 }
 
 /// A locked parameter or struct field.
@@ -128,6 +133,7 @@ impl Lock {
                         kind: kind_name(o.kind).to_string(),
                         params: field_locks(&o.params),
                         returns: o.returns.as_ref().map(ty_text),
+                        watch_keys: o.watch_keys.clone(),
                     };
                     (o.name.clone(), lock)
                 })
@@ -166,7 +172,13 @@ impl Lock {
     /// lock's text. Two schemas with equal locks are one version to a cluster.
     pub fn version(&self) -> String {
         use sha2::Digest;
-        let digest = sha2::Sha256::digest(self.to_json().as_bytes());
+        // Watch keys filter the feed on a node; the log and the wire do not see them, so they
+        // leave the version (and the gate between builds) as it was.
+        let mut wire = self.clone();
+        for op in wire.operations.values_mut() {
+            op.watch_keys.clear();
+        }
+        let digest = sha2::Sha256::digest(wire.to_json().as_bytes());
         digest[..8].iter().map(|b| format!("{b:02x}")).collect()
     }
 
@@ -268,6 +280,20 @@ pub fn check(doc: &Document, api: &Api, lock: &Lock) -> Vec<Diagnostic> {
             (&def.reserved, &def.name),
             "parameter",
         );
+        for key in old.watch_keys.iter().filter(|k| !op.watch_keys.contains(k)) {
+            out.push(
+                Diagnostic::new(
+                    "lock::removed_watch_key",
+                    def.name.pos,
+                    &def.name.value,
+                    format!("operation `{name}` no longer keys its events by `{key}`"),
+                )
+                .hint(format!(
+                    "watchers filtering on `{key}` would silently stop seeing `{name}`; keep it \
+                     in `watch_keys`. {ACCEPT}"
+                )),
+            );
+        }
     }
     for (name, old) in &lock.types {
         let now = doc

@@ -118,6 +118,8 @@ pub struct Operation {
     pub errors: Vec<String>,
     /// Marked deprecated.
     pub deprecated: bool,
+    /// Parameters whose values key its events in the watch feed (commands only).
+    pub watch_keys: Vec<String>,
 }
 
 /// A type expression.

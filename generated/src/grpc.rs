@@ -1322,6 +1322,349 @@ impl crate::BankApi for GrpcClient {
     }
 }
 
+impl From<crate::BankEvent> for pb::BankEvent {
+    fn from(e: crate::BankEvent) -> Self {
+        let operation = e.command.name().to_string();
+        let call = match e.command {
+            crate::BankCommand::CreateCustomer { first_name, last_name, address } => {
+                Some(
+                    pb::bank_event_command::Call::CreateCustomer(
+                        pb::CreateCustomerRequest::from_native(
+                            first_name,
+                            last_name,
+                            address,
+                        ),
+                    ),
+                )
+            }
+            crate::BankCommand::CreateAccount { customer_id, account_type } => {
+                Some(
+                    pb::bank_event_command::Call::CreateAccount(
+                        pb::CreateAccountRequest::from_native(customer_id, account_type),
+                    ),
+                )
+            }
+            crate::BankCommand::Deposit { account_id, amount } => {
+                Some(
+                    pb::bank_event_command::Call::Deposit(
+                        pb::DepositRequest::from_native(account_id, amount),
+                    ),
+                )
+            }
+            crate::BankCommand::Withdraw { account_id, amount } => {
+                Some(
+                    pb::bank_event_command::Call::Withdraw(
+                        pb::WithdrawRequest::from_native(account_id, amount),
+                    ),
+                )
+            }
+            crate::BankCommand::Transfer { from_account_id, to_account_id, amount } => {
+                Some(
+                    pb::bank_event_command::Call::Transfer(
+                        pb::TransferRequest::from_native(
+                            from_account_id,
+                            to_account_id,
+                            amount,
+                        ),
+                    ),
+                )
+            }
+            crate::BankCommand::CashCheck { account_id, amount } => {
+                Some(
+                    pb::bank_event_command::Call::CashCheck(
+                        pb::CashCheckRequest::from_native(account_id, amount),
+                    ),
+                )
+            }
+            crate::BankCommand::AdvanceTime { delta } => {
+                Some(
+                    pb::bank_event_command::Call::AdvanceTime(
+                        pb::AdvanceTimeRequest::from_native(delta),
+                    ),
+                )
+            }
+            _ => None,
+        };
+        let outcome = match e.reply {
+            Ok(reply) => {
+                pb::bank_event::Outcome::Reply(pb::BankEventReply {
+                    value: match reply {
+                        crate::BankReply::CreateCustomer(value) => {
+                            Some(
+                                pb::bank_event_reply::Value::CreateCustomer(
+                                    pb::CreateCustomerResponse::from_native(value),
+                                ),
+                            )
+                        }
+                        crate::BankReply::CreateAccount(value) => {
+                            Some(
+                                pb::bank_event_reply::Value::CreateAccount(
+                                    pb::CreateAccountResponse::from_native(value),
+                                ),
+                            )
+                        }
+                        crate::BankReply::Deposit(value) => {
+                            Some(
+                                pb::bank_event_reply::Value::Deposit(
+                                    pb::DepositResponse::from_native(value),
+                                ),
+                            )
+                        }
+                        crate::BankReply::Withdraw(value) => {
+                            Some(
+                                pb::bank_event_reply::Value::Withdraw(
+                                    pb::WithdrawResponse::from_native(value),
+                                ),
+                            )
+                        }
+                        crate::BankReply::Transfer(value) => {
+                            Some(
+                                pb::bank_event_reply::Value::Transfer(
+                                    pb::TransferResponse::from_native(value),
+                                ),
+                            )
+                        }
+                        crate::BankReply::CashCheck(value) => {
+                            Some(
+                                pb::bank_event_reply::Value::CashCheck(
+                                    pb::CashCheckResponse::from_native(value),
+                                ),
+                            )
+                        }
+                        crate::BankReply::AdvanceTime(value) => {
+                            Some(
+                                pb::bank_event_reply::Value::AdvanceTime(
+                                    pb::AdvanceTimeResponse::from_native(value),
+                                ),
+                            )
+                        }
+                        _ => None,
+                    },
+                })
+            }
+            Err(error) => {
+                pb::bank_event::Outcome::Error(pb::BankEventError {
+                    kind: error.kind().to_string(),
+                    message: error.message(),
+                })
+            }
+        };
+        pb::BankEvent {
+            index: e.index,
+            operation,
+            applied_at: e
+                .applied_at
+                .to_rfc3339_opts(::chrono::SecondsFormat::Micros, true),
+            command: Some(pb::BankEventCommand { call }),
+            outcome: Some(outcome),
+        }
+    }
+}
+
+impl TryFrom<pb::BankEvent> for crate::BankEvent {
+    type Error = String;
+
+    fn try_from(e: pb::BankEvent) -> Result<Self, String> {
+        let (index, operation) = (e.index, e.operation);
+        let command = match e.command.and_then(|c| c.call) {
+            Some(pb::bank_event_command::Call::CreateCustomer(r)) => {
+                let (first_name, last_name, address) = r.into_native()?;
+                crate::BankCommand::CreateCustomer {
+                    first_name,
+                    last_name,
+                    address,
+                }
+            }
+            Some(pb::bank_event_command::Call::CreateAccount(r)) => {
+                let (customer_id, account_type) = r.into_native()?;
+                crate::BankCommand::CreateAccount {
+                    customer_id,
+                    account_type,
+                }
+            }
+            Some(pb::bank_event_command::Call::Deposit(r)) => {
+                let (account_id, amount) = r.into_native()?;
+                crate::BankCommand::Deposit {
+                    account_id,
+                    amount,
+                }
+            }
+            Some(pb::bank_event_command::Call::Withdraw(r)) => {
+                let (account_id, amount) = r.into_native()?;
+                crate::BankCommand::Withdraw {
+                    account_id,
+                    amount,
+                }
+            }
+            Some(pb::bank_event_command::Call::Transfer(r)) => {
+                let (from_account_id, to_account_id, amount) = r.into_native()?;
+                crate::BankCommand::Transfer {
+                    from_account_id,
+                    to_account_id,
+                    amount,
+                }
+            }
+            Some(pb::bank_event_command::Call::CashCheck(r)) => {
+                let (account_id, amount) = r.into_native()?;
+                crate::BankCommand::CashCheck {
+                    account_id,
+                    amount,
+                }
+            }
+            Some(pb::bank_event_command::Call::AdvanceTime(r)) => {
+                let (delta,) = r.into_native()?;
+                crate::BankCommand::AdvanceTime {
+                    delta,
+                }
+            }
+            None => {
+                return Err(
+                    format!(
+                        "event {index}: no command (`{operation}` unknown to this build?)"
+                    ),
+                );
+            }
+        };
+        let reply = match e.outcome {
+            Some(pb::bank_event::Outcome::Reply(r)) => {
+                match r.value {
+                    Some(pb::bank_event_reply::Value::CreateCustomer(v)) => {
+                        Ok(crate::BankReply::CreateCustomer(v.into_native()?))
+                    }
+                    Some(pb::bank_event_reply::Value::CreateAccount(v)) => {
+                        Ok(crate::BankReply::CreateAccount(v.into_native()?))
+                    }
+                    Some(pb::bank_event_reply::Value::Deposit(v)) => {
+                        Ok(crate::BankReply::Deposit(v.into_native()?))
+                    }
+                    Some(pb::bank_event_reply::Value::Withdraw(v)) => {
+                        Ok(crate::BankReply::Withdraw(v.into_native()?))
+                    }
+                    Some(pb::bank_event_reply::Value::Transfer(v)) => {
+                        Ok(crate::BankReply::Transfer(v.into_native()?))
+                    }
+                    Some(pb::bank_event_reply::Value::CashCheck(v)) => {
+                        Ok(crate::BankReply::CashCheck(v.into_native()?))
+                    }
+                    Some(pb::bank_event_reply::Value::AdvanceTime(v)) => {
+                        Ok(crate::BankReply::AdvanceTime(v.into_native()?))
+                    }
+                    None => return Err(format!("event {index}: no reply value")),
+                }
+            }
+            Some(pb::bank_event::Outcome::Error(err)) => {
+                Err(
+                    crate::BankCallError::from_kind(&err.kind, err.message.clone())
+                        .unwrap_or_else(|| crate::BankCallError::internal(err.message)),
+                )
+            }
+            None => return Err(format!("event {index}: no outcome")),
+        };
+        let _ = &operation;
+        Ok(crate::BankEvent {
+            index,
+            applied_at: runtime::codegen::datetime_from(&e.applied_at, "applied_at")?,
+            command,
+            reply,
+        })
+    }
+}
+
+/// Serves a node's change feed (the `Watch` RPC): what the node applies, in log order,
+/// from the asked-for index, then live; watch errors as statuses
+/// (`runtime::codegen::watch_status`).
+#[derive(Debug, Clone)]
+pub struct WatchService {
+    node: Arc<runtime::codegen::RaftNode>,
+}
+
+impl WatchService {
+    /// The feed of `node`.
+    pub fn new(node: Arc<runtime::codegen::RaftNode>) -> Self {
+        WatchService { node }
+    }
+
+    /// The tonic service, with the given message size limit.
+    pub fn into_server(
+        self,
+        max_message_size: usize,
+    ) -> pb::bank_watch_server::BankWatchServer<Self> {
+        pb::bank_watch_server::BankWatchServer::new(self)
+            .max_decoding_message_size(max_message_size)
+            .max_encoding_message_size(max_message_size)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::bank_watch_server::BankWatch for WatchService {
+    type WatchStream = runtime::codegen::GrpcFeed<pb::BankEvent>;
+
+    async fn watch(
+        &self,
+        request: tonic::Request<pb::BankWatchRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        let r = request.into_inner();
+        let filter = runtime::codegen::filter_for(
+                crate::OPERATIONS,
+                r.operations,
+                r.key,
+                r.key_prefix,
+            )
+            .map_err(|e| runtime::codegen::watch_status(&e))?;
+        let events = self.node.watch(r.from_index, filter);
+        Ok(
+            tonic::Response::new(
+                runtime::codegen::grpc_feed(
+                    events,
+                    |event| {
+                        crate::BankEvent::from_feed(event)
+                            .map(pb::BankEvent::from)
+                            .map_err(|e| e.to_string())
+                    },
+                ),
+            ),
+        )
+    }
+}
+
+/// Watches the change feed of the nodes at `target` from index `from` (0: from the next
+/// command), the events `filter` passes. It resumes by itself after a transport failure,
+/// a node stopping or a cut-off, on the next node, from the index after the last event it
+/// delivered: no gap, no duplicate. It ends after `Compacted`, `Refused`, or
+/// `Unavailable` once no node answered for the target's `give_up_after`.
+pub fn watch(
+    target: runtime::codegen::WatchTarget,
+    from: u64,
+    filter: runtime::codegen::WatchFilter,
+) -> impl runtime::codegen::Stream<
+    Item = Result<crate::BankEvent, runtime::codegen::WatchError>,
+> + Send + 'static {
+    let request = pb::BankWatchRequest {
+        from_index: 0,
+        operations: filter.operations,
+        key: filter.key.unwrap_or_default(),
+        key_prefix: filter.key_prefix.unwrap_or_default(),
+    };
+    runtime::codegen::resuming_watch(
+        target,
+        from,
+        move |channel, from| {
+            let request = pb::BankWatchRequest {
+                from_index: from,
+                ..request.clone()
+            };
+            async move {
+                let events = pb::bank_watch_client::BankWatchClient::new(channel)
+                    .max_decoding_message_size(runtime::codegen::MAX_API_MESSAGE)
+                    .watch(request)
+                    .await?
+                    .into_inner();
+                Ok(runtime::codegen::decode_feed(events, crate::BankEvent::try_from))
+            }
+        },
+    )
+}
+
 /// Serves `api` on `listener` (with the standard health service and reflection, so
 /// `grpcurl` works; over TLS when the listener has it) until `shutdown` resolves.
 /// Requests larger than `max_message_size` bytes are refused with `RESOURCE_EXHAUSTED`.
@@ -1334,6 +1677,25 @@ pub async fn serve<A: crate::BankApi + 'static>(
     runtime::codegen::serve_grpc(
             listener,
             GrpcService::new(api).into_server(max_message_size),
+            FILE_DESCRIPTOR_SET,
+            shutdown,
+        )
+        .await
+}
+
+/// [`serve`] on a replicated node: its API, and beside it the node's change feed
+/// ([`WatchService`]).
+pub async fn serve_node<A: crate::BankApi + 'static>(
+    listener: impl Into<runtime::codegen::Listener>,
+    api: Arc<A>,
+    node: Arc<runtime::codegen::RaftNode>,
+    max_message_size: usize,
+    shutdown: impl ::std::future::Future<Output = ()> + Send,
+) -> Result<(), runtime::codegen::ServeError> {
+    runtime::codegen::serve_grpc_with(
+            listener,
+            GrpcService::new(api).into_server(max_message_size),
+            WatchService::new(node).into_server(max_message_size),
             FILE_DESCRIPTOR_SET,
             shutdown,
         )

@@ -53,6 +53,30 @@ pub async fn serve<A: crate::BankApi + 'static>(
     runtime::codegen::serve_jsonrpc(listener, module, max_request_size, shutdown).await
 }
 
+/// [`serve`] on a replicated node: its API, and the node's change feed as the
+/// subscription `rpc.watch` over WebSocket (one `rpc.event` notification per event, in
+/// the form of the event's `to_json`).
+pub async fn serve_node<A: crate::BankApi + 'static>(
+    listener: impl Into<runtime::codegen::Listener>,
+    api: Arc<A>,
+    node: Arc<runtime::codegen::RaftNode>,
+    max_request_size: usize,
+    shutdown: impl ::std::future::Future<Output = ()> + Send,
+) -> Result<(), runtime::codegen::ServeError> {
+    let mut module = rpc_module(api)?;
+    runtime::codegen::add_jsonrpc_watch(
+        &mut module,
+        crate::OPERATIONS,
+        node,
+        |event| {
+            crate::BankEvent::from_feed(event)
+                .map(|e| e.to_json())
+                .map_err(|e| e.to_string())
+        },
+    )?;
+    runtime::codegen::serve_jsonrpc(listener, module, max_request_size, shutdown).await
+}
+
 pub use runtime::codegen::JsonRpcClient;
 
 impl crate::collector::CallCommand for JsonRpcClient {

@@ -8,13 +8,19 @@
 pub use crate::api::client::{Attempt, GrpcClient, JsonRpcClient};
 pub use crate::api::local::{Direct, LocalDb, LocalSink};
 pub use crate::api::server::{
-    Listener, MAX_API_MESSAGE, ServeError, rpc_module, serve_grpc, serve_jsonrpc,
+    Listener, MAX_API_MESSAGE, ServeError, rpc_module, serve_grpc, serve_grpc_with, serve_jsonrpc,
 };
 pub use crate::api::sink::{Collector, CommandSink, RaftSink};
+pub use crate::api::watch::{
+    GrpcFeed, Indexed, WatchTarget, add_jsonrpc_watch, decode_feed, filter_for, grpc_feed,
+    resuming_watch, watch_error_from_status, watch_status,
+};
 pub use crate::cli::{
-    Call, OpSpec, Output, ParamSpec, Transport, Wire, clap, command as cli_command, run_blocking,
+    Call, OpSpec, Output, ParamSpec, Transport, WatchCall, Wire, clap, command as cli_command,
+    run_blocking,
 };
 pub use crate::ops::host::{HostedService, Protocol, Serving, Shutdown, run as run_host};
+pub use crate::raft::feed::{Event, WatchError, WatchFilter, WatchInfo, WatchStream};
 pub use crate::raft::node::RaftNode;
 pub use crate::raft::state_machine::Application;
 pub use crate::raft::types::Applied;
@@ -31,4 +37,5 @@ pub use crate::wire::service::{
     ApplyContext, Duration, OpInfo, ParseDurationError, UnknownVariant, check_kind,
     command_from_params, command_params, decode_reply, encode_reply,
 };
+pub use futures_util::Stream;
 pub use rusqlite;

@@ -28,6 +28,7 @@ fn wire(api: &Api, ty: &Ty) -> TokenStream {
 
 pub fn module(api: &Api) -> TokenStream {
     let command = service_ident(api, "Command");
+    let event = service_ident(api, "Event");
     let service = &api.service;
     let ops = api.operations.iter().map(|op| {
         let name = &op.name;
@@ -91,6 +92,15 @@ pub fn module(api: &Api) -> TokenStream {
         /// Sends the call `matches` holds (from [`command`]) and says what to print and exit
         /// with.
         pub async fn run(matches: &runtime::codegen::clap::ArgMatches) -> runtime::codegen::Output {
+            if let Some(watch) = runtime::codegen::WatchCall::parse(matches) {
+                return match watch {
+                    Ok(watch) => {
+                        let events = crate::grpc::watch(watch.target.clone(), watch.from, watch.filter.clone());
+                        watch.print(events, crate::#event::to_json).await
+                    }
+                    Err(e) => runtime::codegen::Output::usage(e),
+                };
+            }
             let call = match runtime::codegen::Call::parse(OPERATIONS, matches) {
                 Ok(call) => call,
                 Err(e) => return runtime::codegen::Output::usage(e),

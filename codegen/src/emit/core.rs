@@ -388,6 +388,11 @@ pub(super) fn traits(api: &Api) -> TokenStream {
 
 pub(super) fn command(api: &Api) -> TokenStream {
     let command = service_ident(api, "Command");
+    let event = service_ident(api, "Event");
+    let event_doc = doc_str(
+        "One command a node applied, from its change feed (`watch` on every wire): in log order, \
+         each once. A refused command is an event too; its `reply` is the domain error.",
+    );
     let reply = service_ident(api, "Reply");
     let call_error = service_ident(api, "CallError");
     let variants: Vec<_> = api.operations.iter().map(|o| ident(&o.variant())).collect();
@@ -454,6 +459,16 @@ pub(super) fn command(api: &Api) -> TokenStream {
         let t = return_ty(op.returns.as_ref());
         quote! { #[serde(rename = #w)] #v(#t) }
     });
+    // Each operation's watch keys, as strings (see `watch_keys` in the schema).
+    let watch_key_arms = api.operations.iter().map(|op| {
+        let v = ident(&op.variant());
+        let keys: Vec<_> = op.watch_keys.iter().map(|k| ident(k)).collect();
+        if keys.is_empty() {
+            quote! { #command::#v { .. } => Vec::new(), }
+        } else {
+            quote! { #command::#v { #(#keys,)* .. } => vec![#(#keys.to_string()),*], }
+        }
+    });
     // Examples from the schema itself: its first operation, its first error kind.
     let example_op = api.operations.first();
     let example_name = example_op.map_or("operation", |o| o.name.as_str());
@@ -519,6 +534,12 @@ pub(super) fn command(api: &Api) -> TokenStream {
             /// Command (goes through the log) or query.
             pub fn kind(&self) -> runtime::codegen::CallKind {
                 match self { #( #command::#variants { .. } => #kinds, )* }
+            }
+
+            /// The values of the operation's watch keys (the schema's `watch_keys`), which a
+            /// watcher can filter its events on.
+            pub fn watch_keys(&self) -> Vec<String> {
+                match self { #(#watch_key_arms)* }
             }
 
             /// The serialized form (see the type's documentation).
@@ -602,6 +623,65 @@ pub(super) fn command(api: &Api) -> TokenStream {
         /// Parses the outcome of a call; a malformed reply is a `Transport` error.
         pub fn decode_reply(bytes: &[u8]) -> Result<#reply, crate::#call_error> {
             runtime::codegen::decode_reply(bytes)
+        }
+
+        #event_doc
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct #event {
+            /// Its position in the log.
+            pub index: u64,
+            /// The leader's time when it was proposed (the command's "now").
+            pub applied_at: ::chrono::DateTime<::chrono::Utc>,
+            /// The command with its arguments.
+            pub command: #command,
+            /// What it answered: its value, or the domain error it was refused with.
+            pub reply: Result<#reply, crate::#call_error>,
+        }
+
+        impl #event {
+            /// Decodes an event of a node's feed.
+            pub fn from_feed(event: &runtime::codegen::Event) -> Result<Self, runtime::codegen::Failure> {
+                Ok(#event {
+                    index: event.index,
+                    applied_at: ::chrono::DateTime::from_timestamp_micros(event.time_us).unwrap_or_default(),
+                    command: #command::decode(&event.command)?,
+                    reply: decode_reply(&event.reply),
+                })
+            }
+
+            /// The operation's name.
+            pub fn operation(&self) -> &'static str {
+                self.command.name()
+            }
+
+            /// The event as JSON, the form of the JSON-RPC subscription and of `call watch --json`:
+            /// `{"index":…,"operation":…,"applied_at":…,"command":{…arguments…},"reply":{"ok":…}}`,
+            /// or `"reply":{"error":{"kind":…,"message":…}}` for a refused command.
+            pub fn to_json(&self) -> serde_json::Value {
+                let arguments = match serde_json::to_value(&self.command) {
+                    Ok(serde_json::Value::Object(mut m)) => m.remove(self.operation()).unwrap_or_default(),
+                    _ => serde_json::Value::Null,
+                };
+                let error = |kind: &str, message: String| serde_json::json!({ "error": { "kind": kind, "message": message } });
+                let reply = match self.reply.clone().map(#reply::into_value) {
+                    Ok(Ok(value)) => serde_json::json!({ "ok": value }),
+                    Ok(Err(f)) => error(f.kind(), f.to_string()),
+                    Err(e) => error(e.kind(), e.message()),
+                };
+                serde_json::json!({
+                    "index": self.index,
+                    "operation": self.operation(),
+                    "applied_at": self.applied_at.to_rfc3339_opts(::chrono::SecondsFormat::Micros, true),
+                    "command": arguments,
+                    "reply": reply,
+                })
+            }
+        }
+
+        impl runtime::codegen::Indexed for #event {
+            fn index(&self) -> u64 {
+                self.index
+            }
         }
     }
 }

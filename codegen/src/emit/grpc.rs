@@ -16,7 +16,7 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
 use super::{ident, service_ident};
-use crate::model::{Api, Field, Ty, TypeBody};
+use crate::model::{Api, Field, OpKind, Ty, TypeBody};
 
 /// The protobuf package of a service, e.g. `bank.v1`.
 pub fn package(api: &Api) -> String {
@@ -149,7 +149,61 @@ pub fn proto(api: &Api, stamp: &str) -> String {
         );
     }
     let _ = writeln!(out, "}}");
+    watch_proto(api, &mut out);
     out
+}
+
+/// The change feed's messages and service (served by replicated nodes only).
+fn watch_proto(api: &Api, out: &mut String) {
+    let s = &api.service;
+    let commands: Vec<_> = api
+        .operations
+        .iter()
+        .filter(|o| o.kind == OpKind::Command)
+        .collect();
+    let _ = writeln!(
+        out,
+        "\n// Where a watch starts and what it passes.\nmessage {s}WatchRequest {{\n  \
+         // The first log index to deliver; 0 starts at the next command applied.\n  \
+         uint64 from_index = 1;\n  // Only these operations (empty: every command).\n  \
+         repeated string operations = 2;\n  // Only events with a watch key equal to this (empty: any).\n  \
+         string key = 3;\n  // Only events with a watch key starting with this (empty: any).\n  \
+         string key_prefix = 4;\n}}\n"
+    );
+    let _ = writeln!(
+        out,
+        "// The arguments of an event's command, by operation (field numbers are operation tags).\n\
+         message {s}EventCommand {{\n  oneof call {{"
+    );
+    for op in &commands {
+        let camel = op.name.to_upper_camel_case();
+        let _ = writeln!(out, "    {camel}Request {} = {};", op.name, op.tag);
+    }
+    let _ = writeln!(out, "  }}\n}}\n");
+    let _ = writeln!(
+        out,
+        "// The value an event's command answered, by operation (field numbers are operation tags).\n\
+         message {s}EventReply {{\n  oneof value {{"
+    );
+    for op in &commands {
+        let camel = op.name.to_upper_camel_case();
+        let _ = writeln!(out, "    {camel}Response {} = {};", op.name, op.tag);
+    }
+    let _ = writeln!(out, "  }}\n}}\n");
+    let _ = writeln!(
+        out,
+        "// The error a command was refused with.\nmessage {s}EventError {{\n  string kind = 1;\n  \
+         string message = 2;\n}}\n\n\
+         // One command a node applied.\nmessage {s}Event {{\n  // Its log index.\n  uint64 index = 1;\n  \
+         string operation = 2;\n  // The leader's time when it was proposed (RFC 3339, UTC).\n  \
+         string applied_at = 3;\n  {s}EventCommand command = 4;\n  oneof outcome {{\n    \
+         {s}EventReply reply = 5;\n    {s}EventError error = 6;\n  }}\n}}\n\n\
+         // The change feed of a replicated node.\nservice {s}Watch {{\n  \
+         // Every command the node applies, in log order, from `from_index`, then live. Ends with\n  \
+         // OUT_OF_RANGE (metadata x-watch-error: compacted, x-first-available: N) when that\n  \
+         // position is gone, RESOURCE_EXHAUSTED (too_slow) when the reader falls behind.\n  \
+         rpc Watch({s}WatchRequest) returns (stream {s}Event);\n}}"
+    );
 }
 
 /// Compiles the service's `.proto` with protox and tonic-prost-build; returns the Rust module
@@ -529,6 +583,7 @@ pub fn adapters(api: &Api) -> TokenStream {
         });
     }
 
+    let watch = watch_adapters(api);
     // Status codes: canonical names map to their gRPC codes, other domain errors are
     // FAILED_PRECONDITION; the kind itself travels in metadata.
     let service_name = format!("{}.{}", package(api), api.service);
@@ -612,6 +667,8 @@ pub fn adapters(api: &Api) -> TokenStream {
             #(#client_methods)*
         }
 
+        #watch
+
         /// Serves `api` on `listener` (with the standard health service and reflection, so
         /// `grpcurl` works; over TLS when the listener has it) until `shutdown` resolves.
         /// Requests larger than `max_message_size` bytes are refused with `RESOURCE_EXHAUSTED`.
@@ -628,6 +685,200 @@ pub fn adapters(api: &Api) -> TokenStream {
                 shutdown,
             )
             .await
+        }
+
+        /// [`serve`] on a replicated node: its API, and beside it the node's change feed
+        /// ([`WatchService`]).
+        pub async fn serve_node<A: crate::#api_trait + 'static>(
+            listener: impl Into<runtime::codegen::Listener>,
+            api: Arc<A>,
+            node: Arc<runtime::codegen::RaftNode>,
+            max_message_size: usize,
+            shutdown: impl ::std::future::Future<Output = ()> + Send,
+        ) -> Result<(), runtime::codegen::ServeError> {
+            runtime::codegen::serve_grpc_with(
+                listener,
+                GrpcService::new(api).into_server(max_message_size),
+                WatchService::new(node).into_server(max_message_size),
+                FILE_DESCRIPTOR_SET,
+                shutdown,
+            )
+            .await
+        }
+    }
+}
+
+/// The change feed over gRPC: conversions of events, the `Watch` service of a node, and the
+/// resuming client.
+fn watch_adapters(api: &Api) -> TokenStream {
+    let s = &api.service;
+    let command = service_ident(api, "Command");
+    let reply = service_ident(api, "Reply");
+    let event = service_ident(api, "Event");
+    let call_error = service_ident(api, "CallError");
+    let pb_event = format_ident!("{s}Event");
+    let pb_request = format_ident!("{s}WatchRequest");
+    let pb_command = format_ident!("{s}EventCommand");
+    let pb_reply = format_ident!("{s}EventReply");
+    let pb_error = format_ident!("{s}EventError");
+    let event_mod = format_ident!("{}_event", s.to_snake_case());
+    let command_mod = format_ident!("{}_event_command", s.to_snake_case());
+    let reply_mod = format_ident!("{}_event_reply", s.to_snake_case());
+    let watch_server_mod = format_ident!("{}_watch_server", s.to_snake_case());
+    let watch_client_mod = format_ident!("{}_watch_client", s.to_snake_case());
+    let watch_trait = format_ident!("{s}Watch");
+    let watch_server = format_ident!("{s}WatchServer");
+    let watch_client = format_ident!("{s}WatchClient");
+    let commands: Vec<_> = api
+        .operations
+        .iter()
+        .filter(|o| o.kind == OpKind::Command)
+        .collect();
+    let variants: Vec<_> = commands.iter().map(|o| ident(&o.variant())).collect();
+    let reqs: Vec<_> = commands
+        .iter()
+        .map(|o| format_ident!("{}Request", o.name.to_upper_camel_case()))
+        .collect();
+    let resps: Vec<_> = commands
+        .iter()
+        .map(|o| format_ident!("{}Response", o.name.to_upper_camel_case()))
+        .collect();
+    let names: Vec<Vec<_>> = commands
+        .iter()
+        .map(|o| o.params.iter().map(|p| ident(&p.name)).collect())
+        .collect();
+    let all_commands = commands.len() == api.operations.len();
+    let other_command = (!all_commands).then(|| quote!(_ => None,));
+    quote! {
+        impl From<crate::#event> for pb::#pb_event {
+            fn from(e: crate::#event) -> Self {
+                let operation = e.command.name().to_string();
+                let call = match e.command {
+                    #( crate::#command::#variants { #(#names,)* } => Some(pb::#command_mod::Call::#variants(pb::#reqs::from_native(#(#names),*))), )*
+                    #other_command
+                };
+                let outcome = match e.reply {
+                    Ok(reply) => pb::#event_mod::Outcome::Reply(pb::#pb_reply {
+                        value: match reply {
+                            #( crate::#reply::#variants(value) => Some(pb::#reply_mod::Value::#variants(pb::#resps::from_native(value))), )*
+                            #other_command
+                        },
+                    }),
+                    Err(error) => pb::#event_mod::Outcome::Error(pb::#pb_error {
+                        kind: error.kind().to_string(),
+                        message: error.message(),
+                    }),
+                };
+                pb::#pb_event {
+                    index: e.index,
+                    operation,
+                    applied_at: e.applied_at.to_rfc3339_opts(::chrono::SecondsFormat::Micros, true),
+                    command: Some(pb::#pb_command { call }),
+                    outcome: Some(outcome),
+                }
+            }
+        }
+
+        impl TryFrom<pb::#pb_event> for crate::#event {
+            type Error = String;
+
+            fn try_from(e: pb::#pb_event) -> Result<Self, String> {
+                let (index, operation) = (e.index, e.operation);
+                let command = match e.command.and_then(|c| c.call) {
+                    #( Some(pb::#command_mod::Call::#variants(r)) => {
+                        let ( #(#names,)* ) = r.into_native()?;
+                        crate::#command::#variants { #(#names),* }
+                    } )*
+                    None => return Err(format!("event {index}: no command (`{operation}` unknown to this build?)")),
+                };
+                let reply = match e.outcome {
+                    Some(pb::#event_mod::Outcome::Reply(r)) => match r.value {
+                        #( Some(pb::#reply_mod::Value::#variants(v)) => Ok(crate::#reply::#variants(v.into_native()?)), )*
+                        None => return Err(format!("event {index}: no reply value")),
+                    },
+                    Some(pb::#event_mod::Outcome::Error(err)) => Err(
+                        crate::#call_error::from_kind(&err.kind, err.message.clone())
+                            .unwrap_or_else(|| crate::#call_error::internal(err.message)),
+                    ),
+                    None => return Err(format!("event {index}: no outcome")),
+                };
+                let _ = &operation;
+                Ok(crate::#event {
+                    index,
+                    applied_at: runtime::codegen::datetime_from(&e.applied_at, "applied_at")?,
+                    command,
+                    reply,
+                })
+            }
+        }
+
+        /// Serves a node's change feed (the `Watch` RPC): what the node applies, in log order,
+        /// from the asked-for index, then live; watch errors as statuses
+        /// (`runtime::codegen::watch_status`).
+        #[derive(Debug, Clone)]
+        pub struct WatchService {
+            node: Arc<runtime::codegen::RaftNode>,
+        }
+
+        impl WatchService {
+            /// The feed of `node`.
+            pub fn new(node: Arc<runtime::codegen::RaftNode>) -> Self {
+                WatchService { node }
+            }
+
+            /// The tonic service, with the given message size limit.
+            pub fn into_server(self, max_message_size: usize) -> pb::#watch_server_mod::#watch_server<Self> {
+                pb::#watch_server_mod::#watch_server::new(self)
+                    .max_decoding_message_size(max_message_size)
+                    .max_encoding_message_size(max_message_size)
+            }
+        }
+
+        #[tonic::async_trait]
+        impl pb::#watch_server_mod::#watch_trait for WatchService {
+            type WatchStream = runtime::codegen::GrpcFeed<pb::#pb_event>;
+
+            async fn watch(
+                &self,
+                request: tonic::Request<pb::#pb_request>,
+            ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+                let r = request.into_inner();
+                let filter = runtime::codegen::filter_for(crate::OPERATIONS, r.operations, r.key, r.key_prefix)
+                    .map_err(|e| runtime::codegen::watch_status(&e))?;
+                let events = self.node.watch(r.from_index, filter);
+                Ok(tonic::Response::new(runtime::codegen::grpc_feed(events, |event| {
+                    crate::#event::from_feed(event).map(pb::#pb_event::from).map_err(|e| e.to_string())
+                })))
+            }
+        }
+
+        /// Watches the change feed of the nodes at `target` from index `from` (0: from the next
+        /// command), the events `filter` passes. It resumes by itself after a transport failure,
+        /// a node stopping or a cut-off, on the next node, from the index after the last event it
+        /// delivered: no gap, no duplicate. It ends after `Compacted`, `Refused`, or
+        /// `Unavailable` once no node answered for the target's `give_up_after`.
+        pub fn watch(
+            target: runtime::codegen::WatchTarget,
+            from: u64,
+            filter: runtime::codegen::WatchFilter,
+        ) -> impl runtime::codegen::Stream<Item = Result<crate::#event, runtime::codegen::WatchError>> + Send + 'static {
+            let request = pb::#pb_request {
+                from_index: 0,
+                operations: filter.operations,
+                key: filter.key.unwrap_or_default(),
+                key_prefix: filter.key_prefix.unwrap_or_default(),
+            };
+            runtime::codegen::resuming_watch(target, from, move |channel, from| {
+                let request = pb::#pb_request { from_index: from, ..request.clone() };
+                async move {
+                    let events = pb::#watch_client_mod::#watch_client::new(channel)
+                        .max_decoding_message_size(runtime::codegen::MAX_API_MESSAGE)
+                        .watch(request)
+                        .await?
+                        .into_inner();
+                    Ok(runtime::codegen::decode_feed(events, crate::#event::try_from))
+                }
+            })
         }
     }
 }

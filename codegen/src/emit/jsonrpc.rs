@@ -19,6 +19,7 @@ pub fn module(api: &Api) -> TokenStream {
     let api_trait = service_ident(api, "Api");
     let command = service_ident(api, "Command");
     let reply = service_ident(api, "Reply");
+    let event = service_ident(api, "Event");
     let call_error = service_ident(api, "CallError");
     quote! {
         //! JSON-RPC 2.0 over HTTP: a server over any API implementation and a client implementing
@@ -63,6 +64,23 @@ pub fn module(api: &Api) -> TokenStream {
             shutdown: impl ::std::future::Future<Output = ()> + Send,
         ) -> Result<(), runtime::codegen::ServeError> {
             let module = rpc_module(api)?;
+            runtime::codegen::serve_jsonrpc(listener, module, max_request_size, shutdown).await
+        }
+
+        /// [`serve`] on a replicated node: its API, and the node's change feed as the
+        /// subscription `rpc.watch` over WebSocket (one `rpc.event` notification per event, in
+        /// the form of the event's `to_json`).
+        pub async fn serve_node<A: crate::#api_trait + 'static>(
+            listener: impl Into<runtime::codegen::Listener>,
+            api: Arc<A>,
+            node: Arc<runtime::codegen::RaftNode>,
+            max_request_size: usize,
+            shutdown: impl ::std::future::Future<Output = ()> + Send,
+        ) -> Result<(), runtime::codegen::ServeError> {
+            let mut module = rpc_module(api)?;
+            runtime::codegen::add_jsonrpc_watch(&mut module, crate::OPERATIONS, node, |event| {
+                crate::#event::from_feed(event).map(|e| e.to_json()).map_err(|e| e.to_string())
+            })?;
             runtime::codegen::serve_jsonrpc(listener, module, max_request_size, shutdown).await
         }
 

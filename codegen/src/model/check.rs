@@ -1,14 +1,14 @@
 //! The checker: every rule a schema must follow (names, tags, types, defaults, errors), with a
 //! diagnostic at file:line:col and a hint for each problem, all collected before giving up.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use heck::{ToLowerCamelCase, ToUpperCamelCase};
 
 use super::ty::{KnownTypes, flat_containers, parse_ty};
 use super::*;
 use crate::diag::Diagnostic;
-use crate::document::{Document, FieldDef, OpKindDef, Pos, Sp};
+use crate::document::{Document, FieldDef, OpKindDef, OperationDef, Pos, Sp};
 
 pub(super) struct Checker<'s> {
     pub(super) diags: Vec<Diagnostic>,
@@ -246,6 +246,7 @@ impl Checker<'_> {
                         );
                     }
                 }
+                self.watch_keys(o, &params);
                 Operation {
                     name: o.name.value.clone(),
                     tag,
@@ -258,6 +259,7 @@ impl Checker<'_> {
                     returns,
                     errors: o.errors.iter().map(|e| e.value.clone()).collect(),
                     deprecated: o.deprecated,
+                    watch_keys: o.watch_keys.iter().map(|k| k.value.clone()).collect(),
                 }
             })
             .collect();
@@ -268,6 +270,68 @@ impl Checker<'_> {
             types,
             errors,
             operations,
+        }
+    }
+
+    /// Checks an operation's `watch_keys`: each names one of its parameters, once, of an integer
+    /// or string type, and only a command has them (queries are not in the feed).
+    fn watch_keys(&mut self, o: &OperationDef, params: &[Field]) {
+        let mut seen = BTreeSet::new();
+        for key in &o.watch_keys {
+            if o.kind.value == OpKindDef::Query {
+                self.push(
+                    Diagnostic::new(
+                        "schema::watch_key_on_query",
+                        key.pos,
+                        &key.value,
+                        format!("query `{}` has watch keys", o.name.value),
+                    )
+                    .hint("only commands are in the watch feed; remove `watch_keys`"),
+                );
+                return;
+            }
+            let Some(param) = params.iter().find(|p| p.name == key.value) else {
+                self.push(
+                    Diagnostic::new(
+                        "schema::unknown_watch_key",
+                        key.pos,
+                        &key.value,
+                        format!("`{}` is not a parameter of `{}`", key.value, o.name.value),
+                    )
+                    .hint(suggest(
+                        &key.value,
+                        params.iter().map(|p| &p.name).collect(),
+                        "its parameters",
+                    )),
+                );
+                continue;
+            };
+            if !matches!(param.ty, Ty::I32 | Ty::I64 | Ty::U32 | Ty::U64 | Ty::String) {
+                self.push(
+                    Diagnostic::new(
+                        "schema::bad_watch_key",
+                        key.pos,
+                        &key.value,
+                        format!(
+                            "watch key `{}` is a {}; a key is an integer or a string",
+                            key.value,
+                            ty_text(&param.ty)
+                        ),
+                    )
+                    .hint("key the events by an id or name parameter"),
+                );
+            }
+            if !seen.insert(key.value.as_str()) {
+                self.push(
+                    Diagnostic::new(
+                        "schema::duplicate_watch_key",
+                        key.pos,
+                        &key.value,
+                        format!("watch key `{}` is listed twice", key.value),
+                    )
+                    .hint("list each parameter once"),
+                );
+            }
         }
     }
 

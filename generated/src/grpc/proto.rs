@@ -249,6 +249,108 @@ pub struct GetAccountCountResponse {
     #[prost(uint64, tag = "1")]
     pub value: u64,
 }
+/// Where a watch starts and what it passes.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BankWatchRequest {
+    /// The first log index to deliver; 0 starts at the next command applied.
+    #[prost(uint64, tag = "1")]
+    pub from_index: u64,
+    /// Only these operations (empty: every command).
+    #[prost(string, repeated, tag = "2")]
+    pub operations: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Only events with a watch key equal to this (empty: any).
+    #[prost(string, tag = "3")]
+    pub key: ::prost::alloc::string::String,
+    /// Only events with a watch key starting with this (empty: any).
+    #[prost(string, tag = "4")]
+    pub key_prefix: ::prost::alloc::string::String,
+}
+/// The arguments of an event's command, by operation (field numbers are operation tags).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BankEventCommand {
+    #[prost(oneof = "bank_event_command::Call", tags = "1, 2, 3, 4, 5, 6, 7")]
+    pub call: ::core::option::Option<bank_event_command::Call>,
+}
+/// Nested message and enum types in `BankEventCommand`.
+pub mod bank_event_command {
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Call {
+        #[prost(message, tag = "1")]
+        CreateCustomer(super::CreateCustomerRequest),
+        #[prost(message, tag = "2")]
+        CreateAccount(super::CreateAccountRequest),
+        #[prost(message, tag = "3")]
+        Deposit(super::DepositRequest),
+        #[prost(message, tag = "4")]
+        Withdraw(super::WithdrawRequest),
+        #[prost(message, tag = "5")]
+        Transfer(super::TransferRequest),
+        #[prost(message, tag = "6")]
+        CashCheck(super::CashCheckRequest),
+        #[prost(message, tag = "7")]
+        AdvanceTime(super::AdvanceTimeRequest),
+    }
+}
+/// The value an event's command answered, by operation (field numbers are operation tags).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BankEventReply {
+    #[prost(oneof = "bank_event_reply::Value", tags = "1, 2, 3, 4, 5, 6, 7")]
+    pub value: ::core::option::Option<bank_event_reply::Value>,
+}
+/// Nested message and enum types in `BankEventReply`.
+pub mod bank_event_reply {
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Value {
+        #[prost(message, tag = "1")]
+        CreateCustomer(super::CreateCustomerResponse),
+        #[prost(message, tag = "2")]
+        CreateAccount(super::CreateAccountResponse),
+        #[prost(message, tag = "3")]
+        Deposit(super::DepositResponse),
+        #[prost(message, tag = "4")]
+        Withdraw(super::WithdrawResponse),
+        #[prost(message, tag = "5")]
+        Transfer(super::TransferResponse),
+        #[prost(message, tag = "6")]
+        CashCheck(super::CashCheckResponse),
+        #[prost(message, tag = "7")]
+        AdvanceTime(super::AdvanceTimeResponse),
+    }
+}
+/// The error a command was refused with.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BankEventError {
+    #[prost(string, tag = "1")]
+    pub kind: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub message: ::prost::alloc::string::String,
+}
+/// One command a node applied.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BankEvent {
+    /// Its log index.
+    #[prost(uint64, tag = "1")]
+    pub index: u64,
+    #[prost(string, tag = "2")]
+    pub operation: ::prost::alloc::string::String,
+    /// The leader's time when it was proposed (RFC 3339, UTC).
+    #[prost(string, tag = "3")]
+    pub applied_at: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "4")]
+    pub command: ::core::option::Option<BankEventCommand>,
+    #[prost(oneof = "bank_event::Outcome", tags = "5, 6")]
+    pub outcome: ::core::option::Option<bank_event::Outcome>,
+}
+/// Nested message and enum types in `BankEvent`.
+pub mod bank_event {
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Outcome {
+        #[prost(message, tag = "5")]
+        Reply(super::BankEventReply),
+        #[prost(message, tag = "6")]
+        Error(super::BankEventError),
+    }
+}
 /// The kind of an account.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
@@ -1545,6 +1647,303 @@ pub mod bank_server {
     /// Generated gRPC service name
     pub const SERVICE_NAME: &str = "bank.v1.Bank";
     impl<T> tonic::server::NamedService for BankServer<T> {
+        const NAME: &'static str = SERVICE_NAME;
+    }
+}
+/// Generated client implementations.
+pub mod bank_watch_client {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    use tonic::codegen::http::Uri;
+    /// The change feed of a replicated node.
+    #[derive(Debug, Clone)]
+    pub struct BankWatchClient<T> {
+        inner: tonic::client::Grpc<T>,
+    }
+    impl<T> BankWatchClient<T>
+    where
+        T: tonic::client::GrpcService<tonic::body::Body>,
+        T::Error: Into<StdError>,
+        T::ResponseBody: Body<Data = Bytes> + std::marker::Send + 'static,
+        <T::ResponseBody as Body>::Error: Into<StdError> + std::marker::Send,
+    {
+        pub fn new(inner: T) -> Self {
+            let inner = tonic::client::Grpc::new(inner);
+            Self { inner }
+        }
+        pub fn with_origin(inner: T, origin: Uri) -> Self {
+            let inner = tonic::client::Grpc::with_origin(inner, origin);
+            Self { inner }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> BankWatchClient<InterceptedService<T, F>>
+        where
+            F: tonic::service::Interceptor,
+            T::ResponseBody: Default,
+            T: tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<
+                    <T as tonic::client::GrpcService<tonic::body::Body>>::ResponseBody,
+                >,
+            >,
+            <T as tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+            >>::Error: Into<StdError> + std::marker::Send + std::marker::Sync,
+        {
+            BankWatchClient::new(InterceptedService::new(inner, interceptor))
+        }
+        /// Compress requests with the given encoding.
+        ///
+        /// This requires the server to support it otherwise it might respond with an
+        /// error.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.send_compressed(encoding);
+            self
+        }
+        /// Enable decompressing responses.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.accept_compressed(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_decoding_message_size(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_encoding_message_size(limit);
+            self
+        }
+        /// Every command the node applies, in log order, from `from_index`, then live. Ends with
+        /// OUT_OF_RANGE (metadata x-watch-error: compacted, x-first-available: N) when that
+        /// position is gone, RESOURCE_EXHAUSTED (too_slow) when the reader falls behind.
+        pub async fn watch(
+            &mut self,
+            request: impl tonic::IntoRequest<super::BankWatchRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::BankEvent>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/bank.v1.BankWatch/Watch");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("bank.v1.BankWatch", "Watch"));
+            self.inner.server_streaming(req, path, codec).await
+        }
+    }
+}
+/// Generated server implementations.
+pub mod bank_watch_server {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    /// Generated trait containing gRPC methods that should be implemented for use with BankWatchServer.
+    #[async_trait]
+    pub trait BankWatch: std::marker::Send + std::marker::Sync + 'static {
+        /// Server streaming response type for the Watch method.
+        type WatchStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::BankEvent, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// Every command the node applies, in log order, from `from_index`, then live. Ends with
+        /// OUT_OF_RANGE (metadata x-watch-error: compacted, x-first-available: N) when that
+        /// position is gone, RESOURCE_EXHAUSTED (too_slow) when the reader falls behind.
+        async fn watch(
+            &self,
+            request: tonic::Request<super::BankWatchRequest>,
+        ) -> std::result::Result<tonic::Response<Self::WatchStream>, tonic::Status>;
+    }
+    /// The change feed of a replicated node.
+    #[derive(Debug)]
+    pub struct BankWatchServer<T> {
+        inner: Arc<T>,
+        accept_compression_encodings: EnabledCompressionEncodings,
+        send_compression_encodings: EnabledCompressionEncodings,
+        max_decoding_message_size: Option<usize>,
+        max_encoding_message_size: Option<usize>,
+    }
+    impl<T> BankWatchServer<T> {
+        pub fn new(inner: T) -> Self {
+            Self::from_arc(Arc::new(inner))
+        }
+        pub fn from_arc(inner: Arc<T>) -> Self {
+            Self {
+                inner,
+                accept_compression_encodings: Default::default(),
+                send_compression_encodings: Default::default(),
+                max_decoding_message_size: None,
+                max_encoding_message_size: None,
+            }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> InterceptedService<Self, F>
+        where
+            F: tonic::service::Interceptor,
+        {
+            InterceptedService::new(Self::new(inner), interceptor)
+        }
+        /// Enable decompressing requests with the given encoding.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.accept_compression_encodings.enable(encoding);
+            self
+        }
+        /// Compress responses with the given encoding, if the client supports it.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.send_compression_encodings.enable(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.max_decoding_message_size = Some(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.max_encoding_message_size = Some(limit);
+            self
+        }
+    }
+    impl<T, B> tonic::codegen::Service<http::Request<B>> for BankWatchServer<T>
+    where
+        T: BankWatch,
+        B: Body + std::marker::Send + 'static,
+        B::Error: Into<StdError> + std::marker::Send + 'static,
+    {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Self::Response, Self::Error>;
+        fn poll_ready(
+            &mut self,
+            _cx: &mut Context<'_>,
+        ) -> Poll<std::result::Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: http::Request<B>) -> Self::Future {
+            match req.uri().path() {
+                "/bank.v1.BankWatch/Watch" => {
+                    #[allow(non_camel_case_types)]
+                    struct WatchSvc<T: BankWatch>(pub Arc<T>);
+                    impl<
+                        T: BankWatch,
+                    > tonic::server::ServerStreamingService<super::BankWatchRequest>
+                    for WatchSvc<T> {
+                        type Response = super::BankEvent;
+                        type ResponseStream = T::WatchStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::BankWatchRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as BankWatch>::watch(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = WatchSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                _ => {
+                    Box::pin(async move {
+                        let mut response = http::Response::new(
+                            tonic::body::Body::default(),
+                        );
+                        let headers = response.headers_mut();
+                        headers
+                            .insert(
+                                tonic::Status::GRPC_STATUS,
+                                (tonic::Code::Unimplemented as i32).into(),
+                            );
+                        headers
+                            .insert(
+                                http::header::CONTENT_TYPE,
+                                tonic::metadata::GRPC_CONTENT_TYPE,
+                            );
+                        Ok(response)
+                    })
+                }
+            }
+        }
+    }
+    impl<T> Clone for BankWatchServer<T> {
+        fn clone(&self) -> Self {
+            let inner = self.inner.clone();
+            Self {
+                inner,
+                accept_compression_encodings: self.accept_compression_encodings,
+                send_compression_encodings: self.send_compression_encodings,
+                max_decoding_message_size: self.max_decoding_message_size,
+                max_encoding_message_size: self.max_encoding_message_size,
+            }
+        }
+    }
+    /// Generated gRPC service name
+    pub const SERVICE_NAME: &str = "bank.v1.BankWatch";
+    impl<T> tonic::server::NamedService for BankWatchServer<T> {
         const NAME: &'static str = SERVICE_NAME;
     }
 }

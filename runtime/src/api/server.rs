@@ -10,6 +10,7 @@ use tonic::body::Body;
 use tonic::codegen::Service;
 use tonic::codegen::http::{Request, Response};
 use tonic::server::NamedService;
+use tonic::service::Routes;
 
 use crate::net::tls::{Tls, TlsError};
 
@@ -101,6 +102,44 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
+    serve_routes::<S>(listener, Routes::new(service), descriptor, shutdown).await
+}
+
+/// [`serve_grpc`] with a second service beside the API: a node's change feed.
+pub async fn serve_grpc_with<S, W>(
+    listener: impl Into<Listener>,
+    service: S,
+    extra: W,
+    descriptor: &'static [u8],
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    W: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    W::Future: Send + 'static,
+{
+    let routes = Routes::new(service).add_service(extra);
+    serve_routes::<S>(listener, routes, descriptor, shutdown).await
+}
+
+/// Serves `routes` with health (reporting `S`) and reflection.
+async fn serve_routes<S: NamedService>(
+    listener: impl Into<Listener>,
+    routes: Routes,
+    descriptor: &'static [u8],
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<S>().await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -114,7 +153,7 @@ where
         server = server.tls_config(tls.api_grpc())?;
     }
     server
-        .add_service(service)
+        .add_routes(routes)
         .add_service(health)
         .add_service(reflection)
         .serve_with_incoming_shutdown(incoming, shutdown)
@@ -127,7 +166,8 @@ pub const MAX_BATCH: u32 = 64;
 /// The most connections a JSON-RPC listener serves at once.
 pub const MAX_CONNECTIONS: u32 = 1024;
 
-/// Serves a jsonrpsee module over HTTP on `listener` until `shutdown`. Request bodies larger
+/// Serves a jsonrpsee module over HTTP (and WebSocket, for subscriptions) on `listener` until
+/// `shutdown`. Request bodies larger
 /// than `max_request_size` bytes are refused, and so are answers larger than that (a batch, at
 /// most [`MAX_BATCH`] calls, is answered as one body).
 pub async fn serve_jsonrpc<Ctx: Send + Sync + 'static>(
@@ -143,7 +183,9 @@ pub async fn serve_jsonrpc<Ctx: Send + Sync + 'static>(
         .max_response_body_size(limit)
         .set_batch_request_config(jsonrpsee::server::BatchRequestConfig::Limit(MAX_BATCH))
         .max_connections(MAX_CONNECTIONS)
-        .http_only()
+        // WebSocket for subscriptions (a node's change feed), pinged so that a quiet watch is
+        // not closed as idle.
+        .enable_ws_ping(jsonrpsee::server::PingConfig::new().ping_interval(WS_PING))
         .build();
     let acceptor = match tls {
         Some(tls) => Some(tokio_rustls::TlsAcceptor::from(tls.rustls_server()?)),
@@ -198,6 +240,9 @@ pub async fn serve_jsonrpc<Ctx: Send + Sync + 'static>(
     while connections.join_next().await.is_some() {}
     Ok(())
 }
+
+/// How often a WebSocket connection is pinged.
+const WS_PING: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// How long a client may take over the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -149,7 +149,161 @@ pub fn command(service: &str, ops: &'static [OpSpec]) -> Command {
         }
         call = call.subcommand(sub);
     }
-    call
+    call.subcommand(
+        Command::new(WATCH)
+            .about("Print every command the cluster applies, one line each, until interrupted")
+            .long_about(
+                "Print every command the cluster applies, one line each (`INDEX TIME OPERATION \
+                 ARGUMENTS -> REPLY`, or the event's JSON with --json), until interrupted, like \
+                 `etcdctl watch`. Over gRPC. With several --connect addresses (comma-separated) \
+                 it resumes on the next one when a node goes away, from the index after the last \
+                 one printed.",
+            )
+            .arg(
+                Arg::new("from")
+                    .long("from")
+                    .value_name("INDEX")
+                    .value_parser(clap::value_parser!(u64))
+                    .default_value("0")
+                    .help("The first log index to print; 0 starts at the next command"),
+            )
+            .arg(
+                Arg::new("operation")
+                    .long("operation")
+                    .value_name("NAME")
+                    .action(ArgAction::Append)
+                    .help("Only this operation (repeat for several)"),
+            )
+            .arg(
+                Arg::new("key")
+                    .long("key")
+                    .value_name("KEY")
+                    .help("Only commands whose watch key (the schema's `watch_keys`) is KEY"),
+            )
+            .arg(
+                Arg::new("key-prefix")
+                    .long("key-prefix")
+                    .value_name("PREFIX")
+                    .help("Only commands with a watch key starting with PREFIX"),
+            ),
+    )
+}
+
+/// The name of the `call` subcommand that watches the change feed.
+pub const WATCH: &str = "watch";
+
+/// A `call watch` read from the command line.
+#[derive(Debug, Clone)]
+pub struct WatchCall {
+    /// Where it connects and resumes.
+    pub target: crate::api::watch::WatchTarget,
+    /// The first index.
+    pub from: u64,
+    /// What it passes.
+    pub filter: crate::raft::feed::WatchFilter,
+    /// Print each event's JSON.
+    pub json: bool,
+}
+
+impl WatchCall {
+    /// Reads the `watch` subcommand of `matches` (of [`command`]); `None` when another
+    /// subcommand was given.
+    pub fn parse(matches: &ArgMatches) -> Option<Result<WatchCall, String>> {
+        let (WATCH, sub) = matches.subcommand()? else {
+            return None;
+        };
+        Some((|| {
+            if matches.get_one::<String>("transport").map(String::as_str) == Some("jsonrpc") {
+                return Err(
+                    "watch runs over gRPC here; over JSON-RPC, subscribe to `rpc.watch` \
+                            on a WebSocket"
+                        .to_string(),
+                );
+            }
+            let connect = matches
+                .get_one::<String>("connect")
+                .ok_or_else(|| "--connect ADDR[,ADDR…] is required".to_string())?;
+            let mut target = crate::api::watch::WatchTarget::new(
+                connect.split(',').map(str::trim).filter(|a| !a.is_empty()),
+            );
+            target.tls = matches
+                .get_one::<PathBuf>("tls-ca")
+                .map(|path| ServerCa::load(path))
+                .transpose()
+                .map_err(|e| e.to_string())?;
+            Ok(WatchCall {
+                target,
+                from: sub.get_one::<u64>("from").copied().unwrap_or(0),
+                filter: crate::raft::feed::WatchFilter {
+                    operations: sub
+                        .get_many::<String>("operation")
+                        .map(|ops| ops.cloned().collect())
+                        .unwrap_or_default(),
+                    key: sub.get_one::<String>("key").cloned(),
+                    key_prefix: sub.get_one::<String>("key-prefix").cloned(),
+                },
+                json: matches.get_flag("json"),
+            })
+        })())
+    }
+
+    /// Prints `events` one line each as they come (to stdout, flushed), until the stream ends;
+    /// says how it ended. `to_json` is the event's JSON form.
+    pub async fn print<T>(
+        &self,
+        events: impl futures_util::Stream<Item = Result<T, crate::raft::feed::WatchError>>,
+        to_json: impl Fn(&T) -> Value,
+    ) -> Output {
+        use futures_util::StreamExt as _;
+        use std::io::Write as _;
+        let mut events = std::pin::pin!(events);
+        let stdout = std::io::stdout();
+        while let Some(item) = events.next().await {
+            match item {
+                Ok(event) => {
+                    let json = to_json(&event);
+                    let line = if self.json {
+                        json.to_string()
+                    } else {
+                        event_line(&json)
+                    };
+                    let mut out = stdout.lock();
+                    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                        // The reader went away (a closed pipe): done.
+                        return Output::done();
+                    }
+                }
+                Err(e) => {
+                    return Output {
+                        text: format!("error: {e}"),
+                        to_stderr: true,
+                        code: EXIT_FAILURE,
+                    };
+                }
+            }
+        }
+        Output::done()
+    }
+}
+
+/// One event in human form: `INDEX TIME OPERATION ARGUMENTS -> REPLY`.
+fn event_line(json: &Value) -> String {
+    let reply = match (&json["reply"]["ok"], &json["reply"]["error"]) {
+        (Value::Null, Value::Null) => "ok".to_string(),
+        (Value::Null, error) => format!(
+            "error {}: {}",
+            error["kind"].as_str().unwrap_or("?"),
+            error["message"].as_str().unwrap_or("")
+        ),
+        (ok, _) => ok.to_string(),
+    };
+    format!(
+        "{} {} {} {} -> {reply}",
+        json["index"],
+        json["applied_at"].as_str().unwrap_or("?"),
+        json["operation"].as_str().unwrap_or("?"),
+        json["command"]
+    )
 }
 
 /// A call read from the command line.
@@ -248,6 +402,15 @@ pub struct Output {
 }
 
 impl Output {
+    /// Nothing more to print; success.
+    pub fn done() -> Output {
+        Output {
+            text: String::new(),
+            to_stderr: false,
+            code: 0,
+        }
+    }
+
     /// A bad command line or bad parameters.
     pub fn usage(message: impl std::fmt::Display) -> Output {
         Output {
@@ -332,7 +495,7 @@ where
     };
     if output.to_stderr {
         eprintln!("{}", output.text);
-    } else {
+    } else if !output.text.is_empty() {
         println!("{}", output.text);
     }
     std::process::ExitCode::from(output.code)

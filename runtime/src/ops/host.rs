@@ -165,6 +165,16 @@ pub struct NodeArgs {
     /// forwarding them to the leader.
     #[arg(long)]
     pub redirect_writes: bool,
+    /// Applied entries whose events the change feed keeps for watchers that resume or start
+    /// in the past (a watcher asking for older ones gets `Compacted`). 0 turns the feed off
+    /// and with it its cost on the write path (one row per command).
+    #[arg(long, value_name = "ENTRIES", default_value_t = crate::raft::feed::DEFAULT_RETAIN)]
+    pub watch_retain: u64,
+    /// How long a watcher that reads nothing is waited for, with its buffer full, before it is
+    /// cut off (`TooSlow`), in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub watch_stall_ms: u64,
     /// Leader heartbeat interval, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = crate::raft::node::DEFAULT_HEARTBEAT_MS)]
     pub heartbeat_ms: u64,
@@ -374,6 +384,8 @@ pub async fn start(args: NodeArgs, service: &dyn HostedService) -> Result<Runnin
     config.keep_logs = args.keep_logs;
     config.max_command_bytes = args.max_command_bytes;
     config.redirect_writes = args.redirect_writes;
+    config.feed.retain = args.watch_retain;
+    config.feed.stall = Duration::from_millis(args.watch_stall_ms);
     config.cluster_name = service.name().to_string();
     config.heartbeat = Duration::from_millis(args.heartbeat_ms);
     config.election_timeout = (

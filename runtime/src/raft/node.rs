@@ -67,6 +67,8 @@ pub struct NodeConfig {
     /// The largest serialized command a write may carry; a larger one is refused before it
     /// enters the log ([`DEFAULT_MAX_COMMAND_BYTES`], at most [`MAX_COMMAND_BYTES_LIMIT`]).
     pub max_command_bytes: usize,
+    /// How the node keeps its change feed ([`crate::raft::feed`]).
+    pub feed: crate::raft::feed::FeedConfig,
 }
 
 /// Default of [`NodeConfig::max_command_bytes`]: 4 MiB (a gRPC API call carries at most that
@@ -103,6 +105,7 @@ impl NodeConfig {
             redirect_writes: false,
             cluster_name: "raftgen".into(),
             max_command_bytes: DEFAULT_MAX_COMMAND_BYTES,
+            feed: Default::default(),
         }
     }
 }
@@ -211,7 +214,12 @@ impl RaftNode {
         }
         let snapshot_dir = config.data_dir.join(SNAPSHOT_DIR);
         let log = LogStore::open(&config.data_dir.join(LOG_DIR))?;
-        let sm = StateMachine::open(app, &config.data_dir.join(STATE_DB), &snapshot_dir)?;
+        let sm = StateMachine::open_with_feed(
+            app,
+            &config.data_dir.join(STATE_DB),
+            &snapshot_dir,
+            config.feed,
+        )?;
         let storage_metrics = crate::raft::metrics::StorageMetrics {
             log_commit_seconds: log.commit_seconds(),
             state_machine: sm.metrics(),
@@ -286,6 +294,16 @@ impl RaftNode {
     /// The local state machine.
     pub fn state_machine(&self) -> &StateMachine {
         &self.sm
+    }
+
+    /// Watches what this node applies, from log index `from` (0: from the next command), the
+    /// events `filter` passes ([`crate::raft::feed`]). A follower serves what it has applied.
+    pub fn watch(
+        &self,
+        from: u64,
+        filter: crate::raft::feed::WatchFilter,
+    ) -> crate::raft::feed::WatchStream {
+        self.sm.watch(from, filter)
     }
 
     /// Makes this node a one-member cluster (once, on a pristine node); others then join it.

@@ -42,6 +42,7 @@ pub type Raft = openraft::Raft<C, StateMachine>;
 pub use requests::REQUEST_TTL_ENTRIES;
 use requests::{apply_envelope, expire_requests};
 
+mod events;
 mod requests;
 mod snapshot;
 
@@ -81,6 +82,13 @@ pub trait Application: Send + Sync + 'static {
     /// an application whose commands are opaque bytes, checks nothing.
     fn schema(&self) -> crate::raft::version::Schema {
         crate::raft::version::Schema::opaque()
+    }
+    /// What a serialized command says about itself for the watch feed's filters: its
+    /// operation and the values of its watch keys. The default, for opaque commands, says
+    /// nothing (only an unfiltered watch sees them).
+    fn watch_info(&self, command: &[u8]) -> crate::raft::feed::WatchInfo {
+        let _ = command;
+        crate::raft::feed::WatchInfo::default()
     }
 }
 
@@ -178,6 +186,12 @@ struct Shared {
     /// Per client, a sequence number at or above every one of its request records (see
     /// [`requests::KnownSeqs`]): an entry above it has no record, so apply skips the lookup.
     known_seqs: Mutex<requests::KnownSeqs>,
+    /// How the watch feed is kept.
+    feed: crate::raft::feed::FeedConfig,
+    /// The feed's live ring (see [`crate::raft::feed`]).
+    ring: tokio::sync::broadcast::Sender<crate::raft::feed::Live>,
+    /// The oldest index the feed's history holds (as committed, or about to be).
+    events_from: std::sync::atomic::AtomicU64,
     /// The writer's thread: applies, snapshot builds and installs run there, one at a time,
     /// on one warm thread instead of a blocking-pool thread each. It stops when the last clone
     /// of the state machine is gone.
@@ -234,10 +248,20 @@ impl StateMachine {
         db_path: &Path,
         snapshot_dir: &Path,
     ) -> io::Result<Self> {
+        Self::open_with_feed(app, db_path, snapshot_dir, Default::default())
+    }
+
+    /// [`StateMachine::open`], keeping the watch feed as `feed` says.
+    pub fn open_with_feed(
+        app: Arc<dyn Application>,
+        db_path: &Path,
+        snapshot_dir: &Path,
+        feed: crate::raft::feed::FeedConfig,
+    ) -> io::Result<Self> {
         std::fs::create_dir_all(snapshot_dir)?;
         // Transfers interrupted by the last stop never complete: their senders start anew.
         remove_partial_transfers(snapshot_dir);
-        let writer = Self::open_writer(app.as_ref(), db_path)?;
+        let (writer, events_from) = Self::open_writer(app.as_ref(), db_path)?;
         Ok(StateMachine {
             shared: Arc::new(Shared {
                 app,
@@ -249,12 +273,17 @@ impl StateMachine {
                 read_slots: tokio::sync::Semaphore::new(READERS),
                 metrics: Default::default(),
                 known_seqs: Mutex::default(),
+                feed,
+                ring: tokio::sync::broadcast::channel(feed.ring.max(1)).0,
+                events_from: events_from.into(),
                 jobs: start_writer_thread()?,
             }),
         })
     }
 
-    fn open_writer(app: &dyn Application, db_path: &Path) -> io::Result<Connection> {
+    /// Opens the writer connection, creating the runtime's tables; returns it with where the
+    /// feed's history starts.
+    fn open_writer(app: &dyn Application, db_path: &Path) -> io::Result<(Connection, u64)> {
         let mut writer = open_db(db_path)?;
         let tx = writer.transaction().map_err(io_err)?;
         tx.execute_batch(RUNTIME_SCHEMA).map_err(io_err)?;
@@ -268,9 +297,10 @@ impl StateMachine {
         if old_sessions > 0 {
             tx.execute_batch(MIGRATE_SESSIONS).map_err(io_err)?;
         }
+        let events_from = events::init(&tx)?;
         tx.commit().map_err(io_err)?;
         app.init(&writer).map_err(io::Error::other)?;
-        Ok(writer)
+        Ok((writer, events_from))
     }
 
     /// Runs `f` on the writer's thread with the writer connection.
@@ -407,7 +437,7 @@ impl StateMachine {
             let conn = Connection::open(&tmp).map_err(io_err)?;
             conn.execute_batch(&format!(
                 "{RUNTIME_SCHEMA} DELETE FROM _raft_meta; DELETE FROM _raft_requests; \
-                 DELETE FROM _raft_clients;"
+                 DELETE FROM _raft_clients; DROP TABLE IF EXISTS _raft_events;"
             ))
             .map_err(io_err)?;
         }
@@ -426,6 +456,22 @@ impl StateMachine {
         self.shared.app.schema()
     }
 
+    /// Watches the commands this replica applies, from index `from` (0: from the next one),
+    /// those `filter` passes (see [`crate::raft::feed`]).
+    pub fn watch(
+        &self,
+        from: u64,
+        filter: crate::raft::feed::WatchFilter,
+    ) -> crate::raft::feed::WatchStream {
+        crate::raft::feed::watch(
+            self.shared.feed,
+            self.clone(),
+            &self.shared.ring,
+            from,
+            filter,
+        )
+    }
+
     /// What the state machine counts (apply latency, dedup hits, snapshots), shared.
     pub fn metrics(&self) -> crate::raft::metrics::StateMachineMetrics {
         self.shared.metrics.clone()
@@ -437,6 +483,18 @@ impl StateMachine {
             dir.join(format!("{meta_name}.db")),
             dir.join(format!("{meta_name}.json")),
         )
+    }
+}
+
+impl crate::raft::feed::History for StateMachine {
+    async fn page(&self, from: u64, limit: usize) -> Result<crate::raft::feed::Page, String> {
+        self.reading(move |_, reader| events::page(reader, from, limit))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn info(&self, command: &[u8]) -> crate::raft::feed::WatchInfo {
+        self.shared.app.watch_info(command)
     }
 }
 
@@ -503,6 +561,9 @@ impl RaftStateMachine<C> for StateMachine {
                     .lock()
                     .map_err(|_| io::Error::other("state machine lock poisoned"))?;
                 let mut outcomes = Vec::with_capacity(entries.len());
+                // Copies of the events for watchers, when there are any.
+                let mut live = (shared.feed.retain > 0 && shared.ring.receiver_count() > 0)
+                    .then(|| Vec::with_capacity(entries.len()));
                 let mut last = None;
                 let mut membership = None;
                 let done = || {
@@ -517,7 +578,7 @@ impl RaftStateMachine<C> for StateMachine {
                     let outcome = match &entry.payload {
                         EntryPayload::Blank => done(),
                         EntryPayload::Normal(env) => {
-                            apply_envelope(shared, &mut known, &tx, index, env)?
+                            apply_envelope(shared, &mut known, &tx, index, env, &mut live)?
                         }
                         EntryPayload::Membership(m) => {
                             membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
@@ -531,7 +592,18 @@ impl RaftStateMachine<C> for StateMachine {
                 if let Some(m) = &membership {
                     write_meta(&tx, "membership", m)?;
                 }
+                if let Some(last) = last {
+                    events::trim(shared, &tx, last.index)?;
+                }
                 tx.commit().map_err(io_err)?;
+                if let Some(live) = live.filter(|l| !l.is_empty()) {
+                    // No watcher left is fine: nothing waits on this.
+                    drop(
+                        shared
+                            .ring
+                            .send(crate::raft::feed::Live::Batch(live.into())),
+                    );
+                }
                 Ok(outcomes)
             })
             .await?;
@@ -586,10 +658,14 @@ impl RaftStateMachine<C> for StateMachine {
             }
             std::fs::rename(&staged, &shared.db_path)?;
             sync_dir(&shared.db_path)?;
-            *writer = Some(StateMachine::open_writer(
-                shared.app.as_ref(),
-                &shared.db_path,
-            )?);
+            let (opened, events_from) =
+                StateMachine::open_writer(shared.app.as_ref(), &shared.db_path)?;
+            *writer = Some(opened);
+            shared
+                .events_from
+                .store(events_from, std::sync::atomic::Ordering::Relaxed);
+            // Watchers re-read the history that came with it.
+            drop(shared.ring.send(crate::raft::feed::Live::Reset));
             // The installed database has request records of its own.
             if let Ok(mut known) = shared.known_seqs.lock() {
                 known.forget();

@@ -127,6 +127,19 @@ impl KvCommand {
         }
     }
 
+    /// The values of the operation's watch keys (the schema's `watch_keys`), which a
+    /// watcher can filter its events on.
+    pub fn watch_keys(&self) -> Vec<String> {
+        match self {
+            KvCommand::Put { key, .. } => vec![key.to_string()],
+            KvCommand::Delete { key, .. } => vec![key.to_string()],
+            KvCommand::CompareAndSwap { key, .. } => vec![key.to_string()],
+            KvCommand::Get { .. } => Vec::new(),
+            KvCommand::Range { .. } => Vec::new(),
+            KvCommand::Append { .. } => Vec::new(),
+        }
+    }
+
     /// The serialized form (see the type's documentation).
     pub fn encode(&self) -> Result<Vec<u8>, runtime::codegen::Failure> {
         serde_json::to_vec(self)
@@ -272,4 +285,68 @@ pub fn encode_failure(failure: &runtime::codegen::Failure) -> Vec<u8> {
 /// Parses the outcome of a call; a malformed reply is a `Transport` error.
 pub fn decode_reply(bytes: &[u8]) -> Result<KvReply, crate::KvCallError> {
     runtime::codegen::decode_reply(bytes)
+}
+
+/// One command a node applied, from its change feed (`watch` on every wire): in log order, each once. A refused command is an event too; its `reply` is the domain error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KvEvent {
+    /// Its position in the log.
+    pub index: u64,
+    /// The leader's time when it was proposed (the command's "now").
+    pub applied_at: ::chrono::DateTime<::chrono::Utc>,
+    /// The command with its arguments.
+    pub command: KvCommand,
+    /// What it answered: its value, or the domain error it was refused with.
+    pub reply: Result<KvReply, crate::KvCallError>,
+}
+
+impl KvEvent {
+    /// Decodes an event of a node's feed.
+    pub fn from_feed(
+        event: &runtime::codegen::Event,
+    ) -> Result<Self, runtime::codegen::Failure> {
+        Ok(KvEvent {
+            index: event.index,
+            applied_at: ::chrono::DateTime::from_timestamp_micros(event.time_us)
+                .unwrap_or_default(),
+            command: KvCommand::decode(&event.command)?,
+            reply: decode_reply(&event.reply),
+        })
+    }
+
+    /// The operation's name.
+    pub fn operation(&self) -> &'static str {
+        self.command.name()
+    }
+
+    /// The event as JSON, the form of the JSON-RPC subscription and of `call watch --json`:
+    /// `{"index":…,"operation":…,"applied_at":…,"command":{…arguments…},"reply":{"ok":…}}`,
+    /// or `"reply":{"error":{"kind":…,"message":…}}` for a refused command.
+    pub fn to_json(&self) -> serde_json::Value {
+        let arguments = match serde_json::to_value(&self.command) {
+            Ok(serde_json::Value::Object(mut m)) => {
+                m.remove(self.operation()).unwrap_or_default()
+            }
+            _ => serde_json::Value::Null,
+        };
+        let error = |kind: &str, message: String| {
+            serde_json::json!({ "error" : { "kind" : kind, "message" : message } })
+        };
+        let reply = match self.reply.clone().map(KvReply::into_value) {
+            Ok(Ok(value)) => serde_json::json!({ "ok" : value }),
+            Ok(Err(f)) => error(f.kind(), f.to_string()),
+            Err(e) => error(e.kind(), e.message()),
+        };
+        serde_json::json!(
+            { "index" : self.index, "operation" : self.operation(), "applied_at" : self
+            .applied_at.to_rfc3339_opts(::chrono::SecondsFormat::Micros, true), "command"
+            : arguments, "reply" : reply, }
+        )
+    }
+}
+
+impl runtime::codegen::Indexed for KvEvent {
+    fn index(&self) -> u64 {
+        self.index
+    }
 }

@@ -510,6 +510,271 @@ impl crate::KvApi for GrpcClient {
     }
 }
 
+impl From<crate::KvEvent> for pb::KvEvent {
+    fn from(e: crate::KvEvent) -> Self {
+        let operation = e.command.name().to_string();
+        let call = match e.command {
+            crate::KvCommand::Put { key, value, if_absent } => {
+                Some(
+                    pb::kv_event_command::Call::Put(
+                        pb::PutRequest::from_native(key, value, if_absent),
+                    ),
+                )
+            }
+            crate::KvCommand::Delete { key } => {
+                Some(
+                    pb::kv_event_command::Call::Delete(
+                        pb::DeleteRequest::from_native(key),
+                    ),
+                )
+            }
+            crate::KvCommand::CompareAndSwap { key, expected_revision, value } => {
+                Some(
+                    pb::kv_event_command::Call::CompareAndSwap(
+                        pb::CompareAndSwapRequest::from_native(
+                            key,
+                            expected_revision,
+                            value,
+                        ),
+                    ),
+                )
+            }
+            crate::KvCommand::Append { key, suffix } => {
+                Some(
+                    pb::kv_event_command::Call::Append(
+                        pb::AppendRequest::from_native(key, suffix),
+                    ),
+                )
+            }
+            _ => None,
+        };
+        let outcome = match e.reply {
+            Ok(reply) => {
+                pb::kv_event::Outcome::Reply(pb::KvEventReply {
+                    value: match reply {
+                        crate::KvReply::Put(value) => {
+                            Some(
+                                pb::kv_event_reply::Value::Put(
+                                    pb::PutResponse::from_native(value),
+                                ),
+                            )
+                        }
+                        crate::KvReply::Delete(value) => {
+                            Some(
+                                pb::kv_event_reply::Value::Delete(
+                                    pb::DeleteResponse::from_native(value),
+                                ),
+                            )
+                        }
+                        crate::KvReply::CompareAndSwap(value) => {
+                            Some(
+                                pb::kv_event_reply::Value::CompareAndSwap(
+                                    pb::CompareAndSwapResponse::from_native(value),
+                                ),
+                            )
+                        }
+                        crate::KvReply::Append(value) => {
+                            Some(
+                                pb::kv_event_reply::Value::Append(
+                                    pb::AppendResponse::from_native(value),
+                                ),
+                            )
+                        }
+                        _ => None,
+                    },
+                })
+            }
+            Err(error) => {
+                pb::kv_event::Outcome::Error(pb::KvEventError {
+                    kind: error.kind().to_string(),
+                    message: error.message(),
+                })
+            }
+        };
+        pb::KvEvent {
+            index: e.index,
+            operation,
+            applied_at: e
+                .applied_at
+                .to_rfc3339_opts(::chrono::SecondsFormat::Micros, true),
+            command: Some(pb::KvEventCommand { call }),
+            outcome: Some(outcome),
+        }
+    }
+}
+
+impl TryFrom<pb::KvEvent> for crate::KvEvent {
+    type Error = String;
+
+    fn try_from(e: pb::KvEvent) -> Result<Self, String> {
+        let (index, operation) = (e.index, e.operation);
+        let command = match e.command.and_then(|c| c.call) {
+            Some(pb::kv_event_command::Call::Put(r)) => {
+                let (key, value, if_absent) = r.into_native()?;
+                crate::KvCommand::Put {
+                    key,
+                    value,
+                    if_absent,
+                }
+            }
+            Some(pb::kv_event_command::Call::Delete(r)) => {
+                let (key,) = r.into_native()?;
+                crate::KvCommand::Delete { key }
+            }
+            Some(pb::kv_event_command::Call::CompareAndSwap(r)) => {
+                let (key, expected_revision, value) = r.into_native()?;
+                crate::KvCommand::CompareAndSwap {
+                    key,
+                    expected_revision,
+                    value,
+                }
+            }
+            Some(pb::kv_event_command::Call::Append(r)) => {
+                let (key, suffix) = r.into_native()?;
+                crate::KvCommand::Append {
+                    key,
+                    suffix,
+                }
+            }
+            None => {
+                return Err(
+                    format!(
+                        "event {index}: no command (`{operation}` unknown to this build?)"
+                    ),
+                );
+            }
+        };
+        let reply = match e.outcome {
+            Some(pb::kv_event::Outcome::Reply(r)) => {
+                match r.value {
+                    Some(pb::kv_event_reply::Value::Put(v)) => {
+                        Ok(crate::KvReply::Put(v.into_native()?))
+                    }
+                    Some(pb::kv_event_reply::Value::Delete(v)) => {
+                        Ok(crate::KvReply::Delete(v.into_native()?))
+                    }
+                    Some(pb::kv_event_reply::Value::CompareAndSwap(v)) => {
+                        Ok(crate::KvReply::CompareAndSwap(v.into_native()?))
+                    }
+                    Some(pb::kv_event_reply::Value::Append(v)) => {
+                        Ok(crate::KvReply::Append(v.into_native()?))
+                    }
+                    None => return Err(format!("event {index}: no reply value")),
+                }
+            }
+            Some(pb::kv_event::Outcome::Error(err)) => {
+                Err(
+                    crate::KvCallError::from_kind(&err.kind, err.message.clone())
+                        .unwrap_or_else(|| crate::KvCallError::internal(err.message)),
+                )
+            }
+            None => return Err(format!("event {index}: no outcome")),
+        };
+        let _ = &operation;
+        Ok(crate::KvEvent {
+            index,
+            applied_at: runtime::codegen::datetime_from(&e.applied_at, "applied_at")?,
+            command,
+            reply,
+        })
+    }
+}
+
+/// Serves a node's change feed (the `Watch` RPC): what the node applies, in log order,
+/// from the asked-for index, then live; watch errors as statuses
+/// (`runtime::codegen::watch_status`).
+#[derive(Debug, Clone)]
+pub struct WatchService {
+    node: Arc<runtime::codegen::RaftNode>,
+}
+
+impl WatchService {
+    /// The feed of `node`.
+    pub fn new(node: Arc<runtime::codegen::RaftNode>) -> Self {
+        WatchService { node }
+    }
+
+    /// The tonic service, with the given message size limit.
+    pub fn into_server(
+        self,
+        max_message_size: usize,
+    ) -> pb::kv_watch_server::KvWatchServer<Self> {
+        pb::kv_watch_server::KvWatchServer::new(self)
+            .max_decoding_message_size(max_message_size)
+            .max_encoding_message_size(max_message_size)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::kv_watch_server::KvWatch for WatchService {
+    type WatchStream = runtime::codegen::GrpcFeed<pb::KvEvent>;
+
+    async fn watch(
+        &self,
+        request: tonic::Request<pb::KvWatchRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        let r = request.into_inner();
+        let filter = runtime::codegen::filter_for(
+                crate::OPERATIONS,
+                r.operations,
+                r.key,
+                r.key_prefix,
+            )
+            .map_err(|e| runtime::codegen::watch_status(&e))?;
+        let events = self.node.watch(r.from_index, filter);
+        Ok(
+            tonic::Response::new(
+                runtime::codegen::grpc_feed(
+                    events,
+                    |event| {
+                        crate::KvEvent::from_feed(event)
+                            .map(pb::KvEvent::from)
+                            .map_err(|e| e.to_string())
+                    },
+                ),
+            ),
+        )
+    }
+}
+
+/// Watches the change feed of the nodes at `target` from index `from` (0: from the next
+/// command), the events `filter` passes. It resumes by itself after a transport failure,
+/// a node stopping or a cut-off, on the next node, from the index after the last event it
+/// delivered: no gap, no duplicate. It ends after `Compacted`, `Refused`, or
+/// `Unavailable` once no node answered for the target's `give_up_after`.
+pub fn watch(
+    target: runtime::codegen::WatchTarget,
+    from: u64,
+    filter: runtime::codegen::WatchFilter,
+) -> impl runtime::codegen::Stream<
+    Item = Result<crate::KvEvent, runtime::codegen::WatchError>,
+> + Send + 'static {
+    let request = pb::KvWatchRequest {
+        from_index: 0,
+        operations: filter.operations,
+        key: filter.key.unwrap_or_default(),
+        key_prefix: filter.key_prefix.unwrap_or_default(),
+    };
+    runtime::codegen::resuming_watch(
+        target,
+        from,
+        move |channel, from| {
+            let request = pb::KvWatchRequest {
+                from_index: from,
+                ..request.clone()
+            };
+            async move {
+                let events = pb::kv_watch_client::KvWatchClient::new(channel)
+                    .max_decoding_message_size(runtime::codegen::MAX_API_MESSAGE)
+                    .watch(request)
+                    .await?
+                    .into_inner();
+                Ok(runtime::codegen::decode_feed(events, crate::KvEvent::try_from))
+            }
+        },
+    )
+}
+
 /// Serves `api` on `listener` (with the standard health service and reflection, so
 /// `grpcurl` works; over TLS when the listener has it) until `shutdown` resolves.
 /// Requests larger than `max_message_size` bytes are refused with `RESOURCE_EXHAUSTED`.
@@ -522,6 +787,25 @@ pub async fn serve<A: crate::KvApi + 'static>(
     runtime::codegen::serve_grpc(
             listener,
             GrpcService::new(api).into_server(max_message_size),
+            FILE_DESCRIPTOR_SET,
+            shutdown,
+        )
+        .await
+}
+
+/// [`serve`] on a replicated node: its API, and beside it the node's change feed
+/// ([`WatchService`]).
+pub async fn serve_node<A: crate::KvApi + 'static>(
+    listener: impl Into<runtime::codegen::Listener>,
+    api: Arc<A>,
+    node: Arc<runtime::codegen::RaftNode>,
+    max_message_size: usize,
+    shutdown: impl ::std::future::Future<Output = ()> + Send,
+) -> Result<(), runtime::codegen::ServeError> {
+    runtime::codegen::serve_grpc_with(
+            listener,
+            GrpcService::new(api).into_server(max_message_size),
+            WatchService::new(node).into_server(max_message_size),
             FILE_DESCRIPTOR_SET,
             shutdown,
         )

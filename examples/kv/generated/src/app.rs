@@ -108,6 +108,18 @@ impl<St: KvStore> runtime::codegen::Application for KvApp<St> {
     fn schema(&self) -> runtime::codegen::Schema {
         runtime::codegen::Schema::new(crate::SCHEMA_VERSION, crate::OPERATIONS)
     }
+
+    fn watch_info(&self, command: &[u8]) -> runtime::codegen::WatchInfo {
+        match crate::KvCommand::decode(command) {
+            Ok(command) => {
+                runtime::codegen::WatchInfo {
+                    operation: command.name(),
+                    keys: command.watch_keys(),
+                }
+            }
+            Err(_) => runtime::codegen::WatchInfo::default(),
+        }
+    }
 }
 
 /// `KvApi` in process (`runtime::codegen::Direct` over a [`KvStore`]): every call goes straight to the store's `KvService`, each command in its own transaction.
@@ -186,19 +198,19 @@ impl<St: KvStore + Clone> runtime::codegen::HostedService for KvNode<St> {
         level: runtime::codegen::ReadLevel,
         shutdown: runtime::codegen::Shutdown,
     ) -> runtime::codegen::Serving {
-        let api = Arc::new(replicated(node, level));
+        let api = Arc::new(replicated(node.clone(), level));
         let max = runtime::codegen::MAX_API_MESSAGE;
         match protocol {
             runtime::codegen::Protocol::Grpc => {
                 Box::pin(async move {
-                    crate::grpc::serve(listener, api, max, shutdown)
+                    crate::grpc::serve_node(listener, api, node, max, shutdown)
                         .await
                         .map_err(|e| e.to_string())
                 })
             }
             runtime::codegen::Protocol::JsonRpc => {
                 Box::pin(async move {
-                    crate::jsonrpc::serve(listener, api, max, shutdown)
+                    crate::jsonrpc::serve_node(listener, api, node, max, shutdown)
                         .await
                         .map_err(|e| e.to_string())
                 })

@@ -66,6 +66,7 @@ pub(super) fn apply_envelope(
     conn: &Connection,
     index: u64,
     env: &Envelope,
+    live: &mut Option<Vec<crate::raft::feed::Event>>,
 ) -> io::Result<Outcome> {
     let _span = tracing::debug_span!("apply", index, client = %env.client, seq = env.seq).entered();
     // The watermark comes with the acknowledgement; only an entry that acknowledges nothing
@@ -138,6 +139,7 @@ pub(super) fn apply_envelope(
     ])
     .map_err(io_err)?;
     known.recorded(&env.client, env.seq);
+    super::events::record(shared, conn, index, env, &applied, live)?;
     Ok(Ok(applied))
 }
 

@@ -102,6 +102,19 @@ pub fn main(binary: &str, args: Vec<String>) -> ::std::process::ExitCode {
 pub async fn run(
     matches: &runtime::codegen::clap::ArgMatches,
 ) -> runtime::codegen::Output {
+    if let Some(watch) = runtime::codegen::WatchCall::parse(matches) {
+        return match watch {
+            Ok(watch) => {
+                let events = crate::grpc::watch(
+                    watch.target.clone(),
+                    watch.from,
+                    watch.filter.clone(),
+                );
+                watch.print(events, crate::KitchenSinkEvent::to_json).await
+            }
+            Err(e) => runtime::codegen::Output::usage(e),
+        };
+    }
     let call = match runtime::codegen::Call::parse(OPERATIONS, matches) {
         Ok(call) => call,
         Err(e) => return runtime::codegen::Output::usage(e),

@@ -425,6 +425,231 @@ impl crate::KitchenSinkApi for GrpcClient {
     }
 }
 
+impl From<crate::KitchenSinkEvent> for pb::KitchenSinkEvent {
+    fn from(e: crate::KitchenSinkEvent) -> Self {
+        let operation = e.command.name().to_string();
+        let call = match e.command {
+            crate::KitchenSinkCommand::PutEverything { value } => {
+                Some(
+                    pb::kitchen_sink_event_command::Call::PutEverything(
+                        pb::PutEverythingRequest::from_native(value),
+                    ),
+                )
+            }
+            crate::KitchenSinkCommand::Reset {} => {
+                Some(
+                    pb::kitchen_sink_event_command::Call::Reset(
+                        pb::ResetRequest::from_native(),
+                    ),
+                )
+            }
+            _ => None,
+        };
+        let outcome = match e.reply {
+            Ok(reply) => {
+                pb::kitchen_sink_event::Outcome::Reply(pb::KitchenSinkEventReply {
+                    value: match reply {
+                        crate::KitchenSinkReply::PutEverything(value) => {
+                            Some(
+                                pb::kitchen_sink_event_reply::Value::PutEverything(
+                                    pb::PutEverythingResponse::from_native(value),
+                                ),
+                            )
+                        }
+                        crate::KitchenSinkReply::Reset(value) => {
+                            Some(
+                                pb::kitchen_sink_event_reply::Value::Reset(
+                                    pb::ResetResponse::from_native(value),
+                                ),
+                            )
+                        }
+                        _ => None,
+                    },
+                })
+            }
+            Err(error) => {
+                pb::kitchen_sink_event::Outcome::Error(pb::KitchenSinkEventError {
+                    kind: error.kind().to_string(),
+                    message: error.message(),
+                })
+            }
+        };
+        pb::KitchenSinkEvent {
+            index: e.index,
+            operation,
+            applied_at: e
+                .applied_at
+                .to_rfc3339_opts(::chrono::SecondsFormat::Micros, true),
+            command: Some(pb::KitchenSinkEventCommand {
+                call,
+            }),
+            outcome: Some(outcome),
+        }
+    }
+}
+
+impl TryFrom<pb::KitchenSinkEvent> for crate::KitchenSinkEvent {
+    type Error = String;
+
+    fn try_from(e: pb::KitchenSinkEvent) -> Result<Self, String> {
+        let (index, operation) = (e.index, e.operation);
+        let command = match e.command.and_then(|c| c.call) {
+            Some(pb::kitchen_sink_event_command::Call::PutEverything(r)) => {
+                let (value,) = r.into_native()?;
+                crate::KitchenSinkCommand::PutEverything {
+                    value,
+                }
+            }
+            Some(pb::kitchen_sink_event_command::Call::Reset(r)) => {
+                let () = r.into_native()?;
+                crate::KitchenSinkCommand::Reset {
+                }
+            }
+            None => {
+                return Err(
+                    format!(
+                        "event {index}: no command (`{operation}` unknown to this build?)"
+                    ),
+                );
+            }
+        };
+        let reply = match e.outcome {
+            Some(pb::kitchen_sink_event::Outcome::Reply(r)) => {
+                match r.value {
+                    Some(pb::kitchen_sink_event_reply::Value::PutEverything(v)) => {
+                        Ok(crate::KitchenSinkReply::PutEverything(v.into_native()?))
+                    }
+                    Some(pb::kitchen_sink_event_reply::Value::Reset(v)) => {
+                        Ok(crate::KitchenSinkReply::Reset(v.into_native()?))
+                    }
+                    None => return Err(format!("event {index}: no reply value")),
+                }
+            }
+            Some(pb::kitchen_sink_event::Outcome::Error(err)) => {
+                Err(
+                    crate::KitchenSinkCallError::from_kind(
+                            &err.kind,
+                            err.message.clone(),
+                        )
+                        .unwrap_or_else(|| crate::KitchenSinkCallError::internal(
+                            err.message,
+                        )),
+                )
+            }
+            None => return Err(format!("event {index}: no outcome")),
+        };
+        let _ = &operation;
+        Ok(crate::KitchenSinkEvent {
+            index,
+            applied_at: runtime::codegen::datetime_from(&e.applied_at, "applied_at")?,
+            command,
+            reply,
+        })
+    }
+}
+
+/// Serves a node's change feed (the `Watch` RPC): what the node applies, in log order,
+/// from the asked-for index, then live; watch errors as statuses
+/// (`runtime::codegen::watch_status`).
+#[derive(Debug, Clone)]
+pub struct WatchService {
+    node: Arc<runtime::codegen::RaftNode>,
+}
+
+impl WatchService {
+    /// The feed of `node`.
+    pub fn new(node: Arc<runtime::codegen::RaftNode>) -> Self {
+        WatchService { node }
+    }
+
+    /// The tonic service, with the given message size limit.
+    pub fn into_server(
+        self,
+        max_message_size: usize,
+    ) -> pb::kitchen_sink_watch_server::KitchenSinkWatchServer<Self> {
+        pb::kitchen_sink_watch_server::KitchenSinkWatchServer::new(self)
+            .max_decoding_message_size(max_message_size)
+            .max_encoding_message_size(max_message_size)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::kitchen_sink_watch_server::KitchenSinkWatch for WatchService {
+    type WatchStream = runtime::codegen::GrpcFeed<pb::KitchenSinkEvent>;
+
+    async fn watch(
+        &self,
+        request: tonic::Request<pb::KitchenSinkWatchRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        let r = request.into_inner();
+        let filter = runtime::codegen::filter_for(
+                crate::OPERATIONS,
+                r.operations,
+                r.key,
+                r.key_prefix,
+            )
+            .map_err(|e| runtime::codegen::watch_status(&e))?;
+        let events = self.node.watch(r.from_index, filter);
+        Ok(
+            tonic::Response::new(
+                runtime::codegen::grpc_feed(
+                    events,
+                    |event| {
+                        crate::KitchenSinkEvent::from_feed(event)
+                            .map(pb::KitchenSinkEvent::from)
+                            .map_err(|e| e.to_string())
+                    },
+                ),
+            ),
+        )
+    }
+}
+
+/// Watches the change feed of the nodes at `target` from index `from` (0: from the next
+/// command), the events `filter` passes. It resumes by itself after a transport failure,
+/// a node stopping or a cut-off, on the next node, from the index after the last event it
+/// delivered: no gap, no duplicate. It ends after `Compacted`, `Refused`, or
+/// `Unavailable` once no node answered for the target's `give_up_after`.
+pub fn watch(
+    target: runtime::codegen::WatchTarget,
+    from: u64,
+    filter: runtime::codegen::WatchFilter,
+) -> impl runtime::codegen::Stream<
+    Item = Result<crate::KitchenSinkEvent, runtime::codegen::WatchError>,
+> + Send + 'static {
+    let request = pb::KitchenSinkWatchRequest {
+        from_index: 0,
+        operations: filter.operations,
+        key: filter.key.unwrap_or_default(),
+        key_prefix: filter.key_prefix.unwrap_or_default(),
+    };
+    runtime::codegen::resuming_watch(
+        target,
+        from,
+        move |channel, from| {
+            let request = pb::KitchenSinkWatchRequest {
+                from_index: from,
+                ..request.clone()
+            };
+            async move {
+                let events = pb::kitchen_sink_watch_client::KitchenSinkWatchClient::new(
+                        channel,
+                    )
+                    .max_decoding_message_size(runtime::codegen::MAX_API_MESSAGE)
+                    .watch(request)
+                    .await?
+                    .into_inner();
+                Ok(
+                    runtime::codegen::decode_feed(
+                        events,
+                        crate::KitchenSinkEvent::try_from,
+                    ),
+                )
+            }
+        },
+    )
+}
+
 /// Serves `api` on `listener` (with the standard health service and reflection, so
 /// `grpcurl` works; over TLS when the listener has it) until `shutdown` resolves.
 /// Requests larger than `max_message_size` bytes are refused with `RESOURCE_EXHAUSTED`.
@@ -437,6 +662,25 @@ pub async fn serve<A: crate::KitchenSinkApi + 'static>(
     runtime::codegen::serve_grpc(
             listener,
             GrpcService::new(api).into_server(max_message_size),
+            FILE_DESCRIPTOR_SET,
+            shutdown,
+        )
+        .await
+}
+
+/// [`serve`] on a replicated node: its API, and beside it the node's change feed
+/// ([`WatchService`]).
+pub async fn serve_node<A: crate::KitchenSinkApi + 'static>(
+    listener: impl Into<runtime::codegen::Listener>,
+    api: Arc<A>,
+    node: Arc<runtime::codegen::RaftNode>,
+    max_message_size: usize,
+    shutdown: impl ::std::future::Future<Output = ()> + Send,
+) -> Result<(), runtime::codegen::ServeError> {
+    runtime::codegen::serve_grpc_with(
+            listener,
+            GrpcService::new(api).into_server(max_message_size),
+            WatchService::new(node).into_server(max_message_size),
             FILE_DESCRIPTOR_SET,
             shutdown,
         )

@@ -78,6 +78,88 @@ pub struct FindResponse {
     #[prost(message, repeated, tag = "1")]
     pub value: ::prost::alloc::vec::Vec<Everything>,
 }
+/// Where a watch starts and what it passes.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct KitchenSinkWatchRequest {
+    /// The first log index to deliver; 0 starts at the next command applied.
+    #[prost(uint64, tag = "1")]
+    pub from_index: u64,
+    /// Only these operations (empty: every command).
+    #[prost(string, repeated, tag = "2")]
+    pub operations: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Only events with a watch key equal to this (empty: any).
+    #[prost(string, tag = "3")]
+    pub key: ::prost::alloc::string::String,
+    /// Only events with a watch key starting with this (empty: any).
+    #[prost(string, tag = "4")]
+    pub key_prefix: ::prost::alloc::string::String,
+}
+/// The arguments of an event's command, by operation (field numbers are operation tags).
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct KitchenSinkEventCommand {
+    #[prost(oneof = "kitchen_sink_event_command::Call", tags = "1, 2")]
+    pub call: ::core::option::Option<kitchen_sink_event_command::Call>,
+}
+/// Nested message and enum types in `KitchenSinkEventCommand`.
+pub mod kitchen_sink_event_command {
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Call {
+        #[prost(message, tag = "1")]
+        PutEverything(super::PutEverythingRequest),
+        #[prost(message, tag = "2")]
+        Reset(super::ResetRequest),
+    }
+}
+/// The value an event's command answered, by operation (field numbers are operation tags).
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct KitchenSinkEventReply {
+    #[prost(oneof = "kitchen_sink_event_reply::Value", tags = "1, 2")]
+    pub value: ::core::option::Option<kitchen_sink_event_reply::Value>,
+}
+/// Nested message and enum types in `KitchenSinkEventReply`.
+pub mod kitchen_sink_event_reply {
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Value {
+        #[prost(message, tag = "1")]
+        PutEverything(super::PutEverythingResponse),
+        #[prost(message, tag = "2")]
+        Reset(super::ResetResponse),
+    }
+}
+/// The error a command was refused with.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct KitchenSinkEventError {
+    #[prost(string, tag = "1")]
+    pub kind: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub message: ::prost::alloc::string::String,
+}
+/// One command a node applied.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct KitchenSinkEvent {
+    /// Its log index.
+    #[prost(uint64, tag = "1")]
+    pub index: u64,
+    #[prost(string, tag = "2")]
+    pub operation: ::prost::alloc::string::String,
+    /// The leader's time when it was proposed (RFC 3339, UTC).
+    #[prost(string, tag = "3")]
+    pub applied_at: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "4")]
+    pub command: ::core::option::Option<KitchenSinkEventCommand>,
+    #[prost(oneof = "kitchen_sink_event::Outcome", tags = "5, 6")]
+    pub outcome: ::core::option::Option<kitchen_sink_event::Outcome>,
+}
+/// Nested message and enum types in `KitchenSinkEvent`.
+pub mod kitchen_sink_event {
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Outcome {
+        #[prost(message, tag = "5")]
+        Reply(super::KitchenSinkEventReply),
+        #[prost(message, tag = "6")]
+        Error(super::KitchenSinkEventError),
+    }
+}
 /// An enum.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
@@ -539,6 +621,307 @@ pub mod kitchen_sink_server {
     /// Generated gRPC service name
     pub const SERVICE_NAME: &str = "kitchen_sink.v1.KitchenSink";
     impl<T> tonic::server::NamedService for KitchenSinkServer<T> {
+        const NAME: &'static str = SERVICE_NAME;
+    }
+}
+/// Generated client implementations.
+pub mod kitchen_sink_watch_client {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    use tonic::codegen::http::Uri;
+    /// The change feed of a replicated node.
+    #[derive(Debug, Clone)]
+    pub struct KitchenSinkWatchClient<T> {
+        inner: tonic::client::Grpc<T>,
+    }
+    impl<T> KitchenSinkWatchClient<T>
+    where
+        T: tonic::client::GrpcService<tonic::body::Body>,
+        T::Error: Into<StdError>,
+        T::ResponseBody: Body<Data = Bytes> + std::marker::Send + 'static,
+        <T::ResponseBody as Body>::Error: Into<StdError> + std::marker::Send,
+    {
+        pub fn new(inner: T) -> Self {
+            let inner = tonic::client::Grpc::new(inner);
+            Self { inner }
+        }
+        pub fn with_origin(inner: T, origin: Uri) -> Self {
+            let inner = tonic::client::Grpc::with_origin(inner, origin);
+            Self { inner }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> KitchenSinkWatchClient<InterceptedService<T, F>>
+        where
+            F: tonic::service::Interceptor,
+            T::ResponseBody: Default,
+            T: tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<
+                    <T as tonic::client::GrpcService<tonic::body::Body>>::ResponseBody,
+                >,
+            >,
+            <T as tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+            >>::Error: Into<StdError> + std::marker::Send + std::marker::Sync,
+        {
+            KitchenSinkWatchClient::new(InterceptedService::new(inner, interceptor))
+        }
+        /// Compress requests with the given encoding.
+        ///
+        /// This requires the server to support it otherwise it might respond with an
+        /// error.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.send_compressed(encoding);
+            self
+        }
+        /// Enable decompressing responses.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.accept_compressed(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_decoding_message_size(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_encoding_message_size(limit);
+            self
+        }
+        /// Every command the node applies, in log order, from `from_index`, then live. Ends with
+        /// OUT_OF_RANGE (metadata x-watch-error: compacted, x-first-available: N) when that
+        /// position is gone, RESOURCE_EXHAUSTED (too_slow) when the reader falls behind.
+        pub async fn watch(
+            &mut self,
+            request: impl tonic::IntoRequest<super::KitchenSinkWatchRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::KitchenSinkEvent>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/kitchen_sink.v1.KitchenSinkWatch/Watch",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("kitchen_sink.v1.KitchenSinkWatch", "Watch"));
+            self.inner.server_streaming(req, path, codec).await
+        }
+    }
+}
+/// Generated server implementations.
+pub mod kitchen_sink_watch_server {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    /// Generated trait containing gRPC methods that should be implemented for use with KitchenSinkWatchServer.
+    #[async_trait]
+    pub trait KitchenSinkWatch: std::marker::Send + std::marker::Sync + 'static {
+        /// Server streaming response type for the Watch method.
+        type WatchStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::KitchenSinkEvent, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// Every command the node applies, in log order, from `from_index`, then live. Ends with
+        /// OUT_OF_RANGE (metadata x-watch-error: compacted, x-first-available: N) when that
+        /// position is gone, RESOURCE_EXHAUSTED (too_slow) when the reader falls behind.
+        async fn watch(
+            &self,
+            request: tonic::Request<super::KitchenSinkWatchRequest>,
+        ) -> std::result::Result<tonic::Response<Self::WatchStream>, tonic::Status>;
+    }
+    /// The change feed of a replicated node.
+    #[derive(Debug)]
+    pub struct KitchenSinkWatchServer<T> {
+        inner: Arc<T>,
+        accept_compression_encodings: EnabledCompressionEncodings,
+        send_compression_encodings: EnabledCompressionEncodings,
+        max_decoding_message_size: Option<usize>,
+        max_encoding_message_size: Option<usize>,
+    }
+    impl<T> KitchenSinkWatchServer<T> {
+        pub fn new(inner: T) -> Self {
+            Self::from_arc(Arc::new(inner))
+        }
+        pub fn from_arc(inner: Arc<T>) -> Self {
+            Self {
+                inner,
+                accept_compression_encodings: Default::default(),
+                send_compression_encodings: Default::default(),
+                max_decoding_message_size: None,
+                max_encoding_message_size: None,
+            }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> InterceptedService<Self, F>
+        where
+            F: tonic::service::Interceptor,
+        {
+            InterceptedService::new(Self::new(inner), interceptor)
+        }
+        /// Enable decompressing requests with the given encoding.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.accept_compression_encodings.enable(encoding);
+            self
+        }
+        /// Compress responses with the given encoding, if the client supports it.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.send_compression_encodings.enable(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.max_decoding_message_size = Some(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.max_encoding_message_size = Some(limit);
+            self
+        }
+    }
+    impl<T, B> tonic::codegen::Service<http::Request<B>> for KitchenSinkWatchServer<T>
+    where
+        T: KitchenSinkWatch,
+        B: Body + std::marker::Send + 'static,
+        B::Error: Into<StdError> + std::marker::Send + 'static,
+    {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Self::Response, Self::Error>;
+        fn poll_ready(
+            &mut self,
+            _cx: &mut Context<'_>,
+        ) -> Poll<std::result::Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: http::Request<B>) -> Self::Future {
+            match req.uri().path() {
+                "/kitchen_sink.v1.KitchenSinkWatch/Watch" => {
+                    #[allow(non_camel_case_types)]
+                    struct WatchSvc<T: KitchenSinkWatch>(pub Arc<T>);
+                    impl<
+                        T: KitchenSinkWatch,
+                    > tonic::server::ServerStreamingService<
+                        super::KitchenSinkWatchRequest,
+                    > for WatchSvc<T> {
+                        type Response = super::KitchenSinkEvent;
+                        type ResponseStream = T::WatchStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::KitchenSinkWatchRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as KitchenSinkWatch>::watch(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = WatchSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                _ => {
+                    Box::pin(async move {
+                        let mut response = http::Response::new(
+                            tonic::body::Body::default(),
+                        );
+                        let headers = response.headers_mut();
+                        headers
+                            .insert(
+                                tonic::Status::GRPC_STATUS,
+                                (tonic::Code::Unimplemented as i32).into(),
+                            );
+                        headers
+                            .insert(
+                                http::header::CONTENT_TYPE,
+                                tonic::metadata::GRPC_CONTENT_TYPE,
+                            );
+                        Ok(response)
+                    })
+                }
+            }
+        }
+    }
+    impl<T> Clone for KitchenSinkWatchServer<T> {
+        fn clone(&self) -> Self {
+            let inner = self.inner.clone();
+            Self {
+                inner,
+                accept_compression_encodings: self.accept_compression_encodings,
+                send_compression_encodings: self.send_compression_encodings,
+                max_decoding_message_size: self.max_decoding_message_size,
+                max_encoding_message_size: self.max_encoding_message_size,
+            }
+        }
+    }
+    /// Generated gRPC service name
+    pub const SERVICE_NAME: &str = "kitchen_sink.v1.KitchenSinkWatch";
+    impl<T> tonic::server::NamedService for KitchenSinkWatchServer<T> {
         const NAME: &'static str = SERVICE_NAME;
     }
 }

@@ -1,0 +1,393 @@
+//! The change feed (`watch`) on real `bank node` processes: a watcher on a follower sees every
+//! acknowledged write once, in log order, across the SIGKILL of the node it watches; a compacted
+//! position is refused with the first available index (gRPC and `bank call watch`); a watcher
+//! that never reads is cut off with `too_slow` and costs its node a bounded amount of memory.
+//! The tests in this file run one at a time (each starts processes).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bank_generated::grpc::{GrpcClient, pb};
+use bank_generated::{AccountType, BankApi, BankCommand, BankEvent};
+use futures_util::StreamExt;
+use runtime::ops::cluster::{LocalCluster, NodeProcess};
+use runtime::raft::feed::{WatchError, WatchFilter};
+use rust_decimal::Decimal;
+
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const EXE: &str = env!("CARGO_BIN_EXE_bank");
+
+async fn cluster(dir: &Path, n: usize, args: &[&str]) -> LocalCluster {
+    LocalCluster::start(
+        Path::new(EXE),
+        dir,
+        n,
+        args.iter().map(|s| s.to_string()).collect(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("cluster did not start: {e}"))
+}
+
+/// Waits for `cond` to hold, polling, for at most `timeout`.
+async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A customer with `n` accounts; returns the account ids.
+async fn accounts(client: &GrpcClient, n: usize) -> Vec<u64> {
+    let customer = client
+        .create_customer("Watch".into(), "Test".into(), "1 Road".into())
+        .await
+        .expect("customer");
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let a = client
+            .create_account(customer.customer_id, AccountType::Checking)
+            .await
+            .expect("account");
+        ids.push(a.account_id);
+    }
+    ids
+}
+
+/// The node's resident memory, in KiB.
+fn rss_kib(node: &NodeProcess) -> u64 {
+    let pid = node.pid().expect("a running node");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_sees_every_acknowledged_write_once_across_the_sigkill_of_its_node() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut c = cluster(dir.path(), 3, &[]).await;
+    let leader = c
+        .wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("leader");
+    let leader_api = c.node(leader).expect("leader").api.clone();
+    let followers: Vec<(u64, String)> = c
+        .nodes
+        .iter()
+        .filter(|n| n.id != leader)
+        .map(|n| (n.id, n.api.clone()))
+        .collect();
+    let setup = GrpcClient::connect(&leader_api).await.expect("connect");
+    let accounts = accounts(&setup, 3).await;
+
+    // The watcher starts on the first follower and knows the second.
+    let seen: Arc<Mutex<Vec<BankEvent>>> = Arc::default();
+    let target = runtime::api::watch::WatchTarget::new([&followers[0].1, &followers[1].1]);
+    let filter = WatchFilter {
+        operations: vec!["deposit".into()],
+        ..Default::default()
+    };
+    let mut events = Box::pin(bank_generated::grpc::watch(target, 1, filter));
+    let watcher = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            while let Some(item) = events.next().await {
+                match item {
+                    Ok(event) => seen.lock().expect("lock").push(event),
+                    Err(e) => return Some(e),
+                }
+            }
+            None
+        })
+    };
+
+    // Three writers on the leader, each deposit an amount no other write uses.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..3i64 {
+        let (addr, stop, account) = (leader_api.clone(), stop.clone(), accounts[w as usize]);
+        writers.push(tokio::spawn(async move {
+            let client = GrpcClient::connect(&addr).await.expect("connect");
+            let mut acked = Vec::new();
+            let mut i = 0i64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let amount = Decimal::new(w * 1_000_000 + i, 2);
+                client.deposit(account, amount).await.expect("deposit");
+                acked.push((account, amount));
+            }
+            acked
+        }));
+    }
+    wait_until(
+        "the watcher's first events",
+        Duration::from_secs(60),
+        || seen.lock().expect("lock").len() >= 20,
+    )
+    .await;
+    let before_kill = seen.lock().expect("lock").len();
+    c.kill(followers[0].0).expect("kill the watched follower");
+    let killed_at = Instant::now();
+    wait_until(
+        "events after the kill (resumed on the other follower)",
+        Duration::from_secs(60),
+        || seen.lock().expect("lock").len() >= before_kill + 50,
+    )
+    .await;
+    let resumed_after = killed_at.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.expect("writer"));
+    }
+
+    // Every acknowledged deposit arrives.
+    let wanted = acked.len();
+    wait_until("every acknowledged write", Duration::from_secs(60), || {
+        let seen = seen.lock().expect("lock");
+        seen.iter()
+            .filter(|e| matches!(e.command, BankCommand::Deposit { .. }))
+            .count()
+            >= wanted
+    })
+    .await;
+    watcher.abort();
+    let seen = seen.lock().expect("lock").clone();
+    for pair in seen.windows(2) {
+        assert!(
+            pair[0].index < pair[1].index,
+            "events out of order or repeated: {} then {}",
+            pair[0].index,
+            pair[1].index
+        );
+    }
+    let mut count: BTreeMap<(u64, Decimal), usize> = BTreeMap::new();
+    for event in &seen {
+        let BankCommand::Deposit { account_id, amount } = event.command else {
+            panic!("the filter let through {:?}", event.command);
+        };
+        assert!(event.reply.is_ok(), "a deposit was refused: {event:?}");
+        *count.entry((account_id, amount)).or_default() += 1;
+    }
+    for write in &acked {
+        assert_eq!(
+            count.get(write).copied(),
+            Some(1),
+            "acknowledged deposit {write:?} seen {:?} times",
+            count.get(write)
+        );
+    }
+    // What the fault cost the watcher: the time from the kill to 50 more events.
+    eprintln!(
+        "{} acknowledged deposits, {} events; 50 events after the kill within {resumed_after:?}",
+        acked.len(),
+        seen.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compacted_position_is_refused_with_the_first_available_index() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let c = cluster(dir.path(), 1, &["--watch-retain", "8"]).await;
+    c.wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("leader");
+    let api = c.nodes[0].api.clone();
+    let client = GrpcClient::connect(&api).await.expect("connect");
+    let account = accounts(&client, 1).await[0];
+    for i in 1..=40 {
+        client
+            .deposit(account, Decimal::new(i, 0))
+            .await
+            .expect("deposit");
+    }
+
+    // The Rust client: the error, and nothing else.
+    let mut events = Box::pin(bank_generated::grpc::watch(
+        runtime::api::watch::WatchTarget::new([&api]),
+        1,
+        WatchFilter::default(),
+    ));
+    let first_available = match events.next().await {
+        Some(Err(WatchError::Compacted { first_available })) => first_available,
+        other => panic!("expected Compacted, got {other:?}"),
+    };
+    assert!(first_available > 1, "first available {first_available}");
+    assert!(
+        events.next().await.is_none(),
+        "the watch goes on after Compacted"
+    );
+
+    // From there, the history is whole: the last deposits, in order, up to the 40th.
+    let mut events = Box::pin(bank_generated::grpc::watch(
+        runtime::api::watch::WatchTarget::new([&api]),
+        first_available,
+        WatchFilter {
+            key: Some(account.to_string()),
+            ..Default::default()
+        },
+    ));
+    let mut last_amount = Decimal::ZERO;
+    let mut next_index = first_available;
+    while last_amount != Decimal::new(40, 0) {
+        let event = tokio::time::timeout(Duration::from_secs(30), events.next())
+            .await
+            .expect("an event in time")
+            .expect("the stream goes on")
+            .expect("an event");
+        assert!(event.index >= next_index, "index {} went back", event.index);
+        next_index = event.index + 1;
+        let BankCommand::Deposit { amount, .. } = event.command else {
+            panic!("the key filter let through {:?}", event.command);
+        };
+        last_amount = amount;
+    }
+
+    // The CLI says the same, with a failure exit code.
+    let out = Command::new(EXE)
+        .args(["call", "--connect", &api, "watch", "--from", "1"])
+        .output()
+        .expect("bank call watch");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "exit status {:?}", out.status);
+    assert!(
+        stderr.contains("compacted away; watch from there")
+            && stderr.contains(&first_available.to_string()),
+        "stderr: {stderr}"
+    );
+    // And prints one JSON line per event from a position it still has.
+    let mut child = Command::new(EXE)
+        .args(["call", "--connect", &api, "--json", "watch"])
+        .args([
+            "--from",
+            &first_available.to_string(),
+            "--operation",
+            "deposit",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("bank call watch");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("a line");
+    let _ = child.kill();
+    let _ = child.wait();
+    let json: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+    assert_eq!(json["operation"], "deposit", "{line}");
+    assert!(
+        json["index"].as_u64().is_some_and(|i| i >= first_available),
+        "{line}"
+    );
+    assert_eq!(json["command"]["account_id"], account, "{line}");
+    assert!(json["reply"]["ok"].is_string(), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_never_reads_is_cut_off_and_holds_bounded_memory() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let c = cluster(dir.path(), 1, &["--watch-stall-ms", "1000"]).await;
+    c.wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("leader");
+    let node = &c.nodes[0];
+    let api = node.api.clone();
+    let client = GrpcClient::connect(&api).await.expect("connect");
+    let ids = accounts(&client, 8).await;
+    let writes = |n: usize| {
+        let (api, ids) = (api.clone(), ids.clone());
+        async move {
+            let mut tasks = Vec::new();
+            for w in 0..16 {
+                let (api, ids) = (api.clone(), ids.clone());
+                tasks.push(tokio::spawn(async move {
+                    let client = GrpcClient::connect(&api).await.expect("connect");
+                    for i in 0..n / 16 {
+                        client
+                            .deposit(ids[(w + i) % ids.len()], Decimal::new(1, 2))
+                            .await
+                            .expect("deposit");
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.expect("writer");
+            }
+        }
+    };
+    // Warm up (caches, pools) before the baseline.
+    writes(2_000).await;
+    let baseline = rss_kib(node);
+
+    // A watcher from the start that never reads, with HTTP/2's smallest windows (64 KiB), so
+    // its transport holds little and the node's buffer fills.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{api}"))
+        .expect("endpoint")
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .expect("connect");
+    let mut stream = pb::bank_watch_client::BankWatchClient::new(channel)
+        .watch(pb::BankWatchRequest {
+            from_index: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let started = Instant::now();
+    writes(6_000).await;
+    let write_time = started.elapsed();
+    let log = node.log_file();
+    wait_until(
+        "the cut-off in the node's log",
+        Duration::from_secs(60),
+        || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("cut off")),
+    )
+    .await;
+    let grown = rss_kib(node).saturating_sub(baseline);
+    eprintln!(
+        "6,000 writes with a stalled watcher in {write_time:?}; the node's RSS grew {grown} KiB"
+    );
+    // The bound: 1,024 buffered events (~300 bytes each here) and one HTTP/2 stream window,
+    // well under 16 MiB; the same writes without the watcher grow it by little (warm caches).
+    assert!(grown < 16 * 1024, "RSS grew {grown} KiB");
+
+    // What it holds arrives, then the typed error.
+    let mut received = 0usize;
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(30), stream.message()).await {
+            Ok(Ok(Some(_))) => received += 1,
+            Ok(Ok(None)) => panic!("the stream ended without an error after {received} events"),
+            Ok(Err(status)) => break status,
+            Err(_) => panic!("no end after {received} events"),
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(
+        matches!(
+            runtime::api::watch::watch_error_from_status(&status),
+            WatchError::TooSlow { .. }
+        ),
+        "{status:?}"
+    );
+    assert!(
+        received > 0 && received < 8_000,
+        "{received} events before the cut-off"
+    );
+}

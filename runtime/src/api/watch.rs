@@ -1,0 +1,374 @@
+//! The change feed on the wire: a [`WatchError`] as a gRPC status and back, and the client side
+//! of a watch that resumes by itself ([`resuming_watch`]): after a transport failure, a node
+//! stopping or a cut-off, it reconnects (to the next node it knows) from the index after the
+//! last event it delivered, so what it yields has no gap and no duplicate.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use futures_util::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+
+use crate::api::client::connect_channel;
+use crate::net::tls::ServerCa;
+pub use crate::raft::feed::WatchError;
+
+/// Metadata key of a watch error's kind on a gRPC status.
+pub const WATCH_ERROR_KEY: &str = "x-watch-error";
+/// Metadata key of the first available index on a `compacted` status.
+pub const FIRST_AVAILABLE_KEY: &str = "x-first-available";
+
+/// The status a watch error travels as: a code, the message, and its kind (with the first
+/// available index of `Compacted`) in metadata.
+pub fn watch_status(error: &WatchError) -> tonic::Status {
+    let (code, kind) = match error {
+        WatchError::Compacted { .. } => (tonic::Code::OutOfRange, "compacted"),
+        WatchError::TooSlow { .. } => (tonic::Code::ResourceExhausted, "too_slow"),
+        WatchError::Disabled => (tonic::Code::FailedPrecondition, "disabled"),
+        WatchError::Stopped => (tonic::Code::Unavailable, "stopped"),
+        WatchError::Storage(_) => (tonic::Code::Internal, "storage"),
+        WatchError::Unavailable(_) => (tonic::Code::Unavailable, "unavailable"),
+        WatchError::Refused(_) => (tonic::Code::InvalidArgument, "refused"),
+    };
+    let mut status = tonic::Status::new(code, error.to_string());
+    let meta = status.metadata_mut();
+    meta.insert(
+        WATCH_ERROR_KEY,
+        tonic::metadata::MetadataValue::from_static(kind),
+    );
+    if let WatchError::Compacted { first_available } = error {
+        meta.insert(FIRST_AVAILABLE_KEY, (*first_available).into());
+    }
+    status
+}
+
+/// What a status ending a watch means: the watch error it carries, or for any other status,
+/// `Refused` when asking again cannot help (a bad request, no such service) and `Unavailable`
+/// otherwise.
+pub fn watch_error_from_status(status: &tonic::Status) -> WatchError {
+    let meta = status.metadata();
+    let text = |key: &str| meta.get(key).and_then(|v| v.to_str().ok());
+    let message = status.message().to_string();
+    match text(WATCH_ERROR_KEY) {
+        Some("compacted") => WatchError::Compacted {
+            first_available: text(FIRST_AVAILABLE_KEY)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        },
+        Some("too_slow") => WatchError::TooSlow {
+            buffered: 0,
+            stall_ms: 0,
+        },
+        Some("disabled") => WatchError::Disabled,
+        Some("stopped") => WatchError::Stopped,
+        Some("storage") => WatchError::Storage(message),
+        _ => match status.code() {
+            tonic::Code::InvalidArgument
+            | tonic::Code::Unimplemented
+            | tonic::Code::PermissionDenied
+            | tonic::Code::Unauthenticated
+            | tonic::Code::DataLoss => WatchError::Refused(message),
+            _ => WatchError::Unavailable(message),
+        },
+    }
+}
+
+impl WatchError {
+    /// Whether a resuming watch asks again (elsewhere) after it, rather than ending with it.
+    pub fn is_resumable(&self) -> bool {
+        matches!(
+            self,
+            WatchError::TooSlow { .. }
+                | WatchError::Stopped
+                | WatchError::Storage(_)
+                | WatchError::Unavailable(_)
+        )
+    }
+}
+
+/// Where a resuming watch connects: the API addresses of the nodes it may use (it starts with
+/// the first and moves to the next after a failure), and the CA of a TLS cluster.
+#[derive(Debug, Clone, Default)]
+pub struct WatchTarget {
+    /// gRPC addresses (`host:port` or URLs).
+    pub endpoints: Vec<String>,
+    /// The CA that signed the nodes' certificates, on a TLS cluster.
+    pub tls: Option<ServerCa>,
+    /// How long it keeps trying without delivering anything before it ends with
+    /// [`WatchError::Unavailable`].
+    pub give_up_after: Duration,
+}
+
+impl WatchTarget {
+    /// The nodes at `endpoints`, without TLS, giving up after 20 s without a node.
+    pub fn new(endpoints: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        WatchTarget {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            tls: None,
+            give_up_after: Duration::from_secs(20),
+        }
+    }
+}
+
+/// An event as the generated code decodes it: what a resuming watch needs to know of it.
+pub trait Indexed {
+    /// Its log index.
+    fn index(&self) -> u64;
+}
+
+/// How many decoded events a resuming watch holds ahead of its consumer.
+const AHEAD: usize = 64;
+
+/// Watches from `from` (0: from the next command), resuming as the module docs say. `open`
+/// starts the service's gRPC watch on a channel from an index; the stream ends after an error
+/// that resuming cannot help (`Compacted`, `Disabled`, `Refused`, or `Unavailable` after
+/// `give_up_after` without a node). Resuming from 0 before the first event starts again at the
+/// next command of the node it reaches: name an index to never miss one.
+pub fn resuming_watch<T, S, F, Fut>(
+    target: WatchTarget,
+    from: u64,
+    open: F,
+) -> impl Stream<Item = Result<T, WatchError>> + Send + 'static
+where
+    T: Indexed + Send + 'static,
+    S: Stream<Item = Result<T, tonic::Status>> + Send + Unpin + 'static,
+    F: Fn(Channel, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<S, tonic::Status>> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(AHEAD);
+    tokio::spawn(async move {
+        let mut next = from;
+        let mut node = 0usize;
+        let mut failing_since: Option<Instant> = None;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let Some(addr) = target.endpoints.get(node % target.endpoints.len().max(1)) else {
+                drop(
+                    tx.send(Err(WatchError::Refused("no endpoint to watch".into())))
+                        .await,
+                );
+                return;
+            };
+            let last_error = match connect_channel(addr, target.tls.as_ref()).await {
+                Err(e) => WatchError::Unavailable(e.to_string()),
+                Ok(channel) => match open(channel, next).await {
+                    Err(status) => watch_error_from_status(&status),
+                    Ok(mut events) => loop {
+                        let item = tokio::select! {
+                            item = events.next() => item,
+                            () = tx.closed() => return,
+                        };
+                        match item {
+                            Some(Ok(event)) => {
+                                failing_since = None;
+                                backoff = Duration::from_millis(50);
+                                next = event.index() + 1;
+                                if tx.send(Ok(event)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Some(Err(status)) => break watch_error_from_status(&status),
+                            None => {
+                                break WatchError::Unavailable(format!("{addr} ended the watch"));
+                            }
+                        }
+                    },
+                },
+            };
+            if !last_error.is_resumable() {
+                drop(tx.send(Err(last_error)).await);
+                return;
+            }
+            tracing::debug!(%addr, error = %last_error, next, "watch: resuming on the next node");
+            let since = *failing_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > target.give_up_after {
+                drop(
+                    tx.send(Err(WatchError::Unavailable(format!(
+                        "no node served the watch for {:?}; last: {last_error}",
+                        target.give_up_after
+                    ))))
+                    .await,
+                );
+                return;
+            }
+            node += 1;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    });
+    tokio_stream_from(rx)
+}
+
+/// The receiver as a stream.
+fn tokio_stream_from<T>(mut rx: mpsc::Receiver<T>) -> impl Stream<Item = T> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// A node's feed as a gRPC response stream.
+pub type GrpcFeed<T> = std::pin::Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send>>;
+
+/// Serves `events` as a gRPC response stream: each event as `encode` makes it (one it cannot
+/// encode ends the stream with `DATA_LOSS`), a watch error as its status ([`watch_status`]).
+pub fn grpc_feed<T: Send + 'static>(
+    events: crate::raft::feed::WatchStream,
+    encode: impl Fn(&crate::raft::feed::Event) -> Result<T, String> + Send + 'static,
+) -> GrpcFeed<T> {
+    Box::pin(events.map(move |item| match item {
+        Ok(event) => encode(&event).map_err(tonic::Status::data_loss),
+        Err(e) => Err(watch_status(&e)),
+    }))
+}
+
+/// A gRPC watch response as a stream of decoded events (one that does not decode ends the
+/// watch with `DATA_LOSS`, which is not resumed).
+pub fn decode_feed<P: Send + 'static, T: Send + 'static>(
+    events: tonic::Streaming<P>,
+    decode: fn(P) -> Result<T, String>,
+) -> impl Stream<Item = Result<T, tonic::Status>> + Send + Unpin + 'static {
+    events.map(move |item| item.and_then(|p| decode(p).map_err(tonic::Status::data_loss)))
+}
+
+/// The filter a watch request asks for, its operations checked against the service's commands
+/// (an unknown one is [`WatchError::Refused`]); empty strings mean "any".
+pub fn filter_for(
+    operations: &[crate::wire::service::OpInfo],
+    asked: Vec<String>,
+    key: String,
+    key_prefix: String,
+) -> Result<crate::raft::feed::WatchFilter, WatchError> {
+    let commands = || {
+        operations
+            .iter()
+            .filter(|o| o.kind == crate::wire::CallKind::Command)
+    };
+    if let Some(unknown) = asked.iter().find(|a| !commands().any(|o| o.name == *a)) {
+        let names: Vec<&str> = commands().map(|o| o.name).collect();
+        return Err(WatchError::Refused(format!(
+            "`{unknown}` is not a command of this service; watch one of: {}",
+            names.join(", ")
+        )));
+    }
+    Ok(crate::raft::feed::WatchFilter {
+        operations: asked,
+        key: (!key.is_empty()).then_some(key),
+        key_prefix: (!key_prefix.is_empty()).then_some(key_prefix),
+    })
+}
+
+/// The JSON-RPC method that starts a watch (a subscription, over WebSocket).
+pub const JSONRPC_WATCH: &str = "rpc.watch";
+/// The notification that carries each event.
+pub const JSONRPC_EVENT: &str = "rpc.event";
+/// The method that ends a watch.
+pub const JSONRPC_UNWATCH: &str = "rpc.unwatch";
+
+/// The parameters of [`JSONRPC_WATCH`], by name.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct WatchParams {
+    from: u64,
+    operations: Vec<String>,
+    key: String,
+    key_prefix: String,
+}
+
+/// The error a watch ends with, as JSON: `{"kind":…,"message":…}` plus `first_available` for
+/// `compacted`.
+fn watch_error_json(error: &WatchError) -> serde_json::Value {
+    let kind = watch_status(error)
+        .metadata()
+        .get(WATCH_ERROR_KEY)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("unavailable")
+        .to_string();
+    let mut json = serde_json::json!({ "kind": kind, "message": error.to_string() });
+    if let WatchError::Compacted { first_available } = error {
+        json["first_available"] = (*first_available).into();
+    }
+    json
+}
+
+/// Adds the change feed of `node` to a JSON-RPC module as a subscription: [`JSONRPC_WATCH`]
+/// with `{"from":N,"operations":[…],"key":…,"key_prefix":…}` (all optional), then one
+/// [`JSONRPC_EVENT`] notification per event (as `encode` writes it); a watch error closes the
+/// subscription with an error notification (see [`watch_error_json`]). A bad filter is refused
+/// with `-32602`.
+pub fn add_jsonrpc_watch<Ctx: Send + Sync + 'static>(
+    module: &mut jsonrpsee::RpcModule<Ctx>,
+    operations: &'static [crate::wire::service::OpInfo],
+    node: std::sync::Arc<crate::raft::node::RaftNode>,
+    encode: fn(&crate::raft::feed::Event) -> Result<serde_json::Value, String>,
+) -> Result<(), crate::api::server::ServeError> {
+    use jsonrpsee::core::SubscriptionError;
+    use jsonrpsee::core::server::SubscriptionCloseResponse as Close;
+    let to_error = |value: serde_json::Value| {
+        serde_json::value::to_raw_value(&value)
+            .map(SubscriptionError::from_json)
+            .unwrap_or_else(|e| SubscriptionError::from(e.to_string()))
+    };
+    module
+        .register_subscription(
+            JSONRPC_WATCH,
+            JSONRPC_EVENT,
+            JSONRPC_UNWATCH,
+            move |params, pending, _, _| {
+                let node = node.clone();
+                async move {
+                    let args: WatchParams = if params.is_object() {
+                        match params.parse() {
+                            Ok(args) => args,
+                            Err(e) => {
+                                pending.reject(e).await;
+                                return Close::None;
+                            }
+                        }
+                    } else {
+                        WatchParams::default()
+                    };
+                    let filter =
+                        match filter_for(operations, args.operations, args.key, args.key_prefix) {
+                            Ok(filter) => filter,
+                            Err(e) => {
+                                pending.reject(crate::wire::codes::invalid_params(e)).await;
+                                return Close::None;
+                            }
+                        };
+                    let mut events = node.watch(args.from, filter);
+                    let Ok(sink) = pending.accept().await else {
+                        return Close::None;
+                    };
+                    let end = loop {
+                        let item = tokio::select! {
+                            item = events.next() => item,
+                            () = sink.closed() => return Close::None,
+                        };
+                        let event = match item {
+                            Some(Ok(event)) => event,
+                            Some(Err(e)) => break watch_error_json(&e),
+                            None => return Close::None,
+                        };
+                        let message = encode(&event).and_then(|value| {
+                            serde_json::value::to_raw_value(&value).map_err(|e| e.to_string())
+                        });
+                        match message {
+                            Ok(message) => {
+                                if sink.send(message).await.is_err() {
+                                    return Close::None;
+                                }
+                            }
+                            Err(e) => {
+                                break serde_json::json!({ "kind": "data_loss", "message": e });
+                            }
+                        }
+                    };
+                    // The closing notification carries the error.
+                    Close::NotifErr(to_error(end))
+                }
+            },
+        )
+        .map_err(|e| {
+            crate::api::server::ServeError::JsonRpc(format!("registering the watch: {e}"))
+        })?;
+    Ok(())
+}

@@ -1,0 +1,393 @@
+//! The watch feed: every command a node applies, in log order, from a position a watcher names,
+//! then live.
+//!
+//! Where events come from:
+//! - **History.** The state machine writes each applied command (its log index, the command, the
+//!   reply and the leader's time) to the `_raft_events` table, in the transaction of its batch,
+//!   so the table is always exactly at the database's log position. It keeps at least the last
+//!   [`FeedConfig::retain`] entries; older rows are deleted in steps, and `first_available`
+//!   rises with them. The table travels with snapshots: a follower that installs one has the
+//!   leader's history, and a watcher asking for what is gone gets [`WatchError::Compacted`].
+//! - **Live.** After a batch commits, its events go into one shared ring (a broadcast channel
+//!   of [`FeedConfig::ring`] batches), written only while someone watches. The writer never
+//!   waits on it: a watcher that falls a full ring behind goes back to the table, where it
+//!   catches up in pages, then follows the ring again.
+//!
+//! A watcher is a task that owns its position. It delivers into a channel of
+//! [`FeedConfig::buffer`] events; when that stays full for [`FeedConfig::stall`] (the consumer
+//! does not read), the task stops and the stream ends, after what it holds, with
+//! [`WatchError::TooSlow`]. What one watcher can hold is therefore bounded: `buffer` events
+//! here, plus what its transport buffers (for gRPC, one HTTP/2 stream window).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+/// One applied command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Its log index.
+    pub index: u64,
+    /// The leader's time when it was proposed, microseconds since the Unix epoch (what apply
+    /// saw as the command's time).
+    pub time_us: i64,
+    /// The serialized command, as the application decodes it.
+    pub command: Vec<u8>,
+    /// Whether the command succeeded (a domain error is `false`, and `reply` holds it).
+    pub ok: bool,
+    /// The serialized reply, as the application encoded it.
+    pub reply: Vec<u8>,
+}
+
+/// What a command says about itself for the feed's filters (see
+/// [`crate::raft::state_machine::Application::watch_info`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchInfo {
+    /// The operation's name.
+    pub operation: &'static str,
+    /// The values of the operation's watch keys (the schema's `watch_key` parameters).
+    pub keys: Vec<String>,
+}
+
+/// Which events a watcher wants. Empty fields match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchFilter {
+    /// Only these operations.
+    pub operations: Vec<String>,
+    /// Only events with a watch key equal to this.
+    pub key: Option<String>,
+    /// Only events with a watch key starting with this.
+    pub key_prefix: Option<String>,
+}
+
+impl WatchFilter {
+    /// Whether it matches everything (no command needs decoding).
+    pub fn is_all(&self) -> bool {
+        self.operations.is_empty() && self.key.is_none() && self.key_prefix.is_none()
+    }
+
+    /// Whether an event described by `info` passes.
+    pub fn matches(&self, info: &WatchInfo) -> bool {
+        (self.operations.is_empty() || self.operations.iter().any(|o| o == info.operation))
+            && self
+                .key
+                .as_ref()
+                .is_none_or(|key| info.keys.iter().any(|k| k == key))
+            && self
+                .key_prefix
+                .as_ref()
+                .is_none_or(|prefix| info.keys.iter().any(|k| k.starts_with(prefix.as_str())))
+    }
+}
+
+/// Why a watch ended (or could not start).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WatchError {
+    /// The asked-for position is older than what the node keeps; start again from
+    /// `first_available` (or from a snapshot of the state).
+    #[error("events before index {first_available} were compacted away; watch from there")]
+    Compacted {
+        /// The oldest index the node still has events from.
+        first_available: u64,
+    },
+    /// The consumer did not read for the node's whole stall limit: the watch was cut off after
+    /// what had been buffered. Resume from the last index received.
+    #[error(
+        "the watcher read nothing for {stall_ms} ms with {buffered} events waiting; cut off (resume from the last index received)"
+    )]
+    TooSlow {
+        /// How many events were waiting.
+        buffered: usize,
+        /// The node's stall limit, in milliseconds.
+        stall_ms: u64,
+    },
+    /// This node keeps no feed (`--watch-retain 0`).
+    #[error("this node keeps no change feed (started with --watch-retain 0)")]
+    Disabled,
+    /// The node is stopping; resume on another one.
+    #[error("the node is stopping")]
+    Stopped,
+    /// The node could not read its history.
+    #[error("reading the change feed: {0}")]
+    Storage(String),
+    /// (Client side) no node could be reached to watch from.
+    #[error("no node to watch from: {0}")]
+    Unavailable(String),
+    /// (Client side) the node refused the watch (a bad request, a server without a feed).
+    #[error("the watch was refused: {0}")]
+    Refused(String),
+}
+
+/// How a node keeps its feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedConfig {
+    /// Applied entries whose events are kept for watchers that catch up (0: no feed, and no
+    /// cost on the write path).
+    pub retain: u64,
+    /// Batches the live ring holds.
+    pub ring: usize,
+    /// Events one watcher buffers before it waits on its consumer.
+    pub buffer: usize,
+    /// How long a watcher waits on a consumer that does not read before it cuts it off.
+    pub stall: Duration,
+}
+
+/// Default of [`FeedConfig::retain`].
+pub const DEFAULT_RETAIN: u64 = 100_000;
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        FeedConfig {
+            retain: DEFAULT_RETAIN,
+            ring: 1_024,
+            buffer: 1_024,
+            stall: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What goes through the live ring.
+#[derive(Debug, Clone)]
+pub(crate) enum Live {
+    /// The events of one committed batch, in index order.
+    Batch(Arc<[Event]>),
+    /// The history was replaced (a snapshot was installed): watchers re-read it.
+    Reset,
+}
+
+/// One page of history, read in one transaction.
+#[derive(Debug, Default)]
+pub(crate) struct Page {
+    /// The oldest index with events (older ones are compacted).
+    pub first_available: u64,
+    /// The index the database is at.
+    pub last_applied: u64,
+    /// Events at or after the asked-for index, in order.
+    pub events: Vec<Event>,
+}
+
+/// Reads history for watchers: implemented by the state machine.
+pub(crate) trait History: Clone + Send + Sync + 'static {
+    /// Up to `limit` events from index `from` on.
+    fn page(&self, from: u64, limit: usize) -> impl Future<Output = Result<Page, String>> + Send;
+    /// What a command says about itself (operation, keys).
+    fn info(&self, command: &[u8]) -> WatchInfo;
+}
+
+/// Events read from the table per page while catching up.
+const PAGE: usize = 256;
+
+/// A stream of events from a position: see the module docs.
+pub struct WatchStream {
+    events: mpsc::Receiver<Event>,
+    /// Why the watcher stopped, set before it lets go of `events`.
+    end: Option<oneshot::Receiver<WatchError>>,
+}
+
+impl futures_util::Stream for WatchStream {
+    type Item = Result<Event, WatchError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.events.poll_recv(cx) {
+            Poll::Ready(Some(event)) => Poll::Ready(Some(Ok(event))),
+            Poll::Pending => Poll::Pending,
+            // Everything delivered is read; then the reason, once.
+            Poll::Ready(None) => Poll::Ready(
+                self.end
+                    .take()
+                    .and_then(|mut end| end.try_recv().ok())
+                    .map(Err),
+            ),
+        }
+    }
+}
+
+impl std::fmt::Debug for WatchStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchStream").finish_non_exhaustive()
+    }
+}
+
+/// Starts a watcher from index `from` (0: from the next command applied) over `history`, live
+/// from `ring`.
+pub(crate) fn watch(
+    config: FeedConfig,
+    history: impl History,
+    ring: &broadcast::Sender<Live>,
+    from: u64,
+    filter: WatchFilter,
+) -> WatchStream {
+    let (tx, events) = mpsc::channel(config.buffer.max(1));
+    let (end_tx, end) = oneshot::channel();
+    let stream = WatchStream {
+        events,
+        end: Some(end),
+    };
+    if config.retain == 0 {
+        drop(end_tx.send(WatchError::Disabled));
+        return stream;
+    }
+    let watcher = Watcher {
+        config,
+        history,
+        filter,
+        tx,
+        next: from,
+    };
+    let live = ring.subscribe();
+    tokio::spawn(watcher.run(live, ring.clone(), end_tx));
+    stream
+}
+
+struct Watcher<H> {
+    config: FeedConfig,
+    history: H,
+    filter: WatchFilter,
+    tx: mpsc::Sender<Event>,
+    /// The next index to deliver (0 until the first page says where "now" is).
+    next: u64,
+}
+
+/// Why a watcher stops delivering.
+enum Stop {
+    /// The consumer went away.
+    Gone,
+    /// The watch ends with this error.
+    End(WatchError),
+}
+
+impl<H: History> Watcher<H> {
+    async fn run(
+        mut self,
+        mut live: broadcast::Receiver<Live>,
+        ring: broadcast::Sender<Live>,
+        end: oneshot::Sender<WatchError>,
+    ) {
+        let stop = loop {
+            if let Err(stop) = self.catch_up().await {
+                break stop;
+            }
+            match self.follow(&mut live).await {
+                // Behind by more than the ring, or the history was replaced: re-read it,
+                // subscribed again first so nothing committed meanwhile is missed.
+                Ok(()) => live = ring.subscribe(),
+                Err(stop) => break stop,
+            }
+        };
+        if let Stop::End(error) = stop {
+            // Before `tx` goes: the stream reads it once the events are drained.
+            drop(end.send(error));
+        }
+    }
+
+    /// Delivers history from `next` until the table has nothing newer.
+    async fn catch_up(&mut self) -> Result<(), Stop> {
+        loop {
+            let page = self
+                .history
+                .page(self.next, PAGE)
+                .await
+                .map_err(|e| Stop::End(WatchError::Storage(e)))?;
+            if self.next == 0 {
+                self.next = page.last_applied + 1;
+                continue;
+            }
+            if self.next < page.first_available {
+                return Err(Stop::End(WatchError::Compacted {
+                    first_available: page.first_available,
+                }));
+            }
+            let full = page.events.len() == PAGE;
+            for event in page.events {
+                self.deliver(event).await?;
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Delivers live batches; returns `Ok` when it must catch up from the table again.
+    async fn follow(&mut self, live: &mut broadcast::Receiver<Live>) -> Result<(), Stop> {
+        loop {
+            let item = tokio::select! {
+                item = live.recv() => item,
+                () = self.tx.closed() => return Err(Stop::Gone),
+            };
+            match item {
+                Ok(Live::Batch(events)) => {
+                    for event in events.iter() {
+                        if event.index >= self.next {
+                            self.deliver(event.clone()).await?;
+                        }
+                    }
+                }
+                Ok(Live::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => return Ok(()),
+                Err(broadcast::error::RecvError::Closed) => {
+                    return Err(Stop::End(WatchError::Stopped));
+                }
+            }
+        }
+    }
+
+    /// Sends one event if the filter passes it, waiting at most the stall limit for room.
+    async fn deliver(&mut self, event: Event) -> Result<(), Stop> {
+        self.next = event.index + 1;
+        if !self.filter.is_all() && !self.filter.matches(&self.history.info(&event.command)) {
+            return Ok(());
+        }
+        match tokio::time::timeout(self.config.stall, self.tx.reserve()).await {
+            Ok(Ok(permit)) => {
+                permit.send(event);
+                Ok(())
+            }
+            Ok(Err(_)) => Err(Stop::Gone),
+            Err(_) => {
+                tracing::warn!(
+                    next = self.next,
+                    stall_ms = self.config.stall.as_millis() as u64,
+                    "a watcher read nothing with its buffer full; cut off"
+                );
+                Err(Stop::End(WatchError::TooSlow {
+                    buffered: self.config.buffer,
+                    stall_ms: self.config.stall.as_millis() as u64,
+                }))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_filter_matches_by_operation_key_and_prefix() {
+        let info = WatchInfo {
+            operation: "put",
+            keys: vec!["users/7".into()],
+        };
+        assert!(WatchFilter::default().matches(&info));
+        let ops = |o: &[&str]| WatchFilter {
+            operations: o.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        assert!(ops(&["get", "put"]).matches(&info));
+        assert!(!ops(&["delete"]).matches(&info));
+        let key = |k: &str| WatchFilter {
+            key: Some(k.into()),
+            ..Default::default()
+        };
+        assert!(key("users/7").matches(&info));
+        assert!(!key("users/70").matches(&info));
+        let prefix = |p: &str| WatchFilter {
+            key_prefix: Some(p.into()),
+            ..Default::default()
+        };
+        assert!(prefix("users/").matches(&info));
+        assert!(!prefix("orders/").matches(&info));
+    }
+}
