@@ -80,6 +80,9 @@ pub struct BenchReport {
     pub per_op: BTreeMap<String, Latency>,
     /// The first few error messages, if any.
     pub sample_errors: Vec<String>,
+    /// Events each watcher of the run received (`--watchers`), in watcher order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watcher_events: Vec<u64>,
 }
 
 #[derive(Default)]
@@ -389,6 +392,7 @@ where
         overall: latency(&overall, errors),
         per_op,
         sample_errors: total.sample_errors,
+        watcher_events: Vec::new(),
     })
 }
 
@@ -436,6 +440,18 @@ pub fn render(report: &BenchReport) -> String {
             l.count, l.errors, l.mean_us, l.p50_us, l.p90_us, l.p99_us, l.max_us
         );
     }
+    if let (Some(min), Some(max)) = (
+        report.watcher_events.iter().min(),
+        report.watcher_events.iter().max(),
+    ) {
+        let _ = writeln!(
+            out,
+            "{} watchers: {min}–{max} events each ({:.0}–{:.0} events/s)",
+            report.watcher_events.len(),
+            *min as f64 / report.seconds,
+            *max as f64 / report.seconds
+        );
+    }
     for e in &report.sample_errors {
         let _ = writeln!(out, "  error: {e}");
     }
@@ -454,6 +470,9 @@ pub struct Target {
     /// For a `raft` cluster started for the run: a one-way delay on every link between its
     /// nodes (a userspace proxy, [`runtime::lab::delay`]).
     pub link_delay: Option<Duration>,
+    /// Watchers of the change feed during the run (raft only), spread over the nodes, each
+    /// counting the events it receives.
+    pub watchers: usize,
 }
 
 impl Target {
@@ -463,6 +482,7 @@ impl Target {
             variant,
             connect: None,
             link_delay: None,
+            watchers: 0,
         }
     }
 
@@ -524,6 +544,31 @@ pub async fn run_target(
             Some(addr)
         }
     };
+    // Watchers from the next command on, one per node in turn.
+    let endpoints: Vec<String> = match &cluster {
+        Some(c) => c.nodes.iter().map(|n| n.api.clone()).collect(),
+        None => addr.iter().cloned().collect(),
+    };
+    let mut watchers = Vec::new();
+    for w in 0..target.watchers {
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut order = endpoints.clone();
+        order.rotate_left(w % endpoints.len().max(1));
+        let events = bank_generated::grpc::watch(
+            runtime::api::watch::WatchTarget::new(order),
+            0,
+            Default::default(),
+        );
+        let counted = count.clone();
+        let task = tokio::spawn(async move {
+            use futures_util::StreamExt as _;
+            let mut events = std::pin::pin!(events);
+            while let Some(Ok(_)) = events.next().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        watchers.push((count, task));
+    }
     let report = match &addr {
         // In process: every client shares the one bank.
         None => {
@@ -542,11 +587,18 @@ pub async fn run_target(
             run(&name, connect, clients, workload, stop, progress).await
         }
     };
+    let mut report = report?;
+    for (count, task) in watchers {
+        task.abort();
+        report
+            .watcher_events
+            .push(count.load(std::sync::atomic::Ordering::Relaxed));
+    }
     if let Some(server) = server {
         server.shutdown().await.map_err(setup)?;
     }
     drop(cluster);
-    Ok(report?)
+    Ok(report)
 }
 
 /// Starts a 3-node cluster of `exe` under `dir` with `node_args` on every node (and `delay` on

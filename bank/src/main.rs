@@ -162,6 +162,10 @@ struct BenchArgs {
     /// run starts (a userspace proxy): how the cluster does with its nodes apart.
     #[arg(long, value_name = "MS")]
     latency_ms: Option<u64>,
+    /// Watchers of the change feed during the run (raft), spread over the nodes: the feed's
+    /// cost on the write path, and the events/s each one sees.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    watchers: usize,
     /// Also write the report as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -389,6 +393,9 @@ async fn run_bench(layers: Option<BenchSub>, args: BenchArgs) -> Result<String, 
         (None, Some(n)) => Stop::Ops(n),
         (None, None) => Stop::Duration(std::time::Duration::from_secs(10)),
     };
+    if args.watchers > 0 && args.variant != Variant::Raft {
+        return Err(CliError::Usage("--watchers is for --variant raft".into()));
+    }
     if args.latency_ms.is_some() && (args.variant != Variant::Raft || args.connect.is_some()) {
         return Err(CliError::Usage(
             "--latency-ms is for a raft cluster started by the run (--variant raft, no --connect)"
@@ -399,6 +406,7 @@ async fn run_bench(layers: Option<BenchSub>, args: BenchArgs) -> Result<String, 
         variant: args.variant,
         connect: args.connect.clone(),
         link_delay: args.latency_ms.map(std::time::Duration::from_millis),
+        watchers: args.watchers,
     };
     let report = bench::run_target(&target, args.clients, args.workload, stop, progress)
         .await

@@ -23,12 +23,12 @@ use rust_decimal::Decimal;
 /// How long the Python client may take (it compiles the proto, then runs ~30 calls).
 const DEADLINE: Duration = Duration::from_secs(120);
 
-fn script() -> PathBuf {
+fn script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join("tests")
         .join("interop")
-        .join("grpc_walkthrough.py")
+        .join(name)
 }
 
 /// A Python that can import `grpc` and `grpc_tools`: `python3` itself when it can, otherwise the
@@ -167,10 +167,10 @@ fn drain(pipe: Option<impl Read + Send + 'static>) -> thread::JoinHandle<String>
 
 /// Runs the Python walk-through against `addr`, waiting (without blocking the runtime that
 /// serves it) until it exits or the deadline passes.
-async fn run_script(python: &Path, addr: &str) -> ScriptRun {
+async fn run_script(python: &Path, name: &str, addr: &str) -> ScriptRun {
     let mut child = ChildGuard(
         Command::new(python)
-            .arg(script())
+            .arg(script(name))
             .arg(addr)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -223,7 +223,7 @@ async fn python_walkthrough(variant: Variant) {
     let server = Server::start(variant).await;
     let addr = server.addr();
 
-    let run = run_script(&python, &addr).await;
+    let run = run_script(&python, "grpc_walkthrough.py", &addr).await;
     assert!(
         run.status.success() && run.stdout.contains("walk-through passed"),
         "the Python gRPC client failed against {} ({}):\n--- stdout\n{}\n--- stderr\n{}",
@@ -267,4 +267,33 @@ async fn python_grpc_client_runs_the_walkthrough_against_grpc() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_grpc_client_runs_the_walkthrough_against_grpc_facade() {
     python_walkthrough(Variant::GrpcFacade).await;
+}
+
+/// The change feed from Python: a replicated node (a `bank node` process) serves the
+/// `BankWatch` stream that grpcio consumes with code generated from the published proto
+/// (`tests/interop/grpc_watch.py`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_grpc_client_consumes_the_watch_stream_of_a_node() {
+    let python = python_with_grpc();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cluster = runtime::ops::cluster::LocalCluster::start(
+        Path::new(env!("CARGO_BIN_EXE_bank")),
+        dir.path(),
+        1,
+        Vec::new(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("cluster did not start: {e}"));
+    cluster
+        .wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("leader");
+    let run = run_script(&python, "grpc_watch.py", &cluster.nodes[0].api).await;
+    assert!(
+        run.status.success() && run.stdout.contains("all checks passed"),
+        "the Python watcher failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        run.status,
+        run.stdout,
+        run.stderr
+    );
 }

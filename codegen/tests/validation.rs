@@ -306,7 +306,7 @@ fn structural_errors_have_positions() {
     assert_eq!(
         problems(&with("    returns: Item\n", "    return: Item\n")),
         [
-            "bad.yaml:20:5: schema::syntax: unknown field `return`, expected one of name, tag, kind, doc, params, returns, errors, reserved, deprecated"
+            "bad.yaml:20:5: schema::syntax: unknown field `return`, expected one of name, tag, kind, doc, params, returns, errors, reserved, deprecated, watch_keys"
         ]
     );
 }
@@ -411,4 +411,40 @@ fn the_taken_jsonrpc_tags_are_the_runtimes_reserved_codes() {
             "tag {tag}"
         );
     }
+}
+
+#[test]
+fn watch_keys_are_checked_where_they_are_written() {
+    // Only commands are in the feed.
+    assert_eq!(
+        problems(&with(
+            "    kind: query\n",
+            "    kind: query\n    watch_keys: [item_id]\n"
+        )),
+        ["bad.yaml:17:18: schema::watch_key_on_query: query `get_item` has watch keys"]
+    );
+    // A key is a parameter, named once, of an integer or string type.
+    let command = with(
+        "    kind: query\n",
+        "    kind: command\n    watch_keys: [item_idd, color, limit, limit]\n",
+    )
+    .replacen(
+        "      - { name: limit, type: u32, tag: 2, default: 10 }\n",
+        "      - { name: limit, type: u32, tag: 2, default: 10 }\n      - { name: color, type: Color, tag: 3 }\n",
+        1,
+    );
+    assert_eq!(
+        problems(&command),
+        [
+            "bad.yaml:17:18: schema::unknown_watch_key: `item_idd` is not a parameter of `get_item`",
+            "bad.yaml:17:28: schema::bad_watch_key: watch key `color` is a Color; a key is an integer or a string",
+            "bad.yaml:17:42: schema::duplicate_watch_key: watch key `limit` is listed twice",
+        ]
+    );
+    let err = codegen::parse(Path::new("bad.yaml"), &command).unwrap_err();
+    assert!(
+        err.render().contains("did you mean `item_id`?"),
+        "{}",
+        err.render()
+    );
 }

@@ -161,6 +161,10 @@ fn watch_proto(api: &Api, out: &mut String) {
         .iter()
         .filter(|o| o.kind == OpKind::Command)
         .collect();
+    if commands.is_empty() {
+        // Nothing is ever applied: no feed (and a oneof needs a field).
+        return;
+    }
     let _ = writeln!(
         out,
         "\n// Where a watch starts and what it passes.\nmessage {s}WatchRequest {{\n  \
@@ -583,7 +587,26 @@ pub fn adapters(api: &Api) -> TokenStream {
         });
     }
 
-    let watch = watch_adapters(api);
+    let has_commands = api.operations.iter().any(|o| o.kind == OpKind::Command);
+    let watch = watch_adapters(api, has_commands);
+    let serve_node_body = if has_commands {
+        quote! {
+            runtime::codegen::serve_grpc_with(
+                listener,
+                GrpcService::new(api).into_server(max_message_size),
+                WatchService::new(node).into_server(max_message_size),
+                FILE_DESCRIPTOR_SET,
+                shutdown,
+            )
+            .await
+        }
+    } else {
+        quote! {
+            // No commands, so no feed to serve.
+            let _ = node;
+            serve(listener, api, max_message_size, shutdown).await
+        }
+    };
     // Status codes: canonical names map to their gRPC codes, other domain errors are
     // FAILED_PRECONDITION; the kind itself travels in metadata.
     let service_name = format!("{}.{}", package(api), api.service);
@@ -696,22 +719,30 @@ pub fn adapters(api: &Api) -> TokenStream {
             max_message_size: usize,
             shutdown: impl ::std::future::Future<Output = ()> + Send,
         ) -> Result<(), runtime::codegen::ServeError> {
-            runtime::codegen::serve_grpc_with(
-                listener,
-                GrpcService::new(api).into_server(max_message_size),
-                WatchService::new(node).into_server(max_message_size),
-                FILE_DESCRIPTOR_SET,
-                shutdown,
-            )
-            .await
+            #serve_node_body
         }
     }
 }
 
 /// The change feed over gRPC: conversions of events, the `Watch` service of a node, and the
 /// resuming client.
-fn watch_adapters(api: &Api) -> TokenStream {
+fn watch_adapters(api: &Api, has_commands: bool) -> TokenStream {
     let s = &api.service;
+    if !has_commands {
+        let event = service_ident(api, "Event");
+        let why =
+            format!("`{s}` has no commands: nothing is applied, so there is nothing to watch");
+        return quote! {
+            /// `{S}` has no commands, so its nodes keep no feed: the stream is one `Refused`.
+            pub fn watch(
+                _target: runtime::codegen::WatchTarget,
+                _from: u64,
+                _filter: runtime::codegen::WatchFilter,
+            ) -> impl runtime::codegen::Stream<Item = Result<crate::#event, runtime::codegen::WatchError>> + Send + 'static {
+                runtime::codegen::refused_watch(#why)
+            }
+        };
+    }
     let command = service_ident(api, "Command");
     let reply = service_ident(api, "Reply");
     let event = service_ident(api, "Event");

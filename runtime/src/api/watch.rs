@@ -200,6 +200,15 @@ where
     tokio_stream_from(rx)
 }
 
+/// A watch that is refused before it starts (a service with no commands), as one error.
+pub fn refused_watch<T: Send + 'static>(
+    why: &str,
+) -> impl Stream<Item = Result<T, WatchError>> + Send + 'static {
+    futures_util::stream::once(std::future::ready(Err(WatchError::Refused(
+        why.to_string(),
+    ))))
+}
+
 /// The receiver as a stream.
 fn tokio_stream_from<T>(mut rx: mpsc::Receiver<T>) -> impl Stream<Item = T> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
