@@ -391,3 +391,182 @@ async fn a_watcher_that_never_reads_is_cut_off_and_holds_bounded_memory() {
         "{received} events before the cut-off"
     );
 }
+
+/// A JSON-RPC WebSocket connection (soketto over tokio): send a text message, read the next one.
+struct Ws {
+    sender: soketto::connection::Sender<tokio_util::compat::Compat<tokio::net::TcpStream>>,
+    receiver: soketto::connection::Receiver<tokio_util::compat::Compat<tokio::net::TcpStream>>,
+}
+
+impl Ws {
+    async fn connect(addr: &str) -> Ws {
+        use tokio_util::compat::TokioAsyncReadCompatExt as _;
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut client = soketto::handshake::Client::new(tcp.compat(), addr, "/");
+        match client.handshake().await.expect("handshake") {
+            soketto::handshake::ServerResponse::Accepted { .. } => {}
+            other => panic!("WebSocket refused: {other:?}"),
+        }
+        let (sender, receiver) = client.into_builder().finish();
+        Ws { sender, receiver }
+    }
+
+    async fn send(&mut self, json: serde_json::Value) {
+        self.sender.send_text(json.to_string()).await.expect("send");
+        self.sender.flush().await.expect("flush");
+    }
+
+    async fn next(&mut self) -> serde_json::Value {
+        let mut data = Vec::new();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            self.receiver.receive_data(&mut data),
+        )
+        .await
+        .expect("a message in time")
+        .expect("a message");
+        serde_json::from_slice(&data).expect("JSON")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jsonrpc_subscribers_get_the_same_events_over_websocket() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let c = cluster(dir.path(), 1, &["--watch-retain", "8"]).await;
+    c.wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("leader");
+    let node = &c.nodes[0];
+    let client = GrpcClient::connect(&node.api).await.expect("connect");
+    let account = accounts(&client, 1).await[0];
+
+    // Live: subscribed from the next command, then three deposits.
+    let mut ws = Ws::connect(&node.jsonrpc).await;
+    ws.send(serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "method": "rpc.watch",
+        "params": { "operations": ["deposit"], "key": account.to_string() },
+    }))
+    .await;
+    let subscribed = ws.next().await;
+    let subscription = subscribed["result"].clone();
+    assert!(!subscription.is_null(), "{subscribed}");
+    let mut balances = Vec::new();
+    for cents in [150, 275, 300] {
+        balances.push(
+            client
+                .deposit(account, Decimal::new(cents, 2))
+                .await
+                .expect("deposit"),
+        );
+    }
+    let mut last = 0;
+    for (cents, balance) in [150, 275, 300].into_iter().zip(balances) {
+        let note = ws.next().await;
+        assert_eq!(note["method"], "rpc.event", "{note}");
+        assert_eq!(note["params"]["subscription"], subscription, "{note}");
+        let event = &note["params"]["result"];
+        let index = event["index"].as_u64().expect("index");
+        assert!(index > last, "{note}");
+        last = index;
+        assert_eq!(event["operation"], "deposit", "{note}");
+        assert_eq!(event["command"]["account_id"], account, "{note}");
+        assert_eq!(
+            event["command"]["amount"],
+            Decimal::new(cents, 2).to_string(),
+            "{note}"
+        );
+        assert_eq!(event["reply"]["ok"], balance.to_string(), "{note}");
+    }
+
+    // A filter naming no command is refused as invalid params.
+    let mut ws = Ws::connect(&node.jsonrpc).await;
+    ws.send(serde_json::json!({
+        "jsonrpc": "2.0", "id": 2, "method": "rpc.watch", "params": { "operations": ["nope"] },
+    }))
+    .await;
+    let refused = ws.next().await;
+    assert_eq!(refused["error"]["code"], -32602, "{refused}");
+
+    // After the history moved on, position 1 is gone: the subscription closes with the error.
+    for _ in 0..20 {
+        client
+            .deposit(account, Decimal::new(1, 0))
+            .await
+            .expect("deposit");
+    }
+    ws.send(serde_json::json!({
+        "jsonrpc": "2.0", "id": 3, "method": "rpc.watch", "params": { "from": 1 },
+    }))
+    .await;
+    let subscribed = ws.next().await;
+    assert!(!subscribed["result"].is_null(), "{subscribed}");
+    let closed = ws.next().await;
+    assert_eq!(closed["params"]["error"]["kind"], "compacted", "{closed}");
+    assert!(
+        closed["params"]["error"]["first_available"]
+            .as_u64()
+            .is_some_and(|f| f > 1),
+        "{closed}"
+    );
+}
+
+/// A watch stream never ends by itself: a node asked to stop ends its watches (`stopped`, so
+/// clients resume elsewhere) and drains, instead of waiting out its grace period on them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_ends_its_watches_and_drains() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut c = cluster(dir.path(), 1, &[]).await;
+    c.wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("leader");
+    let api = c.nodes[0].api.clone();
+    let client = GrpcClient::connect(&api).await.expect("connect");
+    let account = accounts(&client, 1).await[0];
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{api}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut stream = pb::bank_watch_client::BankWatchClient::new(channel)
+        .watch(pb::BankWatchRequest::default())
+        .await
+        .expect("watch")
+        .into_inner();
+    client
+        .deposit(account, Decimal::new(1, 0))
+        .await
+        .expect("deposit");
+    let first = tokio::time::timeout(Duration::from_secs(30), stream.message())
+        .await
+        .expect("an event in time")
+        .expect("an event")
+        .expect("the stream goes on");
+    assert_eq!(first.operation, "deposit");
+
+    let pid = c.nodes[0].pid().expect("running");
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let ended = tokio::time::timeout(Duration::from_secs(30), stream.message())
+        .await
+        .expect("the watch ends in time");
+    let status = ended.expect_err("the watch ends with a status");
+    assert!(
+        matches!(
+            runtime::api::watch::watch_error_from_status(&status),
+            WatchError::Stopped
+        ),
+        "{status:?}"
+    );
+    let node = &mut c.nodes[0];
+    wait_until("the node to exit", Duration::from_secs(30), || {
+        node.exited().is_some()
+    })
+    .await;
+    let log = std::fs::read_to_string(node.log_file()).expect("node log");
+    assert!(!log.contains("did not drain"), "{log}");
+}

@@ -189,6 +189,14 @@ fn http_url(addr: &str, tls: bool) -> Result<String, Failure> {
 /// Connects a gRPC channel to `addr` (`host:port` or a URL), with TCP_NODELAY; with `tls`, over
 /// TLS to a server whose certificate that CA signed.
 pub async fn connect_channel(addr: &str, tls: Option<&ServerCa>) -> Result<Channel, Failure> {
+    endpoint(addr, tls)?
+        .connect()
+        .await
+        .map_err(|e| Failure::Transport(format!("cannot connect to {addr}: {e}")))
+}
+
+/// The endpoint [`connect_channel`] connects.
+pub(crate) fn endpoint(addr: &str, tls: Option<&ServerCa>) -> Result<Endpoint, Failure> {
     let mut endpoint = Endpoint::from_shared(http_url(addr, tls.is_some())?)
         .map_err(|e| Failure::Transport(format!("bad address `{addr}`: {e}")))?
         .tcp_nodelay(true)
@@ -198,10 +206,7 @@ pub async fn connect_channel(addr: &str, tls: Option<&ServerCa>) -> Result<Chann
             .tls_config(ca.grpc())
             .map_err(|e| Failure::Transport(format!("TLS for {addr}: {e}")))?;
     }
-    endpoint
-        .connect()
-        .await
-        .map_err(|e| Failure::Transport(format!("cannot connect to {addr}: {e}")))
+    Ok(endpoint)
 }
 
 /// A gRPC client of any generated service. Cloning is cheap and shares the connection.

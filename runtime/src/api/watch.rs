@@ -10,7 +10,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
-use crate::api::client::connect_channel;
+use crate::api::client::endpoint;
 use crate::net::tls::ServerCa;
 pub use crate::raft::feed::WatchError;
 
@@ -117,6 +117,10 @@ pub trait Indexed {
     fn index(&self) -> u64;
 }
 
+/// How often a resuming watch pings its node over HTTP/2 (well inside a node's default idle
+/// timeout of 120 s).
+const KEEP_ALIVE: Duration = Duration::from_secs(30);
+
 /// How many decoded events a resuming watch holds ahead of its consumer.
 const AHEAD: usize = 64;
 
@@ -150,8 +154,18 @@ where
                 );
                 return;
             };
-            let last_error = match connect_channel(addr, target.tls.as_ref()).await {
-                Err(e) => WatchError::Unavailable(e.to_string()),
+            let channel = match endpoint(addr, target.tls.as_ref()) {
+                Ok(endpoint) => endpoint
+                    // A quiet watch sends nothing: pings keep the node from closing it as idle.
+                    .http2_keep_alive_interval(KEEP_ALIVE)
+                    .keep_alive_while_idle(true)
+                    .connect()
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            let last_error = match channel {
+                Err(e) => WatchError::Unavailable(format!("{addr}: {e}")),
                 Ok(channel) => match open(channel, next).await {
                     Err(status) => watch_error_from_status(&status),
                     Ok(mut events) => loop {

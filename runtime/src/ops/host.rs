@@ -508,6 +508,8 @@ impl RunningNode {
 
     /// Stops serving and shuts raft down.
     pub async fn shutdown(self) {
+        // Watch streams never end by themselves: end them, or the servers would not drain.
+        self.node.state_machine().close_feed();
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = task.await;

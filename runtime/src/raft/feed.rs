@@ -156,6 +156,9 @@ pub(crate) enum Live {
     Batch(Arc<[Event]>),
     /// The history was replaced (a snapshot was installed): watchers re-read it.
     Reset,
+    /// The node is stopping: watchers end with [`WatchError::Stopped`], so that their streams
+    /// end and the API servers can drain.
+    Stop,
 }
 
 /// One page of history, read in one transaction.
@@ -175,6 +178,8 @@ pub(crate) trait History: Clone + Send + Sync + 'static {
     fn page(&self, from: u64, limit: usize) -> impl Future<Output = Result<Page, String>> + Send;
     /// What a command says about itself (operation, keys).
     fn info(&self, command: &[u8]) -> WatchInfo;
+    /// Whether the node is stopping (no watch starts or goes on).
+    fn stopping(&self) -> bool;
 }
 
 /// Events read from the table per page while catching up.
@@ -286,6 +291,9 @@ impl<H: History> Watcher<H> {
     /// Delivers history from `next` until the table has nothing newer.
     async fn catch_up(&mut self) -> Result<(), Stop> {
         loop {
+            if self.history.stopping() {
+                return Err(Stop::End(WatchError::Stopped));
+            }
             let page = self
                 .history
                 .page(self.next, PAGE)
@@ -326,7 +334,7 @@ impl<H: History> Watcher<H> {
                     }
                 }
                 Ok(Live::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => return Ok(()),
-                Err(broadcast::error::RecvError::Closed) => {
+                Ok(Live::Stop) | Err(broadcast::error::RecvError::Closed) => {
                     return Err(Stop::End(WatchError::Stopped));
                 }
             }

@@ -192,6 +192,8 @@ struct Shared {
     ring: tokio::sync::broadcast::Sender<crate::raft::feed::Live>,
     /// The oldest index the feed's history holds (as committed, or about to be).
     events_from: std::sync::atomic::AtomicU64,
+    /// Set when the node stops: watchers end (see [`StateMachine::close_feed`]).
+    feed_closed: std::sync::atomic::AtomicBool,
     /// The writer's thread: applies, snapshot builds and installs run there, one at a time,
     /// on one warm thread instead of a blocking-pool thread each. It stops when the last clone
     /// of the state machine is gone.
@@ -276,6 +278,7 @@ impl StateMachine {
                 feed,
                 ring: tokio::sync::broadcast::channel(feed.ring.max(1)).0,
                 events_from: events_from.into(),
+                feed_closed: false.into(),
                 jobs: start_writer_thread()?,
             }),
         })
@@ -472,6 +475,15 @@ impl StateMachine {
         )
     }
 
+    /// Ends every watch (with [`crate::raft::feed::WatchError::Stopped`]) and refuses new ones:
+    /// the node is stopping, and its API servers drain only once their streams end.
+    pub fn close_feed(&self) {
+        self.shared
+            .feed_closed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(self.shared.ring.send(crate::raft::feed::Live::Stop));
+    }
+
     /// What the state machine counts (apply latency, dedup hits, snapshots), shared.
     pub fn metrics(&self) -> crate::raft::metrics::StateMachineMetrics {
         self.shared.metrics.clone()
@@ -495,6 +507,12 @@ impl crate::raft::feed::History for StateMachine {
 
     fn info(&self, command: &[u8]) -> crate::raft::feed::WatchInfo {
         self.shared.app.watch_info(command)
+    }
+
+    fn stopping(&self) -> bool {
+        self.shared
+            .feed_closed
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
