@@ -143,6 +143,14 @@ pub fn api_md(api: &Api, stamp: &str) -> String {
         if let Some(doc) = &op.doc {
             let _ = writeln!(out, "{}\n", doc.trim());
         }
+        if !op.watch_keys.is_empty() {
+            let keys: Vec<String> = op.watch_keys.iter().map(|k| format!("`{k}`")).collect();
+            let _ = writeln!(
+                out,
+                "Watch keys: {} (see [Watching changes](#watching-changes)).\n",
+                keys.join(", ")
+            );
+        }
         if op.params.is_empty() {
             let _ = writeln!(out, "No parameters.\n");
         } else {
@@ -204,6 +212,9 @@ pub fn api_md(api: &Api, stamp: &str) -> String {
             serde_json::to_string(&request).unwrap_or_default(),
             serde_json::to_string(&response).unwrap_or_default()
         );
+    }
+    if api.operations.iter().any(|o| o.kind == OpKind::Command) {
+        watching(&mut out, service, &package(api));
     }
     if !api.types.is_empty() {
         let _ = writeln!(out, "## Types\n");
@@ -268,4 +279,35 @@ pub fn api_md(api: &Api, stamp: &str) -> String {
         out.pop();
     }
     out
+}
+
+/// The "Watching changes" section: the change feed of a replicated node on both wires.
+fn watching(out: &mut String, service: &str, package: &str) {
+    let _ = writeln!(
+        out,
+        "## Watching changes\n\n\
+         A replicated node serves its change feed: every command it applies, in log order, from \
+         a log index (0: the next command), then live; no gap, no duplicate. Any node serves it \
+         (a follower serves what it has applied). Filters: a list of operations, and a key \
+         (exact or prefix) matched against the operations' watch keys.\n\n\
+         - **gRPC**: `/{package}.{service}Watch/Watch`, request `{service}WatchRequest` \
+         (`from_index`, `operations`, `key`, `key_prefix`), a stream of `{service}Event` \
+         (`index`, `operation`, `applied_at`, the typed `command` and a `reply` or `error`). A \
+         position older than the node keeps ends the stream with `OUT_OF_RANGE` and the \
+         trailers `x-watch-error: compacted`, `x-first-available: N`; a reader that falls behind \
+         by the node's whole buffer for its stall limit gets `RESOURCE_EXHAUSTED` \
+         (`too_slow`); a stopping node ends it with `UNAVAILABLE` (`stopped`). Resume from the \
+         last index received plus one.\n\
+         - **JSON-RPC** (WebSocket on the JSON-RPC port): subscribe with `rpc.watch` \
+         (`{{\"from\":N,\"operations\":[…],\"key\":…,\"key_prefix\":…}}`, all optional; an \
+         unknown operation is -32602), then one `rpc.event` notification per event; end with \
+         `rpc.unwatch`. An error closes the subscription with a notification carrying `error`: \
+         `{{\"kind\":\"compacted\",\"message\":…,\"first_available\":N}}`.\n\n\
+         An event as JSON (`rpc.event`'s `result`, `call watch --json`):\n\n\
+         ```json\n\
+         {{\"index\":42,\"operation\":\"…\",\"applied_at\":\"2026-01-02T03:04:05.000000Z\",\
+         \"command\":{{…arguments…}},\"reply\":{{\"ok\":…}}}}\n\
+         ```\n\n\
+         A refused command is an event too: `\"reply\":{{\"error\":{{\"kind\":…,\"message\":…}}}}`.\n"
+    );
 }

@@ -206,6 +206,10 @@ pub fn openrpc(api: &Api, stamp: &str) -> String {
             method
         })
         .collect();
+    let mut methods = methods;
+    if api.operations.iter().any(|o| o.kind == OpKind::Command) {
+        methods.push(watch_method());
+    }
     let doc = json!({
         "$comment": stamp,
         "openrpc": "1.2.6",
@@ -220,4 +224,31 @@ pub fn openrpc(api: &Api, stamp: &str) -> String {
     let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
     text.push('\n');
     text
+}
+
+/// `rpc.watch`, the change feed's subscription (served by replicated nodes, over WebSocket).
+fn watch_method() -> Value {
+    json!({
+        "name": "rpc.watch",
+        "summary": "Subscribe to the change feed: every command the node applies, in log order, \
+                    from `from` (0: the next command), then live. One `rpc.event` notification per \
+                    event ({index, operation, applied_at, command, reply}); an error (kind \
+                    `compacted` with `first_available`, `too_slow`, `stopped`) closes it. End it \
+                    with `rpc.unwatch`. Replicated nodes only, over WebSocket.",
+        "tags": [{"name": "subscription"}],
+        "paramStructure": "by-name",
+        "params": [
+            {"name": "from", "required": false, "schema": {"type": "integer", "minimum": 0},
+             "description": "The first log index; 0 (the default) starts at the next command."},
+            {"name": "operations", "required": false,
+             "schema": {"type": "array", "items": {"type": "string"}},
+             "description": "Only these commands (default: all)."},
+            {"name": "key", "required": false, "schema": {"type": "string"},
+             "description": "Only events with a watch key equal to this."},
+            {"name": "key_prefix", "required": false, "schema": {"type": "string"},
+             "description": "Only events with a watch key starting with this."},
+        ],
+        "result": {"name": "subscription", "schema": {"type": "string"},
+                   "description": "The subscription id the notifications carry."},
+    })
 }

@@ -1,6 +1,7 @@
 //! The commands every service binary gets from the runtime, run as `kv`: `cluster up` starts
 //! three node processes, `admin status` (table and JSON) and `top --once` read them, `call`
-//! writes through them, and Ctrl-C stops them all.
+//! writes through them, `call watch --key-prefix` follows the writes under a prefix, and Ctrl-C
+//! stops them all.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -144,6 +145,44 @@ fn kv_gets_cluster_up_admin_and_top_from_the_runtime() {
     );
     assert!(!ok);
     assert!(err.contains("kv: "), "{err}");
+
+    // `kv call watch --key-prefix`: the puts under a prefix, in order, from the start.
+    for key in ["users/1", "orders/1", "users/2"] {
+        let (ok, out, err) = kv(
+            &secret,
+            &[
+                "call",
+                "put",
+                "--key",
+                key,
+                "--value",
+                "x",
+                "--connect",
+                &api,
+            ],
+        );
+        assert!(ok, "{out}{err}");
+    }
+    let mut watch = Command::new(EXE)
+        .args(["call", "--connect", &api, "--json", "watch", "--from", "1"])
+        .args(["--key-prefix", "users/"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kv call watch");
+    let events: Vec<serde_json::Value> = BufReader::new(watch.stdout.take().expect("stdout"))
+        .lines()
+        .take(2)
+        .map(|line| serde_json::from_str(&line.expect("a line")).expect("JSON"))
+        .collect();
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let keys: Vec<&str> = events
+        .iter()
+        .map(|e| e["command"]["key"].as_str().expect("a key"))
+        .collect();
+    assert_eq!(keys, ["users/1", "users/2"], "{events:?}");
+    assert!(events[0]["index"].as_u64() < events[1]["index"].as_u64());
 
     // Ctrl-C stops the cluster: the process exits cleanly and its nodes are gone.
     assert!(up.interrupt(), "cluster up did not stop cleanly on SIGINT");
