@@ -448,3 +448,23 @@ fn watch_keys_are_checked_where_they_are_written() {
         err.render()
     );
 }
+
+#[test]
+fn the_change_feeds_names_are_reserved() {
+    assert_eq!(
+        problems(
+            &with("  - name: Item\n", "  - name: ShopEvent\n")
+                .replace("type: Item", "type: ShopEvent")
+                .replace("returns: Item", "returns: ShopEvent")
+        ),
+        [
+            "bad.yaml:7:11: schema::reserved_name: type name `ShopEvent` is used by the generated code"
+        ]
+    );
+    assert_eq!(
+        problems(&with("  - name: get_item\n", "  - name: watch\n")),
+        [
+            "bad.yaml:14:11: schema::reserved_name: operation name `watch` is the change feed's (`call watch`)"
+        ]
+    );
+}

@@ -36,11 +36,23 @@ impl Checker<'_> {
         // Declared type names first, so references can be resolved in any order.
         let mut type_names: BTreeMap<String, Pos> = BTreeMap::new();
         let mut enum_variants: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let reserved: Vec<String> = ["Api", "Service", "Command", "Reply", "Error"]
-            .iter()
-            .map(|s| format!("{service}{s}"))
-            .chain(PRELUDE_NAMES.iter().map(|s| s.to_string()))
-            .collect();
+        let reserved: Vec<String> = [
+            "Api",
+            "Service",
+            "Command",
+            "Reply",
+            "Error",
+            "Event",
+            "Watch",
+            "WatchRequest",
+            "EventCommand",
+            "EventReply",
+            "EventError",
+        ]
+        .iter()
+        .map(|s| format!("{service}{s}"))
+        .chain(PRELUDE_NAMES.iter().map(|s| s.to_string()))
+        .collect();
         for t in &doc.types {
             let ok = self.ident(&t.name, Case::Upper, "type");
             if ok && reserved.contains(&t.name.value) {
@@ -63,6 +75,17 @@ impl Checker<'_> {
             }
         }
         for o in &doc.operations {
+            if o.name.value == "watch" {
+                self.push(
+                    Diagnostic::new(
+                        "schema::reserved_name",
+                        o.name.pos,
+                        &o.name.value,
+                        "operation name `watch` is the change feed's (`call watch`)".to_string(),
+                    )
+                    .hint("rename it, e.g. `watch_item`"),
+                );
+            }
             let camel = o.name.value.to_upper_camel_case();
             for suffix in ["Request", "Response"] {
                 let generated = format!("{camel}{suffix}");
