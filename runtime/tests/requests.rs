@@ -169,3 +169,70 @@ async fn a_resend_after_a_snapshot_install_is_answered_from_the_installed_record
         "a resend was applied a second time"
     );
 }
+
+/// A database from before the request tables were `WITHOUT ROWID` is rebuilt when opened: the
+/// tables change layout, their records stay, and a resend is still answered from its record.
+#[tokio::test]
+async fn request_tables_of_an_older_database_are_rebuilt_with_their_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("state.db");
+    {
+        let mut sm = StateMachine::open(Arc::new(Rows), &db, &dir.path().join("snapshots"))
+            .expect("state machine");
+        apply(&mut sm, vec![entry(1, "c:a", 1, 0, b"deposit 1")]).await;
+    }
+    // Back to the old layout: the same rows in rowid tables.
+    {
+        let conn = runtime::rusqlite::Connection::open(&db).expect("open");
+        conn.execute_batch(
+            "ALTER TABLE _raft_requests RENAME TO r; DROP INDEX _raft_requests_by_index;
+             CREATE TABLE _raft_requests (client TEXT NOT NULL, seq INTEGER NOT NULL,
+                 command_hash BLOB, ok INTEGER NOT NULL, reply BLOB NOT NULL,
+                 log_index INTEGER NOT NULL, PRIMARY KEY (client, seq));
+             CREATE INDEX _raft_requests_by_index ON _raft_requests (log_index);
+             INSERT INTO _raft_requests SELECT * FROM r; DROP TABLE r;
+             ALTER TABLE _raft_clients RENAME TO c; DROP INDEX _raft_clients_by_index;
+             CREATE TABLE _raft_clients (client TEXT PRIMARY KEY, acked INTEGER NOT NULL,
+                 log_index INTEGER NOT NULL);
+             CREATE INDEX _raft_clients_by_index ON _raft_clients (log_index);
+             INSERT INTO _raft_clients SELECT * FROM c; DROP TABLE c;",
+        )
+        .expect("old layout");
+    }
+    let layout = |db: &std::path::Path| -> Vec<(String, bool)> {
+        let conn = runtime::rusqlite::Connection::open(db).expect("open");
+        let mut stmt = conn
+            .prepare(
+                "SELECT name, sql FROM sqlite_master WHERE name IN \
+                 ('_raft_requests', '_raft_clients', '_raft_requests_by_index', \
+                  '_raft_clients_by_index') ORDER BY name",
+            )
+            .expect("prepare");
+        stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?.contains("WITHOUT ROWID"),
+            ))
+        })
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+    };
+    assert!(layout(&db).iter().all(|(_, clustered)| !clustered));
+
+    let mut sm = StateMachine::open(Arc::new(Rows), &db, &dir.path().join("snapshots"))
+        .expect("state machine");
+    assert_eq!(
+        layout(&db),
+        [
+            ("_raft_clients".to_string(), true),
+            ("_raft_clients_by_index".to_string(), false),
+            ("_raft_requests".to_string(), true),
+            ("_raft_requests_by_index".to_string(), false),
+        ]
+    );
+    // The record came along: the resend is answered from it, not applied again.
+    let before = applied(&sm).await;
+    apply(&mut sm, vec![entry(2, "c:a", 1, 0, b"deposit 1")]).await;
+    assert_eq!(applied(&sm).await, before);
+}

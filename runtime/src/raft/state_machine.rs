@@ -109,13 +109,13 @@ CREATE TABLE IF NOT EXISTS _raft_requests (
     reply BLOB NOT NULL,
     log_index INTEGER NOT NULL,
     PRIMARY KEY (client, seq)
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS _raft_requests_by_index ON _raft_requests (log_index);
 CREATE TABLE IF NOT EXISTS _raft_clients (
     client TEXT PRIMARY KEY,
     acked INTEGER NOT NULL,
     log_index INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS _raft_clients_by_index ON _raft_clients (log_index);
 ";
 
@@ -128,6 +128,55 @@ INSERT OR IGNORE INTO _raft_requests (client, seq, command_hash, ok, reply, log_
 DROP TABLE _raft_sessions;
 DELETE FROM _raft_meta WHERE key IN ('log_time', 'expired_at');
 ";
+
+/// Rebuilds `_raft_requests` and `_raft_clients` of a database from before they were
+/// `WITHOUT ROWID` (a quarter fewer page writes per entry: each row lives in its key's B-tree
+/// instead of a rowid table plus that index). The rows are the same; only their layout changes,
+/// so replicas that have and have not been rebuilt hold equal state.
+fn cluster_request_tables(conn: &Connection) -> io::Result<()> {
+    for (table, columns, index) in [
+        (
+            "_raft_requests",
+            "client, seq, command_hash, ok, reply, log_index",
+            "_raft_requests_by_index",
+        ),
+        (
+            "_raft_clients",
+            "client, acked, log_index",
+            "_raft_clients_by_index",
+        ),
+    ] {
+        let sql: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                [table],
+                |r| r.get(0),
+            )
+            .map_err(io_err)?;
+        if sql.contains("WITHOUT ROWID") {
+            continue;
+        }
+        // The current definition, under the old name, from RUNTIME_SCHEMA.
+        let create = RUNTIME_SCHEMA
+            .split(';')
+            .find(|stmt| stmt.contains(&format!("TABLE IF NOT EXISTS {table} (")))
+            .ok_or_else(|| io::Error::other(format!("no definition of {table}")))?;
+        conn.execute_batch(&format!(
+            "ALTER TABLE {table} RENAME TO {table}_rowid;
+             DROP INDEX IF EXISTS {index};
+             {create};
+             INSERT INTO {table} ({columns}) SELECT {columns} FROM {table}_rowid;
+             DROP TABLE {table}_rowid;
+             {index_sql};",
+            index_sql = RUNTIME_SCHEMA
+                .split(';')
+                .find(|stmt| stmt.contains(&format!("INDEX IF NOT EXISTS {index} ")))
+                .ok_or_else(|| io::Error::other(format!("no definition of {index}")))?,
+        ))
+        .map_err(io_err)?;
+    }
+    Ok(())
+}
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
@@ -300,6 +349,7 @@ impl StateMachine {
         if old_sessions > 0 {
             tx.execute_batch(MIGRATE_SESSIONS).map_err(io_err)?;
         }
+        cluster_request_tables(&tx)?;
         let events_from = events::init(&tx)?;
         tx.commit().map_err(io_err)?;
         app.init(&writer).map_err(io::Error::other)?;
