@@ -570,3 +570,118 @@ async fn a_node_that_stops_ends_its_watches_and_drains() {
     let log = std::fs::read_to_string(node.log_file()).expect("node log");
     assert!(!log.contains("did not drain"), "{log}");
 }
+
+/// A follower that installs a snapshot while watched: the watcher re-reads the history that came
+/// with the snapshot and goes on, with no gap and no duplicate. (The leader drops its snapshot
+/// chunks until the watcher is following, so the install happens under it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_goes_on_across_a_snapshot_install_under_it() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut c = cluster(dir.path(), 3, &["--keep-logs", "0"]).await;
+    let leader = c
+        .wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("leader");
+    let leader_node = c.node(leader).expect("leader");
+    let (leader_api, leader_raft) = (leader_node.api.clone(), leader_node.raft.clone());
+    let follower = c
+        .nodes
+        .iter()
+        .find(|n| n.id != leader)
+        .expect("a follower")
+        .id;
+    let client = GrpcClient::connect(&leader_api).await.expect("connect");
+    let account = accounts(&client, 1).await[0];
+    let mut acked = Vec::new();
+    let mut deposit = async |cents: i64, acked: &mut Vec<Decimal>| {
+        let amount = Decimal::new(cents, 2);
+        client.deposit(account, amount).await.expect("deposit");
+        acked.push(amount);
+    };
+    for cents in 1..=10 {
+        deposit(cents, &mut acked).await;
+    }
+    c.wait_caught_up(Duration::from_secs(60))
+        .await
+        .expect("caught up");
+
+    // The follower misses 200 deposits that the leader then snapshots and purges.
+    c.kill(follower).expect("kill");
+    for cents in 11..=210 {
+        deposit(cents, &mut acked).await;
+    }
+    runtime::ops::admin::admin(
+        &leader_raft,
+        &c.credentials,
+        runtime::raft::network::AdminRequest::Snapshot,
+    )
+    .await
+    .expect("snapshot");
+    c.wait_purged(leader, Duration::from_secs(60))
+        .await
+        .expect("the leader purges its log");
+    c.set_failpoint(leader, "snapshot::drop_chunk", "return")
+        .await
+        .expect("failpoint");
+    c.restart(follower).await.expect("restart");
+
+    // A watcher on the follower delivers the follower's own history, then waits.
+    let seen: Arc<Mutex<Vec<BankEvent>>> = Arc::default();
+    let target = runtime::api::watch::WatchTarget::new([&c.node(follower).expect("f").api]);
+    let filter = WatchFilter {
+        operations: vec!["deposit".into()],
+        ..Default::default()
+    };
+    let mut events = Box::pin(bank_generated::grpc::watch(target, 1, filter));
+    let watcher = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            while let Some(item) = events.next().await {
+                match item {
+                    Ok(event) => seen.lock().expect("lock").push(event),
+                    Err(e) => return Some(e),
+                }
+            }
+            None
+        })
+    };
+    wait_until(
+        "the follower's own history",
+        Duration::from_secs(60),
+        || seen.lock().expect("lock").len() >= 10,
+    )
+    .await;
+
+    // Now the install goes through, under the watcher; then more writes.
+    c.set_failpoint(leader, "snapshot::drop_chunk", "off")
+        .await
+        .expect("failpoint off");
+    for cents in 211..=230 {
+        deposit(cents, &mut acked).await;
+    }
+    wait_until("every deposit", Duration::from_secs(90), || {
+        seen.lock().expect("lock").len() >= acked.len()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    watcher.abort();
+    let seen = seen.lock().expect("lock").clone();
+    let amounts: Vec<Decimal> = seen
+        .iter()
+        .map(|e| match e.command {
+            BankCommand::Deposit { amount, .. } => amount,
+            ref other => panic!("the filter let through {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        amounts, acked,
+        "the watcher's deposits are not the acknowledged ones, once each, in order"
+    );
+    assert!(seen.windows(2).all(|w| w[0].index < w[1].index));
+    let log = std::fs::read_to_string(c.node(follower).expect("f").log_file()).expect("log");
+    assert!(
+        log.contains("snapshot"),
+        "the follower installed no snapshot:\n{log}"
+    );
+}
