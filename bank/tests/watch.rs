@@ -594,7 +594,7 @@ async fn a_watcher_goes_on_across_a_snapshot_install_under_it() {
     let client = GrpcClient::connect(&leader_api).await.expect("connect");
     let account = accounts(&client, 1).await[0];
     let mut acked = Vec::new();
-    let mut deposit = async |cents: i64, acked: &mut Vec<Decimal>| {
+    let deposit = async |cents: i64, acked: &mut Vec<Decimal>| {
         let amount = Decimal::new(cents, 2);
         client.deposit(account, amount).await.expect("deposit");
         acked.push(amount);
