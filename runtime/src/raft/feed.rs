@@ -154,7 +154,8 @@ impl Default for FeedConfig {
 pub(crate) enum Live {
     /// The events of one committed batch, in index order.
     Batch(Arc<[Event]>),
-    /// The history was replaced (a snapshot was installed): watchers re-read it.
+    /// The history changed under the watchers (a snapshot was installed, or a batch committed
+    /// without live copies while a watcher subscribed): they re-read it.
     Reset,
     /// The node is stopping: watchers end with [`WatchError::Stopped`], so that their streams
     /// end and the API servers can drain.

@@ -664,13 +664,22 @@ impl RaftStateMachine<C> for StateMachine {
                     events::trim(shared, &tx, last.index)?;
                 }
                 tx.commit().map_err(io_err)?;
-                if let Some(live) = live.filter(|l| !l.is_empty()) {
-                    // No watcher left is fine: nothing waits on this.
-                    drop(
-                        shared
-                            .ring
-                            .send(crate::raft::feed::Live::Batch(live.into())),
-                    );
+                // No watcher left is fine: nothing waits on these sends.
+                match live {
+                    Some(live) if !live.is_empty() => {
+                        drop(
+                            shared
+                                .ring
+                                .send(crate::raft::feed::Live::Batch(live.into())),
+                        );
+                    }
+                    // A watcher that subscribed during the batch, after it was decided that
+                    // nobody watched, may have read the history before this commit: it
+                    // re-reads it, now with this batch.
+                    None if shared.feed.retain > 0 && shared.ring.receiver_count() > 0 => {
+                        drop(shared.ring.send(crate::raft::feed::Live::Reset));
+                    }
+                    _ => {}
                 }
                 Ok(outcomes)
             })
