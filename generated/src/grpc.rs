@@ -1560,7 +1560,6 @@ impl TryFrom<pb::BankEvent> for crate::BankEvent {
             }
             None => return Err(format!("event {index}: no outcome")),
         };
-        let _ = &operation;
         Ok(crate::BankEvent {
             index,
             applied_at: runtime::codegen::datetime_from(&e.applied_at, "applied_at")?,

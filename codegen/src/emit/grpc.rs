@@ -833,7 +833,6 @@ fn watch_adapters(api: &Api, has_commands: bool) -> TokenStream {
                     ),
                     None => return Err(format!("event {index}: no outcome")),
                 };
-                let _ = &operation;
                 Ok(crate::#event {
                     index,
                     applied_at: runtime::codegen::datetime_from(&e.applied_at, "applied_at")?,

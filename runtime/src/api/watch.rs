@@ -211,7 +211,7 @@ where
             backoff = (backoff * 2).min(Duration::from_secs(1));
         }
     });
-    tokio_stream_from(rx)
+    receiver_stream(rx)
 }
 
 /// A watch that is refused before it starts (a service with no commands), as one error.
@@ -224,7 +224,7 @@ pub fn refused_watch<T: Send + 'static>(
 }
 
 /// The receiver as a stream.
-fn tokio_stream_from<T>(mut rx: mpsc::Receiver<T>) -> impl Stream<Item = T> {
+fn receiver_stream<T>(mut rx: mpsc::Receiver<T>) -> impl Stream<Item = T> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 

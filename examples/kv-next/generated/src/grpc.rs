@@ -670,7 +670,6 @@ impl TryFrom<pb::KvEvent> for crate::KvEvent {
             }
             None => return Err(format!("event {index}: no outcome")),
         };
-        let _ = &operation;
         Ok(crate::KvEvent {
             index,
             applied_at: runtime::codegen::datetime_from(&e.applied_at, "applied_at")?,

@@ -538,7 +538,6 @@ impl TryFrom<pb::KitchenSinkEvent> for crate::KitchenSinkEvent {
             }
             None => return Err(format!("event {index}: no outcome")),
         };
-        let _ = &operation;
         Ok(crate::KitchenSinkEvent {
             index,
             applied_at: runtime::codegen::datetime_from(&e.applied_at, "applied_at")?,
