@@ -135,8 +135,11 @@ pub struct FeedConfig {
     pub stall: Duration,
 }
 
-/// Default of [`FeedConfig::retain`].
-pub const DEFAULT_RETAIN: u64 = 100_000;
+/// Default of [`FeedConfig::retain`]. The history is in the database, so it is in every
+/// snapshot too: about 120 bytes per event for the bank (12 MB at 100,000 events, against 16 MB
+/// for the bank's own tables after 100,000 deposits), copied at every snapshot build. Ten
+/// thousand entries cost about 1.2 MB and cover minutes of resume at ordinary write rates.
+pub const DEFAULT_RETAIN: u64 = 10_000;
 
 impl Default for FeedConfig {
     fn default() -> Self {
