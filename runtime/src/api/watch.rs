@@ -231,15 +231,21 @@ fn receiver_stream<T>(mut rx: mpsc::Receiver<T>) -> impl Stream<Item = T> {
 /// A node's feed as a gRPC response stream.
 pub type GrpcFeed<T> = std::pin::Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send>>;
 
-/// Serves `events` as a gRPC response stream: each event as `encode` makes it (one it cannot
+/// Serves `events` as a gRPC response stream: each event as `encode` makes it, once per live
+/// event for all the node's watchers ([`crate::raft::feed::Event::shared`]; one it cannot
 /// encode ends the stream with `DATA_LOSS`), a watch error as its status ([`watch_status`]).
-pub fn grpc_feed<T: Send + 'static>(
+pub fn grpc_feed<T: Clone + Send + Sync + 'static>(
     events: crate::raft::feed::WatchStream,
     encode: impl Fn(&crate::raft::feed::Event) -> Result<T, String> + Send + 'static,
 ) -> GrpcFeed<T> {
-    Box::pin(events.map(move |item| match item {
-        Ok(event) => encode(&event).map_err(tonic::Status::data_loss),
-        Err(e) => Err(watch_status(&e)),
+    Box::pin(events.map(move |item| {
+        match item {
+            Ok(event) => event
+                .shared(&encode)
+                .map(|message| T::clone(&message))
+                .map_err(tonic::Status::data_loss),
+            Err(e) => Err(watch_status(&e)),
+        }
     }))
 }
 
@@ -371,12 +377,15 @@ pub fn add_jsonrpc_watch<Ctx: Send + Sync + 'static>(
                             Some(Err(e)) => break watch_error_json(&e),
                             None => return Close::None,
                         };
-                        let message = encode(&event).and_then(|value| {
-                            serde_json::value::to_raw_value(&value).map_err(|e| e.to_string())
+                        // Made once per live event for all the node's subscribers.
+                        let message = event.shared(|event| {
+                            encode(event).and_then(|value| {
+                                serde_json::value::to_raw_value(&value).map_err(|e| e.to_string())
+                            })
                         });
                         match message {
                             Ok(message) => {
-                                if sink.send(message).await.is_err() {
+                                if sink.send(Box::clone(&message)).await.is_err() {
                                     return Close::None;
                                 }
                             }

@@ -40,7 +40,60 @@ pub struct Event {
     pub ok: bool,
     /// The serialized reply, as the application encoded it.
     pub reply: Vec<u8>,
+    /// What the watchers of this copy made of it once (see [`Event::shared`]).
+    derived: Derived,
 }
+
+impl Event {
+    /// An event (with nothing derived from it yet).
+    pub fn new(index: u64, time_us: i64, command: Vec<u8>, ok: bool, reply: Vec<u8>) -> Self {
+        Event {
+            index,
+            time_us,
+            command,
+            ok,
+            reply,
+            derived: Derived::default(),
+        }
+    }
+
+    /// `make(self)`, made once per copy of the event: a live event is one copy shared by
+    /// every watcher of its node, so the wire form a server makes of it (decoding the command
+    /// and reply, encoding the message) is made by the first watcher and reused by the rest.
+    /// One value is kept per copy; asking for a value of another type makes it afresh.
+    pub fn shared<T, E>(&self, make: impl FnOnce(&Event) -> Result<T, E>) -> Result<Arc<T>, E>
+    where
+        T: Send + Sync + 'static,
+    {
+        if let Some(made) = self.derived.0.get()
+            && let Ok(made) = Arc::clone(made).downcast::<T>()
+        {
+            return Ok(made);
+        }
+        let made = Arc::new(make(self)?);
+        let _ = self.derived.0.set(made.clone());
+        Ok(made)
+    }
+}
+
+/// The slot of [`Event::shared`]: shared by the clones of one event, and not part of what the
+/// event is (equal events are equal whatever was derived from them).
+#[derive(Clone, Default)]
+struct Derived(Arc<std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>>);
+
+impl std::fmt::Debug for Derived {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Derived")
+    }
+}
+
+impl PartialEq for Derived {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Derived {}
 
 /// What a command says about itself for the feed's filters (see
 /// [`crate::raft::state_machine::Application::watch_info`]).
@@ -375,6 +428,27 @@ impl<H: History> Watcher<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_one_watcher_makes_of_an_event_its_copies_reuse() {
+        let event = Event::new(7, 0, b"c".to_vec(), true, b"r".to_vec());
+        let copy = event.clone();
+        let calls = std::cell::Cell::new(0);
+        let make = |value: u32| {
+            let calls = &calls;
+            move |_: &Event| {
+                calls.set(calls.get() + 1);
+                Ok::<_, ()>(value)
+            }
+        };
+        assert_eq!(*event.shared(make(1)).expect("made"), 1);
+        assert_eq!(*copy.shared(make(2)).expect("reused"), 1);
+        assert_eq!(calls.get(), 1);
+        // Another type is made afresh; a failure is not kept.
+        assert_eq!(*copy.shared(|_| Ok::<_, ()>("text")).expect("made"), "text");
+        assert!(copy.shared(|_| Err::<String, _>("bad")).is_err());
+        assert_eq!(copy, Event::new(7, 0, b"c".to_vec(), true, b"r".to_vec()));
+    }
 
     #[test]
     fn a_filter_matches_by_operation_key_and_prefix() {

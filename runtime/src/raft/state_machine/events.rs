@@ -56,13 +56,13 @@ pub(super) fn record(
     ])
     .map_err(io_err)?;
     if let Some(live) = live {
-        live.push(Event {
+        live.push(Event::new(
             index,
-            time_us: env.time_us,
-            command: env.command.clone(),
-            ok: applied.ok,
-            reply: applied.reply.clone(),
-        });
+            env.time_us,
+            env.command.clone(),
+            applied.ok,
+            applied.reply.clone(),
+        ));
     }
     Ok(())
 }
@@ -99,13 +99,13 @@ pub(super) fn page(conn: &Connection, from: u64, limit: usize) -> io::Result<Pag
         )
         .and_then(|mut stmt| {
             stmt.query_map(params![from as i64, limit as i64], |r| {
-                Ok(Event {
-                    index: r.get::<_, i64>(0)? as u64,
-                    time_us: r.get(1)?,
-                    command: r.get(2)?,
-                    ok: r.get::<_, i64>(3)? != 0,
-                    reply: r.get(4)?,
-                })
+                Ok(Event::new(
+                    r.get::<_, i64>(0)? as u64,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get::<_, i64>(3)? != 0,
+                    r.get(4)?,
+                ))
             })?
             .collect::<Result<Vec<_>, _>>()
         })
