@@ -22,20 +22,19 @@ pub const FIRST_AVAILABLE_KEY: &str = "x-first-available";
 /// The status a watch error travels as: a code, the message, and its kind (with the first
 /// available index of `Compacted`) in metadata.
 pub fn watch_status(error: &WatchError) -> tonic::Status {
-    let (code, kind) = match error {
-        WatchError::Compacted { .. } => (tonic::Code::OutOfRange, "compacted"),
-        WatchError::TooSlow { .. } => (tonic::Code::ResourceExhausted, "too_slow"),
-        WatchError::Disabled => (tonic::Code::FailedPrecondition, "disabled"),
-        WatchError::Stopped => (tonic::Code::Unavailable, "stopped"),
-        WatchError::Storage(_) => (tonic::Code::Internal, "storage"),
-        WatchError::Unavailable(_) => (tonic::Code::Unavailable, "unavailable"),
-        WatchError::Refused(_) => (tonic::Code::InvalidArgument, "refused"),
+    let code = match error {
+        WatchError::Compacted { .. } => tonic::Code::OutOfRange,
+        WatchError::TooSlow { .. } => tonic::Code::ResourceExhausted,
+        WatchError::Disabled => tonic::Code::FailedPrecondition,
+        WatchError::Stopped | WatchError::Unavailable(_) => tonic::Code::Unavailable,
+        WatchError::Storage(_) => tonic::Code::Internal,
+        WatchError::Refused(_) => tonic::Code::InvalidArgument,
     };
     let mut status = tonic::Status::new(code, error.to_string());
     let meta = status.metadata_mut();
     meta.insert(
         WATCH_ERROR_KEY,
-        tonic::metadata::MetadataValue::from_static(kind),
+        tonic::metadata::MetadataValue::from_static(error.kind()),
     );
     if let WatchError::Compacted { first_available } = error {
         meta.insert(FIRST_AVAILABLE_KEY, (*first_available).into());
@@ -75,6 +74,19 @@ pub fn watch_error_from_status(status: &tonic::Status) -> WatchError {
 }
 
 impl WatchError {
+    /// Its kind on every wire (gRPC's `x-watch-error`, JSON-RPC's `kind`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WatchError::Compacted { .. } => "compacted",
+            WatchError::TooSlow { .. } => "too_slow",
+            WatchError::Disabled => "disabled",
+            WatchError::Stopped => "stopped",
+            WatchError::Storage(_) => "storage",
+            WatchError::Unavailable(_) => "unavailable",
+            WatchError::Refused(_) => "refused",
+        }
+    }
+
     /// Whether a resuming watch asks again (elsewhere) after it, rather than ending with it.
     pub fn is_resumable(&self) -> bool {
         matches!(
@@ -305,13 +317,7 @@ struct WatchParams {
 /// The error a watch ends with, as JSON: `{"kind":…,"message":…}` plus `first_available` for
 /// `compacted`.
 fn watch_error_json(error: &WatchError) -> serde_json::Value {
-    let kind = watch_status(error)
-        .metadata()
-        .get(WATCH_ERROR_KEY)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("unavailable")
-        .to_string();
-    let mut json = serde_json::json!({ "kind": kind, "message": error.to_string() });
+    let mut json = serde_json::json!({ "kind": error.kind(), "message": error.to_string() });
     if let WatchError::Compacted { first_available } = error {
         json["first_available"] = (*first_available).into();
     }
@@ -403,4 +409,39 @@ pub fn add_jsonrpc_watch<Ctx: Send + Sync + 'static>(
             crate::api::server::ServeError::JsonRpc(format!("registering the watch: {e}"))
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watch_error_keeps_its_kind_through_a_status() {
+        for error in [
+            WatchError::Compacted {
+                first_available: 42,
+            },
+            WatchError::TooSlow {
+                buffered: 1,
+                stall_ms: 2,
+            },
+            WatchError::Disabled,
+            WatchError::Stopped,
+            WatchError::Storage("disk".into()),
+            WatchError::Unavailable("gone".into()),
+            WatchError::Refused("bad".into()),
+        ] {
+            let back = watch_error_from_status(&watch_status(&error));
+            assert_eq!(back.kind(), error.kind(), "{error:?}");
+            assert_eq!(watch_error_json(&error)["kind"], error.kind());
+        }
+        assert_eq!(
+            watch_error_from_status(&watch_status(&WatchError::Compacted {
+                first_available: 42
+            })),
+            WatchError::Compacted {
+                first_available: 42
+            }
+        );
+    }
 }
