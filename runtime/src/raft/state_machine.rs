@@ -134,6 +134,7 @@ DELETE FROM _raft_meta WHERE key IN ('log_time', 'expired_at');
 /// instead of a rowid table plus that index). The rows are the same; only their layout changes,
 /// so replicas that have and have not been rebuilt hold equal state.
 fn cluster_request_tables(conn: &Connection) -> io::Result<()> {
+    let mut moved = Vec::new();
     for (table, columns, index) in [
         (
             "_raft_requests",
@@ -153,25 +154,23 @@ fn cluster_request_tables(conn: &Connection) -> io::Result<()> {
                 |r| r.get(0),
             )
             .map_err(io_err)?;
-        if sql.contains("WITHOUT ROWID") {
-            continue;
+        if !sql.contains("WITHOUT ROWID") {
+            conn.execute_batch(&format!(
+                "ALTER TABLE {table} RENAME TO {table}_rowid; DROP INDEX {index};"
+            ))
+            .map_err(io_err)?;
+            moved.push((table, columns));
         }
-        // The current definition, under the old name, from RUNTIME_SCHEMA.
-        let create = RUNTIME_SCHEMA
-            .split(';')
-            .find(|stmt| stmt.contains(&format!("TABLE IF NOT EXISTS {table} (")))
-            .ok_or_else(|| io::Error::other(format!("no definition of {table}")))?;
+    }
+    if moved.is_empty() {
+        return Ok(());
+    }
+    // The current definitions, for the tables (and indexes) just moved aside.
+    conn.execute_batch(RUNTIME_SCHEMA).map_err(io_err)?;
+    for (table, columns) in moved {
         conn.execute_batch(&format!(
-            "ALTER TABLE {table} RENAME TO {table}_rowid;
-             DROP INDEX IF EXISTS {index};
-             {create};
-             INSERT INTO {table} ({columns}) SELECT {columns} FROM {table}_rowid;
-             DROP TABLE {table}_rowid;
-             {index_sql};",
-            index_sql = RUNTIME_SCHEMA
-                .split(';')
-                .find(|stmt| stmt.contains(&format!("INDEX IF NOT EXISTS {index} ")))
-                .ok_or_else(|| io::Error::other(format!("no definition of {index}")))?,
+            "INSERT INTO {table} ({columns}) SELECT {columns} FROM {table}_rowid;
+             DROP TABLE {table}_rowid;"
         ))
         .map_err(io_err)?;
     }
