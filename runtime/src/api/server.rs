@@ -85,50 +85,50 @@ pub enum ServeError {
     Tls(#[from] TlsError),
 }
 
+/// A generated tonic service, as the gRPC server takes it.
+pub trait GrpcService:
+    Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send + 'static>
+    + NamedService
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> GrpcService for S where
+    S: Service<
+            Request<Body>,
+            Response = Response<Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Serves one generated tonic service on `listener`, with health (the service marked serving)
 /// and reflection over `descriptor` (the encoded `FileDescriptorSet`), until `shutdown`.
-pub async fn serve_grpc<S>(
+pub async fn serve_grpc<S: GrpcService>(
     listener: impl Into<Listener>,
     service: S,
     descriptor: &'static [u8],
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), ServeError>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + NamedService
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
+) -> Result<(), ServeError> {
     serve_routes::<S>(listener, Routes::new(service), descriptor, shutdown).await
 }
 
 /// [`serve_grpc`] with a second service beside the API: a node's change feed.
-pub async fn serve_grpc_with<S, W>(
+pub async fn serve_grpc_with<S: GrpcService, W: GrpcService>(
     listener: impl Into<Listener>,
     service: S,
     extra: W,
     descriptor: &'static [u8],
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), ServeError>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + NamedService
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    W: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + NamedService
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    W::Future: Send + 'static,
-{
+) -> Result<(), ServeError> {
     let routes = Routes::new(service).add_service(extra);
     serve_routes::<S>(listener, routes, descriptor, shutdown).await
 }
