@@ -3,55 +3,39 @@
 
 Usage: grpc_watch.py HOST:PORT
 
-Compiles generated/proto/bank.proto with grpcio-tools into a temporary directory, makes five
+Compiles generated/proto/bank.proto with grpcio-tools into a temporary directory (the
+walk-through's `compile_proto`), makes five
 deposits through the Bank service, then reads them back from the BankWatch service's
 server-streaming Watch RPC: the typed command and reply of each event (the `oneof`s), in log
 order. A watch for an unknown operation is refused with INVALID_ARGUMENT and the
 `x-watch-error: refused` trailer. Exits 1 on the first mismatch.
 """
 
-import importlib
 import os
-import subprocess
 import sys
 import tempfile
 
-try:
-    import grpc
-    import grpc_tools  # noqa: F401  (only checks that the compiler is installed)
-except ImportError as e:  # pragma: no cover
-    sys.exit(f"missing Python module ({e}); run `pip install grpcio grpcio-tools`")
+# The walk-through's helpers: the proto compiled at run time, and the checks.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from grpc_walkthrough import TIMEOUT, Mismatch, check, compile_proto  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-PROTO_DIR = os.path.normpath(os.path.join(HERE, "..", "..", "generated", "proto"))
-TIMEOUT = 30
-
-
-def fail(message):
-    print(f"FAIL {message}")
-    sys.exit(1)
-
-
-def check(what, got, expected):
-    if got != expected:
-        fail(f"{what}: expected {expected!r}, got {got!r}")
-    print(f"ok   {what} == {expected!r}")
+import grpc  # noqa: E402  (the walk-through's import says what to install when it is missing)
 
 
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
-    out_dir = tempfile.mkdtemp(prefix="bank-watch-")
-    result = subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTO_DIR}", f"--python_out={out_dir}",
-         f"--grpc_python_out={out_dir}", os.path.join(PROTO_DIR, "bank.proto")],
-        capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"protoc failed:\n{result.stdout}\n{result.stderr}")
-    sys.path.insert(0, out_dir)
-    pb = importlib.import_module("bank_pb2")
-    rpc = importlib.import_module("bank_pb2_grpc")
+    with tempfile.TemporaryDirectory(prefix="bank-watch-") as out_dir:
+        pb, rpc = compile_proto(out_dir)
+        try:
+            watch(pb, rpc)
+        except Mismatch as e:
+            print(f"MISMATCH {e}", flush=True)
+            sys.exit(1)
+    print("all checks passed")
 
+
+def watch(pb, rpc):
     channel = grpc.insecure_channel(sys.argv[1])
     bank = rpc.BankStub(channel)
     feed = rpc.BankWatchStub(channel)
@@ -75,7 +59,7 @@ def main():
     for i, amount in enumerate(amounts):
         event = next(events)
         if event.index <= last_index:
-            fail(f"event {i}: index {event.index} after {last_index}")
+            raise Mismatch(f"event {i}: index {event.index} after {last_index}")
         last_index = event.index
         check(f"event {i}: operation", event.operation, "deposit")
         check(f"event {i}: command oneof", event.command.WhichOneof("call"), "deposit")
@@ -85,17 +69,16 @@ def main():
         check(f"event {i}: reply oneof", event.reply.WhichOneof("value"), "deposit")
         check(f"event {i}: new balance", event.reply.deposit.value, balances[i])
         if not event.applied_at.endswith("Z"):
-            fail(f"event {i}: applied_at {event.applied_at!r} is not RFC 3339 UTC")
+            raise Mismatch(f"event {i}: applied_at {event.applied_at!r} is not RFC 3339 UTC")
     events.cancel()
 
     try:
         next(feed.Watch(pb.BankWatchRequest(operations=["no_such_operation"]), timeout=TIMEOUT))
-        fail("a watch for an unknown operation was accepted")
+        raise Mismatch("a watch for an unknown operation was accepted")
     except grpc.RpcError as e:
         check("unknown operation: status", e.code(), grpc.StatusCode.INVALID_ARGUMENT)
         trailers = dict(e.trailing_metadata() or ())
         check("unknown operation: x-watch-error", trailers.get("x-watch-error"), "refused")
-    print("all checks passed")
 
 
 if __name__ == "__main__":
