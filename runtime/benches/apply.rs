@@ -1,7 +1,8 @@
 //! What applying a committed write costs a replica, in process: the state machine's whole apply
 //! (exactly-once records, client watermarks, the command, the applied id, one SQLite
-//! transaction per batch) for a key-value put from one of 64 clients, in batches of 8 as a
-//! busy leader commits them, with the change feed off and on. Prints CPU and wall µs per entry. The pages it writes per entry:
+//! transaction shared by batches) for a key-value put from one of 64 clients, in batches of 8
+//! as a busy leader commits them, with a commit per batch and with group commit (the default),
+//! the change feed on. Prints CPU and wall µs per entry. The pages it writes per entry:
 //! `strace -f -c -e trace=pwrite64` on the bench binary (two writes per WAL frame).
 //!
 //! `cargo bench -p runtime --bench apply`
@@ -12,7 +13,7 @@ use std::time::Instant;
 use openraft::entry::RaftEntry;
 use openraft::storage::RaftStateMachine;
 use openraft::testing::log_id;
-use runtime::raft::state_machine::{Application, StateMachine};
+use runtime::raft::state_machine::{Application, CommitPolicy, StateMachine};
 use runtime::raft::types::Applied;
 use runtime::raft::types::{C, Entry, Envelope};
 use runtime::rusqlite::{Connection, params};
@@ -88,14 +89,14 @@ fn entry(index: u64) -> Entry {
     )
 }
 
-/// Applies every entry on a fresh state machine keeping the change feed as `feed` says;
-/// returns the CPU and wall µs per entry.
-async fn run(feed: runtime::raft::feed::FeedConfig) -> (f64, f64) {
+/// Applies every entry on a fresh state machine committing as `policy` says (the last commit
+/// included); returns the CPU and wall µs per entry.
+async fn run(policy: CommitPolicy) -> (f64, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("state.db");
-    let mut sm =
-        StateMachine::open_with_feed(Arc::new(Puts), &db, &dir.path().join("snapshots"), feed)
-            .expect("state machine");
+    let mut sm = StateMachine::open(Arc::new(Puts), &db, &dir.path().join("snapshots"))
+        .expect("state machine");
+    sm.set_commit_policy(policy).expect("policy");
     let (started, cpu) = (Instant::now(), cpu_us());
     for first in (1..=ENTRIES).step_by(BATCH as usize) {
         let batch: Vec<_> = (first..first + BATCH)
@@ -105,6 +106,7 @@ async fn run(feed: runtime::raft::feed::FeedConfig) -> (f64, f64) {
             .await
             .expect("apply");
     }
+    sm.flush().await.expect("flush");
     let (wall, cpu) = (started.elapsed().as_secs_f64(), cpu_us() - cpu);
     (cpu / ENTRIES as f64, wall * 1e6 / ENTRIES as f64)
 }
@@ -112,14 +114,17 @@ async fn run(feed: runtime::raft::feed::FeedConfig) -> (f64, f64) {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     // Alternated, so that drift on a shared machine falls on both.
-    let on = runtime::raft::feed::FeedConfig::default();
-    let off = runtime::raft::feed::FeedConfig { retain: 0, ..on };
+    let group = CommitPolicy::default();
+    let per_batch = CommitPolicy {
+        entries: 1,
+        ..group
+    };
     for round in 1..=2 {
-        for (name, feed) in [
-            ("feed off (--watch-retain 0)", off),
-            ("feed on (default)", on),
+        for (name, policy) in [
+            ("a commit per batch (--commit-entries 1)", per_batch),
+            ("group commit (default)", group),
         ] {
-            let (cpu, wall) = run(feed).await;
+            let (cpu, wall) = run(policy).await;
             println!(
                 "apply, {name}, round {round}: {ENTRIES} entries from {CLIENTS} clients in \
                  batches of {BATCH}: {cpu:.1} µs CPU per entry, {wall:.1} µs wall per entry",

@@ -175,6 +175,18 @@ pub struct NodeArgs {
     #[arg(long, value_name = "MS", default_value_t = 30_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub watch_stall_ms: u64,
+    /// At most this many applied entries share one commit of the state database (1: a
+    /// commit per applied batch). Replies do not wait for the commit; reads that need an
+    /// entry make it commit at once.
+    #[arg(long, value_name = "ENTRIES",
+          default_value_t = crate::raft::state_machine::COMMIT_EVERY_ENTRIES,
+          value_parser = parse_commit_entries)]
+    pub commit_entries: usize,
+    /// At most this long from an applied batch to its commit of the state database, in
+    /// milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = crate::raft::state_machine::COMMIT_WITHIN_MS,
+          value_parser = clap::value_parser!(u64).range(0..=1_000))]
+    pub commit_within_ms: u64,
     /// Leader heartbeat interval, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = crate::raft::node::DEFAULT_HEARTBEAT_MS)]
     pub heartbeat_ms: u64,
@@ -307,6 +319,14 @@ fn parse_command_bytes(s: &str) -> Result<usize, String> {
     }
 }
 
+/// Parses `--commit-entries`: 1 to 100,000.
+fn parse_commit_entries(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=100_000).contains(&n) => Ok(n),
+        _ => Err("expected a number of entries from 1 to 100000".into()),
+    }
+}
+
 /// [`crate::raft::node::DEFAULT_ELECTION_TIMEOUT_MS`] as `--election-timeout-ms` takes it.
 const DEFAULT_ELECTION_RANGE: &str = "300-600";
 
@@ -386,6 +406,10 @@ pub async fn start(args: NodeArgs, service: &dyn HostedService) -> Result<Runnin
     config.redirect_writes = args.redirect_writes;
     config.feed.retain = args.watch_retain;
     config.feed.stall = Duration::from_millis(args.watch_stall_ms);
+    config.commit = crate::raft::state_machine::CommitPolicy {
+        entries: args.commit_entries,
+        within: Duration::from_millis(args.commit_within_ms),
+    };
     config.cluster_name = service.name().to_string();
     config.heartbeat = Duration::from_millis(args.heartbeat_ms);
     config.election_timeout = (

@@ -73,6 +73,8 @@ pub struct StorageMetrics {
 pub struct StateMachineMetrics {
     /// Apply latency per batch.
     pub apply_seconds: Histogram,
+    /// Commits of the state database (each holds one or more applied batches).
+    pub commits: Counter,
     /// Retries answered from a request record, and late copies of acknowledged requests
     /// refused.
     pub dedup_hits: Counter,
@@ -88,6 +90,7 @@ impl Default for StateMachineMetrics {
     fn default() -> Self {
         StateMachineMetrics {
             apply_seconds: latency_histogram(),
+            commits: Counter::default(),
             dedup_hits: Counter::default(),
             snapshots_built: Counter::default(),
             snapshots_installed: Counter::default(),
@@ -180,6 +183,11 @@ impl NodeMetrics {
             "raft_apply_seconds",
             "Time to apply one batch of committed entries",
             sm.apply_seconds,
+        );
+        registry.register(
+            "raft_state_commits",
+            "Commits of the state database, each holding one or more applied batches",
+            sm.commits,
         );
         registry.register(
             "dedup_hits",

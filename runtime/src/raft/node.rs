@@ -69,6 +69,8 @@ pub struct NodeConfig {
     pub max_command_bytes: usize,
     /// How the node keeps its change feed ([`crate::raft::feed`]).
     pub feed: crate::raft::feed::FeedConfig,
+    /// When applied batches commit to the state database (group commit).
+    pub commit: crate::raft::state_machine::CommitPolicy,
 }
 
 /// Default of [`NodeConfig::max_command_bytes`]: 4 MiB (a gRPC API call carries at most that
@@ -106,6 +108,7 @@ impl NodeConfig {
             cluster_name: "raftgen".into(),
             max_command_bytes: DEFAULT_MAX_COMMAND_BYTES,
             feed: Default::default(),
+            commit: Default::default(),
         }
     }
 }
@@ -220,6 +223,7 @@ impl RaftNode {
             &snapshot_dir,
             config.feed,
         )?;
+        sm.set_commit_policy(config.commit)?;
         let storage_metrics = crate::raft::metrics::StorageMetrics {
             log_commit_seconds: log.commit_seconds(),
             state_machine: sm.metrics(),

@@ -1,9 +1,19 @@
 //! The state machine: applies committed entries to the application's SQLite database.
 //!
 //! Invariants:
-//! - A batch of entries is applied in ONE SQLite transaction together with the last applied log
-//!   id, the membership and the client-session records, so the database is always at exactly
-//!   one log position. The database runs WAL with `synchronous = NORMAL`: a power cut may take
+//! - Batches of entries are applied in SQLite transactions that hold whole batches, together
+//!   with the last applied log id, the membership and the client-session records, so the
+//!   database is always at exactly one log position. The transaction stays open across batches
+//!   (group commit, like etcd's backend batching): it commits after [`CommitPolicy::entries`]
+//!   entries, [`CommitPolicy::within`] after its first batch, as soon as a reader waits for an index
+//!   it holds ([`StateMachine::wait_applied`]), and before any other work on the writer
+//!   (snapshot builds, `applied_state`). Replies go out when a batch is applied, before its
+//!   commit: the raft log, not the database, is what makes a write durable, and a node that
+//!   stops with batches uncommitted re-applies them from its log (the database says where it
+//!   is). Readers see only committed state: a linearizable read waits until its index is
+//!   committed, not merely applied, and digests, backups and the feed's history pages commit
+//!   what is applied before they read.
+//! - The database runs WAL with `synchronous = NORMAL`: a power cut may take
 //!   back the last batches, which openraft then re-applies from the durable log (it sees the
 //!   older `last_applied`). Before a snapshot lets the log be purged, the database is
 //!   checkpointed with an fsync, so nothing purged was ever only in the page cache.
@@ -22,15 +32,17 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, RaftSnapshotBuilder};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::types::{
-    Applied, C, Envelope, LogId, Outcome, Rejected, SnapshotMeta, StoredMembership,
+    Applied, C, Entry, Envelope, LogId, Outcome, Rejected, SnapshotMeta, StoredMembership,
 };
 use crate::wire::service::ApplyContext;
 use chrono::DateTime;
@@ -211,7 +223,123 @@ fn run_cached(conn: &Connection, sql: &str) -> io::Result<()> {
 }
 
 /// The writer connection behind its lock: applies, snapshot builds and installs use it.
-type Db = Mutex<Option<Connection>>;
+type Db = Mutex<Writer>;
+
+/// When the transaction that applied batches share commits (see the module docs: group
+/// commit). Readers that wait for an index do not wait for it: it commits as soon as it holds
+/// their index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitPolicy {
+    /// At most this many entries per commit (1: a commit per batch, as before group commit).
+    pub entries: usize,
+    /// At most this long from a transaction's first batch to its commit.
+    pub within: Duration,
+}
+
+/// The default [`CommitPolicy::entries`].
+pub const COMMIT_EVERY_ENTRIES: usize = 1_024;
+
+/// The default [`CommitPolicy::within`], in milliseconds.
+pub const COMMIT_WITHIN_MS: u64 = 10;
+
+impl Default for CommitPolicy {
+    fn default() -> Self {
+        CommitPolicy {
+            entries: COMMIT_EVERY_ENTRIES,
+            within: Duration::from_millis(COMMIT_WITHIN_MS),
+        }
+    }
+}
+
+/// The writer connection and the transaction it keeps open across applied batches.
+struct Writer {
+    /// `None` while a snapshot install swaps the file.
+    conn: Option<Connection>,
+    /// Batches applied and not committed yet.
+    pending: Option<Pending>,
+    /// Why the last commit failed: every later use of the writer fails with it, so the node
+    /// stops instead of going on with a database that lost applied batches.
+    failed: Option<String>,
+    /// When the open transaction commits.
+    policy: CommitPolicy,
+}
+
+/// Applied batches inside the open transaction.
+struct Pending {
+    /// When its first batch was applied.
+    since: Instant,
+    /// Entries applied in it.
+    entries: usize,
+    /// The last index applied in it.
+    last: u64,
+    /// Its events for the live ring, sent at commit; `None` when one of its batches was
+    /// applied with nobody watching (a watcher that came since re-reads the history).
+    live: Option<Vec<crate::raft::feed::Event>>,
+}
+
+impl Writer {
+    fn conn(&mut self) -> io::Result<&mut Connection> {
+        if let Some(failed) = &self.failed {
+            return Err(io::Error::other(failed.clone()));
+        }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| io::Error::other("state machine database is closed"))
+    }
+
+    /// Commits the open transaction, if any: its applied index becomes visible to readers and
+    /// its events go to the live ring.
+    fn commit(&mut self, shared: &Shared) -> io::Result<()> {
+        let Some(pending) = self.pending.take() else {
+            return Ok(());
+        };
+        let committed = run_cached(self.conn()?, "COMMIT");
+        if let Err(e) = committed {
+            let failed = format!("committing the applied batches up to {}: {e}", pending.last);
+            tracing::error!("{failed}");
+            if let Some(conn) = &self.conn {
+                drop(conn.execute_batch("ROLLBACK"));
+            }
+            self.failed = Some(failed.clone());
+            return Err(io::Error::other(failed));
+        }
+        shared.metrics.commits.inc();
+        shared.visible.send_replace(pending.last);
+        // No watcher left is fine: nothing waits on these sends.
+        match pending.live {
+            Some(live) if !live.is_empty() => {
+                drop(
+                    shared
+                        .ring
+                        .send(crate::raft::feed::Live::Batch(live.into())),
+                );
+            }
+            // A watcher that subscribed after a batch was applied without copies may have read
+            // the history before this commit: it re-reads it, now with these batches.
+            None if shared.feed.retain > 0 && shared.ring.receiver_count() > 0 => {
+                drop(shared.ring.send(crate::raft::feed::Live::Reset));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// When the open transaction must commit at the latest.
+    fn due_at(&self) -> Option<Instant> {
+        self.pending.as_ref().map(|p| p.since + self.policy.within)
+    }
+
+    /// Whether the open transaction should commit now: it is full, its time is up, or a
+    /// reader waits for an index that is not visible yet (then every batch commits until it
+    /// is, as without group commit).
+    fn due(&self, shared: &Shared) -> bool {
+        self.pending.as_ref().is_some_and(|p| {
+            p.entries >= self.policy.entries
+                || p.since.elapsed() >= self.policy.within
+                || shared.wanted.load(Ordering::Acquire) > *shared.visible.borrow()
+        })
+    }
+}
 
 /// How many queries run at once, each on a read connection of its own. Queries run while an
 /// apply batch is in progress (WAL gives them the last commit).
@@ -243,28 +371,78 @@ struct Shared {
     /// Set when the node stops: watchers end (see [`StateMachine::close_feed`]).
     feed_closed: std::sync::atomic::AtomicBool,
     /// The writer's thread: applies, snapshot builds and installs run there, one at a time,
-    /// on one warm thread instead of a blocking-pool thread each. It stops when the last clone
-    /// of the state machine is gone.
+    /// on one warm thread instead of a blocking-pool thread each; it also commits the open
+    /// transaction when it is due. It stops when the last clone of the state machine is gone.
     jobs: std::sync::mpsc::Sender<Job>,
+    /// The last applied index that is committed: what readers see.
+    visible: tokio::sync::watch::Sender<u64>,
+    /// The highest index a reader waits for: batches commit as they are applied until it is
+    /// visible.
+    wanted: AtomicU64,
+}
+
+impl Drop for Shared {
+    /// Commits what is applied, so that a clean stop leaves nothing to re-apply.
+    fn drop(&mut self) {
+        if let Ok(writer) = self.writer.get_mut()
+            && writer.pending.take().is_some()
+            && writer.failed.is_none()
+            && let Some(conn) = &writer.conn
+            && let Err(e) = conn.execute_batch("COMMIT")
+        {
+            tracing::warn!("committing the applied batches at close: {e}");
+        }
+    }
 }
 
 /// Work for the writer's thread.
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Starts the writer's thread.
-fn start_writer_thread() -> io::Result<std::sync::mpsc::Sender<Job>> {
-    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+/// Starts the writer's thread: it runs the jobs in order and, after each job or when the open
+/// transaction's time is up, commits it if due.
+fn start_writer_thread(
+    jobs: std::sync::mpsc::Receiver<Job>,
+    shared: Weak<Shared>,
+) -> io::Result<()> {
+    use std::sync::mpsc::RecvTimeoutError;
     std::thread::Builder::new()
         .name("state-machine".into())
         .spawn(move || {
-            while let Ok(job) = rx.recv() {
-                job();
+            loop {
+                // No strong reference is held while waiting: the channel closes when the last
+                // state machine goes.
+                let due_at = shared
+                    .upgrade()
+                    .and_then(|shared| lock(&shared.writer).ok().and_then(|w| w.due_at()));
+                let job = match due_at {
+                    None => match jobs.recv() {
+                        Ok(job) => Some(job),
+                        Err(_) => return,
+                    },
+                    Some(at) => {
+                        match jobs.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                            Ok(job) => Some(job),
+                            Err(RecvTimeoutError::Timeout) => None,
+                            Err(RecvTimeoutError::Disconnected) => return,
+                        }
+                    }
+                };
+                if let Some(job) = job {
+                    job();
+                }
+                if let Some(shared) = shared.upgrade()
+                    && let Ok(mut writer) = lock(&shared.writer)
+                    && writer.due(&shared)
+                {
+                    // A failure is kept in the writer: the next job fails with it.
+                    drop(writer.commit(&shared));
+                }
             }
         })?;
-    Ok(tx)
+    Ok(())
 }
 
-fn lock(db: &Db) -> io::Result<MutexGuard<'_, Option<Connection>>> {
+fn lock(db: &Db) -> io::Result<MutexGuard<'_, Writer>> {
     db.lock()
         .map_err(|_| io::Error::other("state machine lock poisoned"))
 }
@@ -312,24 +490,33 @@ impl StateMachine {
         // Transfers interrupted by the last stop never complete: their senders start anew.
         remove_partial_transfers(snapshot_dir);
         let (writer, events_from) = Self::open_writer(app.as_ref(), db_path)?;
-        Ok(StateMachine {
-            shared: Arc::new(Shared {
-                app,
-                db_path: db_path.to_path_buf(),
-                snapshot_dir: snapshot_dir.to_path_buf(),
-                writer: Mutex::new(Some(writer)),
-                readers: Mutex::new(Vec::new()),
-                read_gate: RwLock::new(()),
-                read_slots: tokio::sync::Semaphore::new(READERS),
-                metrics: Default::default(),
-                known_seqs: Mutex::default(),
-                feed,
-                ring: tokio::sync::broadcast::channel(feed.ring.max(1)).0,
-                events_from: events_from.into(),
-                feed_closed: false.into(),
-                jobs: start_writer_thread()?,
+        let applied: Option<LogId> = read_meta(&writer, "last_applied")?;
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let shared = Arc::new(Shared {
+            app,
+            db_path: db_path.to_path_buf(),
+            snapshot_dir: snapshot_dir.to_path_buf(),
+            writer: Mutex::new(Writer {
+                conn: Some(writer),
+                pending: None,
+                failed: None,
+                policy: CommitPolicy::default(),
             }),
-        })
+            readers: Mutex::new(Vec::new()),
+            read_gate: RwLock::new(()),
+            read_slots: tokio::sync::Semaphore::new(READERS),
+            metrics: Default::default(),
+            known_seqs: Mutex::default(),
+            feed,
+            ring: tokio::sync::broadcast::channel(feed.ring.max(1)).0,
+            events_from: events_from.into(),
+            feed_closed: false.into(),
+            jobs,
+            visible: tokio::sync::watch::Sender::new(applied.map_or(0, |l| l.index)),
+            wanted: AtomicU64::new(0),
+        });
+        start_writer_thread(queue, Arc::downgrade(&shared))?;
+        Ok(StateMachine { shared })
     }
 
     /// Opens the writer connection, creating the runtime's tables; returns it with where the
@@ -355,20 +542,28 @@ impl StateMachine {
         Ok((writer, events_from))
     }
 
-    /// Runs `f` on the writer's thread with the writer connection.
+    /// Runs `f` on the writer's thread with the writer connection, after committing what is
+    /// applied.
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Shared, &mut Connection) -> io::Result<T> + Send + 'static,
     ) -> io::Result<T> {
+        self.on_writer(move |shared, writer| {
+            writer.commit(shared)?;
+            f(shared, writer.conn()?)
+        })
+        .await
+    }
+
+    /// Runs `f` on the writer's thread with the writer (its open transaction as it is).
+    async fn on_writer<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Shared, &mut Writer) -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
         let shared = self.shared.clone();
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
-            let result = lock(&shared.writer).and_then(|mut guard| {
-                let conn = guard
-                    .as_mut()
-                    .ok_or_else(|| io::Error::other("state machine database is closed"))?;
-                f(&shared, conn)
-            });
+            let result = lock(&shared.writer).and_then(|mut writer| f(&shared, &mut writer));
             drop(reply.send(result));
         });
         let gone = || io::Error::other("the state machine's writer thread has stopped");
@@ -413,6 +608,37 @@ impl StateMachine {
         answer
     }
 
+    /// Waits until everything up to `index` is applied and committed, so that every reader
+    /// sees it; the open transaction commits as soon as it holds `index`. Fails after `within`.
+    pub async fn wait_applied(&self, index: u64, within: Duration) -> io::Result<()> {
+        let mut visible = self.shared.visible.subscribe();
+        if *visible.borrow_and_update() >= index {
+            return Ok(());
+        }
+        self.shared.wanted.fetch_max(index, Ordering::AcqRel);
+        // The writer's thread looks at what is due after every job: an empty one is a nudge.
+        drop(self.shared.jobs.send(Box::new(|| {})));
+        match tokio::time::timeout(within, visible.wait_for(|v| *v >= index)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(io::Error::other("the state machine has stopped")),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("index {index} was not applied within {within:?}"),
+            )),
+        }
+    }
+
+    /// Sets when applied batches commit (the default: [`CommitPolicy::default`]).
+    pub fn set_commit_policy(&self, policy: CommitPolicy) -> io::Result<()> {
+        lock(&self.shared.writer)?.policy = policy;
+        Ok(())
+    }
+
+    /// Commits what is applied (readers see all of it afterwards).
+    pub async fn flush(&self) -> io::Result<()> {
+        self.blocking(|_, _| Ok(())).await
+    }
+
     /// Answers a serialized query from the local state (no consistency check here: the node
     /// decides the read level before calling this).
     pub async fn query(&self, query: Vec<u8>) -> io::Result<Vec<u8>> {
@@ -429,6 +655,7 @@ impl StateMachine {
     /// The application's digest of the local state, with the index it reflects (both read in
     /// one transaction).
     pub async fn digest(&self) -> io::Result<(String, Option<u64>)> {
+        self.flush().await?;
         self.reading(|shared, reader| {
             let tx = reader.unchecked_transaction().map_err(io_err)?;
             let applied: Option<LogId> = read_meta(&tx, "last_applied")?;
@@ -443,6 +670,7 @@ impl StateMachine {
     /// everything applied when it starts), fsynced; returns the applied index it holds and the
     /// application's digest of it, read from the copy itself.
     pub async fn backup(&self, to: PathBuf) -> io::Result<(Option<u64>, String)> {
+        self.flush().await?;
         self.reading(move |shared, reader| {
             if to.exists() {
                 std::fs::remove_file(&to)?;
@@ -549,6 +777,9 @@ impl StateMachine {
 
 impl crate::raft::feed::History for StateMachine {
     async fn page(&self, from: u64, limit: usize) -> Result<crate::raft::feed::Page, String> {
+        // The history holds every command applied so far, as it did when the command's
+        // writer got its answer.
+        self.flush().await.map_err(|e| e.to_string())?;
         self.reading(move |_, reader| events::page(reader, from, limit))
             .await
             .map_err(|e| e.to_string())
@@ -563,6 +794,55 @@ impl crate::raft::feed::History for StateMachine {
             .feed_closed
             .load(std::sync::atomic::Ordering::Relaxed)
     }
+}
+
+/// Applies a batch inside the open transaction `pending`; returns the outcomes.
+fn apply_batch(
+    shared: &Shared,
+    conn: &Connection,
+    entries: &[Entry],
+    pending: &mut Pending,
+) -> io::Result<Vec<Outcome>> {
+    // Held for the batch; taken after the writer, as a snapshot install does.
+    let mut known = shared
+        .known_seqs
+        .lock()
+        .map_err(|_| io::Error::other("state machine lock poisoned"))?;
+    let mut outcomes = Vec::with_capacity(entries.len());
+    let mut last = None;
+    let mut membership = None;
+    let done = || {
+        Ok(Applied {
+            ok: true,
+            reply: Vec::new(),
+        })
+    };
+    for entry in entries {
+        let index = entry.log_id.index;
+        expire_requests(conn, index)?;
+        let outcome = match &entry.payload {
+            EntryPayload::Blank => done(),
+            EntryPayload::Normal(env) => {
+                apply_envelope(shared, &mut known, conn, index, env, &mut pending.live)?
+            }
+            EntryPayload::Membership(m) => {
+                membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
+                done()
+            }
+        };
+        last = Some(entry.log_id);
+        outcomes.push(outcome);
+    }
+    write_meta(conn, "last_applied", &last)?;
+    if let Some(m) = &membership {
+        write_meta(conn, "membership", m)?;
+    }
+    if let Some(last) = last {
+        events::trim(shared, conn, last.index)?;
+        pending.last = last.index;
+    }
+    pending.entries += entries.len();
+    Ok(outcomes)
 }
 
 fn read_meta<T: serde::de::DeserializeOwned>(
@@ -618,69 +898,36 @@ impl RaftStateMachine<C> for StateMachine {
         let (entries, responders): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
         let started = std::time::Instant::now();
         let outcomes = self
-            .blocking(move |shared, writer| {
-                let tx = writer
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(io_err)?;
-                // Held for the batch; taken after the writer, as a snapshot install does.
-                let mut known = shared
-                    .known_seqs
-                    .lock()
-                    .map_err(|_| io::Error::other("state machine lock poisoned"))?;
-                let mut outcomes = Vec::with_capacity(entries.len());
-                // Copies of the events for watchers, when there are any.
-                let mut live = (shared.feed.retain > 0 && shared.ring.receiver_count() > 0)
-                    .then(|| Vec::with_capacity(entries.len()));
-                let mut last = None;
-                let mut membership = None;
-                let done = || {
-                    Ok(Applied {
-                        ok: true,
-                        reply: Vec::new(),
-                    })
+            .on_writer(move |shared, writer| {
+                let copies = shared.feed.retain > 0 && shared.ring.receiver_count() > 0;
+                let mut pending = match writer.pending.take() {
+                    Some(pending) => pending,
+                    None => {
+                        run_cached(writer.conn()?, "BEGIN IMMEDIATE")?;
+                        Pending {
+                            since: Instant::now(),
+                            entries: 0,
+                            last: 0,
+                            live: Some(Vec::new()),
+                        }
+                    }
                 };
-                for entry in &entries {
-                    let index = entry.log_id.index;
-                    expire_requests(&tx, index)?;
-                    let outcome = match &entry.payload {
-                        EntryPayload::Blank => done(),
-                        EntryPayload::Normal(env) => {
-                            apply_envelope(shared, &mut known, &tx, index, env, &mut live)?
-                        }
-                        EntryPayload::Membership(m) => {
-                            membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
-                            done()
-                        }
-                    };
-                    last = Some(entry.log_id);
-                    outcomes.push(outcome);
+                if !copies {
+                    pending.live = None;
                 }
-                write_meta(&tx, "last_applied", &last)?;
-                if let Some(m) = &membership {
-                    write_meta(&tx, "membership", m)?;
-                }
-                if let Some(last) = last {
-                    events::trim(shared, &tx, last.index)?;
-                }
-                tx.commit().map_err(io_err)?;
-                // No watcher left is fine: nothing waits on these sends.
-                match live {
-                    Some(live) if !live.is_empty() => {
-                        drop(
-                            shared
-                                .ring
-                                .send(crate::raft::feed::Live::Batch(live.into())),
-                        );
+                let applied = apply_batch(shared, writer.conn()?, &entries, &mut pending);
+                match applied {
+                    Ok(outcomes) => {
+                        writer.pending = Some(pending);
+                        Ok(outcomes)
                     }
-                    // A watcher that subscribed during the batch, after it was decided that
-                    // nobody watched, may have read the history before this commit: it
-                    // re-reads it, now with this batch.
-                    None if shared.feed.retain > 0 && shared.ring.receiver_count() > 0 => {
-                        drop(shared.ring.send(crate::raft::feed::Live::Reset));
+                    Err(e) => {
+                        // The node stops on this error; what was applied before it is applied
+                        // again from the log at the next start.
+                        drop(writer.conn()?.execute_batch("ROLLBACK"));
+                        Err(e)
                     }
-                    _ => {}
                 }
-                Ok(outcomes)
             })
             .await?;
         self.shared
@@ -723,8 +970,10 @@ impl RaftStateMachine<C> for StateMachine {
             let staged = shared.db_path.with_extension("installing");
             std::fs::copy(&db_copy, &staged)?;
             std::fs::File::open(&staged)?.sync_all()?;
-            // Close every connection before the swap.
-            writer.take();
+            // Close every connection before the swap. Batches applied and not committed are
+            // dropped with the connection: the snapshot is further along than they are.
+            writer.conn.take();
+            writer.pending = None;
             lock_readers(&shared)?.clear();
             for suffix in ["-wal", "-shm"] {
                 let side = PathBuf::from(format!("{}{suffix}", shared.db_path.display()));
@@ -736,7 +985,11 @@ impl RaftStateMachine<C> for StateMachine {
             sync_dir(&shared.db_path)?;
             let (opened, events_from) =
                 StateMachine::open_writer(shared.app.as_ref(), &shared.db_path)?;
-            *writer = Some(opened);
+            let installed: Option<LogId> = read_meta(&opened, "last_applied")?;
+            writer.conn = Some(opened);
+            shared
+                .visible
+                .send_replace(installed.map_or(0, |l| l.index));
             shared
                 .events_from
                 .store(events_from, std::sync::atomic::Ordering::Relaxed);

@@ -25,7 +25,8 @@ pub enum ReadLevel {
     /// nodes' clocks advance at about the same rate (no pause or clock jump longer than the
     /// election timeout). Falls back to a read index when the lease has lapsed.
     Lease,
-    /// The local replica's state, possibly behind the leader.
+    /// The local replica's committed state, possibly behind the leader (and, by up to the
+    /// node's `--commit-within-ms`, behind what the replica has applied).
     Stale,
 }
 

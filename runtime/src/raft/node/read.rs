@@ -19,9 +19,8 @@ impl RaftNode {
         };
         if let Some(index) = index {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            self.raft
-                .wait(Some(left))
-                .applied_index_at_least(Some(index), "linearizable read")
+            self.sm
+                .wait_applied(index, left)
                 .await
                 .map_err(|e| NodeError::NoLeader(format!("read index {index} not applied: {e}")))?;
             if level == ReadLevel::Linearizable {

@@ -1,0 +1,206 @@
+//! Group commit in the state machine: applied batches share one transaction of the state
+//! database, which readers see only once it commits; a reader that waits for an index makes
+//! it commit at once, and otherwise it commits by its entry limit, its time limit, before any
+//! other work on the writer, and when the state machine closes.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{STEP, within};
+use openraft::entry::RaftEntry;
+use openraft::storage::RaftStateMachine;
+use openraft::testing::log_id;
+use runtime::raft::state_machine::{Application, CommitPolicy, StateMachine};
+use runtime::raft::types::{Applied, C, Entry, Envelope};
+use runtime::rusqlite::Connection;
+use runtime::wire::service::ApplyContext;
+
+/// Every command adds a row; a query answers how many rows there are.
+struct Count;
+
+impl Application for Count {
+    fn init(&self, conn: &Connection) -> Result<(), String> {
+        conn.execute_batch("CREATE TABLE IF NOT EXISTS rows (n INTEGER NOT NULL)")
+            .map_err(|e| e.to_string())
+    }
+
+    fn apply(&self, conn: &Connection, ctx: &ApplyContext, _: &[u8]) -> Result<Applied, String> {
+        conn.execute("INSERT INTO rows (n) VALUES (?1)", [ctx.index as i64])
+            .map_err(|e| e.to_string())?;
+        Ok(Applied {
+            ok: true,
+            reply: Vec::new(),
+        })
+    }
+
+    fn query(&self, conn: &Connection, _: &[u8]) -> Vec<u8> {
+        self.digest(conn).unwrap_or_default().into_bytes()
+    }
+
+    fn digest(&self, conn: &Connection) -> Result<String, String> {
+        conn.query_row("SELECT count(*) FROM rows", [], |r| r.get::<_, i64>(0))
+            .map(|n| n.to_string())
+            .map_err(|e| e.to_string())
+    }
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn open(dir: &std::path::Path, policy: CommitPolicy) -> StateMachine {
+    let sm = StateMachine::open(
+        Arc::new(Count),
+        &dir.join("state.db"),
+        &dir.join("snapshots"),
+    )
+    .expect("state machine");
+    sm.set_commit_policy(policy).expect("policy");
+    sm
+}
+
+fn entry(index: u64) -> Entry {
+    Entry::new_normal(
+        log_id::<C>(1, 1, index),
+        Envelope {
+            client: "c:test".into(),
+            seq: index,
+            ack: index,
+            time_us: 1_800_000_000_000_000,
+            command: b"add".to_vec(),
+        },
+    )
+}
+
+/// Applies entries `from..=to` as one batch.
+async fn apply(sm: &mut StateMachine, from: u64, to: u64) {
+    let batch: Vec<_> = (from..=to).map(|i| Ok((entry(i), None))).collect();
+    within("apply", sm.apply(futures_util::stream::iter(batch)))
+        .await
+        .expect("apply");
+}
+
+/// What a reader sees: the rows committed.
+async fn seen(sm: &StateMachine) -> String {
+    let answer = within("query", sm.query(Vec::new())).await.expect("query");
+    String::from_utf8(answer).expect("utf-8")
+}
+
+/// Polls what readers see until it is `rows`, for at most [`STEP`].
+async fn until_seen(sm: &StateMachine, rows: &str) {
+    let deadline = tokio::time::Instant::now() + STEP;
+    while seen(sm).await != rows {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "readers never saw {rows} rows (they see {})",
+            seen(sm).await
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn batches_share_a_commit_that_a_waiting_reader_makes_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(
+        dir.path(),
+        CommitPolicy {
+            entries: 100_000,
+            within: HOUR,
+        },
+    );
+    for batch in 0..10 {
+        apply(&mut sm, batch * 3 + 1, batch * 3 + 3).await;
+    }
+    assert_eq!(
+        sm.metrics().commits.get(),
+        0,
+        "a batch committed on its own"
+    );
+    assert_eq!(seen(&sm).await, "0", "a reader saw uncommitted batches");
+    within("a reader waiting for index 30", sm.wait_applied(30, STEP))
+        .await
+        .expect("index 30 committed");
+    assert_eq!(seen(&sm).await, "30");
+    assert_eq!(
+        sm.metrics().commits.get(),
+        1,
+        "ten batches, one commit when the reader asked"
+    );
+    // Nothing is pending: a reader of an index already committed does not wait.
+    sm.wait_applied(12, Duration::from_millis(1))
+        .await
+        .expect("committed already");
+}
+
+#[tokio::test]
+async fn the_open_transaction_commits_when_its_time_is_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(
+        dir.path(),
+        CommitPolicy {
+            entries: 100_000,
+            within: Duration::from_millis(50),
+        },
+    );
+    apply(&mut sm, 1, 3).await;
+    // Nobody asks: the writer's thread commits when the 50 ms are up.
+    until_seen(&sm, "3").await;
+    assert_eq!(sm.metrics().commits.get(), 1);
+}
+
+#[tokio::test]
+async fn the_open_transaction_commits_at_its_entry_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(
+        dir.path(),
+        CommitPolicy {
+            entries: 5,
+            within: HOUR,
+        },
+    );
+    apply(&mut sm, 1, 3).await;
+    apply(&mut sm, 4, 6).await;
+    // Six entries reached the limit of five: committed after the second batch, without a
+    // reader or a timer.
+    until_seen(&sm, "6").await;
+    apply(&mut sm, 7, 9).await;
+    assert_eq!(sm.metrics().commits.get(), 1);
+    assert_eq!(seen(&sm).await, "6", "the third batch is below the limit");
+}
+
+#[tokio::test]
+async fn the_writers_other_work_and_a_close_commit_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = CommitPolicy {
+        entries: 100_000,
+        within: HOUR,
+    };
+    let mut sm = open(dir.path(), policy);
+    apply(&mut sm, 1, 4).await;
+    // What openraft asks of the state machine sees everything applied.
+    let (applied, _) = within("applied_state", sm.applied_state())
+        .await
+        .expect("applied state");
+    assert_eq!(applied.map(|l| l.index), Some(4));
+    assert_eq!(seen(&sm).await, "4", "applied_state commits first");
+
+    apply(&mut sm, 5, 7).await;
+    drop(sm);
+    // The close commits: the database itself says 7, with no state machine open.
+    let conn = Connection::open(dir.path().join("state.db")).expect("open");
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM rows", [], |r| r.get(0))
+            .expect("count");
+        if rows == 7 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the batch applied before the close was not committed ({rows} rows)"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
