@@ -236,3 +236,43 @@ async fn request_tables_of_an_older_database_are_rebuilt_with_their_records() {
     apply(&mut sm, vec![entry(2, "c:a", 1, 0, b"deposit 1")]).await;
     assert_eq!(applied(&sm).await, before);
 }
+
+/// A client's watermark that expired is gone for a replica that remembers it too: a late copy
+/// of an acknowledged request is then treated as the database says (applied, as on a replica
+/// that just started), not refused by what apply remembered of the client.
+#[tokio::test]
+async fn an_expired_watermark_is_forgotten_by_apply_as_well() {
+    use runtime::raft::state_machine::REQUEST_TTL_ENTRIES;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = StateMachine::open(
+        Arc::new(Rows),
+        &dir.path().join("state.db"),
+        &dir.path().join("snapshots"),
+    )
+    .expect("state machine");
+    let acking = |index: u64, seq: u64, ack: u64| {
+        let mut e = entry(index, "c:a", seq, 0, b"deposit 1");
+        if let openraft::EntryPayload::Normal(env) = &mut e.payload {
+            env.ack = ack;
+        }
+        e
+    };
+    // Request 2 acknowledges request 1: its watermark is 2.
+    apply(&mut sm, vec![acking(1, 1, 0), acking(2, 2, 2)]).await;
+    // While the watermark lasts, a late copy of request 1 is refused.
+    apply(&mut sm, vec![acking(3, 1, 0)]).await;
+    assert_eq!(applied(&sm).await, "2");
+    // Far later (the log's positions need not be dense here), the watermark expires with the
+    // client's record at the first expiry position past its lifetime.
+    let expiry = (REQUEST_TTL_ENTRIES / 1024 + 2) * 1024;
+    apply(&mut sm, vec![entry(expiry, "c:b", 1, 0, b"deposit 1")]).await;
+    assert_eq!(applied(&sm).await, "3");
+    // A late copy of request 1 now: no record, no watermark, so it is applied, as on a
+    // replica that reads the client afresh.
+    apply(&mut sm, vec![acking(expiry + 1, 1, 0)]).await;
+    assert_eq!(
+        applied(&sm).await,
+        "4",
+        "refused by a watermark the database no longer has"
+    );
+}

@@ -359,9 +359,9 @@ struct Shared {
     read_slots: tokio::sync::Semaphore,
     /// Apply latency, dedup hits and snapshots.
     metrics: crate::raft::metrics::StateMachineMetrics,
-    /// Per client, a sequence number at or above every one of its request records (see
-    /// [`requests::KnownSeqs`]): an entry above it has no record, so apply skips the lookup.
-    known_seqs: Mutex<requests::KnownSeqs>,
+    /// Per client, a bound on its request records' sequence numbers and its watermark, so
+    /// that apply reads neither from the database (see [`requests::KnownClients`]).
+    known_clients: Mutex<requests::KnownClients>,
     /// How the watch feed is kept.
     feed: crate::raft::feed::FeedConfig,
     /// The feed's live ring (see [`crate::raft::feed`]).
@@ -506,7 +506,7 @@ impl StateMachine {
             read_gate: RwLock::new(()),
             read_slots: tokio::sync::Semaphore::new(READERS),
             metrics: Default::default(),
-            known_seqs: Mutex::default(),
+            known_clients: Mutex::default(),
             feed,
             ring: tokio::sync::broadcast::channel(feed.ring.max(1)).0,
             events_from: events_from.into(),
@@ -805,7 +805,7 @@ fn apply_batch(
 ) -> io::Result<Vec<Outcome>> {
     // Held for the batch; taken after the writer, as a snapshot install does.
     let mut known = shared
-        .known_seqs
+        .known_clients
         .lock()
         .map_err(|_| io::Error::other("state machine lock poisoned"))?;
     let mut outcomes = Vec::with_capacity(entries.len());
@@ -819,7 +819,7 @@ fn apply_batch(
     };
     for entry in entries {
         let index = entry.log_id.index;
-        expire_requests(conn, index)?;
+        expire_requests(conn, &mut known, index)?;
         let outcome = match &entry.payload {
             EntryPayload::Blank => done(),
             EntryPayload::Normal(env) => {
@@ -925,6 +925,9 @@ impl RaftStateMachine<C> for StateMachine {
                         // The node stops on this error; what was applied before it is applied
                         // again from the log at the next start.
                         drop(writer.conn()?.execute_batch("ROLLBACK"));
+                        if let Ok(mut known) = shared.known_clients.lock() {
+                            known.forget();
+                        }
                         Err(e)
                     }
                 }
@@ -996,7 +999,7 @@ impl RaftStateMachine<C> for StateMachine {
             // Watchers re-read the history that came with it.
             drop(shared.ring.send(crate::raft::feed::Live::Reset));
             // The installed database has request records of its own.
-            if let Ok(mut known) = shared.known_seqs.lock() {
+            if let Ok(mut known) = shared.known_clients.lock() {
                 known.forget();
             }
             // The metadata last: a snapshot without it is not considered complete.
