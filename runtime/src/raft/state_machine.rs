@@ -345,6 +345,18 @@ impl Writer {
 /// apply batch is in progress (WAL gives them the last commit).
 const READERS: usize = 4;
 
+/// A read for a read connection (or why there is none); returns whether the connection may be
+/// used again.
+type ReadJob = Box<dyn FnOnce(&Shared, io::Result<&mut Connection>) -> bool + Send>;
+
+/// Reads waiting for a connection, and the runners taking them (see [`run_reads`]).
+#[derive(Default)]
+struct ReadQueue {
+    waiting: std::collections::VecDeque<ReadJob>,
+    /// Runners started and not finished, at most [`READERS`].
+    runners: usize,
+}
+
 struct Shared {
     app: Arc<dyn Application>,
     db_path: PathBuf,
@@ -355,8 +367,8 @@ struct Shared {
     /// Held shared by every running query, exclusively by a snapshot install, which replaces
     /// the file under the read connections.
     read_gate: RwLock<()>,
-    /// Bounds the queries running at once.
-    read_slots: tokio::sync::Semaphore,
+    /// Reads waiting for a read connection.
+    read_queue: Mutex<ReadQueue>,
     /// Apply latency, dedup hits and snapshots.
     metrics: crate::raft::metrics::StateMachineMetrics,
     /// Per client, a bound on its request records' sequence numbers and its watermark, so
@@ -454,6 +466,59 @@ fn lock_readers(shared: &Shared) -> io::Result<MutexGuard<'_, Vec<Connection>>> 
         .map_err(|_| io::Error::other("state machine lock poisoned"))
 }
 
+/// A runner: on a blocking thread, takes reads from the queue until none waits. Reads that
+/// arrive together (those a read-index round releases at once) share a few runners instead of
+/// starting a blocking task each.
+fn run_reads(shared: &Shared) {
+    loop {
+        let job = {
+            let Ok(mut queue) = shared.read_queue.lock() else {
+                return;
+            };
+            match queue.waiting.pop_front() {
+                Some(job) => job,
+                None => {
+                    queue.runners -= 1;
+                    return;
+                }
+            }
+        };
+        // A read that panics drops its answer (its caller gets an error), not the runner.
+        drop(std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+            || run_read(shared, job),
+        )));
+    }
+}
+
+/// Runs one read on an idle read connection (opened if none is idle) under the read gate.
+fn run_read(shared: &Shared, job: ReadJob) {
+    let gate = shared
+        .read_gate
+        .read()
+        .map_err(|_| io::Error::other("state machine lock poisoned"));
+    let conn = gate.and_then(|gate| {
+        let idle = lock_readers(shared)?.pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => open_db(&shared.db_path)?,
+        };
+        Ok((gate, conn))
+    });
+    match conn {
+        Ok((_gate, mut conn)) => {
+            // A connection whose read failed may be left mid-transaction: it is not reused.
+            if job(shared, Ok(&mut conn))
+                && let Ok(mut readers) = shared.readers.lock()
+            {
+                readers.push(conn);
+            }
+        }
+        Err(e) => {
+            job(shared, Err(e));
+        }
+    }
+}
+
 /// The state machine of one node. Cloning shares it.
 #[derive(Clone)]
 pub struct StateMachine {
@@ -504,7 +569,7 @@ impl StateMachine {
             }),
             readers: Mutex::new(Vec::new()),
             read_gate: RwLock::new(()),
-            read_slots: tokio::sync::Semaphore::new(READERS),
+            read_queue: Mutex::default(),
             metrics: Default::default(),
             known_clients: Mutex::default(),
             feed,
@@ -571,41 +636,39 @@ impl StateMachine {
         answer.await.map_err(|_| gone())?
     }
 
-    /// Runs `f` on a blocking thread with an idle read connection (at most [`READERS`] at once).
+    /// Runs `f` with an idle read connection on a blocking thread (at most [`READERS`] at
+    /// once; see [`run_reads`]).
     async fn reading<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Shared, &mut Connection) -> io::Result<T> + Send + 'static,
     ) -> io::Result<T> {
-        let permit = self
-            .shared
-            .read_slots
-            .acquire()
-            .await
-            .map_err(|_| io::Error::other("state machine closed"))?;
-        let shared = self.shared.clone();
-        let answer = tokio::task::spawn_blocking(move || {
-            let _gate = shared
-                .read_gate
-                .read()
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: ReadJob = Box::new(move |shared, conn| {
+            let result = conn.and_then(|conn| f(shared, conn));
+            let reuse = result.is_ok();
+            drop(reply.send(result));
+            reuse
+        });
+        let start = {
+            let mut queue = self
+                .shared
+                .read_queue
+                .lock()
                 .map_err(|_| io::Error::other("state machine lock poisoned"))?;
-            let idle = lock_readers(&shared)?.pop();
-            let mut conn = match idle {
-                Some(conn) => conn,
-                None => open_db(&shared.db_path)?,
-            };
-            let answer = f(&shared, &mut conn);
-            // A connection whose query failed may be left mid-transaction: it is not reused.
-            if answer.is_ok()
-                && let Ok(mut readers) = shared.readers.lock()
-            {
-                readers.push(conn);
+            queue.waiting.push_back(job);
+            let start = queue.runners < READERS;
+            if start {
+                queue.runners += 1;
             }
-            answer
-        })
-        .await
-        .map_err(io_err)?;
-        drop(permit);
+            start
+        };
+        if start {
+            let shared = self.shared.clone();
+            tokio::task::spawn_blocking(move || run_reads(&shared));
+        }
         answer
+            .await
+            .map_err(|_| io::Error::other("the read stopped before it answered"))?
     }
 
     /// Waits until everything up to `index` is applied and committed, so that every reader
