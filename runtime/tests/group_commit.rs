@@ -5,56 +5,20 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{STEP, within};
+use common::{STEP, open_rows, within};
 use openraft::entry::RaftEntry;
 use openraft::storage::RaftStateMachine;
 use openraft::testing::log_id;
-use runtime::raft::state_machine::{Application, CommitPolicy, StateMachine};
-use runtime::raft::types::{Applied, C, Entry, Envelope};
+use runtime::raft::state_machine::{CommitPolicy, StateMachine};
+use runtime::raft::types::{C, Entry, Envelope};
 use runtime::rusqlite::Connection;
-use runtime::wire::service::ApplyContext;
-
-/// Every command adds a row; a query answers how many rows there are.
-struct Count;
-
-impl Application for Count {
-    fn init(&self, conn: &Connection) -> Result<(), String> {
-        conn.execute_batch("CREATE TABLE IF NOT EXISTS rows (n INTEGER NOT NULL)")
-            .map_err(|e| e.to_string())
-    }
-
-    fn apply(&self, conn: &Connection, ctx: &ApplyContext, _: &[u8]) -> Result<Applied, String> {
-        conn.execute("INSERT INTO rows (n) VALUES (?1)", [ctx.index as i64])
-            .map_err(|e| e.to_string())?;
-        Ok(Applied {
-            ok: true,
-            reply: Vec::new(),
-        })
-    }
-
-    fn query(&self, conn: &Connection, _: &[u8]) -> Vec<u8> {
-        self.digest(conn).unwrap_or_default().into_bytes()
-    }
-
-    fn digest(&self, conn: &Connection) -> Result<String, String> {
-        conn.query_row("SELECT count(*) FROM rows", [], |r| r.get::<_, i64>(0))
-            .map(|n| n.to_string())
-            .map_err(|e| e.to_string())
-    }
-}
 
 const HOUR: Duration = Duration::from_secs(3600);
 
 fn open(dir: &std::path::Path, policy: CommitPolicy) -> StateMachine {
-    let sm = StateMachine::open(
-        Arc::new(Count),
-        &dir.join("state.db"),
-        &dir.join("snapshots"),
-    )
-    .expect("state machine");
+    let sm = open_rows(dir);
     sm.set_commit_policy(policy).expect("policy");
     sm
 }

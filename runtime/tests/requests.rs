@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::Rows;
+use common::{Rows, open_rows};
 use openraft::entry::RaftEntry;
 use openraft::storage::RaftStateMachine;
 use openraft::testing::log_id;
@@ -40,12 +40,7 @@ async fn applied(sm: &StateMachine) -> String {
 #[tokio::test]
 async fn a_leader_clock_hours_ahead_does_not_expire_a_request_record() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut sm = StateMachine::open(
-        Arc::new(Rows),
-        &dir.path().join("state.db"),
-        &dir.path().join("snapshots"),
-    )
-    .expect("state machine");
+    let mut sm = open_rows(dir.path());
     let t = 1_800_000_000_000_000;
     apply(&mut sm, vec![entry(1, "c:a", 1, t, b"deposit 1")]).await;
     // A new leader whose clock runs two hours ahead stamps the next entries.
@@ -244,12 +239,7 @@ async fn request_tables_of_an_older_database_are_rebuilt_with_their_records() {
 async fn an_expired_watermark_is_forgotten_by_apply_as_well() {
     use runtime::raft::state_machine::REQUEST_TTL_ENTRIES;
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut sm = StateMachine::open(
-        Arc::new(Rows),
-        &dir.path().join("state.db"),
-        &dir.path().join("snapshots"),
-    )
-    .expect("state machine");
+    let mut sm = open_rows(dir.path());
     let acking = |index: u64, seq: u64, ack: u64| {
         let mut e = entry(index, "c:a", seq, 0, b"deposit 1");
         if let openraft::EntryPayload::Normal(env) = &mut e.payload {

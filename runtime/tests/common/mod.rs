@@ -112,8 +112,16 @@ pub fn call_number(client: &str, i: usize) -> (CallKind, Vec<u8>) {
     (kind, format!("{client}-call-{i}").into_bytes())
 }
 
-/// A one-table application: every command adds a row.
+/// A one-table application: every command adds a row; a query (and the digest) answers how
+/// many rows there are. For fault tests, the command [`FAIL`] makes apply fail, as a storage
+/// error would, and the query [`PANIC`] panics.
 pub struct Rows;
+
+/// The command that makes [`Rows`]' apply fail.
+pub const FAIL: &[u8] = b"fail";
+
+/// The query that makes [`Rows`]' query panic.
+pub const PANIC: &[u8] = b"panic";
 
 impl runtime::raft::state_machine::Application for Rows {
     fn init(&self, conn: &runtime::rusqlite::Connection) -> Result<(), String> {
@@ -125,8 +133,11 @@ impl runtime::raft::state_machine::Application for Rows {
         &self,
         conn: &runtime::rusqlite::Connection,
         ctx: &runtime::wire::service::ApplyContext,
-        _: &[u8],
+        command: &[u8],
     ) -> Result<runtime::raft::types::Applied, String> {
+        if command == FAIL {
+            return Err("the command asked to fail".into());
+        }
         conn.execute("INSERT INTO rows (n) VALUES (?1)", [ctx.index as i64])
             .map_err(|e| e.to_string())?;
         Ok(runtime::raft::types::Applied {
@@ -135,8 +146,9 @@ impl runtime::raft::state_machine::Application for Rows {
         })
     }
 
-    fn query(&self, _: &runtime::rusqlite::Connection, _: &[u8]) -> Vec<u8> {
-        Vec::new()
+    fn query(&self, conn: &runtime::rusqlite::Connection, query: &[u8]) -> Vec<u8> {
+        assert_ne!(query, PANIC, "the query asked to panic");
+        self.digest(conn).unwrap_or_default().into_bytes()
     }
 
     fn digest(&self, conn: &runtime::rusqlite::Connection) -> Result<String, String> {
@@ -144,4 +156,14 @@ impl runtime::raft::state_machine::Application for Rows {
             .map(|n| n.to_string())
             .map_err(|e| e.to_string())
     }
+}
+
+/// A state machine of [`Rows`] in `dir` (`state.db`, `snapshots/`).
+pub fn open_rows(dir: &std::path::Path) -> runtime::raft::state_machine::StateMachine {
+    runtime::raft::state_machine::StateMachine::open(
+        Arc::new(Rows),
+        &dir.join("state.db"),
+        &dir.join("snapshots"),
+    )
+    .expect("state machine")
 }
