@@ -168,3 +168,39 @@ async fn the_writers_other_work_and_a_close_commit_first() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A batch that fails to apply rolls back the open transaction, and with it batches applied
+/// before it and already answered: the writer refuses every later batch, as after a failed
+/// commit, instead of applying them on top of a database that lost those batches.
+#[tokio::test]
+async fn a_batch_that_fails_stops_the_writer_like_a_failed_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open(
+        dir.path(),
+        CommitPolicy {
+            entries: 100_000,
+            within: HOUR,
+        },
+    );
+    apply(&mut sm, 1, 3).await;
+    let mut failing = entry(4);
+    if let openraft::EntryPayload::Normal(env) = &mut failing.payload {
+        env.command = common::FAIL.to_vec();
+    }
+    let failed = within(
+        "a failing batch",
+        sm.apply(futures_util::stream::iter(vec![Ok((failing, None))])),
+    )
+    .await;
+    assert!(failed.is_err(), "the failing batch applied");
+    let later: Vec<_> = (5..=6).map(|i| Ok((entry(i), None))).collect();
+    let later = within(
+        "a batch after the failure",
+        sm.apply(futures_util::stream::iter(later)),
+    )
+    .await;
+    assert!(
+        later.is_err(),
+        "a batch applied after the open transaction (entries 1 to 3) was rolled back"
+    );
+}

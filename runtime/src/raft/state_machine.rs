@@ -257,8 +257,7 @@ struct Writer {
     conn: Option<Connection>,
     /// Batches applied and not committed yet.
     pending: Option<Pending>,
-    /// Why the last commit failed: every later use of the writer fails with it, so the node
-    /// stops instead of going on with a database that lost applied batches.
+    /// Why the open transaction was lost (a failed commit or apply; see [`Writer::fail`]).
     failed: Option<String>,
     /// When the open transaction commits.
     policy: CommitPolicy,
@@ -293,15 +292,11 @@ impl Writer {
         let Some(pending) = self.pending.take() else {
             return Ok(());
         };
-        let committed = run_cached(self.conn()?, "COMMIT");
-        if let Err(e) = committed {
-            let failed = format!("committing the applied batches up to {}: {e}", pending.last);
-            tracing::error!("{failed}");
-            if let Some(conn) = &self.conn {
-                drop(conn.execute_batch("ROLLBACK"));
-            }
-            self.failed = Some(failed.clone());
-            return Err(io::Error::other(failed));
+        if let Err(e) = run_cached(self.conn()?, "COMMIT") {
+            return Err(self.fail(
+                shared,
+                format!("committing the applied batches up to {}: {e}", pending.last),
+            ));
         }
         shared.metrics.commits.inc();
         shared.visible.send_replace(pending.last);
@@ -322,6 +317,23 @@ impl Writer {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Rolls back the open transaction, whose batches were applied and answered, and keeps
+    /// `why`: every later use of the writer fails with it, so the node stops instead of going
+    /// on from a database that lost those batches (they are applied again from the log at the
+    /// next start). Apply's memory of the clients goes with them.
+    fn fail(&mut self, shared: &Shared, why: String) -> io::Error {
+        tracing::error!("{why}");
+        if let Some(conn) = &self.conn {
+            drop(conn.execute_batch("ROLLBACK"));
+        }
+        self.pending = None;
+        if let Ok(mut known) = shared.known_clients.lock() {
+            known.forget();
+        }
+        self.failed = Some(why.clone());
+        io::Error::other(why)
     }
 
     /// When the open transaction must commit at the latest.
@@ -984,15 +996,7 @@ impl RaftStateMachine<C> for StateMachine {
                         writer.pending = Some(pending);
                         Ok(outcomes)
                     }
-                    Err(e) => {
-                        // The node stops on this error; what was applied before it is applied
-                        // again from the log at the next start.
-                        drop(writer.conn()?.execute_batch("ROLLBACK"));
-                        if let Ok(mut known) = shared.known_clients.lock() {
-                            known.forget();
-                        }
-                        Err(e)
-                    }
+                    Err(e) => Err(writer.fail(shared, e.to_string())),
                 }
             })
             .await?;
