@@ -179,9 +179,9 @@ pub struct NodeArgs {
     /// commit per applied batch). Replies do not wait for the commit; reads that need an
     /// entry make it commit at once.
     #[arg(long, value_name = "ENTRIES",
-          default_value_t = crate::raft::state_machine::COMMIT_EVERY_ENTRIES,
-          value_parser = parse_commit_entries)]
-    pub commit_entries: usize,
+          default_value_t = crate::raft::state_machine::COMMIT_EVERY_ENTRIES as u64,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub commit_entries: u64,
     /// At most this long from an applied batch to its commit of the state database, in
     /// milliseconds.
     #[arg(long, value_name = "MS", default_value_t = crate::raft::state_machine::COMMIT_WITHIN_MS,
@@ -319,14 +319,6 @@ fn parse_command_bytes(s: &str) -> Result<usize, String> {
     }
 }
 
-/// Parses `--commit-entries`: 1 to 100,000.
-fn parse_commit_entries(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(n) if (1..=100_000).contains(&n) => Ok(n),
-        _ => Err("expected a number of entries from 1 to 100000".into()),
-    }
-}
-
 /// [`crate::raft::node::DEFAULT_ELECTION_TIMEOUT_MS`] as `--election-timeout-ms` takes it.
 const DEFAULT_ELECTION_RANGE: &str = "300-600";
 
@@ -407,7 +399,8 @@ pub async fn start(args: NodeArgs, service: &dyn HostedService) -> Result<Runnin
     config.feed.retain = args.watch_retain;
     config.feed.stall = Duration::from_millis(args.watch_stall_ms);
     config.commit = crate::raft::state_machine::CommitPolicy {
-        entries: args.commit_entries,
+        // At most 100,000 (the flag's range).
+        entries: args.commit_entries as usize,
         within: Duration::from_millis(args.commit_within_ms),
     };
     config.cluster_name = service.name().to_string();
@@ -582,5 +575,42 @@ mod tests {
         );
         assert!(parse_range_ms("600-300").is_err());
         assert!(parse_range_ms("0-300").is_err());
+    }
+
+    #[test]
+    fn commit_flags_outside_their_range_are_refused() {
+        #[derive(clap::Parser)]
+        struct Node {
+            #[command(flatten)]
+            args: NodeArgs,
+        }
+        let parse = |extra: &[&str]| {
+            let base = [
+                "node",
+                "--id",
+                "1",
+                "--data-dir",
+                "/tmp/n1",
+                "--secret",
+                "s",
+            ];
+            <Node as clap::Parser>::try_parse_from(base.iter().chain(extra)).map(|n| n.args)
+        };
+        let defaults = parse(&[]).expect("defaults");
+        assert_eq!(
+            defaults.commit_entries,
+            crate::raft::state_machine::COMMIT_EVERY_ENTRIES as u64
+        );
+        assert_eq!(
+            parse(&["--commit-entries", "1"]).expect("1").commit_entries,
+            1
+        );
+        for bad in [
+            ["--commit-entries", "0"],
+            ["--commit-entries", "100001"],
+            ["--commit-within-ms", "1001"],
+        ] {
+            assert!(parse(&bad).is_err(), "{bad:?} accepted");
+        }
     }
 }
