@@ -690,9 +690,12 @@ impl StateMachine {
         if *visible.borrow_and_update() >= index {
             return Ok(());
         }
-        self.shared.wanted.fetch_max(index, Ordering::AcqRel);
         // The writer's thread looks at what is due after every job: an empty one is a nudge.
-        drop(self.shared.jobs.send(Box::new(|| {})));
+        // A reader that raised `wanted` sent one already for a higher index; until it is
+        // visible, every job the writer runs ends in a commit.
+        if self.shared.wanted.fetch_max(index, Ordering::AcqRel) < index {
+            drop(self.shared.jobs.send(Box::new(|| {})));
+        }
         match tokio::time::timeout(within, visible.wait_for(|v| *v >= index)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(_)) => Err(io::Error::other("the state machine has stopped")),
