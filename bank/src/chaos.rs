@@ -61,15 +61,18 @@ impl Nemesis {
         }
     }
 
-    /// Every nemesis this build can inject (clock skew needs failpoints).
+    /// Every nemesis this build can inject on this machine (a lossy link needs `iptables`,
+    /// clock skew needs failpoints).
     pub fn available() -> Vec<Nemesis> {
         let mut all = vec![
             Nemesis::IsolateLeader,
             Nemesis::IsolateFollower,
             Nemesis::KillLeader,
             Nemesis::FollowerDown,
-            Nemesis::LossyLink,
         ];
+        if runtime::lab::netns::iptables().is_some() {
+            all.push(Nemesis::LossyLink);
+        }
         if runtime::failpoint::ENABLED {
             all.push(Nemesis::ClockSkew);
         }

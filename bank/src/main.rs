@@ -257,7 +257,11 @@ fn run(command: Command) -> Result<String, CliError> {
                 dir: dir.unwrap_or_else(|| temp.path().to_path_buf()),
                 duration: seconds(duration, "duration")?,
                 nemeses: if nemeses.is_empty() {
-                    Nemesis::available()
+                    let available = Nemesis::available();
+                    if !available.contains(&Nemesis::LossyLink) {
+                        eprintln!("bank: no lossy link in this run: iptables is not installed");
+                    }
+                    available
                 } else {
                     nemeses
                 },

@@ -158,16 +158,10 @@ async fn a_short_chaos_run_keeps_every_invariant() {
         return;
     }
     // The lossy link needs `iptables` (`.ci/run` installs it); without it, the rest runs.
-    let iptables = ["iptables-legacy", "iptables"].iter().any(|bin| {
-        std::process::Command::new(bin)
-            .arg("--version")
-            .output()
-            .is_ok()
-    });
-    let mut nemeses = Nemesis::available();
-    if !iptables {
+    let nemeses = Nemesis::available();
+    let lossy = nemeses.contains(&Nemesis::LossyLink);
+    if !lossy {
         eprintln!("SKIPPED: the lossy link (iptables is not installed)");
-        nemeses.retain(|n| *n != Nemesis::LossyLink);
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let config = ChaosConfig {
@@ -193,7 +187,7 @@ async fn a_short_chaos_run_keeps_every_invariant() {
         "lossy-link",
         "clock-skew",
     ] {
-        if name == "lossy-link" && !iptables {
+        if name == "lossy-link" && !lossy {
             continue;
         }
         let figures = report

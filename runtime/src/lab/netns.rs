@@ -22,6 +22,14 @@ pub enum NetLabError {
     },
 }
 
+/// The `iptables` that [`NetLab::set_loss`] runs: `iptables-legacy` where it exists, else
+/// `iptables`; `None` when neither is installed (packet loss cannot be made here).
+pub fn iptables() -> Option<&'static str> {
+    ["iptables-legacy", "iptables"]
+        .into_iter()
+        .find(|bin| Command::new(bin).arg("--version").output().is_ok())
+}
+
 /// A node's place in the lab.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetHost {
@@ -130,15 +138,8 @@ impl NetLab {
     /// receives, at random (`0` ends the loss), with `iptables` in its namespace.
     pub fn set_loss(&self, id: usize, percent: u8) -> Result<(), NetLabError> {
         let netns = &self.host(id)?.netns;
-        let iptables = if Command::new("iptables-legacy")
-            .arg("--version")
-            .output()
-            .is_ok()
-        {
-            "iptables-legacy"
-        } else {
-            "iptables"
-        };
+        // Without one, `ip netns exec iptables` fails and says so.
+        let iptables = iptables().unwrap_or("iptables");
         let in_ns = |args: &[&str]| {
             let mut all = vec!["netns", "exec", netns, iptables];
             all.extend_from_slice(args);
