@@ -608,3 +608,57 @@ async fn purge_deletes_whole_segments_and_a_restart_reads_the_rest() {
         }
     }
 }
+
+/// The offsets of the entry records in `file`: where their frames start (a record's kind byte
+/// is 2, and its payload starts with the entry's log id: term 1, node 1, then the index).
+fn entry_record_offsets(bytes: &[u8], count: u64) -> Vec<usize> {
+    (1..=count)
+        .map(|index| {
+            let needle = [2u8, 1, 1, index as u8];
+            bytes
+                .windows(needle.len())
+                .position(|w| w == needle)
+                .map(|at| at - 8)
+                .unwrap_or_else(|| panic!("entry {index} in the segment"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_flipped_bit_in_a_record_length_is_refused_not_cut() {
+    use runtime::raft::log_store::LogStoreError;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(dir.path());
+    {
+        let mut store = LogStore::open(&path).expect("open");
+        // 21 entries, each acknowledged on its own, with a vote between them.
+        for index in 1..=21 {
+            append_durable(&mut store, vec![normal(1, index)]).await;
+            if index == 12 {
+                within("vote", store.save_vote(&Vote::new(2, 1)))
+                    .await
+                    .expect("vote");
+            }
+        }
+    }
+    let file = segment_files(&path)[0].clone();
+    let mut bytes = std::fs::read(&file).expect("read");
+    // One bit of entry 8's length field: the length now points into the records after it.
+    let at = entry_record_offsets(&bytes, 21)[7];
+    bytes[at + 1] ^= 0x01;
+    std::fs::write(&file, &bytes).expect("write");
+
+    let err = LogStore::open(&path).expect_err("a damaged length is refused");
+    match &err {
+        LogStoreError::Corrupt { offset, .. } => assert_eq!(*offset as usize, at, "{err}"),
+        other => panic!("expected a corrupt log, got {other:?}"),
+    }
+    assert!(err.to_string().contains("checks"), "{err}");
+    // Nothing was cut or zeroed, and a second try says the same.
+    assert_eq!(std::fs::read(&file).expect("read"), bytes);
+    assert!(matches!(
+        LogStore::open(&path),
+        Err(LogStoreError::Corrupt { .. })
+    ));
+}

@@ -250,13 +250,20 @@ impl LogStore {
     /// Blocks while it reads the log, so call it before starting raft (or from
     /// `spawn_blocking`).
     pub fn open(dir: &Path) -> Result<Self, LogStoreError> {
+        Self::open_with_segment_bytes(dir, SEGMENT_BYTES)
+    }
+
+    /// [`LogStore::open`] with new segment files of `segment_bytes` (more when one batch needs
+    /// it) instead of [`SEGMENT_BYTES`]: small segments make tests and tools roll, purge and
+    /// replay many files cheaply. Segments already there keep their size.
+    pub fn open_with_segment_bytes(dir: &Path, segment_bytes: u64) -> Result<Self, LogStoreError> {
         let old = dir.with_extension("db");
         if old.exists() {
             return Err(LogStoreError::OldSqlite {
                 path: old.display().to_string(),
             });
         }
-        let log = Segments::open(dir)?;
+        let log = Segments::open(dir, segment_bytes)?;
 
         let (tx, rx) = mpsc::channel();
         let commits = Arc::new(AtomicU64::new(0));

@@ -1,6 +1,11 @@
 //! One record of the raft log's segment files: `len: u32 LE | crc32: u32 LE | kind: u8 |
 //! payload`, where `len` counts the kind and the payload and the CRC covers both. A zero `len`
 //! is the end of what was written.
+//!
+//! Records after a segment's header are written in batches, one write and one sync each: a
+//! [`Kind::Batch`] record (the batch's whole length and its number in the segment), the batch's
+//! records, then the 8 bytes of [`TRAILER`]. The framing lets a replay tell a batch that never
+//! reached the disk whole (a torn write) from one that did and was damaged later.
 
 use std::io;
 
@@ -23,6 +28,62 @@ pub(super) enum Kind {
     Truncate = 5,
     /// Entries up to this log id are gone.
     Purge = 6,
+    /// The start of a batch: `len: u32 LE` (the whole batch, this record and the trailer
+    /// included) and `seq: u64 LE` (1 for a segment's first batch, then one more each).
+    Batch = 7,
+}
+
+/// The bytes of a [`Kind::Batch`] record: its frame, its kind and its 12-byte payload.
+pub(super) const BATCH_RECORD: usize = FRAME + 1 + 12;
+
+/// The last 8 bytes of every batch. None of them is zero, so a batch whose end never reached
+/// the disk (zeros there) is told apart from a whole one.
+pub(super) const TRAILER: &[u8; 8] = b"RAFTBEND";
+
+/// The fixed bytes a batch adds to its records.
+pub(super) const BATCH_OVERHEAD: usize = BATCH_RECORD + TRAILER.len();
+
+/// Appends a batch record for a batch of `len` bytes numbered `seq`.
+pub(super) fn batch_record(out: &mut Vec<u8>, len: u32, seq: u64) -> io::Result<()> {
+    let mut payload = [0u8; 12];
+    payload[..4].copy_from_slice(&len.to_le_bytes());
+    payload[4..].copy_from_slice(&seq.to_le_bytes());
+    frame(out, Kind::Batch, &payload)
+}
+
+/// The length and number of the batch whose record starts at `pos`, if one that checks is there.
+pub(super) fn batch_at(bytes: &[u8], pos: usize) -> Option<(usize, u64)> {
+    // Cheap tests first: a replay scans whole segments for batch records.
+    if frame_len(bytes, pos)? != 1 + 12 || *bytes.get(pos + FRAME)? != Kind::Batch as u8 {
+        return None;
+    }
+    match parse(bytes, pos) {
+        Parsed::Record {
+            kind: Kind::Batch,
+            payload,
+            ..
+        } => {
+            let len = u32::from_le_bytes(payload[..4].try_into().ok()?) as usize;
+            let seq = u64::from_le_bytes(payload[4..].try_into().ok()?);
+            Some((len, seq))
+        }
+        _ => None,
+    }
+}
+
+/// Whether a record that checks (of any kind) starts at `pos`.
+pub(super) fn checks_at(bytes: &[u8], pos: usize) -> bool {
+    match frame_len(bytes, pos) {
+        Some(len) if len > 0 && pos + FRAME + len <= bytes.len() => {
+            bytes
+                .get(pos + FRAME)
+                .copied()
+                .and_then(Kind::from_byte)
+                .is_some()
+                && matches!(parse(bytes, pos), Parsed::Record { .. })
+        }
+        _ => false,
+    }
 }
 
 impl Kind {
@@ -34,6 +95,7 @@ impl Kind {
             4 => Kind::Committed,
             5 => Kind::Truncate,
             6 => Kind::Purge,
+            7 => Kind::Batch,
             _ => return None,
         })
     }

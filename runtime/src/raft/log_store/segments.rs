@@ -12,24 +12,30 @@
 //! segment is written and synced as `*.seg.tmp` and renamed into place, so a crash never leaves
 //! a half-made segment under a real name.
 //!
-//! # Records
+//! # Records and batches
 //!
 //! `len: u32 LE | crc32: u32 LE | kind: u8 | payload`, where `len` counts the kind and payload
-//! and the CRC covers them. A zero `len` is the end of what was written (the preallocated rest
-//! is zeros). Records are replayed in order: an entry at an index at or below the last one
-//! replaces it and drops everything after it; `Truncate` and `Purge` drop entries; `Vote` and
-//! `Committed` overwrite. The log is therefore append-only: truncation and purge are records,
-//! and whole segments are deleted once a purge covers every entry in them (a prefix of the
-//! segments only, so a later truncation record is never lost while the entries it cut remain).
+//! and the CRC covers them. After the header, records are written in batches (one write and one
+//! `fdatasync` each): a batch record (the batch's length and its number in the segment, 1, 2,
+//! ...), the records, then an 8-byte trailer. A zero `len` where a batch would start is the end
+//! of what was written, and everything after it is zeros (the preallocated rest, or a torn batch
+//! zeroed at start), so no stale record can come back. Records are replayed in order: an entry
+//! at an index at or below the last one replaces it and drops everything after it; `Truncate`
+//! and `Purge` drop entries; `Vote` and `Committed` overwrite. A batch is replayed only once all
+//! of it checks. The log is therefore append-only: truncation and purge are records, and whole
+//! segments are deleted once a purge covers every entry in them (a prefix of the segments only,
+//! so a later truncation record is never lost while the entries it cut remain).
 //!
-//! # Damage
+//! # Damage and torn writes
 //!
-//! A record that does not check in the last segment is a torn write when nothing valid follows
-//! it: the log is cut there (the cut is logged with its position) and the node starts. If a valid
-//! record follows it, or it is in an older (sealed) segment, it is corruption: opening fails
-//! with the file and byte offset. A flipped bit in the very last record cannot be told from a
-//! torn write and is cut like one, as etcd does; that record was the last one written, and the
-//! other replicas still hold it if it was committed.
+//! A batch that does not check is cut (zeroed, with a warning) only when it is the last batch
+//! of the last segment and part of it never reached the disk: no batch that checks follows it,
+//! and its trailer is zeros, or the file ends inside it, or a sector of it is zeros (see
+//! `torn_tail`). Such a batch was never synced, so none of it was acknowledged. Anything else
+//! that does not check (a bit flipped in any batch that is all there, a header, a sealed
+//! segment, a byte after the end that a later batch follows) is damage: opening fails with
+//! [`LogStoreError::Corrupt`] naming the file, the byte offset and what was found, and changes
+//! nothing on disk. A vote or an acknowledged entry is therefore never cut.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -40,12 +46,18 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::LogStoreError;
-use super::record::{FRAME, Kind, Parsed, frame, frame_len, parse};
+use super::record::{
+    self, BATCH_OVERHEAD, BATCH_RECORD, FRAME, Kind, Parsed, TRAILER, batch_record, frame,
+    frame_len, parse,
+};
 use crate::raft::types::{self, C, Entry, FORMAT_VERSION, LogId, Vote};
 use openraft::storage::LogState;
 
 /// The first bytes of every segment file.
-pub const MAGIC: &[u8; 8] = b"RAFTSEG1";
+pub const MAGIC: &[u8; 8] = b"RAFTSEG2";
+
+/// The first bytes of the segments of older builds, whose records were not framed in batches.
+const OLD_MAGIC: &[u8; 8] = b"RAFTSEG1";
 
 /// How many bytes a new segment file is given up front.
 pub const SEGMENT_BYTES: u64 = 16 << 20;
@@ -89,14 +101,18 @@ struct Segment {
 #[derive(Debug)]
 pub(super) struct Segments {
     dir: PathBuf,
+    /// The size new segment files are given.
+    segment_bytes: u64,
     /// Oldest first; the last one is written to.
     segments: VecDeque<Segment>,
     /// Where the next write lands in the last segment.
     written: u64,
     /// The last segment's allocated size.
     size: u64,
-    /// Staged records, not yet written.
+    /// Staged records, not yet written: a batch record to fill in, then the records.
     buf: Vec<u8>,
+    /// The number of the last batch written to the last segment (0 before the first).
+    batch_seq: u64,
     /// The entries, contiguous from `first`.
     entries: VecDeque<Loc>,
     first: u64,
@@ -116,16 +132,12 @@ fn at(path: &Path, what: &str, e: io::Error) -> io::Error {
 
 impl Segments {
     /// Opens the log in `dir` (created if missing), replays it and repairs a torn tail.
-    pub(super) fn open(dir: &Path) -> Result<Self, LogStoreError> {
+    pub(super) fn open(dir: &Path, segment_bytes: u64) -> Result<Self, LogStoreError> {
         let io_err = |source: io::Error| LogStoreError::Io {
             path: dir.display().to_string(),
             source,
         };
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io_err)?;
+        create_dir_durably(dir).map_err(io_err)?;
         let mut seqs = Vec::new();
         for item in fs::read_dir(dir).map_err(io_err)? {
             let item = item.map_err(io_err)?;
@@ -147,10 +159,12 @@ impl Segments {
 
         let mut log = Segments {
             dir: dir.to_path_buf(),
+            segment_bytes,
             segments: VecDeque::new(),
             written: 0,
             size: 0,
             buf: Vec::new(),
+            batch_seq: 0,
             entries: VecDeque::new(),
             first: 0,
             vote: None,
@@ -174,7 +188,7 @@ impl Segments {
     }
 
     /// Replays one segment. The first one's header sets the state; in the last one, a torn
-    /// tail is cut off.
+    /// tail is cut off (see [`torn_tail`]); anything else that does not check refuses the log.
     fn replay(&mut self, seq: u64, first: bool, last: bool) -> Result<(), LogStoreError> {
         let path = self.segment_path(seq);
         let shown = path.display().to_string();
@@ -194,7 +208,13 @@ impl Segments {
             .map_err(io_err)?;
         let mut bytes = Vec::new();
         io::Read::read_to_end(&mut file, &mut bytes).map_err(io_err)?;
-        if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+        if bytes.starts_with(OLD_MAGIC) {
+            return Err(LogStoreError::Format {
+                path: shown.clone(),
+                found: "1 (segments without batch framing)".into(),
+            });
+        }
+        if !bytes.starts_with(MAGIC) {
             return Err(corrupt(0, "not a raft log segment (no magic)".into()));
         }
         let mut segment = Segment {
@@ -203,65 +223,84 @@ impl Segments {
             file,
             max_index: None,
         };
-        let mut pos = MAGIC.len();
-        let mut records = 0usize;
-        let end = loop {
-            let record = match parse(&bytes, pos) {
-                Parsed::End => break pos,
-                Parsed::Record {
-                    kind,
-                    payload,
-                    next,
-                } => (kind, payload, next),
-                Parsed::Bad(why) => {
-                    let valid_after = match frame_len(&bytes, pos) {
-                        Some(len) => {
-                            matches!(parse(&bytes, pos + FRAME + len), Parsed::Record { .. })
-                        }
-                        None => false,
-                    };
-                    if !last || valid_after || records == 0 {
-                        return Err(corrupt(pos, why));
-                    }
-                    let cut = bytes[pos..]
-                        .iter()
-                        .rposition(|b| *b != 0)
-                        .map_or(0, |i| i + 1);
-                    tracing::warn!(
-                        "raft log: {shown}: a torn write at byte {pos} ({cut} bytes, {why}) is \
-                         cut off; it was never acknowledged as durable"
-                    );
-                    let size = bytes.len() as u64;
-                    segment.file.set_len(pos as u64).map_err(io_err)?;
-                    allocate(&segment.file, size).map_err(io_err)?;
-                    segment.file.sync_all().map_err(io_err)?;
-                    break pos;
-                }
-            };
-            let (kind, payload, next) = record;
-            if records == 0 && kind != Kind::Header {
-                return Err(corrupt(
-                    pos,
-                    "the first record is not a segment header".into(),
-                ));
-            }
-            let decoded = self.apply(kind, payload, seq, pos, first && records == 0, &mut segment);
-            decoded.map_err(|why| match why {
+        let decoded = |pos: usize, result: Result<(), Applied>| {
+            result.map_err(|why| match why {
                 Applied::Format(found) => LogStoreError::Format {
                     path: shown.clone(),
                     found,
                 },
                 Applied::Bad(why) => corrupt(pos, why),
-            })?;
-            records += 1;
-            pos = next;
+            })
         };
-        if records == 0 {
-            return Err(corrupt(MAGIC.len(), "the segment has no header".into()));
+        // The header was written and synced before the segment got its name: never cut.
+        let mut pos = MAGIC.len();
+        match parse(&bytes, pos) {
+            Parsed::Record {
+                kind: Kind::Header,
+                payload,
+                next,
+            } => {
+                decoded(
+                    pos,
+                    self.apply(Kind::Header, payload, seq, pos, first, &mut segment),
+                )?;
+                pos = next;
+            }
+            Parsed::Record { .. } => {
+                return Err(corrupt(
+                    pos,
+                    "the first record is not a segment header".into(),
+                ));
+            }
+            Parsed::End => return Err(corrupt(pos, "the segment has no header".into())),
+            Parsed::Bad(why) => {
+                return Err(corrupt(pos, format!("the segment header: {why}")));
+            }
         }
+        let mut batch_seq = 0;
+        let end = loop {
+            match read_batch(&bytes, pos, batch_seq) {
+                Ok(None) => break pos,
+                Ok(Some(batch)) => {
+                    for (kind, at, payload) in batch.records {
+                        decoded(at, self.apply(kind, payload, seq, at, false, &mut segment))?;
+                    }
+                    batch_seq += 1;
+                    pos = batch.end;
+                }
+                Err((at, why)) => {
+                    if !last {
+                        return Err(corrupt(
+                            at,
+                            format!(
+                                "{why} (in a sealed segment, where every batch was written \
+                                 whole)"
+                            ),
+                        ));
+                    }
+                    torn_tail(&bytes, pos, at, batch_seq)
+                        .map_err(|damage| corrupt(at, format!("{why}; {damage}")))?;
+                    let cut = bytes.iter().rposition(|b| *b != 0).map_or(pos, |i| i + 1);
+                    tracing::warn!(
+                        "raft log: {shown}: batch {} at byte {pos} never reached the disk whole \
+                         ({why} at byte {at}); its {} bytes are zeroed: it was never \
+                         acknowledged as durable",
+                        batch_seq + 1,
+                        cut - pos
+                    );
+                    segment
+                        .file
+                        .write_all_at(&vec![0; cut - pos], pos as u64)
+                        .map_err(io_err)?;
+                    segment.file.sync_data().map_err(io_err)?;
+                    break pos;
+                }
+            }
+        };
         if last {
             self.written = end as u64;
             self.size = bytes.len() as u64;
+            self.batch_seq = batch_seq;
         }
         self.segments.push_back(segment);
         Ok(())
@@ -316,6 +355,8 @@ impl Segments {
                 let upto: LogId = types::decode(payload).map_err(bad)?;
                 self.drop_upto(upto);
             }
+            // Read by `read_batch`, never handed here.
+            Kind::Batch => return Err(Applied::Bad("a batch record out of place".into())),
         }
         Ok(())
     }
@@ -499,9 +540,18 @@ impl Segments {
     /// have. Starts a new segment first when the record does not fit in this one.
     fn stage(&mut self, kind: Kind, payload: &[u8]) -> io::Result<(u64, u64)> {
         let need = (FRAME + 1 + payload.len()) as u64;
-        if self.written + self.buf.len() as u64 + need > self.size {
+        let opening = if self.buf.is_empty() {
+            BATCH_OVERHEAD
+        } else {
+            TRAILER.len()
+        } as u64;
+        if self.written + self.buf.len() as u64 + opening + need > self.size {
             self.write_and_sync()?;
-            self.roll(need)?;
+            self.roll(BATCH_OVERHEAD as u64 + need)?;
+        }
+        if self.buf.is_empty() {
+            // The batch record, filled in when the batch is written.
+            self.buf.resize(BATCH_RECORD, 0);
         }
         let start = self.written + self.buf.len() as u64;
         frame(&mut self.buf, kind, payload)?;
@@ -524,10 +574,18 @@ impl Segments {
         Ok(())
     }
 
+    /// Writes the staged batch, framed (its batch record filled in, its trailer added), with one
+    /// write and one `fdatasync`.
     fn write_and_sync(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
+        self.buf.extend_from_slice(TRAILER);
+        let len = u32::try_from(self.buf.len())
+            .map_err(|_| io::Error::other("a raft log batch over 4 GiB"))?;
+        let mut head = Vec::with_capacity(BATCH_RECORD);
+        batch_record(&mut head, len, self.batch_seq + 1)?;
+        self.buf[..BATCH_RECORD].copy_from_slice(&head);
         let segment = self
             .segments
             .back()
@@ -554,6 +612,7 @@ impl Segments {
             .sync_data()
             .map_err(|e| at(&segment.path, "fdatasync", e))?;
         self.written += self.buf.len() as u64;
+        self.batch_seq += 1;
         self.buf.clear();
         Ok(())
     }
@@ -572,7 +631,7 @@ impl Segments {
         .map_err(io::Error::other)?;
         let mut head = MAGIC.to_vec();
         frame(&mut head, Kind::Header, &header)?;
-        let size = SEGMENT_BYTES.max(head.len() as u64 + need);
+        let size = self.segment_bytes.max(head.len() as u64 + need);
 
         let _ = fs::remove_file(&tmp);
         let file = OpenOptions::new()
@@ -596,6 +655,7 @@ impl Segments {
         });
         self.written = head.len() as u64;
         self.size = size;
+        self.batch_seq = 0;
         self.committed_dirty = false;
         Ok(())
     }
@@ -644,7 +704,178 @@ fn allocate(file: &File, size: u64) -> io::Result<()> {
     }
 }
 
+/// Creates `dir` and any missing parent (0700), and syncs the parent of each one it created, so
+/// a crash cannot lose a folder the log's files were already synced into.
+fn create_dir_durably(dir: &Path) -> io::Result<()> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    for made in missing.iter().rev() {
+        if let Some(parent) = made.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
 /// Makes the directory's entries (created, renamed, removed files) durable.
 fn sync_dir(dir: &Path) -> io::Result<()> {
     crate::util::sync_dir(dir).map_err(|e| at(dir, "fsync", e))
+}
+
+/// One batch that checks: where it ends and its records (kind, offset, payload).
+struct Batch<'a> {
+    end: usize,
+    records: Vec<(Kind, usize, &'a [u8])>,
+}
+
+/// Reads the batch at `pos`, numbered `prev_seq + 1`: `Ok(None)` at the end of the log (zeros
+/// to the end of the file), or where and why it does not check.
+fn read_batch(
+    bytes: &[u8],
+    pos: usize,
+    prev_seq: u64,
+) -> Result<Option<Batch<'_>>, (usize, String)> {
+    if frame_len(bytes, pos).is_none_or(|len| len == 0) {
+        return match bytes[pos..].iter().position(|b| *b != 0) {
+            None => Ok(None),
+            Some(i) => Err((
+                pos + i,
+                "a byte that is not zero after the end of the log".into(),
+            )),
+        };
+    }
+    let Some((len, seq)) = record::batch_at(bytes, pos) else {
+        let why = match parse(bytes, pos) {
+            Parsed::Bad(why) => why,
+            Parsed::Record { kind, .. } => format!("a {kind:?} record where a batch should start"),
+            Parsed::End => "the end of the file inside a record".into(),
+        };
+        return Err((pos, why));
+    };
+    if seq != prev_seq + 1 {
+        return Err((
+            pos,
+            format!("batch {seq} where batch {} belongs", prev_seq + 1),
+        ));
+    }
+    let end = pos + len;
+    if len < BATCH_OVERHEAD || end > bytes.len() {
+        return Err((
+            pos,
+            format!("a batch of {len} bytes runs past the end of the file"),
+        ));
+    }
+    let body_end = end - TRAILER.len();
+    if &bytes[body_end..end] != TRAILER {
+        return Err((body_end, "the batch's trailer is not there".into()));
+    }
+    let body = &bytes[..body_end];
+    let mut records = Vec::new();
+    let mut at = pos + BATCH_RECORD;
+    while at < body_end {
+        match parse(body, at) {
+            Parsed::Record {
+                kind: kind @ (Kind::Header | Kind::Batch),
+                ..
+            } => return Err((at, format!("a {kind:?} record inside a batch"))),
+            Parsed::Record {
+                kind,
+                payload,
+                next,
+            } => {
+                records.push((kind, at, payload));
+                at = next;
+            }
+            Parsed::End => return Err((at, "a batch ends before its trailer".into())),
+            Parsed::Bad(why) => return Err((at, why)),
+        }
+    }
+    Ok(Some(Batch { end, records }))
+}
+
+/// Whether the batch at `start` of the last segment, which failed at `bad`, is a torn write that
+/// may be cut: `Ok` if so, why it is damage if not.
+///
+/// Batches are written one after another, each synced before the next is written, so a batch
+/// that checks after this one proves this one had been written whole: damage. Otherwise this is
+/// the last batch, and it is torn if some of it never reached the disk: its trailer has zeros
+/// (the write stopped before its end), the file ends inside it, its first bytes are zeros, or a
+/// run of zeros meets a sector boundary in the record that failed (pages written out of order).
+/// A batch that is all there and still does not check was damaged after it was written, and it
+/// may have been acknowledged: damage. One case cannot be told apart, and is taken for a torn
+/// write: a bit flipped in a record of the last batch whose own bytes hold 16 zeros at a sector
+/// boundary.
+fn torn_tail(bytes: &[u8], start: usize, bad: usize, prev_seq: u64) -> Result<(), String> {
+    let later = |from: usize| {
+        (from..bytes.len())
+            .find(|&p| record::batch_at(bytes, p).is_some_and(|(_, seq)| seq > prev_seq))
+    };
+    match record::batch_at(bytes, start) {
+        Some((len, seq)) if seq == prev_seq + 1 && len >= BATCH_OVERHEAD => {
+            let end = start + len;
+            if let Some(p) = later(end.min(bytes.len())) {
+                return Err(format!(
+                    "a later batch at byte {p} checks, so this one had been written whole"
+                ));
+            }
+            let Some(trailer) = bytes.get(end - TRAILER.len()..end) else {
+                return Ok(()); // the file ends inside the batch
+            };
+            // No byte of the trailer is zero, nor one bit away from zero: a zero there is a
+            // write that stopped before the batch's end.
+            if trailer.contains(&0) {
+                return Ok(());
+            }
+            let failed = frame_len(bytes, bad)
+                .filter(|len| *len > 0)
+                .map_or(end, |len| (bad + FRAME + len).min(end));
+            if missing_sector(bytes, bad, failed, end) {
+                return Ok(());
+            }
+            Err(
+                "the batch is all there (its trailer checks and no sector of it is zeros), so \
+                 it was damaged after it was written"
+                    .into(),
+            )
+        }
+        _ => {
+            if let Some(p) = later(start + 1) {
+                return Err(format!(
+                    "a later batch at byte {p} checks, so this one had been written whole"
+                ));
+            }
+            // Its first sector never landed: zeros from its start to the end of its frame or of
+            // that sector. A batch record's first byte is 13, its length, which no single
+            // flipped bit makes zero.
+            let head_end = (start + FRAME).min(start / SECTOR * SECTOR + SECTOR);
+            let head = &bytes[start..head_end.min(bytes.len())];
+            if !head.is_empty() && head.iter().all(|b| *b == 0) {
+                return Ok(());
+            }
+            match (start + 1..bytes.len()).find(|&p| record::checks_at(bytes, p)) {
+                None => Ok(()),
+                Some(p) => Err(format!(
+                    "a record at byte {p} checks after it, so this is damage, not a torn write"
+                )),
+            }
+        }
+    }
+}
+
+/// The disk's smallest unit of a write.
+const SECTOR: usize = 512;
+
+/// Whether a run of at least 16 zeros meets a sector boundary in `lo..=hi`: what a sector that
+/// never reached the disk leaves. A run that starts there may go on to `limit` (the batch's
+/// end): the bytes before `lo` checked, so they are there, but the sector may end past `hi`.
+fn missing_sector(bytes: &[u8], lo: usize, hi: usize, limit: usize) -> bool {
+    const RUN: usize = 16;
+    let limit = limit.min(bytes.len());
+    let zeros = |a: usize, b: usize| bytes[a..b].iter().all(|x| *x == 0);
+    (lo.next_multiple_of(SECTOR)..=hi.min(limit))
+        .step_by(SECTOR)
+        .any(|b| (b >= lo + RUN && zeros(b - RUN, b)) || (b + RUN <= limit && zeros(b, b + RUN)))
 }
