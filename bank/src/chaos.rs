@@ -10,7 +10,8 @@
 //!
 //! Figures per nemesis: how many were injected, the time until the majority had a new leader,
 //! and the leader changes a heal caused (goal 0). The longest write unavailability is the
-//! longest time no worker had a write acknowledged.
+//! longest time no worker had a write acknowledged. After each heal every node must apply what
+//! the leader held within [`CATCH_UP`], or the run fails naming the node left behind.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -119,6 +120,9 @@ pub struct FaultFigures {
     /// the longest gap between acknowledgements that ended from the fault to its heal (and the
     /// catch-up after it).
     pub outage_ms: Vec<u64>,
+    /// Per injection, milliseconds from the heal until every node had applied what the leader
+    /// held at the heal (more than [`CATCH_UP`] fails the run).
+    pub catch_up_ms: Vec<u64>,
 }
 
 /// What the leader spent while a follower was down, beside what it spent just before.
@@ -308,6 +312,10 @@ async fn term_of(c: &LocalCluster, id: NodeId) -> Option<u64> {
 
 const ELECTION: Duration = Duration::from_secs(60);
 
+/// How long a node may stay behind the leader after a heal before the run fails: a node left
+/// behind (its log no longer replicated to it) is a failure, not slowness.
+pub const CATCH_UP: Duration = Duration::from_secs(20);
+
 /// Injects one fault, heals it and waits until every node has caught up; records its figures.
 async fn inject(
     nemesis: Nemesis,
@@ -366,7 +374,16 @@ async fn inject(
         Nemesis::LossyLink => lab.set_loss(leader as usize, 0)?,
         Nemesis::ClockSkew => c.set_failpoint(leader, "clock::offset_secs", "off").await?,
     }
-    c.wait_caught_up(ELECTION).await?;
+    let healed = Instant::now();
+    c.wait_caught_up(CATCH_UP).await.map_err(|e| {
+        ChaosError::Invariant(format!(
+            "a node stayed behind after the heal of {}: {e}",
+            nemesis.name()
+        ))
+    })?;
+    figures
+        .catch_up_ms
+        .push(healed.elapsed().as_millis() as u64);
     if matches!(nemesis, Nemesis::IsolateFollower | Nemesis::FollowerDown)
         && (c.wait_for_leader(ELECTION).await.ok() != Some(leader)
             || term_of(c, leader).await != term)
@@ -550,7 +567,7 @@ pub fn render(report: &ChaosReport) -> String {
         report.longest_unavailable_ms
     );
     out.push_str(
-        "nemesis            injected  new leader ms (min/median/max)  write outage ms (min/median/max)  heal leader changes\n",
+        "nemesis            injected  new leader ms (min/median/max)  write outage ms (min/median/max)  catch-up ms (min/median/max)  heal leader changes\n",
     );
     let spread = |values: &[u64]| {
         let mut ms = values.to_vec();
@@ -562,10 +579,11 @@ pub fn render(report: &ChaosReport) -> String {
     };
     for (name, f) in &report.faults {
         out.push_str(&format!(
-            "{name:<18} {:>8}  {:>30}  {:>32}  {:>19}\n",
+            "{name:<18} {:>8}  {:>30}  {:>32}  {:>28}  {:>19}\n",
             f.injected,
             spread(&f.new_leader_ms),
             spread(&f.outage_ms),
+            spread(&f.catch_up_ms),
             f.heal_leader_changes
         ));
     }

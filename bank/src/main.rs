@@ -59,7 +59,8 @@ enum Command {
         /// Seconds each fault lasts.
         #[arg(long, default_value_t = 6.0)]
         hold: f64,
-        /// Where the nodes' data directories go (default: a new temporary directory).
+        /// Where the nodes' data directories go (default: a new temporary directory, removed
+        /// after a run that passes and kept after one that fails).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
         /// An extra argument for every node (repeatable), e.g.
@@ -269,9 +270,18 @@ fn run(command: Command) -> Result<String, CliError> {
                 lab: ("bkc".into(), 200),
                 node_args,
             };
-            let report = chaos::run(config)
-                .await
-                .map_err(|e| CliError::Usage(format!("chaos: {e}")))?;
+            let data = config.dir.clone();
+            let report = match chaos::run(config).await {
+                Ok(report) => report,
+                Err(e) => {
+                    // What the nodes logged and kept is what explains a failure: keep it.
+                    drop(temp.keep());
+                    return Err(CliError::Usage(format!(
+                        "chaos: {e} (the nodes' data directories and logs are kept in {})",
+                        data.display()
+                    )));
+                }
+            };
             if let Some(path) = &json {
                 write_json(path, &report)?;
             }

@@ -183,3 +183,169 @@ async fn a_snapshot_with_a_dropped_chunk_is_refused_and_sent_again() {
         "node 4 never refused the damaged transfer:\n{log}"
     );
 }
+
+/// Waits until `check` holds for node `id`'s status, or fails after `timeout` with the last one.
+async fn wait_status(
+    c: &LocalCluster,
+    id: u64,
+    timeout: Duration,
+    what: &str,
+    check: impl Fn(&runtime::raft::status::NodeStatus) -> bool,
+) -> runtime::raft::status::NodeStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = c.status(id).await;
+        if let Ok(s) = &status
+            && check(s)
+        {
+            return s.clone();
+        }
+        assert!(Instant::now() < deadline, "{what}: {status:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Snapshot builds fail three times on every node (a failpoint, as a full disk or a lack of
+/// file descriptors would): no node stops; they keep applying and serving, count and report
+/// the failures, log the failure once, and the next build after the backoff succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_builds_that_fail_are_retried_and_the_node_goes_on() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut c = cluster(dir.path(), &["--snapshot-every", "20", "--keep-logs", "0"]).await;
+    let leader = c
+        .wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("leader");
+    for id in 1..=3 {
+        c.set_failpoint(id, "snapshot::build", "3*return")
+            .await
+            .unwrap_or_else(|e| panic!("failpoint on node {id}: {e}"));
+    }
+    let client = GrpcClient::connect(&c.node(leader).expect("leader").api)
+        .await
+        .expect("connect")
+        .retrying(10);
+    let customer = client
+        .create_customer("Snap".into(), "Shot".into(), "1 Disk Road".into())
+        .await
+        .expect("customer");
+    let account = client
+        .create_account(customer.customer_id, AccountType::Checking)
+        .await
+        .expect("account")
+        .account_id;
+    // Writes go on while builds fail; each deposit is acknowledged.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut deposits = 0u32;
+    let balance = loop {
+        let balance = client
+            .deposit(account, Decimal::ONE)
+            .await
+            .expect("a deposit while snapshot builds fail");
+        deposits += 1;
+        let status = c.status(leader).await.expect("leader status");
+        if status.snapshot_failures >= 3 && status.snapshot_index.is_some() && deposits >= 100 {
+            break balance;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot after 3 failures: {status:?}"
+        );
+    };
+    assert_eq!(balance, Decimal::from(deposits));
+    for id in 1..=3 {
+        let s = wait_status(
+            &c,
+            id,
+            Duration::from_secs(60),
+            "a snapshot after failures",
+            |s| s.snapshot_failures == 3 && s.snapshot_index.is_some(),
+        )
+        .await;
+        eprintln!("node {id}: {s:?}");
+        let log = std::fs::read_to_string(c.node(id).expect("node").data_dir.join("node.log"))
+            .expect("node log");
+        assert_eq!(
+            log.matches("a snapshot build failed").count(),
+            1,
+            "node {id} logs the failure once:\n{log}"
+        );
+        assert!(
+            log.contains("a snapshot build succeeded after 3 failures"),
+            "node {id}:\n{log}"
+        );
+    }
+    let table =
+        runtime::ops::admin::status_table(&c.node(leader).expect("leader").raft, &c.credentials)
+            .await
+            .expect("status table");
+    assert!(table.contains("(3 failed)"), "{table}");
+    c.converged(Duration::from_secs(60))
+        .await
+        .expect("converged");
+    c.kill(leader).expect("stop");
+}
+
+/// A reader holds the leader's database for 11 s (past SQLite's 10 s busy timeout, as a backup
+/// of a large database does) while a snapshot is built: the build neither fails nor waits for
+/// it, and the node goes on applying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_holding_the_database_does_not_stop_a_snapshot_build() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let c = cluster(dir.path(), &[]).await;
+    let leader = c
+        .wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("leader");
+    let node = c.node(leader).expect("leader");
+    let client = GrpcClient::connect(&node.api)
+        .await
+        .expect("connect")
+        .retrying(10);
+    bank::validator::run(&client).await.expect("walk-through");
+    let db = node.data_dir.join(runtime::raft::files::STATE_DB);
+    let held = Duration::from_secs(11);
+    let (ready, reading) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let conn =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .expect("open the database");
+        conn.execute_batch("BEGIN").expect("begin");
+        let _: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .expect("read");
+        ready.send(()).expect("signal");
+        std::thread::sleep(held);
+        conn.execute_batch("COMMIT").expect("end the read");
+    });
+    reading.recv().expect("the reader holds the database");
+    // Writes after the reader began: a checkpoint that waits for readers waits for this one.
+    for n in 0..5 {
+        client
+            .create_customer(format!("After{n}"), "Reader".into(), "3 WAL Way".into())
+            .await
+            .expect("a write while a reader holds the database");
+    }
+    let started = Instant::now();
+    runtime::ops::admin::admin(&node.raft, &c.credentials, AdminRequest::Snapshot)
+        .await
+        .expect("snapshot");
+    let status = wait_status(&c, leader, Duration::from_secs(60), "a snapshot", |s| {
+        s.snapshot_index.is_some()
+    })
+    .await;
+    let took = started.elapsed();
+    assert_eq!(status.snapshot_failures, 0, "{status:?}");
+    // The node applies while the reader is still there.
+    let customer = client
+        .create_customer("Read".into(), "Er".into(), "2 Lock Lane".into())
+        .await
+        .expect("a write while a reader holds the database");
+    eprintln!(
+        "snapshot after {took:?} with a reader held for {held:?}; then customer {}",
+        customer.customer_id
+    );
+    reader.join().expect("reader");
+}

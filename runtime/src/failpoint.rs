@@ -12,6 +12,8 @@
 //! | `raft_log::commit` | the raft log's sync (`fdatasync`) fails after its write |
 //! | `raft_log::torn` | the raft log's write stops halfway (half the batch reaches the disk) |
 //! | `snapshot::drop_chunk` | a snapshot sender skips a chunk as if the follower had stored it |
+//! | `snapshot::build` | a snapshot build fails (as on a full disk); the node goes on and retries |
+//! | `snapshot::install` | a snapshot install fails after the transfer; it is tried again |
 //! | `clock::offset_secs` | `return(N)`: the node's wall clock reads N seconds ahead (or behind) |
 
 /// Whether this build has failpoints (the `failpoints` feature).

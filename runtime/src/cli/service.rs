@@ -107,6 +107,15 @@ pub enum Common {
         #[command(subcommand)]
         verb: AdminVerb,
     },
+    /// With the node stopped, after it refused to start because its raft log is damaged: keep
+    /// the longest prefix of the log that checks, move the damaged segment files aside (to
+    /// `raft-log.damaged-TIME/`, never deleted), and let the node rejoin without voting until
+    /// its leader has brought it up to date. Prints what it did as JSON.
+    RepairLog {
+        /// The node's data directory.
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+    },
     /// A live view of a cluster (every member's role, term, applied index, lag and ops/s,
     /// refreshed each second; q quits).
     #[cfg(feature = "top")]
@@ -263,6 +272,15 @@ impl Common {
             Common::Admin { access, verb } => {
                 let credentials = access.credentials()?;
                 runtime()?.block_on(admin(&access.connect, &credentials, verb))
+            }
+            Common::RepairLog { data_dir } => {
+                match crate::raft::log_store::repair::repair(&data_dir)
+                    .map_err(|e| HostError::Node(e.into()))?
+                {
+                    None => Ok("the raft log checks: nothing to repair".into()),
+                    Some(repair) => serde_json::to_string_pretty(&repair)
+                        .map_err(|e| HostError::Config(e.to_string())),
+                }
             }
             #[cfg(feature = "top")]
             Common::Top { access, once } => {

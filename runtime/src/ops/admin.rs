@@ -83,11 +83,15 @@ pub fn role_text(member: &MemberStatus) -> String {
     if s.quorum_lost {
         role.push_str(" (no quorum)");
     }
+    if s.rejoining {
+        role.push_str(" (rejoining, not voting)");
+    }
     role
 }
 
 /// Every member's status as a table ([`member_statuses`]): id, role, term, API and raft
-/// addresses, applied index, lag behind the leader, last snapshot index, and the schema version
+/// addresses, applied index, lag behind the leader, last snapshot index (and how many snapshot
+/// builds and installs failed, if any did), and the schema version
 /// its build runs (a rolling upgrade shows which members still run the old one).
 pub async fn status_table(
     raft_addr: &str,
@@ -110,7 +114,14 @@ pub async fn status_table(
             m.raft.clone(),
             number(s.and_then(|s| s.last_applied_index)),
             number(m.lag),
-            number(s.and_then(|s| s.snapshot_index)),
+            match s {
+                Some(s) if s.snapshot_failures > 0 => format!(
+                    "{} ({} failed)",
+                    number(s.snapshot_index),
+                    s.snapshot_failures
+                ),
+                _ => number(s.and_then(|s| s.snapshot_index)),
+            },
             s.map_or("-", |s| s.schema.as_str()).to_string(),
         ]);
     }

@@ -245,6 +245,8 @@ mod tests {
                 lag: Default::default(),
                 schema: "v1".into(),
                 open_files_limit: 1024,
+                snapshot_failures: 0,
+                rejoining: false,
             }),
             lag,
         }

@@ -13,7 +13,8 @@
 //! - storage and apply: `raft_log_commit_seconds` (a log batch's commit, fsync included),
 //!   `raft_apply_seconds` (an applied batch), `dedup_hits_total` (retries answered from a
 //!   request record, late copies of acknowledged requests refused), `read_index_seconds` (a linearizable read's wait for its read index);
-//! - snapshots: `raft_snapshots_built_total`, `raft_snapshots_installed_total` and
+//! - snapshots: `raft_snapshots_built_total`, `raft_snapshots_installed_total`,
+//!   `raft_snapshot_failures_total` (builds and installs that failed and are tried again) and
 //!   `raft_snapshot_bytes` (the last one's size).
 
 use std::collections::HashMap;
@@ -84,6 +85,8 @@ pub struct StateMachineMetrics {
     pub snapshots_installed: Counter,
     /// The size of the last snapshot built or installed, in bytes.
     pub snapshot_bytes: Gauge,
+    /// Snapshot builds and installs that failed (each is tried again).
+    pub snapshot_failures: Counter,
 }
 
 impl Default for StateMachineMetrics {
@@ -95,6 +98,7 @@ impl Default for StateMachineMetrics {
             snapshots_built: Counter::default(),
             snapshots_installed: Counter::default(),
             snapshot_bytes: Gauge::default(),
+            snapshot_failures: Counter::default(),
         }
     }
 }
@@ -208,6 +212,11 @@ impl NodeMetrics {
             "raft_snapshot_bytes",
             "The size of the last snapshot built or installed",
             sm.snapshot_bytes,
+        );
+        registry.register(
+            "raft_snapshot_failures",
+            "Snapshot builds and installs that failed (each is tried again)",
+            sm.snapshot_failures,
         );
         let read_index_seconds = latency_histogram();
         registry.register(

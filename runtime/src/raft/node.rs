@@ -19,6 +19,7 @@ use openraft::errors::InitializeError;
 use openraft::{Config, ServerState, SnapshotPolicy};
 use tonic::Status;
 
+use super::log_store::repair::RejoinMarker;
 use super::log_store::{LogStore, LogStoreError};
 use super::network::{self, AdminRequest, Answer, Message, Network};
 use super::read_index::ReadIndexRounds;
@@ -30,6 +31,7 @@ use crate::raft::version::{Gate, Schema};
 mod admin;
 mod incoming;
 mod read;
+mod rejoin;
 mod write;
 
 use super::files::{LOG_DIR, SNAPSHOT_DIR, STATE_DB};
@@ -175,6 +177,8 @@ pub struct RaftNode {
     /// What each member's build knows, as last asked (see [`crate::raft::version`]); the leader's
     /// gate reads it.
     gate: Gate,
+    /// Set while the node rejoins after a log repair: it does not vote (see [`rejoin`]).
+    rejoining: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -217,6 +221,14 @@ impl RaftNode {
         }
         let snapshot_dir = config.data_dir.join(SNAPSHOT_DIR);
         let log = LogStore::open(&config.data_dir.join(LOG_DIR))?;
+        let rejoin = RejoinMarker::read(&config.data_dir)?;
+        if let Some(marker) = &rejoin {
+            tracing::warn!(
+                "rejoining after a log repair: no election and no vote until a leader of term {} \
+                 or later has brought this node up to date",
+                marker.term
+            );
+        }
         let sm = StateMachine::open_with_feed(
             app,
             &config.data_dir.join(STATE_DB),
@@ -241,6 +253,10 @@ impl RaftNode {
             // A node that cannot win (cut off, or behind) asks before it raises its term, so
             // its return does not depose a healthy leader.
             enable_pre_vote: Some(true),
+            // A node rejoining after a repair neither starts an election nor takes back a
+            // leadership its kept vote may record: its log may lack what it had committed.
+            enable_elect: rejoin.is_none(),
+            enable_leader_restore: Some(rejoin.is_none()),
             ..Default::default()
         }
         .validate()
@@ -273,7 +289,15 @@ impl RaftNode {
             read_rounds: Arc::default(),
             schema,
             gate,
+            rejoining: std::sync::atomic::AtomicBool::new(rejoin.is_some()),
         });
+        if let Some(marker) = rejoin {
+            tokio::spawn(rejoin::finish(
+                Arc::downgrade(&node),
+                config.data_dir.clone(),
+                marker,
+            ));
+        }
         if !node.schema.is_opaque() {
             tokio::spawn(write::refresh_schemas(Arc::downgrade(&node)));
         }
@@ -324,7 +348,39 @@ impl RaftNode {
     }
 
     /// Asks the cluster reachable at `seed` (a raft address) to add this node as a voter.
-    pub async fn join(&self, seed: &str) -> Result<(), NodeError> {
+    ///
+    /// A node that its own membership already holds as a voter at its raft address (a member
+    /// restarted) rejoins by itself, even while there is no leader: it returns at once, and
+    /// asks in the background only if its API addresses changed (the leader records them).
+    pub async fn join(self: &Arc<Self>, seed: &str) -> Result<(), NodeError> {
+        // What the state machine applied (openraft's metrics may not hold it yet at start).
+        let (_, stored) = openraft::storage::RaftStateMachine::applied_state(&mut self.sm.clone())
+            .await
+            .map_err(NodeError::from)?;
+        let membership = stored.membership();
+        let known = membership
+            .voter_ids()
+            .any(|v| v == self.id)
+            .then(|| membership.get_node(&self.id).cloned())
+            .flatten();
+        match known {
+            Some(addr) if addr == self.addr => return Ok(()),
+            Some(addr) if addr.raft == self.addr.raft => {
+                let (node, seed) = (self.clone(), seed.to_string());
+                tokio::spawn(async move {
+                    if let Err(e) = node.ask_to_join(&seed).await {
+                        tracing::warn!("a member restarted with new API addresses: {e}");
+                    }
+                });
+                return Ok(());
+            }
+            _ => {}
+        }
+        self.ask_to_join(seed).await
+    }
+
+    /// Asks the cluster reachable at `seed` to add (or update) this node as a voter.
+    async fn ask_to_join(&self, seed: &str) -> Result<(), NodeError> {
         let join = AdminRequest::Join {
             id: self.id,
             addr: self.addr.clone(),

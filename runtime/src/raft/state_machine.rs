@@ -383,6 +383,8 @@ struct Shared {
     read_queue: Mutex<ReadQueue>,
     /// Apply latency, dedup hits and snapshots.
     metrics: crate::raft::metrics::StateMachineMetrics,
+    /// Failed snapshot builds and installs: their backoff and what was logged.
+    snapshot_faults: Mutex<snapshot::SnapshotFaults>,
     /// Per client, a bound on its request records' sequence numbers and its watermark, so
     /// that apply reads neither from the database (see [`requests::KnownClients`]).
     known_clients: Mutex<requests::KnownClients>,
@@ -583,6 +585,7 @@ impl StateMachine {
             read_gate: RwLock::new(()),
             read_queue: Mutex::default(),
             metrics: Default::default(),
+            snapshot_faults: Mutex::default(),
             known_clients: Mutex::default(),
             feed,
             ring: tokio::sync::broadcast::channel(feed.ring.max(1)).0,
@@ -949,6 +952,78 @@ fn write_meta<T: serde::Serialize>(conn: &Connection, key: &str, value: &T) -> i
     Ok(())
 }
 
+/// How many times a snapshot install is tried (with the builds' backoff between tries, about
+/// four minutes in all) before the error goes to openraft, which stops the node.
+const INSTALL_TRIES: u32 = 8;
+
+/// One try at installing the received snapshot `snapshot` as the database; safe to try again
+/// after a failure at any step.
+fn install_once(
+    shared: &Shared,
+    snapshot: &SnapshotFile,
+    db_copy: &Path,
+    meta_path: &Path,
+    meta: &SnapshotMeta,
+    name: &str,
+) -> io::Result<()> {
+    // Hold the writer and the read gate throughout (writer first, as everywhere): no
+    // apply, query, snapshot build or prune runs while we swap.
+    let mut writer = lock(&shared.writer)?;
+    let _gate = shared
+        .read_gate
+        .write()
+        .map_err(|_| io::Error::other("state machine lock poisoned"))?;
+    // Keep the received file as the current snapshot (an earlier try may have moved it
+    // already), then install a copy of it.
+    if snapshot.path != db_copy && (snapshot.path.exists() || !db_copy.exists()) {
+        std::fs::rename(&snapshot.path, db_copy)?;
+    }
+    if let Some(arg) = crate::failpoint::fired("snapshot::install") {
+        return Err(io::Error::other(format!(
+            "failpoint snapshot::install{}",
+            arg.map(|a| format!(" ({a})")).unwrap_or_default()
+        )));
+    }
+    let staged = shared.db_path.with_extension("installing");
+    std::fs::copy(db_copy, &staged)?;
+    std::fs::File::open(&staged)?.sync_all()?;
+    // Close every connection before the swap. Batches applied and not committed are
+    // dropped with the connection: the snapshot is further along than they are.
+    writer.conn.take();
+    writer.pending = None;
+    lock_readers(shared)?.clear();
+    for suffix in ["-wal", "-shm"] {
+        let side = PathBuf::from(format!("{}{suffix}", shared.db_path.display()));
+        if side.exists() {
+            std::fs::remove_file(side)?;
+        }
+    }
+    std::fs::rename(&staged, &shared.db_path)?;
+    sync_dir(&shared.db_path)?;
+    let (opened, events_from) = StateMachine::open_writer(shared.app.as_ref(), &shared.db_path)?;
+    let installed: Option<LogId> = read_meta(&opened, "last_applied")?;
+    writer.conn = Some(opened);
+    shared
+        .visible
+        .send_replace(installed.map_or(0, |l| l.index));
+    shared
+        .events_from
+        .store(events_from, std::sync::atomic::Ordering::Relaxed);
+    // Watchers re-read the history that came with it.
+    drop(shared.ring.send(crate::raft::feed::Live::Reset));
+    // The installed database has request records of its own.
+    if let Ok(mut known) = shared.known_clients.lock() {
+        known.forget();
+    }
+    // The metadata last: a snapshot without it is not considered complete.
+    write_durably(meta_path, &serde_json::to_vec(meta).map_err(io_err)?)?;
+    prune_snapshots(&shared.snapshot_dir, name);
+    shared
+        .metrics
+        .snapshot(std::fs::metadata(db_copy)?.len(), true);
+    Ok(())
+}
+
 impl RaftStateMachine<C> for StateMachine {
     type SnapshotData = SnapshotFile;
     type SnapshotBuilder = StateMachine;
@@ -1019,6 +1094,15 @@ impl RaftStateMachine<C> for StateMachine {
         self.clone()
     }
 
+    /// A builder, unless builds failed lately and openraft's policy (not a follower's need,
+    /// `force`) asks: then the build waits for its backoff (see [`snapshot::SnapshotFaults`]).
+    async fn try_create_snapshot_builder(&mut self, force: bool) -> Option<Self::SnapshotBuilder> {
+        if !force && !snapshot::lock_faults(&self.shared).may_build() {
+            return None;
+        }
+        Some(self.clone())
+    }
+
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
@@ -1029,56 +1113,25 @@ impl RaftStateMachine<C> for StateMachine {
         let meta = meta.clone();
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
-            // Hold the writer and the read gate throughout (writer first, as everywhere): no
-            // apply, query, snapshot build or prune runs while we swap.
-            let mut writer = lock(&shared.writer)?;
-            let _gate = shared
-                .read_gate
-                .write()
-                .map_err(|_| io::Error::other("state machine lock poisoned"))?;
-            // Keep the received file as the current snapshot, then install a copy of it.
-            if snapshot.path != db_copy {
-                std::fs::rename(&snapshot.path, &db_copy)?;
-            }
-            let staged = shared.db_path.with_extension("installing");
-            std::fs::copy(&db_copy, &staged)?;
-            std::fs::File::open(&staged)?.sync_all()?;
-            // Close every connection before the swap. Batches applied and not committed are
-            // dropped with the connection: the snapshot is further along than they are.
-            writer.conn.take();
-            writer.pending = None;
-            lock_readers(&shared)?.clear();
-            for suffix in ["-wal", "-shm"] {
-                let side = PathBuf::from(format!("{}{suffix}", shared.db_path.display()));
-                if side.exists() {
-                    std::fs::remove_file(side)?;
+            const WHAT: &str = "a snapshot install";
+            let mut tries = 0;
+            loop {
+                match install_once(&shared, &snapshot, &db_copy, &meta_path, &meta, &name) {
+                    Ok(()) => {
+                        snapshot::lock_faults(&shared).succeeded(WHAT);
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        tries += 1;
+                        snapshot::lock_faults(&shared).failed(WHAT, &e);
+                        shared.metrics.snapshot_failures.inc();
+                        if tries >= INSTALL_TRIES {
+                            return Err(e);
+                        }
+                        std::thread::sleep(snapshot::retry_delay(tries));
+                    }
                 }
             }
-            std::fs::rename(&staged, &shared.db_path)?;
-            sync_dir(&shared.db_path)?;
-            let (opened, events_from) =
-                StateMachine::open_writer(shared.app.as_ref(), &shared.db_path)?;
-            let installed: Option<LogId> = read_meta(&opened, "last_applied")?;
-            writer.conn = Some(opened);
-            shared
-                .visible
-                .send_replace(installed.map_or(0, |l| l.index));
-            shared
-                .events_from
-                .store(events_from, std::sync::atomic::Ordering::Relaxed);
-            // Watchers re-read the history that came with it.
-            drop(shared.ring.send(crate::raft::feed::Live::Reset));
-            // The installed database has request records of its own.
-            if let Ok(mut known) = shared.known_clients.lock() {
-                known.forget();
-            }
-            // The metadata last: a snapshot without it is not considered complete.
-            write_durably(&meta_path, &serde_json::to_vec(&meta).map_err(io_err)?)?;
-            prune_snapshots(&shared.snapshot_dir, &name);
-            shared
-                .metrics
-                .snapshot(std::fs::metadata(&db_copy)?.len(), true);
-            Ok(())
         })
         .await
         .map_err(io_err)?

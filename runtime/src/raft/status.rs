@@ -121,6 +121,12 @@ pub struct NodeStatus {
     pub schema: String,
     /// The open-files limit the node runs under.
     pub open_files_limit: u64,
+    /// Snapshot builds and installs that failed since the node started (each is tried again).
+    #[serde(default)]
+    pub snapshot_failures: u64,
+    /// Whether it is rejoining after a log repair: it does not vote until it has caught up.
+    #[serde(default)]
+    pub rejoining: bool,
 }
 
 impl NodeStatus {
@@ -173,6 +179,8 @@ impl NodeStatus {
             lag,
             schema,
             open_files_limit,
+            snapshot_failures: 0,
+            rejoining: false,
         }
     }
 
@@ -217,6 +225,8 @@ mod tests {
             lag: BTreeMap::from([(1, 3)]),
             schema: "v1".into(),
             open_files_limit: 1024,
+            snapshot_failures: 2,
+            rejoining: true,
         };
         let json = serde_json::to_value(&status).expect("encodes");
         assert_eq!(json["role"], "Leader");

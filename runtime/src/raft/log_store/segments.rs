@@ -421,11 +421,20 @@ impl Segments {
         self.committed
     }
 
-    /// Reads the entries with `lo <= index <= hi` that the log holds, in index order.
+    /// Reads the entries with `lo <= index <= hi` that the log holds, in index order: none if
+    /// `lo` is not in the log (purged, or past its end), never a run that starts elsewhere.
     pub(super) fn read(&self, lo: u64, hi: u64) -> io::Result<Vec<Entry>> {
-        let start = lo.max(self.first);
+        let start = lo;
         let end = hi.min((self.first + self.entries.len() as u64).saturating_sub(1));
-        if self.entries.is_empty() || start > end {
+        if self.entries.is_empty() || start < self.first || start > end {
+            if start < self.first && start <= end {
+                tracing::warn!(
+                    "raft log: entries {lo}..={hi} were asked for, but the log starts at {} \
+                     (purged up to {:?})",
+                    self.first,
+                    self.last_purged.map(|l| l.index)
+                );
+            }
             return Ok(Vec::new());
         }
         let locs: Vec<&Loc> = self
@@ -878,4 +887,73 @@ fn missing_sector(bytes: &[u8], lo: usize, hi: usize, limit: usize) -> bool {
     (lo.next_multiple_of(SECTOR)..=hi.min(limit))
         .step_by(SECTOR)
         .any(|b| (b >= lo + RUN && zeros(b - RUN, b)) || (b + RUN <= limit && zeros(b, b + RUN)))
+}
+
+/// Where the longest run of batches that check ends in the segment `bytes`: after its header
+/// and every batch up to the first one that does not check (or the end of the log). `None` if
+/// the segment's magic or header does not check.
+pub(super) fn verified_prefix(bytes: &[u8]) -> Option<usize> {
+    if !bytes.starts_with(MAGIC) {
+        return None;
+    }
+    let Parsed::Record {
+        kind: Kind::Header,
+        next,
+        ..
+    } = parse(bytes, MAGIC.len())
+    else {
+        return None;
+    };
+    let (mut pos, mut seq) = (next, 0);
+    while let Ok(Some(batch)) = read_batch(bytes, pos, seq) {
+        pos = batch.end;
+        seq += 1;
+    }
+    Some(pos)
+}
+
+/// The highest term of any record in `bytes` that checks, wherever it is (a vote, a header's
+/// vote, an entry's log id): what a node may have voted in or seen, as far as its damaged
+/// files still tell.
+pub(super) fn highest_term(bytes: &[u8]) -> u64 {
+    let mut highest = 0;
+    for pos in 0..bytes.len() {
+        if !record::checks_at(bytes, pos) {
+            continue;
+        }
+        let Parsed::Record { kind, payload, .. } = parse(bytes, pos) else {
+            continue;
+        };
+        let term = match kind {
+            Kind::Vote => types::decode::<Vote>(payload)
+                .ok()
+                .map(|v| v.leader_id.term),
+            Kind::Header => types::decode::<Header>(payload)
+                .ok()
+                .and_then(|h| h.vote)
+                .map(|v| v.leader_id.term),
+            Kind::Entry => postcard::take_from_bytes::<LogId>(payload)
+                .ok()
+                .map(|(id, _)| id.leader_id.term),
+            _ => None,
+        };
+        highest = highest.max(term.unwrap_or(0));
+    }
+    highest
+}
+
+/// The segment files in `dir`, by sequence number, oldest first.
+pub(super) fn segment_files(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut found = Vec::new();
+    for item in fs::read_dir(dir)? {
+        let item = item?;
+        let name = item.file_name();
+        if let Some(seq) = name.to_string_lossy().strip_suffix(SUFFIX)
+            && let Ok(seq) = seq.parse::<u64>()
+        {
+            found.push((seq, item.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
 }

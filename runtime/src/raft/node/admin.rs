@@ -16,12 +16,16 @@ use crate::raft::types::NodeId;
 impl RaftNode {
     /// This node's status: role, term, leader, indexes, members and (on a leader) their lag.
     pub fn status(&self) -> NodeStatus {
-        NodeStatus::from_metrics(
-            &self.raft.metrics().borrow_watched(),
-            self.quorum_lost(),
-            self.schema.version.clone(),
-            crate::net::conn::nofile_limit(),
-        )
+        NodeStatus {
+            snapshot_failures: self.sm.metrics().snapshot_failures.get(),
+            rejoining: self.rejoining(),
+            ..NodeStatus::from_metrics(
+                &self.raft.metrics().borrow_watched(),
+                self.quorum_lost(),
+                self.schema.version.clone(),
+                crate::net::conn::nofile_limit(),
+            )
+        }
     }
 
     fn backup_dir(&self) -> PathBuf {

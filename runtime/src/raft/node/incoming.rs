@@ -20,6 +20,10 @@ impl RaftNode {
                 Ok(r) => Answer::Append(r),
                 Err(e) => Answer::Failed(e.to_string()),
             },
+            Message::Vote(_) | Message::PreVote(_) if self.rejoining() => Answer::Failed(format!(
+                "node {} is rejoining after a log repair and votes only once it has caught up",
+                self.id
+            )),
             Message::Vote(rpc) => match self.raft.vote(rpc).await {
                 Ok(r) => Answer::Vote(r),
                 Err(e) => Answer::Failed(e.to_string()),

@@ -44,7 +44,10 @@ impl RaftNode {
     }
 
     /// A log index that a linearizable read must wait for, asked until `deadline`.
-    async fn read_index(&self, deadline: tokio::time::Instant) -> Result<u64, NodeError> {
+    pub(super) async fn read_index(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<u64, NodeError> {
         let mut last_error = String::from("no attempt made");
         let mut retry = Retry::until(deadline);
         while retry.next().await {

@@ -88,14 +88,126 @@ pub(super) fn prune_snapshots(dir: &Path, keep: &str) {
     }
 }
 
+/// The first wait after a failed snapshot build; it doubles with each failure in a row.
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+/// The longest wait between snapshot builds that fail.
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How long to wait after the `failures`-th failure in a row: 1 s, doubling, at most a minute.
+pub(super) fn retry_delay(failures: u32) -> std::time::Duration {
+    RETRY_FIRST
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(RETRY_MAX)
+}
+
+/// Failed snapshot builds (and installs): a build that fails is not fatal (openraft would stop
+/// the node); the next one waits for a backoff (1 s, doubling, at most a minute) unless a
+/// follower needs it. Each failure counts in `raft_snapshot_failures_total` and `admin status`;
+/// the log says so once per kind of failure, and once more when one succeeds again.
+#[derive(Debug, Default)]
+pub(super) struct SnapshotFaults {
+    /// Failures since the last success.
+    in_a_row: u32,
+    /// No build that openraft's policy asks for before this instant.
+    retry_at: Option<std::time::Instant>,
+    /// The kind of failure last logged.
+    logged: Option<String>,
+}
+
+impl SnapshotFaults {
+    /// Whether a build may start now.
+    pub(super) fn may_build(&self) -> bool {
+        self.retry_at
+            .is_none_or(|at| std::time::Instant::now() >= at)
+    }
+
+    /// Records a failure of `what`; logs it if its kind is new.
+    pub(super) fn failed(&mut self, what: &str, e: &io::Error) {
+        self.in_a_row = self.in_a_row.saturating_add(1);
+        let delay = retry_delay(self.in_a_row);
+        self.retry_at = Some(std::time::Instant::now() + delay);
+        let kind = format!("{what}: {:?}/{:?}", e.kind(), e.raw_os_error());
+        if self.logged.as_deref() == Some(kind.as_str()) {
+            tracing::debug!("{what} failed again ({} in a row): {e}", self.in_a_row);
+        } else {
+            tracing::warn!(
+                "{what} failed: {e}; the node goes on, and tries again in {delay:?} (further \
+                 failures of this kind are counted in raft_snapshot_failures_total, not logged)"
+            );
+            self.logged = Some(kind);
+        }
+    }
+
+    /// Records a success of `what`.
+    pub(super) fn succeeded(&mut self, what: &str) {
+        if self.in_a_row > 0 {
+            tracing::warn!("{what} succeeded after {} failures", self.in_a_row);
+        }
+        *self = SnapshotFaults::default();
+    }
+}
+
+/// The snapshot faults, even if a thread panicked holding them.
+pub(super) fn lock_faults(shared: &Shared) -> std::sync::MutexGuard<'_, SnapshotFaults> {
+    shared
+        .snapshot_faults
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl RaftSnapshotBuilder<C> for StateMachine {
     type SnapshotData = SnapshotFile;
 
+    /// Builds a snapshot. If that fails (a full disk, no file descriptors, an I/O error), the
+    /// node goes on: the failure is counted and backed off (see [`SnapshotFaults`]), and the
+    /// answer is the snapshot the node already has, which openraft takes as no new snapshot
+    /// (its index is not above the current one), so it keeps the log and asks again later.
     async fn build_snapshot(
         &mut self,
     ) -> Result<openraft::alias::SnapshotOf<C, SnapshotFile>, io::Error> {
+        const WHAT: &str = "a snapshot build";
+        let built = self.build_snapshot_once().await;
+        let e = match built {
+            Ok(snapshot) => {
+                lock_faults(&self.shared).succeeded(WHAT);
+                return Ok(snapshot);
+            }
+            Err(e) => e,
+        };
+        lock_faults(&self.shared).failed(WHAT, &e);
+        self.shared.metrics.snapshot_failures.inc();
+        let dir = self.shared.snapshot_dir.clone();
+        let have = tokio::task::spawn_blocking(move || latest_snapshot(&dir))
+            .await
+            .map_err(io_err)?;
+        let have = have.unwrap_or_else(|e| {
+            tracing::warn!("reading the current snapshot after a failed build: {e}");
+            None
+        });
+        Ok(
+            have.unwrap_or_else(|| openraft::alias::SnapshotOf::<C, SnapshotFile> {
+                meta: SnapshotMeta::default(),
+                snapshot: SnapshotFile {
+                    path: self.shared.snapshot_dir.join("snapshot-none.db"),
+                },
+            }),
+        )
+    }
+}
+
+impl StateMachine {
+    /// One try at a snapshot build.
+    async fn build_snapshot_once(
+        &self,
+    ) -> Result<openraft::alias::SnapshotOf<C, SnapshotFile>, io::Error> {
         let dir = self.shared.snapshot_dir.clone();
         self.blocking(move |shared, writer| {
+            if let Some(arg) = crate::failpoint::fired("snapshot::build") {
+                return Err(io::Error::other(format!(
+                    "failpoint snapshot::build{}",
+                    arg.map(|a| format!(" ({a})")).unwrap_or_default()
+                )));
+            }
             let applied: Option<LogId> = read_meta(writer, "last_applied")?;
             let membership: Option<StoredMembership> = read_meta(writer, "membership")?;
             let meta = SnapshotMeta {
@@ -107,16 +219,21 @@ impl RaftSnapshotBuilder<C> for StateMachine {
             if tmp.exists() {
                 std::fs::remove_file(&tmp)?;
             }
-            // Make everything applied so far durable in the database itself (the log it came
-            // from may be purged after this snapshot), then copy it consistently (the writer is
-            // locked by us).
-            let busy: i64 = writer
-                .query_row("PRAGMA wal_checkpoint(FULL)", [], |r| r.get(0))
+            // Make everything applied so far durable (the log it came from may be purged after
+            // this snapshot): a checkpoint that waits for no reader (one holding the database,
+            // e.g. a backup, would stall apply for the busy timeout), then an fsync of both the
+            // database and its WAL, which hold every committed transaction between them.
+            // Then copy it consistently (the writer is locked by us).
+            writer
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
                 .map_err(io_err)?;
-            if busy != 0 {
-                return Err(io::Error::other(
-                    "the WAL checkpoint before a snapshot did not finish",
-                ));
+            for file in [
+                shared.db_path.clone(),
+                PathBuf::from(format!("{}-wal", shared.db_path.display())),
+            ] {
+                if file.exists() {
+                    std::fs::File::open(&file)?.sync_all()?;
+                }
             }
             writer
                 .execute("VACUUM INTO ?1", [tmp.to_string_lossy()])
