@@ -358,3 +358,34 @@ async fn connections_over_the_limit_are_closed_and_the_others_served() {
     }
     server.stop().await;
 }
+
+/// A connection that sends nothing is closed after the idle timeout and gives back its slot;
+/// one that keeps calling is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_is_closed_and_frees_its_slot() {
+    use tokio::io::AsyncReadExt as _;
+
+    let limits = Limits {
+        max_connections: 1,
+        idle_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let server = start(limits).await;
+    let mut silent = within("raw connect", tokio::net::TcpStream::connect(server.addr))
+        .await
+        .expect("raw connect");
+    let mut sink = Vec::new();
+    let closed = within("closed by the server", silent.read_to_end(&mut sink)).await;
+    assert!(
+        matches!(closed, Ok(0)),
+        "the idle connection ended with {closed:?}"
+    );
+    // Its slot is free again: a client is served, and calls keep it from going idle.
+    let client = server.client().await;
+    for i in 0..15 {
+        ping(&client, &format!("busy {i}")).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(client);
+    server.stop().await;
+}

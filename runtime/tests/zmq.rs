@@ -225,3 +225,129 @@ async fn connecting_to_a_closed_endpoint_names_it() {
     }
     assert!(error.to_string().contains(&endpoint), "{error}");
 }
+
+/// The resident memory of this process, in bytes.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
+}
+
+/// zeromq collects every frame of a multipart message before it delivers any: a peer that
+/// sends 2,000 frames of 64 KiB marked "more" (125 MiB) is cut off by the guard once they add
+/// up past the frame limit, and the server neither holds them nor stops serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_of_endless_continuation_frames_is_cut_off_with_bounded_memory() {
+    use tokio::io::AsyncWriteExt as _;
+
+    let server = start(Limits::default()).await;
+    let before = rss_bytes();
+    let addr = server.endpoint.trim_start_matches("tcp://").to_string();
+    let mut raw = within("raw connect", tokio::net::TcpStream::connect(&addr))
+        .await
+        .expect("raw connect");
+    // A ZMTP 3.0 greeting (NULL mechanism) and a READY command for a DEALER socket, so zeromq
+    // takes the frames that follow as a message.
+    let mut stream = vec![0u8; 64];
+    stream[0] = 0xff;
+    stream[9] = 0x7f;
+    stream[10] = 3;
+    stream[12..16].copy_from_slice(b"NULL");
+    let mut ready = vec![5u8];
+    ready.extend(b"READY");
+    ready.push(11);
+    ready.extend(b"Socket-Type");
+    ready.extend(6u32.to_be_bytes());
+    ready.extend(b"DEALER");
+    stream.extend([0x04, ready.len() as u8]);
+    stream.extend(ready);
+    let chunk = vec![7u8; 64 * 1024];
+    let mut frame = vec![0x03]; // "more", long length
+    frame.extend((chunk.len() as u64).to_be_bytes());
+    frame.extend(&chunk);
+    let sent = tokio::time::timeout(Duration::from_secs(60), async {
+        raw.write_all(&stream).await?;
+        for _ in 0..2000 {
+            raw.write_all(&frame).await?;
+        }
+        raw.flush().await
+    })
+    .await;
+    eprintln!("send of 2,000 x 64 KiB frames marked more: {sent:?}");
+    assert!(
+        matches!(sent, Ok(Err(_))),
+        "the server took 125 MiB of one message: {sent:?}"
+    );
+    drop(raw);
+    let client = server.client().await;
+    ping(&client, "after the endless message").await;
+    let grown = rss_bytes().saturating_sub(before);
+    eprintln!("resident memory grew by {} KiB", grown / 1024);
+    assert!(
+        grown < 48 << 20,
+        "the server held the message: resident memory grew by {} MiB",
+        grown >> 20
+    );
+    drop(client);
+    server.stop().await;
+}
+
+/// The ROUTER behind the guard listens on a Unix socket in a directory only the node's user may
+/// enter: another local user cannot reach it around the guard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inner_socket_is_reachable_only_by_the_node_user() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::process::CommandExt as _;
+
+    let server = start(Limits::default()).await;
+    let prefix = format!("raftgen-zmq-{}-", std::process::id());
+    let dirs: Vec<std::path::PathBuf> = std::fs::read_dir(std::env::temp_dir())
+        .expect("temp dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect();
+    assert!(
+        !dirs.is_empty(),
+        "no inner socket directory for this process"
+    );
+    for dir in &dirs {
+        let mode = std::fs::metadata(dir).expect("dir").permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{}", dir.display());
+    }
+    let socket = dirs
+        .iter()
+        .map(|d| d.join("router.sock"))
+        .find(|s| s.exists())
+        .expect("the inner socket");
+    // SAFETY: `geteuid` has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping the other-user connect: it needs root to switch users");
+    } else {
+        let script = "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])";
+        let mut cmd = std::process::Command::new("python3");
+        cmd.args(["-c", script]).arg(&socket);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        match cmd.output() {
+            Ok(out) => assert!(
+                !out.status.success(),
+                "another user connected to {}",
+                socket.display()
+            ),
+            Err(e) => eprintln!("skipping the other-user connect: python3: {e}"),
+        }
+    }
+    server.stop().await;
+}

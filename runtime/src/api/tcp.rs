@@ -5,7 +5,8 @@
 //! come back in any order.
 //!
 //! - Server: [`serve_tcp`] accepts connections until its shutdown future resolves, at most
-//!   [`Limits::max_connections`] open at once (one more is closed on accept). Per connection,
+//!   [`Limits::max_connections`] open at once (one more is closed on accept); a connection
+//!   that neither sends nor receives a byte for [`Limits::idle_timeout`] is closed. Per connection,
 //!   a reader reads frames and spawns one task per request; the replies go through a channel to a
 //!   single writer task. A frame larger than [`Limits::max_frame`], or with a kind byte that is
 //!   not a command or a query, gets the [`Handler::refuse`] reply under its id and then the
@@ -22,8 +23,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
@@ -57,14 +58,11 @@ pub async fn serve_tcp<H: Handler>(
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
     let cap = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let idle = Some(limits.idle_timeout);
     let mut connections =
-        crate::net::conn::accept_connections(listener, cap, None, "tcp", shutdown, |conn, peer| {
-            let (stream, slot) = conn.into_parts();
-            let served = serve_connection(stream, peer, handler.clone(), limits);
-            async move {
-                served.await;
-                drop(slot);
-            }
+        crate::net::conn::accept_connections(listener, cap, idle, "tcp", shutdown, |conn, peer| {
+            // The guarded stream holds its slot, and ends after the idle timeout.
+            serve_connection(conn, peer, handler.clone(), limits)
         })
         .await;
     tracing::debug!(
@@ -87,13 +85,13 @@ enum ConnectionEnd {
     WriterGone,
 }
 
-async fn serve_connection<H: Handler>(
-    stream: TcpStream,
+async fn serve_connection<H: Handler, S: AsyncRead + AsyncWrite + Send + 'static>(
+    stream: S,
     peer: SocketAddr,
     handler: Arc<H>,
     limits: Limits,
 ) {
-    let (mut reader, writer) = stream.into_split();
+    let (mut reader, writer) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel(OUTGOING_QUEUE);
     let mut writer = AbortOnDrop(tokio::spawn(write_loop(writer, rx)));
     let mut requests = JoinSet::new();
@@ -133,8 +131,8 @@ async fn serve_connection<H: Handler>(
     }
 }
 
-async fn read_requests<H: Handler>(
-    reader: &mut OwnedReadHalf,
+async fn read_requests<H: Handler, R: AsyncRead + Unpin>(
+    reader: &mut R,
     handler: &Arc<H>,
     limits: &Limits,
     tx: &mpsc::Sender<Frame>,
@@ -237,7 +235,7 @@ fn log_request_end(finished: Result<(), tokio::task::JoinError>) {
 }
 
 /// Reads and drops whatever the peer still sends, until it closes, fails, or [`LINGER`] passes.
-async fn discard_until_eof(reader: &mut OwnedReadHalf) {
+async fn discard_until_eof(reader: &mut (impl AsyncRead + Unpin)) {
     let mut scratch = vec![0u8; 64 * 1024];
     let drain = async {
         loop {
@@ -252,7 +250,10 @@ async fn discard_until_eof(reader: &mut OwnedReadHalf) {
 
 /// Writes every queued frame, flushing whenever the queue runs dry; sends FIN once every sender
 /// is gone.
-async fn write_loop(writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Frame>) -> io::Result<()> {
+async fn write_loop<W: AsyncWrite + Unpin>(
+    writer: W,
+    mut rx: mpsc::Receiver<Frame>,
+) -> io::Result<()> {
     let mut writer = BufWriter::new(writer);
     while let Some(frame) = rx.recv().await {
         write_one(&mut writer, &frame).await?;
@@ -264,7 +265,10 @@ async fn write_loop(writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Frame>) -> io
     writer.shutdown().await
 }
 
-async fn write_one(writer: &mut BufWriter<OwnedWriteHalf>, frame: &Frame) -> io::Result<()> {
+async fn write_one<W: AsyncWrite + Unpin>(
+    writer: &mut BufWriter<W>,
+    frame: &Frame,
+) -> io::Result<()> {
     frame::write_frame(writer, frame.id, frame.kind, &frame.payload)
         .await
         .map_err(|e| match e {

@@ -44,6 +44,19 @@ pub fn nofile_limit() -> u64 {
     NOFILE.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// The soft open-file limit in force now (1024 if it cannot be read).
+pub fn current_nofile() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct passed to it.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 1024;
+    }
+    limit.rlim_cur
+}
+
 /// Raises this process's soft open-file limit to its hard limit; returns the limit now in
 /// force (the soft one, if raising failed).
 pub fn raise_nofile_limit() -> u64 {
@@ -110,15 +123,23 @@ impl Caps {
     /// Pools for an open-file limit of `nofile`: raft gets an eighth (16 to 256), the API three
     /// eighths (16 to 16,384), and the rest is left for files and outgoing connections.
     pub fn for_nofile(nofile: u64, api_idle: Duration) -> Self {
-        let eighths = |n: u64, min: u64, max: u64| {
-            usize::try_from((nofile / 8 * n).clamp(min, max)).unwrap_or(16)
-        };
         Caps {
             nofile,
-            api: Pool::new(eighths(3, 16, 16_384), api_idle),
-            raft: Pool::new(eighths(1, 16, 256), RAFT_IDLE_TIMEOUT),
+            api: Pool::new(api_connections(nofile), api_idle),
+            raft: Pool::new(eighths(nofile, 1, 16, 256), RAFT_IDLE_TIMEOUT),
         }
     }
+}
+
+/// How many API connections an open-file limit of `nofile` allows: three eighths of it, 16 to
+/// 16,384 (the frame transports' default cap too).
+pub fn api_connections(nofile: u64) -> usize {
+    eighths(nofile, 3, 16, 16_384)
+}
+
+/// `n` eighths of `nofile`, within `min..=max`.
+fn eighths(nofile: u64, n: u64, min: u64, max: u64) -> usize {
+    usize::try_from((nofile / 8 * n).clamp(min, max)).unwrap_or(16)
 }
 
 /// Accepted connections of `listener` as a stream for a server: each holds a slot of `cap`

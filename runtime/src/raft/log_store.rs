@@ -31,18 +31,13 @@
 //! # The tail cache
 //!
 //! Every appended entry is also kept in memory (the newest [`TAIL_CAPACITY`] entries, trimmed on
-//! truncate). Replication and apply read the tail, so a read of recent entries neither decodes
-//! a record nor waits behind the writer's sync; only older entries are read from the segment
-//! files, through the writer thread (so they see every earlier request, including appends not
-//! synced yet). Both paths see the appends in the order openraft made them.
-//!
-//! A purge leaves the tail as it is. openraft may still read a range it has just purged: a
-//! replication stream that resumes a payload chosen before the leader switched that follower
-//! to a snapshot (and purged, since a snapshot in flight holds no log) reads it, and an empty
-//! answer leaves that stream sending empty requests every 10 ms instead of moving on. Purged
-//! entries are committed and the same on every replica, so the tail answers with them while
-//! it holds them (if it holds the purged log id itself; else the purge drops them). A read the tail cannot answer never answers with entries that do not start
-//! at the index asked for: below the first entry the files hold, it answers with none.
+//! truncate and purge). Replication and apply read the tail, so a read of recent entries
+//! neither decodes a record nor waits behind the writer's sync; only older entries are read from
+//! the segment files, through the writer thread (so they see every earlier request, including
+//! appends not synced yet). Both paths see the appends in the order openraft made them.
+//! The tail answers only when it holds the first index asked for and what follows it without a
+//! gap; anything else is read from the files, which answer with the entries the log holds in
+//! the range (openraft's storage suite asks for ranges that start below the log).
 //!
 //! The thread exits, closing the files, when the last clone is dropped; that drop waits for
 //! it, so the log can be reopened right away.
@@ -594,18 +589,9 @@ impl RaftLogStorage<C> for LogStore {
         self.write(WriteOp::TruncateAfter(last_log_id)).await
     }
 
-    /// Purges the files. The tail cache keeps the purged entries it holds (see the module
-    /// documentation: a replication stream may still read them) if it holds `log_id` itself,
-    /// which proves them the committed ones (two logs that agree on an entry agree on all
-    /// before it); otherwise, as after a snapshot install over a log that diverged, it drops
-    /// them.
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         let index = log_id.index;
-        self.with_tail(|tail| {
-            if tail.get(&index).is_none_or(|e| e.log_id != log_id) {
-                *tail = tail.split_off(&index.saturating_add(1));
-            }
-        })?;
+        self.with_tail(|tail| *tail = tail.split_off(&index.saturating_add(1)))?;
         self.write(WriteOp::Purge(log_id)).await
     }
 }

@@ -41,9 +41,14 @@ pub struct Limits {
     /// Server side: how many requests one TCP connection (or the whole ZeroMQ server) handles at
     /// once; further requests wait to be read until one finishes. Default 1024.
     pub max_in_flight: usize,
-    /// Server side (TCP): how many connections are served at once; a connection over the limit
-    /// is closed as soon as it is accepted. Default 1024.
+    /// Server side (TCP and ZeroMQ): how many connections are served at once; a connection over
+    /// the limit is closed as soon as it is accepted. Default: sized from the process's
+    /// open-file limit like a node's API listeners (three eighths of it, 16 to 16,384), so the
+    /// server never runs out of descriptors for its files.
     pub max_connections: usize,
+    /// Server side (TCP): how long a connection may stay idle (no byte either way) before it is
+    /// closed. Default 120 s.
+    pub idle_timeout: Duration,
 }
 
 impl Limits {
@@ -55,8 +60,8 @@ impl Limits {
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
     /// Default for [`Limits::max_in_flight`]: 1024.
     pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
-    /// Default for [`Limits::max_connections`]: 1024.
-    pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+    /// Default for [`Limits::idle_timeout`]: 120 s.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = crate::net::conn::API_IDLE_TIMEOUT;
 }
 
 impl Default for Limits {
@@ -66,7 +71,8 @@ impl Default for Limits {
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             max_in_flight: Self::DEFAULT_MAX_IN_FLIGHT,
-            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            max_connections: crate::net::conn::api_connections(crate::net::conn::current_nofile()),
+            idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
         }
     }
 }

@@ -2,28 +2,36 @@
 //!
 //! zeromq 0.7's decoder reserves a frame's declared length before any byte of it arrives, so a
 //! peer that declares a 2^46-byte frame makes the server allocate 64 TiB and the process aborts;
-//! the crate has no option to bound it. The guard listens on the endpoint the caller asked for,
-//! relays each connection to the ROUTER (bound on 127.0.0.1, ephemeral port), and reads the ZMTP
-//! framing of what clients send: the 64-byte greeting, then per frame a flags byte, a 1- or 8-byte
-//! length and the body. A connection that declares a frame longer than its limit is closed before
-//! the declaration reaches zeromq. It also holds the number of connections to
-//! [`Limits::max_connections`](crate::wire::transport::Limits::max_connections), as the TCP transport does.
+//! and it collects every frame of a multipart message before it delivers any, so a peer that
+//! sends frames marked "more" without end fills the server's memory. The crate has no option to
+//! bound either. The guard listens on the endpoint the caller asked for, relays each connection
+//! to the ROUTER (bound on a Unix socket in a directory only the node's user may enter, so no
+//! other local process reaches it around the guard), and reads the ZMTP framing of what clients
+//! send: the 64-byte greeting, then per frame a flags byte, a 1- or 8-byte length and the body.
+//! A connection that declares a frame, or the frames of one message together, longer than its
+//! limit is closed before the declaration reaches zeromq. It also holds the number of
+//! connections to [`Limits::max_connections`](crate::wire::transport::Limits::max_connections),
+//! as the TCP transport does.
 
 use std::io;
-use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixStream};
 
 /// ZMTP 3's greeting length: every connection starts with it, before any frame.
 const GREETING_LEN: u64 = 64;
+/// Flag bit of a frame header: more frames of the same message follow.
+const MORE_FLAG: u8 = 0b0000_0001;
 /// Flag bit of a frame header: the length that follows is 8 bytes (else 1).
 const LONG_FLAG: u8 = 0b0000_0010;
+/// Flag bit of a frame header: a command (the handshake), not part of a message.
+const COMMAND_FLAG: u8 = 0b0000_0100;
 
 /// Why the guard closed a connection.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Oversized {
-    /// The length the peer declared.
+    /// The length the peer declared: of one frame, or of the frames of one message so far.
     pub(crate) declared: u64,
 }
 
@@ -32,6 +40,10 @@ pub(crate) struct Oversized {
 pub(crate) struct FrameScanner {
     state: Scan,
     limit: u64,
+    /// The flags of the frame being read.
+    flags: u8,
+    /// The bytes declared by the frames of the message being read, this one included.
+    message: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -49,11 +61,14 @@ enum Scan {
 }
 
 impl FrameScanner {
-    /// A scanner for a new connection that refuses frames longer than `limit` bytes.
+    /// A scanner for a new connection that refuses frames, and messages (all their frames
+    /// together), longer than `limit` bytes.
     pub(crate) fn new(limit: u64) -> Self {
         Self {
             state: Scan::Greeting(GREETING_LEN),
             limit,
+            flags: 0,
+            message: 0,
         }
     }
 
@@ -76,6 +91,7 @@ impl FrameScanner {
                 }
                 Scan::Flags => {
                     bytes = rest;
+                    self.flags = byte;
                     if byte & LONG_FLAG != 0 {
                         Scan::LongLen { read: 0, value: 0 }
                     } else {
@@ -103,9 +119,20 @@ impl FrameScanner {
         Ok(())
     }
 
-    fn body(&self, declared: u64) -> Result<Scan, Oversized> {
+    fn body(&mut self, declared: u64) -> Result<Scan, Oversized> {
         if declared > self.limit {
             return Err(Oversized { declared });
+        }
+        if self.flags & COMMAND_FLAG == 0 {
+            self.message = self.message.saturating_add(declared);
+            if self.message > self.limit {
+                return Err(Oversized {
+                    declared: self.message,
+                });
+            }
+            if self.flags & MORE_FLAG == 0 {
+                self.message = 0;
+            }
         }
         Ok(if declared == 0 {
             Scan::Flags
@@ -115,11 +142,11 @@ impl FrameScanner {
     }
 }
 
-/// Accepts connections on `listener` and relays each to `inner`, until the task is aborted; the
-/// relays still open end with it.
+/// Accepts connections on `listener` and relays each to the ROUTER's Unix socket `inner`, until
+/// the task is aborted; the relays still open end with it.
 pub(crate) async fn relay(
     listener: TcpListener,
-    inner: SocketAddr,
+    inner: PathBuf,
     frame_limit: u64,
     max_connections: usize,
 ) {
@@ -128,8 +155,9 @@ pub(crate) async fn relay(
     let cap = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections));
     crate::net::conn::accept_connections(listener, cap, None, "zmq", never, |conn, peer| {
         let (stream, slot) = conn.into_parts();
+        let inner = inner.clone();
         async move {
-            if let Err(e) = relay_one(stream, inner, frame_limit).await {
+            if let Err(e) = relay_one(stream, &inner, frame_limit).await {
                 tracing::debug!(%peer, error = %e, "zmq connection ended");
             }
             drop(slot);
@@ -138,10 +166,9 @@ pub(crate) async fn relay(
     .await;
 }
 
-async fn relay_one(client: TcpStream, inner: SocketAddr, frame_limit: u64) -> io::Result<()> {
+async fn relay_one(client: TcpStream, inner: &Path, frame_limit: u64) -> io::Result<()> {
     let peer = client.peer_addr()?;
-    let server = TcpStream::connect(inner).await?;
-    server.set_nodelay(true)?;
+    let server = UnixStream::connect(inner).await?;
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let inbound = async {
@@ -153,7 +180,7 @@ async fn relay_one(client: TcpStream, inner: SocketAddr, frame_limit: u64) -> io
                 return server_write.shutdown().await;
             }
             if let Err(Oversized { declared }) = scanner.feed(&buf[..n]) {
-                tracing::warn!(%peer, declared, limit = frame_limit, "closing a zmq connection that declared an oversized frame");
+                tracing::warn!(%peer, declared, limit = frame_limit, "closing a zmq connection that declared an oversized frame or message");
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "oversized frame declared",
@@ -194,6 +221,32 @@ mod tests {
             }
             assert!(matches!(scanner.state, Scan::Flags), "chunk size {chunk}");
         }
+    }
+
+    #[test]
+    fn a_message_whose_frames_together_exceed_the_limit_is_refused() {
+        let mut stream = greeting();
+        stream.extend([0x04, 3, b'a', b'b', b'c']); // commands do not count
+        for _ in 0..3 {
+            // Three whole messages of two 100-byte frames each: each within the limit.
+            stream.extend([0x01, 100]);
+            stream.extend([1u8; 100]);
+            stream.extend([0x00, 100]);
+            stream.extend([1u8; 100]);
+        }
+        let mut scanner = FrameScanner::new(256);
+        assert_eq!(scanner.feed(&stream), Ok(()));
+        // Frames marked "more" without end: refused once they add up past the limit.
+        let mut refused = None;
+        for i in 0..2000u64 {
+            let mut frame = vec![0x01, 100];
+            frame.extend([1u8; 100]);
+            if let Err(e) = scanner.feed(&frame) {
+                refused = Some((i, e));
+                break;
+            }
+        }
+        assert_eq!(refused, Some((2, Oversized { declared: 300 })));
     }
 
     #[test]

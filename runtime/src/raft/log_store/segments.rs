@@ -421,20 +421,11 @@ impl Segments {
         self.committed
     }
 
-    /// Reads the entries with `lo <= index <= hi` that the log holds, in index order: none if
-    /// `lo` is not in the log (purged, or past its end), never a run that starts elsewhere.
+    /// Reads the entries with `lo <= index <= hi` that the log holds, in index order.
     pub(super) fn read(&self, lo: u64, hi: u64) -> io::Result<Vec<Entry>> {
-        let start = lo;
+        let start = lo.max(self.first);
         let end = hi.min((self.first + self.entries.len() as u64).saturating_sub(1));
-        if self.entries.is_empty() || start < self.first || start > end {
-            if start < self.first && start <= end {
-                tracing::warn!(
-                    "raft log: entries {lo}..={hi} were asked for, but the log starts at {} \
-                     (purged up to {:?})",
-                    self.first,
-                    self.last_purged.map(|l| l.index)
-                );
-            }
+        if self.entries.is_empty() || start > end {
             return Ok(Vec::new());
         }
         let locs: Vec<&Loc> = self
