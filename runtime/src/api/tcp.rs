@@ -5,7 +5,8 @@
 //! come back in any order.
 //!
 //! - Server: [`serve_tcp`] accepts connections until its shutdown future resolves, at most
-//!   [`Limits::max_connections`] open at once (one more is closed on accept); a connection
+//!   [`Limits::max_connections`] open at once (and no more than the open-file limit allows, see
+//!   [`crate::net::conn::connection_cap`]; one more is closed on accept); a connection
 //!   that neither sends nor receives a byte for [`Limits::idle_timeout`] is closed. Per connection,
 //!   a reader reads frames and spawns one task per request; the replies go through a channel to a
 //!   single writer task. A frame larger than [`Limits::max_frame`], or with a kind byte that is
@@ -57,7 +58,9 @@ pub async fn serve_tcp<H: Handler>(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
-    let cap = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let cap = Arc::new(tokio::sync::Semaphore::new(
+        crate::net::conn::connection_cap(limits.max_connections),
+    ));
     let idle = Some(limits.idle_timeout);
     let mut connections =
         crate::net::conn::accept_connections(listener, cap, idle, "tcp", shutdown, |conn, peer| {

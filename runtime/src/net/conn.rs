@@ -44,6 +44,12 @@ pub fn nofile_limit() -> u64 {
     NOFILE.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// How many connections a frame transport serves when asked for `wanted`: no more than a
+/// node's API listeners would under the open-file limit in force (see [`api_connections`]).
+pub fn connection_cap(wanted: usize) -> usize {
+    wanted.min(api_connections(current_nofile()))
+}
+
 /// The soft open-file limit in force now (1024 if it cannot be read).
 pub fn current_nofile() -> u64 {
     let mut limit = libc::rlimit {

@@ -42,9 +42,9 @@ pub struct Limits {
     /// once; further requests wait to be read until one finishes. Default 1024.
     pub max_in_flight: usize,
     /// Server side (TCP and ZeroMQ): how many connections are served at once; a connection over
-    /// the limit is closed as soon as it is accepted. Default: sized from the process's
-    /// open-file limit like a node's API listeners (three eighths of it, 16 to 16,384), so the
-    /// server never runs out of descriptors for its files.
+    /// the limit is closed as soon as it is accepted. Default 1024; the servers serve no more
+    /// than three eighths of the process's open-file limit either (as a node's API listeners),
+    /// so they never run out of descriptors for their files.
     pub max_connections: usize,
     /// Server side (TCP): how long a connection may stay idle (no byte either way) before it is
     /// closed. Default 120 s.
@@ -60,8 +60,10 @@ impl Limits {
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
     /// Default for [`Limits::max_in_flight`]: 1024.
     pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
-    /// Default for [`Limits::idle_timeout`]: 120 s.
-    pub const DEFAULT_IDLE_TIMEOUT: Duration = crate::net::conn::API_IDLE_TIMEOUT;
+    /// Default for [`Limits::max_connections`]: 1024.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+    /// Default for [`Limits::idle_timeout`]: 120 s, as a node's API connections.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 }
 
 impl Default for Limits {
@@ -71,7 +73,7 @@ impl Default for Limits {
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             max_in_flight: Self::DEFAULT_MAX_IN_FLIGHT,
-            max_connections: crate::net::conn::api_connections(crate::net::conn::current_nofile()),
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
         }
     }

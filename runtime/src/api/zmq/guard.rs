@@ -152,7 +152,9 @@ pub(crate) async fn relay(
 ) {
     // Never shut down from here: the serving task aborts this one, which drops the relays.
     let never = std::future::pending::<()>();
-    let cap = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let cap = std::sync::Arc::new(tokio::sync::Semaphore::new(
+        crate::net::conn::connection_cap(max_connections),
+    ));
     crate::net::conn::accept_connections(listener, cap, None, "zmq", never, |conn, peer| {
         let (stream, slot) = conn.into_parts();
         let inner = inner.clone();
