@@ -12,9 +12,7 @@
 //!
 //! - Server ([`serve_zmq`]): clients connect to a small relay ([`guard`]) that closes a connection
 //!   declaring a frame, or a multipart message, over [`Limits::max_frame`] + 64 KiB before
-//!   zeromq's decoder allocates it, and holds the connections to [`Limits::max_connections`];
-//!   the ROUTER itself listens on a Unix socket in a 0700 directory, reachable only through the
-//!   relay. The server handles requests concurrently. A request whose payload is too large,
+//!   zeromq's decoder allocates it, and holds the connections to [`Limits::max_connections`]. The server handles requests concurrently. A request whose payload is too large,
 //!   whose kind is unknown, or that has the wrong number of parts gets the [`Handler::refuse`]
 //!   reply under its id; a message without a readable id is logged and dropped. The server keeps
 //!   serving either way.
@@ -23,6 +21,7 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
 
@@ -72,15 +71,16 @@ pub async fn serve_zmq<H: Handler>(
         .ok_or_else(|| bind_error(&"only tcp:// endpoints are served"))?;
     let listener = TcpListener::bind(addr).await.map_err(|e| bind_error(&e))?;
     let public = listener.local_addr().map_err(|e| bind_error(&e))?;
-    // The ROUTER listens on a Unix socket in a directory only this user may enter: only the
-    // guard reaches it.
-    let inner_dir = InnerDir::create().map_err(|e| bind_error(&e))?;
-    let inner = inner_dir.0.join("router.sock");
     let mut socket = RouterSocket::new();
-    socket
-        .bind(&format!("ipc://{}", inner.display()))
+    let inner = socket
+        .bind("tcp://127.0.0.1:0")
         .await
         .map_err(|e| bind_error(&e))?;
+    let inner: SocketAddr = inner
+        .to_string()
+        .strip_prefix("tcp://")
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| bind_error(&format!("the ROUTER bound {inner}, not a tcp address")))?;
     let frame_limit =
         u64::try_from(limits.max_frame.saturating_add(GUARD_SLACK)).unwrap_or(u64::MAX);
     let relay = AbortOnDrop(tokio::spawn(guard::relay(
@@ -95,31 +95,8 @@ pub async fn serve_zmq<H: Handler>(
     let task = tokio::spawn(async move {
         serve.await;
         drop(relay);
-        drop(inner_dir);
     });
     Ok((bound, task))
-}
-
-/// The directory (0700) of a server's inner socket; removed with the server.
-struct InnerDir(std::path::PathBuf);
-
-impl InnerDir {
-    fn create() -> io::Result<Self> {
-        use std::os::unix::fs::DirBuilderExt as _;
-        let dir = std::env::temp_dir().join(format!(
-            "raftgen-zmq-{}-{:016x}",
-            std::process::id(),
-            crate::raft::network::rand_id()
-        ));
-        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
-        Ok(Self(dir))
-    }
-}
-
-impl Drop for InnerDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 async fn serve_loop<H: Handler>(

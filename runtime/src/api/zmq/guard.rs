@@ -5,8 +5,8 @@
 //! and it collects every frame of a multipart message before it delivers any, so a peer that
 //! sends frames marked "more" without end fills the server's memory. The crate has no option to
 //! bound either. The guard listens on the endpoint the caller asked for, relays each connection
-//! to the ROUTER (bound on a Unix socket in a directory only the node's user may enter, so no
-//! other local process reaches it around the guard), and reads the ZMTP framing of what clients
+//! to the ROUTER (bound on 127.0.0.1, ephemeral port; zeromq 0.7 has no in-process transport,
+//! and its `ipc` one brings a second I/O reactor), and reads the ZMTP framing of what clients
 //! send: the 64-byte greeting, then per frame a flags byte, a 1- or 8-byte length and the body.
 //! A connection that declares a frame, or the frames of one message together, longer than its
 //! limit is closed before the declaration reaches zeromq. It also holds the number of
@@ -14,10 +14,10 @@
 //! as the TCP transport does.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UnixStream};
+use tokio::net::{TcpListener, TcpStream};
 
 /// ZMTP 3's greeting length: every connection starts with it, before any frame.
 const GREETING_LEN: u64 = 64;
@@ -142,11 +142,11 @@ impl FrameScanner {
     }
 }
 
-/// Accepts connections on `listener` and relays each to the ROUTER's Unix socket `inner`, until
-/// the task is aborted; the relays still open end with it.
+/// Accepts connections on `listener` and relays each to `inner`, until the task is aborted; the
+/// relays still open end with it.
 pub(crate) async fn relay(
     listener: TcpListener,
-    inner: PathBuf,
+    inner: SocketAddr,
     frame_limit: u64,
     max_connections: usize,
 ) {
@@ -157,9 +157,8 @@ pub(crate) async fn relay(
     ));
     crate::net::conn::accept_connections(listener, cap, None, "zmq", never, |conn, peer| {
         let (stream, slot) = conn.into_parts();
-        let inner = inner.clone();
         async move {
-            if let Err(e) = relay_one(stream, &inner, frame_limit).await {
+            if let Err(e) = relay_one(stream, inner, frame_limit).await {
                 tracing::debug!(%peer, error = %e, "zmq connection ended");
             }
             drop(slot);
@@ -168,9 +167,10 @@ pub(crate) async fn relay(
     .await;
 }
 
-async fn relay_one(client: TcpStream, inner: &Path, frame_limit: u64) -> io::Result<()> {
+async fn relay_one(client: TcpStream, inner: SocketAddr, frame_limit: u64) -> io::Result<()> {
     let peer = client.peer_addr()?;
-    let server = UnixStream::connect(inner).await?;
+    let server = TcpStream::connect(inner).await?;
+    server.set_nodelay(true)?;
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let inbound = async {
