@@ -97,6 +97,21 @@ async fn a_damaged_log_is_refused_then_repaired_and_the_node_rejoins_without_vot
         .find(|&&id| id != leader && id != victim)
         .expect("another follower");
     let data_dir = c.node(victim).expect("victim").data_dir.clone();
+    let repair = || {
+        std::process::Command::new(EXE)
+            .args(["repair-log", "--data-dir"])
+            .arg(&data_dir)
+            .output()
+            .expect("run repair-log")
+    };
+    // Not under a running node.
+    let refused = repair();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("uses this data directory"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     c.kill(victim).expect("stop the victim");
 
     // One bit of the length field of the first record of a batch in the middle.
@@ -120,11 +135,7 @@ async fn a_damaged_log_is_refused_then_repaired_and_the_node_rejoins_without_vot
     );
 
     // The repair keeps the prefix and moves the damaged file aside, untouched.
-    let out = std::process::Command::new(EXE)
-        .args(["repair-log", "--data-dir"])
-        .arg(&data_dir)
-        .output()
-        .expect("run repair-log");
+    let out = repair();
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

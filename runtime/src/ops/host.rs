@@ -356,6 +356,8 @@ pub struct RunningNode {
     pub metrics: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Held while the node runs: no other node or `repair-log` uses its data directory.
+    _lock: crate::raft::files::DataDirLock,
 }
 
 /// Starts a node: binds its listeners, opens its storage, serves raft and the API, then
@@ -371,6 +373,8 @@ pub async fn start(args: NodeArgs, service: &dyn HostedService) -> Result<Runnin
         secret: args.secret.clone(),
         tls: args.tls.load()?,
     };
+    let lock = crate::raft::files::DataDirLock::acquire(&args.data_dir)
+        .map_err(|e| HostError::Config(e.to_string()))?;
     // Connections are bounded by the open-file limit: raise it as far as allowed, and size
     // the listeners' pools from it.
     let caps = crate::net::conn::Caps::for_nofile(
@@ -480,6 +484,7 @@ pub async fn start(args: NodeArgs, service: &dyn HostedService) -> Result<Runnin
         metrics,
         stop,
         tasks,
+        _lock: lock,
     };
     let joined = if args.init {
         running.node.init_cluster().await

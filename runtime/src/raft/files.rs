@@ -40,3 +40,49 @@ pub fn raft_state_in(data_dir: &Path) -> Vec<PathBuf> {
     found.sort();
     found
 }
+
+/// The lock file in a node's data directory: a running node holds it, and so does `repair-log`,
+/// so neither runs on a directory the other uses.
+pub const LOCK_FILE: &str = "lock";
+
+/// An exclusive lock on a node's data directory (`flock` on [`LOCK_FILE`]); released when
+/// dropped, or when the process ends however it ends.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+impl DataDirLock {
+    /// Takes the lock of `data_dir` (created, 0700, if missing), or fails at once if another
+    /// process holds it.
+    pub fn acquire(data_dir: &Path) -> std::io::Result<Self> {
+        use std::os::fd::AsRawFd as _;
+        use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(data_dir.join(LOCK_FILE))?;
+        // SAFETY: flock on a descriptor this function owns; no memory is involved.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(if e.kind() == std::io::ErrorKind::WouldBlock {
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{}: another process (a running node?) uses this data directory",
+                        data_dir.display()
+                    ),
+                )
+            } else {
+                e
+            });
+        }
+        Ok(Self { _file: file })
+    }
+}

@@ -82,6 +82,9 @@ fn io_error(path: &Path, source: io::Error) -> LogStoreError {
 /// opens as it is (nothing is changed); a log refused for another reason than damage (another
 /// format, an I/O error) is refused here too, unchanged.
 pub fn repair(data_dir: &Path) -> Result<Option<Repair>, LogStoreError> {
+    // Never under a running node.
+    let _lock =
+        crate::raft::files::DataDirLock::acquire(data_dir).map_err(|e| io_error(data_dir, e))?;
     let dir = data_dir.join(crate::raft::files::LOG_DIR);
     let damaged = match Segments::open(&dir, super::SEGMENT_BYTES) {
         Ok(_) => return Ok(None),
