@@ -31,13 +31,23 @@
 //! # The tail cache
 //!
 //! Every appended entry is also kept in memory (the newest [`TAIL_CAPACITY`] entries, trimmed on
-//! truncate and purge). Replication and apply read the tail, so a read of recent entries
+//! truncate). Replication and apply read the tail, so a read of recent entries
 //! neither decodes a record nor waits behind the writer's sync; only older entries are read from
 //! the segment files, through the writer thread (so they see every earlier request, including
 //! appends not synced yet). Both paths see the appends in the order openraft made them.
 //! The tail answers only when it holds the first index asked for and what follows it without a
 //! gap; anything else is read from the files, which answer with the entries the log holds in
 //! the range (openraft's storage suite asks for ranges that start below the log).
+//!
+//! A replication stream reads through `limited_get_log_entries`, which must never answer a
+//! range with nothing, nor with a run that starts after where it asked (the stream would send
+//! it as if it started there). openraft 0.10 can resume a stream's payload chosen before the
+//! leader purged the entries it needs (a follower's stream errs, its inflight state is reset,
+//! the purge waiting for it runs, and the stream re-adopts its last payload); read as nothing,
+//! that stream sends empty requests every 10 ms forever and the follower never catches up
+//! (`bank chaos` found it). So a purge keeps in the tail the entries it holds, for replication
+//! only, and a replication read that the tail cannot answer gets nothing rather than a run that
+//! starts after `start`.
 //!
 //! The thread exits, closing the files, when the last clone is dropped; that drop waits for
 //! it, so the log can be reopened right away.
@@ -131,7 +141,7 @@ impl From<LogStoreError> for io::Error {
 #[derive(Clone)]
 pub struct LogStore {
     shared: Arc<Shared>,
-    tail: Arc<Mutex<BTreeMap<u64, Entry>>>,
+    tail: Arc<Mutex<Tail>>,
 }
 
 impl Debug for LogStore {
@@ -200,10 +210,11 @@ enum WriteOp {
 
 /// A read, with its reply channel.
 enum ReadOp {
-    /// Entries with `lo <= index <= hi`.
+    /// Entries with `lo <= index <= hi`; with `from_lo`, none unless the log holds `lo`.
     Entries {
         lo: u64,
         hi: u64,
+        from_lo: bool,
         reply: Reply<Vec<Entry>>,
     },
     /// The log state.
@@ -294,7 +305,7 @@ impl LogStore {
                 segments,
                 commit_seconds,
             }),
-            tail: Arc::new(Mutex::new(BTreeMap::new())),
+            tail: Arc::new(Mutex::new(Tail::default())),
         })
     }
 
@@ -317,7 +328,7 @@ impl LogStore {
     }
 
     /// Runs `f` on the tail cache.
-    fn with_tail<T>(&self, f: impl FnOnce(&mut BTreeMap<u64, Entry>) -> T) -> Result<T, io::Error> {
+    fn with_tail<T>(&self, f: impl FnOnce(&mut Tail) -> T) -> Result<T, io::Error> {
         let mut tail = self
             .tail
             .lock()
@@ -325,17 +336,23 @@ impl LogStore {
         Ok(f(&mut tail))
     }
 
-    /// The entries `lo..=hi` from the tail cache, if it holds every entry of the log from `lo`
-    /// on: the cache is the newest part of the log, and it answers only with consecutive
-    /// entries from `lo`, never with none.
-    fn read_tail(&self, lo: u64, hi: u64) -> Option<Vec<Entry>> {
+    /// The entries `lo..=hi` from the tail cache, if it holds the entry at `lo` and those after
+    /// it without a gap; purged entries only for a replication stream (`purged`).
+    fn read_tail(&self, lo: u64, hi: u64, purged: bool) -> Option<Vec<Entry>> {
         let tail = self.tail.lock().ok()?;
-        let (&first, _) = tail.first_key_value()?;
-        let (&last, _) = tail.last_key_value()?;
+        if !purged && tail.purged.is_some_and(|p| lo <= p) {
+            return None;
+        }
+        let (&first, _) = tail.entries.first_key_value()?;
+        let (&last, _) = tail.entries.last_key_value()?;
         if lo < first || lo > last {
             return None;
         }
-        let entries: Vec<Entry> = tail.range(lo..=hi).map(|(_, e)| e.clone()).collect();
+        let entries: Vec<Entry> = tail
+            .entries
+            .range(lo..=hi)
+            .map(|(_, e)| e.clone())
+            .collect();
         let consecutive = entries
             .iter()
             .zip(lo..)
@@ -372,6 +389,14 @@ impl LogStore {
 /// The error when the writer thread is not there to answer.
 fn writer_gone() -> io::Error {
     io::Error::other("the raft log writer thread has stopped")
+}
+
+/// The newest entries of the log, in memory (see the module documentation).
+#[derive(Default)]
+struct Tail {
+    entries: BTreeMap<u64, Entry>,
+    /// The last index purged: entries at or below it are kept for replication streams only.
+    purged: Option<u64>,
 }
 
 /// The inclusive `[lo, hi]` index range of `range`, or `None` if it is empty.
@@ -500,7 +525,12 @@ fn stage(log: &mut Segments, op: WriteOp) -> Result<(), io::Error> {
 /// Answers one read; it sees every request staged before it.
 fn answer(log: &Segments, op: ReadOp) {
     match op {
-        ReadOp::Entries { lo, hi, reply } => drop(reply.send(log.read(lo, hi))),
+        ReadOp::Entries {
+            lo,
+            hi,
+            from_lo,
+            reply,
+        } => drop(reply.send(log.read(lo, hi, from_lo))),
         ReadOp::LogState(reply) => drop(reply.send(Ok(log.log_state()))),
         ReadOp::Vote(reply) => drop(reply.send(Ok(log.vote()))),
         ReadOp::Committed(reply) => drop(reply.send(Ok(log.committed()))),
@@ -515,10 +545,41 @@ impl RaftLogReader<C> for LogStore {
         let Some((lo, hi)) = index_range(&range) else {
             return Ok(Vec::new());
         };
-        if let Some(entries) = self.read_tail(lo, hi) {
+        if let Some(entries) = self.read_tail(lo, hi, false) {
             return Ok(entries);
         }
-        self.read(|reply| ReadOp::Entries { lo, hi, reply }).await
+        self.read(|reply| ReadOp::Entries {
+            lo,
+            hi,
+            from_lo: false,
+            reply,
+        })
+        .await
+    }
+
+    /// What a replication stream reads: entries from `start` on, consecutive, never a run
+    /// that starts elsewhere. A range just purged is still answered while the tail cache holds
+    /// it: a stream may resume a payload that openraft chose before it purged (it then reads
+    /// the range again and again, and the follower never catches up), and purged entries are
+    /// committed, the same on every replica.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let Some(hi) = end.checked_sub(1).filter(|hi| *hi >= start) else {
+            return Ok(Vec::new());
+        };
+        if let Some(entries) = self.read_tail(start, hi, true) {
+            return Ok(entries);
+        }
+        self.read(|reply| ReadOp::Entries {
+            lo: start,
+            hi,
+            from_lo: true,
+            reply,
+        })
+        .await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
@@ -568,10 +629,10 @@ impl RaftLogStorage<C> for LogStore {
             .collect::<Result<Vec<_>, io::Error>>()?;
         self.with_tail(|tail| {
             for entry in entries {
-                tail.insert(entry.log_id.index, entry);
+                tail.entries.insert(entry.log_id.index, entry);
             }
-            while tail.len() > TAIL_CAPACITY {
-                tail.pop_first();
+            while tail.entries.len() > TAIL_CAPACITY {
+                tail.entries.pop_first();
             }
         })?;
         // Returns at once; the writer completes `callback` after the sync.
@@ -583,15 +644,24 @@ impl RaftLogStorage<C> for LogStore {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         self.with_tail(|tail| match last_log_id {
-            Some(id) => drop(tail.split_off(&id.index.saturating_add(1))),
-            None => tail.clear(),
+            Some(id) => drop(tail.entries.split_off(&id.index.saturating_add(1))),
+            None => tail.entries.clear(),
         })?;
         self.write(WriteOp::TruncateAfter(last_log_id)).await
     }
 
+    /// Purges the files. The tail cache keeps the purged entries it holds, for replication
+    /// streams only, if it holds `log_id` itself, which proves them the committed ones (two
+    /// logs that agree on an entry agree on all before it); otherwise, as after a snapshot
+    /// install over a log that diverged, it drops them.
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         let index = log_id.index;
-        self.with_tail(|tail| *tail = tail.split_off(&index.saturating_add(1)))?;
+        self.with_tail(|tail| {
+            if tail.entries.get(&index).is_none_or(|e| e.log_id != log_id) {
+                tail.entries = tail.entries.split_off(&index.saturating_add(1));
+            }
+            tail.purged = tail.purged.max(Some(index));
+        })?;
         self.write(WriteOp::Purge(log_id)).await
     }
 }

@@ -421,8 +421,12 @@ impl Segments {
         self.committed
     }
 
-    /// Reads the entries with `lo <= index <= hi` that the log holds, in index order.
-    pub(super) fn read(&self, lo: u64, hi: u64) -> io::Result<Vec<Entry>> {
+    /// Reads the entries with `lo <= index <= hi` that the log holds, in index order; with
+    /// `from_lo`, none unless the log holds `lo` itself.
+    pub(super) fn read(&self, lo: u64, hi: u64, from_lo: bool) -> io::Result<Vec<Entry>> {
+        if from_lo && lo < self.first {
+            return Ok(Vec::new());
+        }
         let start = lo.max(self.first);
         let end = hi.min((self.first + self.entries.len() as u64).saturating_sub(1));
         if self.entries.is_empty() || start > end {
