@@ -127,7 +127,7 @@ async fn a_backup_under_writes_restores_into_a_new_cluster_with_its_digest() {
     assert!(!ok, "a restore beside an old log started: {stderr}");
     assert!(stderr.contains("holds raft state"), "{stderr}");
 
-    let restored = LocalCluster::start(
+    let mut restored = LocalCluster::start(
         Path::new(EXE),
         &dir.path().join("new"),
         1,
@@ -160,8 +160,14 @@ async fn a_backup_under_writes_restores_into_a_new_cluster_with_its_digest() {
         .expect("a write on the restored cluster");
     assert_eq!(after, balance + Decimal::ONE);
 
-    // A restore never replaces a database.
-    let (ok, stderr) = node_briefly(&restored.nodes[0].data_dir, &out);
+    // A restore never replaces a database: not under a running node (it holds the directory),
+    // nor once it has stopped.
+    let data_dir = restored.nodes[0].data_dir.clone();
+    let (ok, stderr) = node_briefly(&data_dir, &out);
+    assert!(!ok);
+    assert!(stderr.contains("uses this data directory"), "{stderr}");
+    restored.kill(restored.nodes[0].id).expect("stop node 1");
+    let (ok, stderr) = node_briefly(&data_dir, &out);
     assert!(!ok);
     assert!(stderr.contains("holds raft state"), "{stderr}");
 }
