@@ -708,3 +708,40 @@ async fn a_replication_read_of_a_just_purged_range_gets_it_whole_or_nothing() {
         (51..=60).map(|i| lid(1, i)).collect::<Vec<_>>()
     );
 }
+
+/// Large commands do not make the tail cache gigabytes: it holds at most `TAIL_BYTES` of
+/// entries, and the older ones are read back from the files.
+#[tokio::test]
+async fn the_tail_cache_is_bounded_in_bytes() {
+    use runtime::raft::log_store::TAIL_BYTES;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(dir.path());
+    let mut store = LogStore::open(&path).expect("open");
+    let big = |index: u64| {
+        Entry::new_normal(
+            lid(1, index),
+            Envelope {
+                client: "big".into(),
+                seq: index,
+                ack: 0,
+                time_us: 0,
+                command: vec![index as u8; 2 << 20],
+            },
+        )
+    };
+    for index in 1..=48 {
+        append_durable(&mut store, vec![big(index)]).await;
+    }
+    let held = store.tail_bytes();
+    assert!(
+        held <= TAIL_BYTES && held > TAIL_BYTES / 2,
+        "the tail holds {held} bytes of 96 MiB appended"
+    );
+    let all = read(&mut store, ..).await;
+    assert_eq!(ids(&all), (1..=48).map(|i| lid(1, i)).collect::<Vec<_>>());
+    within("truncate", store.truncate_after(Some(lid(1, 40))))
+        .await
+        .expect("truncate");
+    assert!(store.tail_bytes() < held, "a truncation frees its bytes");
+}

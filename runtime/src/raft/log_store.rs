@@ -30,8 +30,8 @@
 //!
 //! # The tail cache
 //!
-//! Every appended entry is also kept in memory (the newest [`TAIL_CAPACITY`] entries, trimmed on
-//! truncate). Replication and apply read the tail, so a read of recent entries
+//! Every appended entry is also kept in memory (the newest [`TAIL_CAPACITY`] entries, and no
+//! more than [`TAIL_BYTES`] of them, trimmed on truncate). Replication and apply read the tail, so a read of recent entries
 //! neither decodes a record nor waits behind the writer's sync; only older entries are read from
 //! the segment files, through the writer thread (so they see every earlier request, including
 //! appends not synced yet). Both paths see the appends in the order openraft made them.
@@ -74,8 +74,12 @@ use segments::Segments;
 
 pub use segments::{MAGIC, SEGMENT_BYTES};
 
-/// How many of the newest entries the tail cache holds.
+/// How many of the newest entries the tail cache holds at most.
 pub const TAIL_CAPACITY: usize = 16_384;
+
+/// How many bytes of entries (encoded) the tail cache holds at most: large commands would
+/// otherwise make [`TAIL_CAPACITY`] entries gigabytes. The newest entry is always held.
+pub const TAIL_BYTES: usize = 64 << 20;
 
 /// Why a log cannot be opened.
 #[derive(Debug, thiserror::Error)]
@@ -322,6 +326,12 @@ impl LogStore {
         self.shared.commits.load(Ordering::Acquire)
     }
 
+    /// How many bytes of entries (encoded) the tail cache holds now (at most [`TAIL_BYTES`],
+    /// or one entry larger than that).
+    pub fn tail_bytes(&self) -> usize {
+        self.tail.lock().map_or(0, |t| t.bytes())
+    }
+
     /// How many segment files the log has now.
     pub fn segment_count(&self) -> u64 {
         self.shared.segments.load(Ordering::Acquire)
@@ -351,7 +361,7 @@ impl LogStore {
         let entries: Vec<Entry> = tail
             .entries
             .range(lo..=hi)
-            .map(|(_, e)| e.clone())
+            .map(|(_, (e, _))| e.clone())
             .collect();
         let consecutive = entries
             .iter()
@@ -391,12 +401,51 @@ fn writer_gone() -> io::Error {
     io::Error::other("the raft log writer thread has stopped")
 }
 
-/// The newest entries of the log, in memory (see the module documentation).
+/// The newest entries of the log, in memory (see the module documentation): at most
+/// [`TAIL_CAPACITY`] entries and [`TAIL_BYTES`] bytes.
 #[derive(Default)]
 struct Tail {
-    entries: BTreeMap<u64, Entry>,
+    /// Each entry with its encoded size.
+    entries: BTreeMap<u64, (Entry, usize)>,
+    /// The sum of the entries' encoded sizes.
+    bytes: usize,
     /// The last index purged: entries at or below it are kept for replication streams only.
     purged: Option<u64>,
+}
+
+impl Tail {
+    /// Adds `entry` (`size` bytes encoded), replacing any at its index, then drops the oldest
+    /// entries past the bounds.
+    fn insert(&mut self, entry: Entry, size: usize) {
+        if let Some((_, old)) = self.entries.insert(entry.log_id.index, (entry, size)) {
+            self.bytes -= old;
+        }
+        self.bytes += size;
+        while self.entries.len() > TAIL_CAPACITY
+            || (self.bytes > TAIL_BYTES && self.entries.len() > 1)
+        {
+            if let Some((_, (_, size))) = self.entries.pop_first() {
+                self.bytes -= size;
+            }
+        }
+    }
+
+    /// Keeps only the entries at indexes `from` and above.
+    fn keep_from(&mut self, from: u64) {
+        self.entries = self.entries.split_off(&from);
+        self.bytes = self.entries.values().map(|(_, size)| size).sum();
+    }
+
+    /// Drops the entries at indexes `from` and above.
+    fn drop_from(&mut self, from: u64) {
+        let dropped = self.entries.split_off(&from);
+        self.bytes -= dropped.values().map(|(_, size)| size).sum::<usize>();
+    }
+
+    /// The encoded size of the entries held.
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
 }
 
 /// The inclusive `[lo, hi]` index range of `range`, or `None` if it is empty.
@@ -628,11 +677,8 @@ impl RaftLogStorage<C> for LogStore {
             })
             .collect::<Result<Vec<_>, io::Error>>()?;
         self.with_tail(|tail| {
-            for entry in entries {
-                tail.entries.insert(entry.log_id.index, entry);
-            }
-            while tail.entries.len() > TAIL_CAPACITY {
-                tail.entries.pop_first();
+            for (entry, (_, bytes)) in entries.into_iter().zip(&records) {
+                tail.insert(entry, bytes.len());
             }
         })?;
         // Returns at once; the writer completes `callback` after the sync.
@@ -643,9 +689,8 @@ impl RaftLogStorage<C> for LogStore {
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
-        self.with_tail(|tail| match last_log_id {
-            Some(id) => drop(tail.entries.split_off(&id.index.saturating_add(1))),
-            None => tail.entries.clear(),
+        self.with_tail(|tail| {
+            tail.drop_from(last_log_id.map_or(0, |id| id.index.saturating_add(1)))
         })?;
         self.write(WriteOp::TruncateAfter(last_log_id)).await
     }
@@ -657,8 +702,12 @@ impl RaftLogStorage<C> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         let index = log_id.index;
         self.with_tail(|tail| {
-            if tail.entries.get(&index).is_none_or(|e| e.log_id != log_id) {
-                tail.entries = tail.entries.split_off(&index.saturating_add(1));
+            if tail
+                .entries
+                .get(&index)
+                .is_none_or(|(e, _)| e.log_id != log_id)
+            {
+                tail.keep_from(index.saturating_add(1));
             }
             tail.purged = tail.purged.max(Some(index));
         })?;
