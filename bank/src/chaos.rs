@@ -11,7 +11,8 @@
 //! Figures per nemesis: how many were injected, the time until the majority had a new leader,
 //! and the leader changes a heal caused (goal 0). The longest write unavailability is the
 //! longest time no worker had a write acknowledged. After each heal every node must apply what
-//! the leader held within [`CATCH_UP`], or the run fails naming the node left behind.
+//! the leader held within [`ChaosConfig::catch_up`] ([`CATCH_UP`] from the command line), or
+//! the run fails naming the node left behind.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -103,6 +104,8 @@ pub struct ChaosConfig {
     pub lab: (String, u8),
     /// Extra arguments for every node (e.g. `--election-timeout-ms=500-1000`).
     pub node_args: Vec<String>,
+    /// How long a node may stay behind the leader after a heal ([`CATCH_UP`] for the command).
+    pub catch_up: Duration,
 }
 
 /// The figures of one nemesis.
@@ -121,7 +124,7 @@ pub struct FaultFigures {
     /// catch-up after it).
     pub outage_ms: Vec<u64>,
     /// Per injection, milliseconds from the heal until every node had applied what the leader
-    /// held at the heal (more than [`CATCH_UP`] fails the run).
+    /// held at the heal (more than [`ChaosConfig::catch_up`] fails the run).
     pub catch_up_ms: Vec<u64>,
 }
 
@@ -312,8 +315,8 @@ async fn term_of(c: &LocalCluster, id: NodeId) -> Option<u64> {
 
 const ELECTION: Duration = Duration::from_secs(60);
 
-/// How long a node may stay behind the leader after a heal before the run fails: a node left
-/// behind (its log no longer replicated to it) is a failure, not slowness.
+/// How long `bank chaos` lets a node stay behind the leader after a heal before the run fails: a
+/// node left behind (its log no longer replicated to it) is a failure, not slowness.
 pub const CATCH_UP: Duration = Duration::from_secs(20);
 
 /// Injects one fault, heals it and waits until every node has caught up; records its figures.
@@ -322,6 +325,7 @@ async fn inject(
     c: &mut LocalCluster,
     lab: &NetLab,
     hold: Duration,
+    catch_up: Duration,
     figures: &mut FaultFigures,
 ) -> Result<(), ChaosError> {
     let leader = c.wait_for_leader(ELECTION).await?;
@@ -375,7 +379,7 @@ async fn inject(
         Nemesis::ClockSkew => c.set_failpoint(leader, "clock::offset_secs", "off").await?,
     }
     let healed = Instant::now();
-    c.wait_caught_up(CATCH_UP).await.map_err(|e| {
+    c.wait_caught_up(catch_up).await.map_err(|e| {
         ChaosError::Invariant(format!(
             "a node stayed behind after the heal of {}: {e}",
             nemesis.name()
@@ -464,7 +468,7 @@ pub async fn run(config: ChaosConfig) -> Result<ChaosReport, ChaosError> {
         turn += 1;
         let figures = faults.entry(nemesis).or_default();
         tally.take_window();
-        inject(nemesis, &mut c, &lab, config.hold, figures).await?;
+        inject(nemesis, &mut c, &lab, config.hold, config.catch_up, figures).await?;
         figures
             .outage_ms
             .push(tally.take_window().as_millis() as u64);

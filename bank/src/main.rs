@@ -269,6 +269,7 @@ fn run(command: Command) -> Result<String, CliError> {
                 hold: seconds(hold, "hold")?,
                 lab: ("bkc".into(), 200),
                 node_args,
+                catch_up: chaos::CATCH_UP,
             };
             let data = config.dir.clone();
             let report = match chaos::run(config).await {
