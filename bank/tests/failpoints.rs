@@ -2,11 +2,14 @@
 //! (`runtime::failpoint`, set with `AdminRequest::Failpoint`; the tests build the binary with the
 //! `failpoints` feature). The tests in this file run one at a time (each starts processes).
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use bank_generated::BankApi;
 use bank_generated::grpc::GrpcClient;
-use bank_generated::{AccountType, BankApi};
+use common::client_with_account;
 use runtime::ops::cluster::LocalCluster;
 use runtime::raft::network::AdminRequest;
 use rust_decimal::Decimal;
@@ -46,19 +49,7 @@ async fn a_leader_whose_log_cannot_commit_stops_and_loses_no_acknowledged_write(
         .expect("follower")
         .api
         .clone();
-    let client = GrpcClient::connect(&follower)
-        .await
-        .expect("connect")
-        .retrying(10);
-    let customer = client
-        .create_customer("Disk".into(), "Full".into(), "3 Lane".into())
-        .await
-        .expect("customer");
-    let account = client
-        .create_account(customer.customer_id, AccountType::Checking)
-        .await
-        .expect("account")
-        .account_id;
+    let (client, account) = client_with_account(&follower).await;
     let one = Decimal::ONE;
     let (mut acked, mut indeterminate) = (Decimal::ZERO, Decimal::ZERO);
     for _ in 0..5 {
@@ -184,27 +175,6 @@ async fn a_snapshot_with_a_dropped_chunk_is_refused_and_sent_again() {
     );
 }
 
-/// Waits until `check` holds for node `id`'s status, or fails after `timeout` with the last one.
-async fn wait_status(
-    c: &LocalCluster,
-    id: u64,
-    timeout: Duration,
-    what: &str,
-    check: impl Fn(&runtime::raft::status::NodeStatus) -> bool,
-) -> runtime::raft::status::NodeStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let status = c.status(id).await;
-        if let Ok(s) = &status
-            && check(s)
-        {
-            return s.clone();
-        }
-        assert!(Instant::now() < deadline, "{what}: {status:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Snapshot builds fail three times on every node (a failpoint, as a full disk or a lack of
 /// file descriptors would): no node stops; they keep applying and serving, count and report
 /// the failures, log the failure once, and the next build after the backoff succeeds.
@@ -222,19 +192,7 @@ async fn snapshot_builds_that_fail_are_retried_and_the_node_goes_on() {
             .await
             .unwrap_or_else(|e| panic!("failpoint on node {id}: {e}"));
     }
-    let client = GrpcClient::connect(&c.node(leader).expect("leader").api)
-        .await
-        .expect("connect")
-        .retrying(10);
-    let customer = client
-        .create_customer("Snap".into(), "Shot".into(), "1 Disk Road".into())
-        .await
-        .expect("customer");
-    let account = client
-        .create_account(customer.customer_id, AccountType::Checking)
-        .await
-        .expect("account")
-        .account_id;
+    let (client, account) = client_with_account(&c.node(leader).expect("leader").api).await;
     // Writes go on while builds fail; each deposit is acknowledged.
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut deposits = 0u32;
@@ -255,14 +213,15 @@ async fn snapshot_builds_that_fail_are_retried_and_the_node_goes_on() {
     };
     assert_eq!(balance, Decimal::from(deposits));
     for id in 1..=3 {
-        let s = wait_status(
-            &c,
-            id,
-            Duration::from_secs(60),
-            "a snapshot after failures",
-            |s| s.snapshot_failures == 3 && s.snapshot_index.is_some(),
-        )
-        .await;
+        let s = c
+            .wait_status(
+                id,
+                Duration::from_secs(60),
+                "a snapshot after failures",
+                |s| s.snapshot_failures == 3 && s.snapshot_index.is_some(),
+            )
+            .await
+            .expect("a snapshot after failures");
         eprintln!("node {id}: {s:?}");
         let log = std::fs::read_to_string(c.node(id).expect("node").data_dir.join("node.log"))
             .expect("node log");
@@ -332,10 +291,12 @@ async fn a_reader_holding_the_database_does_not_stop_a_snapshot_build() {
     runtime::ops::admin::admin(&node.raft, &c.credentials, AdminRequest::Snapshot)
         .await
         .expect("snapshot");
-    let status = wait_status(&c, leader, Duration::from_secs(60), "a snapshot", |s| {
-        s.snapshot_index.is_some()
-    })
-    .await;
+    let status = c
+        .wait_status(leader, Duration::from_secs(60), "build a snapshot", |s| {
+            s.snapshot_index.is_some()
+        })
+        .await
+        .expect("a snapshot");
     let took = started.elapsed();
     assert_eq!(status.snapshot_failures, 0, "{status:?}");
     // The node applies while the reader is still there.

@@ -2,14 +2,17 @@
 //! `/proc/<pid>/stat`, the lines it logs), not only the invariants once it heals. The tests in
 //! this file run one at a time (each starts `bank node` processes).
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bank_generated::BankApi;
 use bank_generated::grpc::GrpcClient;
-use bank_generated::{AccountType, BankApi};
+use common::client_with_account;
 use runtime::ops::cluster::{LocalCluster, NodeProcess};
 use rust_decimal::Decimal;
 use tokio::sync::Mutex;
@@ -43,24 +46,6 @@ async fn cost_over(node: &NodeProcess, window: Duration) -> Cost {
         cpu_percent: 100.0 * (cpu() - seconds) / start.elapsed().as_secs_f64(),
         log_lines: log_lines(&node.log_file()) - lines,
     }
-}
-
-/// A gRPC client of the node at `api` (resending on transport failures) and a new account.
-async fn client_with_account(api: &str) -> (GrpcClient, u64) {
-    let client = GrpcClient::connect(api)
-        .await
-        .expect("connect")
-        .retrying(10);
-    let customer = client
-        .create_customer("Lasting".into(), "Fault".into(), "1 Quiet Lane".into())
-        .await
-        .expect("customer");
-    let account = client
-        .create_account(customer.customer_id, AccountType::Checking)
-        .await
-        .expect("account")
-        .account_id;
-    (client, account)
 }
 
 /// A follower SIGKILLed and left down for 30 s while writes go on costs the leader almost

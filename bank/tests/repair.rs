@@ -3,11 +3,14 @@
 //! and moves the damaged files aside; the node then rejoins without voting until a leader has
 //! brought it up to date, and ends with every acknowledged write.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use bank_generated::BankApi;
 use bank_generated::grpc::GrpcClient;
-use bank_generated::{AccountType, BankApi};
+use common::client_with_account;
 use runtime::ops::cluster::LocalCluster;
 use rust_decimal::Decimal;
 
@@ -38,25 +41,6 @@ fn batch_starts(bytes: &[u8]) -> Vec<usize> {
     starts
 }
 
-/// Waits until `check` holds for node `id`'s status.
-async fn wait_status(
-    c: &LocalCluster,
-    id: u64,
-    timeout: Duration,
-    what: &str,
-    check: impl Fn(&runtime::raft::status::NodeStatus) -> bool,
-) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let status = c.status(id).await;
-        if status.as_ref().is_ok_and(&check) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}: {status:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_log_is_refused_then_repaired_and_the_node_rejoins_without_voting() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -67,19 +51,7 @@ async fn a_damaged_log_is_refused_then_repaired_and_the_node_rejoins_without_vot
         .wait_for_leader(Duration::from_secs(60))
         .await
         .expect("leader");
-    let client = GrpcClient::connect(&c.node(leader).expect("leader").api)
-        .await
-        .expect("connect")
-        .retrying(10);
-    let customer = client
-        .create_customer("Bit".into(), "Flip".into(), "8 Length Lane".into())
-        .await
-        .expect("customer");
-    let account = client
-        .create_account(customer.customer_id, AccountType::Checking)
-        .await
-        .expect("account")
-        .account_id;
+    let (client, account) = client_with_account(&c.node(leader).expect("leader").api).await;
     let mut balance = Decimal::ZERO;
     for _ in 0..30 {
         balance = client
@@ -159,10 +131,9 @@ async fn a_damaged_log_is_refused_then_repaired_and_the_node_rejoins_without_vot
         let log = std::fs::read_to_string(c.node(other).expect("other").data_dir.join("node.log"));
         panic!("the other follower starts: {e}\n{log:?}");
     }
-    wait_status(&c, victim, Duration::from_secs(30), "rejoining", |s| {
-        s.rejoining
-    })
-    .await;
+    c.wait_status(victim, Duration::from_secs(30), "rejoin", |s| s.rejoining)
+        .await
+        .expect("the repaired node says it is rejoining");
     let quiet = Instant::now() + Duration::from_secs(8);
     while Instant::now() < quiet {
         for id in [victim, other] {
@@ -182,10 +153,11 @@ async fn a_damaged_log_is_refused_then_repaired_and_the_node_rejoins_without_vot
         .await
         .expect("a leader once two healthy nodes run");
     assert_ne!(leader, victim);
-    wait_status(&c, victim, Duration::from_secs(60), "rejoined", |s| {
+    c.wait_status(victim, Duration::from_secs(60), "vote again", |s| {
         !s.rejoining
     })
-    .await;
+    .await
+    .expect("the repaired node caught up");
     assert!(!data_dir.join("rejoin.json").exists());
     let replicas = c
         .converged(Duration::from_secs(60))

@@ -515,15 +515,34 @@ impl LocalCluster {
 
     /// Waits until node `id` has purged some of its log (after a snapshot).
     pub async fn wait_purged(&self, id: NodeId, timeout: Duration) -> Result<(), HostError> {
+        self.wait_status(id, timeout, "purge its log", |s| {
+            s.purged_index.unwrap_or(0) > 0
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Waits until node `id`'s status satisfies `check` (asked every 100 ms; a node that does
+    /// not answer is asked again); returns that status, or a timeout naming `what` with the
+    /// last status or error seen.
+    pub async fn wait_status(
+        &self,
+        id: NodeId,
+        timeout: Duration,
+        what: &str,
+        check: impl Fn(&NodeStatus) -> bool,
+    ) -> Result<NodeStatus, HostError> {
         let deadline = Instant::now() + timeout;
         loop {
-            let status = self.status(id).await?;
-            if status.purged_index.unwrap_or(0) > 0 {
-                return Ok(());
+            let status = self.status(id).await;
+            if let Ok(s) = &status
+                && check(s)
+            {
+                return status;
             }
             if Instant::now() > deadline {
                 return Err(HostError::Timeout(format!(
-                    "node {id} to purge its log: {status:?}"
+                    "node {id} to {what}: {status:?}"
                 )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
