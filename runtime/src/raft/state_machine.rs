@@ -1123,8 +1123,7 @@ impl RaftStateMachine<C> for StateMachine {
                     }
                     Err(e) => {
                         tries += 1;
-                        snapshot::lock_faults(&shared).failed(WHAT, &e);
-                        shared.metrics.snapshot_failures.inc();
+                        snapshot::snapshot_failed(&shared, WHAT, &e);
                         if tries >= INSTALL_TRIES {
                             return Err(e);
                         }

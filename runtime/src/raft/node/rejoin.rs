@@ -56,9 +56,12 @@ pub(super) async fn finish(node: Weak<RaftNode>, data_dir: PathBuf, marker: Rejo
         if !node.caught_up(marker.term).await {
             continue;
         }
+        // Caught up: the node votes now. A marker that cannot be removed only makes the next
+        // start rejoin again (harmless), so it is said once, not retried.
         if let Err(e) = RejoinMarker::remove(&data_dir) {
-            tracing::error!("rejoined, but the repair's marker cannot be removed: {e}");
-            continue;
+            tracing::error!(
+                "the repair's marker cannot be removed ({e}): the next start rejoins again"
+            );
         }
         node.rejoining.store(false, Ordering::Release);
         node.raft.runtime_config().elect(true);

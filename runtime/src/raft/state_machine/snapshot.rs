@@ -155,6 +155,13 @@ pub(super) fn lock_faults(shared: &Shared) -> std::sync::MutexGuard<'_, Snapshot
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Records a failed snapshot build or install (`what`): counted, backed off, logged once per
+/// kind.
+pub(super) fn snapshot_failed(shared: &Shared, what: &str, e: &io::Error) {
+    lock_faults(shared).failed(what, e);
+    shared.metrics.snapshot_failures.inc();
+}
+
 impl RaftSnapshotBuilder<C> for StateMachine {
     type SnapshotData = SnapshotFile;
 
@@ -174,8 +181,7 @@ impl RaftSnapshotBuilder<C> for StateMachine {
             }
             Err(e) => e,
         };
-        lock_faults(&self.shared).failed(WHAT, &e);
-        self.shared.metrics.snapshot_failures.inc();
+        snapshot_failed(&self.shared, WHAT, &e);
         let dir = self.shared.snapshot_dir.clone();
         let have = tokio::task::spawn_blocking(move || latest_snapshot(&dir))
             .await
