@@ -329,7 +329,7 @@ impl LogStore {
     /// How many bytes of entries (encoded) the tail cache holds now (at most [`TAIL_BYTES`],
     /// or one entry larger than that).
     pub fn tail_bytes(&self) -> usize {
-        self.tail.lock().map_or(0, |t| t.bytes())
+        self.tail.lock().map_or(0, |t| t.bytes)
     }
 
     /// How many segment files the log has now.
@@ -363,11 +363,8 @@ impl LogStore {
             .range(lo..=hi)
             .map(|(_, (e, _))| e.clone())
             .collect();
-        let consecutive = entries
-            .iter()
-            .zip(lo..)
-            .all(|(e, index)| e.log_id.index == index);
-        consecutive.then_some(entries)
+        // Distinct indexes from `lo` to `min(hi, last)`: consecutive when there are that many.
+        (entries.len() as u64 == hi.min(last) - lo + 1).then_some(entries)
     }
 
     /// Sends a request to the writer thread.
@@ -440,11 +437,6 @@ impl Tail {
     fn drop_from(&mut self, from: u64) {
         let dropped = self.entries.split_off(&from);
         self.bytes -= dropped.values().map(|(_, size)| size).sum::<usize>();
-    }
-
-    /// The encoded size of the entries held.
-    fn bytes(&self) -> usize {
-        self.bytes
     }
 }
 
