@@ -31,10 +31,11 @@
 //! # The tail cache
 //!
 //! Every appended entry is also kept in memory (the newest [`TAIL_CAPACITY`] entries, and no
-//! more than [`TAIL_BYTES`] of them, trimmed on truncate). Replication and apply read the tail, so a read of recent entries
-//! neither decodes a record nor waits behind the writer's sync; only older entries are read from
-//! the segment files, through the writer thread (so they see every earlier request, including
-//! appends not synced yet). Both paths see the appends in the order openraft made them.
+//! more than [`TAIL_BYTES`] of them, trimmed on truncate). Replication and apply read the tail,
+//! so a read of recent entries neither decodes a record nor waits behind the writer's sync; only
+//! older entries are read from the segment files, through the writer thread (so they see every
+//! earlier request, including appends not synced yet). Both paths see the appends in the order
+//! openraft made them.
 //! The tail answers only when it holds the first index asked for and what follows it without a
 //! gap; anything else is read from the files, which answer with the entries the log holds in
 //! the range (openraft's storage suite asks for ranges that start below the log).
