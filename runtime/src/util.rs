@@ -1,5 +1,5 @@
 //! Small helpers with no place of their own: durable directories, owner-only files, tasks
-//! tied to their owner, hex and file digests.
+//! tied to their owner, hex and file digests, sizes in binary units.
 
 use tokio::task::JoinHandle;
 
@@ -62,4 +62,52 @@ pub(crate) async fn file_sha256(path: &std::path::Path) -> std::io::Result<(u64,
         len += n as u64;
     }
     Ok((len, hasher.finalize().into()))
+}
+
+/// The binary units sizes are written in, largest first.
+const UNITS: [(&str, u64); 4] = [
+    ("TiB", 1 << 40),
+    ("GiB", 1 << 30),
+    ("MiB", 1 << 20),
+    ("KiB", 1 << 10),
+];
+
+/// `bytes` for a person: `1.5 GiB`, `12.0 MiB`, `512 B`.
+pub(crate) fn bytes_text(bytes: u64) -> String {
+    match UNITS.iter().find(|(_, size)| bytes >= *size) {
+        Some((unit, size)) => format!("{:.1} {unit}", bytes as f64 / *size as f64),
+        None => format!("{bytes} B"),
+    }
+}
+
+/// Reads a size: a number of bytes, or a whole number with a binary unit (`64MiB`, `8 GiB`).
+pub(crate) fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, scale) = UNITS
+        .iter()
+        .find_map(|(unit, size)| Some((text.strip_suffix(unit)?.trim_end(), *size)))
+        .unwrap_or((text, 1));
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("`{text}`: expected a number of bytes, such as 1073741824 or 8GiB"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_read_and_written_in_binary_units() {
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("8GiB"), Ok(8 << 30));
+        assert_eq!(parse_bytes("64 MiB"), Ok(64 << 20));
+        assert!(parse_bytes("8GB").is_err());
+        assert!(parse_bytes("-1").is_err());
+        assert!(parse_bytes("99999999999TiB").is_err());
+        assert_eq!(bytes_text(512), "512 B");
+        assert_eq!(bytes_text(3 << 19), "1.5 MiB");
+        assert_eq!(bytes_text(8 << 30), "8.0 GiB");
+    }
 }

@@ -113,7 +113,9 @@ pub fn api_md(api: &Api, stamp: &str) -> String {
          the log.\n\n\
          Besides the errors listed per operation, any call can fail with a built-in failure: \
          `Transport` (gRPC `UNAVAILABLE`, JSON-RPC -32050), `Redirect` (`UNAVAILABLE`, -32051), \
-         `Deadline` (`DEADLINE_EXCEEDED`, -32052), `Rejected` (`INVALID_ARGUMENT`, -32602) or \
+         `Deadline` (`DEADLINE_EXCEEDED`, -32052), `Rejected` (`INVALID_ARGUMENT`, -32602), \
+         `NoSpace` (`RESOURCE_EXHAUSTED`, -32053: a command refused because the node's storage is \
+         past its quota or its disk is full; nothing was written, queries go on) or \
          `Internal` (`INTERNAL`, -32603).\n"
     );
     let _ = writeln!(out, "## Operations\n");

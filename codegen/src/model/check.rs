@@ -183,7 +183,14 @@ impl Checker<'_> {
             .iter()
             .map(|e| {
                 if self.ident(&e.name, Case::Upper, "error") {
-                    for builtin in ["Transport", "Redirect", "Deadline", "Internal"] {
+                    for builtin in [
+                        "Transport",
+                        "Redirect",
+                        "Deadline",
+                        "Internal",
+                        "Rejected",
+                        "NoSpace",
+                    ] {
                         if e.name.value == builtin {
                             self.push(
                                 Diagnostic::new(
@@ -194,7 +201,7 @@ impl Checker<'_> {
                                 )
                                 .hint(
                                     "remove it: a call can always fail with `Transport`, \
-                                     `Redirect`, `Deadline` or `Internal`",
+                                     `Redirect`, `Deadline`, `Internal`, `Rejected` or `NoSpace`",
                                 ),
                             );
                         }
@@ -215,7 +222,8 @@ impl Checker<'_> {
                             ),
                         )
                         .hint(
-                            "error tags 50, 51, 52 (Transport, Redirect, Deadline) and 600..=603, 700 \
+                            "error tags 10, 11 (batch limits), 50..=53 (Transport, Redirect, Deadline, \
+                             NoSpace) and 600..=603, 700 \
                              (JSON-RPC's standard codes) are taken; use another tag",
                         ),
                     );

@@ -29,6 +29,7 @@ impl From<NodeError> for Failure {
             NodeError::NotLeader(Some(leader)) => Failure::Redirect(Leader { api: leader.api }),
             NodeError::NoLeader(_) => Failure::Deadline(e.to_string()),
             NodeError::Rejected(r) => Failure::Rejected(r.0),
+            NodeError::NoSpace(reason) => Failure::NoSpace(reason),
             // A definite no, like a rejection: nothing entered the log.
             NodeError::TooLarge { .. } => Failure::Rejected(e.to_string()),
             // The call did not reach a working leader (a leader cut off from its quorum

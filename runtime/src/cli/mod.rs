@@ -6,7 +6,8 @@
 //!
 //! Exit codes: 0 for an answer, [`EXIT_USAGE`] for a bad command line or bad parameters,
 //! [`EXIT_DOMAIN`] when the service refused (a schema error kind), [`EXIT_FAILURE`] when the
-//! call failed (transport, deadline, ...).
+//! call failed (transport, deadline, ...), [`EXIT_NOSPACE`] when a node refused a write for its
+//! storage quota.
 
 use std::path::PathBuf;
 
@@ -28,6 +29,9 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_DOMAIN: u8 = 3;
 /// Exit code of a call that failed on its way (transport, redirect, deadline, internal).
 pub const EXIT_FAILURE: u8 = 4;
+/// Exit code of a write refused because a node's storage is past its quota (`NoSpace`): nothing
+/// was written, and the same call succeeds once space is freed.
+pub const EXIT_NOSPACE: u8 = 5;
 
 /// How a parameter's flag value becomes JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -436,6 +440,7 @@ impl Output {
             Err(e) => {
                 let code = match e {
                     CallError::Domain(_) => EXIT_DOMAIN,
+                    CallError::Failure(Failure::NoSpace(_)) => EXIT_NOSPACE,
                     CallError::Failure(_) => EXIT_FAILURE,
                 };
                 if json {

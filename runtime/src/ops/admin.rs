@@ -89,9 +89,23 @@ pub fn role_text(member: &MemberStatus) -> String {
     role
 }
 
+/// A member's storage as a table shows it: the raft state's disk space, of its quota, and
+/// `NOSPACE` while the alarm refuses writes.
+fn disk_text(s: &NodeStatus) -> String {
+    let mut text = crate::util::bytes_text(s.storage_bytes);
+    if let Some(quota) = s.quota_bytes {
+        text = format!("{text} of {}", crate::util::bytes_text(quota));
+    }
+    if s.nospace {
+        text.push_str(" NOSPACE");
+    }
+    text
+}
+
 /// Every member's status as a table ([`member_statuses`]): id, role, term, API and raft
 /// addresses, applied index, lag behind the leader, last snapshot index (and how many snapshot
-/// builds and installs failed, if any did), and the schema version
+/// builds and installs failed, if any did), the raft state's disk space (of the quota, and
+/// `NOSPACE` while writes are refused), and the schema version
 /// its build runs (a rolling upgrade shows which members still run the old one).
 pub async fn status_table(
     raft_addr: &str,
@@ -100,7 +114,7 @@ pub async fn status_table(
     let number = |v: Option<u64>| v.map_or("-".to_string(), |n| n.to_string());
     let mut rows = vec![
         [
-            "id", "role", "term", "api", "raft", "applied", "lag", "snapshot", "schema",
+            "id", "role", "term", "api", "raft", "applied", "lag", "snapshot", "disk", "schema",
         ]
         .map(String::from),
     ];
@@ -122,6 +136,7 @@ pub async fn status_table(
                 ),
                 _ => number(s.and_then(|s| s.snapshot_index)),
             },
+            s.map_or_else(|| "-".to_string(), disk_text),
             s.map_or("-", |s| s.schema.as_str()).to_string(),
         ]);
     }

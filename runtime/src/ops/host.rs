@@ -149,6 +149,18 @@ pub struct NodeArgs {
     /// Log entries kept behind a snapshot.
     #[arg(long, default_value_t = 1_000)]
     pub keep_logs: u64,
+    /// The disk space the node's raft state (log, database, snapshots) may take, in bytes or
+    /// with a unit (`512MiB`, `8GiB`); 0 for no quota. At or past it the node raises its
+    /// `NOSPACE` alarm (`admin status`, `raft_nospace_alarm`): writes are refused (`NoSpace`:
+    /// gRPC `RESOURCE_EXHAUSTED`, JSON-RPC -32053) and reads and watches go on; the node
+    /// compacts (a snapshot, then the log behind it is purged) and the alarm clears by itself
+    /// once the state is under the quota again.
+    #[arg(long, value_name = "BYTES", default_value = "8GiB", value_parser = parse_quota)]
+    pub quota_bytes: u64,
+    /// The size of a raft log segment file, in bytes or with a unit (from 64KiB to 1GiB):
+    /// segments are preallocated, and purged whole.
+    #[arg(long, value_name = "BYTES", default_value = "16MiB", value_parser = parse_segment_bytes)]
+    pub log_segment_bytes: u64,
     /// Seconds an API connection (gRPC, JSON-RPC, metrics) may stay idle (no byte either way,
     /// a TLS handshake included) before it is closed. gRPC clients that keep a connection
     /// send keep-alive pings.
@@ -319,6 +331,19 @@ fn parse_command_bytes(s: &str) -> Result<usize, String> {
     }
 }
 
+/// `--quota-bytes`: a size.
+fn parse_quota(s: &str) -> Result<u64, String> {
+    crate::util::parse_bytes(s)
+}
+
+/// `--log-segment-bytes`: a size from 64 KiB to 1 GiB.
+fn parse_segment_bytes(s: &str) -> Result<u64, String> {
+    match crate::util::parse_bytes(s)? {
+        n if ((64 << 10)..=(1 << 30)).contains(&n) => Ok(n),
+        n => Err(format!("{n} bytes: a segment takes from 64KiB to 1GiB")),
+    }
+}
+
 /// [`crate::raft::node::DEFAULT_ELECTION_TIMEOUT_MS`] as `--election-timeout-ms` takes it.
 const DEFAULT_ELECTION_RANGE: &str = "300-600";
 
@@ -398,6 +423,8 @@ pub async fn start(args: NodeArgs, service: &dyn HostedService) -> Result<Runnin
     let mut config = NodeConfig::new(args.id, args.data_dir.clone(), credentials.clone());
     config.snapshot_every = args.snapshot_every;
     config.keep_logs = args.keep_logs;
+    config.quota_bytes = (args.quota_bytes > 0).then_some(args.quota_bytes);
+    config.log_segment_bytes = args.log_segment_bytes;
     config.max_command_bytes = args.max_command_bytes;
     config.redirect_writes = args.redirect_writes;
     config.feed.retain = args.watch_retain;

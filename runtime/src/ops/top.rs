@@ -247,6 +247,9 @@ mod tests {
                 open_files_limit: 1024,
                 snapshot_failures: 0,
                 rejoining: false,
+                storage_bytes: 0,
+                quota_bytes: None,
+                nospace: false,
             }),
             lag,
         }

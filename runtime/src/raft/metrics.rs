@@ -7,6 +7,9 @@
 //!   `raft_committed_index`, `raft_applied_index`, `raft_snapshot_index`, `raft_purged_index`,
 //!   `raft_replication_lag{follower}` (on the leader), `raft_quorum_lost`,
 //!   `raft_self_connects` (dials of a peer that connected to themselves, dropped);
+//! - storage: `raft_storage_bytes` (the raft state's disk space), `raft_quota_bytes` and
+//!   `raft_nospace_alarm` (1 while writes are refused for the quota, see
+//!   [`crate::raft::node::quota`]);
 //! - requests, counted where the API meets the node: `requests_total{operation, kind,
 //!   outcome}` (outcome `ok`, a schema error kind, or a failure such as `Transport`) and
 //!   `request_seconds{operation, kind}`;
@@ -171,6 +174,9 @@ struct RaftGauges {
     purged: Gauge,
     quorum_lost: Gauge,
     self_connects: Gauge,
+    storage: Gauge,
+    quota: Gauge,
+    nospace: Gauge,
 }
 
 impl NodeMetrics {
@@ -290,6 +296,21 @@ impl NodeMetrics {
                 &gauges.quorum_lost,
             ),
             (
+                "raft_storage_bytes",
+                "Disk space of the raft state (log segments, state database, snapshots)",
+                &gauges.storage,
+            ),
+            (
+                "raft_quota_bytes",
+                "The storage quota (--quota-bytes; 0: none)",
+                &gauges.quota,
+            ),
+            (
+                "raft_nospace_alarm",
+                "1 while the storage is at or past its quota and writes are refused (NoSpace)",
+                &gauges.nospace,
+            ),
+            (
                 "raft_self_connects",
                 "Dials of a peer that connected to themselves (the peer's port was free) and were dropped",
                 &gauges.self_connects,
@@ -378,6 +399,9 @@ impl NodeMetrics {
         g.snapshot.set(index(status.snapshot_index));
         g.purged.set(index(status.purged_index));
         g.quorum_lost.set(i64::from(status.quorum_lost));
+        g.storage.set(gauge_value(status.storage_bytes));
+        g.quota.set(index(status.quota_bytes));
+        g.nospace.set(i64::from(status.nospace));
         g.self_connects
             .set(gauge_value(crate::raft::rpc::self_connects()));
         for role in Role::ALL {

@@ -30,6 +30,7 @@ use crate::raft::version::{Gate, Schema};
 
 mod admin;
 mod incoming;
+pub mod quota;
 mod read;
 mod rejoin;
 mod write;
@@ -73,6 +74,11 @@ pub struct NodeConfig {
     pub feed: crate::raft::feed::FeedConfig,
     /// When applied batches commit to the state database (group commit).
     pub commit: crate::raft::state_machine::CommitPolicy,
+    /// Past this many bytes of raft state on disk, writes are refused ([`quota`]); `None`: no
+    /// quota.
+    pub quota_bytes: Option<u64>,
+    /// The size of a raft log segment file (a batch larger than it gets a segment its size).
+    pub log_segment_bytes: u64,
 }
 
 /// Default of [`NodeConfig::max_command_bytes`]: 4 MiB (a gRPC API call carries at most that
@@ -106,6 +112,8 @@ impl NodeConfig {
             ),
             snapshot_every: 10_000,
             keep_logs: 1_000,
+            quota_bytes: Some(quota::DEFAULT_QUOTA_BYTES),
+            log_segment_bytes: crate::raft::log_store::SEGMENT_BYTES,
             redirect_writes: false,
             cluster_name: "raftgen".into(),
             max_command_bytes: DEFAULT_MAX_COMMAND_BYTES,
@@ -150,6 +158,10 @@ pub enum NodeError {
         /// The limit.
         limit: usize,
     },
+    /// The node's storage is past its quota (`--quota-bytes`): the write was refused before it
+    /// entered the log.
+    #[error("no space: {0}")]
+    NoSpace(String),
     /// This node redirects writes: send them to the leader (if one is known).
     #[error("not the leader; the leader is {}", .0.as_ref().map_or("unknown".to_string(), |a| a.to_string()))]
     NotLeader(Option<NodeAddr>),
@@ -179,6 +191,8 @@ pub struct RaftNode {
     gate: Gate,
     /// Set while the node rejoins after a log repair: it does not vote (see [`rejoin`]).
     rejoining: std::sync::atomic::AtomicBool,
+    /// The storage quota and its alarm (see [`quota`]).
+    quota: quota::Quota,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -220,7 +234,10 @@ impl RaftNode {
             std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))?;
         }
         let snapshot_dir = config.data_dir.join(SNAPSHOT_DIR);
-        let log = LogStore::open(&config.data_dir.join(LOG_DIR))?;
+        let log = LogStore::open_with_segment_bytes(
+            &config.data_dir.join(LOG_DIR),
+            config.log_segment_bytes,
+        )?;
         let rejoin = RejoinMarker::read(&config.data_dir)?;
         if let Some(marker) = &rejoin {
             tracing::warn!(
@@ -290,7 +307,9 @@ impl RaftNode {
             schema,
             gate,
             rejoining: std::sync::atomic::AtomicBool::new(rejoin.is_some()),
+            quota: quota::Quota::new(config.quota_bytes),
         });
+        tokio::spawn(quota::watch(Arc::downgrade(&node), config.data_dir.clone()));
         if let Some(marker) = rejoin {
             tokio::spawn(rejoin::finish(
                 Arc::downgrade(&node),

@@ -193,6 +193,9 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+/// The size the state database's WAL is cut back to after a checkpoint: 16 MiB.
+const WAL_SIZE_LIMIT: i64 = 16 << 20;
+
 fn open_db(path: &Path) -> io::Result<Connection> {
     let conn = Connection::open(path).map_err(io_err)?;
     // Its WAL and shared-memory files take the database's mode.
@@ -203,6 +206,10 @@ fn open_db(path: &Path) -> io::Result<Connection> {
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(io_err)?;
     conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(io_err)?;
+    // A WAL that grew past this (big entries, a long reader) is cut back after its next
+    // checkpoint instead of keeping its largest size on disk (it counts toward the quota).
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
         .map_err(io_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(io_err)?;

@@ -127,6 +127,16 @@ pub struct NodeStatus {
     /// Whether it is rejoining after a log repair: it does not vote until it has caught up.
     #[serde(default)]
     pub rejoining: bool,
+    /// The disk space its raft state (log, database, snapshots) held at the last measurement.
+    #[serde(default)]
+    pub storage_bytes: u64,
+    /// Its storage quota (`--quota-bytes`), if it has one.
+    #[serde(default)]
+    pub quota_bytes: Option<u64>,
+    /// Whether its `NOSPACE` alarm is on: its storage is at or past the quota, and it refuses
+    /// writes.
+    #[serde(default)]
+    pub nospace: bool,
 }
 
 impl NodeStatus {
@@ -181,6 +191,9 @@ impl NodeStatus {
             open_files_limit,
             snapshot_failures: 0,
             rejoining: false,
+            storage_bytes: 0,
+            quota_bytes: None,
+            nospace: false,
         }
     }
 
@@ -227,6 +240,9 @@ mod tests {
             open_files_limit: 1024,
             snapshot_failures: 2,
             rejoining: true,
+            storage_bytes: 1 << 20,
+            quota_bytes: Some(8 << 20),
+            nospace: true,
         };
         let json = serde_json::to_value(&status).expect("encodes");
         assert_eq!(json["role"], "Leader");

@@ -18,6 +18,8 @@ pub const TRANSPORT_CODE: i32 = -32050;
 pub const REDIRECT_CODE: i32 = -32051;
 /// JSON-RPC code of a [`Failure::Deadline`].
 pub const DEADLINE_CODE: i32 = -32052;
+/// JSON-RPC code of a [`Failure::NoSpace`].
+pub const NOSPACE_CODE: i32 = -32053;
 /// JSON-RPC code of a [`Failure::Internal`] (JSON-RPC's standard "internal error").
 pub const INTERNAL_CODE: i32 = -32603;
 /// JSON-RPC's standard "invalid params" code, also the code of a [`Failure::Rejected`].
@@ -31,12 +33,13 @@ pub const BATCH_RESPONSE_TOO_LARGE_CODE: i32 = jsonrpsee::types::error::TOO_BIG_
 /// The JSON-RPC codes no domain error may take: the failures' codes, JSON-RPC's standard ones
 /// (parse error, invalid request, method not found, invalid params, internal error) and the
 /// server's batch limits.
-pub const RESERVED_CODES: [i32; 10] = [
+pub const RESERVED_CODES: [i32; 11] = [
     BATCH_TOO_LARGE_CODE,
     BATCH_RESPONSE_TOO_LARGE_CODE,
     TRANSPORT_CODE,
     REDIRECT_CODE,
     DEADLINE_CODE,
+    NOSPACE_CODE,
     -32700,
     -32600,
     -32601,
@@ -73,6 +76,7 @@ pub fn to_status<E: DomainError>(e: &CallError<E>) -> tonic::Status {
         CallError::Failure(Failure::Deadline(_)) => Code::DeadlineExceeded,
         CallError::Failure(Failure::Internal(_)) => Code::Internal,
         CallError::Failure(Failure::Rejected(_)) => Code::InvalidArgument,
+        CallError::Failure(Failure::NoSpace(_)) => Code::ResourceExhausted,
     };
     let mut status = tonic::Status::new(code, e.message());
     status.metadata_mut().insert(
@@ -128,6 +132,7 @@ pub fn jsonrpc_code<E: DomainError>(e: &CallError<E>) -> i32 {
         CallError::Failure(Failure::Deadline(_)) => DEADLINE_CODE,
         CallError::Failure(Failure::Internal(_)) => INTERNAL_CODE,
         CallError::Failure(Failure::Rejected(_)) => INVALID_PARAMS_CODE,
+        CallError::Failure(Failure::NoSpace(_)) => NOSPACE_CODE,
     }
 }
 
@@ -159,6 +164,7 @@ pub fn from_error_object<E: DomainError>(e: &ErrorObject<'_>) -> CallError<E> {
         DEADLINE_CODE => Failure::Deadline(message),
         INTERNAL_CODE => Failure::Internal(message),
         INVALID_PARAMS_CODE => Failure::Rejected(message),
+        NOSPACE_CODE => Failure::NoSpace(message),
         code => Failure::Transport(format!("JSON-RPC error {code}: {message}")),
     })
 }
@@ -181,4 +187,24 @@ pub fn failure_status(failure: Failure) -> tonic::Status {
 /// The JSON-RPC error object of a failure a server answers before any service is called.
 pub fn failure_error_object(failure: Failure) -> ErrorObjectOwned {
     to_error_object(&CallError::<std::convert::Infallible>::Failure(failure))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+
+    #[test]
+    fn a_write_refused_for_space_is_resource_exhausted_and_its_own_jsonrpc_code() {
+        let e = CallError::<Infallible>::Failure(Failure::NoSpace("past the quota".into()));
+        let status = to_status(&e);
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(from_status::<Infallible>(&status), e);
+        let object = to_error_object(&e);
+        assert_eq!(object.code(), NOSPACE_CODE);
+        assert_eq!(from_error_object::<Infallible>(&object), e);
+        // Without the kind (another client's error object), the code alone tells it.
+        let bare = ErrorObjectOwned::owned(NOSPACE_CODE, "past the quota", None::<()>);
+        assert_eq!(from_error_object::<Infallible>(&bare), e);
+    }
 }

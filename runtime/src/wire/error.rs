@@ -103,6 +103,11 @@ pub enum Failure {
     /// call again fails the same way.
     #[error("{0}")]
     Rejected(String),
+    /// The node refused a write because its storage is past its quota (`--quota-bytes`) or
+    /// its disk is full: nothing entered the log. Reads and watches go on; writes are taken
+    /// again once compaction or an operator frees space (etcd's `NOSPACE` alarm).
+    #[error("{0}")]
+    NoSpace(String),
 }
 
 impl Failure {
@@ -114,6 +119,7 @@ impl Failure {
             Failure::Deadline(_) => "Deadline",
             Failure::Internal(_) => "Internal",
             Failure::Rejected(_) => "Rejected",
+            Failure::NoSpace(_) => "NoSpace",
         }
     }
 
@@ -125,6 +131,7 @@ impl Failure {
             "Deadline" => Failure::Deadline(message),
             "Internal" => Failure::Internal(message),
             "Rejected" => Failure::Rejected(message),
+            "NoSpace" => Failure::NoSpace(message),
             _ => return None,
         })
     }
@@ -267,6 +274,7 @@ mod tests {
             CallError::Failure(Failure::Redirect(leader)),
             CallError::Failure(Failure::Deadline("no leader".into())),
             CallError::Failure(Failure::Internal("disk".into())),
+            CallError::Failure(Failure::NoSpace("quota".into())),
         ] {
             let json = serde_json::to_string(&e).expect("encode");
             let back: CallError<NotFound> = serde_json::from_str(&json).expect("decode");

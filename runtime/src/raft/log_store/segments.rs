@@ -645,7 +645,11 @@ impl Segments {
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| at(&tmp, "create", e))?;
-        allocate(&file, size).map_err(|e| at(&tmp, "allocate", e))?;
+        if let Err(e) = allocate(&file, size) {
+            // What a failed allocation took (a full disk) is given back at once.
+            let _ = fs::remove_file(&tmp);
+            return Err(at(&tmp, "allocate", e));
+        }
         file.write_all_at(&head, 0)
             .map_err(|e| at(&tmp, "write", e))?;
         file.sync_all().map_err(|e| at(&tmp, "fsync", e))?;

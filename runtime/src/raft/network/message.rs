@@ -138,6 +138,9 @@ pub enum Answer {
     Bytes(Vec<u8>),
     /// To [`Message::Schema`].
     Schema(crate::raft::version::Schema),
+    /// To [`Message::Forward`]: the leader's storage is past its quota; nothing was written.
+    /// (Last, so that builds before it decode every other answer alike.)
+    NoSpace(String),
 }
 
 /// Encodes a message.

@@ -19,6 +19,9 @@ impl RaftNode {
         NodeStatus {
             snapshot_failures: self.sm.metrics().snapshot_failures.get(),
             rejoining: self.rejoining(),
+            storage_bytes: self.quota.used(),
+            quota_bytes: self.quota.limit(),
+            nospace: self.quota.alarm(),
             ..NodeStatus::from_metrics(
                 &self.raft.metrics().borrow_watched(),
                 self.quorum_lost(),

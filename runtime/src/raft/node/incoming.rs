@@ -67,6 +67,7 @@ impl RaftNode {
                 match tracing::Instrument::instrument(self.propose(envelope), span).await {
                     Ok(applied) => Answer::Applied(applied),
                     Err(NodeError::Rejected(Rejected(reason))) => Answer::Rejected(reason),
+                    Err(NodeError::NoSpace(reason)) => Answer::NoSpace(reason),
                     Err(e) => Answer::Failed(e.to_string()),
                 }
             }

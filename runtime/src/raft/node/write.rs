@@ -60,6 +60,10 @@ impl RaftNode {
                 limit: self.max_command_bytes,
             });
         }
+        // Every member stores what enters the log: the node the client reached refuses while
+        // its storage is past its quota, and so does the leader (this same check, on a
+        // forwarded write).
+        self.quota.admit()?;
         let mut last_error = String::from("no attempt made");
         let mut retry = Retry::new();
         let deadline = retry.deadline;
@@ -112,6 +116,7 @@ impl RaftNode {
                 match forwarded {
                     Ok(Answer::Applied(applied)) => return Ok(applied),
                     Ok(Answer::Rejected(reason)) => return Err(Rejected(reason).into()),
+                    Ok(Answer::NoSpace(reason)) => return Err(NodeError::NoSpace(reason)),
                     Ok(Answer::NotLeader(_)) => {
                         last_error = format!("node {leader_id} is no longer leader")
                     }
