@@ -91,8 +91,12 @@ async fn walkthrough_passes_against_every_node() {
     for row in &lines[1..] {
         let cells: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(cells.get(5), Some(&applied.as_str()), "{table}");
+        assert!(
+            cells.get(8).is_some_and(|disk| disk.ends_with("/8.0GiB")),
+            "the disk column shows the default quota: {table}"
+        );
         assert_eq!(
-            cells.get(8),
+            cells.get(9),
             Some(&bank_generated::SCHEMA_VERSION),
             "{table}"
         );

@@ -72,11 +72,11 @@ const UNITS: [(&str, u64); 4] = [
     ("KiB", 1 << 10),
 ];
 
-/// `bytes` for a person: `1.5 GiB`, `12.0 MiB`, `512 B`.
+/// `bytes` for a person, in one word (a table's cell): `1.5GiB`, `12.0MiB`, `512B`.
 pub(crate) fn bytes_text(bytes: u64) -> String {
     match UNITS.iter().find(|(_, size)| bytes >= *size) {
-        Some((unit, size)) => format!("{:.1} {unit}", bytes as f64 / *size as f64),
-        None => format!("{bytes} B"),
+        Some((unit, size)) => format!("{:.1}{unit}", bytes as f64 / *size as f64),
+        None => format!("{bytes}B"),
     }
 }
 
@@ -106,8 +106,8 @@ mod tests {
         assert!(parse_bytes("8GB").is_err());
         assert!(parse_bytes("-1").is_err());
         assert!(parse_bytes("99999999999TiB").is_err());
-        assert_eq!(bytes_text(512), "512 B");
-        assert_eq!(bytes_text(3 << 19), "1.5 MiB");
-        assert_eq!(bytes_text(8 << 30), "8.0 GiB");
+        assert_eq!(bytes_text(512), "512B");
+        assert_eq!(bytes_text(3 << 19), "1.5MiB");
+        assert_eq!(bytes_text(8 << 30), "8.0GiB");
     }
 }

@@ -89,15 +89,15 @@ pub fn role_text(member: &MemberStatus) -> String {
     role
 }
 
-/// A member's storage as a table shows it: the raft state's disk space, of its quota, and
-/// `NOSPACE` while the alarm refuses writes.
+/// A member's storage as a table shows it, in one word: the raft state's disk space, of its
+/// quota (`12.0MiB/8.0GiB`), and `(NOSPACE)` while the alarm refuses writes.
 fn disk_text(s: &NodeStatus) -> String {
     let mut text = crate::util::bytes_text(s.storage_bytes);
     if let Some(quota) = s.quota_bytes {
-        text = format!("{text} of {}", crate::util::bytes_text(quota));
+        text = format!("{text}/{}", crate::util::bytes_text(quota));
     }
     if s.nospace {
-        text.push_str(" NOSPACE");
+        text.push_str("(NOSPACE)");
     }
     text
 }
