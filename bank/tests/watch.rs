@@ -685,3 +685,109 @@ async fn a_watcher_goes_on_across_a_snapshot_install_under_it() {
         "the follower installed no snapshot:\n{log}"
     );
 }
+
+/// 2,000 gRPC watchers that never read, over connections of 16 streams each, and a WebSocket
+/// asking for 20 subscriptions: the WebSocket gets 16 (the connection's cap, -32006 after), the
+/// node serves 300 watchers in all (`--max-watchers`) and refuses every other one at once with
+/// `RESOURCE_EXHAUSTED` / `too_many`, counted; its memory stays bounded, and writes go on while
+/// the watchers hold their full buffers (64 KiB each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_are_capped_per_node_and_per_connection_and_hold_bounded_bytes() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let c = cluster(
+        dir.path(),
+        1,
+        &[
+            "--max-watchers",
+            "300",
+            "--max-streams-per-connection",
+            "16",
+            "--watch-buffer-bytes",
+            "64KiB",
+            "--watch-stall-ms",
+            "600000",
+        ],
+    )
+    .await;
+    c.wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("leader");
+    let node = &c.nodes[0];
+    let client = GrpcClient::connect(&node.api).await.expect("connect");
+    let ids = accounts(&client, 4).await;
+    let baseline = rss_kib(node);
+
+    // One WebSocket: 16 subscriptions, then refusals.
+    let mut ws = Ws::connect(&node.jsonrpc).await;
+    for id in 1..=20 {
+        ws.send(serde_json::json!({ "jsonrpc": "2.0", "id": id, "method": "rpc.watch" }))
+            .await;
+        let answer = ws.next().await;
+        if id <= 16 {
+            assert!(!answer["result"].is_null(), "subscription {id}: {answer}");
+        } else {
+            assert_eq!(
+                answer["error"]["code"], -32006,
+                "subscription {id}: {answer}"
+            );
+        }
+    }
+
+    // 2,000 gRPC watches, 16 per connection.
+    let mut held = Vec::new();
+    let mut refused = 0u32;
+    for _ in 0..125 {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", node.api))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        for _ in 0..16 {
+            let mut watcher = pb::bank_watch_client::BankWatchClient::new(channel.clone());
+            let watch = watcher.watch(pb::BankWatchRequest::default());
+            match tokio::time::timeout(Duration::from_secs(30), watch).await {
+                Ok(Ok(stream)) => held.push(stream.into_inner()),
+                Ok(Err(status)) => {
+                    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+                    assert!(
+                        matches!(
+                            runtime::api::watch::watch_error_from_status(&status),
+                            WatchError::TooMany { .. }
+                        ),
+                        "{status:?}"
+                    );
+                    refused += 1;
+                }
+                Err(_) => panic!("a watch neither started nor was refused within 30 s"),
+            }
+        }
+    }
+    assert_eq!(
+        held.len(),
+        300 - 16,
+        "the node's cap counts the WebSocket's 16"
+    );
+    assert_eq!(refused, 2_000 - 284);
+    let status = c.status(1).await.expect("status");
+    assert_eq!((status.watchers, status.watchers_refused), (300, 1_716));
+
+    // Writes go on while 300 watchers that never read fill their buffers.
+    let started = Instant::now();
+    for i in 0..1_000 {
+        client
+            .deposit(ids[i % ids.len()], Decimal::new(1, 2))
+            .await
+            .expect("a deposit with 300 stalled watchers");
+    }
+    let grown = rss_kib(node).saturating_sub(baseline);
+    eprintln!(
+        "1,000 deposits with 300 stalled watchers in {:?}; RSS grew {grown} KiB",
+        started.elapsed()
+    );
+    // At most 300 buffers of 64 KiB (19 MiB) and their HTTP/2 stream windows, the tasks and
+    // connections: under 48 MiB (8 MiB measured). Buffers counted in events only (1,024 of
+    // ~300 bytes each) would hold 90 MiB.
+    assert!(grown < 48 * 1024, "RSS grew {grown} KiB");
+    drop(held);
+}

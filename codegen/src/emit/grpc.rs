@@ -876,6 +876,9 @@ fn watch_adapters(api: &Api, has_commands: bool) -> TokenStream {
                 let filter = runtime::codegen::filter_for(crate::OPERATIONS, r.operations, r.key, r.key_prefix)
                     .map_err(|e| runtime::codegen::watch_status(&e))?;
                 let events = self.node.watch(r.from_index, filter);
+                if let Some(refused) = events.refused() {
+                    return Err(runtime::codegen::watch_status(refused));
+                }
                 Ok(tonic::Response::new(runtime::codegen::grpc_feed(events, |event| {
                     crate::#event::from_feed(event).map(pb::#pb_event::from).map_err(|e| e.to_string())
                 })))

@@ -148,7 +148,7 @@ async fn serve_routes<S: NamedService>(
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
     let Listener { tcp, tls, pool } = listener.into();
     let incoming = crate::net::conn::incoming(tcp, pool.slots, Some(pool.idle), "grpc");
-    let mut server = tonic::transport::Server::builder();
+    let mut server = tonic::transport::Server::builder().max_concurrent_streams(pool.streams);
     if let Some(tls) = tls {
         server = server.tls_config(tls.api_grpc())?;
     }
@@ -183,6 +183,7 @@ pub async fn serve_jsonrpc<Ctx: Send + Sync + 'static>(
         .max_response_body_size(limit)
         .set_batch_request_config(jsonrpsee::server::BatchRequestConfig::Limit(MAX_BATCH))
         .max_connections(MAX_CONNECTIONS)
+        .max_subscriptions_per_connection(pool.streams)
         // WebSocket for subscriptions (a node's change feed), pinged so that a quiet watch is
         // not closed as idle.
         .enable_ws_ping(jsonrpsee::server::PingConfig::new().ping_interval(WS_PING))

@@ -24,7 +24,7 @@ pub const FIRST_AVAILABLE_KEY: &str = "x-first-available";
 pub fn watch_status(error: &WatchError) -> tonic::Status {
     let code = match error {
         WatchError::Compacted { .. } => tonic::Code::OutOfRange,
-        WatchError::TooSlow { .. } => tonic::Code::ResourceExhausted,
+        WatchError::TooSlow { .. } | WatchError::TooMany { .. } => tonic::Code::ResourceExhausted,
         WatchError::Disabled => tonic::Code::FailedPrecondition,
         WatchError::Stopped | WatchError::Unavailable(_) => tonic::Code::Unavailable,
         WatchError::Storage(_) => tonic::Code::Internal,
@@ -60,6 +60,7 @@ pub fn watch_error_from_status(status: &tonic::Status) -> WatchError {
             stall_ms: 0,
         },
         Some("disabled") => WatchError::Disabled,
+        Some("too_many") => WatchError::TooMany { cap: 0 },
         Some("stopped") => WatchError::Stopped,
         Some("storage") => WatchError::Storage(message),
         _ => match status.code() {
@@ -80,6 +81,7 @@ impl WatchError {
             WatchError::Compacted { .. } => "compacted",
             WatchError::TooSlow { .. } => "too_slow",
             WatchError::Disabled => "disabled",
+            WatchError::TooMany { .. } => "too_many",
             WatchError::Stopped => "stopped",
             WatchError::Storage(_) => "storage",
             WatchError::Unavailable(_) => "unavailable",
@@ -87,11 +89,13 @@ impl WatchError {
         }
     }
 
-    /// Whether a resuming watch asks again (elsewhere) after it, rather than ending with it.
+    /// Whether a resuming watch asks again (elsewhere) after it, rather than ending with it
+    /// (another node may have room for one more watcher).
     pub fn is_resumable(&self) -> bool {
         matches!(
             self,
             WatchError::TooSlow { .. }
+                | WatchError::TooMany { .. }
                 | WatchError::Stopped
                 | WatchError::Storage(_)
                 | WatchError::Unavailable(_)
@@ -304,6 +308,11 @@ pub const JSONRPC_EVENT: &str = "rpc.event";
 /// The method that ends a watch.
 pub const JSONRPC_UNWATCH: &str = "rpc.unwatch";
 
+/// The JSON-RPC code of a watch refused because the node (or the connection) serves as many
+/// watchers as it takes: jsonrpsee's own "too many subscriptions" code, which its per-connection
+/// limit answers with too.
+pub const TOO_MANY_WATCHERS_CODE: i32 = jsonrpsee::types::error::TOO_MANY_SUBSCRIPTIONS_CODE;
+
 /// The parameters of [`JSONRPC_WATCH`], by name.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -370,6 +379,20 @@ pub fn add_jsonrpc_watch<Ctx: Send + Sync + 'static>(
                             }
                         };
                     let mut events = node.watch(args.from, filter);
+                    if let Some(refused) = events.refused() {
+                        let code = match refused {
+                            WatchError::TooMany { .. } => TOO_MANY_WATCHERS_CODE,
+                            _ => crate::wire::codes::INVALID_PARAMS_CODE,
+                        };
+                        let data = serde_json::json!({ "kind": refused.kind() });
+                        let error = jsonrpsee::types::ErrorObjectOwned::owned(
+                            code,
+                            refused.to_string(),
+                            Some(data),
+                        );
+                        pending.reject(error).await;
+                        return Close::None;
+                    }
                     let Ok(sink) = pending.accept().await else {
                         return Close::None;
                     };
@@ -426,6 +449,7 @@ mod tests {
                 stall_ms: 2,
             },
             WatchError::Disabled,
+            WatchError::TooMany { cap: 3 },
             WatchError::Stopped,
             WatchError::Storage("disk".into()),
             WatchError::Unavailable("gone".into()),

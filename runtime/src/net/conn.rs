@@ -90,22 +90,30 @@ fn raise() -> u64 {
     limit.rlim_cur
 }
 
-/// A pool of connection slots that one or more listeners draw from, and the idle timeout of
-/// their connections.
+/// A pool of connection slots that one or more listeners draw from, the idle timeout of their
+/// connections and the streams each may hold.
 #[derive(Debug, Clone)]
 pub struct Pool {
     /// One permit per open connection.
     pub slots: Arc<Semaphore>,
     /// How long a connection may stay idle.
     pub idle: Duration,
+    /// The most streams one connection may have open: concurrent HTTP/2 streams (gRPC calls
+    /// and watches), subscriptions on one JSON-RPC WebSocket.
+    pub streams: u32,
 }
 
+/// Default of [`Pool::streams`].
+pub const DEFAULT_STREAMS: u32 = 128;
+
 impl Pool {
-    /// A pool of `slots` connections, each closed after `idle`.
+    /// A pool of `slots` connections, each closed after `idle`, of [`DEFAULT_STREAMS`] streams
+    /// each.
     pub fn new(slots: usize, idle: Duration) -> Self {
         Pool {
             slots: Arc::new(Semaphore::new(slots)),
             idle,
+            streams: DEFAULT_STREAMS,
         }
     }
 }

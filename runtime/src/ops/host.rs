@@ -187,6 +187,21 @@ pub struct NodeArgs {
     #[arg(long, value_name = "MS", default_value_t = 30_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub watch_stall_ms: u64,
+    /// The most watchers the node serves at once; one more is refused (`too_many`: gRPC
+    /// `RESOURCE_EXHAUSTED`, JSON-RPC -32006), counted in `admin status` and `/metrics`.
+    #[arg(long, value_name = "WATCHERS", default_value_t = crate::raft::feed::DEFAULT_MAX_WATCHERS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub max_watchers: usize,
+    /// The bytes of events one watcher holds for a consumer that has not read them, in bytes
+    /// or with a unit (64KiB to 1GiB); an event larger than this is held alone.
+    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_watch_buffer)]
+    pub watch_buffer_bytes: usize,
+    /// The most streams one API connection may have open at once: concurrent gRPC calls and
+    /// watches (HTTP/2), JSON-RPC subscriptions on one WebSocket (one more is refused with
+    /// -32006).
+    #[arg(long, value_name = "STREAMS", default_value_t = crate::net::conn::DEFAULT_STREAMS,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_streams_per_connection: u32,
     /// At most this many applied entries share one commit of the state database (1: a
     /// commit per applied batch). Replies do not wait for the commit; reads that need an
     /// entry make it commit at once.
@@ -336,6 +351,16 @@ fn parse_quota(s: &str) -> Result<u64, String> {
     crate::util::parse_bytes(s)
 }
 
+/// `--watch-buffer-bytes`: a size from 64 KiB to 1 GiB.
+fn parse_watch_buffer(s: &str) -> Result<usize, String> {
+    match crate::util::parse_bytes(s)? {
+        n if ((64 << 10)..=(1 << 30)).contains(&n) => usize::try_from(n).map_err(|e| e.to_string()),
+        n => Err(format!(
+            "{n} bytes: a watcher's buffer takes from 64KiB to 1GiB"
+        )),
+    }
+}
+
 /// `--log-segment-bytes`: a size from 64 KiB to 1 GiB.
 fn parse_segment_bytes(s: &str) -> Result<u64, String> {
     match crate::util::parse_bytes(s)? {
@@ -402,10 +427,11 @@ pub async fn start(args: NodeArgs, service: &dyn HostedService) -> Result<Runnin
         .map_err(|e| HostError::Config(e.to_string()))?;
     // Connections are bounded by the open-file limit: raise it as far as allowed, and size
     // the listeners' pools from it.
-    let caps = crate::net::conn::Caps::for_nofile(
+    let mut caps = crate::net::conn::Caps::for_nofile(
         crate::net::conn::raise_nofile_limit(),
         Duration::from_secs(args.idle_timeout_secs),
     );
+    caps.api.streams = args.max_streams_per_connection;
     let (raft_listener, raft_addr) = bind(&args.raft_listen).await?;
     let mut listeners = vec![(Protocol::Grpc, bind(&args.listen).await?)];
     if let Some(addr) = &args.jsonrpc_listen {
@@ -429,6 +455,8 @@ pub async fn start(args: NodeArgs, service: &dyn HostedService) -> Result<Runnin
     config.redirect_writes = args.redirect_writes;
     config.feed.retain = args.watch_retain;
     config.feed.stall = Duration::from_millis(args.watch_stall_ms);
+    config.feed.max_watchers = args.max_watchers;
+    config.feed.buffer_bytes = args.watch_buffer_bytes;
     config.commit = crate::raft::state_machine::CommitPolicy {
         // At most 100,000 (the flag's range).
         entries: args.commit_entries as usize,

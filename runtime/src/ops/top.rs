@@ -250,6 +250,8 @@ mod tests {
                 storage_bytes: 0,
                 quota_bytes: None,
                 nospace: false,
+                watchers: 0,
+                watchers_refused: 0,
             }),
             lag,
         }

@@ -13,18 +13,22 @@
 //!   waits on it: a watcher that falls a full ring behind goes back to the table, where it
 //!   catches up in pages, then follows the ring again.
 //!
-//! A watcher is a task that owns its position. It delivers into a channel of
-//! [`FeedConfig::buffer`] events; when that stays full for [`FeedConfig::stall`] (the consumer
+//! A watcher is a task that owns its position. It delivers into a channel of at most
+//! [`FeedConfig::buffer`] events and [`FeedConfig::buffer_bytes`] bytes of them (an event
+//! larger than that goes alone); when there is no room for [`FeedConfig::stall`] (the consumer
 //! does not read), the task stops and the stream ends, after what it holds, with
-//! [`WatchError::TooSlow`]. What one watcher can hold is therefore bounded: `buffer` events
-//! here, plus what its transport buffers (for gRPC, one HTTP/2 stream window).
+//! [`WatchError::TooSlow`]. What one watcher can hold is therefore bounded in bytes, plus what
+//! its transport buffers (for gRPC, one HTTP/2 stream window). A node serves at most
+//! [`FeedConfig::max_watchers`] watchers at once ([`Watchers`]); one more is refused with
+//! [`WatchError::TooMany`].
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 
 /// One applied command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +164,13 @@ pub enum WatchError {
     /// This node keeps no feed (`--watch-retain 0`).
     #[error("this node keeps no change feed (started with --watch-retain 0)")]
     Disabled,
+    /// This node serves as many watchers as it takes (`--max-watchers`); try another node, or
+    /// later.
+    #[error("this node serves {cap} watchers already, its limit (--max-watchers)")]
+    TooMany {
+        /// The node's limit.
+        cap: usize,
+    },
     /// The node is stopping; resume on another one.
     #[error("the node is stopping")]
     Stopped,
@@ -184,9 +195,22 @@ pub struct FeedConfig {
     pub ring: usize,
     /// Events one watcher buffers before it waits on its consumer.
     pub buffer: usize,
+    /// Bytes of events (commands and replies) one watcher buffers before it waits on its
+    /// consumer; an event larger than this is delivered alone.
+    pub buffer_bytes: usize,
     /// How long a watcher waits on a consumer that does not read before it cuts it off.
     pub stall: Duration,
+    /// The most watchers the node serves at once.
+    pub max_watchers: usize,
 }
+
+/// Default of [`FeedConfig::buffer_bytes`]: 1 MiB.
+pub const DEFAULT_BUFFER_BYTES: usize = 1 << 20;
+
+/// Default of [`FeedConfig::max_watchers`]: 1,024 watchers (with [`DEFAULT_BUFFER_BYTES`]
+/// each, at most 1 GiB of buffered events, and that only while consumers stall, for at most
+/// [`FeedConfig::stall`]).
+pub const DEFAULT_MAX_WATCHERS: usize = 1_024;
 
 /// Default of [`FeedConfig::retain`]. The history is in the database, so it is in every
 /// snapshot too: about 120 bytes per event for the bank (12 MB at 100,000 events, against 16 MB
@@ -200,7 +224,9 @@ impl Default for FeedConfig {
             retain: DEFAULT_RETAIN,
             ring: 1_024,
             buffer: 1_024,
+            buffer_bytes: DEFAULT_BUFFER_BYTES,
             stall: Duration::from_secs(30),
+            max_watchers: DEFAULT_MAX_WATCHERS,
         }
     }
 }
@@ -242,19 +268,81 @@ pub(crate) trait History: Clone + Send + Sync + 'static {
 /// Events read from the table per page while catching up.
 const PAGE: usize = 256;
 
+/// The watchers a node serves, against its cap.
+#[derive(Debug, Default)]
+pub struct Watchers {
+    count: AtomicUsize,
+    refused: AtomicU64,
+}
+
+impl Watchers {
+    /// How many watchers are served now.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// How many watches were refused because the node served its cap already.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Acquire)
+    }
+
+    /// A slot for one more watcher, unless `cap` are served (then the refusal is counted).
+    fn enter(self: &Arc<Self>, cap: usize) -> Option<WatcherSlot> {
+        let entered = self
+            .count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .is_ok();
+        if !entered {
+            self.refused.fetch_add(1, Ordering::AcqRel);
+        }
+        entered.then(|| WatcherSlot(self.clone()))
+    }
+}
+
+/// One watcher's place in [`Watchers`], given back when the watcher ends.
+#[derive(Debug)]
+struct WatcherSlot(Arc<Watchers>);
+
+impl Drop for WatcherSlot {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What an event takes of a watcher's byte budget: its command and reply plus a little for the
+/// rest, and never more than the whole budget (a larger event goes alone).
+fn cost(event: &Event, budget: usize) -> u32 {
+    let size = event.command.len() + event.reply.len() + 64;
+    u32::try_from(size.min(budget)).unwrap_or(u32::MAX)
+}
+
 /// A stream of events from a position: see the module docs.
 pub struct WatchStream {
     events: mpsc::Receiver<Event>,
     /// Why the watcher stopped, set before it lets go of `events`.
     end: Option<oneshot::Receiver<WatchError>>,
+    /// Why the watch did not start (no feed, too many watchers): the stream's one item.
+    refused: Option<WatchError>,
+    /// The watcher's byte budget: what a delivered event took is given back when it is read.
+    budget: Arc<Semaphore>,
+    budget_bytes: usize,
 }
 
 impl futures_util::Stream for WatchStream {
     type Item = Result<Event, WatchError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(refused) = self.refused.take() {
+            return Poll::Ready(Some(Err(refused)));
+        }
         match self.events.poll_recv(cx) {
-            Poll::Ready(Some(event)) => Poll::Ready(Some(Ok(event))),
+            Poll::Ready(Some(event)) => {
+                self.budget
+                    .add_permits(cost(&event, self.budget_bytes) as usize);
+                Poll::Ready(Some(Ok(event)))
+            }
             Poll::Pending => Poll::Pending,
             // Everything delivered is read; then the reason, once.
             Poll::Ready(None) => Poll::Ready(
@@ -267,6 +355,14 @@ impl futures_util::Stream for WatchStream {
     }
 }
 
+impl WatchStream {
+    /// Why the watch did not start, if it did not (what the stream yields first): a server can
+    /// refuse the request itself instead of starting a stream that only ends.
+    pub fn refused(&self) -> Option<&WatchError> {
+        self.refused.as_ref()
+    }
+}
+
 impl std::fmt::Debug for WatchStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WatchStream").finish_non_exhaustive()
@@ -274,30 +370,51 @@ impl std::fmt::Debug for WatchStream {
 }
 
 /// Starts a watcher from index `from` (0: from the next command applied) over `history`, live
-/// from `ring`.
+/// from `ring`, if `watchers` has room for it.
 pub(crate) fn watch(
     config: FeedConfig,
     history: impl History,
     ring: &broadcast::Sender<Live>,
+    watchers: &Arc<Watchers>,
     from: u64,
     filter: WatchFilter,
 ) -> WatchStream {
     let (tx, events) = mpsc::channel(config.buffer.max(1));
     let (end_tx, end) = oneshot::channel();
-    let stream = WatchStream {
+    let budget_bytes = config.buffer_bytes.max(1);
+    let budget = Arc::new(Semaphore::new(budget_bytes));
+    let mut stream = WatchStream {
         events,
         end: Some(end),
+        refused: None,
+        budget: budget.clone(),
+        budget_bytes,
     };
-    if config.retain == 0 {
-        drop(end_tx.send(WatchError::Disabled));
-        return stream;
-    }
+    let slot = if config.retain == 0 {
+        Err(WatchError::Disabled)
+    } else {
+        watchers
+            .enter(config.max_watchers)
+            .ok_or(WatchError::TooMany {
+                cap: config.max_watchers,
+            })
+    };
+    let slot = match slot {
+        Ok(slot) => slot,
+        Err(refused) => {
+            stream.refused = Some(refused);
+            return stream;
+        }
+    };
     let watcher = Watcher {
         config,
         history,
         filter,
         tx,
+        budget,
+        budget_bytes,
         next: from,
+        _slot: slot,
     };
     let live = ring.subscribe();
     tokio::spawn(watcher.run(live, ring.clone(), end_tx));
@@ -309,8 +426,13 @@ struct Watcher<H> {
     history: H,
     filter: WatchFilter,
     tx: mpsc::Sender<Event>,
+    /// Bytes the consumer has room for (see [`WatchStream`]).
+    budget: Arc<Semaphore>,
+    budget_bytes: usize,
     /// The next index to deliver (0 until the first page says where "now" is).
     next: u64,
+    /// Its place among the node's watchers, for as long as it runs.
+    _slot: WatcherSlot,
 }
 
 /// Why a watcher stops delivering.
@@ -398,18 +520,27 @@ impl<H: History> Watcher<H> {
         }
     }
 
-    /// Sends one event if the filter passes it, waiting at most the stall limit for room.
+    /// Sends one event if the filter passes it, waiting at most the stall limit for room (a
+    /// place in the channel and its bytes in the budget).
     async fn deliver(&mut self, event: Event) -> Result<(), Stop> {
         self.next = event.index + 1;
         if !self.filter.is_all() && !self.filter.matches(&self.history.info(&event.command)) {
             return Ok(());
         }
-        match tokio::time::timeout(self.config.stall, self.tx.reserve()).await {
-            Ok(Ok(permit)) => {
-                permit.send(event);
+        let cost = cost(&event, self.budget_bytes);
+        let room = async {
+            let bytes = self.budget.acquire_many(cost).await;
+            let place = self.tx.reserve().await;
+            (bytes, place)
+        };
+        match tokio::time::timeout(self.config.stall, room).await {
+            Ok((Ok(bytes), Ok(place))) => {
+                // The stream gives the bytes back when the consumer reads the event.
+                bytes.forget();
+                place.send(event);
                 Ok(())
             }
-            Ok(Err(_)) => Err(Stop::Gone),
+            Ok(_) => Err(Stop::Gone),
             Err(_) => {
                 tracing::warn!(
                     next = self.next,
@@ -417,7 +548,7 @@ impl<H: History> Watcher<H> {
                     "a watcher read nothing with its buffer full; cut off"
                 );
                 Err(Stop::End(WatchError::TooSlow {
-                    buffered: self.config.buffer,
+                    buffered: self.config.buffer.max(1) - self.tx.capacity(),
                     stall_ms: self.config.stall.as_millis() as u64,
                 }))
             }

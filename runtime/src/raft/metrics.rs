@@ -10,6 +10,7 @@
 //! - storage: `raft_storage_bytes` (the raft state's disk space), `raft_quota_bytes` and
 //!   `raft_nospace_alarm` (1 while writes are refused for the quota, see
 //!   [`crate::raft::node::quota`]);
+//! - the change feed: `watchers` (now) and `watchers_refused` (over `--max-watchers`);
 //! - requests, counted where the API meets the node: `requests_total{operation, kind,
 //!   outcome}` (outcome `ok`, a schema error kind, or a failure such as `Transport`) and
 //!   `request_seconds{operation, kind}`;
@@ -177,6 +178,8 @@ struct RaftGauges {
     storage: Gauge,
     quota: Gauge,
     nospace: Gauge,
+    watchers: Gauge,
+    watchers_refused: Gauge,
 }
 
 impl NodeMetrics {
@@ -311,6 +314,16 @@ impl NodeMetrics {
                 &gauges.nospace,
             ),
             (
+                "watchers",
+                "Watchers of the change feed now",
+                &gauges.watchers,
+            ),
+            (
+                "watchers_refused",
+                "Watches refused since the node started because it served --max-watchers already",
+                &gauges.watchers_refused,
+            ),
+            (
                 "raft_self_connects",
                 "Dials of a peer that connected to themselves (the peer's port was free) and were dropped",
                 &gauges.self_connects,
@@ -402,6 +415,8 @@ impl NodeMetrics {
         g.storage.set(gauge_value(status.storage_bytes));
         g.quota.set(index(status.quota_bytes));
         g.nospace.set(i64::from(status.nospace));
+        g.watchers.set(gauge_value(status.watchers));
+        g.watchers_refused.set(gauge_value(status.watchers_refused));
         g.self_connects
             .set(gauge_value(crate::raft::rpc::self_connects()));
         for role in Role::ALL {

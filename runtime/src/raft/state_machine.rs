@@ -399,6 +399,8 @@ struct Shared {
     feed: crate::raft::feed::FeedConfig,
     /// The feed's live ring (see [`crate::raft::feed`]).
     ring: tokio::sync::broadcast::Sender<crate::raft::feed::Live>,
+    /// The watchers served, against `feed.max_watchers`.
+    watchers: Arc<crate::raft::feed::Watchers>,
     /// The oldest index the feed's history holds (as committed, or about to be).
     events_from: std::sync::atomic::AtomicU64,
     /// Set when the node stops: watchers end (see [`StateMachine::close_feed`]).
@@ -596,6 +598,7 @@ impl StateMachine {
             known_clients: Mutex::default(),
             feed,
             ring: tokio::sync::broadcast::channel(feed.ring.max(1)).0,
+            watchers: Arc::default(),
             events_from: events_from.into(),
             feed_closed: false.into(),
             jobs,
@@ -835,9 +838,15 @@ impl StateMachine {
             self.shared.feed,
             self.clone(),
             &self.shared.ring,
+            &self.shared.watchers,
             from,
             filter,
         )
+    }
+
+    /// The watchers this replica serves.
+    pub fn watchers(&self) -> &crate::raft::feed::Watchers {
+        &self.shared.watchers
     }
 
     /// Ends every watch (with [`crate::raft::feed::WatchError::Stopped`]) and refuses new ones:

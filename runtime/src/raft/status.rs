@@ -137,6 +137,12 @@ pub struct NodeStatus {
     /// writes.
     #[serde(default)]
     pub nospace: bool,
+    /// The watchers of its change feed now.
+    #[serde(default)]
+    pub watchers: u64,
+    /// Watches it refused since it started because it served `--max-watchers` already.
+    #[serde(default)]
+    pub watchers_refused: u64,
 }
 
 impl NodeStatus {
@@ -194,6 +200,8 @@ impl NodeStatus {
             storage_bytes: 0,
             quota_bytes: None,
             nospace: false,
+            watchers: 0,
+            watchers_refused: 0,
         }
     }
 
@@ -243,6 +251,8 @@ mod tests {
             storage_bytes: 1 << 20,
             quota_bytes: Some(8 << 20),
             nospace: true,
+            watchers: 3,
+            watchers_refused: 1,
         };
         let json = serde_json::to_value(&status).expect("encodes");
         assert_eq!(json["role"], "Leader");

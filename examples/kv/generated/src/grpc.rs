@@ -617,6 +617,9 @@ impl pb::kv_watch_server::KvWatch for WatchService {
             )
             .map_err(|e| runtime::codegen::watch_status(&e))?;
         let events = self.node.watch(r.from_index, filter);
+        if let Some(refused) = events.refused() {
+            return Err(runtime::codegen::watch_status(refused));
+        }
         Ok(
             tonic::Response::new(
                 runtime::codegen::grpc_feed(

@@ -22,6 +22,8 @@ impl RaftNode {
             storage_bytes: self.quota.used(),
             quota_bytes: self.quota.limit(),
             nospace: self.quota.alarm(),
+            watchers: self.sm.watchers().count() as u64,
+            watchers_refused: self.sm.watchers().refused(),
             ..NodeStatus::from_metrics(
                 &self.raft.metrics().borrow_watched(),
                 self.quorum_lost(),

@@ -589,6 +589,9 @@ impl pb::kitchen_sink_watch_server::KitchenSinkWatch for WatchService {
             )
             .map_err(|e| runtime::codegen::watch_status(&e))?;
         let events = self.node.watch(r.from_index, filter);
+        if let Some(refused) = events.refused() {
+            return Err(runtime::codegen::watch_status(refused));
+        }
         Ok(
             tonic::Response::new(
                 runtime::codegen::grpc_feed(
