@@ -96,4 +96,13 @@ async fn a_tls_cluster_serves_its_api_over_tls_and_takes_only_peers_the_ca_signe
         .await
         .expect("replicas converge over mutual TLS");
     assert_eq!(replicas.len(), 3);
+
+    // The peers' connections authenticated through TLS (the listener saw their secret) and
+    // stay: past the handshake time, nodes 2 and 3 (which the refused clients above never
+    // reached) have closed none.
+    tokio::time::sleep(runtime::net::conn::RAFT_HANDSHAKE + Duration::from_secs(1)).await;
+    for id in [2, 3] {
+        let status = c.status(id).await.expect("status");
+        assert_eq!(status.unauthenticated_closed, 0, "node {id}: {status:?}");
+    }
 }

@@ -11,16 +11,24 @@
 //! - **Idle timeout** ([`Guarded`]): a connection that neither sends nor receives a byte for the
 //!   idle timeout is closed; that bounds a stalled TLS handshake too. A raft connection is never
 //!   idle (heartbeats), and a gRPC client that keeps its connection open sends keep-alive pings.
+//! - **Handshake** ([`incoming_authenticated`], the raft listener): a connection must make an
+//!   authenticated request (the cluster's secret) within [`RAFT_HANDSHAKE`] of being accepted,
+//!   or it is closed; at most [`RAFT_NEWCOMERS`] connections wait for that at once, and one more
+//!   closes the oldest of them. Silent or unauthenticated connections therefore hold at most
+//!   that many slots, each for seconds, and a peer or an admin client that connects during a
+//!   flood of them gets in (it authenticates within milliseconds).
 //! - **Accept errors** (out of descriptors, ...) pause the listener briefly instead of ending it
 //!   or spinning.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::Stream;
+use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -32,6 +40,13 @@ pub const API_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Idle timeout of raft connections (a peer's connection carries heartbeats many times a
 /// second; an admin client's carries its call).
 pub const RAFT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a raft connection may take, from its accept, to make its first authenticated
+/// request (its TLS handshake included).
+pub const RAFT_HANDSHAKE: Duration = Duration::from_secs(5);
+
+/// How many raft connections may wait for their first authenticated request at once.
+pub const RAFT_NEWCOMERS: usize = 64;
 
 /// Pause after an accept error that is not one connection's own (out of descriptors...).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
@@ -192,6 +207,82 @@ pub fn incoming(
     })
 }
 
+/// A connection's handshake on a listener that authenticates its connections: done once the
+/// server has seen an authenticated request on it; until then it can be closed early.
+#[derive(Debug, Default)]
+pub struct Handshake {
+    done: AtomicBool,
+    closed: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Handshake {
+    /// The connection made an authenticated request: it stays (until idle).
+    pub fn authenticated(&self) {
+        self.done.store(true, Ordering::Release);
+    }
+
+    /// Closes the connection (if it has not authenticated): its next read or write fails.
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    fn waiting(&self) -> bool {
+        !self.done.load(Ordering::Acquire) && !self.closed.load(Ordering::Acquire)
+    }
+}
+
+/// [`incoming`] for a listener whose connections must authenticate (see the module docs): each
+/// connection carries a [`Handshake`] (in its [`ConnInfo`], so the server can mark it), and is
+/// closed unless it authenticates within `within`; at most `newcomers` wait at once, the
+/// oldest closed for one more.
+pub fn incoming_authenticated(
+    listener: TcpListener,
+    pool: Pool,
+    within: Duration,
+    newcomers: usize,
+    what: &'static str,
+) -> impl Stream<Item = std::io::Result<Guarded<TcpStream>>> + Send + 'static {
+    use futures_util::StreamExt as _;
+    let mut waiting: std::collections::VecDeque<Arc<Handshake>> = Default::default();
+    incoming(listener, pool.slots, Some(pool.idle), what).map(move |conn| {
+        let conn = conn?;
+        waiting.retain(|h| h.waiting() && Arc::strong_count(h) > 1);
+        while waiting.len() >= newcomers.max(1) {
+            if let Some(oldest) = waiting.pop_front() {
+                tracing::debug!(what, "a connection that has not authenticated makes room");
+                oldest.close();
+            }
+        }
+        let handshake = Arc::new(Handshake::default());
+        waiting.push_back(handshake.clone());
+        Ok(conn.with_handshake(handshake, within))
+    })
+}
+
+/// What a server learns of a [`Guarded`] connection (tonic's connect info): its addresses, and
+/// its [`Handshake`] on a listener that authenticates connections.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The TCP addresses.
+    pub tcp: tonic::transport::server::TcpConnectInfo,
+    /// The handshake to mark, on a listener that authenticates its connections.
+    pub handshake: Option<Arc<Handshake>>,
+}
+
+impl ConnInfo {
+    /// The connect info a tonic request carries, over TLS or not.
+    pub fn of<T>(request: &tonic::Request<T>) -> Option<&ConnInfo> {
+        let extensions = request.extensions();
+        extensions.get::<ConnInfo>().or_else(|| {
+            extensions
+                .get::<tonic::transport::server::TlsConnectInfo<ConnInfo>>()
+                .map(|tls| tls.get_ref())
+        })
+    }
+}
+
 /// An axum listener over [`incoming`] (the metrics listener shares the API's pool).
 pub struct AxumListener<S> {
     incoming: Pin<Box<S>>,
@@ -264,6 +355,19 @@ pub struct Guarded<IO> {
     /// The idle timeout and its timer.
     idle: Option<(Duration, Pin<Box<Sleep>>)>,
     last: Instant,
+    /// Until the connection authenticates: its handshake and the deadline for it.
+    handshake: Option<(Arc<Handshake>, Pin<Box<Sleep>>)>,
+    /// Set once the handshake failed: every read and write fails.
+    refused: bool,
+}
+
+/// Connections closed because they made no authenticated request in time (or were the oldest
+/// waiting when another came), since the process started.
+static UNAUTHENTICATED_CLOSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many connections were closed for their handshake (see [`incoming_authenticated`]).
+pub fn unauthenticated_closed() -> u64 {
+    UNAUTHENTICATED_CLOSED.load(Ordering::Relaxed)
 }
 
 impl<IO> Guarded<IO> {
@@ -274,7 +378,42 @@ impl<IO> Guarded<IO> {
             slot,
             idle: idle.map(|d| (d, Box::pin(tokio::time::sleep_until(now + d)))),
             last: now,
+            handshake: None,
+            refused: false,
         }
+    }
+
+    /// The connection is closed unless `handshake` is done within `within`, or once the
+    /// listener closes it to make room.
+    fn with_handshake(mut self, handshake: Arc<Handshake>, within: Duration) -> Self {
+        self.handshake = Some((handshake, Box::pin(tokio::time::sleep(within))));
+        self
+    }
+
+    /// Whether the connection must close for its handshake: closed to make room, or not done
+    /// by its deadline (counted once). Once done, the handshake is forgotten.
+    fn handshake_failed(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some((handshake, deadline)) = &mut self.handshake else {
+            return self.refused;
+        };
+        if handshake.done.load(Ordering::Acquire) {
+            self.handshake = None;
+            return false;
+        }
+        handshake.waker.register(cx.waker());
+        if handshake.closed.load(Ordering::Acquire) || deadline.as_mut().poll(cx).is_ready() {
+            UNAUTHENTICATED_CLOSED.fetch_add(1, Ordering::Relaxed);
+            self.handshake = None;
+            self.refused = true;
+        }
+        self.refused
+    }
+
+    fn refused<T>() -> Poll<std::io::Result<T>> {
+        Poll::Ready(Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "the connection made no authenticated request in time",
+        )))
     }
 
     /// The connection and its slot, for a server that reads and writes it by halves (it then
@@ -317,6 +456,9 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if self.handshake_failed(cx) {
+            return Self::refused();
+        }
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) if buf.filled().len() > before => {
@@ -335,6 +477,9 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        if self.handshake_failed(cx) {
+            return Self::refused();
+        }
         match Pin::new(&mut self.inner).poll_write(cx, buf) {
             Poll::Ready(Ok(n)) if n > 0 => {
                 self.last = Instant::now();
@@ -358,6 +503,9 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        if self.handshake_failed(cx) {
+            return Self::refused();
+        }
         match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
             Poll::Ready(Ok(n)) if n > 0 => {
                 self.last = Instant::now();
@@ -381,10 +529,13 @@ impl Guarded<TcpStream> {
 }
 
 impl tonic::transport::server::Connected for Guarded<TcpStream> {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+    type ConnectInfo = ConnInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
+        ConnInfo {
+            tcp: self.inner.connect_info(),
+            handshake: self.handshake.as_ref().map(|(h, _)| h.clone()),
+        }
     }
 }
 

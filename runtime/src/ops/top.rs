@@ -252,6 +252,7 @@ mod tests {
                 nospace: false,
                 watchers: 0,
                 watchers_refused: 0,
+                unauthenticated_closed: 0,
             }),
             lag,
         }

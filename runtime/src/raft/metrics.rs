@@ -11,6 +11,7 @@
 //!   `raft_nospace_alarm` (1 while writes are refused for the quota, see
 //!   [`crate::raft::node::quota`]);
 //! - the change feed: `watchers` (now) and `watchers_refused` (over `--max-watchers`);
+//! - `raft_unauthenticated_closed`: raft connections closed without an authenticated request;
 //! - requests, counted where the API meets the node: `requests_total{operation, kind,
 //!   outcome}` (outcome `ok`, a schema error kind, or a failure such as `Transport`) and
 //!   `request_seconds{operation, kind}`;
@@ -180,6 +181,7 @@ struct RaftGauges {
     nospace: Gauge,
     watchers: Gauge,
     watchers_refused: Gauge,
+    unauthenticated_closed: Gauge,
 }
 
 impl NodeMetrics {
@@ -324,6 +326,11 @@ impl NodeMetrics {
                 &gauges.watchers_refused,
             ),
             (
+                "raft_unauthenticated_closed",
+                "Raft connections closed because they made no authenticated request in time",
+                &gauges.unauthenticated_closed,
+            ),
+            (
                 "raft_self_connects",
                 "Dials of a peer that connected to themselves (the peer's port was free) and were dropped",
                 &gauges.self_connects,
@@ -417,6 +424,8 @@ impl NodeMetrics {
         g.nospace.set(i64::from(status.nospace));
         g.watchers.set(gauge_value(status.watchers));
         g.watchers_refused.set(gauge_value(status.watchers_refused));
+        g.unauthenticated_closed
+            .set(gauge_value(status.unauthenticated_closed));
         g.self_connects
             .set(gauge_value(crate::raft::rpc::self_connects()));
         for role in Role::ALL {

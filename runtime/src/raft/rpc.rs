@@ -132,7 +132,15 @@ pub async fn serve_raft<H: RaftHandler>(
     let check = move |request: Request<()>| {
         let given = request.metadata().get(SECRET_KEY).map(|v| v.as_bytes());
         match given {
-            Some(given) if same_secret(given, &expected) => Ok(request),
+            Some(given) if same_secret(given, &expected) => {
+                // The connection is a peer's or an operator's: it may stay.
+                if let Some(handshake) = crate::net::conn::ConnInfo::of(&request)
+                    .and_then(|info| info.handshake.as_ref())
+                {
+                    handshake.authenticated();
+                }
+                Ok(request)
+            }
             Some(_) => Err(Status::unauthenticated("wrong raft secret")),
             None => Err(Status::unauthenticated("missing raft secret")),
         }
@@ -140,7 +148,13 @@ pub async fn serve_raft<H: RaftHandler>(
     let service = pb::raft_server::RaftServer::new(Service { handler })
         .max_decoding_message_size(max_message_size)
         .max_encoding_message_size(max_message_size);
-    let incoming = crate::net::conn::incoming(listener, pool.slots, Some(pool.idle), "raft");
+    let incoming = crate::net::conn::incoming_authenticated(
+        listener,
+        pool,
+        crate::net::conn::RAFT_HANDSHAKE,
+        crate::net::conn::RAFT_NEWCOMERS,
+        "raft",
+    );
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = &credentials.tls {
         server = server.tls_config(tls.raft_server())?;

@@ -143,6 +143,10 @@ pub struct NodeStatus {
     /// Watches it refused since it started because it served `--max-watchers` already.
     #[serde(default)]
     pub watchers_refused: u64,
+    /// Raft connections it closed since it started because they made no authenticated
+    /// request in time (see [`crate::net::conn::incoming_authenticated`]).
+    #[serde(default)]
+    pub unauthenticated_closed: u64,
 }
 
 impl NodeStatus {
@@ -202,6 +206,7 @@ impl NodeStatus {
             nospace: false,
             watchers: 0,
             watchers_refused: 0,
+            unauthenticated_closed: 0,
         }
     }
 
@@ -253,6 +258,7 @@ mod tests {
             nospace: true,
             watchers: 3,
             watchers_refused: 1,
+            unauthenticated_closed: 4,
         };
         let json = serde_json::to_value(&status).expect("encodes");
         assert_eq!(json["role"], "Leader");

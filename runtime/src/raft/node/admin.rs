@@ -24,6 +24,7 @@ impl RaftNode {
             nospace: self.quota.alarm(),
             watchers: self.sm.watchers().count() as u64,
             watchers_refused: self.sm.watchers().refused(),
+            unauthenticated_closed: crate::net::conn::unauthenticated_closed(),
             ..NodeStatus::from_metrics(
                 &self.raft.metrics().borrow_watched(),
                 self.quorum_lost(),
