@@ -791,3 +791,65 @@ async fn watchers_are_capped_per_node_and_per_connection_and_hold_bounded_bytes(
     assert!(grown < 48 * 1024, "RSS grew {grown} KiB");
     drop(held);
 }
+
+/// Two WebSockets whose clients ping the node every 200 ms (so bytes move both ways and the
+/// byte-level idle timeout never fires): the one that makes no call and holds no watch is
+/// closed after the idle timeout (2 s here); the one that holds a watch stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_that_answers_pings_but_does_nothing_is_closed_and_a_watching_one_stays() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let c = cluster(dir.path(), 1, &["--idle-timeout-secs", "2"]).await;
+    c.wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("leader");
+    let node = &c.nodes[0];
+    let mut watching = Ws::connect(&node.jsonrpc).await;
+    watching
+        .send(serde_json::json!({ "jsonrpc": "2.0", "id": 1, "method": "rpc.watch" }))
+        .await;
+    let subscribed = watching.next().await;
+    assert!(!subscribed["result"].is_null(), "{subscribed}");
+    let idle = Ws::connect(&node.jsonrpc).await;
+
+    // Each connection: a reader that reports when the node closes it, and a pinger.
+    let started = Instant::now();
+    let mut closed_after = Vec::new();
+    for ws in [idle, watching] {
+        let Ws {
+            mut sender,
+            mut receiver,
+        } = ws;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut data = Vec::new();
+            while receiver.receive_data(&mut data).await.is_ok() {
+                data.clear();
+            }
+            let _ = tx.send(started.elapsed());
+        });
+        tokio::spawn(async move {
+            let ping = || soketto::data::ByteSlice125::try_from(&b"ping"[..]).expect("ping");
+            while sender.send_ping(ping()).await.is_ok() && sender.flush().await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        closed_after.push(rx);
+    }
+    let watching_closed = closed_after.pop().expect("watching");
+    let idle_closed = closed_after.pop().expect("idle");
+    let idle_after = tokio::time::timeout(Duration::from_secs(30), idle_closed)
+        .await
+        .expect("the idle WebSocket was not closed within 30 s")
+        .expect("its reader");
+    assert!(
+        idle_after >= Duration::from_secs(2),
+        "closed before the idle timeout: {idle_after:?}"
+    );
+    // The watching one outlives the idle one by more than an idle timeout.
+    let outlived = tokio::time::timeout(Duration::from_secs(4), watching_closed).await;
+    assert!(
+        outlived.is_err(),
+        "the WebSocket holding a watch was closed: {outlived:?}"
+    );
+}

@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tonic::body::Body;
@@ -200,30 +201,52 @@ pub async fn serve_jsonrpc<Ctx: Send + Sync + 'static>(
     // Every connection, plaintext or TLS, is accepted here, so each holds a slot of the
     // listener's pool and is closed once idle (jsonrpsee's own server would keep a connection
     // that sent one request for as long as the client holds it).
-    let serve = |stream: crate::net::conn::Guarded<tokio::net::TcpStream>,
+    let idle = pool.idle;
+    let serve = |mut stream: crate::net::conn::Guarded<tokio::net::TcpStream>,
                  peer: std::net::SocketAddr| {
         let acceptor = acceptor.clone();
-        let service = services.clone().build(methods.clone(), stop_handle.clone());
+        let activity = Arc::new(Activity::default());
+        // The watchdog lives apart from the server's future: jsonrpsee serves an upgraded
+        // WebSocket on a task of its own.
+        let closer = stream.closer();
+        tokio::spawn(activity.clone().close_when_idle(idle, closer, peer));
+        let track = activity.clone();
+        let service = services
+            .clone()
+            .set_rpc_middleware(
+                jsonrpsee::server::middleware::rpc::RpcServiceBuilder::new().layer_fn(
+                    move |inner| Track {
+                        inner,
+                        activity: track.clone(),
+                    },
+                ),
+            )
+            .build(methods.clone(), stop_handle.clone());
         let stopped = stop_handle.clone().shutdown();
         async move {
-            let served = match acceptor {
-                Some(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
-                    let stream = match handshake {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(e)) => {
-                            return tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        }
-                        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-                    };
-                    jsonrpsee::server::serve_with_graceful_shutdown(stream, service, stopped).await
-                }
-                None => {
-                    jsonrpsee::server::serve_with_graceful_shutdown(stream, service, stopped).await
+            let served = async {
+                match acceptor {
+                    Some(acceptor) => {
+                        let handshake = tokio::time::timeout(
+                            crate::net::tls::TLS_HANDSHAKE_TIMEOUT,
+                            acceptor.accept(stream),
+                        )
+                        .await;
+                        let stream = match handshake {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => return Err(format!("TLS handshake failed: {e}").into()),
+                            Err(_) => return Err("TLS handshake timed out".into()),
+                        };
+                        jsonrpsee::server::serve_with_graceful_shutdown(stream, service, stopped)
+                            .await
+                    }
+                    None => {
+                        jsonrpsee::server::serve_with_graceful_shutdown(stream, service, stopped)
+                            .await
+                    }
                 }
             };
-            if let Err(e) = served {
+            if let Err(e) = served.await {
                 tracing::debug!(%peer, error = %e, "JSON-RPC connection ended");
             }
         }
@@ -242,11 +265,137 @@ pub async fn serve_jsonrpc<Ctx: Send + Sync + 'static>(
     Ok(())
 }
 
+/// What one JSON-RPC connection does, for its idle close: when it last made a call, and how
+/// many calls in flight and watches it holds. A WebSocket answers pings, so bytes alone never
+/// make it idle; a connection that makes no call and holds nothing for the idle timeout is
+/// closed.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    last_call: std::sync::Mutex<tokio::time::Instant>,
+    busy: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            last_call: std::sync::Mutex::new(tokio::time::Instant::now()),
+            busy: Default::default(),
+        }
+    }
+}
+
+impl Activity {
+    fn touch(&self) {
+        if let Ok(mut last) = self.last_call.lock() {
+            *last = tokio::time::Instant::now();
+        }
+    }
+
+    /// Counts a call in flight or a watch on this connection until the guard drops.
+    pub(crate) fn busy(self: &Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Busy(self.clone())
+    }
+
+    fn last_call(&self) -> tokio::time::Instant {
+        self.last_call
+            .lock()
+            .map_or_else(|_| tokio::time::Instant::now(), |last| *last)
+    }
+
+    /// Closes the connection once it has made no call for `idle` and holds no watch; ends
+    /// when the connection is gone.
+    async fn close_when_idle(
+        self: Arc<Self>,
+        idle: std::time::Duration,
+        closer: std::sync::Weak<crate::net::conn::Closer>,
+        peer: std::net::SocketAddr,
+    ) {
+        loop {
+            tokio::time::sleep_until(self.last_call() + idle).await;
+            let Some(connection) = closer.upgrade() else {
+                return;
+            };
+            let busy = self.busy.load(std::sync::atomic::Ordering::Acquire) > 0;
+            if !busy && self.last_call() + idle <= tokio::time::Instant::now() {
+                tracing::debug!(%peer, "JSON-RPC connection closed: no call and no watch for the idle timeout");
+                return connection.close();
+            }
+            if busy {
+                tokio::time::sleep(idle).await;
+            }
+        }
+    }
+}
+
+/// One call in flight or watch of a connection's [`Activity`].
+#[derive(Debug)]
+pub(crate) struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0
+            .busy
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// The RPC middleware that records a connection's calls in its [`Activity`], and hands the
+/// activity to the methods (in the request's extensions) so a watch can count itself.
+#[derive(Debug, Clone)]
+struct Track<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S> jsonrpsee::server::middleware::rpc::RpcServiceT for Track<S>
+where
+    S: jsonrpsee::server::middleware::rpc::RpcServiceT + Send + Sync,
+{
+    type MethodResponse = S::MethodResponse;
+    type NotificationResponse = S::NotificationResponse;
+    type BatchResponse = S::BatchResponse;
+
+    fn call<'a>(
+        &self,
+        mut request: jsonrpsee::types::Request<'a>,
+    ) -> impl Future<Output = Self::MethodResponse> + Send + 'a {
+        self.activity.touch();
+        request.extensions_mut().insert(self.activity.clone());
+        let busy = self.activity.busy();
+        let call = self.inner.call(request);
+        async move {
+            let answer = call.await;
+            drop(busy);
+            answer
+        }
+    }
+
+    fn batch<'a>(
+        &self,
+        requests: jsonrpsee::core::middleware::Batch<'a>,
+    ) -> impl Future<Output = Self::BatchResponse> + Send + 'a {
+        let busy = self.activity.busy();
+        let batch = self.inner.batch(requests);
+        async move {
+            let answers = batch.await;
+            drop(busy);
+            answers
+        }
+    }
+
+    fn notification<'a>(
+        &self,
+        n: jsonrpsee::core::middleware::Notification<'a>,
+    ) -> impl Future<Output = Self::NotificationResponse> + Send + 'a {
+        self.activity.touch();
+        self.inner.notification(n)
+    }
+}
+
 /// How often a WebSocket connection is pinged.
 const WS_PING: std::time::Duration = std::time::Duration::from_secs(20);
-
-/// How long a client may take over the TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A jsonrpsee module with one method per operation, each answered by `handle` (given the API,
 /// the operation's name and its parameters as JSON, absent when the call sent none), plus

@@ -356,9 +356,15 @@ pub fn add_jsonrpc_watch<Ctx: Send + Sync + 'static>(
             JSONRPC_WATCH,
             JSONRPC_EVENT,
             JSONRPC_UNWATCH,
-            move |params, pending, _, _| {
+            move |params, pending, _, extensions| {
                 let node = node.clone();
+                // Counted on its connection while it lasts: a connection that holds a watch is
+                // not idle.
+                let watching = extensions
+                    .get::<std::sync::Arc<crate::api::server::Activity>>()
+                    .map(|activity| activity.busy());
                 async move {
+                    let _watching = watching;
                     let args: WatchParams = if params.is_object() {
                         match params.parse() {
                             Ok(args) => args,

@@ -359,6 +359,30 @@ pub struct Guarded<IO> {
     handshake: Option<(Arc<Handshake>, Pin<Box<Sleep>>)>,
     /// Set once the handshake failed: every read and write fails.
     refused: bool,
+    /// What the server holds to close the connection from outside (see [`Guarded::closer`]).
+    closer: Option<Arc<Closer>>,
+}
+
+/// Closes a [`Guarded`] connection from outside its server (a server that hands an upgraded
+/// connection to a task of its own, as jsonrpsee does with a WebSocket): its next read or write
+/// fails.
+#[derive(Debug, Default)]
+pub struct Closer {
+    closed: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Closer {
+    /// Closes the connection.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    fn closed(&self, cx: &mut Context<'_>) -> bool {
+        self.waker.register(cx.waker());
+        self.closed.load(Ordering::Acquire)
+    }
 }
 
 /// Connections closed because they made no authenticated request in time (or were the oldest
@@ -380,7 +404,14 @@ impl<IO> Guarded<IO> {
             last: now,
             handshake: None,
             refused: false,
+            closer: None,
         }
+    }
+
+    /// A handle that closes this connection; held weakly, it tells when the connection is gone
+    /// (the connection holds the only strong reference).
+    pub fn closer(&mut self) -> std::sync::Weak<Closer> {
+        Arc::downgrade(self.closer.get_or_insert_with(Arc::default))
     }
 
     /// The connection is closed unless `handshake` is done within `within`, or once the
@@ -393,6 +424,9 @@ impl<IO> Guarded<IO> {
     /// Whether the connection must close for its handshake: closed to make room, or not done
     /// by its deadline (counted once). Once done, the handshake is forgotten.
     fn handshake_failed(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.closer.as_ref().is_some_and(|c| c.closed(cx)) {
+            return true;
+        }
         let Some((handshake, deadline)) = &mut self.handshake else {
             return self.refused;
         };

@@ -18,6 +18,9 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
+/// How long a client may take over the TLS handshake, on every listener.
+pub const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Why TLS material could not be read, made or used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -220,6 +223,7 @@ impl Tls {
         ServerTlsConfig::new()
             .identity(self.identity())
             .client_ca_root(Certificate::from_pem(&*self.ca.pem))
+            .timeout(TLS_HANDSHAKE_TIMEOUT)
     }
 
     /// A raft client's configuration: the peer must present a certificate the CA signed, and
@@ -230,7 +234,9 @@ impl Tls {
 
     /// The gRPC API listener's configuration: this node's certificate, no client certificate.
     pub(crate) fn api_grpc(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new().identity(self.identity())
+        ServerTlsConfig::new()
+            .identity(self.identity())
+            .timeout(TLS_HANDSHAKE_TIMEOUT)
     }
 
     /// The JSON-RPC API listener's configuration (rustls directly: jsonrpsee has no TLS).
