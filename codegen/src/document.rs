@@ -81,6 +81,15 @@ pub struct Document {
     /// Domain error kinds an operation may raise.
     #[serde(default)]
     pub errors: Vec<ErrorDef>,
+    /// Roles a caller may hold (granted to users by an administrator); operations name the
+    /// roles that may call them in `allow`. `admin` (every operation, and the users) and `any`
+    /// (every authenticated caller) are built in.
+    #[serde(default)]
+    pub roles: Vec<RoleDef>,
+    /// Who may call an operation that has no `allow` of its own: role names, or `any`.
+    /// Without it: `any`.
+    #[serde(default)]
+    pub allow: Option<Vec<Sp<String>>>,
     /// Operations of the service, in the order they are presented.
     #[serde(default)]
     pub operations: Vec<OperationDef>,
@@ -159,6 +168,17 @@ pub struct VariantDef {
     pub doc: Option<String>,
 }
 
+/// A role callers may hold.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleDef {
+    /// snake_case name (not `admin` or `any`, which are built in).
+    pub name: Sp<String>,
+    /// What the role is for.
+    #[serde(default)]
+    pub doc: Option<String>,
+}
+
 /// A domain error kind.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -217,6 +237,10 @@ pub struct OperationDef {
     /// (e.g. `watch_keys: [account_id]`, or both accounts of a transfer). Commands only.
     #[serde(default)]
     pub watch_keys: Vec<Sp<String>>,
+    /// The roles that may call it (or `any`); without it, the schema's `allow`. `admin` may
+    /// call every operation.
+    #[serde(default)]
+    pub allow: Option<Vec<Sp<String>>>,
 }
 
 /// The JSON Schema (draft-07) of the description format, pretty-printed.

@@ -27,8 +27,38 @@ pub struct Api {
     pub types: Vec<TypeDecl>,
     /// Domain error kinds in declaration order.
     pub errors: Vec<ErrorKind>,
+    /// Declared roles in declaration order (the built-in [`ADMIN_ROLE`] and [`ANY_ROLE`] are
+    /// not among them).
+    pub roles: Vec<Role>,
     /// Operations in declaration order.
     pub operations: Vec<Operation>,
+}
+
+impl Operation {
+    /// Who may call it, in words: `teller, auditor, admin`, or `any authenticated caller`.
+    pub fn allowed(&self) -> String {
+        if self.allow.iter().any(|r| r == ANY_ROLE) {
+            return "any authenticated caller".to_string();
+        }
+        let mut roles: Vec<&str> = self.allow.iter().map(String::as_str).collect();
+        roles.push(ADMIN_ROLE);
+        roles.join(", ")
+    }
+}
+
+/// The built-in role that may call every operation (and administers users).
+pub const ADMIN_ROLE: &str = "admin";
+
+/// The built-in role every authenticated caller holds.
+pub const ANY_ROLE: &str = "any";
+
+/// A role callers may hold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Role {
+    /// snake_case name.
+    pub name: String,
+    /// Documentation.
+    pub doc: Option<String>,
 }
 
 /// A named type.
@@ -120,6 +150,9 @@ pub struct Operation {
     pub deprecated: bool,
     /// Parameters whose values key its events in the watch feed (commands only).
     pub watch_keys: Vec<String>,
+    /// The roles that may call it (declared roles or [`ANY_ROLE`]), resolved: its own
+    /// `allow`, else the schema's, else `any`. [`ADMIN_ROLE`] may call it too, always.
+    pub allow: Vec<String>,
 }
 
 /// A type expression.

@@ -306,7 +306,7 @@ fn structural_errors_have_positions() {
     assert_eq!(
         problems(&with("    returns: Item\n", "    return: Item\n")),
         [
-            "bad.yaml:20:5: schema::syntax: unknown field `return`, expected one of name, tag, kind, doc, params, returns, errors, reserved, deprecated, watch_keys"
+            "bad.yaml:20:5: schema::syntax: unknown field `return`, expected one of name, tag, kind, doc, params, returns, errors, reserved, deprecated, watch_keys, allow"
         ]
     );
 }
@@ -467,4 +467,43 @@ fn the_change_feeds_names_are_reserved() {
             "bad.yaml:14:11: schema::reserved_name: operation name `watch` is the change feed's (`call watch`)"
         ]
     );
+}
+
+#[test]
+fn roles_are_checked_where_they_are_written() {
+    let roles = with(
+        "operations:\n",
+        "roles:\n  - { name: clerk }\n  - { name: admin }\n  - { name: clerk }\nallow: [clerck]\noperations:\n",
+    )
+    .replacen("    kind: query\n", "    kind: query\n    allow: [clerk, admin, nobody]\n", 1);
+    assert_eq!(
+        problems(&roles),
+        [
+            "bad.yaml:15:13: schema::reserved_name: role `admin` is built in",
+            "bad.yaml:16:13: schema::duplicate: duplicate role `clerk`",
+            "bad.yaml:17:9: schema::unknown_role: unknown role `clerck`",
+            "bad.yaml:22:20: schema::admin_in_allow: `admin` may call every operation already",
+            "bad.yaml:22:27: schema::unknown_role: unknown role `nobody`",
+        ]
+    );
+    let err = codegen::parse(Path::new("bad.yaml"), &roles).unwrap_err();
+    assert!(
+        err.render().contains("did you mean `clerk`?"),
+        "{}",
+        err.render()
+    );
+    // Valid: the operation's own list, else the schema's, else `any`; `admin` always.
+    let valid = with(
+        "operations:\n",
+        "roles:\n  - { name: clerk, doc: Counter staff. }\noperations:\n",
+    );
+    let api = codegen::parse(Path::new("ok.yaml"), &valid).expect("valid");
+    assert_eq!(api.operations[0].allow, ["any"]);
+    assert_eq!(api.operations[0].allowed(), "any authenticated caller");
+    let api = codegen::parse(
+        Path::new("ok.yaml"),
+        &valid.replacen("operations:\n", "allow: [clerk]\noperations:\n", 1),
+    )
+    .expect("valid");
+    assert_eq!(api.operations[0].allowed(), "clerk, admin");
 }

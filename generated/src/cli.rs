@@ -7,7 +7,7 @@ pub const OPERATIONS: &[runtime::codegen::OpSpec] = &[
     runtime::codegen::OpSpec {
         name: "create_customer",
         kind: runtime::codegen::CallKind::Command,
-        doc: "Create a customer with no accounts.",
+        doc: "Create a customer with no accounts.\n\nAllowed: teller, admin.",
         params: &[
             runtime::codegen::ParamSpec {
                 name: "first_name",
@@ -35,7 +35,7 @@ pub const OPERATIONS: &[runtime::codegen::OpSpec] = &[
     runtime::codegen::OpSpec {
         name: "create_account",
         kind: runtime::codegen::CallKind::Command,
-        doc: "Open an account with a zero balance for a customer.",
+        doc: "Open an account with a zero balance for a customer.\n\nAllowed: teller, admin.",
         params: &[
             runtime::codegen::ParamSpec {
                 name: "customer_id",
@@ -56,7 +56,7 @@ pub const OPERATIONS: &[runtime::codegen::OpSpec] = &[
     runtime::codegen::OpSpec {
         name: "deposit",
         kind: runtime::codegen::CallKind::Command,
-        doc: "Add money to an account; returns the new balance.",
+        doc: "Add money to an account; returns the new balance.\n\nAllowed: teller, admin.",
         params: &[
             runtime::codegen::ParamSpec {
                 name: "account_id",
@@ -77,7 +77,7 @@ pub const OPERATIONS: &[runtime::codegen::OpSpec] = &[
     runtime::codegen::OpSpec {
         name: "withdraw",
         kind: runtime::codegen::CallKind::Command,
-        doc: "Take money from an account; returns the new balance.",
+        doc: "Take money from an account; returns the new balance.\n\nAllowed: teller, admin.",
         params: &[
             runtime::codegen::ParamSpec {
                 name: "account_id",
@@ -98,7 +98,7 @@ pub const OPERATIONS: &[runtime::codegen::OpSpec] = &[
     runtime::codegen::OpSpec {
         name: "transfer",
         kind: runtime::codegen::CallKind::Command,
-        doc: "Move money between two different accounts, both legs or neither.",
+        doc: "Move money between two different accounts, both legs or neither.\n\nAllowed: teller, admin.",
         params: &[
             runtime::codegen::ParamSpec {
                 name: "from_account_id",
@@ -126,7 +126,7 @@ pub const OPERATIONS: &[runtime::codegen::OpSpec] = &[
     runtime::codegen::OpSpec {
         name: "cash_check",
         kind: runtime::codegen::CallKind::Command,
-        doc: "Cash a check against an account (the rules of withdraw); returns the new balance.",
+        doc: "Cash a check against an account (the rules of withdraw); returns the new balance.\n\nAllowed: teller, admin.",
         params: &[
             runtime::codegen::ParamSpec {
                 name: "account_id",
@@ -147,7 +147,7 @@ pub const OPERATIONS: &[runtime::codegen::OpSpec] = &[
     runtime::codegen::OpSpec {
         name: "advance_time",
         kind: runtime::codegen::CallKind::Command,
-        doc: "Move the simulated clock forward, producing the statements of every month end crossed; returns the new simulated time. The clock runs at most 36525 days (100 years) ahead of the leaders' time in total, summed over every call.",
+        doc: "Move the simulated clock forward, producing the statements of every month end crossed; returns the new simulated time. The clock runs at most 36525 days (100 years) ahead of the leaders' time in total, summed over every call.\n\nAllowed: admin.",
         params: &[
             runtime::codegen::ParamSpec {
                 name: "delta",
@@ -161,7 +161,7 @@ pub const OPERATIONS: &[runtime::codegen::OpSpec] = &[
     runtime::codegen::OpSpec {
         name: "list_customers",
         kind: runtime::codegen::CallKind::Query,
-        doc: "Customers ordered by id.",
+        doc: "Customers ordered by id.\n\nAllowed: teller, auditor, admin.",
         params: &[
             runtime::codegen::ParamSpec {
                 name: "offset",
@@ -182,7 +182,7 @@ pub const OPERATIONS: &[runtime::codegen::OpSpec] = &[
     runtime::codegen::OpSpec {
         name: "list_accounts",
         kind: runtime::codegen::CallKind::Query,
-        doc: "Accounts ordered by id.",
+        doc: "Accounts ordered by id.\n\nAllowed: teller, auditor, admin.",
         params: &[
             runtime::codegen::ParamSpec {
                 name: "offset",
@@ -203,7 +203,7 @@ pub const OPERATIONS: &[runtime::codegen::OpSpec] = &[
     runtime::codegen::OpSpec {
         name: "get_accounts",
         kind: runtime::codegen::CallKind::Query,
-        doc: "The account ids of one customer, ascending.",
+        doc: "The account ids of one customer, ascending.\n\nAllowed: teller, auditor, admin.",
         params: &[
             runtime::codegen::ParamSpec {
                 name: "customer_id",
@@ -217,7 +217,7 @@ pub const OPERATIONS: &[runtime::codegen::OpSpec] = &[
     runtime::codegen::OpSpec {
         name: "list_statements",
         kind: runtime::codegen::CallKind::Query,
-        doc: "The statement dates of one account, ascending.",
+        doc: "The statement dates of one account, ascending.\n\nAllowed: teller, auditor, admin.",
         params: &[
             runtime::codegen::ParamSpec {
                 name: "account_id",
@@ -231,7 +231,7 @@ pub const OPERATIONS: &[runtime::codegen::OpSpec] = &[
     runtime::codegen::OpSpec {
         name: "get_statement",
         kind: runtime::codegen::CallKind::Query,
-        doc: "One monthly statement of an account.",
+        doc: "One monthly statement of an account.\n\nAllowed: teller, auditor, admin.",
         params: &[
             runtime::codegen::ParamSpec {
                 name: "account_id",
@@ -252,13 +252,13 @@ pub const OPERATIONS: &[runtime::codegen::OpSpec] = &[
     runtime::codegen::OpSpec {
         name: "get_customer_count",
         kind: runtime::codegen::CallKind::Query,
-        doc: "The number of customers.",
+        doc: "The number of customers.\n\nAllowed: teller, auditor, admin.",
         params: &[],
     },
     runtime::codegen::OpSpec {
         name: "get_account_count",
         kind: runtime::codegen::CallKind::Query,
-        doc: "The number of accounts.",
+        doc: "The number of accounts.\n\nAllowed: teller, auditor, admin.",
         params: &[],
     },
 ];

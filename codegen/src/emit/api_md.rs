@@ -118,6 +118,18 @@ pub fn api_md(api: &Api, stamp: &str) -> String {
          past its quota or its disk is full; nothing was written, queries go on) or \
          `Internal` (`INTERNAL`, -32603).\n"
     );
+    if !api.roles.is_empty() {
+        let _ = writeln!(
+            out,
+            "## Roles\n\nWho may call what: each operation names the roles allowed to call it \
+             (`admin` may call every one).\n"
+        );
+        for role in &api.roles {
+            let doc = role.doc.as_deref().map(str::trim).unwrap_or_default();
+            let _ = writeln!(out, "- `{}`: {doc}", role.name);
+        }
+        out.push('\n');
+    }
     let _ = writeln!(out, "## Operations\n");
     for op in &api.operations {
         let _ = writeln!(
@@ -139,6 +151,7 @@ pub fn api_md(api: &Api, stamp: &str) -> String {
             op.tag,
             op.name
         );
+        let _ = writeln!(out, "Allowed: {}.\n", op.allowed());
         if op.deprecated {
             let _ = writeln!(out, "**Deprecated**: still served; move callers off it.\n");
         }

@@ -37,6 +37,7 @@ pub fn module(api: &Api) -> TokenStream {
             (None, true) => "Deprecated.".to_string(),
             (doc, false) => doc.clone().unwrap_or_default(),
         };
+        let doc = format!("{}\n\nAllowed: {}.", doc.trim_end(), op.allowed());
         let kind = match op.kind {
             OpKind::Command => quote!(Command),
             OpKind::Query => quote!(Query),

@@ -418,6 +418,14 @@ pub(super) fn command(api: &Api) -> TokenStream {
             quote!(&[#(#names),*])
         })
         .collect();
+    let allow_lists: Vec<TokenStream> = api
+        .operations
+        .iter()
+        .map(|o| {
+            let roles = o.allow.iter().map(String::as_str);
+            quote!(&[#(#roles),*])
+        })
+        .collect();
     let schema_version = crate::lock::Lock::of(api).version();
     let api_trait = service_ident(api, "Api");
     let invoke_arms = api.operations.iter().map(|op| {
@@ -510,7 +518,7 @@ pub(super) fn command(api: &Api) -> TokenStream {
 
         /// Every operation of the service, in schema order.
         pub const OPERATIONS: &[crate::OpInfo] = &[
-            #( crate::OpInfo { name: #wire, tag: #tags, kind: #kinds, params: #param_lists }, )*
+            #( crate::OpInfo { name: #wire, tag: #tags, kind: #kinds, params: #param_lists, allow: #allow_lists }, )*
         ];
 
         #command_doc

@@ -137,6 +137,7 @@ pub fn proto(api: &Api, stamp: &str) -> String {
     let _ = writeln!(out, "service {} {{", api.service);
     for op in &api.operations {
         comment(&mut out, "  ", op.doc.as_deref());
+        let _ = writeln!(out, "  // Allowed: {}.", op.allowed());
         let camel = op.name.to_upper_camel_case();
         let options = if op.deprecated {
             " { option deprecated = true; }"

@@ -236,6 +236,17 @@ impl Checker<'_> {
             })
             .collect();
 
+        let roles = self.roles(doc);
+        let known_roles: Vec<String> = roles
+            .iter()
+            .map(|r| r.name.clone())
+            .chain([ANY_ROLE.to_string()])
+            .collect();
+        let default_allow = match &doc.allow {
+            Some(allow) => self.allow(allow, &known_roles),
+            None => vec![ANY_ROLE.to_string()],
+        };
+
         let mut op_names = BTreeMap::new();
         let mut op_variants: BTreeMap<String, Sp<String>> = BTreeMap::new();
         let mut op_tags = TagSet::new(
@@ -291,6 +302,10 @@ impl Checker<'_> {
                     errors: o.errors.iter().map(|e| e.value.clone()).collect(),
                     deprecated: o.deprecated,
                     watch_keys: o.watch_keys.iter().map(|k| k.value.clone()).collect(),
+                    allow: match &o.allow {
+                        Some(allow) => self.allow(allow, &known_roles),
+                        None => default_allow.clone(),
+                    },
                 }
             })
             .collect();
@@ -300,8 +315,74 @@ impl Checker<'_> {
             doc: doc.doc.clone(),
             types,
             errors,
+            roles,
             operations,
         }
+    }
+
+    /// Checks the declared roles: snake_case, unique, not a built-in one.
+    fn roles(&mut self, doc: &Document) -> Vec<Role> {
+        let mut names = BTreeMap::new();
+        doc.roles
+            .iter()
+            .filter(|r| {
+                if [ADMIN_ROLE, ANY_ROLE].contains(&r.name.value.as_str()) {
+                    self.push(
+                        Diagnostic::new(
+                            "schema::reserved_name",
+                            r.name.pos,
+                            &r.name.value,
+                            format!("role `{}` is built in", r.name.value),
+                        )
+                        .hint(
+                            "remove it: `admin` may call every operation, and `any` is every \
+                             authenticated caller",
+                        ),
+                    );
+                    return false;
+                }
+                self.ident(&r.name, Case::Snake, "role") && self.unique(&mut names, &r.name, "role")
+            })
+            .map(|r| Role {
+                name: r.name.value.clone(),
+                doc: r.doc.clone(),
+            })
+            .collect()
+    }
+
+    /// Checks an `allow` list against the roles `known` (declared ones and `any`); the names,
+    /// once each.
+    fn allow(&mut self, allow: &[Sp<String>], known: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for role in allow {
+            if role.value == ADMIN_ROLE {
+                self.push(
+                    Diagnostic::new(
+                        "schema::admin_in_allow",
+                        role.pos,
+                        &role.value,
+                        "`admin` may call every operation already".to_string(),
+                    )
+                    .hint("remove it from `allow`"),
+                );
+            } else if !known.contains(&role.value) {
+                self.push(
+                    Diagnostic::new(
+                        "schema::unknown_role",
+                        role.pos,
+                        &role.value,
+                        format!("unknown role `{}`", role.value),
+                    )
+                    .hint(format!(
+                        "{}; a new role is declared under `roles:`",
+                        suggest(&role.value, known.iter().collect(), "roles")
+                    )),
+                );
+            } else if !out.contains(&role.value) {
+                out.push(role.value.clone());
+            }
+        }
+        out
     }
 
     /// Checks an operation's `watch_keys`: each names one of its parameters, once, of an integer

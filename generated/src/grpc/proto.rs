@@ -465,6 +465,7 @@ pub mod bank_client {
             self
         }
         /// Create a customer with no accounts.
+        /// Allowed: teller, admin.
         pub async fn create_customer(
             &mut self,
             request: impl tonic::IntoRequest<super::CreateCustomerRequest>,
@@ -490,6 +491,7 @@ pub mod bank_client {
             self.inner.unary(req, path, codec).await
         }
         /// Open an account with a zero balance for a customer.
+        /// Allowed: teller, admin.
         pub async fn create_account(
             &mut self,
             request: impl tonic::IntoRequest<super::CreateAccountRequest>,
@@ -515,6 +517,7 @@ pub mod bank_client {
             self.inner.unary(req, path, codec).await
         }
         /// Add money to an account; returns the new balance.
+        /// Allowed: teller, admin.
         pub async fn deposit(
             &mut self,
             request: impl tonic::IntoRequest<super::DepositRequest>,
@@ -537,6 +540,7 @@ pub mod bank_client {
             self.inner.unary(req, path, codec).await
         }
         /// Take money from an account; returns the new balance.
+        /// Allowed: teller, admin.
         pub async fn withdraw(
             &mut self,
             request: impl tonic::IntoRequest<super::WithdrawRequest>,
@@ -559,6 +563,7 @@ pub mod bank_client {
             self.inner.unary(req, path, codec).await
         }
         /// Move money between two different accounts, both legs or neither.
+        /// Allowed: teller, admin.
         pub async fn transfer(
             &mut self,
             request: impl tonic::IntoRequest<super::TransferRequest>,
@@ -581,6 +586,7 @@ pub mod bank_client {
             self.inner.unary(req, path, codec).await
         }
         /// Cash a check against an account (the rules of withdraw); returns the new balance.
+        /// Allowed: teller, admin.
         pub async fn cash_check(
             &mut self,
             request: impl tonic::IntoRequest<super::CashCheckRequest>,
@@ -603,6 +609,7 @@ pub mod bank_client {
             self.inner.unary(req, path, codec).await
         }
         /// Move the simulated clock forward, producing the statements of every month end crossed; returns the new simulated time. The clock runs at most 36525 days (100 years) ahead of the leaders' time in total, summed over every call.
+        /// Allowed: admin.
         pub async fn advance_time(
             &mut self,
             request: impl tonic::IntoRequest<super::AdvanceTimeRequest>,
@@ -625,6 +632,7 @@ pub mod bank_client {
             self.inner.unary(req, path, codec).await
         }
         /// Customers ordered by id.
+        /// Allowed: teller, auditor, admin.
         pub async fn list_customers(
             &mut self,
             request: impl tonic::IntoRequest<super::ListCustomersRequest>,
@@ -650,6 +658,7 @@ pub mod bank_client {
             self.inner.unary(req, path, codec).await
         }
         /// Accounts ordered by id.
+        /// Allowed: teller, auditor, admin.
         pub async fn list_accounts(
             &mut self,
             request: impl tonic::IntoRequest<super::ListAccountsRequest>,
@@ -674,6 +683,7 @@ pub mod bank_client {
             self.inner.unary(req, path, codec).await
         }
         /// The account ids of one customer, ascending.
+        /// Allowed: teller, auditor, admin.
         pub async fn get_accounts(
             &mut self,
             request: impl tonic::IntoRequest<super::GetAccountsRequest>,
@@ -696,6 +706,7 @@ pub mod bank_client {
             self.inner.unary(req, path, codec).await
         }
         /// The statement dates of one account, ascending.
+        /// Allowed: teller, auditor, admin.
         pub async fn list_statements(
             &mut self,
             request: impl tonic::IntoRequest<super::ListStatementsRequest>,
@@ -721,6 +732,7 @@ pub mod bank_client {
             self.inner.unary(req, path, codec).await
         }
         /// One monthly statement of an account.
+        /// Allowed: teller, auditor, admin.
         pub async fn get_statement(
             &mut self,
             request: impl tonic::IntoRequest<super::GetStatementRequest>,
@@ -745,6 +757,7 @@ pub mod bank_client {
             self.inner.unary(req, path, codec).await
         }
         /// The number of customers.
+        /// Allowed: teller, auditor, admin.
         pub async fn get_customer_count(
             &mut self,
             request: impl tonic::IntoRequest<super::GetCustomerCountRequest>,
@@ -770,6 +783,7 @@ pub mod bank_client {
             self.inner.unary(req, path, codec).await
         }
         /// The number of accounts.
+        /// Allowed: teller, auditor, admin.
         pub async fn get_account_count(
             &mut self,
             request: impl tonic::IntoRequest<super::GetAccountCountRequest>,
@@ -810,6 +824,7 @@ pub mod bank_server {
     #[async_trait]
     pub trait Bank: std::marker::Send + std::marker::Sync + 'static {
         /// Create a customer with no accounts.
+        /// Allowed: teller, admin.
         async fn create_customer(
             &self,
             request: tonic::Request<super::CreateCustomerRequest>,
@@ -818,6 +833,7 @@ pub mod bank_server {
             tonic::Status,
         >;
         /// Open an account with a zero balance for a customer.
+        /// Allowed: teller, admin.
         async fn create_account(
             &self,
             request: tonic::Request<super::CreateAccountRequest>,
@@ -826,11 +842,13 @@ pub mod bank_server {
             tonic::Status,
         >;
         /// Add money to an account; returns the new balance.
+        /// Allowed: teller, admin.
         async fn deposit(
             &self,
             request: tonic::Request<super::DepositRequest>,
         ) -> std::result::Result<tonic::Response<super::DepositResponse>, tonic::Status>;
         /// Take money from an account; returns the new balance.
+        /// Allowed: teller, admin.
         async fn withdraw(
             &self,
             request: tonic::Request<super::WithdrawRequest>,
@@ -839,6 +857,7 @@ pub mod bank_server {
             tonic::Status,
         >;
         /// Move money between two different accounts, both legs or neither.
+        /// Allowed: teller, admin.
         async fn transfer(
             &self,
             request: tonic::Request<super::TransferRequest>,
@@ -847,6 +866,7 @@ pub mod bank_server {
             tonic::Status,
         >;
         /// Cash a check against an account (the rules of withdraw); returns the new balance.
+        /// Allowed: teller, admin.
         async fn cash_check(
             &self,
             request: tonic::Request<super::CashCheckRequest>,
@@ -855,6 +875,7 @@ pub mod bank_server {
             tonic::Status,
         >;
         /// Move the simulated clock forward, producing the statements of every month end crossed; returns the new simulated time. The clock runs at most 36525 days (100 years) ahead of the leaders' time in total, summed over every call.
+        /// Allowed: admin.
         async fn advance_time(
             &self,
             request: tonic::Request<super::AdvanceTimeRequest>,
@@ -863,6 +884,7 @@ pub mod bank_server {
             tonic::Status,
         >;
         /// Customers ordered by id.
+        /// Allowed: teller, auditor, admin.
         async fn list_customers(
             &self,
             request: tonic::Request<super::ListCustomersRequest>,
@@ -871,6 +893,7 @@ pub mod bank_server {
             tonic::Status,
         >;
         /// Accounts ordered by id.
+        /// Allowed: teller, auditor, admin.
         async fn list_accounts(
             &self,
             request: tonic::Request<super::ListAccountsRequest>,
@@ -879,6 +902,7 @@ pub mod bank_server {
             tonic::Status,
         >;
         /// The account ids of one customer, ascending.
+        /// Allowed: teller, auditor, admin.
         async fn get_accounts(
             &self,
             request: tonic::Request<super::GetAccountsRequest>,
@@ -887,6 +911,7 @@ pub mod bank_server {
             tonic::Status,
         >;
         /// The statement dates of one account, ascending.
+        /// Allowed: teller, auditor, admin.
         async fn list_statements(
             &self,
             request: tonic::Request<super::ListStatementsRequest>,
@@ -895,6 +920,7 @@ pub mod bank_server {
             tonic::Status,
         >;
         /// One monthly statement of an account.
+        /// Allowed: teller, auditor, admin.
         async fn get_statement(
             &self,
             request: tonic::Request<super::GetStatementRequest>,
@@ -903,6 +929,7 @@ pub mod bank_server {
             tonic::Status,
         >;
         /// The number of customers.
+        /// Allowed: teller, auditor, admin.
         async fn get_customer_count(
             &self,
             request: tonic::Request<super::GetCustomerCountRequest>,
@@ -911,6 +938,7 @@ pub mod bank_server {
             tonic::Status,
         >;
         /// The number of accounts.
+        /// Allowed: teller, auditor, admin.
         async fn get_account_count(
             &self,
             request: tonic::Request<super::GetAccountCountRequest>,

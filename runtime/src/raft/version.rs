@@ -235,12 +235,14 @@ mod tests {
             tag: 1,
             kind: CallKind::Command,
             params: &["key", "value"],
+            allow: &["any"],
         },
         OpInfo {
             name: "get",
             tag: 2,
             kind: CallKind::Query,
             params: &["key"],
+            allow: &["any"],
         },
     ];
     const V2: &[OpInfo] = &[
@@ -249,18 +251,21 @@ mod tests {
             tag: 1,
             kind: CallKind::Command,
             params: &["key", "value", "if_absent"],
+            allow: &["any"],
         },
         OpInfo {
             name: "get",
             tag: 2,
             kind: CallKind::Query,
             params: &["key"],
+            allow: &["any"],
         },
         OpInfo {
             name: "append",
             tag: 3,
             kind: CallKind::Command,
             params: &["key", "suffix"],
+            allow: &["any"],
         },
     ];
 

@@ -14,6 +14,9 @@ pub struct OpInfo {
     pub kind: crate::wire::CallKind,
     /// Parameter names in order (by-position calls are matched against these).
     pub params: &'static [&'static str],
+    /// The roles the schema allows to call it (`any`: every authenticated caller); `admin`
+    /// may call every operation.
+    pub allow: &'static [&'static str],
 }
 
 /// What a command is applied with. Everything non-deterministic (time) is fixed by the

@@ -12,36 +12,42 @@ pub const OPERATIONS: &[crate::OpInfo] = &[
         tag: 1,
         kind: runtime::codegen::CallKind::Command,
         params: &["key", "value", "if_absent"],
+        allow: &["any"],
     },
     crate::OpInfo {
         name: "delete",
         tag: 2,
         kind: runtime::codegen::CallKind::Command,
         params: &["key"],
+        allow: &["any"],
     },
     crate::OpInfo {
         name: "compare_and_swap",
         tag: 3,
         kind: runtime::codegen::CallKind::Command,
         params: &["key", "expected_revision", "value"],
+        allow: &["any"],
     },
     crate::OpInfo {
         name: "get",
         tag: 4,
         kind: runtime::codegen::CallKind::Query,
         params: &["key"],
+        allow: &["any"],
     },
     crate::OpInfo {
         name: "range",
         tag: 5,
         kind: runtime::codegen::CallKind::Query,
         params: &["prefix", "limit"],
+        allow: &["any"],
     },
     crate::OpInfo {
         name: "append",
         tag: 6,
         kind: runtime::codegen::CallKind::Command,
         params: &["key", "suffix"],
+        allow: &["any"],
     },
 ];
 

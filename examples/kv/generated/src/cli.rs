@@ -7,7 +7,7 @@ pub const OPERATIONS: &[runtime::codegen::OpSpec] = &[
     runtime::codegen::OpSpec {
         name: "put",
         kind: runtime::codegen::CallKind::Command,
-        doc: "Set a key's value; returns the new store revision.",
+        doc: "Set a key's value; returns the new store revision.\n\nAllowed: any authenticated caller.",
         params: &[
             runtime::codegen::ParamSpec {
                 name: "key",
@@ -28,7 +28,7 @@ pub const OPERATIONS: &[runtime::codegen::OpSpec] = &[
     runtime::codegen::OpSpec {
         name: "delete",
         kind: runtime::codegen::CallKind::Command,
-        doc: "Remove a key; returns whether it existed.",
+        doc: "Remove a key; returns whether it existed.\n\nAllowed: any authenticated caller.",
         params: &[
             runtime::codegen::ParamSpec {
                 name: "key",
@@ -42,7 +42,7 @@ pub const OPERATIONS: &[runtime::codegen::OpSpec] = &[
     runtime::codegen::OpSpec {
         name: "compare_and_swap",
         kind: runtime::codegen::CallKind::Command,
-        doc: "Set a key's value only if its revision is `expected_revision` (0 = the key must not exist); returns the new store revision.",
+        doc: "Set a key's value only if its revision is `expected_revision` (0 = the key must not exist); returns the new store revision.\n\nAllowed: any authenticated caller.",
         params: &[
             runtime::codegen::ParamSpec {
                 name: "key",
@@ -70,7 +70,7 @@ pub const OPERATIONS: &[runtime::codegen::OpSpec] = &[
     runtime::codegen::OpSpec {
         name: "get",
         kind: runtime::codegen::CallKind::Query,
-        doc: "A key's entry, if it exists.",
+        doc: "A key's entry, if it exists.\n\nAllowed: any authenticated caller.",
         params: &[
             runtime::codegen::ParamSpec {
                 name: "key",
@@ -84,7 +84,7 @@ pub const OPERATIONS: &[runtime::codegen::OpSpec] = &[
     runtime::codegen::OpSpec {
         name: "range",
         kind: runtime::codegen::CallKind::Query,
-        doc: "The entries whose keys start with `prefix`, in key order.",
+        doc: "The entries whose keys start with `prefix`, in key order.\n\nAllowed: any authenticated caller.",
         params: &[
             runtime::codegen::ParamSpec {
                 name: "prefix",

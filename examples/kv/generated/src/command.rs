@@ -12,30 +12,35 @@ pub const OPERATIONS: &[crate::OpInfo] = &[
         tag: 1,
         kind: runtime::codegen::CallKind::Command,
         params: &["key", "value"],
+        allow: &["any"],
     },
     crate::OpInfo {
         name: "delete",
         tag: 2,
         kind: runtime::codegen::CallKind::Command,
         params: &["key"],
+        allow: &["any"],
     },
     crate::OpInfo {
         name: "compare_and_swap",
         tag: 3,
         kind: runtime::codegen::CallKind::Command,
         params: &["key", "expected_revision", "value"],
+        allow: &["any"],
     },
     crate::OpInfo {
         name: "get",
         tag: 4,
         kind: runtime::codegen::CallKind::Query,
         params: &["key"],
+        allow: &["any"],
     },
     crate::OpInfo {
         name: "range",
         tag: 5,
         kind: runtime::codegen::CallKind::Query,
         params: &["prefix", "limit"],
+        allow: &["any"],
     },
 ];
 

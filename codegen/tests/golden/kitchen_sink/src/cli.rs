@@ -7,7 +7,7 @@ pub const OPERATIONS: &[runtime::codegen::OpSpec] = &[
     runtime::codegen::OpSpec {
         name: "put_everything",
         kind: runtime::codegen::CallKind::Command,
-        doc: "A command taking a struct.",
+        doc: "A command taking a struct.\n\nAllowed: any authenticated caller.",
         params: &[
             runtime::codegen::ParamSpec {
                 name: "value",
@@ -21,13 +21,13 @@ pub const OPERATIONS: &[runtime::codegen::OpSpec] = &[
     runtime::codegen::OpSpec {
         name: "reset",
         kind: runtime::codegen::CallKind::Command,
-        doc: "Deprecated. A command with no parameters and no result.",
+        doc: "Deprecated. A command with no parameters and no result.\n\nAllowed: any authenticated caller.",
         params: &[],
     },
     runtime::codegen::OpSpec {
         name: "find",
         kind: runtime::codegen::CallKind::Query,
-        doc: "",
+        doc: "\n\nAllowed: any authenticated caller.",
         params: &[
             runtime::codegen::ParamSpec {
                 name: "flag",

@@ -12,18 +12,21 @@ pub const OPERATIONS: &[crate::OpInfo] = &[
         tag: 1,
         kind: runtime::codegen::CallKind::Command,
         params: &["value"],
+        allow: &["any"],
     },
     crate::OpInfo {
         name: "reset",
         tag: 2,
         kind: runtime::codegen::CallKind::Command,
         params: &[],
+        allow: &["any"],
     },
     crate::OpInfo {
         name: "find",
         tag: 3,
         kind: runtime::codegen::CallKind::Query,
         params: &["flag", "small", "ratio", "label", "money", "level", "maybe"],
+        allow: &["any"],
     },
 ];
 

@@ -241,6 +241,7 @@ pub mod kv_client {
             self
         }
         /// Set a key's value; returns the new store revision.
+        /// Allowed: any authenticated caller.
         pub async fn put(
             &mut self,
             request: impl tonic::IntoRequest<super::PutRequest>,
@@ -260,6 +261,7 @@ pub mod kv_client {
             self.inner.unary(req, path, codec).await
         }
         /// Remove a key; returns whether it existed.
+        /// Allowed: any authenticated caller.
         pub async fn delete(
             &mut self,
             request: impl tonic::IntoRequest<super::DeleteRequest>,
@@ -279,6 +281,7 @@ pub mod kv_client {
             self.inner.unary(req, path, codec).await
         }
         /// Set a key's value only if its revision is `expected_revision` (0 = the key must not exist); returns the new store revision.
+        /// Allowed: any authenticated caller.
         pub async fn compare_and_swap(
             &mut self,
             request: impl tonic::IntoRequest<super::CompareAndSwapRequest>,
@@ -301,6 +304,7 @@ pub mod kv_client {
             self.inner.unary(req, path, codec).await
         }
         /// A key's entry, if it exists.
+        /// Allowed: any authenticated caller.
         pub async fn get(
             &mut self,
             request: impl tonic::IntoRequest<super::GetRequest>,
@@ -320,6 +324,7 @@ pub mod kv_client {
             self.inner.unary(req, path, codec).await
         }
         /// The entries whose keys start with `prefix`, in key order.
+        /// Allowed: any authenticated caller.
         pub async fn range(
             &mut self,
             request: impl tonic::IntoRequest<super::RangeRequest>,
@@ -354,16 +359,19 @@ pub mod kv_server {
     #[async_trait]
     pub trait Kv: std::marker::Send + std::marker::Sync + 'static {
         /// Set a key's value; returns the new store revision.
+        /// Allowed: any authenticated caller.
         async fn put(
             &self,
             request: tonic::Request<super::PutRequest>,
         ) -> std::result::Result<tonic::Response<super::PutResponse>, tonic::Status>;
         /// Remove a key; returns whether it existed.
+        /// Allowed: any authenticated caller.
         async fn delete(
             &self,
             request: tonic::Request<super::DeleteRequest>,
         ) -> std::result::Result<tonic::Response<super::DeleteResponse>, tonic::Status>;
         /// Set a key's value only if its revision is `expected_revision` (0 = the key must not exist); returns the new store revision.
+        /// Allowed: any authenticated caller.
         async fn compare_and_swap(
             &self,
             request: tonic::Request<super::CompareAndSwapRequest>,
@@ -372,11 +380,13 @@ pub mod kv_server {
             tonic::Status,
         >;
         /// A key's entry, if it exists.
+        /// Allowed: any authenticated caller.
         async fn get(
             &self,
             request: tonic::Request<super::GetRequest>,
         ) -> std::result::Result<tonic::Response<super::GetResponse>, tonic::Status>;
         /// The entries whose keys start with `prefix`, in key order.
+        /// Allowed: any authenticated caller.
         async fn range(
             &self,
             request: tonic::Request<super::RangeRequest>,

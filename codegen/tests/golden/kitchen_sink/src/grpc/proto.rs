@@ -274,6 +274,7 @@ pub mod kitchen_sink_client {
             self
         }
         /// A command taking a struct.
+        /// Allowed: any authenticated caller.
         pub async fn put_everything(
             &mut self,
             request: impl tonic::IntoRequest<super::PutEverythingRequest>,
@@ -299,6 +300,7 @@ pub mod kitchen_sink_client {
             self.inner.unary(req, path, codec).await
         }
         /// A command with no parameters and no result.
+        /// Allowed: any authenticated caller.
         #[deprecated]
         pub async fn reset(
             &mut self,
@@ -321,6 +323,7 @@ pub mod kitchen_sink_client {
                 .insert(GrpcMethod::new("kitchen_sink.v1.KitchenSink", "Reset"));
             self.inner.unary(req, path, codec).await
         }
+        /// Allowed: any authenticated caller.
         pub async fn find(
             &mut self,
             request: impl tonic::IntoRequest<super::FindRequest>,
@@ -358,6 +361,7 @@ pub mod kitchen_sink_server {
     #[async_trait]
     pub trait KitchenSink: std::marker::Send + std::marker::Sync + 'static {
         /// A command taking a struct.
+        /// Allowed: any authenticated caller.
         async fn put_everything(
             &self,
             request: tonic::Request<super::PutEverythingRequest>,
@@ -366,10 +370,12 @@ pub mod kitchen_sink_server {
             tonic::Status,
         >;
         /// A command with no parameters and no result.
+        /// Allowed: any authenticated caller.
         async fn reset(
             &self,
             request: tonic::Request<super::ResetRequest>,
         ) -> std::result::Result<tonic::Response<super::ResetResponse>, tonic::Status>;
+        /// Allowed: any authenticated caller.
         async fn find(
             &self,
             request: tonic::Request<super::FindRequest>,
