@@ -329,11 +329,11 @@ pub fn error_code(tag: u32) -> i64 {
 }
 
 /// Error tags whose JSON-RPC code (`-32000 - tag`) is taken: `Transport` (-32050), `Redirect`
-/// (-32051), `Deadline` (-32052), `NoSpace` (-32053), JSON-RPC's standard codes (-32600..=-32603, -32700) and the
+/// (-32051), `Deadline` (-32052), `NoSpace` (-32053), `Unauthenticated` (-32054), `PermissionDenied` (-32055), JSON-RPC's standard codes (-32600..=-32603, -32700) and the
 /// server's batch limits (-32010, -32011).
 /// `runtime::wire::codes::RESERVED_CODES` as tags; codegen does not link the runtime, so a test
 /// (`codegen/tests/validation.rs`) holds the two lists equal.
-pub const JSONRPC_TAKEN_TAGS: &[u32] = &[10, 11, 50, 51, 52, 53, 600, 601, 602, 603, 700];
+pub const JSONRPC_TAKEN_TAGS: &[u32] = &[10, 11, 50, 51, 52, 53, 54, 55, 600, 601, 602, 603, 700];
 
 /// The schema spelling of a type.
 pub fn ty_text(ty: &Ty) -> String {

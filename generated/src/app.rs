@@ -109,6 +109,10 @@ impl<St: BankStore> runtime::codegen::Application for BankApp<St> {
         runtime::codegen::Schema::new(crate::SCHEMA_VERSION, crate::OPERATIONS)
     }
 
+    fn operations(&self) -> &'static [runtime::codegen::OpInfo] {
+        crate::OPERATIONS
+    }
+
     fn watch_info(&self, command: &[u8]) -> runtime::codegen::WatchInfo {
         match crate::BankCommand::decode(command) {
             Ok(command) => {

@@ -13,7 +13,7 @@ pub use crate::api::server::{
 pub use crate::api::sink::{Collector, CommandSink, RaftSink};
 pub use crate::api::watch::{
     GrpcFeed, Indexed, WatchTarget, add_jsonrpc_watch, decode_feed, filter_for, grpc_feed,
-    refused_watch, resuming_watch, watch_error_from_status, watch_status,
+    refused_watch, resuming_watch, watch_status,
 };
 pub use crate::cli::{
     Call, OpSpec, Output, ParamSpec, Transport, WatchCall, Wire, clap, command as cli_command,

@@ -1,30 +1,37 @@
 //! The runtime of every generated service: everything that does not change when a schema does.
 //! A generated crate (from `cargo xtask gen` or `codegen::Generator`) holds what does; an
-//! application holds its store. By concern:
+//! application holds its store. Its folders, from the bottom floor up (a module uses only
+//! those below it; `runtime/tests/layers.rs` holds that):
 //!
-//! - what services share: [`service`] (apply context, durations, operation facts, reply and
-//!   parameter encodings), [`error`] (domain errors, call failures, service faults), [`codes`]
-//!   (how errors travel on gRPC and JSON-RPC), [`wire`] (scalar forms on typed wires), [`call`]
-//!   (request ids and read levels of a call);
-//! - clients: [`client`] (gRPC and JSON-RPC clients of any service, and the redirect, resend and
-//!   deadline policy they share), [`sink`] (the `Collector` and where it sends command bytes);
-//! - in process: [`local`] (a SQLite database, the `Direct` client, the local sink);
-//! - servers: [`server`] (gRPC with health and reflection, JSON-RPC), [`tcp`] and [`zmq`]
-//!   (command bytes in frames);
-//! - replication: [`raft`] (the segmented log and the SQLite state machine on openraft, the network, the
-//!   node), [`raft_rpc`] (the raft message service), [`host`] (a node with its listeners, the
-//!   `node` command line), [`cluster`] (local clusters of node processes).
+//! - [`wire`]: what every service shares on the wire: [`wire::service`] (apply context,
+//!   durations, operation facts, reply and parameter encodings), [`wire::error`] (domain
+//!   errors, call failures, service faults), [`wire::codes`] (how errors travel on gRPC and
+//!   JSON-RPC), [`wire::scalar`] (scalar forms on typed wires), [`wire::call`] (request ids and
+//!   read levels of a call), [`wire::frame`] and [`wire::transport`] (the frame transports);
+//! - [`net`]: what connections may hold ([`net::conn`]: pools, idle and handshake timeouts)
+//!   and TLS ([`net::tls`]); [`lab`]: network namespaces and delayed links for fault tests;
+//! - [`raft`]: the segmented log and the SQLite state machine on openraft, the network, the
+//!   change feed, the node, and the raft message service ([`raft::rpc`]);
+//! - [`api`]: clients of any service ([`api::client`]: gRPC and JSON-RPC, with the redirect,
+//!   resend and deadline policy they share), [`api::sink`] (the `Collector` and where it sends
+//!   command bytes), [`api::local`] (a SQLite database, the `Direct` client, the local sink),
+//!   [`api::server`] (gRPC with health and reflection, JSON-RPC), [`api::watch`] (the change
+//!   feed on the wire), [`api::tcp`] and `api::zmq` (command bytes in frames);
+//! - [`ops`]: running nodes: [`ops::host`] (a node with its listeners, the `node` command
+//!   line), [`ops::admin`], [`ops::cluster`] (local clusters of node processes);
+//! - [`cli`]: the command line of every service binary; [`codegen`]: the one module generated
+//!   code imports.
 //!
 //! The frame transports move opaque byte payloads: on the client side a `Collector` turns API
-//! calls into command or query bytes and hands them to [`tcp::TcpClient::call`] or
-//! [`zmq::ZmqClient::call`]; on the server side a [`Handler`] (a [`sink::SinkHandler`] over the
+//! calls into command or query bytes and hands them to [`api::tcp::TcpClient::call`] or
+//! `ZmqClient::call`; on the server side a [`Handler`] (a [`api::sink::SinkHandler`] over the
 //! service's dispatcher) turns each request payload into a reply payload.
 //!
 //! Two transports share the same request model:
 //!
-//! - [`tcp`]: length-prefixed frames (see [`frame`]) over one TCP connection per client, with many
-//!   requests in flight at once, matched to their replies by a request id.
-//! - [`zmq`]: the same id-matching scheme over ZeroMQ, a ROUTER socket on the server and a DEALER
+//! - [`api::tcp`]: length-prefixed frames (see [`wire::frame`]) over one TCP connection per
+//!   client, with many requests in flight at once, matched to their replies by a request id.
+//! - `api::zmq` (the `zmq` feature): the same id-matching scheme over ZeroMQ, a ROUTER socket on the server and a DEALER
 //!   socket on the client.
 //!
 //! Both servers handle requests concurrently, so replies can complete out of order; both clients

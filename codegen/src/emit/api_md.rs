@@ -115,7 +115,10 @@ pub fn api_md(api: &Api, stamp: &str) -> String {
          `Transport` (gRPC `UNAVAILABLE`, JSON-RPC -32050), `Redirect` (`UNAVAILABLE`, -32051), \
          `Deadline` (`DEADLINE_EXCEEDED`, -32052), `Rejected` (`INVALID_ARGUMENT`, -32602), \
          `NoSpace` (`RESOURCE_EXHAUSTED`, -32053: a command refused because the node's storage is \
-         past its quota or its disk is full; nothing was written, queries go on) or \
+         past its quota or its disk is full; nothing was written, queries go on), \
+         `Unauthenticated` (`UNAUTHENTICATED`, -32054: no token, or one the cluster does not know, \
+         on a node started with `--auth`), `PermissionDenied` (`PERMISSION_DENIED`, -32055: the \
+         caller's roles do not allow the operation) or \
          `Internal` (`INTERNAL`, -32603).\n"
     );
     if !api.roles.is_empty() {

@@ -148,6 +148,10 @@ pub fn module(api: &Api) -> TokenStream {
                 runtime::codegen::Schema::new(crate::SCHEMA_VERSION, crate::OPERATIONS)
             }
 
+            fn operations(&self) -> &'static [runtime::codegen::OpInfo] {
+                crate::OPERATIONS
+            }
+
             fn watch_info(&self, command: &[u8]) -> runtime::codegen::WatchInfo {
                 match crate::#command::decode(command) {
                     Ok(command) => runtime::codegen::WatchInfo {

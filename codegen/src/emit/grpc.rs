@@ -30,7 +30,7 @@ fn is_enum(api: &Api, name: &str) -> bool {
     )
 }
 
-fn proto_scalar(api: &Api, ty: &Ty) -> String {
+fn proto_scalar(ty: &Ty) -> String {
     match ty {
         Ty::Bool => "bool".into(),
         Ty::I32 => "int32".into(),
@@ -40,23 +40,20 @@ fn proto_scalar(api: &Api, ty: &Ty) -> String {
         Ty::F64 => "double".into(),
         Ty::Bytes => "bytes".into(),
         Ty::String | Ty::Decimal | Ty::Date | Ty::DateTime | Ty::Duration => "string".into(),
-        Ty::Named(n) => {
-            let _ = api;
-            n.clone()
-        }
+        Ty::Named(n) => n.clone(),
         // Validation guarantees containers hold scalars or named types only.
-        Ty::List(t) | Ty::Option(t) | Ty::Map(t) => proto_scalar(api, t),
+        Ty::List(t) | Ty::Option(t) | Ty::Map(t) => proto_scalar(t),
     }
 }
 
 fn proto_field(api: &Api, name: &str, ty: &Ty, tag: u32, optional: bool) -> String {
     match ty {
-        Ty::List(t) => format!("repeated {} {name} = {tag};", proto_scalar(api, t)),
-        Ty::Map(t) => format!("map<string, {}> {name} = {tag};", proto_scalar(api, t)),
-        Ty::Option(t) => format!("optional {} {name} = {tag};", proto_scalar(api, t)),
+        Ty::List(t) => format!("repeated {} {name} = {tag};", proto_scalar(t)),
+        Ty::Map(t) => format!("map<string, {}> {name} = {tag};", proto_scalar(t)),
+        Ty::Option(t) => format!("optional {} {name} = {tag};", proto_scalar(t)),
         Ty::Named(n) if !is_enum(api, n) => format!("{n} {name} = {tag};"),
-        t if optional => format!("optional {} {name} = {tag};", proto_scalar(api, t)),
-        t => format!("{} {name} = {tag};", proto_scalar(api, t)),
+        t if optional => format!("optional {} {name} = {tag};", proto_scalar(t)),
+        t => format!("{} {name} = {tag};", proto_scalar(t)),
     }
 }
 

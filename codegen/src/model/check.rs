@@ -190,6 +190,8 @@ impl Checker<'_> {
                         "Internal",
                         "Rejected",
                         "NoSpace",
+                        "Unauthenticated",
+                        "PermissionDenied",
                     ] {
                         if e.name.value == builtin {
                             self.push(
@@ -201,7 +203,8 @@ impl Checker<'_> {
                                 )
                                 .hint(
                                     "remove it: a call can always fail with `Transport`, \
-                                     `Redirect`, `Deadline`, `Internal`, `Rejected` or `NoSpace`",
+                                     `Redirect`, `Deadline`, `Internal`, `Rejected`, `NoSpace`, \
+                                     `Unauthenticated` or `PermissionDenied`",
                                 ),
                             );
                         }
@@ -222,8 +225,8 @@ impl Checker<'_> {
                             ),
                         )
                         .hint(
-                            "error tags 10, 11 (batch limits), 50..=53 (Transport, Redirect, Deadline, \
-                             NoSpace) and 600..=603, 700 \
+                            "error tags 10, 11 (batch limits), 50..=55 (Transport, Redirect, Deadline, \
+                             NoSpace, Unauthenticated, PermissionDenied) and 600..=603, 700 \
                              (JSON-RPC's standard codes) are taken; use another tag",
                         ),
                     );

@@ -230,6 +230,8 @@ struct Calls {
     policy: Policy,
     read_level: Option<ReadLevel>,
     tls: Option<ServerCa>,
+    /// The caller's bearer token, sent with every call.
+    token: Option<crate::wire::call::Token>,
 }
 
 impl Calls {
@@ -241,6 +243,7 @@ impl Calls {
         let context = CallContext {
             request: in_flight.as_ref().map(|f| f.id.clone()),
             read_level: self.read_level.filter(|_| kind == CallKind::Query),
+            token: self.token.clone(),
         };
         (in_flight, context)
     }
@@ -272,6 +275,12 @@ impl GrpcClient {
     /// local state without a read index).
     pub fn with_read_level(mut self, level: ReadLevel) -> Self {
         self.calls.read_level = Some(level);
+        self
+    }
+
+    /// Sends `token` (what `admin token issue` printed) with every call.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.calls.token = Some(crate::wire::call::Token(token.into()));
         self
     }
 
@@ -378,6 +387,12 @@ impl JsonRpcClient {
     /// Asks for this read level on every query.
     pub fn with_read_level(mut self, level: ReadLevel) -> Self {
         self.calls.read_level = Some(level);
+        self
+    }
+
+    /// Sends `token` (what `admin token issue` printed) with every call.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.calls.token = Some(crate::wire::call::Token(token.into()));
         self
     }
 

@@ -177,7 +177,16 @@ impl CommandSink for RaftSink {
             client = request.as_ref().map_or("", |r| r.client.as_str()),
             seq = request.as_ref().map_or(0, |r| r.seq),
         );
-        let result = tracing::Instrument::instrument(self.send(kind, command), span.clone()).await;
+        // The node the client reached decides who may call what, before a command enters the
+        // log or a query runs.
+        let token = call::current_token();
+        let authorized = self
+            .node
+            .authorize(&operation, token.as_ref().map(|t| t.0.as_str()));
+        let result = match authorized {
+            Ok(()) => tracing::Instrument::instrument(self.send(kind, command), span.clone()).await,
+            Err(refused) => Err(refused),
+        };
         let outcome = match &result {
             Ok(reply) => crate::wire::service::outcome_of(reply),
             Err(failure) => std::borrow::Cow::Borrowed(failure.kind()),

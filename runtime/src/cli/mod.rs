@@ -7,7 +7,7 @@
 //! Exit codes: 0 for an answer, [`EXIT_USAGE`] for a bad command line or bad parameters,
 //! [`EXIT_DOMAIN`] when the service refused (a schema error kind), [`EXIT_FAILURE`] when the
 //! call failed (transport, deadline, ...), [`EXIT_NOSPACE`] when a node refused a write for its
-//! storage quota.
+//! storage quota, [`EXIT_DENIED`] when it refused the caller's credential or roles.
 
 use std::path::PathBuf;
 
@@ -32,6 +32,9 @@ pub const EXIT_FAILURE: u8 = 4;
 /// Exit code of a write refused because a node's storage is past its quota (`NoSpace`): nothing
 /// was written, and the same call succeeds once space is freed.
 pub const EXIT_NOSPACE: u8 = 5;
+/// Exit code of a call refused for its credential: no token or an unknown one, or roles that
+/// do not allow the operation.
+pub const EXIT_DENIED: u8 = 6;
 
 /// How a parameter's flag value becomes JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +127,17 @@ pub fn command(service: &str, ops: &'static [OpSpec]) -> Command {
                 .value_parser(clap::value_parser!(PathBuf))
                 .global(true)
                 .help("Call over TLS, trusting the servers this CA (PEM) signed"),
+        )
+        .arg(
+            Arg::new("token")
+                .long("token")
+                .value_name("TOKEN")
+                .env(TOKEN_ENV)
+                .hide_env_values(true)
+                .global(true)
+                .help(
+                    "The caller's token (from `admin token issue`), for a node started with --auth",
+                ),
         );
     for op in ops {
         let kind = match op.kind {
@@ -325,7 +339,12 @@ pub struct Call {
     pub json: bool,
     /// The CA to trust, for TLS.
     pub tls_ca: Option<PathBuf>,
+    /// The caller's token.
+    pub token: Option<String>,
 }
+
+/// The environment variable `call --token` falls back to.
+pub const TOKEN_ENV: &str = "RAFT_TOKEN";
 
 impl Call {
     /// Reads `matches` (of [`command`] over `ops`) into a call.
@@ -366,6 +385,7 @@ impl Call {
             transport,
             json: matches.get_flag("json"),
             tls_ca: matches.get_one::<PathBuf>("tls-ca").cloned(),
+            token: matches.get_one::<String>("token").cloned(),
         })
     }
 
@@ -379,18 +399,26 @@ impl Call {
 
     /// A gRPC client of the address called (over TLS with `--tls-ca`).
     pub async fn grpc_client(&self) -> Result<GrpcClient, Failure> {
-        match self.ca()? {
+        let client = match self.ca()? {
             Some(ca) => GrpcClient::connect_tls(&self.connect, ca).await,
             None => GrpcClient::connect(&self.connect).await,
-        }
+        }?;
+        Ok(match &self.token {
+            Some(token) => client.with_token(token.clone()),
+            None => client,
+        })
     }
 
     /// A JSON-RPC client of the address called (over TLS with `--tls-ca`).
     pub fn jsonrpc_client(&self) -> Result<JsonRpcClient, Failure> {
-        match self.ca()? {
+        let client = match self.ca()? {
             Some(ca) => JsonRpcClient::with_tls(&self.connect, ca),
             None => JsonRpcClient::new(&self.connect),
-        }
+        }?;
+        Ok(match &self.token {
+            Some(token) => client.with_token(token.clone()),
+            None => client,
+        })
     }
 }
 
@@ -441,6 +469,9 @@ impl Output {
                 let code = match e {
                     CallError::Domain(_) => EXIT_DOMAIN,
                     CallError::Failure(Failure::NoSpace(_)) => EXIT_NOSPACE,
+                    CallError::Failure(
+                        Failure::Unauthenticated(_) | Failure::PermissionDenied(_),
+                    ) => EXIT_DENIED,
                     CallError::Failure(_) => EXIT_FAILURE,
                 };
                 if json {

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches, Subcommand};
 
 use crate::ops::host::{HostError, HostedService, LogFormat, NodeArgs, init_logging};
+use crate::raft::auth::AuthCommand;
 use crate::raft::network::AdminRequest;
 use crate::raft::rpc::RaftCredentials;
 use crate::raft::types::{NodeAddr, NodeId};
@@ -228,6 +229,47 @@ pub enum AdminVerb {
         /// Its actions, as the `fail` crate reads them.
         actions: String,
     },
+    /// Users and their roles (the schema's roles, or `admin`), kept in the replicated state.
+    #[command(subcommand)]
+    User(UserVerb),
+    /// Bearer tokens of users: issued (shown once; the cluster keeps its hash) and revoked.
+    #[command(subcommand)]
+    Token(TokenVerb),
+}
+
+/// `admin user` verbs.
+#[derive(Debug, Subcommand)]
+pub enum UserVerb {
+    /// Add a user, or replace its roles.
+    Add {
+        /// Its name.
+        name: String,
+        /// A role (repeatable): one the schema declares, or `admin`.
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+    },
+    /// Remove a user and every token it holds.
+    Remove {
+        /// Its name.
+        name: String,
+    },
+    /// Every user with its roles and its tokens' ids.
+    List,
+}
+
+/// `admin token` verbs.
+#[derive(Debug, Subcommand)]
+pub enum TokenVerb {
+    /// Issue a token for a user and print it (once: the cluster keeps only its hash).
+    Issue {
+        /// The user.
+        user: String,
+    },
+    /// Revoke a token by its id (`admin user list` shows them).
+    Revoke {
+        /// The token's id.
+        id: String,
+    },
 }
 
 impl Common {
@@ -367,6 +409,30 @@ async fn admin(
         AdminVerb::Snapshot => AdminRequest::Snapshot,
         AdminVerb::Digest => AdminRequest::Digest,
         AdminVerb::Failpoint { name, actions } => AdminRequest::Failpoint { name, actions },
+        AdminVerb::User(UserVerb::Add { name, roles }) => {
+            AdminRequest::Auth(AuthCommand::UserAdd { name, roles })
+        }
+        AdminVerb::User(UserVerb::Remove { name }) => {
+            AdminRequest::Auth(AuthCommand::UserRemove { name })
+        }
+        AdminVerb::User(UserVerb::List) => AdminRequest::Users,
+        AdminVerb::Token(TokenVerb::Issue { user }) => {
+            let (token, id) = crate::raft::auth::new_token()
+                .map_err(|e| HostError::Admin(format!("cannot make a token: {e}")))?;
+            let hash = crate::raft::auth::token_hash(&token);
+            let issue = AdminRequest::Auth(AuthCommand::TokenIssue {
+                user: user.clone(),
+                id: id.clone(),
+                hash,
+            });
+            crate::ops::admin::admin(connect, credentials, issue).await?;
+            return Ok(format!(
+                "token {id} for {user} (shown once; send it as x-token, or --token / $RAFT_TOKEN):\n{token}"
+            ));
+        }
+        AdminVerb::Token(TokenVerb::Revoke { id }) => {
+            AdminRequest::Auth(AuthCommand::TokenRevoke { id })
+        }
     };
     let value = crate::ops::admin::admin(connect, credentials, request).await?;
     serde_json::to_string_pretty(&value).map_err(|e| HostError::Admin(e.to_string()))

@@ -177,6 +177,11 @@ pub struct NodeArgs {
     /// forwarding them to the leader.
     #[arg(long)]
     pub redirect_writes: bool,
+    /// API calls need a token (`x-token`, from `admin token issue`) of a user whose roles the
+    /// operation's `allow` names (`admin` may call everything): without one, `Unauthenticated`;
+    /// without the role, `PermissionDenied`. The change feed is not covered yet.
+    #[arg(long)]
+    pub auth: bool,
     /// Applied entries whose events the change feed keeps for watchers that resume or start
     /// in the past (a watcher asking for older ones gets `Compacted`). 0 turns the feed off
     /// and with it its cost on the write path (one row per command).
@@ -316,23 +321,6 @@ fn keep_freed_memory() {
     }
 }
 
-/// The `node` subcommand of a service binary named `name`: logging as `args` ask, the node run
-/// until a signal ([`run_blocking`]), and the exit code (a failure printed on stderr).
-pub fn node_main(
-    name: &str,
-    args: NodeArgs,
-    service: &dyn HostedService,
-) -> std::process::ExitCode {
-    init_logging(args.log_format);
-    match run_blocking(args, service) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{name}: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
 /// How long a stopping node lets its listeners drain. A follower's raft listener never drains by
 /// itself: the leader keeps its replication stream open.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -453,6 +441,7 @@ pub async fn start(args: NodeArgs, service: &dyn HostedService) -> Result<Runnin
     config.log_segment_bytes = args.log_segment_bytes;
     config.max_command_bytes = args.max_command_bytes;
     config.redirect_writes = args.redirect_writes;
+    config.auth = args.auth;
     config.feed.retain = args.watch_retain;
     config.feed.stall = Duration::from_millis(args.watch_stall_ms);
     config.feed.max_watchers = args.max_watchers;

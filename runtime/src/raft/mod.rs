@@ -2,6 +2,7 @@
 //! application's SQLite database, raft messages over the raft gRPC service, and the node that ties
 //! them together.
 
+pub mod auth;
 pub mod feed;
 pub mod files;
 pub mod log_store;

@@ -79,6 +79,9 @@ pub struct NodeConfig {
     pub quota_bytes: Option<u64>,
     /// The size of a raft log segment file (a batch larger than it gets a segment its size).
     pub log_segment_bytes: u64,
+    /// Whether API calls need a token whose user's roles allow the operation
+    /// ([`crate::raft::auth`]).
+    pub auth: bool,
 }
 
 /// Default of [`NodeConfig::max_command_bytes`]: 4 MiB (a gRPC API call carries at most that
@@ -114,6 +117,7 @@ impl NodeConfig {
             keep_logs: 1_000,
             quota_bytes: Some(quota::DEFAULT_QUOTA_BYTES),
             log_segment_bytes: crate::raft::log_store::SEGMENT_BYTES,
+            auth: false,
             redirect_writes: false,
             cluster_name: "raftgen".into(),
             max_command_bytes: DEFAULT_MAX_COMMAND_BYTES,
@@ -193,6 +197,12 @@ pub struct RaftNode {
     rejoining: std::sync::atomic::AtomicBool,
     /// The storage quota and its alarm (see [`quota`]).
     quota: quota::Quota,
+    /// The users and tokens, as this node has applied them.
+    identities: Arc<crate::raft::auth::Identities>,
+    /// Whether API calls need a token (`--auth`).
+    auth: bool,
+    /// The service's operations and who may call them.
+    operations: &'static [crate::wire::service::OpInfo],
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -246,6 +256,10 @@ impl RaftNode {
                 marker.term
             );
         }
+        let identities = Arc::new(crate::raft::auth::Identities::default());
+        let operations = app.operations();
+        let app: Arc<dyn Application> =
+            Arc::new(crate::raft::auth::AuthApp::new(app, identities.clone()));
         let sm = StateMachine::open_with_feed(
             app,
             &config.data_dir.join(STATE_DB),
@@ -308,6 +322,9 @@ impl RaftNode {
             gate,
             rejoining: std::sync::atomic::AtomicBool::new(rejoin.is_some()),
             quota: quota::Quota::new(config.quota_bytes),
+            identities,
+            auth: config.auth,
+            operations,
         });
         tokio::spawn(quota::watch(Arc::downgrade(&node), config.data_dir.clone()));
         if let Some(marker) = rejoin {
@@ -321,6 +338,19 @@ impl RaftNode {
             tokio::spawn(write::refresh_schemas(Arc::downgrade(&node)));
         }
         Ok(node)
+    }
+
+    /// Whether the caller with `token` may call `operation` here: always on a node without
+    /// `--auth`, else as [`crate::raft::auth::Identities::authorize`] decides.
+    pub fn authorize(
+        &self,
+        operation: &str,
+        token: Option<&str>,
+    ) -> Result<(), crate::wire::error::Failure> {
+        if !self.auth {
+            return Ok(());
+        }
+        self.identities.authorize(self.operations, operation, token)
     }
 
     /// The node's id.

@@ -102,6 +102,11 @@ pub trait Application: Send + Sync + 'static {
         let _ = command;
         crate::raft::feed::WatchInfo::default()
     }
+    /// The service's operations (with who may call them), for the check of a call's
+    /// credential ([`crate::raft::auth`]). The default, for opaque commands, names none.
+    fn operations(&self) -> &'static [crate::wire::service::OpInfo] {
+        &[]
+    }
 }
 
 /// A snapshot on disk: a complete copy of the database.

@@ -14,6 +14,19 @@ pub const REQUEST_ACK_KEY: &str = "x-request-ack";
 /// The metadata key (gRPC) that carries a query's read level: `linearizable`, `lease` or
 /// `stale`.
 pub const READ_LEVEL_KEY: &str = "x-read-level";
+/// The metadata key (gRPC), and JSON-RPC named parameter, that carries the caller's bearer
+/// token (see `admin token issue`).
+pub const TOKEN_KEY: &str = "x-token";
+
+/// A bearer token: what `admin token issue` printed. Its `Debug` form hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(pub String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(…)")
+    }
+}
 
 /// The consistency of a read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -58,6 +71,8 @@ pub struct CallContext {
     pub request: Option<RequestId>,
     /// The caller's read level (queries); `None` is the node's default.
     pub read_level: Option<ReadLevel>,
+    /// The caller's bearer token, if it sent one.
+    pub token: Option<Token>,
 }
 
 /// A request id chosen by the client: a retry reuses it, and the write is applied at most once.
@@ -93,6 +108,11 @@ pub fn current_request() -> Option<RequestId> {
 /// The read level the current call asked for, if any.
 pub fn current_read_level() -> Option<ReadLevel> {
     CONTEXT.try_with(|c| c.read_level).ok().flatten()
+}
+
+/// The bearer token the current call carries, if any.
+pub fn current_token() -> Option<Token> {
+    CONTEXT.try_with(|c| c.token.clone()).ok().flatten()
 }
 
 /// A fresh client session id: 128 random bits from the standard library's per-process random
@@ -229,9 +249,11 @@ pub fn parse_context<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Result<CallCo
             })
         })
         .transpose()?;
+    let token = get(TOKEN_KEY).map(|t| Token(t.to_string()));
     Ok(CallContext {
         request,
         read_level,
+        token,
     })
 }
 
@@ -265,16 +287,20 @@ pub fn context_to_metadata(context: &CallContext, metadata: &mut tonic::metadata
             tonic::metadata::MetadataValue::from_static(level.as_str()),
         );
     }
+    if let Some(Ok(token)) = context.token.as_ref().map(|t| t.0.parse()) {
+        metadata.insert(TOKEN_KEY, token);
+    }
 }
 
 /// The names a call's context travels under: gRPC metadata keys, and the same names among a
 /// JSON-RPC call's named parameters (where no schema parameter can take them: they are not
 /// identifiers).
-const CONTEXT_KEYS: [&str; 4] = [
+const CONTEXT_KEYS: [&str; 5] = [
     CLIENT_ID_KEY,
     REQUEST_SEQ_KEY,
     REQUEST_ACK_KEY,
     READ_LEVEL_KEY,
+    TOKEN_KEY,
 ];
 
 /// Writes a call's context among a JSON-RPC call's named parameters (what
@@ -292,6 +318,9 @@ pub fn context_to_params(
     }
     if let Some(level) = context.read_level {
         params.insert(READ_LEVEL_KEY.into(), level.as_str().into());
+    }
+    if let Some(token) = &context.token {
+        params.insert(TOKEN_KEY.into(), token.0.clone().into());
     }
 }
 
@@ -352,7 +381,9 @@ mod tests {
         let context = CallContext {
             request: Some(second),
             read_level: Some(ReadLevel::Stale),
+            token: Some(Token("rt_secret".into())),
         };
+        assert_eq!(format!("{:?}", context.token), "Some(Token(…))");
         let mut metadata = tonic::metadata::MetadataMap::new();
         context_to_metadata(&context, &mut metadata);
         assert_eq!(context_from_metadata(&metadata).ok(), Some(context.clone()));

@@ -20,6 +20,10 @@ pub const REDIRECT_CODE: i32 = -32051;
 pub const DEADLINE_CODE: i32 = -32052;
 /// JSON-RPC code of a [`Failure::NoSpace`].
 pub const NOSPACE_CODE: i32 = -32053;
+/// JSON-RPC code of a [`Failure::Unauthenticated`].
+pub const UNAUTHENTICATED_CODE: i32 = -32054;
+/// JSON-RPC code of a [`Failure::PermissionDenied`].
+pub const PERMISSION_DENIED_CODE: i32 = -32055;
 /// JSON-RPC code of a [`Failure::Internal`] (JSON-RPC's standard "internal error").
 pub const INTERNAL_CODE: i32 = -32603;
 /// JSON-RPC's standard "invalid params" code, also the code of a [`Failure::Rejected`].
@@ -33,13 +37,15 @@ pub const BATCH_RESPONSE_TOO_LARGE_CODE: i32 = jsonrpsee::types::error::TOO_BIG_
 /// The JSON-RPC codes no domain error may take: the failures' codes, JSON-RPC's standard ones
 /// (parse error, invalid request, method not found, invalid params, internal error) and the
 /// server's batch limits.
-pub const RESERVED_CODES: [i32; 11] = [
+pub const RESERVED_CODES: [i32; 13] = [
     BATCH_TOO_LARGE_CODE,
     BATCH_RESPONSE_TOO_LARGE_CODE,
     TRANSPORT_CODE,
     REDIRECT_CODE,
     DEADLINE_CODE,
     NOSPACE_CODE,
+    UNAUTHENTICATED_CODE,
+    PERMISSION_DENIED_CODE,
     -32700,
     -32600,
     -32601,
@@ -77,6 +83,8 @@ pub fn to_status<E: DomainError>(e: &CallError<E>) -> tonic::Status {
         CallError::Failure(Failure::Internal(_)) => Code::Internal,
         CallError::Failure(Failure::Rejected(_)) => Code::InvalidArgument,
         CallError::Failure(Failure::NoSpace(_)) => Code::ResourceExhausted,
+        CallError::Failure(Failure::Unauthenticated(_)) => Code::Unauthenticated,
+        CallError::Failure(Failure::PermissionDenied(_)) => Code::PermissionDenied,
     };
     let mut status = tonic::Status::new(code, e.message());
     status.metadata_mut().insert(
@@ -133,6 +141,8 @@ pub fn jsonrpc_code<E: DomainError>(e: &CallError<E>) -> i32 {
         CallError::Failure(Failure::Internal(_)) => INTERNAL_CODE,
         CallError::Failure(Failure::Rejected(_)) => INVALID_PARAMS_CODE,
         CallError::Failure(Failure::NoSpace(_)) => NOSPACE_CODE,
+        CallError::Failure(Failure::Unauthenticated(_)) => UNAUTHENTICATED_CODE,
+        CallError::Failure(Failure::PermissionDenied(_)) => PERMISSION_DENIED_CODE,
     }
 }
 
@@ -165,6 +175,8 @@ pub fn from_error_object<E: DomainError>(e: &ErrorObject<'_>) -> CallError<E> {
         INTERNAL_CODE => Failure::Internal(message),
         INVALID_PARAMS_CODE => Failure::Rejected(message),
         NOSPACE_CODE => Failure::NoSpace(message),
+        UNAUTHENTICATED_CODE => Failure::Unauthenticated(message),
+        PERMISSION_DENIED_CODE => Failure::PermissionDenied(message),
         code => Failure::Transport(format!("JSON-RPC error {code}: {message}")),
     })
 }

@@ -108,6 +108,13 @@ pub enum Failure {
     /// again once compaction or an operator frees space (etcd's `NOSPACE` alarm).
     #[error("{0}")]
     NoSpace(String),
+    /// The call carried no token, or one the cluster does not know (never issued, revoked, or
+    /// its user removed), on a node that requires one (`--auth`).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller's roles do not allow the operation (the schema's `allow`).
+    #[error("{0}")]
+    PermissionDenied(String),
 }
 
 impl Failure {
@@ -120,6 +127,8 @@ impl Failure {
             Failure::Internal(_) => "Internal",
             Failure::Rejected(_) => "Rejected",
             Failure::NoSpace(_) => "NoSpace",
+            Failure::Unauthenticated(_) => "Unauthenticated",
+            Failure::PermissionDenied(_) => "PermissionDenied",
         }
     }
 
@@ -132,6 +141,8 @@ impl Failure {
             "Internal" => Failure::Internal(message),
             "Rejected" => Failure::Rejected(message),
             "NoSpace" => Failure::NoSpace(message),
+            "Unauthenticated" => Failure::Unauthenticated(message),
+            "PermissionDenied" => Failure::PermissionDenied(message),
             _ => return None,
         })
     }
@@ -275,6 +286,8 @@ mod tests {
             CallError::Failure(Failure::Deadline("no leader".into())),
             CallError::Failure(Failure::Internal("disk".into())),
             CallError::Failure(Failure::NoSpace("quota".into())),
+            CallError::Failure(Failure::Unauthenticated("no token".into())),
+            CallError::Failure(Failure::PermissionDenied("auditor".into())),
         ] {
             let json = serde_json::to_string(&e).expect("encode");
             let back: CallError<NotFound> = serde_json::from_str(&json).expect("decode");

@@ -109,6 +109,10 @@ impl<St: KvStore> runtime::codegen::Application for KvApp<St> {
         runtime::codegen::Schema::new(crate::SCHEMA_VERSION, crate::OPERATIONS)
     }
 
+    fn operations(&self) -> &'static [runtime::codegen::OpInfo] {
+        crate::OPERATIONS
+    }
+
     fn watch_info(&self, command: &[u8]) -> runtime::codegen::WatchInfo {
         match crate::KvCommand::decode(command) {
             Ok(command) => {

@@ -94,6 +94,11 @@ pub enum AdminRequest {
         /// Its actions (`off` clears them).
         actions: String,
     },
+    /// Change the users or tokens (through the log, on the leader; see
+    /// [`crate::raft::auth`]).
+    Auth(crate::raft::auth::AuthCommand),
+    /// The users, their roles and their tokens' ids, as this node has applied them.
+    Users,
 }
 
 impl AdminRequest {
@@ -102,9 +107,10 @@ impl AdminRequest {
     /// snapshot may take as long as the node's admin bound allows (a learner's catch-up).
     pub fn timeout(&self) -> std::time::Duration {
         match self {
-            AdminRequest::Status | AdminRequest::Digest | AdminRequest::Failpoint { .. } => {
-                crate::raft::rpc::RPC_TIMEOUT
-            }
+            AdminRequest::Status
+            | AdminRequest::Digest
+            | AdminRequest::Failpoint { .. }
+            | AdminRequest::Users => crate::raft::rpc::RPC_TIMEOUT,
             _ => ADMIN_TIMEOUT.saturating_add(std::time::Duration::from_secs(5)),
         }
     }

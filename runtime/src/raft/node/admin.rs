@@ -111,6 +111,9 @@ impl RaftNode {
                 | AdminRequest::Digest
                 | AdminRequest::Backup
                 | AdminRequest::Failpoint { .. }
+                // A node that is not the leader forwards the command, as any write.
+                | AdminRequest::Auth(_)
+                | AdminRequest::Users
         );
         if needs_leader && !self.is_leader() {
             return Answer::NotLeader(self.leader());
@@ -187,6 +190,17 @@ impl RaftNode {
                             .map_err(|e| e.to_string()),
                     }
                 }
+            }
+            AdminRequest::Auth(command) => match self.write(command.encode(), None).await {
+                Ok(applied) if applied.ok => Ok(json!({"applied": true})),
+                Ok(applied) => Err(serde_json::from_slice::<serde_json::Value>(&applied.reply)
+                    .ok()
+                    .and_then(|v| v["error"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| "refused".to_string())),
+                Err(e) => Err(e.to_string()),
+            },
+            AdminRequest::Users => {
+                serde_json::to_value(self.identities.users()).map_err(|e| e.to_string())
             }
             AdminRequest::TransferLeader { to } => self
                 .raft

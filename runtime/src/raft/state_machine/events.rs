@@ -39,7 +39,10 @@ pub(super) fn record(
     applied: &Applied,
     live: &mut Option<Vec<Event>>,
 ) -> io::Result<()> {
-    if shared.feed.retain == 0 {
+    // Changes to users and tokens are the cluster's, not the service's: not in its feed.
+    if shared.feed.retain == 0
+        || crate::wire::service::operation_of(&env.command) == Some(crate::raft::auth::AUTH_OP)
+    {
         return Ok(());
     }
     conn.prepare_cached(

@@ -116,6 +116,10 @@ impl<St: KitchenSinkStore> runtime::codegen::Application for KitchenSinkApp<St> 
         runtime::codegen::Schema::new(crate::SCHEMA_VERSION, crate::OPERATIONS)
     }
 
+    fn operations(&self) -> &'static [runtime::codegen::OpInfo] {
+        crate::OPERATIONS
+    }
+
     fn watch_info(&self, command: &[u8]) -> runtime::codegen::WatchInfo {
         match crate::KitchenSinkCommand::decode(command) {
             Ok(command) => {

@@ -1,0 +1,213 @@
+//! Users, roles and tokens on a cluster of `bank node --auth` processes: on gRPC, JSON-RPC and
+//! `bank call`, no token and an unknown one are `Unauthenticated`, a user without the role the
+//! schema's `allow` names is `PermissionDenied`, a user with it is served; a token revoked
+//! through one node is refused on all three once they have applied the revocation.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bank_generated::grpc::GrpcClient;
+use bank_generated::jsonrpc::JsonRpcClient;
+use bank_generated::{BankApi, BankCallError};
+use chrono::TimeDelta;
+use runtime::Failure;
+use runtime::ops::cluster::LocalCluster;
+use runtime::raft::auth::{AuthCommand, new_token, token_hash};
+use runtime::raft::network::AdminRequest;
+
+const EXE: &str = env!("CARGO_BIN_EXE_bank");
+
+fn unauthenticated<T: std::fmt::Debug>(outcome: &Result<T, BankCallError>) -> bool {
+    matches!(
+        outcome,
+        Err(BankCallError::Failure(Failure::Unauthenticated(_)))
+    )
+}
+
+fn denied<T: std::fmt::Debug>(outcome: &Result<T, BankCallError>) -> bool {
+    matches!(
+        outcome,
+        Err(BankCallError::Failure(Failure::PermissionDenied(_)))
+    )
+}
+
+/// Issues a token for `user` through node `raft`; (token, id).
+async fn issue(c: &LocalCluster, raft: &str, user: &str) -> (String, String) {
+    let (token, id) = new_token().expect("token");
+    let issue = AdminRequest::Auth(AuthCommand::TokenIssue {
+        user: user.into(),
+        id: id.clone(),
+        hash: token_hash(&token),
+    });
+    runtime::ops::admin::admin(raft, &c.credentials, issue)
+        .await
+        .expect("token issued");
+    (token, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_and_roles_decide_on_every_wire_and_a_revocation_holds_on_every_node() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let c = LocalCluster::start(Path::new(EXE), dir.path(), 3, vec!["--auth".into()])
+        .await
+        .unwrap_or_else(|e| panic!("cluster did not start: {e}"));
+    let leader = c
+        .wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("leader");
+    let raft = c.node(leader).expect("leader").raft.clone();
+    for (name, role) in [("ann", "teller"), ("bo", "auditor"), ("root", "admin")] {
+        let add = AdminRequest::Auth(AuthCommand::UserAdd {
+            name: name.into(),
+            roles: vec![role.into()],
+        });
+        runtime::ops::admin::admin(&raft, &c.credentials, add)
+            .await
+            .expect("user added");
+    }
+    // A token for nobody is refused, typed, and changes nothing.
+    let orphan = AdminRequest::Auth(AuthCommand::TokenIssue {
+        user: "nobody".into(),
+        id: "x".into(),
+        hash: "y".into(),
+    });
+    let refused = runtime::ops::admin::admin(&raft, &c.credentials, orphan).await;
+    assert!(
+        refused.is_err_and(|e| e.to_string().contains("no user `nobody`")),
+        "a token for a user that does not exist"
+    );
+    // Ann's token through the `admin` command line, the others through the admin API.
+    let out = Command::new(EXE)
+        .args(["admin", "--connect", &raft, "token", "issue", "ann"])
+        .env(runtime::ops::host::SECRET_ENV, &c.credentials.secret)
+        .output()
+        .expect("bank admin token issue");
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let ann = printed
+        .split_whitespace()
+        .find(|w| w.starts_with("rt_"))
+        .expect("the token, printed once")
+        .to_string();
+    let ann_id = printed
+        .split_whitespace()
+        .nth(1)
+        .expect("the token's id")
+        .to_string();
+    let (bo, _) = issue(&c, &raft, "bo").await;
+    let (root, _) = issue(&c, &raft, "root").await;
+
+    // gRPC, on a follower (its own decision, from what it has applied).
+    let follower = c.nodes.iter().find(|n| n.id != leader).expect("follower");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let as_ann = GrpcClient::connect(&follower.api)
+        .await
+        .expect("connect")
+        .with_token(ann.clone());
+    let customer = loop {
+        // The follower may not have applied the token yet.
+        match as_ann
+            .create_customer("Ann".into(), "Teller".into(), "1 Bank St".into())
+            .await
+        {
+            Ok(customer) => break customer,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("not yet: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("ann's create_customer: {e}"),
+        }
+    };
+    let anonymous = GrpcClient::connect(&follower.api).await.expect("connect");
+    assert!(unauthenticated(&anonymous.get_customer_count().await));
+    let forged = GrpcClient::connect(&follower.api)
+        .await
+        .expect("connect")
+        .with_token("rt_0123456789abcdef0123456789abcdef");
+    assert!(unauthenticated(&forged.get_customer_count().await));
+    let as_bo = GrpcClient::connect(&follower.api)
+        .await
+        .expect("connect")
+        .with_token(bo.clone());
+    assert!(denied(
+        &as_bo
+            .create_customer("Bo".into(), "Auditor".into(), "2 Bank St".into())
+            .await
+    ));
+    assert!(as_bo.get_customer_count().await.expect("an auditor reads") >= 1);
+    // advance_time is admin only.
+    let day = bank_generated::Duration::from(TimeDelta::hours(24));
+    assert!(denied(&as_ann.advance_time(day).await));
+    let as_root = GrpcClient::connect(&follower.api)
+        .await
+        .expect("connect")
+        .with_token(root);
+    as_root.advance_time(day).await.expect("admin may");
+
+    // JSON-RPC.
+    let node = c.node(leader).expect("leader");
+    let anonymous = JsonRpcClient::new(&node.jsonrpc).expect("client");
+    assert!(unauthenticated(&anonymous.get_customer_count().await));
+    let as_bo_json = JsonRpcClient::new(&node.jsonrpc)
+        .expect("client")
+        .with_token(bo.clone());
+    assert!(denied(
+        &as_bo_json.deposit(1, rust_decimal::Decimal::ONE).await
+    ));
+    assert!(as_bo_json.get_customer_count().await.is_ok());
+
+    // `bank call`: exit code 6 without a token, served with $RAFT_TOKEN.
+    let call = |token: Option<&str>| {
+        let mut cmd = Command::new(EXE);
+        cmd.args(["call", "get_customer_count", "--connect", &node.api]);
+        cmd.env_remove(runtime::cli::TOKEN_ENV);
+        if let Some(token) = token {
+            cmd.env(runtime::cli::TOKEN_ENV, token);
+        }
+        cmd.output().expect("bank call")
+    };
+    assert_eq!(call(None).status.code(), Some(6));
+    assert_eq!(call(Some(&bo)).status.code(), Some(0));
+
+    // Revoked through the last node; once every node has applied it, refused on all three.
+    let last = &c.nodes[2];
+    let revoke = AdminRequest::Auth(AuthCommand::TokenRevoke { id: ann_id.clone() });
+    runtime::ops::admin::admin(&last.raft, &c.credentials, revoke)
+        .await
+        .expect("revoked");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for n in &c.nodes {
+        loop {
+            let users = runtime::ops::admin::admin(&n.raft, &c.credentials, AdminRequest::Users)
+                .await
+                .expect("users");
+            let still = users.as_array().into_iter().flatten().any(|u| {
+                u["tokens"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|t| *t == ann_id.as_str())
+            });
+            if !still {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} never applied the revocation",
+                n.id
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let as_ann = GrpcClient::connect(&n.api)
+            .await
+            .expect("connect")
+            .with_token(ann.clone());
+        assert!(
+            unauthenticated(&as_ann.get_customer_count().await),
+            "node {} took a revoked token",
+            n.id
+        );
+    }
+    assert!(customer.customer_id >= 1);
+}
