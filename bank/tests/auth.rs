@@ -7,10 +7,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bank_generated::grpc::GrpcClient;
+use bank_generated::grpc::{GrpcClient, pb};
 use bank_generated::jsonrpc::JsonRpcClient;
-use bank_generated::{BankApi, BankCallError};
+use bank_generated::{AccountType, BankApi, BankCallError, BankCommand};
 use chrono::TimeDelta;
+use futures_util::StreamExt as _;
 use runtime::Failure;
 use runtime::ops::cluster::LocalCluster;
 use runtime::raft::auth::{AuthCommand, new_token, token_hash};
@@ -144,6 +145,55 @@ async fn tokens_and_roles_decide_on_every_wire_and_a_revocation_holds_on_every_n
         .expect("connect")
         .with_token(root);
     as_root.advance_time(day).await.expect("admin may");
+
+    // The change feed: a watcher needs a token, and sees only the commands its roles may call.
+    let account = as_ann
+        .create_account(customer.customer_id, AccountType::Checking)
+        .await
+        .expect("account");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", follower.api))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let watch = |token: Option<&str>| {
+        let mut request = tonic::Request::new(pb::BankWatchRequest {
+            from_index: 1,
+            ..Default::default()
+        });
+        if let Some(token) = token {
+            request
+                .metadata_mut()
+                .insert("x-token", token.parse().expect("ascii"));
+        }
+        let mut client = pb::bank_watch_client::BankWatchClient::new(channel.clone());
+        async move { client.watch(request).await.map(|_| ()) }
+    };
+    let code = |outcome: Result<(), tonic::Status>| outcome.err().map(|s| s.code());
+    assert_eq!(code(watch(None).await), Some(tonic::Code::Unauthenticated));
+    // An auditor may call no command: nothing to watch.
+    assert_eq!(
+        code(watch(Some(&bo)).await),
+        Some(tonic::Code::PermissionDenied)
+    );
+    let mut target = runtime::api::watch::WatchTarget::new([follower.api.clone()]);
+    target.token = Some(runtime::wire::call::Token(ann.clone()));
+    let mut events = Box::pin(bank_generated::grpc::watch(target, 1, Default::default()));
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(30), events.next())
+            .await
+            .expect("an event in time")
+            .expect("the stream goes on")
+            .expect("an event");
+        assert!(
+            !matches!(event.command, BankCommand::AdvanceTime { .. }),
+            "a teller's watcher saw an admin-only command"
+        );
+        if matches!(event.command, BankCommand::CreateAccount { .. }) {
+            break;
+        }
+    }
+    assert!(account.account_id >= 1);
 
     // JSON-RPC.
     let node = c.node(leader).expect("leader");

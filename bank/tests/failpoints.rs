@@ -202,26 +202,25 @@ async fn snapshot_builds_that_fail_are_retried_and_the_node_goes_on() {
             .await
             .expect("a deposit while snapshot builds fail");
         deposits += 1;
-        let status = c.status(leader).await.expect("leader status");
-        if status.snapshot_failures >= 3 && status.snapshot_index.is_some() && deposits >= 100 {
+        // Until every node has built one after its three failures: a build is tried again at
+        // the next trigger after its backoff, and triggers come with new entries.
+        let mut done = deposits >= 100;
+        for id in 1..=3 {
+            let status = c.status(id).await.expect("status");
+            done &= status.snapshot_failures >= 3 && status.snapshot_index.is_some();
+            assert!(
+                Instant::now() < deadline,
+                "node {id}: no snapshot after 3 failures: {status:?}"
+            );
+        }
+        if done {
             break balance;
         }
-        assert!(
-            Instant::now() < deadline,
-            "no snapshot after 3 failures: {status:?}"
-        );
     };
     assert_eq!(balance, Decimal::from(deposits));
     for id in 1..=3 {
-        let s = c
-            .wait_status(
-                id,
-                Duration::from_secs(60),
-                "a snapshot after failures",
-                |s| s.snapshot_failures == 3 && s.snapshot_index.is_some(),
-            )
-            .await
-            .expect("a snapshot after failures");
+        let s = c.status(id).await.expect("status");
+        assert_eq!(s.snapshot_failures, 3, "node {id}: {s:?}");
         eprintln!("node {id}: {s:?}");
         let log = std::fs::read_to_string(c.node(id).expect("node").data_dir.join("node.log"))
             .expect("node log");

@@ -810,10 +810,11 @@ async fn a_websocket_that_answers_pings_but_does_nothing_is_closed_and_a_watchin
         .await;
     let subscribed = watching.next().await;
     assert!(!subscribed["result"].is_null(), "{subscribed}");
+    // Taken before the connection: the node counts its idle time from its accept.
+    let started = Instant::now();
     let idle = Ws::connect(&node.jsonrpc).await;
 
     // Each connection: a reader that reports when the node closes it, and a pinger.
-    let started = Instant::now();
     let mut closed_after = Vec::new();
     for ws in [idle, watching] {
         let Ws {

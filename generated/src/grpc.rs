@@ -1602,6 +1602,7 @@ impl pb::bank_watch_server::BankWatch for WatchService {
         &self,
         request: tonic::Request<pb::BankWatchRequest>,
     ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        let token = runtime::codegen::token_from_metadata(request.metadata());
         let r = request.into_inner();
         let filter = runtime::codegen::filter_for(
                 crate::OPERATIONS,
@@ -1610,6 +1611,10 @@ impl pb::bank_watch_server::BankWatch for WatchService {
                 r.key_prefix,
             )
             .map_err(|e| runtime::codegen::watch_status(&e))?;
+        let filter = self
+            .node
+            .authorize_watch(token.as_ref().map(|t| t.0.as_str()), filter)
+            .map_err(runtime::codegen::failure_status)?;
         let events = self.node.watch(r.from_index, filter);
         if let Some(refused) = events.refused() {
             return Err(runtime::codegen::watch_status(refused));
@@ -1647,14 +1652,16 @@ pub fn watch(
         key: filter.key.unwrap_or_default(),
         key_prefix: filter.key_prefix.unwrap_or_default(),
     };
+    let token = target.token.clone();
     runtime::codegen::resuming_watch(
         target,
         from,
         move |channel, from| {
-            let request = pb::BankWatchRequest {
+            let mut request = tonic::Request::new(pb::BankWatchRequest {
                 from_index: from,
                 ..request.clone()
-            };
+            });
+            runtime::codegen::insert_token(request.metadata_mut(), token.as_ref());
             async move {
                 let events = pb::bank_watch_client::BankWatchClient::new(channel)
                     .max_decoding_message_size(runtime::codegen::MAX_API_MESSAGE)

@@ -26,10 +26,12 @@ pub use crate::raft::state_machine::Application;
 pub use crate::raft::types::Applied;
 pub use crate::raft::version::Schema;
 pub use crate::wire::CallKind;
-pub use crate::wire::call::{ReadLevel, context_from_metadata, with_context};
+pub use crate::wire::call::{
+    ReadLevel, Token, context_from_metadata, insert_token, token_from_metadata, with_context,
+};
 pub use crate::wire::codes::{
-    DEADLINE_CODE, ERROR_KIND_KEY, INTERNAL_CODE, REDIRECT_CODE, TRANSPORT_CODE, from_error_object,
-    from_status, invalid_params, to_error_object, to_status,
+    DEADLINE_CODE, ERROR_KIND_KEY, INTERNAL_CODE, REDIRECT_CODE, TRANSPORT_CODE, failure_status,
+    from_error_object, from_status, invalid_params, to_error_object, to_status,
 };
 pub use crate::wire::error::{CallError, DomainError, Failure, ServiceError};
 pub use crate::wire::scalar::{date_from, datetime_from, decimal_from, duration_from};

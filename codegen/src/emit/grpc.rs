@@ -870,9 +870,14 @@ fn watch_adapters(api: &Api, has_commands: bool) -> TokenStream {
                 &self,
                 request: tonic::Request<pb::#pb_request>,
             ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+                let token = runtime::codegen::token_from_metadata(request.metadata());
                 let r = request.into_inner();
                 let filter = runtime::codegen::filter_for(crate::OPERATIONS, r.operations, r.key, r.key_prefix)
                     .map_err(|e| runtime::codegen::watch_status(&e))?;
+                let filter = self
+                    .node
+                    .authorize_watch(token.as_ref().map(|t| t.0.as_str()), filter)
+                    .map_err(runtime::codegen::failure_status)?;
                 let events = self.node.watch(r.from_index, filter);
                 if let Some(refused) = events.refused() {
                     return Err(runtime::codegen::watch_status(refused));
@@ -899,8 +904,10 @@ fn watch_adapters(api: &Api, has_commands: bool) -> TokenStream {
                 key: filter.key.unwrap_or_default(),
                 key_prefix: filter.key_prefix.unwrap_or_default(),
             };
+            let token = target.token.clone();
             runtime::codegen::resuming_watch(target, from, move |channel, from| {
-                let request = pb::#pb_request { from_index: from, ..request.clone() };
+                let mut request = tonic::Request::new(pb::#pb_request { from_index: from, ..request.clone() });
+                runtime::codegen::insert_token(request.metadata_mut(), token.as_ref());
                 async move {
                     let events = pb::#watch_client_mod::#watch_client::new(channel)
                         .max_decoding_message_size(runtime::codegen::MAX_API_MESSAGE)

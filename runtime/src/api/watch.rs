@@ -114,6 +114,8 @@ pub struct WatchTarget {
     /// How long it keeps trying without delivering anything before it ends with
     /// [`WatchError::Unavailable`].
     pub give_up_after: Duration,
+    /// The watcher's token, for nodes started with `--auth`.
+    pub token: Option<crate::wire::call::Token>,
 }
 
 impl WatchTarget {
@@ -123,6 +125,7 @@ impl WatchTarget {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
             tls: None,
             give_up_after: Duration::from_secs(20),
+            token: None,
         }
     }
 }
@@ -321,6 +324,8 @@ struct WatchParams {
     operations: Vec<String>,
     key: String,
     key_prefix: String,
+    #[serde(rename = "x-token")]
+    token: Option<String>,
 }
 
 /// The error a watch ends with, as JSON: `{"kind":…,"message":…}` plus `first_available` for
@@ -334,7 +339,7 @@ fn watch_error_json(error: &WatchError) -> serde_json::Value {
 }
 
 /// Adds the change feed of `node` to a JSON-RPC module as a subscription: [`JSONRPC_WATCH`]
-/// with `{"from":N,"operations":[…],"key":…,"key_prefix":…}` (all optional), then one
+/// with `{"from":N,"operations":[…],"key":…,"key_prefix":…,"x-token":…}` (all optional), then one
 /// [`JSONRPC_EVENT`] notification per event (as `encode` writes it); a watch error closes the
 /// subscription with an error notification (see [`watch_error_json`]). A bad filter is refused
 /// with `-32602`.
@@ -384,6 +389,15 @@ pub fn add_jsonrpc_watch<Ctx: Send + Sync + 'static>(
                                 return Close::None;
                             }
                         };
+                    let filter = match node.authorize_watch(args.token.as_deref(), filter) {
+                        Ok(filter) => filter,
+                        Err(refused) => {
+                            pending
+                                .reject(crate::wire::codes::failure_error_object(refused))
+                                .await;
+                            return Close::None;
+                        }
+                    };
                     let mut events = node.watch(args.from, filter);
                     if let Some(refused) = events.refused() {
                         let code = match refused {

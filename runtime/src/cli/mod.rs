@@ -249,6 +249,9 @@ impl WatchCall {
                 .map(|path| ServerCa::load(path))
                 .transpose()
                 .map_err(|e| e.to_string())?;
+            target.token = matches
+                .get_one::<String>("token")
+                .map(|t| crate::wire::call::Token(t.clone()));
             Ok(WatchCall {
                 target,
                 from: sub.get_one::<u64>("from").copied().unwrap_or(0),

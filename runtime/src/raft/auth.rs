@@ -297,6 +297,22 @@ impl Identities {
         users
     }
 
+    /// The user `token` belongs to and its roles, or why the caller is not authenticated.
+    fn caller(&self, token: Option<&str>) -> Result<(String, Vec<String>), Failure> {
+        let Some(token) = token else {
+            return Err(Failure::Unauthenticated(
+                "this node requires a token (x-token); ask an administrator for one".into(),
+            ));
+        };
+        self.user_of(token).ok_or_else(|| {
+            Failure::Unauthenticated(
+                "the token is not known to this cluster (never issued, revoked, or its user \
+                 removed)"
+                    .into(),
+            )
+        })
+    }
+
     /// Whether the caller with `token` may call `operation` of `operations`: the refusal if not.
     pub fn authorize(
         &self,
@@ -304,29 +320,12 @@ impl Identities {
         operation: &str,
         token: Option<&str>,
     ) -> Result<(), Failure> {
-        let Some(token) = token else {
-            return Err(Failure::Unauthenticated(
-                "this node requires a token (x-token); ask an administrator for one".into(),
-            ));
-        };
-        let Some((user, roles)) = self.user_of(token) else {
-            return Err(Failure::Unauthenticated(
-                "the token is not known to this cluster (never issued, revoked, or its user \
-                 removed)"
-                    .into(),
-            ));
-        };
-        if roles.iter().any(|r| r == ADMIN_ROLE) {
-            return Ok(());
-        }
+        let (user, roles) = self.caller(token)?;
         let allow = operations
             .iter()
             .find(|o| o.name == operation)
             .map_or(&[][..], |o| o.allow);
-        if allow
-            .iter()
-            .any(|a| *a == ANY_ROLE || roles.iter().any(|r| r == a))
-        {
+        if allows(allow, &roles) {
             return Ok(());
         }
         Err(Failure::PermissionDenied(format!(
@@ -343,6 +342,52 @@ impl Identities {
                 .collect::<Vec<_>>()
                 .join(", ")
         )))
+    }
+}
+
+/// Whether a caller with `roles` may call an operation whose `allow` is this.
+fn allows(allow: &[&str], roles: &[String]) -> bool {
+    roles.iter().any(|r| r == ADMIN_ROLE)
+        || allow
+            .iter()
+            .any(|a| *a == ANY_ROLE || roles.iter().any(|r| r == a))
+}
+
+impl Identities {
+    /// What a watcher with `token` may see of what `filter` asks for: an unknown caller is
+    /// refused, and a known one sees only the commands its roles may call (`admin`: all).
+    pub fn watch_filter(
+        &self,
+        operations: &[OpInfo],
+        token: Option<&str>,
+        mut filter: crate::raft::feed::WatchFilter,
+    ) -> Result<crate::raft::feed::WatchFilter, Failure> {
+        let (user, roles) = self.caller(token)?;
+        if roles.iter().any(|r| r == ADMIN_ROLE) {
+            return Ok(filter);
+        }
+        let allowed: Vec<&str> = operations
+            .iter()
+            .filter(|o| o.kind == crate::wire::CallKind::Command && allows(o.allow, &roles))
+            .map(|o| o.name)
+            .collect();
+        let wanted: Vec<String> = if filter.operations.is_empty() {
+            allowed.iter().map(|o| o.to_string()).collect()
+        } else {
+            filter
+                .operations
+                .into_iter()
+                .filter(|o| allowed.contains(&o.as_str()))
+                .collect()
+        };
+        if wanted.is_empty() {
+            return Err(Failure::PermissionDenied(format!(
+                "user `{user}` may watch none of the operations asked for (a watcher sees the \
+                 commands its roles may call)"
+            )));
+        }
+        filter.operations = wanted;
+        Ok(filter)
     }
 }
 

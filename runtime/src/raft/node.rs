@@ -353,6 +353,19 @@ impl RaftNode {
         self.identities.authorize(self.operations, operation, token)
     }
 
+    /// What a watcher with `token` may see of `filter` here: all it asks on a node without
+    /// `--auth`, else as [`crate::raft::auth::Identities::watch_filter`] decides.
+    pub fn authorize_watch(
+        &self,
+        token: Option<&str>,
+        filter: crate::raft::feed::WatchFilter,
+    ) -> Result<crate::raft::feed::WatchFilter, crate::wire::error::Failure> {
+        if !self.auth {
+            return Ok(filter);
+        }
+        self.identities.watch_filter(self.operations, token, filter)
+    }
+
     /// The node's id.
     pub fn id(&self) -> NodeId {
         self.id

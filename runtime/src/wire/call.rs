@@ -287,9 +287,22 @@ pub fn context_to_metadata(context: &CallContext, metadata: &mut tonic::metadata
             tonic::metadata::MetadataValue::from_static(level.as_str()),
         );
     }
-    if let Some(Ok(token)) = context.token.as_ref().map(|t| t.0.parse()) {
+    insert_token(metadata, context.token.as_ref());
+}
+
+/// Writes `token` (if any) into gRPC metadata.
+pub fn insert_token(metadata: &mut tonic::metadata::MetadataMap, token: Option<&Token>) {
+    if let Some(Ok(token)) = token.map(|t| t.0.parse()) {
         metadata.insert(TOKEN_KEY, token);
     }
+}
+
+/// The token a gRPC caller sent, if any.
+pub fn token_from_metadata(metadata: &tonic::metadata::MetadataMap) -> Option<Token> {
+    metadata
+        .get(TOKEN_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(|t| Token(t.to_string()))
 }
 
 /// The names a call's context travels under: gRPC metadata keys, and the same names among a

@@ -580,6 +580,7 @@ impl pb::kitchen_sink_watch_server::KitchenSinkWatch for WatchService {
         &self,
         request: tonic::Request<pb::KitchenSinkWatchRequest>,
     ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        let token = runtime::codegen::token_from_metadata(request.metadata());
         let r = request.into_inner();
         let filter = runtime::codegen::filter_for(
                 crate::OPERATIONS,
@@ -588,6 +589,10 @@ impl pb::kitchen_sink_watch_server::KitchenSinkWatch for WatchService {
                 r.key_prefix,
             )
             .map_err(|e| runtime::codegen::watch_status(&e))?;
+        let filter = self
+            .node
+            .authorize_watch(token.as_ref().map(|t| t.0.as_str()), filter)
+            .map_err(runtime::codegen::failure_status)?;
         let events = self.node.watch(r.from_index, filter);
         if let Some(refused) = events.refused() {
             return Err(runtime::codegen::watch_status(refused));
@@ -625,14 +630,16 @@ pub fn watch(
         key: filter.key.unwrap_or_default(),
         key_prefix: filter.key_prefix.unwrap_or_default(),
     };
+    let token = target.token.clone();
     runtime::codegen::resuming_watch(
         target,
         from,
         move |channel, from| {
-            let request = pb::KitchenSinkWatchRequest {
+            let mut request = tonic::Request::new(pb::KitchenSinkWatchRequest {
                 from_index: from,
                 ..request.clone()
-            };
+            });
+            runtime::codegen::insert_token(request.metadata_mut(), token.as_ref());
             async move {
                 let events = pb::kitchen_sink_watch_client::KitchenSinkWatchClient::new(
                         channel,
