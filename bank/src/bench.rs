@@ -473,6 +473,9 @@ pub struct Target {
     /// Watchers of the change feed during the run (raft only), spread over the nodes, each
     /// counting the events it receives.
     pub watchers: usize,
+    /// For a `raft` cluster started for the run: nodes with `--auth`, and clients that call as
+    /// a teller with a token.
+    pub auth: bool,
 }
 
 impl Target {
@@ -483,6 +486,7 @@ impl Target {
             connect: None,
             link_delay: None,
             watchers: 0,
+            auth: false,
         }
     }
 
@@ -524,14 +528,23 @@ pub async fn run_target(
     // What the run starts for itself, kept until it ends.
     let mut server = None;
     let mut cluster = None;
+    let mut token = None;
     let addr = match (&target.connect, variant) {
         (Some(addr), _) => Some(addr.clone()),
         (None, v) if v.in_process() => None,
         (None, Variant::Raft) => {
             let exe = std::env::current_exe().map_err(setup)?;
-            let (started, addr) = start_cluster(&exe, dir.path(), &[], target.link_delay)
+            let args = if target.auth {
+                vec!["--auth".to_string()]
+            } else {
+                Vec::new()
+            };
+            let (started, addr) = start_cluster(&exe, dir.path(), &args, target.link_delay)
                 .await
                 .map_err(setup)?;
+            if target.auth {
+                token = Some(teller_token(&started).await.map_err(setup)?);
+            }
             cluster = Some(started);
             Some(addr)
         }
@@ -554,11 +567,9 @@ pub async fn run_target(
         let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut order = endpoints.clone();
         order.rotate_left(w % endpoints.len().max(1));
-        let events = bank_generated::grpc::watch(
-            runtime::api::watch::WatchTarget::new(order),
-            0,
-            Default::default(),
-        );
+        let mut watch_target = runtime::api::watch::WatchTarget::new(order);
+        watch_target.token = token.clone().map(runtime::wire::call::Token);
+        let events = bank_generated::grpc::watch(watch_target, 0, Default::default());
         let counted = count.clone();
         let task = tokio::spawn(async move {
             use futures_util::StreamExt as _;
@@ -579,10 +590,20 @@ pub async fn run_target(
             run(&name, shared, clients, workload, stop, progress).await
         }
         Some(addr) => {
+            let token = &token;
             let connect = |_| async move {
-                net::connect(variant, Endpoint::Remote(addr))
-                    .await
-                    .map_err(|e| BankCallError::transport(e.to_string()))
+                match token {
+                    // The one client that carries a token: a teller's, on a cluster with --auth.
+                    Some(token) => {
+                        let client = bank_generated::grpc::GrpcClient::connect(addr).await?;
+                        let api: std::sync::Arc<dyn bank_generated::DynBankApi> =
+                            std::sync::Arc::new(client.with_token(token.clone()));
+                        Ok(api)
+                    }
+                    None => net::connect(variant, Endpoint::Remote(addr))
+                        .await
+                        .map_err(|e| BankCallError::transport(e.to_string())),
+                }
             };
             run(&name, connect, clients, workload, stop, progress).await
         }
@@ -599,6 +620,30 @@ pub async fn run_target(
     }
     drop(cluster);
     Ok(report)
+}
+
+/// Adds a user `bench` with the role `teller` to `cluster` and issues it a token.
+async fn teller_token(
+    cluster: &runtime::ops::cluster::LocalCluster,
+) -> Result<String, runtime::ops::host::HostError> {
+    use runtime::raft::auth::{AuthCommand, new_token, token_hash};
+    use runtime::raft::network::AdminRequest;
+    let leader = cluster.wait_for_leader(Duration::from_secs(60)).await?;
+    let raft = cluster.node(leader)?.raft.clone();
+    let add = AdminRequest::Auth(AuthCommand::UserAdd {
+        name: "bench".into(),
+        roles: vec!["teller".into()],
+    });
+    runtime::ops::admin::admin(&raft, &cluster.credentials, add).await?;
+    let (token, id) =
+        new_token().map_err(|e| runtime::ops::host::HostError::Admin(e.to_string()))?;
+    let issue = AdminRequest::Auth(AuthCommand::TokenIssue {
+        user: "bench".into(),
+        id,
+        hash: token_hash(&token),
+    });
+    runtime::ops::admin::admin(&raft, &cluster.credentials, issue).await?;
+    Ok(token)
 }
 
 /// Starts a 3-node cluster of `exe` under `dir` with `node_args` on every node (and `delay` on

@@ -167,6 +167,10 @@ struct BenchArgs {
     /// cost on the write path, and the events/s each one sees.
     #[arg(long, value_name = "N", default_value_t = 0)]
     watchers: usize,
+    /// Start the raft cluster with `--auth`, and call (and watch) as a teller with a token:
+    /// what checking every call costs.
+    #[arg(long)]
+    auth: bool,
     /// Also write the report as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -411,6 +415,11 @@ async fn run_bench(layers: Option<BenchSub>, args: BenchArgs) -> Result<String, 
     if args.watchers > 0 && args.variant != Variant::Raft {
         return Err(CliError::Usage("--watchers is for --variant raft".into()));
     }
+    if args.auth && (args.variant != Variant::Raft || args.connect.is_some()) {
+        return Err(CliError::Usage(
+            "--auth is for a raft cluster started by the run (--variant raft, no --connect)".into(),
+        ));
+    }
     if args.latency_ms.is_some() && (args.variant != Variant::Raft || args.connect.is_some()) {
         return Err(CliError::Usage(
             "--latency-ms is for a raft cluster started by the run (--variant raft, no --connect)"
@@ -422,6 +431,7 @@ async fn run_bench(layers: Option<BenchSub>, args: BenchArgs) -> Result<String, 
         connect: args.connect.clone(),
         link_delay: args.latency_ms.map(std::time::Duration::from_millis),
         watchers: args.watchers,
+        auth: args.auth,
     };
     let report = bench::run_target(&target, args.clients, args.workload, stop, progress)
         .await
