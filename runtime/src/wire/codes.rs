@@ -115,6 +115,8 @@ pub fn from_status<E: DomainError>(status: &tonic::Status) -> CallError<E> {
         Code::Internal | Code::Unknown | Code::DataLoss => Failure::Internal(message),
         Code::DeadlineExceeded => Failure::Deadline(message),
         Code::InvalidArgument => Failure::Rejected(message),
+        Code::Unauthenticated => Failure::Unauthenticated(message),
+        Code::PermissionDenied => Failure::PermissionDenied(message),
         code => Failure::Transport(format!("{code:?}: {message}")),
     })
 }
