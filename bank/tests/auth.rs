@@ -261,3 +261,42 @@ async fn tokens_and_roles_decide_on_every_wire_and_a_revocation_holds_on_every_n
     }
     assert!(customer.customer_id >= 1);
 }
+
+/// `--auth` without TLS on an address other than loopback is a configuration error, named,
+/// unless the operator allows tokens in clear text.
+#[test]
+fn tokens_in_clear_text_off_loopback_need_the_operators_word() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = |extra: &[&str]| {
+        let mut cmd = Command::new(EXE);
+        cmd.args([
+            "node",
+            "--id",
+            "1",
+            "--secret",
+            "0123456789abcdef",
+            "--init",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("n1"))
+        .args(["--auth", "--listen", "0.0.0.0:0"])
+        .args(extra);
+        cmd
+    };
+    let out = node(&[]).output().expect("bank node");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--allow-plaintext-tokens"), "{stderr}");
+    // With the operator's word it starts (and is stopped at once).
+    let mut started = node(&["--allow-plaintext-tokens"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("bank node");
+    let mut line = String::new();
+    let stdout = started.stdout.take().expect("stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+        .expect("ready line");
+    let _ = started.kill();
+    let _ = started.wait();
+    assert!(line.contains("api="), "{line}");
+}

@@ -182,6 +182,10 @@ pub struct NodeArgs {
     /// without the role, `PermissionDenied`. The change feed is not covered yet.
     #[arg(long)]
     pub auth: bool,
+    /// With `--auth` and no TLS, let the API listen on an address other than loopback (tokens
+    /// then cross the network in clear text).
+    #[arg(long, requires = "auth")]
+    pub allow_plaintext_tokens: bool,
     /// Applied entries whose events the change feed keeps for watchers that resume or start
     /// in the past (a watcher asking for older ones gets `Compacted`). 0 turns the feed off
     /// and with it its cost on the write path (one row per command).
@@ -424,6 +428,18 @@ pub async fn start(args: NodeArgs, service: &dyn HostedService) -> Result<Runnin
     let mut listeners = vec![(Protocol::Grpc, bind(&args.listen).await?)];
     if let Some(addr) = &args.jsonrpc_listen {
         listeners.push((Protocol::JsonRpc, bind(addr).await?));
+    }
+    // A token in clear text is a password on the wire: with --auth and no TLS, the API listens
+    // only on loopback unless the operator says otherwise.
+    if args.auth
+        && credentials.tls.is_none()
+        && !args.allow_plaintext_tokens
+        && let Some((_, (_, addr))) = listeners.iter().find(|(_, (_, a))| !a.ip().is_loopback())
+    {
+        return Err(HostError::Config(format!(
+            "--auth without TLS on {addr}: tokens would cross the network in clear text; add \
+             --tls-ca/--tls-cert/--tls-key, listen on 127.0.0.1, or pass --allow-plaintext-tokens"
+        )));
     }
     let metrics_listener = match &args.metrics_listen {
         Some(addr) => Some(bind(addr).await?),
