@@ -543,7 +543,12 @@ pub async fn run_target(
                 .await
                 .map_err(setup)?;
             if target.auth {
-                token = Some(teller_token(&started).await.map_err(setup)?);
+                token = Some(
+                    started
+                        .user_token("bench", &["teller"])
+                        .await
+                        .map_err(setup)?,
+                );
             }
             cluster = Some(started);
             Some(addr)
@@ -620,30 +625,6 @@ pub async fn run_target(
     }
     drop(cluster);
     Ok(report)
-}
-
-/// Adds a user `bench` with the role `teller` to `cluster` and issues it a token.
-async fn teller_token(
-    cluster: &runtime::ops::cluster::LocalCluster,
-) -> Result<String, runtime::ops::host::HostError> {
-    use runtime::raft::auth::{AuthCommand, new_token, token_hash};
-    use runtime::raft::network::AdminRequest;
-    let leader = cluster.wait_for_leader(Duration::from_secs(60)).await?;
-    let raft = cluster.node(leader)?.raft.clone();
-    let add = AdminRequest::Auth(AuthCommand::UserAdd {
-        name: "bench".into(),
-        roles: vec!["teller".into()],
-    });
-    runtime::ops::admin::admin(&raft, &cluster.credentials, add).await?;
-    let (token, id) =
-        new_token().map_err(|e| runtime::ops::host::HostError::Admin(e.to_string()))?;
-    let issue = AdminRequest::Auth(AuthCommand::TokenIssue {
-        user: "bench".into(),
-        id,
-        hash: token_hash(&token),
-    });
-    runtime::ops::admin::admin(&raft, &cluster.credentials, issue).await?;
-    Ok(token)
 }
 
 /// Starts a 3-node cluster of `exe` under `dir` with `node_args` on every node (and `delay` on

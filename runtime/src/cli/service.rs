@@ -145,6 +145,9 @@ pub enum ClusterCommand {
         /// and an admin client's (`DIR/tls/admin.pem`, `admin.key`).
         #[arg(long)]
         tls: bool,
+        /// Nodes with `--auth`, and a user `admin` (role `admin`) whose token is printed.
+        #[arg(long)]
+        auth: bool,
     },
 }
 
@@ -309,8 +312,14 @@ impl Common {
                 Ok("node stopped".into())
             }
             Common::Cluster {
-                command: ClusterCommand::Up { nodes, dir, tls },
-            } => runtime()?.block_on(cluster_up(nodes, &dir, tls)),
+                command:
+                    ClusterCommand::Up {
+                        nodes,
+                        dir,
+                        tls,
+                        auth,
+                    },
+            } => runtime()?.block_on(cluster_up(nodes, &dir, tls, auth)),
             Common::Admin { access, verb } => {
                 let credentials = access.credentials()?;
                 runtime()?.block_on(admin(&access.connect, &credentials, verb))
@@ -340,16 +349,32 @@ impl Common {
 }
 
 /// `cluster up`: starts the nodes, prints their addresses, waits for Ctrl-C.
-async fn cluster_up(nodes: usize, dir: &std::path::Path, tls: bool) -> Result<String, HostError> {
+async fn cluster_up(
+    nodes: usize,
+    dir: &std::path::Path,
+    tls: bool,
+    auth: bool,
+) -> Result<String, HostError> {
     use crate::ops::cluster::LocalCluster;
     let exe = std::env::current_exe()
         .map_err(|e| HostError::Config(format!("cannot find this binary: {e}")))?;
-    let cluster = if tls {
-        LocalCluster::start_with_tls(&exe, dir, nodes, Vec::new()).await?
+    let args = if auth {
+        vec!["--auth".to_string()]
     } else {
-        LocalCluster::start(&exe, dir, nodes, Vec::new()).await?
+        Vec::new()
+    };
+    let cluster = if tls {
+        LocalCluster::start_with_tls(&exe, dir, nodes, args).await?
+    } else {
+        LocalCluster::start(&exe, dir, nodes, args).await?
     };
     println!("secret: {}", cluster.credentials.secret);
+    if auth {
+        println!(
+            "token: {} (user admin, role admin; send it as x-token, or $RAFT_TOKEN for `call`)",
+            cluster.user_token("admin", &["admin"]).await?
+        );
+    }
     if tls {
         let tls_dir = dir.join("tls");
         println!(

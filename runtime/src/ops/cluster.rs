@@ -398,6 +398,27 @@ impl LocalCluster {
             .ok_or_else(|| HostError::Process(format!("no node {id}")))
     }
 
+    /// Adds (or updates) `user` with `roles` through the leader and issues it a token; the
+    /// token (for nodes started with `--auth`).
+    pub async fn user_token(&self, user: &str, roles: &[&str]) -> Result<String, HostError> {
+        use crate::raft::auth::{AuthCommand, new_token, token_hash};
+        let leader = self.wait_for_leader(Duration::from_secs(60)).await?;
+        let raft = self.node(leader)?.raft.clone();
+        let add = AdminRequest::Auth(AuthCommand::UserAdd {
+            name: user.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+        });
+        crate::ops::admin::admin(&raft, &self.credentials, add).await?;
+        let (token, id) = new_token().map_err(|e| HostError::Admin(e.to_string()))?;
+        let issue = AdminRequest::Auth(AuthCommand::TokenIssue {
+            user: user.into(),
+            id,
+            hash: token_hash(&token),
+        });
+        crate::ops::admin::admin(&raft, &self.credentials, issue).await?;
+        Ok(token)
+    }
+
     /// The node with this id.
     pub fn node(&self, id: NodeId) -> Result<&NodeProcess, HostError> {
         Ok(&self.nodes[self.position(id)?])
