@@ -176,6 +176,7 @@ impl CommandSink for RaftSink {
             kind = ?kind,
             client = request.as_ref().map_or("", |r| r.client.as_str()),
             seq = request.as_ref().map_or(0, |r| r.seq),
+            user = tracing::field::Empty,
         );
         // The node the client reached decides who may call what, before a command enters the
         // log or a query runs.
@@ -184,7 +185,12 @@ impl CommandSink for RaftSink {
             .node
             .authorize(&operation, token.as_ref().map(|t| t.0.as_str()));
         let result = match authorized {
-            Ok(()) => tracing::Instrument::instrument(self.send(kind, command), span.clone()).await,
+            Ok(user) => {
+                if let Some(user) = user {
+                    span.record("user", user.as_str());
+                }
+                tracing::Instrument::instrument(self.send(kind, command), span.clone()).await
+            }
             Err(refused) => Err(refused),
         };
         let outcome = match &result {

@@ -313,20 +313,21 @@ impl Identities {
         })
     }
 
-    /// Whether the caller with `token` may call `operation` of `operations`: the refusal if not.
+    /// Whether the caller with `token` may call `operation` of `operations`: its user's name,
+    /// or the refusal.
     pub fn authorize(
         &self,
         operations: &[OpInfo],
         operation: &str,
         token: Option<&str>,
-    ) -> Result<(), Failure> {
+    ) -> Result<String, Failure> {
         let (user, roles) = self.caller(token)?;
         let allow = operations
             .iter()
             .find(|o| o.name == operation)
             .map_or(&[][..], |o| o.allow);
         if allows(allow, &roles) {
-            return Ok(());
+            return Ok(user);
         }
         Err(Failure::PermissionDenied(format!(
             "user `{user}` (roles: {}) may not call `{operation}` (allowed: {})",
@@ -523,7 +524,10 @@ mod tests {
             id: "x".into(),
             hash: "y".into(),
         }));
-        assert_eq!(ids.authorize(&ops, "deposit", Some(&ann)), Ok(()));
+        assert_eq!(
+            ids.authorize(&ops, "deposit", Some(&ann)),
+            Ok("ann".to_string())
+        );
         assert!(matches!(
             ids.authorize(&ops, "deposit", Some(&bo)),
             Err(Failure::PermissionDenied(_))

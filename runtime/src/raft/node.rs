@@ -340,17 +340,20 @@ impl RaftNode {
         Ok(node)
     }
 
-    /// Whether the caller with `token` may call `operation` here: always on a node without
-    /// `--auth`, else as [`crate::raft::auth::Identities::authorize`] decides.
+    /// Whether the caller with `token` may call `operation` here (with its user's name): always
+    /// on a node without `--auth` (no name), else as
+    /// [`crate::raft::auth::Identities::authorize`] decides.
     pub fn authorize(
         &self,
         operation: &str,
         token: Option<&str>,
-    ) -> Result<(), crate::wire::error::Failure> {
+    ) -> Result<Option<String>, crate::wire::error::Failure> {
         if !self.auth {
-            return Ok(());
+            return Ok(None);
         }
-        self.identities.authorize(self.operations, operation, token)
+        self.identities
+            .authorize(self.operations, operation, token)
+            .map(Some)
     }
 
     /// What a watcher with `token` may see of `filter` here: all it asks on a node without
