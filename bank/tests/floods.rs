@@ -57,7 +57,7 @@ async fn silent_connections_to_the_raft_port_are_closed_and_peers_and_admin_get_
             .expect("a deposit during the flood");
     }
 
-    // Every silent connection is closed by the node, within its handshake time (5 s) and a
+    // Every silent connection is closed by the node, within its handshake time (10 s) and a
     // margin for a loaded machine.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     for (i, stream) in silent.iter_mut().enumerate() {

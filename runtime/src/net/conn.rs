@@ -42,8 +42,10 @@ pub const API_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 pub const RAFT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long a raft connection may take, from its accept, to make its first authenticated
-/// request (its TLS handshake included).
-pub const RAFT_HANDSHAKE: Duration = Duration::from_secs(5);
+/// request (its TLS handshake included). Peers and `admin` make it within milliseconds; the
+/// margin is for a node starting or loaded (a peer's connection closed before its first request
+/// is answered is a reconnect, and under enough load a loop of them).
+pub const RAFT_HANDSHAKE: Duration = Duration::from_secs(10);
 
 /// How many raft connections may wait for their first authenticated request at once.
 pub const RAFT_NEWCOMERS: usize = 64;
