@@ -67,6 +67,16 @@ async fn tokens_and_roles_decide_on_every_wire_and_a_revocation_holds_on_every_n
             .await
             .expect("user added");
     }
+    // A role the schema does not have is refused, naming the ones it has.
+    let typo = AdminRequest::Auth(AuthCommand::UserAdd {
+        name: "cy".into(),
+        roles: vec!["telller".into()],
+    });
+    let refused = runtime::ops::admin::admin(&raft, &c.credentials, typo).await;
+    assert!(
+        refused.is_err_and(|e| e.to_string().contains("admin, auditor, teller")),
+        "a role the schema does not declare"
+    );
     // A token for nobody is refused, typed, and changes nothing.
     let orphan = AdminRequest::Auth(AuthCommand::TokenIssue {
         user: "nobody".into(),

@@ -40,6 +40,38 @@ impl RaftNode {
             .map_or_else(|| PathBuf::from(BACKUP_DIR), |d| d.join(BACKUP_DIR))
     }
 
+    /// Why a user cannot get the roles `command` gives it, if one is no role of this service
+    /// (`admin`, or a role some operation's `allow` names); `None` for an opaque service.
+    fn unknown_roles(&self, command: &crate::raft::auth::AuthCommand) -> Option<String> {
+        let crate::raft::auth::AuthCommand::UserAdd { roles, .. } = command else {
+            return None;
+        };
+        if self.operations.is_empty() {
+            return None;
+        }
+        let mut known: Vec<&str> = self
+            .operations
+            .iter()
+            .flat_map(|o| o.allow.iter().copied())
+            .filter(|r| *r != crate::raft::auth::ANY_ROLE)
+            .chain([crate::raft::auth::ADMIN_ROLE])
+            .collect();
+        known.sort_unstable();
+        known.dedup();
+        let unknown: Vec<&str> = roles
+            .iter()
+            .map(String::as_str)
+            .filter(|r| !known.contains(r))
+            .collect();
+        (!unknown.is_empty()).then(|| {
+            format!(
+                "unknown role {}: this service's roles are {}",
+                unknown.join(", "),
+                known.join(", ")
+            )
+        })
+    }
+
     /// Makes a backup (see [`AdminRequest::Backup`]) and reports it.
     async fn backup(&self) -> std::io::Result<serde_json::Value> {
         let dir = self.backup_dir();
@@ -191,13 +223,16 @@ impl RaftNode {
                     }
                 }
             }
-            AdminRequest::Auth(command) => match self.write(command.encode(), None).await {
-                Ok(applied) if applied.ok => Ok(json!({"applied": true})),
-                Ok(applied) => Err(serde_json::from_slice::<serde_json::Value>(&applied.reply)
-                    .ok()
-                    .and_then(|v| v["error"].as_str().map(str::to_string))
-                    .unwrap_or_else(|| "refused".to_string())),
-                Err(e) => Err(e.to_string()),
+            AdminRequest::Auth(command) => match self.unknown_roles(&command) {
+                Some(refusal) => Err(refusal),
+                None => match self.write(command.encode(), None).await {
+                    Ok(applied) if applied.ok => Ok(json!({"applied": true})),
+                    Ok(applied) => Err(serde_json::from_slice::<serde_json::Value>(&applied.reply)
+                        .ok()
+                        .and_then(|v| v["error"].as_str().map(str::to_string))
+                        .unwrap_or_else(|| "refused".to_string())),
+                    Err(e) => Err(e.to_string()),
+                },
             },
             AdminRequest::Users => {
                 serde_json::to_value(self.identities.users()).map_err(|e| e.to_string())
