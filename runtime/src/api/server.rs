@@ -304,25 +304,28 @@ impl Activity {
     }
 
     /// Closes the connection once it has made no call for `idle` and holds no watch; ends
-    /// when the connection is gone.
+    /// as soon as the connection is gone.
     async fn close_when_idle(
         self: Arc<Self>,
         idle: std::time::Duration,
-        closer: std::sync::Weak<crate::net::conn::Closer>,
+        connection: Arc<crate::net::conn::Closer>,
         peer: std::net::SocketAddr,
     ) {
         loop {
-            tokio::time::sleep_until(self.last_call() + idle).await;
-            let Some(connection) = closer.upgrade() else {
-                return;
+            let busy = self.busy.load(std::sync::atomic::Ordering::Acquire) > 0;
+            let until = if busy {
+                tokio::time::Instant::now() + idle
+            } else {
+                self.last_call() + idle
             };
+            tokio::select! {
+                () = connection.gone() => return,
+                () = tokio::time::sleep_until(until) => {}
+            }
             let busy = self.busy.load(std::sync::atomic::Ordering::Acquire) > 0;
             if !busy && self.last_call() + idle <= tokio::time::Instant::now() {
                 tracing::debug!(%peer, "JSON-RPC connection closed: no call and no watch for the idle timeout");
                 return connection.close();
-            }
-            if busy {
-                tokio::time::sleep(idle).await;
             }
         }
     }

@@ -362,16 +362,17 @@ pub struct Guarded<IO> {
     /// Set once the handshake failed: every read and write fails.
     refused: bool,
     /// What the server holds to close the connection from outside (see [`Guarded::closer`]).
-    closer: Option<Arc<Closer>>,
+    closer: Option<CloserGuard>,
 }
 
 /// Closes a [`Guarded`] connection from outside its server (a server that hands an upgraded
 /// connection to a task of its own, as jsonrpsee does with a WebSocket): its next read or write
-/// fails.
+/// fails. It also tells when the connection is gone.
 #[derive(Debug, Default)]
 pub struct Closer {
     closed: AtomicBool,
     waker: AtomicWaker,
+    gone: tokio::sync::Notify,
 }
 
 impl Closer {
@@ -381,9 +382,24 @@ impl Closer {
         self.waker.wake();
     }
 
+    /// Resolves once the connection is gone (dropped, however it ended).
+    pub async fn gone(&self) {
+        self.gone.notified().await;
+    }
+
     fn closed(&self, cx: &mut Context<'_>) -> bool {
         self.waker.register(cx.waker());
         self.closed.load(Ordering::Acquire)
+    }
+}
+
+/// The connection's hold on its [`Closer`]: says the connection is gone when dropped.
+#[derive(Debug)]
+struct CloserGuard(Arc<Closer>);
+
+impl Drop for CloserGuard {
+    fn drop(&mut self) {
+        self.0.gone.notify_one();
     }
 }
 
@@ -410,10 +426,12 @@ impl<IO> Guarded<IO> {
         }
     }
 
-    /// A handle that closes this connection; held weakly, it tells when the connection is gone
-    /// (the connection holds the only strong reference).
-    pub fn closer(&mut self) -> std::sync::Weak<Closer> {
-        Arc::downgrade(self.closer.get_or_insert_with(Arc::default))
+    /// A handle that closes this connection and tells when it is gone.
+    pub fn closer(&mut self) -> Arc<Closer> {
+        self.closer
+            .get_or_insert_with(|| CloserGuard(Arc::default()))
+            .0
+            .clone()
     }
 
     /// The connection is closed unless `handshake` is done within `within`, or once the
@@ -426,7 +444,7 @@ impl<IO> Guarded<IO> {
     /// Whether the connection must close for its handshake: closed to make room, or not done
     /// by its deadline (counted once). Once done, the handshake is forgotten.
     fn handshake_failed(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.closer.as_ref().is_some_and(|c| c.closed(cx)) {
+        if self.closer.as_ref().is_some_and(|c| c.0.closed(cx)) {
             return true;
         }
         let Some((handshake, deadline)) = &mut self.handshake else {
