@@ -210,12 +210,12 @@ pub fn incoming(
 }
 
 /// A connection's handshake on a listener that authenticates its connections: done once the
-/// server has seen an authenticated request on it; until then it can be closed early.
-#[derive(Debug, Default)]
+/// server has seen an authenticated request on it; until then the listener may close it
+/// through its [`Closer`] to make room.
+#[derive(Debug)]
 pub struct Handshake {
     done: AtomicBool,
-    closed: AtomicBool,
-    waker: AtomicWaker,
+    closer: Arc<Closer>,
 }
 
 impl Handshake {
@@ -224,14 +224,8 @@ impl Handshake {
         self.done.store(true, Ordering::Release);
     }
 
-    /// Closes the connection (if it has not authenticated): its next read or write fails.
-    fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.waker.wake();
-    }
-
     fn waiting(&self) -> bool {
-        !self.done.load(Ordering::Acquire) && !self.closed.load(Ordering::Acquire)
+        !self.done.load(Ordering::Acquire) && !self.closer.closed.load(Ordering::Acquire)
     }
 }
 
@@ -249,15 +243,19 @@ pub fn incoming_authenticated(
     use futures_util::StreamExt as _;
     let mut waiting: std::collections::VecDeque<Arc<Handshake>> = Default::default();
     incoming(listener, pool.slots, Some(pool.idle), what).map(move |conn| {
-        let conn = conn?;
+        let mut conn = conn?;
         waiting.retain(|h| h.waiting() && Arc::strong_count(h) > 1);
         while waiting.len() >= newcomers.max(1) {
             if let Some(oldest) = waiting.pop_front() {
                 tracing::debug!(what, "a connection that has not authenticated makes room");
-                oldest.close();
+                UNAUTHENTICATED_CLOSED.fetch_add(1, Ordering::Relaxed);
+                oldest.closer.close();
             }
         }
-        let handshake = Arc::new(Handshake::default());
+        let handshake = Arc::new(Handshake {
+            done: AtomicBool::new(false),
+            closer: conn.closer(),
+        });
         waiting.push_back(handshake.clone());
         Ok(conn.with_handshake(handshake, within))
     })
@@ -441,9 +439,10 @@ impl<IO> Guarded<IO> {
         self
     }
 
-    /// Whether the connection must close for its handshake: closed to make room, or not done
-    /// by its deadline (counted once). Once done, the handshake is forgotten.
-    fn handshake_failed(&mut self, cx: &mut Context<'_>) -> bool {
+    /// Whether the connection must close: closed from outside (its [`Closer`]), or its
+    /// handshake not done by its deadline (counted once). Once done, the handshake is
+    /// forgotten.
+    fn must_close(&mut self, cx: &mut Context<'_>) -> bool {
         if self.closer.as_ref().is_some_and(|c| c.0.closed(cx)) {
             return true;
         }
@@ -454,8 +453,7 @@ impl<IO> Guarded<IO> {
             self.handshake = None;
             return false;
         }
-        handshake.waker.register(cx.waker());
-        if handshake.closed.load(Ordering::Acquire) || deadline.as_mut().poll(cx).is_ready() {
+        if deadline.as_mut().poll(cx).is_ready() {
             UNAUTHENTICATED_CLOSED.fetch_add(1, Ordering::Relaxed);
             self.handshake = None;
             self.refused = true;
@@ -463,10 +461,10 @@ impl<IO> Guarded<IO> {
         self.refused
     }
 
-    fn refused<T>() -> Poll<std::io::Result<T>> {
+    fn closed<T>() -> Poll<std::io::Result<T>> {
         Poll::Ready(Err(std::io::Error::new(
-            std::io::ErrorKind::PermissionDenied,
-            "the connection made no authenticated request in time",
+            std::io::ErrorKind::ConnectionAborted,
+            "closed by the server: no authenticated request in time, or idle",
         )))
     }
 
@@ -510,8 +508,8 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        if self.handshake_failed(cx) {
-            return Self::refused();
+        if self.must_close(cx) {
+            return Self::closed();
         }
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
@@ -531,8 +529,8 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        if self.handshake_failed(cx) {
-            return Self::refused();
+        if self.must_close(cx) {
+            return Self::closed();
         }
         match Pin::new(&mut self.inner).poll_write(cx, buf) {
             Poll::Ready(Ok(n)) if n > 0 => {
@@ -557,8 +555,8 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        if self.handshake_failed(cx) {
-            return Self::refused();
+        if self.must_close(cx) {
+            return Self::closed();
         }
         match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
             Poll::Ready(Ok(n)) if n > 0 => {
