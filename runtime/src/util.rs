@@ -40,6 +40,14 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
+/// 128 random bits from the OS, hex encoded: secrets and tokens.
+pub(crate) fn random_hex128() -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(hex(&bytes))
+}
+
 /// Lower-case hex of `bytes`.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -24,16 +24,6 @@ const NODE_LOG: &str = "node.log";
 /// How long a node process may take to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// 128 random bits, hex encoded, from the OS.
-fn random_secret() -> Result<String, HostError> {
-    use std::io::Read;
-    let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| HostError::Process(format!("cannot read /dev/urandom: {e}")))?;
-    Ok(crate::util::hex(&bytes))
-}
-
 /// A port on 127.0.0.1 that was free a moment ago (bound, then released).
 fn free_port() -> Result<String, HostError> {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -193,7 +183,9 @@ impl LocalCluster {
         delay: Option<Duration>,
         tls: bool,
     ) -> Result<LocalCluster, HostError> {
-        let mut credentials = RaftCredentials::plain(random_secret()?);
+        let secret = crate::util::random_hex128()
+            .map_err(|e| HostError::Process(format!("cannot read /dev/urandom: {e}")))?;
+        let mut credentials = RaftCredentials::plain(secret);
         let authority = if tls {
             let authority = CertAuthority::new("local")?;
             let files = authority.write(&dir.join("tls"), "admin", &hosts_for("127.0.0.1"))?;

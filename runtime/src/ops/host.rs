@@ -155,11 +155,11 @@ pub struct NodeArgs {
     /// gRPC `RESOURCE_EXHAUSTED`, JSON-RPC -32053) and reads and watches go on; the node
     /// compacts (a snapshot, then the log behind it is purged) and the alarm clears by itself
     /// once the state is under the quota again.
-    #[arg(long, value_name = "BYTES", default_value = "8GiB", value_parser = parse_quota)]
+    #[arg(long, value_name = "BYTES", default_value = "8GiB", value_parser = crate::util::parse_bytes)]
     pub quota_bytes: u64,
     /// The size of a raft log segment file, in bytes or with a unit (from 64KiB to 1GiB):
     /// segments are preallocated, and purged whole.
-    #[arg(long, value_name = "BYTES", default_value = "16MiB", value_parser = parse_segment_bytes)]
+    #[arg(long, value_name = "BYTES", default_value = "16MiB", value_parser = parse_bounded_bytes)]
     pub log_segment_bytes: u64,
     /// Seconds an API connection (gRPC, JSON-RPC, metrics) may stay idle (no byte either way,
     /// a TLS handshake included) before it is closed. gRPC clients that keep a connection
@@ -203,8 +203,8 @@ pub struct NodeArgs {
     pub max_watchers: usize,
     /// The bytes of events one watcher holds for a consumer that has not read them, in bytes
     /// or with a unit (64KiB to 1GiB); an event larger than this is held alone.
-    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_watch_buffer)]
-    pub watch_buffer_bytes: usize,
+    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_bounded_bytes)]
+    pub watch_buffer_bytes: u64,
     /// The most streams one API connection may have open at once: concurrent gRPC calls and
     /// watches (HTTP/2), JSON-RPC subscriptions on one WebSocket (one more is refused with
     /// -32006).
@@ -338,26 +338,11 @@ fn parse_command_bytes(s: &str) -> Result<usize, String> {
     }
 }
 
-/// `--quota-bytes`: a size.
-fn parse_quota(s: &str) -> Result<u64, String> {
-    crate::util::parse_bytes(s)
-}
-
-/// `--watch-buffer-bytes`: a size from 64 KiB to 1 GiB.
-fn parse_watch_buffer(s: &str) -> Result<usize, String> {
-    match crate::util::parse_bytes(s)? {
-        n if ((64 << 10)..=(1 << 30)).contains(&n) => usize::try_from(n).map_err(|e| e.to_string()),
-        n => Err(format!(
-            "{n} bytes: a watcher's buffer takes from 64KiB to 1GiB"
-        )),
-    }
-}
-
-/// `--log-segment-bytes`: a size from 64 KiB to 1 GiB.
-fn parse_segment_bytes(s: &str) -> Result<u64, String> {
+/// A size (`--log-segment-bytes`, `--watch-buffer-bytes`) from 64 KiB to 1 GiB.
+fn parse_bounded_bytes(s: &str) -> Result<u64, String> {
     match crate::util::parse_bytes(s)? {
         n if ((64 << 10)..=(1 << 30)).contains(&n) => Ok(n),
-        n => Err(format!("{n} bytes: a segment takes from 64KiB to 1GiB")),
+        n => Err(format!("{n} bytes: expected from 64KiB to 1GiB")),
     }
 }
 
@@ -461,7 +446,8 @@ pub async fn start(args: NodeArgs, service: &dyn HostedService) -> Result<Runnin
     config.feed.retain = args.watch_retain;
     config.feed.stall = Duration::from_millis(args.watch_stall_ms);
     config.feed.max_watchers = args.max_watchers;
-    config.feed.buffer_bytes = args.watch_buffer_bytes;
+    // At most 1 GiB (the flag's range).
+    config.feed.buffer_bytes = args.watch_buffer_bytes as usize;
     config.commit = crate::raft::state_machine::CommitPolicy {
         // At most 100,000 (the flag's range).
         entries: args.commit_entries as usize,

@@ -107,10 +107,7 @@ pub fn token_hash(token: &str) -> String {
 /// A new token (`rt_` and 128 random bits, hex) and its public id (the first 12 hex digits of
 /// its hash).
 pub fn new_token() -> std::io::Result<(String, String)> {
-    use std::io::Read as _;
-    let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    let token = format!("rt_{}", crate::util::hex(&bytes));
+    let token = format!("rt_{}", crate::util::random_hex128()?);
     let id = token_hash(&token)[..12].to_string();
     Ok((token, id))
 }
