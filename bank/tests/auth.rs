@@ -14,7 +14,7 @@ use chrono::TimeDelta;
 use futures_util::StreamExt as _;
 use runtime::Failure;
 use runtime::ops::cluster::LocalCluster;
-use runtime::raft::auth::{AuthCommand, new_token, token_hash};
+use runtime::raft::auth::AuthCommand;
 use runtime::raft::network::AdminRequest;
 
 const EXE: &str = env!("CARGO_BIN_EXE_bank");
@@ -33,20 +33,6 @@ fn denied<T: std::fmt::Debug>(outcome: &Result<T, BankCallError>) -> bool {
     )
 }
 
-/// Issues a token for `user` through node `raft`; (token, id).
-async fn issue(c: &LocalCluster, raft: &str, user: &str) -> (String, String) {
-    let (token, id) = new_token().expect("token");
-    let issue = AdminRequest::Auth(AuthCommand::TokenIssue {
-        user: user.into(),
-        id: id.clone(),
-        hash: token_hash(&token),
-    });
-    runtime::ops::admin::admin(raft, &c.credentials, issue)
-        .await
-        .expect("token issued");
-    (token, id)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_and_roles_decide_on_every_wire_and_a_revocation_holds_on_every_node() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -58,15 +44,13 @@ async fn tokens_and_roles_decide_on_every_wire_and_a_revocation_holds_on_every_n
         .await
         .expect("leader");
     let raft = c.node(leader).expect("leader").raft.clone();
-    for (name, role) in [("ann", "teller"), ("bo", "auditor"), ("root", "admin")] {
-        let add = AdminRequest::Auth(AuthCommand::UserAdd {
-            name: name.into(),
-            roles: vec![role.into()],
-        });
-        runtime::ops::admin::admin(&raft, &c.credentials, add)
-            .await
-            .expect("user added");
-    }
+    let add = AdminRequest::Auth(AuthCommand::UserAdd {
+        name: "ann".into(),
+        roles: vec!["teller".into()],
+    });
+    runtime::ops::admin::admin(&raft, &c.credentials, add)
+        .await
+        .expect("user added");
     // A role the schema does not have is refused, naming the ones it has.
     let typo = AdminRequest::Auth(AuthCommand::UserAdd {
         name: "cy".into(),
@@ -106,8 +90,11 @@ async fn tokens_and_roles_decide_on_every_wire_and_a_revocation_holds_on_every_n
         .nth(1)
         .expect("the token's id")
         .to_string();
-    let (bo, _) = issue(&c, &raft, "bo").await;
-    let (root, _) = issue(&c, &raft, "root").await;
+    let bo = c.user_token("bo", &["auditor"]).await.expect("bo's token");
+    let root = c
+        .user_token("root", &["admin"])
+        .await
+        .expect("root's token");
 
     // gRPC, on a follower (its own decision, from what it has applied).
     let follower = c.nodes.iter().find(|n| n.id != leader).expect("follower");

@@ -340,19 +340,25 @@ impl RaftNode {
         Ok(node)
     }
 
-    /// Whether the caller with `token` may call `operation` here (with its user's name): always
-    /// on a node without `--auth` (no name), else as
+    /// Whether the caller with the token `token` reads may call `operation` here (with its
+    /// user's name): always on a node without `--auth` (no name, and the token is not read),
+    /// else as
     /// [`crate::raft::auth::Identities::authorize`] decides.
     pub fn authorize(
         &self,
         operation: &str,
-        token: Option<&str>,
+        token: impl FnOnce() -> Option<crate::wire::call::Token>,
     ) -> Result<Option<String>, crate::wire::error::Failure> {
         if !self.auth {
             return Ok(None);
         }
+        let token = token();
         self.identities
-            .authorize(self.operations, operation, token)
+            .authorize(
+                self.operations,
+                operation,
+                token.as_ref().map(|t| t.0.as_str()),
+            )
             .map(Some)
     }
 
